@@ -1,0 +1,370 @@
+// Package store is the content-addressed, deduplicating store that holds the
+// backups of many nodes. Chunks (database pages, list chunks, sealed changes)
+// are named by the BLAKE3-256 of their bytes, zstd-compressed and written in
+// packs of a few MiB, each with an index object written before any manifest
+// that needs it. A chunk already in the store is never written again, and every
+// read re-hashes what it fetched. Per-node objects (node records, manifests,
+// the journal) live under nodes/<name>/. The layout is in docs/store-format.md;
+// this package is the one place that knows it.
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/clnbackup/backup/chunker"
+	"github.com/clnbackup/backup/store/backend"
+	"github.com/clnbackup/backup/store/local"
+	"github.com/klauspost/compress/zstd"
+)
+
+// FormatVersion is the store layout version this code reads and writes.
+const FormatVersion = 1
+
+const (
+	configName   = "config"
+	configFormat = "clnbackup-store"
+)
+
+// Params are the chunking parameters fixed when a store is created. Every
+// writer of a store must use the same ones, or snapshots would stop sharing
+// chunks; opening a store whose parameters differ from the caller's fails.
+type Params struct {
+	Chunker     string `json:"chunker"`
+	Hash        string `json:"hash"`
+	Compression string `json:"compression"`
+	// ListEntries is the number of page IDs per list chunk.
+	ListEntries int `json:"list_entries"`
+	// PackSize is the size at which a writer closes a pack.
+	PackSize int `json:"pack_size"`
+}
+
+// DefaultParams are the parameters of new stores (see docs/design.md for the
+// measurements behind them).
+func DefaultParams() Params {
+	return Params{Chunker: "sqlite-page", Hash: "blake3-256", Compression: "zstd", ListEntries: 1024, PackSize: 4 << 20}
+}
+
+// Config is the store's root object.
+type Config struct {
+	Format  string    `json:"format"`
+	Version int       `json:"version"`
+	ID      string    `json:"id"`
+	Created time.Time `json:"created"`
+	Params  Params    `json:"params"`
+}
+
+// ErrNotStore is returned (wrapped) when a URL names no store.
+var ErrNotStore = errors.New("not a backup store")
+
+// Options tune Open and Create.
+type Options struct {
+	// Params are the parameters the caller expects (DefaultParams when nil).
+	Params *Params
+}
+
+// Store is an open store. It is safe for concurrent use.
+type Store struct {
+	be     backend.Backend
+	cfg    Config
+	dec    *zstd.Decoder
+	encMu  sync.Mutex
+	encs   []*zstd.Encoder
+	mu     sync.RWMutex
+	chunks map[chunker.ID]location
+	packs  []chunker.ID
+	packNo map[chunker.ID]uint32
+	loaded map[string]bool // index objects already loaded
+}
+
+type location struct {
+	pack   uint32
+	offset uint32
+	length uint32
+	raw    uint32
+	kind   Kind
+}
+
+// Create opens the store at url, creating it first when the place is missing
+// or empty. It refuses a non-empty directory that is not a store. created
+// reports whether a new store was made.
+func Create(ctx context.Context, url string, opts Options) (s *Store, created bool, err error) {
+	u, err := ParseURL(url)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := os.MkdirAll(u.Path, 0o755); err != nil {
+		return nil, false, fmt.Errorf("create store directory %s: %w", u.Path, err)
+	}
+	be, err := local.New(u.Path)
+	if err != nil {
+		return nil, false, err
+	}
+	if _, err := be.Stat(ctx, configName); err == nil {
+		s, err := open(ctx, be, opts)
+		return s, false, err
+	}
+	entries, err := os.ReadDir(u.Path)
+	if err != nil {
+		return nil, false, fmt.Errorf("read store directory %s: %w", u.Path, err)
+	}
+	if len(entries) > 0 {
+		return nil, false, fmt.Errorf("%s is not empty and is not a backup store (it has no %q object): choose a new or empty directory", u.Path, configName)
+	}
+	params := DefaultParams()
+	if opts.Params != nil {
+		params = *opts.Params
+	}
+	var rnd [16]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return nil, false, fmt.Errorf("create store id: %w", err)
+	}
+	cfg := Config{Format: configFormat, Version: FormatVersion, ID: hex.EncodeToString(rnd[:]), Created: time.Now().UTC(), Params: params}
+	data, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return nil, false, err
+	}
+	if err := be.PutIfAbsent(ctx, configName, append(data, '\n')); err != nil && !errors.Is(err, backend.ErrExists) {
+		return nil, false, fmt.Errorf("create store %s: write config: %w", be.Location(), err)
+	}
+	s, err = open(ctx, be, opts)
+	return s, err == nil, err
+}
+
+// Open opens an existing store.
+func Open(ctx context.Context, url string, opts Options) (*Store, error) {
+	u, err := ParseURL(url)
+	if err != nil {
+		return nil, err
+	}
+	st, err := os.Stat(u.Path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("open store %s: %w: %s does not exist (create one with backup-cli init)", url, ErrNotStore, u.Path)
+		}
+		return nil, fmt.Errorf("open store %s: %w", url, err)
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("open store %s: %w: %s is a file, not a store directory", url, ErrNotStore, u.Path)
+	}
+	be, err := local.New(u.Path)
+	if err != nil {
+		return nil, err
+	}
+	return open(ctx, be, opts)
+}
+
+// OpenBackend opens the store kept by an already constructed backend.
+func OpenBackend(ctx context.Context, be backend.Backend, opts Options) (*Store, error) {
+	return open(ctx, be, opts)
+}
+
+func open(ctx context.Context, be backend.Backend, opts Options) (*Store, error) {
+	data, err := be.Get(ctx, configName, 0, -1)
+	if err != nil {
+		if errors.Is(err, backend.ErrNotFound) {
+			return nil, fmt.Errorf("open store %s: %w (no %q object; create one with backup-cli init)", be.Location(), ErrNotStore, configName)
+		}
+		return nil, fmt.Errorf("open store %s: read config: %w", be.Location(), err)
+	}
+	var cfg Config
+	if err := json.Unmarshal(data, &cfg); err != nil || cfg.Format != configFormat {
+		return nil, fmt.Errorf("open store %s: %w (config object is not a backup store config)", be.Location(), ErrNotStore)
+	}
+	if cfg.Version != FormatVersion {
+		return nil, fmt.Errorf("open store %s: store format version %d is not supported (this program handles version %d): use a backup-cli that matches the store", be.Location(), cfg.Version, FormatVersion)
+	}
+	want := DefaultParams()
+	if opts.Params != nil {
+		want = *opts.Params
+	}
+	if err := compareParams(cfg.Params, want); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", be.Location(), err)
+	}
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithDecoderMaxMemory(64<<20))
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{be: be, cfg: cfg, dec: dec, chunks: map[chunker.ID]location{}, packNo: map[chunker.ID]uint32{}, loaded: map[string]bool{}}
+	if err := s.Refresh(ctx); err != nil {
+		dec.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func compareParams(have, want Params) error {
+	var diffs []string
+	if have.Chunker != want.Chunker {
+		diffs = append(diffs, fmt.Sprintf("chunker %q (expected %q)", have.Chunker, want.Chunker))
+	}
+	if have.Hash != want.Hash {
+		diffs = append(diffs, fmt.Sprintf("hash %q (expected %q)", have.Hash, want.Hash))
+	}
+	if have.Compression != want.Compression {
+		diffs = append(diffs, fmt.Sprintf("compression %q (expected %q)", have.Compression, want.Compression))
+	}
+	if have.ListEntries != want.ListEntries {
+		diffs = append(diffs, fmt.Sprintf("list_entries %d (expected %d)", have.ListEntries, want.ListEntries))
+	}
+	if have.PackSize < 1<<16 || have.PackSize > 1<<30 {
+		diffs = append(diffs, fmt.Sprintf("pack_size %d (expected 64 KiB..1 GiB)", have.PackSize))
+	}
+	if len(diffs) > 0 {
+		return fmt.Errorf("store was created with different chunking parameters: %s; use a backup-cli with the same parameters", strings.Join(diffs, ", "))
+	}
+	return nil
+}
+
+// Config returns the store's configuration.
+func (s *Store) Config() Config { return s.cfg }
+
+// Location is the store's URL, for messages.
+func (s *Store) Location() string { return s.be.Location() }
+
+// Backend exposes the backend for tools that inspect raw objects (tests,
+// verify).
+func (s *Store) Backend() backend.Backend { return s.be }
+
+// Close releases the store.
+func (s *Store) Close() error {
+	s.dec.Close()
+	s.encMu.Lock()
+	for _, e := range s.encs {
+		e.Close()
+	}
+	s.encs = nil
+	s.encMu.Unlock()
+	return s.be.Close()
+}
+
+// Refresh loads index objects written since the store was opened (by other
+// writers), so that their chunks are found and not written again.
+func (s *Store) Refresh(ctx context.Context) error {
+	var names []string
+	err := s.be.List(ctx, "index/", func(in backend.Info) error {
+		s.mu.RLock()
+		seen := s.loaded[in.Name]
+		s.mu.RUnlock()
+		if !seen {
+			names = append(names, in.Name)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("load index of store %s: %w", s.Location(), err)
+	}
+	for _, name := range names {
+		data, err := s.be.Get(ctx, name, 0, -1)
+		if err != nil {
+			return fmt.Errorf("load index %s: %w", name, err)
+		}
+		if want := name[strings.LastIndexByte(name, '/')+1:]; chunker.Sum(data).String() != want {
+			return fmt.Errorf("load index %s of store %s: content does not match its name (damaged): run backup-cli verify", name, s.Location())
+		}
+		pack, entries, err := decodeIndex(data, -1)
+		if err != nil {
+			return fmt.Errorf("load index %s: %w", name, err)
+		}
+		s.addIndex(name, pack, entries)
+	}
+	return nil
+}
+
+func (s *Store) addIndex(name string, pack chunker.ID, entries []indexEntry) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.loaded[name] {
+		return
+	}
+	s.loaded[name] = true
+	no, ok := s.packNo[pack]
+	if !ok {
+		no = uint32(len(s.packs))
+		s.packs = append(s.packs, pack)
+		s.packNo[pack] = no
+	}
+	for _, e := range entries {
+		if _, dup := s.chunks[e.ID]; dup {
+			continue
+		}
+		s.chunks[e.ID] = location{pack: no, offset: e.Offset, length: e.Length, raw: e.Raw, kind: e.Kind}
+	}
+}
+
+// Has reports whether the store holds a chunk.
+func (s *Store) Has(id chunker.ID) bool {
+	s.mu.RLock()
+	_, ok := s.chunks[id]
+	s.mu.RUnlock()
+	return ok
+}
+
+// ChunkInfo describes where a stored chunk is.
+type ChunkInfo struct {
+	Pack   chunker.ID
+	Kind   Kind
+	Offset uint32
+	Length uint32 // stored bytes
+	Raw    uint32 // uncompressed bytes
+}
+
+// Locate returns where a chunk is stored.
+func (s *Store) Locate(id chunker.ID) (ChunkInfo, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	l, ok := s.chunks[id]
+	if !ok {
+		return ChunkInfo{}, false
+	}
+	return ChunkInfo{Pack: s.packs[l.pack], Kind: l.kind, Offset: l.offset, Length: l.length, Raw: l.raw}, true
+}
+
+// ChunkCount is the number of distinct chunks indexed.
+func (s *Store) ChunkCount() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.chunks)
+}
+
+func (s *Store) encoder() (*zstd.Encoder, error) {
+	s.encMu.Lock()
+	defer s.encMu.Unlock()
+	if n := len(s.encs); n > 0 {
+		e := s.encs[n-1]
+		s.encs = s.encs[:n-1]
+		return e, nil
+	}
+	return zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedDefault))
+}
+
+func (s *Store) putEncoder(e *zstd.Encoder) {
+	s.encMu.Lock()
+	s.encs = append(s.encs, e)
+	s.encMu.Unlock()
+}
+
+// LocalDir returns the directory that holds the store's object name on this
+// machine, when the backend is local (the journal needs a real file).
+func (s *Store) LocalDir(name string) (string, error) {
+	lb, ok := s.be.(*local.Backend)
+	if !ok {
+		return "", fmt.Errorf("store %s keeps no local files", s.Location())
+	}
+	p, err := lb.Path(name)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Clean(p), nil
+}

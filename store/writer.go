@@ -1,0 +1,124 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/clnbackup/backup/chunker"
+	"github.com/clnbackup/backup/store/backend"
+	"github.com/klauspost/compress/zstd"
+)
+
+// Writer adds chunks to the store. It skips every chunk the store already
+// holds, compresses the others into a pack, and on Flush writes the pack and
+// then its index, each durably. A chunk is readable by others, and may be
+// named by a manifest, only after the Flush that wrote it returned.
+// A Writer is not safe for concurrent use; use one per goroutine.
+type Writer struct {
+	s       *Store
+	enc     *zstd.Encoder
+	bodies  []byte
+	entries []indexEntry
+	pending map[chunker.ID]bool
+	stats   WriteStats
+}
+
+// WriteStats counts what a writer did.
+type WriteStats struct {
+	NewChunks    int
+	ReusedChunks int
+	// NewRawBytes is the uncompressed size of the new chunks.
+	NewRawBytes int64
+	// PackBytes and IndexBytes are the bytes written as packs and indexes.
+	PackBytes  int64
+	IndexBytes int64
+	Packs      int
+}
+
+// Added is the bytes the writer added to the store.
+func (w WriteStats) Added() int64 { return w.PackBytes + w.IndexBytes }
+
+// NewWriter starts a writer. It first loads indexes other writers added, so
+// their chunks are reused rather than written again.
+func (s *Store) NewWriter(ctx context.Context) (*Writer, error) {
+	if err := s.Refresh(ctx); err != nil {
+		return nil, err
+	}
+	enc, err := s.encoder()
+	if err != nil {
+		return nil, fmt.Errorf("start chunk writer: %w", err)
+	}
+	return &Writer{s: s, enc: enc, pending: map[chunker.ID]bool{}}, nil
+}
+
+// Put adds data as a chunk of the given kind and returns its ID; isNew says
+// whether it was new to the store.
+func (w *Writer) Put(ctx context.Context, kind Kind, data []byte) (id chunker.ID, isNew bool, err error) {
+	id = chunker.Sum(data)
+	isNew, err = w.PutID(ctx, kind, id, data)
+	return id, isNew, err
+}
+
+// PutID is Put for a caller that already has the chunk's ID (the chunker
+// computes it). id must be chunker.Sum(data).
+func (w *Writer) PutID(ctx context.Context, kind Kind, id chunker.ID, data []byte) (isNew bool, err error) {
+	if w.enc == nil {
+		return false, errors.New("chunk writer is closed")
+	}
+	if len(data) > MaxChunkSize {
+		return false, fmt.Errorf("chunk %s of %d bytes exceeds the %d-byte limit", id.Short(), len(data), MaxChunkSize)
+	}
+	if w.pending[id] || w.s.Has(id) {
+		w.stats.ReusedChunks++
+		return false, nil
+	}
+	start := len(w.bodies)
+	w.bodies = w.enc.EncodeAll(data, w.bodies)
+	w.entries = append(w.entries, indexEntry{ID: id, Kind: kind, Offset: uint32(start), Length: uint32(len(w.bodies) - start), Raw: uint32(len(data))})
+	w.pending[id] = true
+	w.stats.NewChunks++
+	w.stats.NewRawBytes += int64(len(data))
+	if len(w.bodies) >= w.s.cfg.Params.PackSize {
+		if err := w.Flush(ctx); err != nil {
+			return true, err
+		}
+	}
+	return true, nil
+}
+
+// Flush makes every chunk put so far durable: the pack, then its index.
+func (w *Writer) Flush(ctx context.Context) error {
+	if len(w.entries) == 0 {
+		return nil
+	}
+	pack := buildPack(w.bodies, w.entries)
+	packID := chunker.Sum(pack)
+	if err := w.s.be.PutIfAbsent(ctx, packName(packID), pack); err != nil && !errors.Is(err, backend.ErrExists) {
+		return fmt.Errorf("write pack %s to store %s: %w", packID.Short(), w.s.Location(), err)
+	}
+	idx := encodeIndex(packID, w.entries)
+	idxName := indexName(chunker.Sum(idx))
+	if err := w.s.be.PutIfAbsent(ctx, idxName, idx); err != nil && !errors.Is(err, backend.ErrExists) {
+		return fmt.Errorf("write index of pack %s to store %s: %w", packID.Short(), w.s.Location(), err)
+	}
+	w.s.addIndex(idxName, packID, w.entries)
+	w.stats.Packs++
+	w.stats.PackBytes += int64(len(pack))
+	w.stats.IndexBytes += int64(len(idx))
+	w.bodies = w.bodies[:0]
+	w.entries = nil
+	clear(w.pending)
+	return nil
+}
+
+// Stats returns what the writer did so far.
+func (w *Writer) Stats() WriteStats { return w.stats }
+
+// Close releases the writer. Chunks not flushed are dropped.
+func (w *Writer) Close() {
+	if w.enc != nil {
+		w.s.putEncoder(w.enc)
+		w.enc = nil
+	}
+}
