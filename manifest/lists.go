@@ -16,6 +16,9 @@ const (
 	listFormat = 1
 	// MaxListEntries bounds the IDs one list chunk may hold.
 	MaxListEntries = 1 << 16
+	// MaxPages bounds a snapshot's page count (1 TiB of 4 KiB pages), so
+	// that a damaged count cannot make a reader allocate without limit.
+	MaxPages = 1 << 28
 )
 
 // EncodeList encodes page IDs (a run of consecutive pages) as a list chunk.
@@ -87,6 +90,9 @@ func DecodePatch(b []byte) (Patch, error) {
 		return Patch{}, fmt.Errorf("patch chunk: unknown format version %d", b[4])
 	}
 	p := Patch{Pages: binary.BigEndian.Uint32(b[5:9])}
+	if p.Pages > MaxPages {
+		return Patch{}, fmt.Errorf("patch chunk: %d pages exceed the limit of %d", p.Pages, MaxPages)
+	}
 	n := binary.BigEndian.Uint32(b[9:13])
 	if uint64(len(b)-13) != uint64(n)*patchEntrySize {
 		return Patch{}, fmt.Errorf("patch chunk: %d entries do not match %d bytes", n, len(b)-13)

@@ -182,6 +182,9 @@ func (m *Manifest) Validate() error {
 		return fmt.Errorf("manifest of node %q: sequence number 0", m.Node)
 	}
 	s := m.Snapshot
+	if s.Pages > MaxPages {
+		return fmt.Errorf("manifest %d of node %q: %d pages exceed the limit of %d", m.Seq, m.Node, s.Pages, MaxPages)
+	}
 	if s.Pages > 0 {
 		if s.PageSize < 512 || s.PageSize > 65536 || s.PageSize&(s.PageSize-1) != 0 {
 			return fmt.Errorf("manifest %d of node %q: bad page size %d", m.Seq, m.Node, s.PageSize)

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/clnbackup/backup/manifest"
+	"github.com/clnbackup/backup/store"
+	"github.com/clnbackup/backup/store/history"
+	"github.com/clnbackup/backup/store/replay"
+	"github.com/spf13/cobra"
+)
+
+// lockFile is the backup plugin's pointer to its store, in the lightning
+// directory. backend_url is the key the Python plugin used.
+type lockFile struct {
+	BackendURL string `json:"backend_url"`
+	Node       string `json:"node"`
+}
+
+func newInitCmd(g *globals) *cobra.Command {
+	var lightningDir, node string
+	cmd := &cobra.Command{
+		Use:   "init [--lightning-dir DIR] [--node NAME] URL",
+		Short: "Create the store if needed and add a node to it",
+		Long: `init creates the store at URL when it does not exist (it refuses a non-empty
+directory that is not a store) and adds a node to it.
+
+With --lightning-dir it also writes DIR/backup.lock, which tells the backup
+plugin where to write, and, when DIR/lightningd.sqlite3 exists, stores its
+first snapshot (a page-identical copy made with SQLite's online backup API).
+Stop lightningd before running it. Without a database the node starts from
+an empty one and the plugin records every change from the first.
+
+The node name defaults to "` + history.DefaultNode + `"; give each node sharing a store its own.`,
+		Example: `  backup-cli init --lightning-dir ~/.lightning/bitcoin file:///mnt/backup/store
+  backup-cli init --lightning-dir ~/.lightning/bitcoin --node alice file:///mnt/backup/store`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			url := args[0]
+			if err := manifest.ValidNodeName(node); err != nil {
+				return err
+			}
+			var lockPath, dbPath string
+			if lightningDir != "" {
+				st, err := os.Stat(lightningDir)
+				if err != nil || !st.IsDir() {
+					return fmt.Errorf("lightning directory %s does not exist or is not a directory", lightningDir)
+				}
+				lockPath = filepath.Join(lightningDir, "backup.lock")
+				if _, err := os.Stat(lockPath); err == nil {
+					return fmt.Errorf("%s already exists: this lightning directory is already set up for backups (remove the file to set it up again)", lockPath)
+				}
+				if p := filepath.Join(lightningDir, "lightningd.sqlite3"); fileExists(p) {
+					dbPath = p
+				}
+			}
+			ctx := cmd.Context()
+			st, created, err := store.Create(ctx, url, store.Options{})
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			out := initResult{Store: st.Location(), StoreCreated: created, Node: node}
+			if !g.json {
+				if created {
+					fmt.Printf("Created store %s\n", st.Location())
+				} else {
+					fmt.Printf("Using existing store %s\n", st.Location())
+				}
+			}
+			if dbPath != "" {
+				v, _, err := replay.DataVersionOf(dbPath)
+				if err != nil {
+					return fmt.Errorf("read %s: %w", dbPath, err)
+				}
+				out.Database = dbPath
+				if !g.json {
+					fmt.Printf("Found an existing database at %s (data_version %d)\n", dbPath, v)
+				}
+			}
+			bar := newProgress("snapshot")
+			m, err := history.Init(ctx, st, node, dbPath, bar.fn())
+			bar.done()
+			if err != nil {
+				return err
+			}
+			out.Manifest, out.DataVersion, out.DatabaseBytes, out.AddedBytes = m.Seq, m.Snapshot.Version, m.Snapshot.Size(), m.Stats.AddedBytes
+			if lockPath != "" {
+				if err := writeLock(lockPath, lockFile{BackendURL: url, Node: node}); err != nil {
+					return fmt.Errorf("node %q was added to the store, but writing %s failed: %w; fix the cause and write the file by hand ({\"backend_url\": %q, \"node\": %q})", node, lockPath, err, url, node)
+				}
+				out.LockFile = lockPath
+			}
+			if g.json {
+				return printJSON(out)
+			}
+			if dbPath != "" {
+				fmt.Printf("Successfully written initial snapshot of node %q: data_version %d, %s in %d pages, %s new to the store (manifest %d)\n",
+					node, m.Snapshot.Version, formatBytes(m.Snapshot.Size()), m.Snapshot.Pages, formatBytes(m.Stats.AddedBytes), m.Seq)
+			} else {
+				fmt.Printf("Added node %q with an empty database (manifest %d): the plugin will record every change from the first\n", node, m.Seq)
+			}
+			if lockPath != "" {
+				fmt.Printf("Wrote %s\n", lockPath)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&lightningDir, "lightning-dir", "", "lightning network directory (e.g. ~/.lightning/bitcoin) to set up")
+	cmd.Flags().StringVar(&node, "node", history.DefaultNode, "name of the node in the store")
+	return cmd
+}
+
+type initResult struct {
+	Store         string `json:"store"`
+	StoreCreated  bool   `json:"store_created"`
+	Node          string `json:"node"`
+	Database      string `json:"database,omitempty"`
+	Manifest      uint64 `json:"manifest"`
+	DataVersion   uint32 `json:"data_version"`
+	DatabaseBytes int64  `json:"database_bytes"`
+	AddedBytes    int64  `json:"added_bytes"`
+	LockFile      string `json:"lock_file,omitempty"`
+}
+
+// writeLock writes backup.lock durably (temp file, fsync, rename, fsync of
+// the directory), readable only by its owner.
+func writeLock(path string, l lockFile) error {
+	data, err := json.MarshalIndent(l, "", "  ")
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, ".backup.lock-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(append(data, '\n')); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Link(tmp.Name(), path); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+func fileExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.Mode().IsRegular()
+}
+
+func isNotExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }

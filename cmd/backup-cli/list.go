@@ -1,0 +1,98 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"text/tabwriter"
+
+	"github.com/clnbackup/backup/store"
+	"github.com/clnbackup/backup/store/history"
+	"github.com/spf13/cobra"
+)
+
+type listResult struct {
+	Store        string                `json:"store"`
+	Nodes        []history.NodeSummary `json:"nodes"`
+	LogicalBytes int64                 `json:"logical_bytes"`
+	StoredBytes  int64                 `json:"stored_bytes"`
+	Objects      int                   `json:"objects"`
+	Chunks       int                   `json:"chunks"`
+}
+
+func newListCmd(g *globals) *cobra.Command {
+	var node string
+	cmd := &cobra.Command{
+		Use:   "list [--node NAME] [--json] URL",
+		Short: "Show the nodes, restore points and journal of a store",
+		Long: `list shows every node in the store (or one, with --node): its restore points
+(manifest sequence, time, data_version, database size, bytes it added to the
+store), the data_version range of the changes recorded since the newest one,
+and the totals: the logical size of all restore points against the bytes the
+store really uses.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			st, err := store.Open(ctx, args[0], store.Options{})
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			nodes := []string{node}
+			if node == "" {
+				if nodes, err = st.Nodes(ctx); err != nil {
+					return err
+				}
+			}
+			res := listResult{Store: st.Location(), Nodes: []history.NodeSummary{}, Chunks: st.ChunkCount()}
+			for _, n := range nodes {
+				s, err := history.Summarize(ctx, st, n)
+				if err != nil {
+					return err
+				}
+				res.Nodes = append(res.Nodes, s)
+				res.LogicalBytes += s.LogicalBytes
+			}
+			u, err := st.Usage(ctx)
+			if err != nil {
+				return err
+			}
+			res.StoredBytes, res.Objects = u.Bytes, u.Objects
+			if g.json {
+				return printJSON(res)
+			}
+			fmt.Printf("Store %s\n", res.Store)
+			for _, n := range res.Nodes {
+				fmt.Printf("\nNode %s: newest data_version %d\n", n.Name, n.NewestVersion)
+				tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', tabwriter.AlignRight)
+				fmt.Fprintln(tw, "MANIFEST\tCREATED (UTC)\tDATA_VERSION\tSNAPSHOT_AT\tCHANGES\tDB SIZE\tNEW TO STORE\t")
+				for _, m := range n.Manifests {
+					fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%s\t%s\t\n", m.Seq, m.Created.UTC().Format("2006-01-02 15:04:05"),
+						m.Version, m.SnapshotVersion, m.ChangeRecords, formatBytes(m.DatabaseBytes), formatBytes(m.AddedBytes))
+				}
+				tw.Flush()
+				if n.Journal.Records > 0 {
+					fmt.Printf("  journal: %d changes, data_version %d..%d (%s of statements)\n", n.Journal.Records, n.Journal.FirstVersion, n.Journal.LastVersion, formatBytes(n.Journal.Bytes))
+				} else {
+					fmt.Printf("  journal: no changes after the newest manifest\n")
+				}
+			}
+			ratio := 0.0
+			if res.StoredBytes > 0 {
+				ratio = float64(res.LogicalBytes) / float64(res.StoredBytes)
+			}
+			fmt.Printf("\nTotal: %d restore points of %d nodes, %s logical; %s stored in %d objects (%.1fx smaller)\n",
+				countManifests(res.Nodes), len(res.Nodes), formatBytes(res.LogicalBytes), formatBytes(res.StoredBytes), res.Objects, ratio)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&node, "node", "", "show only this node")
+	return cmd
+}
+
+func countManifests(nodes []history.NodeSummary) int {
+	n := 0
+	for _, s := range nodes {
+		n += len(s.Manifests)
+	}
+	return n
+}

@@ -1,0 +1,182 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/clnbackup/backup/store"
+	"github.com/clnbackup/backup/store/history"
+	"github.com/clnbackup/backup/store/legacy"
+	"github.com/spf13/cobra"
+)
+
+func newRestoreCmd(g *globals) *cobra.Command {
+	var (
+		node       string
+		seq        uint64
+		version    uint32
+		allowOld   bool
+		versionSet bool
+	)
+	cmd := &cobra.Command{
+		Use:   "restore [--node NAME] [--manifest SEQ | --version N] URL DEST",
+		Short: "Restore a node's database from the store",
+		Long: `restore rebuilds a node's lightningd.sqlite3 from the store at URL into DEST.
+DEST is a file, or a directory (then DEST/lightningd.sqlite3); an existing
+file is never replaced.
+
+By default it restores the newest state the store holds: the newest manifest
+plus every change recorded after it. --manifest restores exactly one restore
+point (see backup-cli list); --version restores the state at that
+data_version. A Lightning node started on an old state can lose its channel
+funds to penalty transactions: restoring an older state prints a warning, and
+restoring it into a lightning directory needs --allow-old-state.
+
+The database is written to a temporary file, checked with PRAGMA
+integrity_check and fsynced before it takes the name DEST.
+
+URL may also name a backup file of the Python backup plugin
+(file:///path/backup.dbak, format v1): it restores the node's committed state.
+--node may be left out when the store holds one node.`,
+		Example: `  backup-cli restore file:///mnt/backup/store ~/.lightning/bitcoin
+  backup-cli restore --node alice --manifest 3 file:///mnt/backup/store /tmp/alice-3.sqlite3
+  backup-cli restore file:///mnt/old/backup.dbak /tmp/restored.sqlite3`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			versionSet = cmd.Flags().Changed("version")
+			if versionSet && seq != 0 {
+				return fmt.Errorf("--manifest and --version exclusive: choose one restore point")
+			}
+			dest, inLightningDir, err := restoreTarget(args[1])
+			if err != nil {
+				return err
+			}
+			u, err := store.ParseURL(args[0])
+			if err != nil {
+				return err
+			}
+			if fileExists(u.Path) {
+				if !legacy.Detect(u.Path) {
+					return fmt.Errorf("%s is a file but not a backup file of the Python backup plugin (format v1), nor a store", u.Path)
+				}
+				if node != "" || seq != 0 || versionSet {
+					return fmt.Errorf("--node, --manifest and --version do not apply to a legacy backup file")
+				}
+				bar := newProgress("restore")
+				res, err := history.RestoreLegacy(ctx, u.Path, dest, bar.fn())
+				bar.done()
+				if err != nil {
+					return err
+				}
+				if g.json {
+					return printJSON(res)
+				}
+				fmt.Printf("Restored legacy backup %s (%d entries) to %s: data_version %d, %s\n", u.Path, res.Entries, dest, res.Version, formatBytes(res.Bytes))
+				return nil
+			}
+			st, err := store.Open(ctx, args[0], store.Options{})
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			if node, err = pickNode(ctx, st, node); err != nil {
+				return err
+			}
+			opts := history.RestoreOptions{Node: node, Manifest: seq, Dest: dest}
+			if versionSet {
+				opts.Version = &version
+			}
+			if seq != 0 || versionSet {
+				if err := checkOldState(ctx, st, opts, inLightningDir, allowOld); err != nil {
+					return err
+				}
+			}
+			bar := newProgress("restore")
+			opts.Progress = bar.fn()
+			res, err := history.Restore(ctx, st, opts)
+			bar.done()
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(res)
+			}
+			fmt.Printf("Restored node %q manifest %d at data_version %d to %s (%s, %d changes applied after the snapshot)\n",
+				res.Node, res.Manifest, res.Version, res.Dest, formatBytes(res.Bytes), res.Changes)
+			if res.Version < res.NewestVersion {
+				fmt.Fprintf(os.Stderr, "WARNING: this is an OLD state (data_version %d; the store holds %d). Starting a node on it can broadcast revoked channel states and lose funds.\n", res.Version, res.NewestVersion)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&node, "node", "", "node to restore (may be left out when the store holds one node)")
+	cmd.Flags().Uint64Var(&seq, "manifest", 0, "restore exactly this restore point (manifest sequence number)")
+	cmd.Flags().Uint32Var(&version, "version", 0, "restore the state at this data_version")
+	cmd.Flags().BoolVar(&allowOld, "allow-old-state", false, "allow restoring an older state into a lightning directory")
+	return cmd
+}
+
+// restoreTarget resolves DEST: a directory means DEST/lightningd.sqlite3.
+// inLightningDir reports a target that a node would start from.
+func restoreTarget(arg string) (dest string, inLightningDir bool, err error) {
+	dest = arg
+	if st, err := os.Stat(arg); err == nil && st.IsDir() {
+		dest = filepath.Join(arg, "lightningd.sqlite3")
+		inLightningDir = true
+	}
+	if _, err := os.Lstat(dest); err == nil {
+		return "", false, fmt.Errorf("restore target %s exists: refusing to overwrite it (move it away or choose another target)", dest)
+	}
+	dir := filepath.Dir(dest)
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return "", false, fmt.Errorf("restore target directory %s does not exist", dir)
+	}
+	if fileExists(filepath.Join(dir, "backup.lock")) || fileExists(filepath.Join(dir, "hsm_secret")) {
+		inLightningDir = true
+	}
+	return dest, inLightningDir, nil
+}
+
+// checkOldState refuses to put an old state where a node would start from it.
+func checkOldState(ctx context.Context, st *store.Store, opts history.RestoreOptions, inLightningDir, allow bool) error {
+	newest, err := history.NewestVersion(ctx, st, opts.Node)
+	if err != nil {
+		return err
+	}
+	target := newest
+	if opts.Version != nil {
+		target = *opts.Version
+	} else if opts.Manifest != 0 {
+		m, err := st.Manifest(ctx, opts.Node, opts.Manifest)
+		if err != nil {
+			return err
+		}
+		target = m.LastVersion()
+	}
+	if target < newest && inLightningDir && !allow {
+		return fmt.Errorf("refusing to restore the old state at data_version %d (the store holds %d) into a lightning directory: a node started on it can lose its channel funds; restore elsewhere to inspect it, or add --allow-old-state if you are sure", target, newest)
+	}
+	return nil
+}
+
+// pickNode returns the node to act on: the flag, or the store's only node.
+func pickNode(ctx context.Context, st *store.Store, flag string) (string, error) {
+	if flag != "" {
+		return flag, nil
+	}
+	nodes, err := st.Nodes(ctx)
+	if err != nil {
+		return "", err
+	}
+	switch len(nodes) {
+	case 0:
+		return "", fmt.Errorf("store %s holds no node: add one with backup-cli init", st.Location())
+	case 1:
+		return nodes[0], nil
+	}
+	return "", fmt.Errorf("store %s holds %d nodes (%s): choose one with --node", st.Location(), len(nodes), strings.Join(nodes, ", "))
+}

@@ -1,0 +1,93 @@
+package history
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"time"
+
+	"github.com/clnbackup/backup/store"
+	"github.com/clnbackup/backup/store/journal"
+)
+
+// ManifestSummary is one restore point as `backup-cli list` shows it.
+type ManifestSummary struct {
+	Seq     uint64    `json:"seq"`
+	Created time.Time `json:"created"`
+	// Version is the data_version the restore point restores to.
+	Version uint32 `json:"data_version"`
+	// SnapshotVersion is the data_version of its snapshot.
+	SnapshotVersion uint32 `json:"snapshot_data_version"`
+	// DatabaseBytes is the size of the restored database file.
+	DatabaseBytes int64 `json:"database_bytes"`
+	// ChangeRecords is the number of sealed changes after the snapshot.
+	ChangeRecords int `json:"change_records"`
+	// AddedBytes is what the restore point added to the store.
+	AddedBytes int64 `json:"added_bytes"`
+}
+
+// JournalSummary describes the records not yet covered by a manifest.
+type JournalSummary struct {
+	Records      int    `json:"records"`
+	FirstVersion uint32 `json:"first_data_version,omitempty"`
+	LastVersion  uint32 `json:"last_data_version,omitempty"`
+	Bytes        int64  `json:"bytes"`
+}
+
+// NodeSummary is one node as `backup-cli list` shows it.
+type NodeSummary struct {
+	Name      string            `json:"name"`
+	Manifests []ManifestSummary `json:"manifests"`
+	Journal   JournalSummary    `json:"journal"`
+	// NewestVersion is the newest data_version the store holds.
+	NewestVersion uint32 `json:"newest_data_version"`
+	// LogicalBytes is the size of all its restore points' databases.
+	LogicalBytes int64 `json:"logical_bytes"`
+}
+
+// Summarize describes a node's restore points and journal. It reads the
+// journal without locking it, so it works while the plugin writes.
+func Summarize(ctx context.Context, st *store.Store, node string) (NodeSummary, error) {
+	s := NodeSummary{Name: node, Manifests: []ManifestSummary{}}
+	seqs, err := st.ManifestSeqs(ctx, node)
+	if err != nil {
+		return s, err
+	}
+	var journalSeq uint64
+	for _, seq := range seqs {
+		m, err := st.Manifest(ctx, node, seq)
+		if err != nil {
+			return s, err
+		}
+		records := 0
+		for _, c := range m.Changes {
+			records += c.Records
+		}
+		s.Manifests = append(s.Manifests, ManifestSummary{Seq: m.Seq, Created: m.Created, Version: m.LastVersion(),
+			SnapshotVersion: m.Snapshot.Version, DatabaseBytes: m.Snapshot.Size(), ChangeRecords: records, AddedBytes: m.Stats.AddedBytes})
+		s.LogicalBytes += m.Snapshot.Size()
+		s.NewestVersion = m.LastVersion()
+		journalSeq = m.JournalSeq
+	}
+	dir, err := st.JournalDir(node)
+	if err != nil {
+		return s, err
+	}
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return s, nil
+	}
+	err = journal.Read(dir, journalSeq, func(r journal.Record) error {
+		if s.Journal.Records == 0 {
+			s.Journal.FirstVersion = r.Version
+		}
+		s.Journal.Records++
+		s.Journal.LastVersion = r.Version
+		for _, st := range r.Statements {
+			s.Journal.Bytes += int64(len(st))
+		}
+		s.NewestVersion = r.Version
+		return nil
+	})
+	return s, err
+}

@@ -1,0 +1,343 @@
+package history
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/clnbackup/backup/manifest"
+	"github.com/clnbackup/backup/store"
+	"github.com/clnbackup/backup/store/journal"
+	"github.com/clnbackup/backup/store/replay"
+)
+
+// DefaultNode is the node name used when none is given. It is fixed so that
+// a store made with the defaults is always addressed the same way.
+const DefaultNode = "default"
+
+// maxChangeChunk bounds the raw size of one sealed change chunk.
+const maxChangeChunk = 256 << 10
+
+// Init adds a node to the store and writes its first restore point: a
+// snapshot of the database at dbPath taken with SQLite's online backup API
+// (page-identical to the original), or an empty database when dbPath is "".
+// It refuses a node name already in use, except to finish an init that
+// stopped before writing any manifest.
+func Init(ctx context.Context, st *store.Store, node, dbPath string, progress Progress) (*manifest.Manifest, error) {
+	host, _ := os.Hostname()
+	err := st.CreateNode(ctx, store.NodeInfo{Name: node, Created: time.Now().UTC(), Host: host})
+	if errors.Is(err, store.ErrNodeExists) {
+		seqs, lerr := st.ManifestSeqs(ctx, node)
+		if lerr != nil || len(seqs) > 0 {
+			return nil, err
+		}
+	} else if err != nil {
+		return nil, err
+	}
+	w, err := st.NewWriter(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer w.Close()
+	snap := manifest.Snapshot{}
+	if dbPath != "" {
+		tmp, err := os.CreateTemp(filepath.Dir(dbPath), ".backup-init-*.sqlite3")
+		if err != nil {
+			return nil, fmt.Errorf("init node %q: temporary copy of %s: %w", node, dbPath, err)
+		}
+		tmpName := tmp.Name()
+		tmp.Close()
+		defer os.Remove(tmpName)
+		if err := copyDatabase(ctx, dbPath, tmpName); err != nil {
+			return nil, fmt.Errorf("init node %q: copy %s: %w", node, dbPath, err)
+		}
+		version, _, err := replay.DataVersionOf(tmpName)
+		if err != nil {
+			return nil, fmt.Errorf("init node %q: read data_version of %s: %w", node, dbPath, err)
+		}
+		if snap, err = snapshotFile(ctx, w, st, tmpName, version, nil, nil, progress); err != nil {
+			return nil, fmt.Errorf("init node %q: %w", node, err)
+		}
+	}
+	if err := w.Flush(ctx); err != nil {
+		return nil, fmt.Errorf("init node %q: %w", node, err)
+	}
+	ws := w.Stats()
+	m := &manifest.Manifest{
+		Format: manifest.FormatVersion, Node: node, Seq: 1, Created: time.Now().UTC(), Snapshot: snap,
+		Stats: manifest.Stats{AddedBytes: ws.Added(), NewChunks: ws.NewChunks, ReusedChunks: ws.ReusedChunks},
+	}
+	if _, err := st.PutManifest(ctx, m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// Node is the writer of one node's history: it holds the node's journal
+// open (exclusively) and seals and compacts it. Appends go straight to
+// Journal(); Seal and Compact may run concurrently with them.
+type Node struct {
+	st      *store.Store
+	name    string
+	j       *journal.Journal
+	compact sync.Mutex
+	// TempDir is where compaction builds databases (os.TempDir() if "").
+	TempDir string
+}
+
+// OpenNode opens a node of the store for writing.
+func OpenNode(ctx context.Context, st *store.Store, name string) (*Node, error) {
+	if _, err := st.Node(ctx, name); err != nil {
+		return nil, err
+	}
+	dir, err := st.JournalDir(name)
+	if err != nil {
+		return nil, err
+	}
+	j, err := journal.Open(dir, journal.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("open journal of node %q: %w", name, err)
+	}
+	return &Node{st: st, name: name, j: j}, nil
+}
+
+// Name is the node's name.
+func (n *Node) Name() string { return n.name }
+
+// Journal is the node's journal, for appends.
+func (n *Node) Journal() *journal.Journal { return n.j }
+
+// Close closes the journal.
+func (n *Node) Close() error { return n.j.Close() }
+
+// SealResult describes a seal or a compaction.
+type SealResult struct {
+	// Manifest is the new restore point (nil when there was nothing to do).
+	Manifest *manifest.Manifest
+	// Records is the number of journal records sealed.
+	Records int
+	// Added is the bytes added to the store.
+	Added    int64
+	Duration time.Duration
+}
+
+// sealable returns the last journal record seq that may be sealed: every
+// record except the trailing group with the newest data_version, which a
+// rewind (lightningd re-sending that version) could still replace.
+func (n *Node) sealable(after uint64) (cut uint64, count int, err error) {
+	last, ok := n.j.Last()
+	if !ok {
+		return after, 0, nil
+	}
+	cut = after
+	err = n.j.Records(after, func(r journal.Record) error {
+		if r.Seq <= last.Seq && r.Version != last.Version {
+			cut = r.Seq
+			count++
+		}
+		return nil
+	})
+	return cut, count, err
+}
+
+// Seal writes the journal records that can no longer be rewound as change
+// chunks and commits them in a new manifest on the newest snapshot.
+func (n *Node) Seal(ctx context.Context) (SealResult, error) {
+	n.compact.Lock()
+	defer n.compact.Unlock()
+	latest, err := n.st.LatestManifest(ctx, n.name)
+	if err != nil {
+		return SealResult{}, err
+	}
+	return n.seal(ctx, latest)
+}
+
+func (n *Node) seal(ctx context.Context, latest *manifest.Manifest) (SealResult, error) {
+	start := time.Now()
+	cut, count, err := n.sealable(latest.JournalSeq)
+	if err != nil {
+		return SealResult{}, fmt.Errorf("seal node %q: %w", n.name, err)
+	}
+	if count == 0 {
+		return SealResult{}, nil
+	}
+	w, err := n.st.NewWriter(ctx)
+	if err != nil {
+		return SealResult{}, err
+	}
+	defer w.Close()
+	m := *latest
+	m.Seq, m.Created = latest.Seq+1, time.Now().UTC()
+	m.Changes = append([]manifest.ChangeRef(nil), latest.Changes...)
+	var batch []journal.Record
+	size := 0
+	flushBatch := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		id, _, err := w.Put(ctx, store.KindChange, journal.EncodeChunk(batch))
+		if err != nil {
+			return err
+		}
+		m.Changes = append(m.Changes, manifest.ChangeRef{ID: id, FirstSeq: batch[0].Seq, LastSeq: batch[len(batch)-1].Seq,
+			FirstVersion: batch[0].Version, LastVersion: batch[len(batch)-1].Version, Records: len(batch)})
+		batch, size = nil, 0
+		return nil
+	}
+	err = n.j.Records(latest.JournalSeq, func(r journal.Record) error {
+		if r.Seq > cut {
+			return nil
+		}
+		rs := 32
+		for _, s := range r.Statements {
+			rs += len(s) + 4
+		}
+		if size+rs > maxChangeChunk {
+			if err := flushBatch(); err != nil {
+				return err
+			}
+		}
+		batch = append(batch, r)
+		size += rs
+		return nil
+	})
+	if err == nil {
+		err = flushBatch()
+	}
+	if err == nil {
+		err = w.Flush(ctx)
+	}
+	if err != nil {
+		return SealResult{}, fmt.Errorf("seal node %q: %w", n.name, err)
+	}
+	m.JournalSeq = cut
+	ws := w.Stats()
+	m.Stats = manifest.Stats{AddedBytes: ws.Added(), NewChunks: ws.NewChunks, ReusedChunks: ws.ReusedChunks}
+	if _, err := n.st.PutManifest(ctx, &m); err != nil {
+		return SealResult{}, err
+	}
+	return SealResult{Manifest: &m, Records: count, Added: ws.Added(), Duration: time.Since(start)}, nil
+}
+
+// CompactResult describes a compaction.
+type CompactResult struct {
+	// Sealed is the seal that preceded the new snapshot (zero if none).
+	Sealed SealResult
+	// Manifest is the new snapshot's restore point; nil when there was
+	// nothing to compact.
+	Manifest *manifest.Manifest
+	// Added is the bytes the whole compaction added to the store.
+	Added    int64
+	Duration time.Duration
+}
+
+// Compact seals the journal and then writes a new snapshot at the newest
+// sealed data_version: it rebuilds the database from the store (previous
+// snapshot plus changes, never from the live database), checks it, and
+// stores it reusing every page already stored. Journal segments the new
+// manifest covers are removed. It runs while appends continue.
+func (n *Node) Compact(ctx context.Context, progress Progress) (CompactResult, error) {
+	n.compact.Lock()
+	defer n.compact.Unlock()
+	start := time.Now()
+	latest, err := n.st.LatestManifest(ctx, n.name)
+	if err != nil {
+		return CompactResult{}, err
+	}
+	var res CompactResult
+	if res.Sealed, err = n.seal(ctx, latest); err != nil {
+		return res, err
+	}
+	if res.Sealed.Manifest != nil {
+		latest = res.Sealed.Manifest
+	}
+	if len(latest.Changes) == 0 {
+		return res, nil // the newest restore point is a snapshot already
+	}
+	m, err := n.snapshotFrom(ctx, latest, progress)
+	if err != nil {
+		return res, fmt.Errorf("compact node %q: %w", n.name, err)
+	}
+	if err := n.j.Trim(m.JournalSeq); err != nil {
+		return res, fmt.Errorf("compact node %q: trim journal: %w", n.name, err)
+	}
+	res.Manifest = m
+	res.Added = res.Sealed.Added + m.Stats.AddedBytes
+	res.Duration = time.Since(start)
+	return res, nil
+}
+
+// snapshotFrom rebuilds the database of restore point from (its snapshot
+// plus its changes) and commits it as the next manifest's snapshot.
+func (n *Node) snapshotFrom(ctx context.Context, from *manifest.Manifest, progress Progress) (*manifest.Manifest, error) {
+	tmp, err := os.CreateTemp(n.TempDir, "clnbackup-compact-*.sqlite3")
+	if err != nil {
+		return nil, fmt.Errorf("temporary database: %w", err)
+	}
+	tmpName := tmp.Name()
+	defer func() {
+		tmp.Close()
+		os.Remove(tmpName)
+		os.Remove(tmpName + "-journal")
+	}()
+	var prevTab manifest.PageTable
+	if from.Snapshot.Pages > 0 {
+		if prevTab, err = loadPageTable(ctx, n.st, from.Snapshot); err != nil {
+			return nil, err
+		}
+		if err := writePages(ctx, n.st, tmp, from.Snapshot, prevTab, scaled(progress, 0, 2)); err != nil {
+			return nil, err
+		}
+	}
+	if err := tmp.Close(); err != nil {
+		return nil, err
+	}
+	version, _, err := applyChanges(ctx, n.st, from, tmpName, false, func(journal.Record) bool { return false })
+	if err != nil {
+		return nil, err
+	}
+	if v, ok, err := replay.DataVersionOf(tmpName); err != nil {
+		return nil, err
+	} else if ok && v != version {
+		return nil, fmt.Errorf("rebuilt database has data_version %d but its last change is %d: the store's history is inconsistent; run backup-cli verify", v, version)
+	}
+	if err := replay.IntegrityCheck(tmpName); err != nil {
+		return nil, fmt.Errorf("rebuilt database fails the integrity check: %w", err)
+	}
+	w, err := n.st.NewWriter(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer w.Close()
+	snap, err := snapshotFile(ctx, w, n.st, tmpName, version, &from.Snapshot, prevTab, scaled(progress, 1, 2))
+	if err != nil {
+		return nil, err
+	}
+	if err := w.Flush(ctx); err != nil {
+		return nil, err
+	}
+	ws := w.Stats()
+	m := &manifest.Manifest{Format: manifest.FormatVersion, Node: n.name, Seq: from.Seq + 1, Created: time.Now().UTC(),
+		Snapshot: snap, JournalSeq: from.JournalSeq,
+		Stats: manifest.Stats{AddedBytes: ws.Added(), NewChunks: ws.NewChunks, ReusedChunks: ws.ReusedChunks}}
+	if _, err := n.st.PutManifest(ctx, m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// scaled maps a step's progress into part i of n equal parts of the whole.
+func scaled(p Progress, i, n int64) Progress {
+	if p == nil {
+		return nil
+	}
+	return func(done, total int64) {
+		if total > 0 {
+			p(i*total+done, n*total)
+		}
+	}
+}

@@ -1,0 +1,348 @@
+package history
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/clnbackup/backup/manifest"
+	"github.com/clnbackup/backup/store"
+	"github.com/clnbackup/backup/store/journal"
+	"github.com/clnbackup/backup/store/legacy"
+	"github.com/clnbackup/backup/store/replay"
+)
+
+// RestoreOptions choose what to restore and where.
+type RestoreOptions struct {
+	Node string
+	// Manifest restores exactly that restore point (0: not chosen).
+	Manifest uint64
+	// Version restores the state at that data_version (nil: not chosen).
+	Version *uint32
+	// Dest is the database file to create; it must not exist.
+	Dest     string
+	Progress Progress
+}
+
+// RestoreResult says what was restored.
+type RestoreResult struct {
+	Node     string `json:"node"`
+	Manifest uint64 `json:"manifest"`
+	// Version is the data_version of the restored database.
+	Version uint32 `json:"data_version"`
+	// Changes is the number of change records applied after the snapshot.
+	Changes int   `json:"changes_applied"`
+	Bytes   int64 `json:"bytes"`
+	// NewestVersion is the newest data_version the store holds for the
+	// node; Version < NewestVersion means an old state was restored.
+	NewestVersion uint32 `json:"newest_data_version"`
+	Dest          string `json:"dest"`
+}
+
+// ErrExists is returned (wrapped) when the restore target exists.
+var ErrExists = errors.New("restore target exists")
+
+// Restore rebuilds a node's database at the chosen restore point: the
+// newest state by default (newest manifest plus every later journal record).
+// It writes a temporary file next to Dest, fetches and verifies every page,
+// applies the changes, runs PRAGMA integrity_check, fsyncs, and only then
+// links the file to Dest (never replacing an existing file).
+func Restore(ctx context.Context, st *store.Store, opts RestoreOptions) (RestoreResult, error) {
+	res := RestoreResult{Node: opts.Node, Dest: opts.Dest}
+	if _, err := os.Lstat(opts.Dest); err == nil {
+		return res, fmt.Errorf("restore node %q to %s: %w (move it away or choose another target)", opts.Node, opts.Dest, ErrExists)
+	}
+	seqs, err := st.ManifestSeqs(ctx, opts.Node)
+	if err != nil {
+		return res, err
+	}
+	if len(seqs) == 0 {
+		if _, err := st.Node(ctx, opts.Node); err != nil {
+			return res, err
+		}
+		return res, fmt.Errorf("node %q has no restore point in store %s", opts.Node, st.Location())
+	}
+	latest, err := st.Manifest(ctx, opts.Node, seqs[len(seqs)-1])
+	if err != nil {
+		return res, err
+	}
+	newest, err := newestVersion(st, latest)
+	if err != nil {
+		return res, err
+	}
+	res.NewestVersion = newest
+
+	m := latest
+	useJournal := true
+	switch {
+	case opts.Manifest != 0 && opts.Version != nil:
+		return res, errors.New("choose a manifest or a version, not both")
+	case opts.Manifest != 0:
+		if m, err = st.Manifest(ctx, opts.Node, opts.Manifest); err != nil {
+			return res, err
+		}
+		useJournal = false
+	case opts.Version != nil:
+		if m, err = manifestForVersion(ctx, st, opts.Node, seqs, *opts.Version); err != nil {
+			return res, err
+		}
+		if *opts.Version > newest {
+			return res, fmt.Errorf("node %q: data_version %d is newer than the newest the store holds (%d)", opts.Node, *opts.Version, newest)
+		}
+		useJournal = m.Seq == latest.Seq
+	}
+	res.Manifest = m.Seq
+
+	dir := filepath.Dir(opts.Dest)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(opts.Dest)+".restore-*")
+	if err != nil {
+		return res, fmt.Errorf("restore node %q: create temporary file in %s: %w", opts.Node, dir, err)
+	}
+	tmpName := tmp.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			tmp.Close()
+			os.Remove(tmpName)
+			os.Remove(tmpName + "-journal")
+		}
+	}()
+	if err := buildAt(ctx, st, m, tmp, opts.Progress); err != nil {
+		return res, fmt.Errorf("restore node %q manifest %d: %w", opts.Node, m.Seq, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return res, fmt.Errorf("restore node %q: %w", opts.Node, err)
+	}
+	stop := func(r journal.Record) bool { return opts.Version != nil && r.Version > *opts.Version }
+	version, applied, err := applyChanges(ctx, st, m, tmpName, useJournal, stop)
+	if err != nil {
+		return res, fmt.Errorf("restore node %q manifest %d: %w", opts.Node, m.Seq, err)
+	}
+	if opts.Version != nil && version != *opts.Version {
+		return res, fmt.Errorf("restore node %q: data_version %d is not in the store (restore point %d reaches %d)", opts.Node, *opts.Version, m.Seq, version)
+	}
+	res.Version, res.Changes = version, applied
+	if err := finishFile(tmpName, opts.Dest); err != nil {
+		return res, fmt.Errorf("restore node %q: %w", opts.Node, err)
+	}
+	ok = true
+	if fi, err := os.Stat(opts.Dest); err == nil {
+		res.Bytes = fi.Size()
+	}
+	return res, nil
+}
+
+// buildAt writes m's snapshot into f.
+func buildAt(ctx context.Context, st *store.Store, m *manifest.Manifest, f *os.File, progress Progress) error {
+	if m.Snapshot.Pages == 0 {
+		return nil
+	}
+	tab, err := loadPageTable(ctx, st, m.Snapshot)
+	if err != nil {
+		return err
+	}
+	return writePages(ctx, st, f, m.Snapshot, tab, progress)
+}
+
+// applyChanges applies m's change chunks and, if useJournal, the node's
+// journal records after m to the database at path, stopping before the
+// first record for which stop is true. It returns the data_version reached
+// and the number of records applied.
+func applyChanges(ctx context.Context, st *store.Store, m *manifest.Manifest, path string, useJournal bool, stop func(journal.Record) bool) (uint32, int, error) {
+	db, err := replay.Open(path)
+	if err != nil {
+		return 0, 0, err
+	}
+	version, applied := m.Snapshot.Version, 0
+	done := false
+	apply := func(r journal.Record) error {
+		if done || stop(r) {
+			done = true
+			return nil
+		}
+		if err := db.Apply(r); err != nil {
+			return err
+		}
+		version = r.Version
+		applied++
+		return nil
+	}
+	err = forEachChange(ctx, st, m, useJournal, apply)
+	if cerr := db.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	return version, applied, err
+}
+
+// forEachChange calls fn for m's sealed records and then, if useJournal, for
+// the journal records that follow m, checking that none is missing.
+func forEachChange(ctx context.Context, st *store.Store, m *manifest.Manifest, useJournal bool, fn func(journal.Record) error) error {
+	for _, c := range m.Changes {
+		data, err := st.Get(ctx, c.ID)
+		if err != nil {
+			return fmt.Errorf("change chunk for data_version %d..%d: %w", c.FirstVersion, c.LastVersion, err)
+		}
+		recs, err := journal.DecodeChunk(data)
+		if err != nil {
+			return fmt.Errorf("change chunk %s: %w", c.ID, err)
+		}
+		if len(recs) != c.Records {
+			return fmt.Errorf("change chunk %s holds %d records, manifest says %d", c.ID, len(recs), c.Records)
+		}
+		for _, r := range recs {
+			if err := fn(r); err != nil {
+				return err
+			}
+		}
+	}
+	if !useJournal {
+		return nil
+	}
+	dir, err := st.JournalDir(m.Node)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	// Read fails with journal.ErrTrimmed if records after m are gone.
+	if err := journal.Read(dir, m.JournalSeq, fn); err != nil {
+		return fmt.Errorf("journal of node %q after manifest %d: %w", m.Node, m.Seq, err)
+	}
+	return nil
+}
+
+// newestVersion is the newest data_version the store holds for the node.
+func newestVersion(st *store.Store, latest *manifest.Manifest) (uint32, error) {
+	v := latest.LastVersion()
+	dir, err := st.JournalDir(latest.Node)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return v, nil
+	}
+	err = journal.Read(dir, latest.JournalSeq, func(r journal.Record) error {
+		v = r.Version
+		return nil
+	})
+	return v, err
+}
+
+// manifestForVersion picks the restore point to reach data_version v from:
+// among manifests whose snapshot is at or below v, the one with the newest
+// snapshot, and of those the newest manifest (it has the most changes).
+func manifestForVersion(ctx context.Context, st *store.Store, node string, seqs []uint64, v uint32) (*manifest.Manifest, error) {
+	var best *manifest.Manifest
+	for _, seq := range seqs {
+		m, err := st.Manifest(ctx, node, seq)
+		if err != nil {
+			return nil, err
+		}
+		if m.Snapshot.Version > v {
+			continue
+		}
+		if best == nil || m.Snapshot.Version >= best.Snapshot.Version {
+			best = m
+		}
+	}
+	if best == nil {
+		return nil, fmt.Errorf("node %q: no restore point at or before data_version %d", node, v)
+	}
+	return best, nil
+}
+
+// finishFile checks the database at tmp, makes it durable and links it to
+// dest, refusing to replace an existing file.
+func finishFile(tmp, dest string) error {
+	if err := replay.IntegrityCheck(tmp); err != nil {
+		return fmt.Errorf("integrity check of the restored database failed: %w", err)
+	}
+	f, err := os.Open(tmp)
+	if err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("fsync %s: %w", tmp, err)
+	}
+	f.Close()
+	if err := os.Link(tmp, dest); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("%s: %w", dest, ErrExists)
+		}
+		return fmt.Errorf("move restored database into place at %s: %w", dest, err)
+	}
+	os.Remove(tmp)
+	return syncDir(filepath.Dir(dest))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+// LegacyResult says what a legacy restore did.
+type LegacyResult struct {
+	Version uint32 `json:"data_version"`
+	Entries int    `json:"entries"`
+	Bytes   int64  `json:"bytes"`
+	Dest    string `json:"dest"`
+}
+
+// RestoreLegacy restores a backup file written by the Python backup plugin
+// (format v1) to dest, with the same temp file, integrity check, fsync and
+// no-overwrite rules as Restore.
+func RestoreLegacy(ctx context.Context, path, dest string, progress Progress) (LegacyResult, error) {
+	res := LegacyResult{Dest: dest}
+	if _, err := os.Lstat(dest); err == nil {
+		return res, fmt.Errorf("restore %s to %s: %w (move it away or choose another target)", path, dest, ErrExists)
+	}
+	dir := filepath.Dir(dest)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(dest)+".restore-*")
+	if err != nil {
+		return res, fmt.Errorf("restore %s: create temporary file in %s: %w", path, dir, err)
+	}
+	tmpName := tmp.Name()
+	tmp.Close()
+	os.Remove(tmpName) // legacy.Restore creates the file itself
+	ok := false
+	defer func() {
+		if !ok {
+			os.Remove(tmpName)
+			os.Remove(tmpName + "-journal")
+		}
+	}()
+	r, err := legacy.Restore(path, tmpName, progress)
+	if err != nil {
+		return res, err
+	}
+	if err := finishFile(tmpName, dest); err != nil {
+		return res, fmt.Errorf("restore %s: %w", path, err)
+	}
+	ok = true
+	res.Version, res.Entries = r.Version, r.Entries
+	if fi, err := os.Stat(dest); err == nil {
+		res.Bytes = fi.Size()
+	}
+	return res, nil
+}
+
+// NewestVersion is the newest data_version the store holds for a node.
+func NewestVersion(ctx context.Context, st *store.Store, node string) (uint32, error) {
+	latest, err := st.LatestManifest(ctx, node)
+	if err != nil {
+		return 0, err
+	}
+	return newestVersion(st, latest)
+}

@@ -1,0 +1,182 @@
+// Package history keeps each node's restore points in the store: it takes
+// snapshots of a database as page chunks, seals journal records into change
+// chunks, writes manifests (the commit points), compacts, and restores any
+// restore point or data_version to a checked SQLite file. The plugin and
+// backup-cli both work through it; it is the only package that combines the
+// store, the manifest format, the journal and SQLite replay.
+package history
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+
+	"github.com/clnbackup/backup/chunker"
+	"github.com/clnbackup/backup/manifest"
+	"github.com/clnbackup/backup/store"
+)
+
+// Progress receives how far a long operation is: done of total bytes.
+// It may be nil.
+type Progress func(done, total int64)
+
+func (p Progress) report(done, total int64) {
+	if p != nil {
+		p(done, total)
+	}
+}
+
+// maxPatches bounds a snapshot's patch chain, and so the chunks a restore
+// must read before it knows the page table.
+const maxPatches = 64
+
+// loadPageTable reads a snapshot's list and patch chunks into its page table.
+func loadPageTable(ctx context.Context, st *store.Store, s manifest.Snapshot) (manifest.PageTable, error) {
+	var tab manifest.PageTable
+	for i, id := range s.Lists {
+		data, err := st.Get(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("list chunk %d of %d: %w", i+1, len(s.Lists), err)
+		}
+		ids, err := manifest.DecodeList(data)
+		if err != nil {
+			return nil, fmt.Errorf("list chunk %s: %w", id, err)
+		}
+		tab = append(tab, ids...)
+	}
+	for i, id := range s.Patches {
+		data, err := st.Get(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("patch chunk %d of %d: %w", i+1, len(s.Patches), err)
+		}
+		p, err := manifest.DecodePatch(data)
+		if err != nil {
+			return nil, fmt.Errorf("patch chunk %s: %w", id, err)
+		}
+		tab.Apply(p)
+	}
+	if err := tab.Check(s.Pages); err != nil {
+		return nil, fmt.Errorf("snapshot at data_version %d: %w", s.Version, err)
+	}
+	return tab, nil
+}
+
+// snapshotFile stores the database file at path as a snapshot at the given
+// data_version. Pages already in the store are not written again. When prev
+// (the node's previous snapshot and its page table) is given, the page IDs
+// are stored as a patch on top of it if that is cheaper than new list chunks.
+// The caller flushes w before naming the snapshot in a manifest.
+func snapshotFile(ctx context.Context, w *store.Writer, st *store.Store, path string, version uint32, prev *manifest.Snapshot, prevTab manifest.PageTable, progress Progress) (manifest.Snapshot, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return manifest.Snapshot{}, fmt.Errorf("snapshot %s: %w", path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return manifest.Snapshot{}, fmt.Errorf("snapshot %s: %w", path, err)
+	}
+	snap := manifest.Snapshot{Version: version}
+	if fi.Size() == 0 {
+		return snap, nil
+	}
+	tab := make(manifest.PageTable, 0, fi.Size()/4096)
+	var done int64
+	h, err := chunker.Split(f, func(p chunker.Page) error {
+		if _, err := w.PutID(ctx, store.KindPage, p.ID, p.Data); err != nil {
+			return fmt.Errorf("store page %d: %w", p.Index+1, err)
+		}
+		tab = append(tab, p.ID)
+		done += int64(len(p.Data))
+		if p.Index%256 == 0 {
+			progress.report(done, fi.Size())
+		}
+		return nil
+	})
+	if err != nil {
+		return manifest.Snapshot{}, fmt.Errorf("snapshot %s: %w", path, err)
+	}
+	progress.report(fi.Size(), fi.Size())
+	snap.PageSize, snap.Pages = h.PageSize, h.Pages
+
+	if prev != nil && prev.PageSize == snap.PageSize && prev.Pages > 0 && len(prev.Patches) < maxPatches {
+		patch := prevTab.Diff(tab)
+		patchBytes := manifest.EncodePatch(patch)
+		// Patch while the chain stays cheaper than rewriting the lists it
+		// stands for; then rebase onto fresh list chunks.
+		chain := int64(len(patchBytes))
+		for _, id := range prev.Patches {
+			if ci, ok := st.Locate(id); ok {
+				chain += int64(ci.Raw)
+			}
+		}
+		if chain <= newListBytes(st, tab, st.Config().Params.ListEntries) {
+			id, _, err := w.Put(ctx, store.KindPatch, patchBytes)
+			if err != nil {
+				return manifest.Snapshot{}, fmt.Errorf("store patch chunk: %w", err)
+			}
+			snap.Lists = prev.Lists
+			snap.Patches = append(append([]chunker.ID(nil), prev.Patches...), id)
+			return snap, nil
+		}
+	}
+	n := st.Config().Params.ListEntries
+	for start := 0; start < len(tab); start += n {
+		end := min(start+n, len(tab))
+		id, _, err := w.Put(ctx, store.KindList, manifest.EncodeList(tab[start:end]))
+		if err != nil {
+			return manifest.Snapshot{}, fmt.Errorf("store list chunk: %w", err)
+		}
+		snap.Lists = append(snap.Lists, id)
+	}
+	return snap, nil
+}
+
+// newListBytes is what writing tab as full list chunks would add to the store.
+func newListBytes(st *store.Store, tab manifest.PageTable, n int) int64 {
+	var total int64
+	for start := 0; start < len(tab); start += n {
+		end := min(start+n, len(tab))
+		b := manifest.EncodeList(tab[start:end])
+		if !st.Has(chunker.Sum(b)) {
+			total += int64(len(b))
+		}
+	}
+	return total
+}
+
+// writePages writes a snapshot's pages into f (sized to the snapshot) by
+// fetching each distinct chunk once.
+func writePages(ctx context.Context, st *store.Store, f *os.File, s manifest.Snapshot, tab manifest.PageTable, progress Progress) error {
+	if err := f.Truncate(s.Size()); err != nil {
+		return fmt.Errorf("size %s: %w", f.Name(), err)
+	}
+	where := make(map[chunker.ID][]uint32, len(tab))
+	ids := make([]chunker.ID, 0, len(tab))
+	for i, id := range tab {
+		if _, ok := where[id]; !ok {
+			ids = append(ids, id)
+		}
+		where[id] = append(where[id], uint32(i))
+	}
+	total := s.Size()
+	var done int64
+	var mu sync.Mutex
+	err := st.ReadChunks(ctx, ids, func(id chunker.ID, data []byte) error {
+		if uint32(len(data)) != s.PageSize {
+			return fmt.Errorf("chunk %s is %d bytes, not a %d-byte page", id, len(data), s.PageSize)
+		}
+		for _, page := range where[id] {
+			if _, err := f.WriteAt(data, int64(page)*int64(s.PageSize)); err != nil {
+				return fmt.Errorf("write page %d to %s: %w", page+1, f.Name(), err)
+			}
+		}
+		mu.Lock()
+		done += int64(len(where[id])) * int64(s.PageSize)
+		progress.report(done, total)
+		mu.Unlock()
+		return nil
+	})
+	return err
+}

@@ -1,0 +1,301 @@
+// Package replay rebuilds a SQLite database by applying lightningd's db_write
+// changes to a file, one transaction per change, the way lightningd itself ran
+// them. Restore, compaction and the legacy importer all go through it, so there
+// is exactly one place that knows how a change is executed (transaction
+// boundaries, PRAGMA handling, foreign keys), plus the tools to check the
+// result (IntegrityCheck, Diff, DataVersionOf).
+package replay
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/clnbackup/backup/store/journal"
+	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
+)
+
+// DB is a SQLite database file being rebuilt from changes. It holds exactly one
+// connection, so connection state set by a change (PRAGMA foreign_keys = OFF)
+// stays in force for the changes after it, as it did in lightningd. A DB is not
+// safe for concurrent use.
+type DB struct {
+	path string
+	db   *sql.DB
+	conn *sql.Conn
+}
+
+// Open opens the database file at path for replay, creating an empty database
+// if the file does not exist. Foreign keys are enforced (ON DELETE CASCADE
+// behaves as in lightningd). The rollback journal is kept in memory and
+// synchronous is OFF: a crash during Apply can corrupt the file, so callers
+// rebuild into a temporary file and fsync it themselves when done. Persistent
+// settings in the file header (page size, WAL mode, ...) are left untouched.
+func Open(path string) (*DB, error) {
+	db, err := openSQL(path, false)
+	if err != nil {
+		return nil, fmt.Errorf("replay: open %s: %w", path, err)
+	}
+	d, err := setup(db, path)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("replay: open %s: %w", path, err)
+	}
+	return d, nil
+}
+
+func setup(db *sql.DB, path string) (*DB, error) {
+	ctx := context.Background()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	d := &DB{path: path, db: db, conn: conn}
+	// Reading the schema makes SQLite check that the file is a database.
+	var n int
+	if err := conn.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_master").Scan(&n); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	var mode string
+	if err := conn.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	pragmas := []string{"PRAGMA foreign_keys = ON", "PRAGMA synchronous = OFF"}
+	// Leaving WAL would rewrite the file header; only rollback-journal
+	// databases get the in-memory journal.
+	if !strings.EqualFold(mode, "wal") {
+		pragmas = append(pragmas, "PRAGMA journal_mode = MEMORY")
+	}
+	for _, p := range pragmas {
+		if _, err := conn.ExecContext(ctx, p); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("%s: %w", p, err)
+		}
+	}
+	return d, nil
+}
+
+// openSQL opens path through a file: URI (so that any file name works) with a
+// pool of one connection.
+func openSQL(path string, readOnly bool) (*sql.DB, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	mode := "rwc"
+	if readOnly {
+		mode = "ro"
+	}
+	u := url.URL{Scheme: "file", Path: filepath.ToSlash(abs), RawQuery: "mode=" + mode}
+	db, err := sql.Open("sqlite3", u.String())
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(1)
+	db.SetMaxIdleConns(1)
+	db.SetConnMaxLifetime(0)
+	db.SetConnMaxIdleTime(0)
+	return db, nil
+}
+
+// stmtPrefixLen bounds how much of a failing statement an error quotes.
+const stmtPrefixLen = 120
+
+func stmtPrefix(s string) string {
+	s = strings.TrimSpace(s)
+	if len(s) <= stmtPrefixLen {
+		return s
+	}
+	return s[:stmtPrefixLen] + "..."
+}
+
+// Apply applies one change. A PRAGMA-only record (r.PragmaOnly()) runs its
+// statements in order outside any transaction, since SQLite ignores some
+// pragmas (foreign_keys) inside one. Every other record runs all its
+// statements in one transaction: either the whole change is applied or, on an
+// error, none of it is, and the error names the record's data_version and seq
+// and the index and beginning of the failing statement.
+func (d *DB) Apply(r journal.Record) error {
+	ctx := context.Background()
+	if r.PragmaOnly() {
+		for i, s := range r.Statements {
+			if _, err := d.conn.ExecContext(ctx, s); err != nil {
+				return fmt.Errorf("replay: change data_version %d seq %d: statement %d of %d %q: %w",
+					r.Version, r.Seq, i, len(r.Statements), stmtPrefix(s), err)
+			}
+		}
+		return nil
+	}
+	if _, err := d.conn.ExecContext(ctx, "BEGIN"); err != nil {
+		return fmt.Errorf("replay: change data_version %d seq %d: begin: %w", r.Version, r.Seq, err)
+	}
+	for i, s := range r.Statements {
+		if _, err := d.conn.ExecContext(ctx, s); err != nil {
+			err = fmt.Errorf("replay: change data_version %d seq %d: statement %d of %d %q: %w",
+				r.Version, r.Seq, i, len(r.Statements), stmtPrefix(s), err)
+			return d.rollback(err)
+		}
+	}
+	if _, err := d.conn.ExecContext(ctx, "COMMIT"); err != nil {
+		err = fmt.Errorf("replay: change data_version %d seq %d: commit: %w", r.Version, r.Seq, err)
+		return d.rollback(err)
+	}
+	return nil
+}
+
+// rollback ends the open transaction after cause. Some errors make SQLite
+// roll back by itself; a ROLLBACK that finds no transaction is not an error.
+func (d *DB) rollback(cause error) error {
+	_, err := d.conn.ExecContext(context.Background(), "ROLLBACK")
+	if err != nil && !strings.Contains(err.Error(), "no transaction is active") {
+		return fmt.Errorf("%w (and rollback failed: %v)", cause, err)
+	}
+	return cause
+}
+
+// DataVersion returns lightningd's data_version as the database holds it
+// (SELECT intval FROM vars WHERE name='data_version'). ok is false when the
+// vars table or the row does not exist yet (an empty or half-built database).
+func (d *DB) DataVersion() (v uint32, ok bool, err error) {
+	return dataVersion(d.conn)
+}
+
+type queryer interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func dataVersion(q queryer) (uint32, bool, error) {
+	ctx := context.Background()
+	var n int
+	err := q.QueryRowContext(ctx,
+		"SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'vars'").Scan(&n)
+	if err != nil {
+		return 0, false, fmt.Errorf("replay: read data_version: %w", err)
+	}
+	if n == 0 {
+		return 0, false, nil
+	}
+	var v sql.NullInt64
+	err = q.QueryRowContext(ctx, "SELECT intval FROM vars WHERE name = 'data_version'").Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("replay: read data_version: %w", err)
+	}
+	if !v.Valid {
+		return 0, false, nil
+	}
+	if v.Int64 < 0 || v.Int64 > 1<<32-1 {
+		return 0, false, fmt.Errorf("replay: data_version %d is out of range for a u32", v.Int64)
+	}
+	return uint32(v.Int64), true, nil
+}
+
+// Close closes the database. After a successful Close the file is complete on
+// its own: no transaction is open and no -journal or -wal file is needed.
+func (d *DB) Close() error {
+	if d.conn == nil {
+		return nil
+	}
+	err1 := d.conn.Close()
+	err2 := d.db.Close()
+	d.conn, d.db = nil, nil
+	if err := errors.Join(err1, err2); err != nil {
+		return fmt.Errorf("replay: close %s: %w", d.path, err)
+	}
+	return nil
+}
+
+// openRO opens path read-only; the file must exist.
+func openRO(path string) (*sql.DB, error) {
+	db, err := openSQL(path, true)
+	if err != nil {
+		return nil, err
+	}
+	var n int
+	if err := db.QueryRow("SELECT count(*) FROM sqlite_master").Scan(&n); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// DataVersionOf opens the database at path read-only and returns its
+// data_version (ok=false when it has none), for callers that only need to
+// check a file, such as a restore's final verification.
+func DataVersionOf(path string) (uint32, bool, error) {
+	db, err := openRO(path)
+	if err != nil {
+		return 0, false, fmt.Errorf("replay: open %s: %w", path, err)
+	}
+	defer db.Close()
+	v, ok, err := dataVersion(db)
+	if err != nil {
+		return 0, false, fmt.Errorf("%s: %w", path, err)
+	}
+	return v, ok, nil
+}
+
+// maxIntegrityProblems bounds how many problems IntegrityCheck reports.
+const maxIntegrityProblems = 20
+
+// IntegrityCheck runs PRAGMA integrity_check on the database at path (opened
+// read-only) and returns an error listing the problems it found, so that no
+// rebuilt file is accepted without SQLite's own structural check.
+func IntegrityCheck(path string) error {
+	db, err := openRO(path)
+	if err != nil {
+		return fmt.Errorf("replay: integrity check %s: %w", path, err)
+	}
+	defer db.Close()
+	rows, err := db.Query(fmt.Sprintf("PRAGMA integrity_check(%d)", maxIntegrityProblems))
+	if err != nil {
+		return fmt.Errorf("replay: integrity check %s: %w", path, err)
+	}
+	defer rows.Close()
+	var problems []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return fmt.Errorf("replay: integrity check %s: %w", path, err)
+		}
+		problems = append(problems, s)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("replay: integrity check %s: %w", path, err)
+	}
+	if len(problems) == 1 && problems[0] == "ok" {
+		return nil
+	}
+	if len(problems) == 0 {
+		return fmt.Errorf("replay: integrity check %s: no result", path)
+	}
+	return fmt.Errorf("replay: integrity check %s failed: %s", path, strings.Join(problems, "; "))
+}
+
+var (
+	reservedTilRe = regexp.MustCompile(`reserved_til=([0-9]+)WHERE`)
+	peerIDRe      = regexp.MustCompile(`peer_id=([0-9]+)WHERE channels\.id=`)
+)
+
+// RewriteLegacy repairs statements written by old lightningd versions whose
+// statement expansion dropped the space before WHERE
+// (`reserved_til=5WHERE` -> `reserved_til=5 WHERE`,
+// `peer_id=5WHERE channels.id=` -> `peer_id=5 WHERE channels.id=`). Legacy
+// backups contain such statements; any other statement is returned unchanged.
+func RewriteLegacy(stmt string) string {
+	if !strings.Contains(stmt, "WHERE") {
+		return stmt
+	}
+	stmt = reservedTilRe.ReplaceAllString(stmt, "reserved_til=${1} WHERE")
+	stmt = peerIDRe.ReplaceAllString(stmt, "peer_id=${1} WHERE channels.id=")
+	return stmt
+}
