@@ -14,7 +14,10 @@ type listResult struct {
 	Store        string                `json:"store"`
 	Nodes        []history.NodeSummary `json:"nodes"`
 	LogicalBytes int64                 `json:"logical_bytes"`
-	StoredBytes  int64                 `json:"stored_bytes"`
+	// StoredBytes is every object but the journal files.
+	StoredBytes int64 `json:"stored_bytes"`
+	// JournalFileBytes is the journals' files on disk (preallocated).
+	JournalFileBytes int64 `json:"journal_file_bytes"`
 	Objects      int                   `json:"objects"`
 	Chunks       int                   `json:"chunks"`
 }
@@ -56,7 +59,7 @@ store really uses.`,
 			if err != nil {
 				return err
 			}
-			res.StoredBytes, res.Objects = u.Bytes, u.Objects
+			res.StoredBytes, res.JournalFileBytes, res.Objects = u.Bytes-u.JournalBytes, u.JournalBytes, u.Objects
 			if g.json {
 				return printJSON(res)
 			}
@@ -80,8 +83,8 @@ store really uses.`,
 			if res.StoredBytes > 0 {
 				ratio = float64(res.LogicalBytes) / float64(res.StoredBytes)
 			}
-			fmt.Printf("\nTotal: %d restore points of %d nodes, %s logical; %s stored in %d objects (%.1fx smaller)\n",
-				countManifests(res.Nodes), len(res.Nodes), formatBytes(res.LogicalBytes), formatBytes(res.StoredBytes), res.Objects, ratio)
+			fmt.Printf("\nTotal: %d restore points of %d nodes, %s logical; %s stored in %d objects (%.1fx smaller), plus %s of journal files\n",
+				countManifests(res.Nodes), len(res.Nodes), formatBytes(res.LogicalBytes), formatBytes(res.StoredBytes), res.Objects, ratio, formatBytes(res.JournalFileBytes))
 			return nil
 		},
 	}

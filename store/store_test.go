@@ -1,0 +1,214 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/clnbackup/backup/chunker"
+	"github.com/clnbackup/backup/store/backend"
+)
+
+var ctx = context.Background()
+
+func newTestStore(t *testing.T) (*Store, string) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "store")
+	st, created, err := Create(ctx, "file://"+dir, Options{})
+	if err != nil || !created {
+		t.Fatalf("create: %v %v", err, created)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st, dir
+}
+
+func putChunks(t *testing.T, st *Store, n int) []chunker.ID {
+	t.Helper()
+	w, err := st.NewWriter(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	var ids []chunker.ID
+	for i := 0; i < n; i++ {
+		page := bytes.Repeat([]byte{byte(i), byte(i >> 8), 7}, 1365)
+		id, isNew, err := w.Put(ctx, KindPage, page)
+		if err != nil || !isNew {
+			t.Fatalf("put %d: %v new=%v", i, err, isNew)
+		}
+		ids = append(ids, id)
+	}
+	if err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+func TestPutGetDedup(t *testing.T) {
+	st, dir := newTestStore(t)
+	ids := putChunks(t, st, 100)
+	for i, id := range ids {
+		data, err := st.Get(ctx, id)
+		if err != nil || chunker.Sum(data) != id {
+			t.Fatalf("get %d: %v", i, err)
+		}
+	}
+	// A second writer, and a store opened afresh, reuse every chunk.
+	st2, err := Open(ctx, "file://"+dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st2.Close()
+	w, _ := st2.NewWriter(ctx)
+	defer w.Close()
+	for i := 0; i < 100; i++ {
+		page := bytes.Repeat([]byte{byte(i), byte(i >> 8), 7}, 1365)
+		if _, isNew, err := w.Put(ctx, KindPage, page); err != nil || isNew {
+			t.Fatalf("chunk %d written again (new=%v, %v)", i, isNew, err)
+		}
+	}
+	w.Flush(ctx)
+	if s := w.Stats(); s.NewChunks != 0 || s.Added() != 0 || s.ReusedChunks != 100 {
+		t.Fatalf("stats %+v", s)
+	}
+	// ReadChunks returns every chunk once, verified.
+	got := map[chunker.ID]bool{}
+	var mu = make(chan struct{}, 1)
+	err = st2.ReadChunks(ctx, append(ids, ids...), func(id chunker.ID, data []byte) error {
+		mu <- struct{}{}
+		defer func() { <-mu }()
+		if got[id] {
+			t.Errorf("chunk %s passed twice", id.Short())
+		}
+		got[id] = true
+		return nil
+	})
+	if err != nil || len(got) != len(ids) {
+		t.Fatalf("ReadChunks: %v, %d of %d", err, len(got), len(ids))
+	}
+}
+
+// TestFlippedByteNamesChunk damages one byte of a pack: reads fail, naming
+// the chunk and the pack.
+func TestFlippedByteNamesChunk(t *testing.T) {
+	st, dir := newTestStore(t)
+	ids := putChunks(t, st, 10)
+	loc, _ := st.Locate(ids[3])
+	path := filepath.Join(dir, filepath.FromSlash(packName(loc.Pack)))
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(path, 0o644)
+	data[loc.Offset+loc.Length/2] ^= 0x40
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for name, read := range map[string]func() error{
+		"Get": func() error { _, err := st.Get(ctx, ids[3]); return err },
+		"ReadChunks": func() error {
+			return st.ReadChunks(ctx, ids, func(chunker.ID, []byte) error { return nil })
+		},
+	} {
+		err := read()
+		if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), ids[3].String()) || !strings.Contains(err.Error(), loc.Pack.String()) {
+			t.Errorf("%s of damaged chunk: %v", name, err)
+		}
+	}
+	if _, err := st.Get(ctx, ids[4]); err != nil {
+		t.Errorf("undamaged chunk: %v", err)
+	}
+}
+
+func TestOpenRefusals(t *testing.T) {
+	_, dir := newTestStore(t)
+	edit := func(t *testing.T, f func(c map[string]any)) string {
+		d := filepath.Join(t.TempDir(), "s")
+		os.MkdirAll(d, 0o755)
+		raw, _ := os.ReadFile(filepath.Join(dir, "config"))
+		var c map[string]any
+		json.Unmarshal(raw, &c)
+		f(c)
+		out, _ := json.Marshal(c)
+		os.WriteFile(filepath.Join(d, "config"), out, 0o644)
+		return "file://" + d
+	}
+	notEmpty := t.TempDir()
+	os.WriteFile(filepath.Join(notEmpty, "photo.jpg"), []byte("x"), 0o644)
+	aFile := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(aFile, []byte("x"), 0o644)
+	for _, tc := range []struct {
+		name, url, want string
+		create         bool
+	}{
+		{"future version", edit(t, func(c map[string]any) { c["version"] = 2 }), "store format version 2 is not supported", false},
+		{"other list size", edit(t, func(c map[string]any) { c["params"].(map[string]any)["list_entries"] = 4096 }), "list_entries 4096 (expected 1024)", false},
+		{"other hash", edit(t, func(c map[string]any) { c["params"].(map[string]any)["hash"] = "sha256" }), `hash "sha256"`, false},
+		{"not a config", edit(t, func(c map[string]any) { c["format"] = "something" }), "not a backup store", false},
+		{"missing dir", "file://" + filepath.Join(t.TempDir(), "nope"), "does not exist", false},
+		{"empty dir", "file://" + t.TempDir(), "not a backup store", false},
+		{"a file", "file://" + aFile, "is a file", false},
+		{"no scheme", "/tmp/x", "has no scheme", false},
+		{"other scheme", "s3://bucket/x", "unsupported scheme", false},
+		{"create in non-empty dir", "file://" + notEmpty, "is not empty and is not a backup store", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var err error
+			if tc.create {
+				_, _, err = Create(ctx, tc.url, Options{})
+			} else {
+				_, err = Open(ctx, tc.url, Options{})
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+		})
+	}
+	// Create on an existing store opens it.
+	st, created, err := Create(ctx, "file://"+dir, Options{})
+	if err != nil || created {
+		t.Fatalf("create on existing store: %v created=%v", err, created)
+	}
+	st.Close()
+}
+
+func TestPackTrailerMatchesIndex(t *testing.T) {
+	st, _ := newTestStore(t)
+	ids := putChunks(t, st, 5)
+	loc, _ := st.Locate(ids[0])
+	pack, err := st.Backend().Get(ctx, packName(loc.Pack), 0, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if chunker.Sum(pack) != loc.Pack {
+		t.Fatal("pack name is not the hash of its content")
+	}
+	entries, err := parsePackTrailer(pack)
+	if err != nil || len(entries) != 5 {
+		t.Fatalf("trailer: %v (%d entries)", err, len(entries))
+	}
+	var n int
+	st.Backend().List(ctx, "index/", func(backend.Info) error { n++; return nil })
+	if n != 1 {
+		t.Fatalf("%d index objects", n)
+	}
+}
+
+func FuzzDecodeIndex(f *testing.F) {
+	e := []indexEntry{{ID: chunker.Sum([]byte("a")), Kind: KindPage, Offset: 0, Length: 10, Raw: 4096}}
+	f.Add(encodeIndex(chunker.Sum(nil), e))
+	f.Add(buildPack(make([]byte, 10), e))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if pack, entries, err := decodeIndex(b, int64(len(b))); err == nil {
+			if !bytes.Equal(encodeIndex(pack, entries), b) {
+				t.Fatal("index does not round-trip")
+			}
+		}
+		parsePackTrailer(b)
+	})
+}
