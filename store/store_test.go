@@ -144,7 +144,7 @@ func TestOpenRefusals(t *testing.T) {
 	os.WriteFile(aFile, []byte("x"), 0o644)
 	for _, tc := range []struct {
 		name, url, want string
-		create         bool
+		create          bool
 	}{
 		{"future version", edit(t, func(c map[string]any) { c["version"] = 2 }), "store format version 2 is not supported", false},
 		{"other list size", edit(t, func(c map[string]any) { c["params"].(map[string]any)["list_entries"] = 4096 }), "list_entries 4096 (expected 1024)", false},

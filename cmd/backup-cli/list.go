@@ -18,8 +18,8 @@ type listResult struct {
 	StoredBytes int64 `json:"stored_bytes"`
 	// JournalFileBytes is the journals' files on disk (preallocated).
 	JournalFileBytes int64 `json:"journal_file_bytes"`
-	Objects      int                   `json:"objects"`
-	Chunks       int                   `json:"chunks"`
+	Objects          int   `json:"objects"`
+	Chunks           int   `json:"chunks"`
 }
 
 func newListCmd(g *globals) *cobra.Command {
