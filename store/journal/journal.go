@@ -44,7 +44,7 @@ type Options struct {
 	// FirstSeq is the seq of the first record of a journal created by this
 	// Open (0 = 1). It lets a journal re-created after loss continue the
 	// node's numbering instead of reusing seqs the store already holds.
-	// Ignored when the journal already exists.
+	// Ignored when dir already holds segments.
 	FirstSeq uint64
 }
 

@@ -9,14 +9,14 @@ import (
 	"time"
 )
 
-// TestCrashTrace replays a real lightningd history (testdata/crash3.jsonl,
+// TestCrashTrace replays a real lightningd history (the repo's testdata/crash3.jsonl,
 // from /work/shared/traces): lightningd was killed between the db_write hook
 // for data_version 508 and its commit, and re-sent 508 with other statements
 // after the restart. The journal is driven by the plugin's version rules and
 // reopened at each lightningd restart; the logical history must hold every
 // version once, with the re-sent 508, and keep the PRAGMA hooks.
 func TestCrashTrace(t *testing.T) {
-	f, err := os.Open("testdata/crash3.jsonl")
+	f, err := os.Open("../../testdata/crash3.jsonl")
 	if err != nil {
 		t.Fatal(err)
 	}
