@@ -19,6 +19,9 @@ var ErrCorrupt = errors.New("stored data is damaged")
 
 // Get returns a chunk's bytes, verified against its ID.
 func (s *Store) Get(ctx context.Context, id chunker.ID) ([]byte, error) {
+	if err := s.LoadIndex(ctx); err != nil {
+		return nil, err
+	}
 	loc, ok := s.Locate(id)
 	if !ok {
 		return nil, fmt.Errorf("read chunk %s: %w", id, ErrChunkMissing)
@@ -46,6 +49,9 @@ func (s *Store) decode(id chunker.ID, loc ChunkInfo, body []byte) ([]byte, error
 // distinct id, from several goroutines at once; the data is only valid during
 // the call. The first error stops the reading and is returned.
 func (s *Store) ReadChunks(ctx context.Context, ids []chunker.ID, fn func(id chunker.ID, data []byte) error) error {
+	if err := s.LoadIndex(ctx); err != nil {
+		return err
+	}
 	type want struct {
 		id  chunker.ID
 		loc ChunkInfo

@@ -86,6 +86,8 @@ type Store struct {
 	packs  []chunker.ID
 	packNo map[chunker.ID]uint32
 	loaded map[string]bool // index objects already loaded
+	// indexed is set once the whole index has been loaded.
+	indexed bool
 }
 
 type location struct {
@@ -196,11 +198,8 @@ func open(ctx context.Context, be backend.Backend, opts Options) (*Store, error)
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{be: be, cfg: cfg, dec: dec, chunks: map[chunker.ID]location{}, packNo: map[chunker.ID]uint32{}, loaded: map[string]bool{}}
-	if err := s.Refresh(ctx); err != nil {
-		dec.Close()
-		return nil, err
-	}
+	s := &Store{be: be, cfg: cfg, dec: dec}
+	s.resetIndex()
 	return s, nil
 }
 
@@ -249,7 +248,37 @@ func (s *Store) Close() error {
 	return s.be.Close()
 }
 
-// Refresh loads index objects written since the store was opened (by other
+func (s *Store) resetIndex() {
+	s.chunks = map[chunker.ID]location{}
+	s.packs = nil
+	s.packNo = map[chunker.ID]uint32{}
+	s.loaded = map[string]bool{}
+	s.indexed = false
+}
+
+// LoadIndex loads the chunk index if it is not loaded yet. Opening a store
+// does not load it: the plugin's hot path never needs it, and it grows with
+// the store (about 80 bytes per chunk). Reads and writers load it on demand.
+func (s *Store) LoadIndex(ctx context.Context) error {
+	s.mu.RLock()
+	indexed := s.indexed
+	s.mu.RUnlock()
+	if indexed {
+		return nil
+	}
+	return s.Refresh(ctx)
+}
+
+// ReleaseIndex drops the in-memory chunk index (the plugin does so after a
+// compaction, to stay small while idle). It must not run concurrently with
+// reads or writers of this Store.
+func (s *Store) ReleaseIndex() {
+	s.mu.Lock()
+	s.resetIndex()
+	s.mu.Unlock()
+}
+
+// Refresh loads index objects written since the index was loaded (by other
 // writers), so that their chunks are found and not written again.
 func (s *Store) Refresh(ctx context.Context) error {
 	var names []string
@@ -279,6 +308,9 @@ func (s *Store) Refresh(ctx context.Context) error {
 		}
 		s.addIndex(name, pack, entries)
 	}
+	s.mu.Lock()
+	s.indexed = true
+	s.mu.Unlock()
 	return nil
 }
 
@@ -303,7 +335,8 @@ func (s *Store) addIndex(name string, pack chunker.ID, entries []indexEntry) {
 	}
 }
 
-// Has reports whether the store holds a chunk.
+// Has reports whether the store holds a chunk. The index must be loaded
+// (LoadIndex, or any read or writer).
 func (s *Store) Has(id chunker.ID) bool {
 	s.mu.RLock()
 	_, ok := s.chunks[id]

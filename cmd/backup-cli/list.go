@@ -46,6 +46,9 @@ store really uses.`,
 					return err
 				}
 			}
+			if err := st.LoadIndex(ctx); err != nil {
+				return err
+			}
 			res := listResult{Store: st.Location(), Nodes: []history.NodeSummary{}, Chunks: st.ChunkCount()}
 			for _, n := range nodes {
 				s, err := history.Summarize(ctx, st, n)
