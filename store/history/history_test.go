@@ -286,3 +286,47 @@ func TestInitFromDatabase(t *testing.T) {
 	}
 	var _ = manifest.FormatVersion
 }
+
+// TestRestoreFailsOnDamagedPack flips one byte inside a page chunk of a
+// pack: restore fails, naming the chunk and its pack, and leaves no file.
+func TestRestoreFailsOnDamagedPack(t *testing.T) {
+	st, url := newStore(t)
+	src := filepath.Join("..", "..", "testdata", "trace1-final.sqlite3")
+	m, err := history.Init(ctx, st, "n1", src, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Find page 10's chunk and damage it in its pack.
+	data, err := st.Get(ctx, m.Snapshot.Lists[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := manifest.DecodeList(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim := ids[9]
+	loc, ok := st.Locate(victim)
+	if !ok {
+		t.Fatal("page chunk not indexed")
+	}
+	dir := strings.TrimPrefix(url, "file://")
+	s := loc.Pack.String()
+	path := filepath.Join(dir, "packs", s[:2], s)
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw[int(loc.Offset)+int(loc.Length)/2] ^= 0x01
+	if err := os.WriteFile(path, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dest := filepath.Join(t.TempDir(), "restored.sqlite3")
+	_, err = history.Restore(ctx, st, history.RestoreOptions{Node: "n1", Dest: dest})
+	if err == nil || !errors.Is(err, store.ErrCorrupt) || !strings.Contains(err.Error(), victim.String()) || !strings.Contains(err.Error(), s) {
+		t.Fatalf("restore from a damaged pack: %v", err)
+	}
+	if entries, _ := os.ReadDir(filepath.Dir(dest)); len(entries) != 0 {
+		t.Fatalf("restore left files behind: %v", entries)
+	}
+}
