@@ -95,6 +95,12 @@ func Split(r io.Reader, fn func(Page) error) (Header, error) {
 			return h, fmt.Errorf("read page %d: %w", index+1, err)
 		}
 	}
+	// The header's page count is valid when its "version-valid-for"
+	// number equals the change counter; then a file cut at a page
+	// boundary is caught too.
+	if binary.BigEndian.Uint32(first[92:96]) == binary.BigEndian.Uint32(first[24:28]) && h.Pages != 0 && h.Pages != index {
+		return h, fmt.Errorf("database is truncated or damaged: its header says %d pages, the file has %d", h.Pages, index)
+	}
 	h.Pages = index
 	return h, nil
 }

@@ -81,12 +81,14 @@ type ChangeRef struct {
 
 // Stats is what a manifest added to the store when it was written.
 type Stats struct {
-	// AddedBytes is the bytes of packs, indexes and the manifest itself
-	// that were new to the store.
+	// AddedBytes is the bytes of packs and indexes that writing the
+	// restore point added to the store (the manifest object itself, a few
+	// KiB, is not counted).
 	AddedBytes int64 `json:"added_bytes"`
 	// NewChunks is the number of chunks that were not in the store yet.
 	NewChunks int `json:"new_chunks"`
-	// ReusedChunks is the number of chunks found already stored.
+	// ReusedChunks is the number of chunk references that needed no new
+	// chunk: found in the store, or repeated within the restore point.
 	ReusedChunks int `json:"reused_chunks"`
 }
 

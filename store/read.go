@@ -30,11 +30,13 @@ func (s *Store) Get(ctx context.Context, id chunker.ID) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read chunk %s from pack %s: %w", id, loc.Pack, err)
 	}
-	return s.decode(id, loc, body)
+	return s.decodeInto(make([]byte, 0, loc.Raw), id, loc, body)
 }
 
-func (s *Store) decode(id chunker.ID, loc ChunkInfo, body []byte) ([]byte, error) {
-	data, err := s.dec.DecodeAll(body, make([]byte, 0, loc.Raw))
+// decodeInto decompresses a chunk body into dst (reusing its capacity) and
+// verifies it against its id.
+func (s *Store) decodeInto(dst []byte, id chunker.ID, loc ChunkInfo, body []byte) ([]byte, error) {
+	data, err := s.dec.DecodeAll(body, dst)
 	if err != nil {
 		return nil, fmt.Errorf("read chunk %s from pack %s: %w: cannot decompress (%v); run backup-cli verify", id, loc.Pack, ErrCorrupt, err)
 	}
@@ -47,58 +49,63 @@ func (s *Store) decode(id chunker.ID, loc ChunkInfo, body []byte) ([]byte, error
 // ReadChunks fetches many chunks efficiently: grouped by pack, in few large
 // reads, decompressed and verified by several workers. fn is called once per
 // distinct id, from several goroutines at once; the data is only valid during
-// the call. The first error stops the reading and is returned.
+// the call. The first error stops the reading and is returned. Memory is one
+// small entry per distinct id plus one read span per worker.
 func (s *Store) ReadChunks(ctx context.Context, ids []chunker.ID, fn func(id chunker.ID, data []byte) error) error {
 	if err := s.LoadIndex(ctx); err != nil {
 		return err
 	}
 	type want struct {
 		id  chunker.ID
-		loc ChunkInfo
+		loc location
 	}
-	byPack := map[chunker.ID][]want{}
-	seen := make(map[chunker.ID]bool, len(ids))
+	wants := make([]want, 0, len(ids))
+	s.mu.RLock()
 	for _, id := range ids {
-		if seen[id] {
-			continue
-		}
-		seen[id] = true
-		loc, ok := s.Locate(id)
+		loc, ok := s.chunks[id]
 		if !ok {
+			s.mu.RUnlock()
 			return fmt.Errorf("read chunk %s: %w", id, ErrChunkMissing)
 		}
-		byPack[loc.Pack] = append(byPack[loc.Pack], want{id, loc})
+		wants = append(wants, want{id, loc})
 	}
-	// Cut each pack's wanted chunks into spans read with one request.
-	const maxGap, maxSpan = 256 << 10, 8 << 20
-	type span struct {
-		pack  chunker.ID
-		start int64
-		end   int64
-		items []want
-	}
-	var spans []span
-	packs := make([]chunker.ID, 0, len(byPack))
-	for p := range byPack {
-		packs = append(packs, p)
-	}
-	sort.Slice(packs, func(i, j int) bool { return string(packs[i][:]) < string(packs[j][:]) })
-	for _, p := range packs {
-		items := byPack[p]
-		sort.Slice(items, func(i, j int) bool { return items[i].loc.Offset < items[j].loc.Offset })
-		var cur *span
-		for _, it := range items {
-			start, end := int64(it.loc.Offset), int64(it.loc.Offset)+int64(it.loc.Length)
-			if cur == nil || start-cur.end > maxGap || end-cur.start > maxSpan {
-				spans = append(spans, span{pack: p, start: start, end: end})
-				cur = &spans[len(spans)-1]
-			}
-			if end > cur.end {
-				cur.end = end
-			}
-			cur.items = append(cur.items, it)
+	s.mu.RUnlock()
+	sort.Slice(wants, func(i, j int) bool {
+		a, b := wants[i].loc, wants[j].loc
+		if a.pack != b.pack {
+			return a.pack < b.pack
+		}
+		return a.offset < b.offset
+	})
+	// Drop repeated ids (adjacent now: one id has one location).
+	n := 0
+	for i, w := range wants {
+		if i == 0 || w.id != wants[n-1].id {
+			wants[n] = w
+			n++
 		}
 	}
+	wants = wants[:n]
+	// Cut the sorted chunks into spans read with one request each.
+	const maxGap, maxSpan = 256 << 10, 8 << 20
+	type span struct {
+		pack       chunker.ID
+		start, end int64
+		lo, hi     int // wants[lo:hi]
+	}
+	var spans []span
+	s.mu.RLock()
+	for i, w := range wants {
+		start, end := int64(w.loc.offset), int64(w.loc.offset)+int64(w.loc.length)
+		if k := len(spans) - 1; k >= 0 && wants[spans[k].lo].loc.pack == w.loc.pack && start-spans[k].end <= maxGap && end-spans[k].start <= maxSpan {
+			spans[k].end = max(spans[k].end, end)
+			spans[k].hi = i + 1
+			continue
+		}
+		spans = append(spans, span{pack: s.packs[w.loc.pack], start: start, end: end, lo: i, hi: i + 1})
+	}
+	s.mu.RUnlock()
+
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	work := make(chan span)
@@ -110,25 +117,26 @@ func (s *Store) ReadChunks(ctx context.Context, ids []chunker.ID, fn func(id chu
 	fail := func(err error) {
 		errOnce.Do(func() { firstErr = err; cancel() })
 	}
-	workers := runtime.GOMAXPROCS(0)
-	if workers < 2 {
-		workers = 2
-	}
+	workers := max(runtime.GOMAXPROCS(0), 2)
 	for i := 0; i < workers; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			var buf []byte
 			for sp := range work {
-				buf, err := s.be.Get(ctx, packName(sp.pack), sp.start, sp.end-sp.start)
+				raw, err := s.be.Get(ctx, packName(sp.pack), sp.start, sp.end-sp.start)
 				if err != nil {
 					fail(fmt.Errorf("read pack %s: %w", sp.pack, err))
 					continue
 				}
-				for _, it := range sp.items {
-					o := int64(it.loc.Offset) - sp.start
-					data, err := s.decode(it.id, it.loc, buf[o:o+int64(it.loc.Length)])
+				for _, w := range wants[sp.lo:sp.hi] {
+					o := int64(w.loc.offset) - sp.start
+					info := ChunkInfo{Pack: sp.pack, Kind: w.loc.kind, Offset: w.loc.offset, Length: w.loc.length, Raw: w.loc.raw}
+					var data []byte
+					data, err = s.decodeInto(buf[:0], w.id, info, raw[o:o+int64(w.loc.length)])
 					if err == nil {
-						err = fn(it.id, data)
+						buf = data
+						err = fn(w.id, data)
 					}
 					if err != nil {
 						fail(err)

@@ -54,8 +54,10 @@ type Config struct {
 	// TargetBytes is the database file size Populate aims at (within about
 	// 15%; the estimate is calibrated for the default 4 KiB page size).
 	TargetBytes int64
-	// UpdateFrac, DeleteFrac and InsertFrac are, per Step, the fraction of
-	// each table's live rows that is updated, deleted, and added.
+	// UpdateFrac and DeleteFrac are, per Step, the fraction of each table's
+	// live rows that is updated and deleted. InsertFrac is the number of
+	// rows added per Step as a fraction of all live rows, spread over the
+	// tables in the same mix as Populate.
 	UpdateFrac, DeleteFrac, InsertFrac float64
 	// HotRows makes updates and deletes pick among the newest rows (the
 	// newest 5% of each table), as a node that mostly touches recent HTLCs,
@@ -63,8 +65,8 @@ type Config struct {
 	HotRows bool
 }
 
-// maxStmtsPerHook bounds the statements of one generated hook: populate
-// hooks batch many rows (fast to build), step hooks stay smaller.
+// Statements per generated hook: populate and touch hooks batch many rows
+// (fast to build), step hooks stay closer to lightningd's small transactions.
 const (
 	populateRowsPerHook = 1000
 	stepStmtsPerHook    = 200
@@ -274,8 +276,8 @@ type op struct {
 	n    int64 // row number (update, delete)
 }
 
-// Step streams the hooks of one evolution step: InsertFrac of all rows are
-// added (appended: new rows get the highest keys), and in every table
+// Step streams the hooks of one evolution step: InsertFrac times the live
+// rows are added (appended: new rows get the highest keys), and in every table
 // UpdateFrac of the live rows are updated and DeleteFrac deleted (channels
 // are only updated). Operations are shuffled and cut into hooks of at most
 // 200 statements; the first hook also records a new block height, as

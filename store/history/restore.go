@@ -159,6 +159,9 @@ func applyChanges(ctx context.Context, st *store.Store, m *manifest.Manifest, pa
 	version, applied := m.Snapshot.Version, 0
 	done := false
 	apply := func(r journal.Record) error {
+		if err := ctx.Err(); err != nil {
+			return err // the plugin stops a compaction at shutdown
+		}
 		if done || stop(r) {
 			done = true
 			return nil

@@ -7,9 +7,11 @@
 package history
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
+	"sort"
 	"sync"
 
 	"github.com/clnbackup/backup/chunker"
@@ -84,6 +86,9 @@ func snapshotFile(ctx context.Context, w *store.Writer, st *store.Store, path st
 	tab := make(manifest.PageTable, 0, fi.Size()/4096)
 	var done int64
 	h, err := chunker.Split(f, func(p chunker.Page) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if _, err := w.PutID(ctx, store.KindPage, p.ID, p.Data); err != nil {
 			return fmt.Errorf("store page %d: %w", p.Index+1, err)
 		}
@@ -152,13 +157,18 @@ func writePages(ctx context.Context, st *store.Store, f *os.File, s manifest.Sna
 	if err := f.Truncate(s.Size()); err != nil {
 		return fmt.Errorf("size %s: %w", f.Name(), err)
 	}
-	where := make(map[chunker.ID][]uint32, len(tab))
+	// Pages in order of their chunk id, so that each fetched chunk finds
+	// its pages by binary search (no per-page map).
+	order := make([]uint32, len(tab))
+	for i := range order {
+		order[i] = uint32(i)
+	}
+	sort.Slice(order, func(a, b int) bool { return bytes.Compare(tab[order[a]][:], tab[order[b]][:]) < 0 })
 	ids := make([]chunker.ID, 0, len(tab))
-	for i, id := range tab {
-		if _, ok := where[id]; !ok {
-			ids = append(ids, id)
+	for i, p := range order {
+		if i == 0 || tab[p] != tab[order[i-1]] {
+			ids = append(ids, tab[p])
 		}
-		where[id] = append(where[id], uint32(i))
 	}
 	total := s.Size()
 	var done int64
@@ -167,13 +177,16 @@ func writePages(ctx context.Context, st *store.Store, f *os.File, s manifest.Sna
 		if uint32(len(data)) != s.PageSize {
 			return fmt.Errorf("chunk %s is %d bytes, not a %d-byte page", id, len(data), s.PageSize)
 		}
-		for _, page := range where[id] {
-			if _, err := f.WriteAt(data, int64(page)*int64(s.PageSize)); err != nil {
-				return fmt.Errorf("write page %d to %s: %w", page+1, f.Name(), err)
+		first := sort.Search(len(order), func(i int) bool { return bytes.Compare(tab[order[i]][:], id[:]) >= 0 })
+		n := int64(0)
+		for i := first; i < len(order) && tab[order[i]] == id; i++ {
+			if _, err := f.WriteAt(data, int64(order[i])*int64(s.PageSize)); err != nil {
+				return fmt.Errorf("write page %d to %s: %w", order[i]+1, f.Name(), err)
 			}
+			n++
 		}
 		mu.Lock()
-		done += int64(len(where[id])) * int64(s.PageSize)
+		done += n * int64(s.PageSize)
 		progress.report(done, total)
 		mu.Unlock()
 		return nil

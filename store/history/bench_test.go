@@ -1,0 +1,304 @@
+package history_test
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/metrics"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/clnbackup/backup/bench/workload"
+	"github.com/clnbackup/backup/store/history"
+	"github.com/clnbackup/backup/store/replay"
+)
+
+// The benchmarks here run on generated lightningd-like databases (package
+// bench/workload). The 200 MB ones take a minute of setup, so they run only
+// when -bench names them (e.g. -bench 200MB); the 50 MB variants run with
+// -bench . and show how the figures scale.
+
+// skipUnlessNamed skips a benchmark unless the -bench pattern contains its
+// size tag literally, so `-bench .` leaves the big ones out.
+func skipUnlessNamed(b *testing.B, tag string) {
+	if f := flag.Lookup("test.bench"); f == nil || !strings.Contains(f.Value.String(), tag) {
+		b.Skipf("large benchmark: select it explicitly with -bench '%s'", tag)
+	}
+}
+
+// dbCache keeps each generated database for the life of the test process,
+// in os.TempDir()/clnbackup-bench-<pid>. Go has no hook at process exit
+// without a TestMain, so the directory of a process that has gone is removed
+// the next time a cache is made.
+var dbCache struct {
+	sync.Mutex
+	dir   string
+	paths map[int64]string
+}
+
+const cachePrefix = "clnbackup-bench-"
+
+// cachedDB returns a database generated with seed 1 and about size bytes,
+// built once per process. Callers must not modify it.
+func cachedDB(b *testing.B, size int64) (string, *workload.Generator) {
+	b.Helper()
+	dbCache.Lock()
+	defer dbCache.Unlock()
+	if dbCache.dir == "" {
+		removeStaleCaches()
+		dbCache.dir = filepath.Join(os.TempDir(), cachePrefix+strconv.Itoa(os.Getpid()))
+		if err := os.MkdirAll(dbCache.dir, 0o755); err != nil {
+			b.Fatal(err)
+		}
+		dbCache.paths = map[int64]string{}
+	}
+	g := workload.New(workload.Config{Seed: 1, TargetBytes: size})
+	if p, ok := dbCache.paths[size]; ok {
+		// Replay the generator so its state matches the file.
+		if err := g.Populate(func(workload.Hook) error { return nil }); err != nil {
+			b.Fatal(err)
+		}
+		return p, g
+	}
+	p := filepath.Join(dbCache.dir, fmt.Sprintf("seed1-%d.sqlite3", size))
+	os.Remove(p)
+	start := time.Now()
+	if err := workload.Build(p, g.Populate); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("built a %d MB database in %v", size>>20, time.Since(start).Round(time.Millisecond))
+	dbCache.paths[size] = p
+	return p, g
+}
+
+// removeStaleCaches deletes the caches of test processes that have exited.
+func removeStaleCaches() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), cachePrefix+"*"))
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(d), cachePrefix))
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); err == syscall.ESRCH {
+			os.RemoveAll(d)
+		}
+	}
+}
+
+// copyFile copies src to dst.
+func copyFile(b *testing.B, src, dst string) {
+	b.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		b.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// heapWatch samples, every 2 ms, the bytes of heap objects (live and not yet
+// swept: the figure a memory limit must accommodate) and the live heap as
+// the last GC marked it (what the code holds; the rest is GC slack).
+type heapWatch struct {
+	stop chan struct{}
+	done chan [2]uint64
+	// base is the live heap when the watch started (after a GC): the
+	// store's chunk index, the benchmark's own state.
+	base uint64
+}
+
+var heapMetrics = []string{"/memory/classes/heap/objects:bytes", "/gc/heap/live:bytes"}
+
+func watchHeap() *heapWatch {
+	runtime.GC()
+	h := &heapWatch{stop: make(chan struct{}), done: make(chan [2]uint64)}
+	base := []metrics.Sample{{Name: heapMetrics[1]}}
+	metrics.Read(base)
+	h.base = base[0].Value.Uint64()
+	go func() {
+		s := make([]metrics.Sample, len(heapMetrics))
+		for i, name := range heapMetrics {
+			s[i].Name = name
+		}
+		var peak [2]uint64
+		t := time.NewTicker(2 * time.Millisecond)
+		defer t.Stop()
+		for {
+			metrics.Read(s)
+			for i := range peak {
+				peak[i] = max(peak[i], s[i].Value.Uint64())
+			}
+			select {
+			case <-h.stop:
+				h.done <- peak
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return h
+}
+
+// baseMB is the live heap when the watch started, in MiB.
+func (h *heapWatch) baseMB() float64 { return float64(h.base) / (1 << 20) }
+
+// peakMB stops the watch and returns the peak of heap objects and the peak
+// growth of the marked live heap over its start, in MiB.
+func (h *heapWatch) peakMB() (heap, liveGrowth float64) {
+	close(h.stop)
+	p := <-h.done
+	return float64(p[0]) / (1 << 20), float64(p[1]-min(p[1], h.base)) / (1 << 20)
+}
+
+// BenchmarkRestore50MB is BenchmarkRestore200MB on a 50 MB database, for
+// comparing how time and memory scale.
+func BenchmarkRestore50MB(b *testing.B) { benchRestore(b, 50<<20) }
+
+// BenchmarkRestore200MB restores a 200 MB node database (fetch, verify,
+// write, integrity check, fsync, link) per op; target >= 150 MB/s.
+func BenchmarkRestore200MB(b *testing.B) {
+	skipUnlessNamed(b, "200MB")
+	benchRestore(b, 200<<20)
+}
+
+func benchRestore(b *testing.B, size int64) {
+	dbPath, _ := cachedDB(b, size)
+	st, _ := newStore(b)
+	if _, err := history.Init(ctx, st, "n1", dbPath, nil); err != nil {
+		b.Fatal(err)
+	}
+	dir := b.TempDir()
+	fi, err := os.Stat(dbPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(fi.Size())
+	var peak, peakLive, base, integrity float64
+	i := 0
+	for b.Loop() {
+		b.StopTimer()
+		dest := filepath.Join(dir, fmt.Sprintf("restored-%d.sqlite3", i))
+		i++
+		w := watchHeap()
+		b.StartTimer()
+		if _, err := history.Restore(ctx, st, history.RestoreOptions{Node: "n1", Dest: dest}); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		h, l := w.peakMB()
+		peak, peakLive, base = max(peak, h), max(peakLive, l), max(base, w.baseMB())
+		start := time.Now() // the integrity check's share of the op, for diagnosis
+		if err := replay.IntegrityCheck(dest); err != nil {
+			b.Fatal(err)
+		}
+		integrity += time.Since(start).Seconds()
+		os.Remove(dest)
+		b.StartTimer()
+	}
+	b.ReportMetric(peak, "peak-heap-MB")
+	b.ReportMetric(peakLive, "live-growth-MB")
+	b.ReportMetric(base, "base-live-MB")
+	b.ReportMetric(integrity/float64(i), "integrity-check-s")
+}
+
+// BenchmarkCompactOnePercent50MB is BenchmarkCompactOnePercent200MB on a
+// 50 MB database: peak heap should not depend on the database size.
+func BenchmarkCompactOnePercent50MB(b *testing.B) { benchCompact(b, 50<<20) }
+
+// BenchmarkCompactOnePercent200MB changes 1% of a 200 MB database's pages
+// (plus one trailing change) through the journal and compacts, per op.
+// Targets: added bytes <= 1.3x the changed pages' zstd size, peak heap
+// < 100 MB whatever the database size.
+func BenchmarkCompactOnePercent200MB(b *testing.B) {
+	skipUnlessNamed(b, "200MB")
+	benchCompact(b, 200<<20)
+}
+
+func benchCompact(b *testing.B, size int64) {
+	cached, g := cachedDB(b, size)
+	dir := b.TempDir()
+	// The node's database evolves with each op: keep a private copy in
+	// step with the store so TouchPages sees the current layout.
+	dbPath := filepath.Join(dir, "node.sqlite3")
+	prev := filepath.Join(dir, "prev.sqlite3")
+	copyFile(b, cached, dbPath)
+	st, _ := newStore(b)
+	if _, err := history.Init(ctx, st, "n1", dbPath, nil); err != nil {
+		b.Fatal(err)
+	}
+	n, err := history.OpenNode(ctx, st, "n1")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer n.Close()
+	n.TempDir = dir
+	var added, changedZstd, secs, peak, peakLive, base float64
+	changed := 0
+	for b.Loop() {
+		b.StopTimer()
+		var touch, block []workload.Hook
+		send := func(dst *[]workload.Hook) func(workload.Hook) error {
+			return func(h workload.Hook) error {
+				*dst = append(*dst, h)
+				_, err := n.Journal().Append(h.Record())
+				return err
+			}
+		}
+		if err := g.TouchPages(dbPath, 0.01, send(&touch)); err != nil {
+			b.Fatal(err)
+		}
+		if err := g.Block(send(&block)); err != nil {
+			b.Fatal(err)
+		}
+		w := watchHeap()
+		b.StartTimer()
+		res, err := n.Compact(ctx, nil)
+		b.StopTimer()
+		h, l := w.peakMB()
+		peak, peakLive, base = max(peak, h), max(peakLive, l), max(base, w.baseMB())
+		if err != nil {
+			b.Fatal(err)
+		}
+		if res.Manifest == nil {
+			b.Fatal("compaction wrote no snapshot")
+		}
+		// The pages the snapshot changed are the pages the touch changed
+		// in the node's own copy (TestDedupOnePercent checks that equality
+		// against the store).
+		copyFile(b, dbPath, prev)
+		if err := workload.Build(dbPath, workload.Hooks(touch...)); err != nil {
+			b.Fatal(err)
+		}
+		c, z := changedPages(b, prev, dbPath)
+		if err := workload.Build(dbPath, workload.Hooks(block...)); err != nil {
+			b.Fatal(err)
+		}
+		changed += c
+		changedZstd += float64(z)
+		added += float64(res.Added)
+		secs += res.Duration.Seconds()
+		b.StartTimer()
+	}
+	b.ReportMetric(added/changedZstd, "added/changed-zstd")
+	b.ReportMetric(secs/float64(b.N), "compact-s")
+	b.ReportMetric(float64(changed)/float64(b.N), "changed-pages")
+	b.ReportMetric(peak, "peak-heap-MB")
+	b.ReportMetric(peakLive, "live-growth-MB")
+	b.ReportMetric(base, "base-live-MB")
+}
