@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/binary"
 	"fmt"
 
@@ -39,7 +40,7 @@ const MaxChunkSize = 16 << 20
 
 // Pack and index layout (see docs/store-format.md):
 //
-//	pack  = compressed chunk bodies ... | index (pack id zero) | u32 index length | "CLNPACK1"
+//	pack  = compressed chunk bodies ... | index (pack id zero) | nonce [16] | u32 index length | "CLNPACK1"
 //	index = "CLNIDX" u16 version | pack id [32] | u32 count | entries
 //	entry = chunk id [32] | u8 kind | u32 offset | u32 stored length | u32 raw length
 const (
@@ -48,7 +49,8 @@ const (
 	indexHeaderLen = 6 + 2 + chunker.IDSize + 4
 	indexEntryLen  = chunker.IDSize + 1 + 4 + 4 + 4
 	packMagic      = "CLNPACK1"
-	packTrailerLen = 4 + len(packMagic)
+	packNonceLen   = 16
+	packTrailerLen = packNonceLen + 4 + len(packMagic)
 	// maxIndexEntries bounds the entries one index may claim.
 	maxIndexEntries = 1 << 22
 )
@@ -116,12 +118,19 @@ func decodeIndex(b []byte, packLen int64) (chunker.ID, []indexEntry, error) {
 }
 
 // buildPack appends the trailer (the pack's own copy of its index) to the
-// chunk bodies, so a pack can be re-indexed from itself alone.
+// chunk bodies, so a pack can be re-indexed from itself alone. The random
+// nonce makes every pack a new object: a writer that stores chunks again
+// must never find its pack "already there" as a copy gc is deleting.
 func buildPack(bodies []byte, entries []indexEntry) []byte {
 	idx := encodeIndex(chunker.ID{}, entries)
 	pack := make([]byte, 0, len(bodies)+len(idx)+packTrailerLen)
 	pack = append(pack, bodies...)
 	pack = append(pack, idx...)
+	var nonce [packNonceLen]byte
+	if _, err := rand.Read(nonce[:]); err != nil {
+		panic(fmt.Sprintf("crypto/rand failed: %v", err)) // never happens on Linux
+	}
+	pack = append(pack, nonce[:]...)
 	pack = binary.BigEndian.AppendUint32(pack, uint32(len(idx)))
 	return append(pack, packMagic...)
 }
@@ -131,7 +140,7 @@ func parsePackTrailer(pack []byte) ([]indexEntry, error) {
 	if len(pack) < packTrailerLen || !bytes.Equal(pack[len(pack)-len(packMagic):], []byte(packMagic)) {
 		return nil, fmt.Errorf("not a pack (bad trailer)")
 	}
-	n := int64(binary.BigEndian.Uint32(pack[len(pack)-packTrailerLen:]))
+	n := int64(binary.BigEndian.Uint32(pack[len(pack)-4-len(packMagic):]))
 	start := int64(len(pack)-packTrailerLen) - n
 	if start < 0 {
 		return nil, fmt.Errorf("pack trailer: index length %d exceeds pack", n)

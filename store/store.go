@@ -72,7 +72,17 @@ var ErrNotStore = errors.New("not a backup store")
 type Options struct {
 	// Params are the parameters the caller expects (DefaultParams when nil).
 	Params *Params
+	// Now is the clock (time.Now when nil); tests inject one to move time
+	// past grace periods and lease expiries without sleeping.
+	Now func() time.Time
+	// MaxWriterAge bounds how long a writer may take from its first chunk
+	// lookup to the manifest that names its chunks (DefaultMaxWriterAge
+	// when 0). gc's grace period must be longer (see GC).
+	MaxWriterAge time.Duration
 }
+
+// DefaultMaxWriterAge is the longest a writer may run before it commits.
+const DefaultMaxWriterAge = time.Hour
 
 // Store is an open store. It is safe for concurrent use.
 type Store struct {
@@ -88,6 +98,19 @@ type Store struct {
 	loaded map[string]bool // index objects already loaded
 	// indexed is set once the whole index has been loaded.
 	indexed bool
+	// condemned holds the chunk copies gc has condemned (copy -> when);
+	// writers never reuse them (see gc.go).
+	condemned       map[chunkCopy]time.Time
+	condemnedLoaded map[string]bool
+	now             func() time.Time
+	maxWriterAge    time.Duration
+}
+
+// chunkCopy is one stored copy of a chunk: the same chunk may be stored in
+// more than one pack.
+type chunkCopy struct {
+	id   chunker.ID
+	pack chunker.ID
 }
 
 type location struct {
@@ -198,7 +221,13 @@ func open(ctx context.Context, be backend.Backend, opts Options) (*Store, error)
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{be: be, cfg: cfg, dec: dec}
+	s := &Store{be: be, cfg: cfg, dec: dec, now: opts.Now, maxWriterAge: opts.MaxWriterAge}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.maxWriterAge <= 0 {
+		s.maxWriterAge = DefaultMaxWriterAge
+	}
 	s.resetIndex()
 	return s, nil
 }
@@ -254,6 +283,8 @@ func (s *Store) resetIndex() {
 	s.packNo = map[chunker.ID]uint32{}
 	s.loaded = map[string]bool{}
 	s.indexed = false
+	s.condemned = map[chunkCopy]time.Time{}
+	s.condemnedLoaded = map[string]bool{}
 }
 
 // LoadIndex loads the chunk index if it is not loaded yet. Opening a store
@@ -281,8 +312,13 @@ func (s *Store) ReleaseIndex() {
 // Refresh loads index objects written since the index was loaded (by other
 // writers), so that their chunks are found and not written again.
 func (s *Store) Refresh(ctx context.Context) error {
+	if err := s.loadCondemned(ctx); err != nil {
+		return err
+	}
 	var names []string
+	present := map[string]bool{}
 	err := s.be.List(ctx, "index/", func(in backend.Info) error {
+		present[in.Name] = true
 		s.mu.RLock()
 		seen := s.loaded[in.Name]
 		s.mu.RUnlock()
@@ -294,6 +330,25 @@ func (s *Store) Refresh(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("load index of store %s: %w", s.Location(), err)
 	}
+	// gc removed packs since the index was loaded: start over.
+	s.mu.Lock()
+	gone := false
+	for name := range s.loaded {
+		if !present[name] {
+			gone = true
+			break
+		}
+	}
+	if gone {
+		condemned, condemnedLoaded := s.condemned, s.condemnedLoaded
+		s.resetIndex()
+		s.condemned, s.condemnedLoaded = condemned, condemnedLoaded
+		names = names[:0]
+		for name := range present {
+			names = append(names, name)
+		}
+	}
+	s.mu.Unlock()
 	for _, name := range names {
 		data, err := s.be.Get(ctx, name, 0, -1)
 		if err != nil {
@@ -328,8 +383,14 @@ func (s *Store) addIndex(name string, pack chunker.ID, entries []indexEntry) {
 		s.packNo[pack] = no
 	}
 	for _, e := range entries {
-		if _, dup := s.chunks[e.ID]; dup {
-			continue
+		if old, dup := s.chunks[e.ID]; dup {
+			// Keep the first copy, unless gc condemned it and this one
+			// is a fresh copy.
+			_, oldCondemned := s.condemned[chunkCopy{e.ID, s.packs[old.pack]}]
+			_, newCondemned := s.condemned[chunkCopy{e.ID, pack}]
+			if !oldCondemned || newCondemned {
+				continue
+			}
 		}
 		s.chunks[e.ID] = location{pack: no, offset: e.Offset, length: e.Length, raw: e.Raw, kind: e.Kind}
 	}
@@ -337,11 +398,18 @@ func (s *Store) addIndex(name string, pack chunker.ID, entries []indexEntry) {
 
 // Has reports whether the store holds a chunk. The index must be loaded
 // (LoadIndex, or any read or writer).
+//
+// A chunk whose only known copy gc has condemned is reported missing, so
+// that writers store it again rather than reuse a copy gc may delete.
 func (s *Store) Has(id chunker.ID) bool {
 	s.mu.RLock()
-	_, ok := s.chunks[id]
-	s.mu.RUnlock()
-	return ok
+	defer s.mu.RUnlock()
+	loc, ok := s.chunks[id]
+	if !ok {
+		return false
+	}
+	_, condemned := s.condemned[chunkCopy{id, s.packs[loc.pack]}]
+	return !condemned
 }
 
 // ChunkInfo describes where a stored chunk is.

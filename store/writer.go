@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/clnbackup/backup/chunker"
 	"github.com/clnbackup/backup/store/backend"
@@ -22,6 +23,7 @@ type Writer struct {
 	entries []indexEntry
 	pending map[chunker.ID]bool
 	stats   WriteStats
+	started time.Time
 }
 
 // WriteStats counts what a writer did.
@@ -49,7 +51,21 @@ func (s *Store) NewWriter(ctx context.Context) (*Writer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start chunk writer: %w", err)
 	}
-	return &Writer{s: s, enc: enc, pending: map[chunker.ID]bool{}}, nil
+	return &Writer{s: s, enc: enc, pending: map[chunker.ID]bool{}, started: s.now()}, nil
+}
+
+// ErrWriterTooOld is returned (wrapped) by CheckAge.
+var ErrWriterTooOld = errors.New("writer ran longer than the store allows")
+
+// CheckAge must be called just before committing a manifest that names
+// chunks this writer reused: gc keeps a condemned chunk for its grace period,
+// which is longer than MaxWriterAge, so a writer younger than that can rely
+// on every chunk it found in the store.
+func (w *Writer) CheckAge() error {
+	if age := w.s.now().Sub(w.started); age > w.s.maxWriterAge {
+		return fmt.Errorf("%w: %s since it looked up chunks (limit %s); retry the operation", ErrWriterTooOld, age.Round(time.Second), w.s.maxWriterAge)
+	}
+	return nil
 }
 
 // Put adds data as a chunk of the given kind and returns its ID; isNew says
@@ -121,4 +137,15 @@ func (w *Writer) Close() {
 		w.s.putEncoder(w.enc)
 		w.enc = nil
 	}
+}
+
+// putAlways stores a chunk even if the store has it (gc's repack moves live
+// chunks out of a pack it is about to delete).
+func (w *Writer) putAlways(kind Kind, id chunker.ID, data []byte) {
+	start := len(w.bodies)
+	w.bodies = w.enc.EncodeAll(data, w.bodies)
+	w.entries = append(w.entries, indexEntry{ID: id, Kind: kind, Offset: uint32(start), Length: uint32(len(w.bodies) - start), Raw: uint32(len(data))})
+	w.pending[id] = true
+	w.stats.NewChunks++
+	w.stats.NewRawBytes += int64(len(data))
 }

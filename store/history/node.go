@@ -71,6 +71,9 @@ func Init(ctx context.Context, st *store.Store, node, dbPath string, progress Pr
 		Format: manifest.FormatVersion, Node: node, Seq: 1, Created: time.Now().UTC(), Snapshot: snap,
 		Stats: manifest.Stats{AddedBytes: ws.Added(), NewChunks: ws.NewChunks, ReusedChunks: ws.ReusedChunks},
 	}
+	if err := w.CheckAge(); err != nil {
+		return nil, fmt.Errorf("init node %q: %w", node, err)
+	}
 	if _, err := st.PutManifest(ctx, m); err != nil {
 		return nil, err
 	}
@@ -217,6 +220,9 @@ func (n *Node) seal(ctx context.Context, latest *manifest.Manifest) (SealResult,
 	m.JournalSeq = cut
 	ws := w.Stats()
 	m.Stats = manifest.Stats{AddedBytes: ws.Added(), NewChunks: ws.NewChunks, ReusedChunks: ws.ReusedChunks}
+	if err := w.CheckAge(); err != nil {
+		return SealResult{}, fmt.Errorf("seal node %q: %w", n.name, err)
+	}
 	if _, err := n.st.PutManifest(ctx, &m); err != nil {
 		return SealResult{}, err
 	}
@@ -324,6 +330,9 @@ func (n *Node) snapshotFrom(ctx context.Context, from *manifest.Manifest, progre
 	m := &manifest.Manifest{Format: manifest.FormatVersion, Node: n.name, Seq: from.Seq + 1, Created: time.Now().UTC(),
 		Snapshot: snap, JournalSeq: from.JournalSeq,
 		Stats: manifest.Stats{AddedBytes: ws.Added(), NewChunks: ws.NewChunks, ReusedChunks: ws.ReusedChunks}}
+	if err := w.CheckAge(); err != nil {
+		return nil, err
+	}
 	if _, err := n.st.PutManifest(ctx, m); err != nil {
 		return nil, err
 	}
