@@ -1,0 +1,252 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/clnbackup/backup/manifest"
+	"github.com/clnbackup/backup/store/backend"
+)
+
+// One writer per node. The lease is a chain of immutable objects
+// nodes/<node>/lease/<generation>: the highest generation is the lease in
+// force. Taking or refreshing it is a put-if-absent of the next generation,
+// so of two contenders exactly one wins, with nothing but the backend's
+// put-if-absent (which every backend has, object stores included).
+
+// ErrLeaseHeld is returned (wrapped) when another live owner holds a
+// node's lease.
+var ErrLeaseHeld = errors.New("node is held by another writer")
+
+// ErrLeaseLost is returned (wrapped) when a holder finds its lease taken.
+var ErrLeaseLost = errors.New("lease lost")
+
+// DefaultLeaseTTL is how long a lease lasts without a refresh. Holders
+// refresh it every third of that.
+const DefaultLeaseTTL = time.Minute
+
+// Lease is one generation of a node's lease.
+type Lease struct {
+	Node     string    `json:"node"`
+	Owner    string    `json:"owner"`
+	Host     string    `json:"host"`
+	PID      int       `json:"pid"`
+	Acquired time.Time `json:"acquired"`
+	Expires  time.Time `json:"expires"`
+	Gen      uint64    `json:"gen"`
+}
+
+// String describes the holder for messages.
+func (l *Lease) String() string {
+	return fmt.Sprintf("owner %s (host %s, pid %d) until %s", l.Owner, l.Host, l.PID, l.Expires.UTC().Format(time.RFC3339))
+}
+
+func leasePrefix(node string) string { return nodePrefix(node) + "lease/" }
+
+// Lease returns the lease in force for a node, or nil when there is none.
+func (s *Store) Lease(ctx context.Context, node string) (*Lease, error) {
+	if err := manifest.ValidNodeName(node); err != nil {
+		return nil, err
+	}
+	l, _, err := s.currentLease(ctx, node)
+	return l, err
+}
+
+// currentLease returns the highest generation and every older object name.
+func (s *Store) currentLease(ctx context.Context, node string) (*Lease, []string, error) {
+	var names []string
+	err := s.be.List(ctx, leasePrefix(node), func(in backend.Info) error {
+		names = append(names, in.Name)
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("read lease of node %q: %w", node, err)
+	}
+	if len(names) == 0 {
+		return nil, nil, nil
+	}
+	newest := names[len(names)-1]
+	data, err := s.be.Get(ctx, newest, 0, -1)
+	if err != nil {
+		if errors.Is(err, backend.ErrNotFound) {
+			return nil, names, nil // released meanwhile
+		}
+		return nil, nil, fmt.Errorf("read lease of node %q: %w", node, err)
+	}
+	var l Lease
+	if err := json.Unmarshal(data, &l); err != nil {
+		return nil, nil, fmt.Errorf("read lease of node %q: damaged lease object %s: %w", node, newest, err)
+	}
+	return &l, names[:len(names)-1], nil
+}
+
+// live reports whether a lease's owner may still be writing: not expired,
+// and, on this host, its process exists.
+func (s *Store) live(l *Lease) bool {
+	if l == nil || !s.now().Before(l.Expires) {
+		return false
+	}
+	if host, _ := os.Hostname(); l.Host == host && !pidAlive(l.PID) {
+		return false // lightningd restarting after a crash needs no manual step
+	}
+	return true
+}
+
+func pidAlive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
+// LeaseHolder is a writer's hold on a node.
+type LeaseHolder struct {
+	s     *Store
+	ttl   time.Duration
+	lease Lease
+}
+
+// AcquireLease takes a node's lease for this process. It fails with
+// ErrLeaseHeld, naming the holder, when a live owner has it; a lease that
+// expired, or whose owner process on this host is gone, is taken over.
+func (s *Store) AcquireLease(ctx context.Context, node string, ttl time.Duration) (*LeaseHolder, error) {
+	if err := manifest.ValidNodeName(node); err != nil {
+		return nil, err
+	}
+	if ttl <= 0 {
+		ttl = DefaultLeaseTTL
+	}
+	host, _ := os.Hostname()
+	var id [8]byte
+	rand.Read(id[:])
+	h := &LeaseHolder{s: s, ttl: ttl, lease: Lease{Node: node, Owner: hex.EncodeToString(id[:]), Host: host, PID: os.Getpid()}}
+	for try := 0; try < 3; try++ {
+		cur, old, err := s.currentLease(ctx, node)
+		if err != nil {
+			return nil, err
+		}
+		if s.live(cur) {
+			return nil, fmt.Errorf("node %q: %w: %s; if that writer is dead, run backup-cli unlock --node %s", node, ErrLeaseHeld, cur, node)
+		}
+		gen := uint64(1)
+		if cur != nil {
+			gen = cur.Gen + 1
+		} else if len(old) > 0 {
+			gen = genOf(old[len(old)-1]) + 1
+		}
+		err = h.put(ctx, gen)
+		if errors.Is(err, backend.ErrExists) {
+			continue // another contender won this generation: look again
+		}
+		if err != nil {
+			return nil, err
+		}
+		h.cleanup(ctx, gen)
+		return h, nil
+	}
+	return nil, fmt.Errorf("node %q: %w: lost the race for the lease three times", node, ErrLeaseHeld)
+}
+
+func genOf(name string) uint64 {
+	g, _ := strconv.ParseUint(name[strings.LastIndexByte(name, '/')+1:], 10, 64)
+	return g
+}
+
+func (h *LeaseHolder) put(ctx context.Context, gen uint64) error {
+	l := h.lease
+	l.Gen = gen
+	l.Acquired = h.s.now().UTC()
+	l.Expires = l.Acquired.Add(h.ttl)
+	data, err := json.Marshal(l)
+	if err != nil {
+		return err
+	}
+	name := fmt.Sprintf("%s%020d", leasePrefix(l.Node), gen)
+	if err := h.s.be.PutIfAbsent(ctx, name, data); err != nil {
+		return fmt.Errorf("write lease of node %q: %w", l.Node, err)
+	}
+	h.lease = l
+	return nil
+}
+
+// cleanup removes generations older than gen.
+func (h *LeaseHolder) cleanup(ctx context.Context, gen uint64) {
+	h.s.be.List(ctx, leasePrefix(h.lease.Node), func(in backend.Info) error {
+		if genOf(in.Name) < gen {
+			h.s.be.Delete(ctx, in.Name)
+		}
+		return nil
+	})
+}
+
+// Lease is the generation this holder wrote last.
+func (h *LeaseHolder) Lease() Lease { return h.lease }
+
+// TTL is how long the lease lasts without a refresh.
+func (h *LeaseHolder) TTL() time.Duration { return h.ttl }
+
+// Refresh extends the lease. It fails with ErrLeaseLost if another writer
+// took it (after it expired): the caller must stop writing.
+func (h *LeaseHolder) Refresh(ctx context.Context) error {
+	cur, _, err := h.s.currentLease(ctx, h.lease.Node)
+	if err != nil {
+		return err
+	}
+	if cur == nil || cur.Owner != h.lease.Owner {
+		by := "nobody (it was removed)"
+		if cur != nil {
+			by = cur.String()
+		}
+		return fmt.Errorf("node %q: %w: now held by %s", h.lease.Node, ErrLeaseLost, by)
+	}
+	if err := h.put(ctx, cur.Gen+1); err != nil {
+		if errors.Is(err, backend.ErrExists) {
+			return fmt.Errorf("node %q: %w to another writer", h.lease.Node, ErrLeaseLost)
+		}
+		return err
+	}
+	h.cleanup(ctx, h.lease.Gen)
+	return nil
+}
+
+// Release gives the lease up, if this holder still has it.
+func (h *LeaseHolder) Release(ctx context.Context) error {
+	cur, _, err := h.s.currentLease(ctx, h.lease.Node)
+	if err != nil || cur == nil || cur.Owner != h.lease.Owner {
+		return err
+	}
+	h.cleanup(ctx, cur.Gen+1)
+	return nil
+}
+
+// BreakLease removes a node's lease (backup-cli unlock). It refuses a live
+// lease unless force is set, and returns the lease it removed (nil if none).
+func (s *Store) BreakLease(ctx context.Context, node string, force bool) (*Lease, error) {
+	if err := manifest.ValidNodeName(node); err != nil {
+		return nil, err
+	}
+	cur, _, err := s.currentLease(ctx, node)
+	if err != nil {
+		return nil, err
+	}
+	if s.live(cur) && !force {
+		return nil, fmt.Errorf("node %q: %w: %s; add --force only if you are sure that writer is gone (two writers for one node corrupt its history)", node, ErrLeaseHeld, cur)
+	}
+	err = s.be.List(ctx, leasePrefix(node), func(in backend.Info) error {
+		return s.be.Delete(ctx, in.Name)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("unlock node %q: %w", node, err)
+	}
+	return cur, nil
+}
