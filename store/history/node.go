@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/clnbackup/backup/manifest"
@@ -90,9 +91,17 @@ type Node struct {
 	compact sync.Mutex
 	// TempDir is where compaction builds databases (os.TempDir() if "").
 	TempDir string
+
+	lease    *store.LeaseHolder
+	leaseErr atomic.Pointer[error]
+	stop     chan struct{}
+	stopped  chan struct{}
 }
 
-// OpenNode opens a node of the store for writing.
+// OpenNode opens a node of the store for writing. It takes the node's lease
+// (failing with store.ErrLeaseHeld, naming the holder, while another live
+// writer has it) and keeps it refreshed until Close; then it opens the
+// node's journal exclusively.
 func OpenNode(ctx context.Context, st *store.Store, name string) (*Node, error) {
 	if _, err := st.Node(ctx, name); err != nil {
 		return nil, err
@@ -101,11 +110,53 @@ func OpenNode(ctx context.Context, st *store.Store, name string) (*Node, error) 
 	if err != nil {
 		return nil, err
 	}
+	lease, err := st.AcquireLease(ctx, name, store.DefaultLeaseTTL)
+	if err != nil {
+		return nil, err
+	}
 	j, err := journal.Open(dir, journal.Options{})
 	if err != nil {
+		lease.Release(ctx)
 		return nil, fmt.Errorf("open journal of node %q: %w", name, err)
 	}
-	return &Node{st: st, name: name, j: j}, nil
+	n := &Node{st: st, name: name, j: j, lease: lease, stop: make(chan struct{}), stopped: make(chan struct{})}
+	go n.refreshLease()
+	return n, nil
+}
+
+// refreshLease keeps the lease alive, every third of its lifetime. If the
+// lease is lost (another writer took it after it expired, say while the
+// store was unreachable), LeaseErr reports it and writers must stop.
+func (n *Node) refreshLease() {
+	defer close(n.stopped)
+	t := time.NewTicker(n.lease.TTL() / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), n.lease.TTL()/3)
+			err := n.lease.Refresh(ctx)
+			cancel()
+			if errors.Is(err, store.ErrLeaseLost) {
+				n.leaseErr.Store(&err)
+				return
+			}
+			// Other errors (store unreachable): try again next tick;
+			// the lease stays ours until it expires.
+		}
+	}
+}
+
+// LeaseErr is non-nil once the node's lease was lost: another writer may be
+// writing the node, so this one must stop. It is cheap (an atomic load), for
+// the db_write hot path.
+func (n *Node) LeaseErr() error {
+	if p := n.leaseErr.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // Name is the node's name.
@@ -115,7 +166,15 @@ func (n *Node) Name() string { return n.name }
 func (n *Node) Journal() *journal.Journal { return n.j }
 
 // Close closes the journal.
-func (n *Node) Close() error { return n.j.Close() }
+func (n *Node) Close() error {
+	close(n.stop)
+	<-n.stopped
+	err := n.j.Close()
+	if lerr := n.lease.Release(context.Background()); err == nil {
+		err = lerr
+	}
+	return err
+}
 
 // SealResult describes a seal or a compaction.
 type SealResult struct {

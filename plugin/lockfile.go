@@ -1,0 +1,55 @@
+package plugin
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// LockName is the file in the lightning directory that names the backup:
+// {"backend_url": URL, "node": NAME}, written by `backup-cli init
+// --lightning-dir`. The Python plugin's files ({"backend_url": URL}) are
+// read too; a missing node means DefaultNode.
+const LockName = "backup.lock"
+
+// DefaultNode is the node name of a backup.lock that names none (the same
+// as the store's default, history.DefaultNode).
+const DefaultNode = "default"
+
+// errNoLock is returned by readLock when the lightning directory holds no
+// backup.lock.
+var errNoLock = errors.New("no " + LockName)
+
+// readLock reads dir/backup.lock.
+func readLock(dir string) (Lock, error) {
+	path := filepath.Join(dir, LockName)
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return Lock{}, errNoLock
+	}
+	if err != nil {
+		return Lock{}, fmt.Errorf("read %s: %w", path, err)
+	}
+	var raw struct {
+		BackendURL *string `json:"backend_url"`
+		Node       *string `json:"node"`
+	}
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return Lock{}, fmt.Errorf("read %s: not a JSON object: %w", path, err)
+	}
+	if raw.BackendURL == nil || strings.TrimSpace(*raw.BackendURL) == "" {
+		return Lock{}, fmt.Errorf("read %s: it has no \"backend_url\"", path)
+	}
+	l := Lock{URL: strings.TrimSpace(*raw.BackendURL), Node: DefaultNode}
+	if raw.Node != nil {
+		if *raw.Node == "" {
+			return Lock{}, fmt.Errorf("read %s: \"node\" is empty (leave it out for the node %q)", path, DefaultNode)
+		}
+		l.Node = *raw.Node
+	}
+	return l, nil
+}

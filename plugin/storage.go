@@ -1,0 +1,266 @@
+package plugin
+
+// The Backup of the real store: a node's history (store/history) and its
+// journal (store/journal). This file is the only one of the package that
+// knows how the backup is stored.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/clnbackup/backup/store"
+	"github.com/clnbackup/backup/store/history"
+	"github.com/clnbackup/backup/store/journal"
+)
+
+// OpenStore is the Opener of the store a backup.lock names: it opens the
+// store, takes the node's journal (exclusively: a second plugin on the same
+// node fails with ErrNodeInUse) and reads what the backup holds. Its errors
+// say what is wrong and what to do.
+func OpenStore(ctx context.Context, lock Lock) (Backup, Start, error) {
+	st, err := openStore(ctx, lock.URL)
+	if err != nil {
+		return nil, Start{}, err
+	}
+	b, start, err := openNode(ctx, st, lock)
+	if err != nil {
+		st.Close()
+		return nil, Start{}, err
+	}
+	return b, start, nil
+}
+
+func openStore(ctx context.Context, url string) (*store.Store, error) {
+	u, err := store.ParseURL(url)
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := os.Stat(u.Path); err == nil && fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is a file, not a backup store (a backup file of the Python backup plugin?): this plugin cannot add to it; "+
+			"keep it (backup-cli restore still reads it) and create a store for this node with `backup-cli init --lightning-dir DIR file:///path/to/new/store` "+
+			"after moving backup.lock away", u.Path)
+	}
+	st, err := store.Open(ctx, url, store.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("%w (is the store's file system mounted and readable?)", err)
+	}
+	return st, nil
+}
+
+func openNode(ctx context.Context, st *store.Store, lock Lock) (*storeBackup, Start, error) {
+	n, err := history.OpenNode(ctx, st, lock.Node)
+	switch {
+	case errors.Is(err, journal.ErrLocked) || errors.Is(err, store.ErrLeaseHeld):
+		return nil, Start{}, fmt.Errorf("node %q of store %s: %w: %w", lock.Node, st.Location(), ErrNodeInUse, err)
+	case errors.Is(err, store.ErrNoNode):
+		return nil, Start{}, fmt.Errorf("%w: backup.lock names node %q, which the store does not hold; "+
+			"create it with `backup-cli init --lightning-dir DIR --node %s %s`, or correct backup.lock", err, lock.Node, lock.Node, lock.URL)
+	case err != nil:
+		return nil, Start{}, err
+	}
+	b := &storeBackup{st: st, node: n, name: lock.Node}
+	start, err := b.load(ctx)
+	if err != nil {
+		n.Close()
+		return nil, Start{}, err
+	}
+	return b, start, nil
+}
+
+// storeBackup is a Backup over one node of a store.
+type storeBackup struct {
+	st   *store.Store
+	node *history.Node
+	name string
+
+	// mu guards the counters behind Pending.
+	mu       sync.Mutex
+	changes  int64 // change records since the newest snapshot
+	bytes    int64 // journal frame bytes since the newest snapshot
+	snapTime time.Time
+}
+
+// load reads what the backup holds: the newest manifest and the journal
+// records after it (bounded by the compaction thresholds, read once at
+// start so that the hot path never reads the history).
+func (b *storeBackup) load(ctx context.Context) (Start, error) {
+	latest, err := b.st.LatestManifest(ctx, b.name)
+	if err != nil {
+		return Start{}, err
+	}
+	j := b.node.Journal()
+	if next := j.NextSeq(); next-1 < latest.JournalSeq {
+		return Start{}, fmt.Errorf("the journal of node %q ends at record %d, but the store's manifest %d covers records up to %d: "+
+			"the journal directory was lost or replaced, and new records would be hidden behind the manifest; "+
+			"restore the node with `backup-cli restore` and back it up under a new node name (`backup-cli init --node NEW-NAME`)",
+			b.name, next-1, latest.Seq, latest.JournalSeq)
+	}
+	s := Start{Store: b.st.Location(), Node: b.name, Manifest: latest.Seq, ManifestVersion: latest.LastVersion(), Held: latest.LastVersion(),
+		Recovered: j.Recovered()}
+	var group uint32 // version of the trailing run of records
+	var groupChange bool
+	err = j.Records(latest.JournalSeq, func(r journal.Record) error {
+		if s.JournalRecords == 0 || r.Version != group {
+			group, groupChange = r.Version, false
+		}
+		if !r.PragmaOnly() {
+			groupChange = true
+		}
+		s.JournalRecords++
+		b.bytes += frameBytes(r.Statements)
+		return nil
+	})
+	if err != nil {
+		return Start{}, fmt.Errorf("read the journal of node %q: %w", b.name, err)
+	}
+	if last, ok := j.Last(); ok && last.Seq > latest.JournalSeq {
+		s.Held = last.Version
+	}
+	s.Replaceable = s.JournalRecords > 0 && group == s.Held && groupChange
+	b.changes = int64(s.JournalRecords)
+	for _, c := range latest.Changes {
+		b.changes += int64(c.Records)
+	}
+	b.snapTime = latest.Created
+	return s, nil
+}
+
+// frameBytes is the size of a journal record's frame (store/journal/FORMAT.md:
+// 8 bytes of frame header, 25 of fixed payload, 4 per statement).
+func frameBytes(writes []string) int64 {
+	n := int64(8 + 25)
+	for _, w := range writes {
+		n += 4 + int64(len(w))
+	}
+	return n
+}
+
+func (b *storeBackup) Append(version uint32, writes []string) error {
+	if err := b.node.LeaseErr(); err != nil {
+		return fmt.Errorf("%w: stop this lightningd; if the other writer is stale, run backup-cli unlock", err)
+	}
+	if _, err := b.node.Journal().Append(journal.Record{Version: version, Statements: writes}); err != nil {
+		return err
+	}
+	b.count(writes)
+	return nil
+}
+
+func (b *storeBackup) Replace(version uint32, writes []string) error {
+	if err := b.node.LeaseErr(); err != nil {
+		return fmt.Errorf("%w: stop this lightningd; if the other writer is stale, run backup-cli unlock", err)
+	}
+	if _, err := b.node.Journal().Replace(journal.Record{Version: version, Statements: writes}); err != nil {
+		return err
+	}
+	b.count(writes)
+	return nil
+}
+
+func (b *storeBackup) count(writes []string) {
+	b.mu.Lock()
+	b.changes++
+	b.bytes += frameBytes(writes)
+	b.mu.Unlock()
+}
+
+func (b *storeBackup) Pending() Pending {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return Pending{Changes: b.changes, JournalBytes: b.bytes, SnapshotTime: b.snapTime}
+}
+
+// errEnough stops a journal scan early.
+var errEnough = errors.New("enough")
+
+// Compactable follows history.Node.Compact's own test: there is something to
+// compact when the newest manifest has sealed changes, or when the journal
+// holds a record that may be sealed (any version but the newest, which a
+// rewind could still replace). The scan stops at the first such record.
+func (b *storeBackup) Compactable(ctx context.Context) (bool, LegacyStats, error) {
+	latest, err := b.st.LatestManifest(ctx, b.name)
+	if err != nil {
+		return false, LegacyStats{}, err
+	}
+	if len(latest.Changes) > 0 {
+		return true, LegacyStats{}, nil
+	}
+	j := b.node.Journal()
+	last, _ := j.Last()
+	records, sealable := 0, false
+	err = j.Records(latest.JournalSeq, func(r journal.Record) error {
+		if r.Version != last.Version {
+			sealable = true
+			return errEnough
+		}
+		records++
+		return nil
+	})
+	if err != nil && !errors.Is(err, errEnough) {
+		return false, LegacyStats{}, fmt.Errorf("read the journal of node %q: %w", b.name, err)
+	}
+	if sealable {
+		return true, LegacyStats{}, nil
+	}
+	u, err := b.st.Usage(ctx)
+	if err != nil {
+		return false, LegacyStats{}, err
+	}
+	return false, LegacyStats{BackupSize: u.Bytes, VersionCount: records + 1}, nil
+}
+
+// Compact seals the journal and writes a new snapshot (history.Node.Compact),
+// then drops the store's chunk index and returns freed memory to the system,
+// so that the idle plugin stays small.
+func (b *storeBackup) Compact(ctx context.Context) (CompactOutcome, error) {
+	b.mu.Lock()
+	changes0, bytes0 := b.changes, b.bytes
+	b.mu.Unlock()
+	res, err := b.node.Compact(ctx, nil)
+	b.st.ReleaseIndex()
+	debug.FreeOSMemory() // give the compaction's memory back while idle
+	out := CompactOutcome{Sealed: res.Sealed.Records, Added: res.Added, Duration: res.Duration}
+	if err != nil || res.Manifest == nil {
+		return out, err
+	}
+	out.Manifest, out.DataVersion = res.Manifest.Seq, res.Manifest.Snapshot.Version
+	b.mu.Lock()
+	// What was written while the compaction ran is what is left beyond
+	// the new snapshot (give or take the newest change, never sealed).
+	b.changes -= changes0
+	b.bytes -= bytes0
+	b.snapTime = res.Manifest.Created
+	b.mu.Unlock()
+	return out, nil
+}
+
+func (b *storeBackup) Status(ctx context.Context) (StoreStatus, error) {
+	sum, err := history.Summarize(ctx, b.st, b.name)
+	if err != nil {
+		return StoreStatus{}, err
+	}
+	u, err := b.st.Usage(ctx)
+	if err != nil {
+		return StoreStatus{}, err
+	}
+	s := StoreStatus{Manifests: len(sum.Manifests), JournalRecords: sum.Journal.Records, JournalBytes: sum.Journal.Bytes,
+		StoredBytes: u.Bytes, LogicalBytes: sum.LogicalBytes}
+	if n := len(sum.Manifests); n > 0 {
+		m := sum.Manifests[n-1]
+		s.Newest = ManifestStatus{Seq: m.Seq, DataVersion: m.Version, SnapshotVersion: m.SnapshotVersion, Created: m.Created}
+	}
+	return s, nil
+}
+
+func (b *storeBackup) Close() error {
+	err := b.node.Close()
+	if cerr := b.st.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
