@@ -72,13 +72,13 @@ type GCReport struct {
 	ReclaimedBytes int64 `json:"reclaimed_bytes"`
 	RewrittenBytes int64 `json:"rewritten_bytes"`
 	// Kept, by reason.
-	YoungChunks     int `json:"kept_young_chunks"`
-	NewlyCondemned  int `json:"newly_condemned_chunks"`
-	WaitingChunks   int `json:"kept_condemned_chunks"`
-	BlockedChunks   int `json:"kept_dead_chunks_in_live_packs"`
-	RescuedChunks   int `json:"rescued_chunks"`
-	RecheckedAdded  int `json:"manifests_found_on_recheck"`
-	DryRun          bool
+	YoungChunks     int           `json:"kept_young_chunks"`
+	NewlyCondemned  int           `json:"newly_condemned_chunks"`
+	WaitingChunks   int           `json:"kept_condemned_chunks"`
+	BlockedChunks   int           `json:"kept_dead_chunks_in_live_packs"`
+	RescuedChunks   int           `json:"rescued_chunks"`
+	RecheckedAdded  int           `json:"manifests_found_on_recheck"`
+	DryRun          bool          `json:"dry_run"`
 	Grace           time.Duration `json:"grace_ns"`
 	CondemnedRecord string        `json:"condemned_record,omitempty"`
 }
@@ -302,6 +302,9 @@ func (s *Store) mark(ctx context.Context, live map[chunker.ID]struct{}, seen map
 				continue
 			}
 			m, err := s.Manifest(ctx, node, seq)
+			if errors.Is(err, backend.ErrNotFound) {
+				continue // forgotten meanwhile: it names nothing any more
+			}
 			if err != nil {
 				return fmt.Errorf("gc: %w (gc stops rather than guess what a damaged manifest names; run backup-cli verify)", err)
 			}

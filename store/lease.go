@@ -36,10 +36,13 @@ const DefaultLeaseTTL = time.Minute
 
 // Lease is one generation of a node's lease.
 type Lease struct {
-	Node     string    `json:"node"`
-	Owner    string    `json:"owner"`
-	Host     string    `json:"host"`
-	PID      int       `json:"pid"`
+	Node  string `json:"node"`
+	Owner string `json:"owner"`
+	Host  string `json:"host"`
+	PID   int    `json:"pid"`
+	// Start is the owner process's start time (clock ticks after boot,
+	// from /proc), so that a reused pid is not taken for the owner.
+	Start    uint64    `json:"pid_start,omitempty"`
 	Acquired time.Time `json:"acquired"`
 	Expires  time.Time `json:"expires"`
 	Gen      uint64    `json:"gen"`
@@ -95,18 +98,50 @@ func (s *Store) live(l *Lease) bool {
 	if l == nil || !s.now().Before(l.Expires) {
 		return false
 	}
-	if host, _ := os.Hostname(); l.Host == host && !pidAlive(l.PID) {
+	if host, _ := os.Hostname(); l.Host == host && !pidAlive(l.PID, l.Start) {
 		return false // lightningd restarting after a crash needs no manual step
 	}
 	return true
 }
 
-func pidAlive(pid int) bool {
+// pidAlive reports whether process pid exists and is not a zombie (a
+// killed process whose parent has not reaped it yet is dead for us), and,
+// when start is known, whether it is the same process (not a reused pid).
+func pidAlive(pid int, start uint64) bool {
 	if pid <= 0 {
 		return false
 	}
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return false
+	}
+	state, began, ok := procStat(pid)
+	if !ok {
+		return true // no /proc: trust kill(2)
+	}
+	if state == 'Z' || state == 'X' {
+		return false
+	}
+	return start == 0 || began == start
+}
+
+// procStat reads a process's state and start time (clock ticks after boot)
+// from /proc/<pid>/stat.
+func procStat(pid int) (state byte, start uint64, ok bool) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, false
+	}
+	// The command name (field 2) is in parentheses and may hold spaces.
+	i := strings.LastIndexByte(string(data), ')')
+	if i < 0 || i+2 >= len(data) {
+		return 0, 0, false
+	}
+	fields := strings.Fields(string(data[i+2:]))
+	if len(fields) < 20 {
+		return 0, 0, false
+	}
+	start, _ = strconv.ParseUint(fields[19], 10, 64) // field 22 overall
+	return fields[0][0], start, true
 }
 
 // LeaseHolder is a writer's hold on a node.
@@ -129,7 +164,8 @@ func (s *Store) AcquireLease(ctx context.Context, node string, ttl time.Duration
 	host, _ := os.Hostname()
 	var id [8]byte
 	rand.Read(id[:])
-	h := &LeaseHolder{s: s, ttl: ttl, lease: Lease{Node: node, Owner: hex.EncodeToString(id[:]), Host: host, PID: os.Getpid()}}
+	_, started, _ := procStat(os.Getpid())
+	h := &LeaseHolder{s: s, ttl: ttl, lease: Lease{Node: node, Owner: hex.EncodeToString(id[:]), Host: host, PID: os.Getpid(), Start: started}}
 	for try := 0; try < 3; try++ {
 		cur, old, err := s.currentLease(ctx, node)
 		if err != nil {

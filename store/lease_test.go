@@ -104,3 +104,28 @@ func TestLeaseDeadOwnerSameHost(t *testing.T) {
 		t.Fatalf("unlock of another host's live lease: %v", err)
 	}
 }
+
+// TestPidAliveZombie: a killed process its parent has not reaped yet is dead.
+func TestPidAliveZombie(t *testing.T) {
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Skip("cannot start sleep:", err)
+	}
+	pid := cmd.Process.Pid
+	_, start, _ := procStat(pid)
+	if !pidAlive(pid, start) {
+		t.Fatal("running process reported dead")
+	}
+	if pidAlive(pid, start+1) {
+		t.Fatal("a different start time (reused pid) reported alive")
+	}
+	cmd.Process.Kill()
+	deadline := time.Now().Add(5 * time.Second)
+	for pidAlive(pid, start) {
+		if time.Now().After(deadline) {
+			t.Fatal("killed, unreaped process still reported alive")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cmd.Wait()
+}

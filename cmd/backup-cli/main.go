@@ -1,8 +1,10 @@
 // Command backup-cli is the operator's tool for Core Lightning backups kept in
 // a content-addressed store: it creates stores and nodes (init), restores a
-// node's database (restore), shows what a store holds (list) and compacts a
-// node's history offline (compact). Every failure exits non-zero and says
-// what failed and what to do.
+// node's database (restore), shows what a store holds (list), compacts a
+// node's history offline (compact), drops restore points by policy (forget),
+// reclaims unreferenced chunks while plugins write (gc), checks the store
+// (verify) and clears a dead writer's lease (unlock). Every failure exits
+// non-zero and says what failed and what to do.
 package main
 
 import (
@@ -47,6 +49,7 @@ plus the db_write changes the backup plugin records between snapshots.`,
 	}
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print results as JSON")
 	root.AddCommand(newInitCmd(g), newRestoreCmd(g), newListCmd(g), newCompactCmd(g))
+	root.AddCommand(newForgetCmd(g), newGCCmd(g), newVerifyCmd(g), newUnlockCmd(g))
 	return root
 }
 

@@ -30,7 +30,7 @@ const maxChangeChunk = 256 << 10
 // stopped before writing any manifest.
 func Init(ctx context.Context, st *store.Store, node, dbPath string, progress Progress) (*manifest.Manifest, error) {
 	host, _ := os.Hostname()
-	err := st.CreateNode(ctx, store.NodeInfo{Name: node, Created: time.Now().UTC(), Host: host})
+	err := st.CreateNode(ctx, store.NodeInfo{Name: node, Created: st.Now().UTC(), Host: host})
 	if errors.Is(err, store.ErrNodeExists) {
 		seqs, lerr := st.ManifestSeqs(ctx, node)
 		if lerr != nil || len(seqs) > 0 {
@@ -69,7 +69,7 @@ func Init(ctx context.Context, st *store.Store, node, dbPath string, progress Pr
 	}
 	ws := w.Stats()
 	m := &manifest.Manifest{
-		Format: manifest.FormatVersion, Node: node, Seq: 1, Created: time.Now().UTC(), Snapshot: snap,
+		Format: manifest.FormatVersion, Node: node, Seq: 1, Created: st.Now().UTC(), Snapshot: snap,
 		Stats: manifest.Stats{AddedBytes: ws.Added(), NewChunks: ws.NewChunks, ReusedChunks: ws.ReusedChunks},
 	}
 	if err := w.CheckAge(); err != nil {
@@ -233,7 +233,7 @@ func (n *Node) seal(ctx context.Context, latest *manifest.Manifest) (SealResult,
 	}
 	defer w.Close()
 	m := *latest
-	m.Seq, m.Created = latest.Seq+1, time.Now().UTC()
+	m.Seq, m.Created = latest.Seq+1, n.st.Now().UTC()
 	m.Changes = append([]manifest.ChangeRef(nil), latest.Changes...)
 	var batch []journal.Record
 	size := 0
@@ -386,7 +386,7 @@ func (n *Node) snapshotFrom(ctx context.Context, from *manifest.Manifest, progre
 		return nil, err
 	}
 	ws := w.Stats()
-	m := &manifest.Manifest{Format: manifest.FormatVersion, Node: n.name, Seq: from.Seq + 1, Created: time.Now().UTC(),
+	m := &manifest.Manifest{Format: manifest.FormatVersion, Node: n.name, Seq: from.Seq + 1, Created: n.st.Now().UTC(),
 		Snapshot: snap, JournalSeq: from.JournalSeq,
 		Stats: manifest.Stats{AddedBytes: ws.Added(), NewChunks: ws.NewChunks, ReusedChunks: ws.ReusedChunks}}
 	if err := w.CheckAge(); err != nil {

@@ -71,7 +71,12 @@ func Restore(ctx context.Context, st *store.Store, opts RestoreOptions) (Restore
 	}
 	newest, err := newestVersion(st, latest)
 	if err != nil {
-		return res, err
+		if opts.Manifest == 0 && opts.Version == nil {
+			return res, err
+		}
+		// A damaged journal breaks only the newest state: a chosen
+		// restore point can still be restored.
+		newest = latest.LastVersion()
 	}
 	res.NewestVersion = newest
 

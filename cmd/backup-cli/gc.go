@@ -1,0 +1,167 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/clnbackup/backup/store"
+	"github.com/clnbackup/backup/store/history"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+)
+
+type gcResult struct {
+	Store string `json:"store"`
+	store.GCReport
+	DurationSeconds float64 `json:"duration_seconds"`
+}
+
+func newGCCmd(g *globals) *cobra.Command {
+	var (
+		dryRun      bool
+		grace       = 24 * time.Hour
+		repackBelow float64
+	)
+	cmd := &cobra.Command{
+		Use:   "gc [--dry-run] [--grace DURATION] [--repack-below FRACTION] URL",
+		Short: "Reclaim the chunks and packs no restore point of any node uses",
+		Long: `gc deletes the chunks, list chunks and packs that no manifest of any node
+names, while the backup plugins keep writing: nothing has to be stopped.
+
+It works in two phases. A run marks everything the manifests of every node
+name, then condemns the unreferenced chunks in packs older than the grace
+period; a later run, at least a grace period afterwards, deletes what is still
+unreferenced (a writer that meanwhile reused a condemned chunk rescues it). So
+space comes back after the second run. A pack whose chunks are all dead is
+deleted; a pack whose live share fell below --repack-below is rewritten (its
+live chunks go to a new pack, durably, before the old one is deleted); dead
+chunks in packs that are mostly live wait.
+
+The grace period must be longer than any writer runs between looking chunks
+up and committing its manifest (at least twice that limit, one hour by
+default). gc reports what it deleted and what it kept and why. Drop restore
+points first with backup-cli forget; without it, gc only reclaims what crashed
+writers and repacks left behind.`,
+		Example: `  backup-cli gc file:///mnt/backup/store
+  backup-cli gc --dry-run --json file:///mnt/backup/store
+  backup-cli gc --grace 3d --repack-below 0.3 file:///mnt/backup/store`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if repackBelow < 0 || repackBelow > 1 {
+				return fmt.Errorf("--repack-below %v: give a fraction between 0 and 1 (e.g. 0.5)", repackBelow)
+			}
+			ctx := cmd.Context()
+			st, err := store.Open(ctx, args[0], store.Options{})
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			bar := newStepBar("gc")
+			start := time.Now()
+			rep, err := st.GC(ctx, store.GCOptions{Grace: grace, RepackBelow: repackBelow, DryRun: dryRun, Progress: bar.stage("packs", false)})
+			bar.done()
+			if err != nil {
+				return err
+			}
+			out := gcResult{Store: st.Location(), GCReport: rep, DurationSeconds: time.Since(start).Seconds()}
+			if g.json {
+				return printJSON(out)
+			}
+			if dryRun {
+				fmt.Printf("Dry run of gc on store %s (nothing was changed):\n", out.Store)
+			} else {
+				fmt.Printf("gc of store %s (%.1fs):\n", out.Store, out.DurationSeconds)
+			}
+			for _, l := range rep.Lines() {
+				fmt.Println("  " + l)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "report what would be condemned, deleted and repacked; change nothing")
+	cmd.Flags().Var(durationFlag{&grace}, "grace", "how long an unreferenced chunk stays condemned before deletion, and how old a pack must be before gc touches it (e.g. 24h, 3d, 1w)")
+	cmd.Flags().Float64Var(&repackBelow, "repack-below", 0.5, "rewrite a pack whose live share of bytes fell below this fraction")
+	return cmd
+}
+
+// durationFlag is a flag value that takes Go durations plus days and weeks
+// (history.ParseDuration).
+type durationFlag struct{ d *time.Duration }
+
+func (f durationFlag) String() string {
+	if f.d == nil {
+		return ""
+	}
+	return history.FormatDuration(*f.d)
+}
+
+func (f durationFlag) Set(s string) error {
+	d, err := history.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*f.d = d
+	return nil
+}
+
+func (f durationFlag) Type() string { return "duration" }
+
+// stepBar draws one updating progress line on stderr, when stderr is a
+// terminal, for operations with several stages counted in objects or bytes.
+type stepBar struct {
+	label string
+	mu    sync.Mutex
+	last  time.Time
+	drawn bool
+}
+
+func newStepBar(label string) *stepBar {
+	if !term.IsTerminal(int(os.Stderr.Fd())) {
+		return nil
+	}
+	return &stepBar{label: label}
+}
+
+// stage returns the progress callback of one stage (nil when hidden).
+func (p *stepBar) stage(name string, bytes bool) func(done, total int64) {
+	if p == nil {
+		return nil
+	}
+	return func(done, total int64) { p.update(name, done, total, bytes) }
+}
+
+func (p *stepBar) update(stage string, done, total int64, bytes bool) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if time.Since(p.last) < 100*time.Millisecond && done < total {
+		return
+	}
+	p.last = time.Now()
+	pct := 100.0
+	if total > 0 {
+		pct = 100 * float64(done) / float64(total)
+	}
+	amount := fmt.Sprintf("%d/%d %s", done, total, stage)
+	if bytes {
+		amount = fmt.Sprintf("%s %s/%s", stage, formatBytes(done), formatBytes(total))
+	}
+	fmt.Fprintf(os.Stderr, "\r\033[K%s %5.1f%% (%s)", p.label, pct, amount)
+	p.drawn = true
+}
+
+// done ends the progress line.
+func (p *stepBar) done() {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.drawn {
+		fmt.Fprint(os.Stderr, "\r\033[K")
+	}
+}

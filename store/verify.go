@@ -1,0 +1,467 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/clnbackup/backup/chunker"
+	"github.com/clnbackup/backup/store/backend"
+)
+
+// Verification of the objects every node shares: indexes and packs. The walk
+// over manifests and journals, and the mapping of problems to the restore
+// points they affect, is history.Verify; this file only knows objects.
+//
+// Verification never stops at the first fault: it collects every problem it
+// can see, so that an operator learns the whole extent of a damage at once.
+
+// VerifyProblem is one damaged or missing object found by verification.
+type VerifyProblem struct {
+	// Object is the store object at fault, e.g. "packs/ab/ab12…".
+	Object string `json:"object"`
+	// Problem says what is wrong, for people.
+	Problem string `json:"problem"`
+	// Chunks are the chunks the problem makes unreadable: every restore
+	// point that names one of them is affected. Empty when no chunk is lost
+	// (damage outside the chunk bodies) or when the chunks cannot be known
+	// (a damaged index: its chunks are then reported missing one by one).
+	Chunks []chunker.ID `json:"chunks,omitempty"`
+}
+
+// IndexReport is what VerifyIndex found.
+type IndexReport struct {
+	// Indexes and Packs count the index and pack objects listed.
+	Indexes int `json:"indexes"`
+	Packs   int `json:"packs"`
+	// Chunks is the number of distinct chunks in the loaded index.
+	Chunks int `json:"chunks"`
+	// UnindexedPacks are packs no readable index names: normally a writer
+	// died between writing a pack and its index, and gc removes them after
+	// its grace period. They are not problems by themselves.
+	UnindexedPacks int             `json:"unindexed_packs"`
+	Problems       []VerifyProblem `json:"problems"`
+}
+
+// VerifyIndex checks every index object against its name and its pack (the
+// pack exists, and its size is exactly what the index describes: the chunk
+// bodies, then the trailer repeating the index) and loads the chunk index
+// from the sound ones, skipping damaged indexes and indexes of missing packs
+// instead of failing like LoadIndex. Chunks known only from those become
+// missing to this Store, so that restore points naming them are reported.
+// Problems go into the report; the error is for failures to list or read
+// the store at all. progress, if not nil, is told about indexes checked.
+//
+// It may run while writers (of other Stores, other processes) add packs and
+// while gc deletes them: an index that disappears while it is checked was
+// removed by gc and is skipped. Like ReleaseIndex, it replaces this Store's
+// index, so it must not run concurrently with reads or writers of this Store.
+func (s *Store) VerifyIndex(ctx context.Context, progress func(done, total int64)) (IndexReport, error) {
+	var rep IndexReport
+	// Indexes first: a pack is written before its index, so the pack of
+	// every index listed here is in the pack listing below.
+	var names []string
+	if err := s.be.List(ctx, "index/", func(in backend.Info) error {
+		names = append(names, in.Name)
+		return nil
+	}); err != nil {
+		return rep, fmt.Errorf("verify store %s: list indexes: %w", s.Location(), err)
+	}
+	packs := map[chunker.ID]int64{}
+	if err := s.be.List(ctx, "packs/", func(in backend.Info) error {
+		if id, err := chunker.ParseID(in.Name[strings.LastIndexByte(in.Name, '/')+1:]); err == nil {
+			packs[id] = in.Size
+		}
+		return nil
+	}); err != nil {
+		return rep, fmt.Errorf("verify store %s: list packs: %w", s.Location(), err)
+	}
+	rep.Indexes, rep.Packs = len(names), len(packs)
+
+	s.mu.Lock()
+	s.resetIndex()
+	s.mu.Unlock()
+	if err := s.loadCondemned(ctx); err != nil {
+		return rep, err
+	}
+	problem := func(object, format string, args ...any) *VerifyProblem {
+		rep.Problems = append(rep.Problems, VerifyProblem{Object: object, Problem: fmt.Sprintf(format, args...)})
+		return &rep.Problems[len(rep.Problems)-1]
+	}
+	indexed := map[chunker.ID]bool{}
+	for i, name := range names {
+		if err := ctx.Err(); err != nil {
+			return rep, err
+		}
+		if progress != nil {
+			progress(int64(i+1), int64(len(names)))
+		}
+		data, err := s.be.Get(ctx, name, 0, -1)
+		if errors.Is(err, backend.ErrNotFound) {
+			continue // deleted by gc since the listing
+		}
+		if err != nil {
+			problem(name, "index cannot be read: %v", err)
+			continue
+		}
+		pack, entries, derr := decodeIndex(data, -1)
+		if want := name[strings.LastIndexByte(name, '/')+1:]; chunker.Sum(data).String() != want {
+			claim := ""
+			if derr == nil {
+				claim = fmt.Sprintf(" (it claims to index pack %s, whose trailer holds a copy of the index)", pack)
+				indexed[pack] = true
+			}
+			problem(name, "index content does not match its name (damaged); the chunks it lists cannot be located%s", claim)
+			continue
+		}
+		if derr != nil {
+			problem(name, "index cannot be decoded: %v", derr)
+			continue
+		}
+		indexed[pack] = true
+		size, ok := packs[pack]
+		if !ok {
+			if _, err := s.be.Stat(ctx, name); errors.Is(err, backend.ErrNotFound) {
+				continue // gc deleted the index, then the pack
+			}
+			p := problem(packName(pack), "pack is missing; its index %s names %d chunks", name, len(entries))
+			p.Chunks = entryIDs(entries, func(indexEntry) bool { return true })
+			continue
+		}
+		var end int64
+		for _, e := range entries {
+			end = max(end, int64(e.Offset)+int64(e.Length))
+		}
+		want := end + int64(len(data)) + int64(packTrailerLen)
+		switch {
+		case size < want:
+			p := problem(packName(pack), "pack is %d bytes but its index %s describes %d: truncated", size, name, want)
+			p.Chunks = entryIDs(entries, func(e indexEntry) bool { return int64(e.Offset)+int64(e.Length) > size })
+			if len(p.Chunks) > 0 {
+				p.Problem += fmt.Sprintf(", %d chunks lost", len(p.Chunks))
+			}
+		case size > want:
+			problem(packName(pack), "pack is %d bytes but its index %s describes %d: bytes were appended or the index is wrong", size, name, want)
+		}
+		s.addIndex(name, pack, entries)
+	}
+	for id := range packs {
+		if !indexed[id] {
+			rep.UnindexedPacks++
+		}
+	}
+	s.mu.Lock()
+	s.indexed = true
+	rep.Chunks = len(s.chunks)
+	s.mu.Unlock()
+	sortProblems(rep.Problems)
+	return rep, nil
+}
+
+func entryIDs(entries []indexEntry, keep func(indexEntry) bool) []chunker.ID {
+	var ids []chunker.ID
+	for _, e := range entries {
+		if keep(e) {
+			ids = append(ids, e.ID)
+		}
+	}
+	return ids
+}
+
+func sortProblems(ps []VerifyProblem) {
+	sort.SliceStable(ps, func(i, j int) bool { return ps[i].Object < ps[j].Object })
+}
+
+// VerifyPacksReport is what VerifyPacks found and how fast it read.
+type VerifyPacksReport struct {
+	// Packs were read; Sampled out were indexed packs left out by the
+	// sample.
+	Packs      int   `json:"packs"`
+	SampledOut int   `json:"packs_not_sampled"`
+	Chunks     int   `json:"chunks"`
+	Bytes      int64 `json:"bytes"`
+	// Duration is the time spent reading and checking; MBps the
+	// throughput (MBPerSecond).
+	Duration time.Duration   `json:"duration_ns"`
+	MBps     float64         `json:"mb_per_second"`
+	Problems []VerifyProblem `json:"problems"`
+}
+
+// MBPerSecond is the read throughput in MB (10^6 bytes) per second.
+func (r VerifyPacksReport) MBPerSecond() float64 {
+	if r.Duration <= 0 {
+		return 0
+	}
+	return float64(r.Bytes) / 1e6 / r.Duration.Seconds()
+}
+
+// PackSample chooses a deterministic percent of the indexed packs (see
+// SamplePacks). The index must be loaded.
+func (s *Store) PackSample(percent float64) func(pack chunker.ID) bool {
+	s.mu.RLock()
+	ids := append([]chunker.ID(nil), s.packs...)
+	s.mu.RUnlock()
+	return SamplePacks(ids, percent)
+}
+
+// SamplePacks chooses a deterministic percent of packs: those with the
+// smallest ids (ids are hashes, so this is an unbiased sample), at least one
+// when percent > 0. The same packs give the same sample on every run.
+// percent >= 100 selects every pack.
+func SamplePacks(packs []chunker.ID, percent float64) func(pack chunker.ID) bool {
+	if percent >= 100 {
+		return func(chunker.ID) bool { return true }
+	}
+	if percent <= 0 || math.IsNaN(percent) {
+		return func(chunker.ID) bool { return false }
+	}
+	ids := slices.Clone(packs)
+	slices.SortFunc(ids, func(a, b chunker.ID) int { return bytes.Compare(a[:], b[:]) })
+	k := int(math.Ceil(float64(len(ids)) * percent / 100))
+	chosen := make(map[chunker.ID]bool, k)
+	for _, id := range ids[:k] {
+		chosen[id] = true
+	}
+	return func(id chunker.ID) bool { return chosen[id] }
+}
+
+// VerifyPacks reads every indexed pack for which sample returns true (all
+// of them when sample is nil), checks that its BLAKE3 equals its name and
+// that its trailer agrees with the loaded index, and decompresses and
+// re-hashes every chunk in it. It collects every failure, grouped by pack,
+// instead of stopping at the first. Packs are read whole, by several workers;
+// memory is about one pack per worker. progress, if not nil, is told about
+// bytes read. Run VerifyIndex first to load the index without failing on
+// damaged index objects (otherwise the index is loaded as by LoadIndex).
+func (s *Store) VerifyPacks(ctx context.Context, sample func(pack chunker.ID) bool, progress func(done, total int64)) (VerifyPacksReport, error) {
+	var rep VerifyPacksReport
+	if err := s.LoadIndex(ctx); err != nil {
+		return rep, err
+	}
+	start := time.Now()
+	sizes := map[chunker.ID]int64{}
+	if err := s.be.List(ctx, "packs/", func(in backend.Info) error {
+		if id, err := chunker.ParseID(in.Name[strings.LastIndexByte(in.Name, '/')+1:]); err == nil {
+			sizes[id] = in.Size
+		}
+		return nil
+	}); err != nil {
+		return rep, fmt.Errorf("verify store %s: list packs: %w", s.Location(), err)
+	}
+	s.mu.RLock()
+	counts := make([]int, len(s.packs)) // index entries that point into each pack
+	for _, loc := range s.chunks {
+		counts[loc.pack]++
+	}
+	type job struct {
+		no uint32
+		id chunker.ID
+	}
+	var jobs []job
+	var total int64
+	for no, id := range s.packs {
+		if sample != nil && !sample(id) {
+			rep.SampledOut++
+			continue
+		}
+		jobs = append(jobs, job{uint32(no), id})
+		total += sizes[id]
+	}
+	s.mu.RUnlock()
+
+	var (
+		mu   sync.Mutex
+		done int64
+		wg   sync.WaitGroup
+	)
+	work := make(chan job)
+	for range max(runtime.GOMAXPROCS(0), 2) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var buf []byte
+			for j := range work {
+				var r packResult
+				r, buf = s.verifyPack(ctx, j.no, j.id, counts[j.no], buf)
+				mu.Lock()
+				rep.Packs++
+				rep.Chunks += r.chunks
+				rep.Bytes += r.bytes
+				if r.problem != nil {
+					rep.Problems = append(rep.Problems, *r.problem)
+				}
+				done += r.bytes
+				if progress != nil {
+					progress(done, total)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+feed:
+	for _, j := range jobs {
+		select {
+		case work <- j:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(work)
+	wg.Wait()
+	rep.Duration = time.Since(start)
+	rep.MBps = rep.MBPerSecond()
+	sortProblems(rep.Problems)
+	return rep, ctx.Err()
+}
+
+type packResult struct {
+	chunks  int
+	bytes   int64
+	problem *VerifyProblem
+}
+
+// verifyPack reads and checks one pack; buf is a reusable decode buffer.
+func (s *Store) verifyPack(ctx context.Context, no uint32, id chunker.ID, indexed int, buf []byte) (packResult, []byte) {
+	var r packResult
+	name := packName(id)
+	var faults []string
+	bad := map[chunker.ID]bool{}
+	fail := func(c chunker.ID, format string, args ...any) {
+		if !bad[c] {
+			bad[c] = true
+			faults = append(faults, fmt.Sprintf("chunk %s: ", c)+fmt.Sprintf(format, args...))
+		}
+	}
+	data, err := s.be.Get(ctx, name, 0, -1)
+	if err != nil {
+		if ctx.Err() != nil {
+			return r, buf
+		}
+		p := &VerifyProblem{Object: name, Problem: fmt.Sprintf("pack cannot be read: %v", err)}
+		if errors.Is(err, backend.ErrNotFound) {
+			if _, lerr := s.be.Stat(ctx, gcLockName); lerr == nil {
+				// gc deletes packs no manifest needs, and repacks
+				// live chunks before deleting their pack: no
+				// restore point is known to be affected.
+				p.Problem = "pack was deleted after verify loaded the index, while a gc is running: run verify again when it is done"
+				r.problem = p
+				return r, buf
+			}
+			p.Problem = "pack disappeared after verify loaded the index"
+		}
+		for _, e := range s.indexedIn(no) {
+			p.Chunks = append(p.Chunks, e.ID)
+		}
+		r.problem = p
+		return r, buf
+	}
+	r.bytes = int64(len(data))
+	hashOK := chunker.Sum(data) == id
+	entries, terr := parsePackTrailer(data)
+	if terr != nil {
+		entries = s.indexedIn(no) // check the chunks where readers look for them
+	}
+	matched := 0
+	for _, e := range entries {
+		loc, ok := s.Locate(e.ID)
+		if ok && loc.Pack == id {
+			matched++
+			if terr == nil && (loc.Offset != e.Offset || loc.Length != e.Length || loc.Raw != e.Raw || loc.Kind != e.Kind) {
+				fail(e.ID, "the index and the pack's trailer disagree on where it is")
+				continue
+			}
+		}
+		r.chunks++
+		end := int64(e.Offset) + int64(e.Length)
+		if end > int64(len(data)) {
+			fail(e.ID, "lies beyond the end of the pack")
+			continue
+		}
+		out, err := s.dec.DecodeAll(data[e.Offset:end], buf[:0])
+		switch {
+		case err != nil:
+			fail(e.ID, "cannot be decompressed (%v)", err)
+		case uint32(len(out)) != e.Raw:
+			fail(e.ID, "decompresses to %d bytes, the index says %d", len(out), e.Raw)
+		case chunker.Sum(out) != e.ID:
+			fail(e.ID, "content does not match its name")
+		}
+		if err == nil {
+			buf = out
+		}
+	}
+	var notes []string
+	if terr != nil {
+		notes = append(notes, fmt.Sprintf("trailer unreadable (%v); checked the chunks the index places in it", terr))
+	}
+	if terr == nil && matched < indexed {
+		missing := 0
+		for _, e := range s.indexedIn(no) {
+			if !containsID(entries, e.ID) {
+				fail(e.ID, "the index places it in this pack, the pack's trailer does not list it")
+				missing++
+			}
+		}
+		notes = append(notes, fmt.Sprintf("%d indexed chunks missing from the trailer", missing))
+	}
+	if hashOK && len(faults) == 0 && len(notes) == 0 {
+		return r, buf
+	}
+	var msg []string
+	if !hashOK {
+		msg = append(msg, "pack content does not match its name (damaged)")
+	}
+	msg = append(msg, notes...)
+	switch {
+	case len(faults) > 0:
+		msg = append(msg, fmt.Sprintf("%d of %d chunks fail: %s", len(faults), r.chunks, strings.Join(clip(faults, 5), "; ")))
+	case !hashOK:
+		msg = append(msg, "but every chunk verifies: the damage is outside the chunk bodies")
+	}
+	p := &VerifyProblem{Object: name, Problem: strings.Join(msg, "; ")}
+	for c := range bad {
+		p.Chunks = append(p.Chunks, c)
+	}
+	sort.Slice(p.Chunks, func(i, j int) bool { return bytes.Compare(p.Chunks[i][:], p.Chunks[j][:]) < 0 })
+	r.problem = p
+	return r, buf
+}
+
+// indexedIn lists the loaded index's entries that point into pack no (a
+// scan of the whole index: only for packs found damaged).
+func (s *Store) indexedIn(no uint32) []indexEntry {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []indexEntry
+	for id, loc := range s.chunks {
+		if loc.pack == no {
+			out = append(out, indexEntry{ID: id, Kind: loc.kind, Offset: loc.offset, Length: loc.length, Raw: loc.raw})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Offset < out[j].Offset })
+	return out
+}
+
+func containsID(entries []indexEntry, id chunker.ID) bool {
+	for _, e := range entries {
+		if e.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+func clip(s []string, n int) []string {
+	if len(s) <= n {
+		return s
+	}
+	return append(s[:n:n], fmt.Sprintf("and %d more", len(s)-n))
+}
