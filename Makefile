@@ -13,14 +13,15 @@ test:
 	$(GO) vet ./...
 	$(GO) test -race -timeout 20m ./...
 
-# The main job on bundled real data: a fresh node's real recorded db_write
-# trace is recorded into a new store with compactions along the way, the
-# node is restored, and the result is compared with the node's own database;
-# then a Python-plugin backup file is restored and compared.
+# The main job on bundled real data: the real plugin binary is fed a fresh
+# node's real recorded db_write trace (two lightningd runs) as lightningd
+# would, with compactions along the way; the node is restored and compared
+# with the node's own database, table by table; then a Python-plugin backup
+# file is restored and compared.
 demo: build
 	rm -rf $(DEMO) && mkdir -p $(DEMO)/lightning
 	$(BIN)/backup-cli init --lightning-dir $(DEMO)/lightning file://$(DEMO)/store
-	$(BIN)/trace-player apply --compact-every 100 file://$(DEMO)/store testdata/trace1.jsonl
+	$(BIN)/trace-player play --plugin $(BIN)/backup-plugin --lightning-dir $(DEMO)/lightning --compact-every 100 testdata/trace1.jsonl
 	$(BIN)/backup-cli compact file://$(DEMO)/store
 	$(BIN)/backup-cli list file://$(DEMO)/store
 	$(BIN)/backup-cli restore file://$(DEMO)/store $(DEMO)/restored.sqlite3

@@ -24,7 +24,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newApplyCmd(), newCompareCmd())
+	root.AddCommand(newApplyCmd(), newCompareCmd(), newPlayCmd())
 	if err := root.ExecuteContext(context.Background()); err != nil {
 		fmt.Fprintf(os.Stderr, "trace-player: %v\n", err)
 		os.Exit(1)

@@ -1,0 +1,293 @@
+package lightningdtest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/clnbackup/backup/store/journal"
+	"github.com/clnbackup/backup/store/replay"
+)
+
+// DefaultJoin is the RPC method Play sends in the same write as some hooks.
+const DefaultJoin = "backup-status"
+
+// PlayOptions tune Play.
+type PlayOptions struct {
+	// Start is passed to Start for every plugin process.
+	Start Options
+	// Seed drives the choice of hooks that are split across two writes or
+	// joined with an RPC call in one write (the same seed, the same writes).
+	Seed uint64
+	// InitOptions are the plugin options sent with init.
+	InitOptions map[string]any
+	// Join is the RPC method sent in the same write as about one hook in ten
+	// after init ("": DefaultJoin; "-": never join).
+	Join string
+	// CompactEvery calls backup-compact after every CompactEvery hooks sent
+	// after init (0: never).
+	CompactEvery int
+	// SplitPause is the pause between the two writes of a split request
+	// (0: 1ms).
+	SplitPause time.Duration
+}
+
+// PlayResult summarizes a replay.
+type PlayResult struct {
+	// Hooks is the number of db_write calls answered "continue".
+	Hooks int
+	// BeforeInit is how many of them were sent before init.
+	BeforeInit int
+	// Runs is the number of plugin processes started (lightningd restarts + 1).
+	Runs int
+	// Rewinds counts hooks that re-sent the previous hook's data_version
+	// with statements that are not all PRAGMAs (lightningd died between the
+	// hook and its commit).
+	Rewinds int
+	// Split and Joined count hooks sent in two writes, or in one write
+	// together with an RPC call.
+	Split, Joined int
+	// Compactions counts backup-compact calls.
+	Compactions int
+	// LastVersion is the data_version of the last hook.
+	LastVersion uint32
+	// P50, P99 and Max are the round trips of hooks sent in one write.
+	P50, P99, Max time.Duration
+	// Logs are the log notifications of every plugin process, in order.
+	Logs []LogLine
+	// Duration is the wall time of the replay.
+	Duration time.Duration
+}
+
+// RefusedError is returned by Play when the plugin refused a hook: lightningd
+// would have exited without committing it.
+type RefusedError struct {
+	// Index is the entry's position in the trace.
+	Index   int
+	Version uint32
+	// Answer is the plugin's answer.
+	Answer string
+}
+
+// Error says which hook was refused and how.
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("plugin refused db_write data_version %d (trace entry %d): %s", e.Version, e.Index, e.Answer)
+}
+
+// Play replays a recorded trace (replay.ReadTrace) through the plugin at
+// path, with dir as the lightning directory, the way lightningd sent it: a
+// "getmanifest" marker or the first entry of a new lightningd pid starts a
+// plugin process (after closing the previous one's stdin, as lightningd's
+// exit does); hooks recorded before init are sent before init; "eof" closes
+// the plugin's stdin. Request ids alternate between strings and numbers
+// (when the manifest allows it); a seeded tenth of the hooks is split across
+// two writes and, after init, another tenth is joined with an RPC call in
+// one write. It stops at the first refused hook (*RefusedError), at the
+// first protocol violation and at the first failure.
+func Play(ctx context.Context, path, dir string, entries []replay.TraceEntry, opts PlayOptions) (PlayResult, error) {
+	start := time.Now()
+	if opts.Join == "" {
+		opts.Join = DefaultJoin
+	}
+	if opts.SplitPause == 0 {
+		opts.SplitPause = time.Millisecond
+	}
+	logf := opts.Start.Logf
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	rng := rand.New(rand.NewPCG(opts.Seed, opts.Seed^0x9e3779b97f4a7c15))
+	var (
+		res       PlayResult
+		l         *Lightningd
+		inited    bool
+		pid       int
+		rtts      []time.Duration
+		prev      journal.Record
+		havePrev  bool
+		sinceComp int
+	)
+	stop := func() error {
+		if l == nil {
+			return nil
+		}
+		err := l.Close()
+		res.Logs = append(res.Logs, l.Logs()...)
+		v := l.Violations()
+		l, inited = nil, false
+		if len(v) > 0 {
+			return fmt.Errorf("protocol violations: %s", strings.Join(v, "; "))
+		}
+		return err
+	}
+	run := func() error {
+		var err error
+		if l, err = Start(ctx, path, dir, opts.Start); err != nil {
+			return err
+		}
+		res.Runs++
+		m, err := l.GetManifest()
+		if err != nil {
+			return err
+		}
+		if !m.HasHook("db_write") {
+			return fmt.Errorf("the plugin's manifest does not register the db_write hook: %s", m.Raw)
+		}
+		return nil
+	}
+	fail := func(err error) (PlayResult, error) {
+		if l != nil {
+			l.Close()
+			res.Logs = append(res.Logs, l.Logs()...)
+		}
+		res.Duration = time.Since(start)
+		return res, err
+	}
+	for i, e := range entries {
+		if l != nil && e.PID != pid {
+			logf("lightningdtest: lightningd pid %d -> %d: restarting the plugin", pid, e.PID)
+			if err := stop(); err != nil {
+				return fail(err)
+			}
+		}
+		pid = e.PID
+		if l == nil && e.Event != "eof" {
+			if err := run(); err != nil {
+				return fail(err)
+			}
+		}
+		switch e.Event {
+		case "getmanifest":
+		case "init":
+			if !inited {
+				if err := l.Init(opts.InitOptions); err != nil {
+					return fail(err)
+				}
+				inited = true
+			}
+		case "eof":
+			if err := stop(); err != nil {
+				return fail(err)
+			}
+		case "":
+			if !e.BeforeInit && !inited {
+				if err := l.Init(opts.InitOptions); err != nil {
+					return fail(err)
+				}
+				inited = true
+			}
+			rec := journal.Record{Version: e.Version, Statements: e.Writes}
+			if havePrev && rec.Version == prev.Version && !rec.PragmaOnly() && !prev.PragmaOnly() {
+				res.Rewinds++
+			}
+			ok, answer, rtt, mode, err := sendHook(l, rng, inited, opts, e)
+			if err != nil {
+				return fail(fmt.Errorf("trace entry %d (data_version %d): %w", i, e.Version, err))
+			}
+			if !ok {
+				return fail(&RefusedError{Index: i, Version: e.Version, Answer: answer})
+			}
+			switch mode {
+			case "split":
+				res.Split++
+			case "joined":
+				res.Joined++
+			default:
+				rtts = append(rtts, rtt)
+			}
+			res.Hooks++
+			if !inited {
+				res.BeforeInit++
+			}
+			res.LastVersion = e.Version
+			prev, havePrev = rec, true
+			if inited && opts.CompactEvery > 0 {
+				if sinceComp++; sinceComp >= opts.CompactEvery {
+					sinceComp = 0
+					if _, err := l.Call("backup-compact", nil); err != nil {
+						return fail(fmt.Errorf("backup-compact after data_version %d: %w", e.Version, err))
+					}
+					res.Compactions++
+				}
+			}
+		}
+	}
+	if err := stop(); err != nil {
+		return fail(err)
+	}
+	res.P50, res.P99, res.Max = Percentiles(rtts)
+	res.Duration = time.Since(start)
+	return res, nil
+}
+
+// sendHook sends one hook, in one write, split in two, or joined with an RPC
+// call, and returns the plugin's verdict and answer.
+func sendHook(l *Lightningd, rng *rand.Rand, inited bool, opts PlayOptions, e replay.TraceEntry) (ok bool, answer string, rtt time.Duration, mode string, err error) {
+	params := DBWriteParams{DataVersion: e.Version, Writes: e.Writes}
+	var p *Pending
+	switch r := rng.IntN(10); {
+	case r == 0:
+		mode = "split"
+		p, err = l.SendSplit("db_write", params, 1+rng.IntN(64), opts.SplitPause)
+	case r == 1 && inited && opts.Join != "-":
+		mode = "joined"
+		var ps []*Pending
+		ps, err = l.SendJoined(Request{Method: opts.Join}, Request{Method: "db_write", Params: params})
+		if err == nil {
+			resp, werr := ps[0].Wait()
+			if werr != nil {
+				return false, "", 0, mode, werr
+			}
+			if resp.Error != nil {
+				return false, "", 0, mode, fmt.Errorf("%s sent with the hook: %w", opts.Join, resp.Error)
+			}
+			p = ps[1]
+		}
+	default:
+		p, err = l.Send("db_write", params)
+	}
+	if err != nil {
+		return false, "", 0, mode, err
+	}
+	resp, err := p.Wait()
+	if err != nil {
+		return false, "", 0, mode, err
+	}
+	if resp.Error != nil {
+		b, _ := json.Marshal(resp.Error)
+		return false, "error " + string(b), resp.RTT, mode, nil
+	}
+	var r struct {
+		Result string `json:"result"`
+	}
+	if json.Unmarshal(resp.Result, &r) == nil && r.Result == "continue" {
+		return true, "", resp.RTT, mode, nil
+	}
+	return false, "result " + string(resp.Result), resp.RTT, mode, nil
+}
+
+// Percentiles returns the median, the 99th percentile and the maximum of
+// ds (nearest rank; zeros when ds is empty). ds is not modified.
+func Percentiles(ds []time.Duration) (p50, p99, worst time.Duration) {
+	if len(ds) == 0 {
+		return 0, 0, 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	rank := func(q float64) time.Duration {
+		i := int(q*float64(len(s))+0.999999) - 1
+		return s[min(max(i, 0), len(s)-1)]
+	}
+	return rank(0.50), rank(0.99), s[len(s)-1]
+}
+
+// IsRefused reports whether err is (or wraps) a *RefusedError.
+func IsRefused(err error) bool {
+	var r *RefusedError
+	return errors.As(err, &r)
+}
