@@ -117,7 +117,10 @@ func (s *Store) ReadChunks(ctx context.Context, ids []chunker.ID, fn func(id chu
 	fail := func(err error) {
 		errOnce.Do(func() { firstErr = err; cancel() })
 	}
-	workers := max(runtime.GOMAXPROCS(0), 2)
+	workers := s.readWorkers
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
 	for i := 0; i < workers; i++ {
 		wg.Add(1)
 		go func() {

@@ -79,6 +79,10 @@ type Options struct {
 	// lookup to the manifest that names its chunks (DefaultMaxWriterAge
 	// when 0). gc's grace period must be longer (see GC).
 	MaxWriterAge time.Duration
+	// ReadWorkers is how many goroutines ReadChunks decompresses and
+	// verifies with (GOMAXPROCS when 0). The plugin uses 1, so that a
+	// compaction leaves lightningd's hook path a core.
+	ReadWorkers int
 }
 
 // DefaultMaxWriterAge is the longest a writer may run before it commits.
@@ -104,6 +108,7 @@ type Store struct {
 	condemnedLoaded map[string]bool
 	now             func() time.Time
 	maxWriterAge    time.Duration
+	readWorkers     int
 }
 
 // chunkCopy is one stored copy of a chunk: the same chunk may be stored in
@@ -221,7 +226,7 @@ func open(ctx context.Context, be backend.Backend, opts Options) (*Store, error)
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{be: be, cfg: cfg, dec: dec, now: opts.Now, maxWriterAge: opts.MaxWriterAge}
+	s := &Store{be: be, cfg: cfg, dec: dec, now: opts.Now, maxWriterAge: opts.MaxWriterAge, readWorkers: opts.ReadWorkers}
 	if s.now == nil {
 		s.now = time.Now
 	}

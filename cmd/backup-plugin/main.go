@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/clnbackup/backup/plugin"
@@ -44,5 +45,11 @@ func main() {
 	// lightningd that is gone must fail (and end Run) rather than kill the
 	// process with SIGPIPE before the journal is closed.
 	signal.Ignore(os.Interrupt, syscall.SIGPIPE)
+	// A soft memory limit keeps the plugin small while a compaction makes
+	// garbage (measured: peak RSS 95-100 MB on a 200 MB database without
+	// it, 44 MB with it, no slower). GOMEMLIMIT overrides it.
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(48 << 20)
+	}
 	os.Exit(plugin.Run(os.Stdin, os.Stdout, plugin.Config{}))
 }
