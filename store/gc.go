@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -33,7 +34,11 @@ import (
 //     than the grace period; so its manifest exists when the deleting run
 //     marks, and the copy is rescued.
 //
-// A run also re-reads the manifests just before deleting.
+// A run also re-reads the manifests just before deleting. A pack that no
+// index names is condemned the same way (a copy with a zero chunk id) and
+// deleted only if it still has no index a grace period later: its mtime is
+// the backend's clock, not the store's, and cannot prove that no writer is
+// between writing the pack and writing its index.
 
 const (
 	condemnedPrefix = "gc/condemned/"
@@ -72,11 +77,15 @@ type GCReport struct {
 	ReclaimedBytes int64 `json:"reclaimed_bytes"`
 	RewrittenBytes int64 `json:"rewritten_bytes"`
 	// Kept, by reason.
-	YoungChunks     int           `json:"kept_young_chunks"`
-	NewlyCondemned  int           `json:"newly_condemned_chunks"`
-	WaitingChunks   int           `json:"kept_condemned_chunks"`
-	BlockedChunks   int           `json:"kept_dead_chunks_in_live_packs"`
-	RescuedChunks   int           `json:"rescued_chunks"`
+	YoungChunks    int `json:"kept_young_chunks"`
+	NewlyCondemned int `json:"newly_condemned_chunks"`
+	WaitingChunks  int `json:"kept_condemned_chunks"`
+	BlockedChunks  int `json:"kept_dead_chunks_in_live_packs"`
+	RescuedChunks  int `json:"rescued_chunks"`
+	// WaitingPacks are packs without an index (a writer died between the
+	// pack and its index, or is writing it right now): like unreferenced
+	// chunks, they are condemned first and deleted a grace period later.
+	WaitingPacks    int           `json:"kept_unindexed_packs"`
 	RecheckedAdded  int           `json:"manifests_found_on_recheck"`
 	DryRun          bool          `json:"dry_run"`
 	Grace           time.Duration `json:"grace_ns"`
@@ -95,7 +104,7 @@ func (r GCReport) Lines() []string {
 		fmt.Sprintf("%srepacked: %d packs (%s of live chunks rewritten)", verb, r.RepackedPacks, fmtBytes(r.RewrittenBytes)),
 		fmt.Sprintf("kept: %d chunks younger than the grace period (%s)", r.YoungChunks, r.Grace),
 		fmt.Sprintf("kept: %d unreferenced chunks %scondemned now, %d condemned less than the grace period ago (deleted by a later gc)", r.NewlyCondemned, verb, r.WaitingChunks),
-		fmt.Sprintf("kept: %d unreferenced chunks in packs that are mostly live; %d condemned chunks referenced again (rescued)", r.BlockedChunks, r.RescuedChunks),
+		fmt.Sprintf("kept: %d unreferenced chunks in packs that are mostly live; %d condemned chunks referenced again (rescued); %d packs without an index condemned less than the grace period ago", r.BlockedChunks, r.RescuedChunks, r.WaitingPacks),
 	}
 }
 
@@ -143,11 +152,6 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 		defer release()
 	}
 	now := s.now()
-	live := map[chunker.ID]struct{}{}
-	seen := map[string]bool{}
-	if err := s.mark(ctx, live, seen, &rep); err != nil {
-		return rep, err
-	}
 	prev, _, err := s.newestCondemned(ctx)
 	if err != nil {
 		return rep, err
@@ -156,10 +160,20 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 	if err != nil {
 		return rep, err
 	}
+	// Mark after the scan: a manifest committed since names chunks in the
+	// packs scanned (and those are the only ones gc touches) or in newer
+	// ones. List and patch chunks are found through the scanned indexes,
+	// so gc never loads the store's whole chunk index.
+	find := newChunkFinder(s, packs)
+	live := liveSet{}
+	seen := map[string]bool{}
+	if err := s.mark(ctx, find, live, seen, &rep); err != nil {
+		return rep, err
+	}
 	// Re-read the manifests just before deciding: one committed since the
 	// mark may name chunks we are about to condemn or delete.
 	before := rep.Manifests
-	if err := s.mark(ctx, live, seen, &rep); err != nil {
+	if err := s.mark(ctx, find, live, seen, &rep); err != nil {
 		return rep, err
 	}
 	rep.RecheckedAdded = rep.Manifests - before
@@ -170,21 +184,34 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 	// stored it again rather than reuse the condemned one) needs only the
 	// fresh copy: the condemned one goes on its way to deletion.
 	fresh := map[chunker.ID]bool{}
-	for c := range prev {
-		if _, ok := live[c.id]; ok {
-			fresh[c.id] = false
+	for i := range prev.len() {
+		if c, _ := prev.at(i); c.id != (chunker.ID{}) {
+			if live.has(c.id) {
+				fresh[c.id] = false
+			}
 		}
 	}
 	for _, p := range packs {
 		for _, e := range p.entries {
 			if _, watched := fresh[e.ID]; watched {
-				if _, condemned := prev[chunkCopy{e.ID, p.id}]; !condemned {
+				if !prev.has(chunkCopy{e.ID, p.id}) {
 					fresh[e.ID] = true
 				}
 			}
 		}
 	}
-	pending := map[chunkCopy]time.Time{}
+	// pending is the next condemned record, in its stored form: every
+	// unreferenced copy that is not deleted now stays on it (when 0:
+	// condemned now).
+	size := len(orphans)
+	for _, p := range packs {
+		for _, e := range p.entries {
+			if !live.has(e.ID) || fresh[e.ID] {
+				size++
+			}
+		}
+	}
+	pending := newCondemnedRecord(size)
 	var deletes, repacks []*packState
 	for i, p := range packs {
 		if opts.Progress != nil {
@@ -196,8 +223,8 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 		var deadBytes int64
 		for k, e := range p.entries {
 			c := chunkCopy{e.ID, p.id}
-			when, wasCondemned := prev[c]
-			if _, ok := live[e.ID]; ok && !(wasCondemned && fresh[e.ID]) {
+			when, wasCondemned := prev.lookup(c)
+			if live.has(e.ID) && !(wasCondemned && fresh[e.ID]) {
 				p.live[k] = true
 				p.liveBytes += int64(e.Length)
 				if wasCondemned {
@@ -210,14 +237,20 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 				rep.YoungChunks++
 				blocked++
 			case !wasCondemned:
-				pending[c] = now
+				pending.add(c, 0)
 				rep.NewlyCondemned++
 				blocked++
 			case now.Sub(when) < opts.Grace:
-				pending[c] = when
+				pending.add(c, when.UnixNano())
 				rep.WaitingChunks++
 				blocked++
 			default:
+				// Condemned a grace period ago: deleted by this
+				// run, or later if its pack is mostly live. It
+				// stays in the new record either way: a writer
+				// that loads that record while the copy is still
+				// there must not take it for a live one.
+				pending.add(c, when.UnixNano())
 				eligible++
 				deadBytes += int64(e.Length)
 			}
@@ -236,17 +269,30 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 		default:
 			// Dead chunks wait in a mostly live pack; they stay
 			// condemned so a later run can repack the pack.
-			for k, e := range p.entries {
-				if c := (chunkCopy{e.ID, p.id}); !p.live[k] {
-					if when, ok := prev[c]; ok {
-						pending[c] = when
-					}
-				}
-			}
 			rep.BlockedChunks += eligible
 		}
+		if len(repacks) == 0 || repacks[len(repacks)-1] != p {
+			p.entries, p.live = nil, nil // only a repack needs them
+		}
 	}
+	live, fresh = nil, nil
+	// A pack without an index is deleted only if it was already without
+	// one a grace period ago (the record holds it as a copy with a zero
+	// chunk id). Its mtime alone cannot tell: the backend's clock is not
+	// the store's, and a writer may be between the pack and its index.
 	for _, o := range orphans {
+		marker := chunkCopy{pack: o.id}
+		when, marked := prev.lookup(marker)
+		if !marked {
+			pending.add(marker, 0)
+			rep.WaitingPacks++
+			continue
+		}
+		if now.Sub(when) < opts.Grace {
+			pending.add(marker, when.UnixNano())
+			rep.WaitingPacks++
+			continue
+		}
 		deletes = append(deletes, o)
 		rep.ReclaimedBytes += o.size
 	}
@@ -255,7 +301,11 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 		return rep, nil
 	}
 	// The new condemned record first: writers must see it before we act.
-	name, err := s.writeCondemned(ctx, now, pending)
+	// Copies condemned now are stamped with the time the record is
+	// written, not the time this run started: a writer that started in
+	// between, seeing only the older record, may reuse them, and is bound
+	// by MaxWriterAge from its own start.
+	name, err := s.writeCondemned(ctx, s.now(), pending)
 	if err != nil {
 		return rep, err
 	}
@@ -284,8 +334,86 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 	return rep, nil
 }
 
+// chunkFinder reads the list and patch chunks mark needs. It knows where
+// they are from the indexes gc scanned, and on a miss reads the indexes
+// written since (a manifest committed during the run); only the chunks of
+// those kinds are kept, a few per thousand pages.
+type chunkFinder struct {
+	s       *Store
+	at      map[chunker.ID]ChunkInfo
+	scanned map[string]bool
+	// read are the list and patch chunks marked already.
+	read map[chunker.ID]bool
+}
+
+func newChunkFinder(s *Store, packs []*packState) *chunkFinder {
+	f := &chunkFinder{s: s, at: map[chunker.ID]ChunkInfo{}, scanned: map[string]bool{}, read: map[chunker.ID]bool{}}
+	for _, p := range packs {
+		f.scanned[p.index] = true
+		f.add(p.id, p.entries)
+	}
+	return f
+}
+
+func (f *chunkFinder) add(pack chunker.ID, entries []indexEntry) {
+	for _, e := range entries {
+		if e.Kind == KindList || e.Kind == KindPatch {
+			f.at[e.ID] = ChunkInfo{Pack: pack, Kind: e.Kind, Offset: e.Offset, Length: e.Length, Raw: e.Raw}
+		}
+	}
+}
+
+func (f *chunkFinder) get(ctx context.Context, id chunker.ID) ([]byte, error) {
+	info, ok := f.at[id]
+	if !ok {
+		if err := f.scanNew(ctx); err != nil {
+			return nil, err
+		}
+		if info, ok = f.at[id]; !ok {
+			// Not stored as a list or patch chunk: look it up the
+			// ordinary way (the whole index).
+			return f.s.Get(ctx, id)
+		}
+	}
+	body, err := f.s.be.Get(ctx, packName(info.Pack), int64(info.Offset), int64(info.Length))
+	if err != nil {
+		return nil, fmt.Errorf("read chunk %s from pack %s: %w", id, info.Pack, err)
+	}
+	return f.s.decodeInto(make([]byte, 0, info.Raw), id, info, body)
+}
+
+// scanNew reads the index objects written since the scan.
+func (f *chunkFinder) scanNew(ctx context.Context) error {
+	err := f.s.be.List(ctx, "index/", func(in backend.Info) error {
+		if f.scanned[in.Name] {
+			return nil
+		}
+		data, err := f.s.be.Get(ctx, in.Name, 0, -1)
+		if errors.Is(err, backend.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if chunker.Sum(data).String() != in.Name[strings.LastIndexByte(in.Name, '/')+1:] {
+			return fmt.Errorf("index %s is damaged (content does not match its name): run backup-cli verify", in.Name)
+		}
+		pack, entries, err := decodeIndex(data, -1)
+		if err != nil {
+			return fmt.Errorf("index %s: %w", in.Name, err)
+		}
+		f.scanned[in.Name] = true
+		f.add(pack, entries)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("gc: %w", err)
+	}
+	return nil
+}
+
 // mark adds the chunks named by every manifest not yet in seen to live.
-func (s *Store) mark(ctx context.Context, live map[chunker.ID]struct{}, seen map[string]bool, rep *GCReport) error {
+func (s *Store) mark(ctx context.Context, find *chunkFinder, live liveSet, seen map[string]bool, rep *GCReport) error {
 	nodes, err := s.Nodes(ctx)
 	if err != nil {
 		return err
@@ -310,7 +438,7 @@ func (s *Store) mark(ctx context.Context, live map[chunker.ID]struct{}, seen map
 			}
 			seen[key] = true
 			rep.Manifests++
-			if err := s.markManifest(ctx, m, live); err != nil {
+			if err := markManifest(ctx, find, m, live); err != nil {
 				return fmt.Errorf("gc: manifest %d of node %q: %w", seq, node, err)
 			}
 		}
@@ -318,15 +446,26 @@ func (s *Store) mark(ctx context.Context, live map[chunker.ID]struct{}, seen map
 	return nil
 }
 
-func (s *Store) markManifest(ctx context.Context, m *manifest.Manifest, live map[chunker.ID]struct{}) error {
+// liveSet holds the chunks manifests name, by the first 8 bytes of their
+// ids: 8 bytes a chunk rather than 32. Two chunks that share those bytes
+// (about one pair in 2^64) are both kept: the set can only err towards
+// keeping garbage, never towards deleting a live chunk.
+type liveSet map[uint64]struct{}
+
+func liveKey(id chunker.ID) uint64 { return binary.LittleEndian.Uint64(id[:8]) }
+
+func (l liveSet) add(id chunker.ID)      { l[liveKey(id)] = struct{}{} }
+func (l liveSet) has(id chunker.ID) bool { _, ok := l[liveKey(id)]; return ok }
+
+func markManifest(ctx context.Context, find *chunkFinder, m *manifest.Manifest, live liveSet) error {
 	for _, c := range m.Changes {
-		live[c.ID] = struct{}{}
+		live.add(c.ID)
 	}
 	for _, id := range m.Snapshot.Lists {
-		if _, done := live[id]; done {
+		if find.read[id] {
 			continue // lists shared by manifests are read once
 		}
-		data, err := s.Get(ctx, id)
+		data, err := find.get(ctx, id)
 		if err != nil {
 			return err
 		}
@@ -335,15 +474,16 @@ func (s *Store) markManifest(ctx context.Context, m *manifest.Manifest, live map
 			return fmt.Errorf("list chunk %s: %w", id, err)
 		}
 		for _, p := range ids {
-			live[p] = struct{}{}
+			live.add(p)
 		}
-		live[id] = struct{}{}
+		live.add(id)
+		find.read[id] = true
 	}
 	for _, id := range m.Snapshot.Patches {
-		if _, done := live[id]; done {
+		if find.read[id] {
 			continue
 		}
-		data, err := s.Get(ctx, id)
+		data, err := find.get(ctx, id)
 		if err != nil {
 			return err
 		}
@@ -352,9 +492,10 @@ func (s *Store) markManifest(ctx context.Context, m *manifest.Manifest, live map
 			return fmt.Errorf("patch chunk %s: %w", id, err)
 		}
 		for _, e := range p.Entries {
-			live[e.ID] = struct{}{}
+			live.add(e.ID)
 		}
-		live[id] = struct{}{}
+		live.add(id)
+		find.read[id] = true
 	}
 	return nil
 }
@@ -388,7 +529,16 @@ func (s *Store) scanPacks(ctx context.Context, now time.Time, grace time.Duratio
 		}
 		pi, ok := infos[pack]
 		if !ok {
-			return fmt.Errorf("index %s names pack %s, which is missing: run backup-cli verify", in.Name, pack)
+			// A writer may have written the pack and its index
+			// since the packs were listed.
+			var err error
+			pi, err = s.be.Stat(ctx, packName(pack))
+			if errors.Is(err, backend.ErrNotFound) {
+				return fmt.Errorf("index %s names pack %s, which is missing: run backup-cli verify", in.Name, pack)
+			}
+			if err != nil {
+				return err
+			}
 		}
 		young := now.Sub(pi.ModTime) < grace || now.Sub(in.ModTime) < grace
 		packs = append(packs, &packState{id: pack, index: in.Name, size: pi.Size, young: young, entries: entries})
@@ -413,7 +563,9 @@ func (s *Store) repack(ctx context.Context, p *packState) error {
 	if err != nil {
 		return fmt.Errorf("gc: repack %s: %w", p.id.Short(), err)
 	}
-	w, err := s.NewWriter(ctx)
+	// Not NewWriter: its Refresh would reload the whole index each time
+	// (the previous repack deleted an index), and putAlways needs none.
+	w, err := s.newWriter(s.now())
 	if err != nil {
 		return err
 	}
@@ -479,61 +631,117 @@ func (s *Store) gcLock(ctx context.Context, grace time.Duration) (func(), error)
 
 // newestCondemned loads the newest condemned record (each gc run writes the
 // whole set of pending copies; older records are superseded).
-func (s *Store) newestCondemned(ctx context.Context) (map[chunkCopy]time.Time, string, error) {
+func (s *Store) newestCondemned(ctx context.Context) (condemnedSet, string, error) {
+	set, name, _, err := s.readNewestCondemned(ctx, func(string) bool { return false })
+	return set, name, err
+}
+
+// readNewestCondemned is newestCondemned, except that it does not read the
+// record (and read is false) when have(name) says the caller has it.
+func (s *Store) readNewestCondemned(ctx context.Context, have func(string) bool) (set condemnedSet, name string, read bool, err error) {
 	var newest string
-	err := s.be.List(ctx, condemnedPrefix, func(in backend.Info) error {
-		if in.Name > newest {
-			newest = in.Name
+	var data []byte
+	for try := 0; ; try++ {
+		newest = ""
+		err := s.be.List(ctx, condemnedPrefix, func(in backend.Info) error {
+			if in.Name > newest {
+				newest = in.Name
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, "", false, fmt.Errorf("list condemned records: %w", err)
 		}
-		return nil
-	})
+		if newest == "" {
+			return nil, "", false, nil
+		}
+		if have(newest) {
+			return nil, newest, false, nil
+		}
+		data, err = s.be.Get(ctx, newest, 0, -1)
+		if errors.Is(err, backend.ErrNotFound) && try < 10 {
+			continue // a gc wrote a newer record and removed this one
+		}
+		if err != nil {
+			return nil, "", false, fmt.Errorf("read condemned record %s: %w", newest, err)
+		}
+		break
+	}
+	set, err = decodeCondemned(data)
 	if err != nil {
-		return nil, "", fmt.Errorf("list condemned records: %w", err)
+		return nil, "", false, fmt.Errorf("condemned record %s: %w", newest, err)
 	}
-	if newest == "" {
-		return map[chunkCopy]time.Time{}, "", nil
-	}
-	data, err := s.be.Get(ctx, newest, 0, -1)
-	if err != nil {
-		return nil, "", fmt.Errorf("read condemned record %s: %w", newest, err)
-	}
-	m, err := decodeCondemned(data)
-	if err != nil {
-		return nil, "", fmt.Errorf("condemned record %s: %w", newest, err)
-	}
-	return m, newest, nil
+	return set, newest, true, nil
 }
 
 // loadCondemned makes writers of this Store see the newest condemned record.
 func (s *Store) loadCondemned(ctx context.Context) error {
-	m, name, err := s.newestCondemned(ctx)
+	set, name, read, err := s.readNewestCondemned(ctx, func(name string) bool {
+		s.mu.RLock()
+		defer s.mu.RUnlock()
+		return s.condemnedLoaded[name]
+	})
 	if err != nil {
 		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if name == "" || s.condemnedLoaded[name] {
+	if !read || s.condemnedLoaded[name] {
 		return nil
 	}
-	s.condemned = m
+	s.condemned = set
 	s.condemnedLoaded = map[string]bool{name: true}
 	return nil
 }
 
-func (s *Store) writeCondemned(ctx context.Context, now time.Time, set map[chunkCopy]time.Time) (string, error) {
-	b := make([]byte, 0, 12+len(set)*condemnedEntry)
-	b = append(b, condemnedMagic...)
-	b = binary.BigEndian.AppendUint32(b, uint32(len(set)))
-	keys := make([]chunkCopy, 0, len(set))
-	for c := range set {
-		keys = append(keys, c)
+// condemnedRecord is a condemned record being built, in its stored form
+// (so that a store's millions of condemned copies are held once, at 72
+// bytes each).
+type condemnedRecord struct{ b []byte }
+
+func newCondemnedRecord(sizeHint int) *condemnedRecord {
+	b := make([]byte, 12, 12+sizeHint*condemnedEntry)
+	copy(b, condemnedMagic)
+	return &condemnedRecord{b}
+}
+
+// add adds a copy condemned at when (unix nanoseconds; 0: when the record
+// is written).
+func (r *condemnedRecord) add(c chunkCopy, when int64) {
+	r.b = append(r.b, c.id[:]...)
+	r.b = append(r.b, c.pack[:]...)
+	r.b = binary.BigEndian.AppendUint64(r.b, uint64(when))
+}
+
+// recordEntries sorts a record's entries by chunk id and pack.
+type recordEntries []byte
+
+func (e recordEntries) Len() int { return len(e) / condemnedEntry }
+func (e recordEntries) Less(i, j int) bool {
+	const k = 2 * chunker.IDSize
+	return bytes.Compare(e[i*condemnedEntry:i*condemnedEntry+k], e[j*condemnedEntry:j*condemnedEntry+k]) < 0
+}
+func (e recordEntries) Swap(i, j int) {
+	var t [condemnedEntry]byte
+	a, b := e[i*condemnedEntry:(i+1)*condemnedEntry], e[j*condemnedEntry:(j+1)*condemnedEntry]
+	copy(t[:], a)
+	copy(a, b)
+	copy(b, t[:])
+}
+
+// writeCondemned writes the record, sorted by chunk id and pack; copies
+// without a time are stamped with now.
+func (s *Store) writeCondemned(ctx context.Context, now time.Time, r *condemnedRecord) (string, error) {
+	b := r.b
+	entries := recordEntries(b[12:])
+	binary.BigEndian.PutUint32(b[8:12], uint32(entries.Len()))
+	for i := range entries.Len() {
+		t := entries[i*condemnedEntry+2*chunker.IDSize : (i+1)*condemnedEntry]
+		if binary.BigEndian.Uint64(t) == 0 {
+			binary.BigEndian.PutUint64(t, uint64(now.UnixNano()))
+		}
 	}
-	sort.Slice(keys, func(i, j int) bool { return string(keys[i].id[:]) < string(keys[j].id[:]) })
-	for _, c := range keys {
-		b = append(b, c.id[:]...)
-		b = append(b, c.pack[:]...)
-		b = binary.BigEndian.AppendUint64(b, uint64(set[c].UnixNano()))
-	}
+	sort.Sort(entries)
 	name := condemnedPrefix + fmt.Sprintf("%020d", now.UnixNano())
 	if err := s.be.PutIfAbsent(ctx, name, b); err != nil {
 		return "", fmt.Errorf("gc: write condemned record: %w", err)
@@ -541,7 +749,14 @@ func (s *Store) writeCondemned(ctx context.Context, now time.Time, set map[chunk
 	return name, nil
 }
 
-func decodeCondemned(b []byte) (map[chunkCopy]time.Time, error) {
+// condemnedSet is the entries of a condemned record as stored (chunk id,
+// pack id, u64 unix nanoseconds: condemnedEntry bytes each), sorted by chunk
+// id. Looked up in place, it costs its 72 bytes per copy and no more: gc and
+// every writer hold the newest one, and a store may have millions of
+// condemned copies.
+type condemnedSet []byte
+
+func decodeCondemned(b []byte) (condemnedSet, error) {
 	if len(b) < 12 || string(b[:8]) != condemnedMagic {
 		return nil, errors.New("not a condemned record")
 	}
@@ -549,13 +764,44 @@ func decodeCondemned(b []byte) (map[chunkCopy]time.Time, error) {
 	if uint64(len(b)-12) != uint64(n)*condemnedEntry {
 		return nil, fmt.Errorf("%d entries do not match %d bytes", n, len(b)-12)
 	}
-	m := make(map[chunkCopy]time.Time, n)
-	for i := 0; i < int(n); i++ {
-		o := 12 + i*condemnedEntry
-		var c chunkCopy
-		copy(c.id[:], b[o:])
-		copy(c.pack[:], b[o+chunker.IDSize:])
-		m[c] = time.Unix(0, int64(binary.BigEndian.Uint64(b[o+2*chunker.IDSize:])))
+	set := condemnedSet(b[12:])
+	for i := 1; i < set.len(); i++ {
+		if bytes.Compare(set.id(i-1), set.id(i)) > 0 {
+			return nil, fmt.Errorf("entry %d is out of order (damaged record)", i)
+		}
 	}
-	return m, nil
+	return set, nil
+}
+
+func (c condemnedSet) len() int { return len(c) / condemnedEntry }
+
+func (c condemnedSet) id(i int) []byte {
+	return c[i*condemnedEntry : i*condemnedEntry+chunker.IDSize]
+}
+
+// at returns entry i.
+func (c condemnedSet) at(i int) (chunkCopy, time.Time) {
+	var cc chunkCopy
+	e := c[i*condemnedEntry : (i+1)*condemnedEntry]
+	copy(cc.id[:], e)
+	copy(cc.pack[:], e[chunker.IDSize:])
+	return cc, time.Unix(0, int64(binary.BigEndian.Uint64(e[2*chunker.IDSize:])))
+}
+
+// lookup returns when the copy was condemned, if it is.
+func (c condemnedSet) lookup(cc chunkCopy) (time.Time, bool) {
+	n := c.len()
+	i := sort.Search(n, func(i int) bool { return bytes.Compare(c.id(i), cc.id[:]) >= 0 })
+	for ; i < n && bytes.Equal(c.id(i), cc.id[:]); i++ {
+		o := i*condemnedEntry + chunker.IDSize
+		if bytes.Equal(c[o:o+chunker.IDSize], cc.pack[:]) {
+			return time.Unix(0, int64(binary.BigEndian.Uint64(c[o+chunker.IDSize:]))), true
+		}
+	}
+	return time.Time{}, false
+}
+
+func (c condemnedSet) has(cc chunkCopy) bool {
+	_, ok := c.lookup(cc)
+	return ok
 }

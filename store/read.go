@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/clnbackup/backup/chunker"
+	"github.com/clnbackup/backup/store/backend"
 )
 
 // ErrChunkMissing is returned (wrapped) for a chunk the index does not know.
@@ -18,10 +19,30 @@ var ErrChunkMissing = errors.New("chunk not in the store")
 var ErrCorrupt = errors.New("stored data is damaged")
 
 // Get returns a chunk's bytes, verified against its ID.
+//
+// If the chunk is not in the index as loaded, or its pack is gone, the index
+// is refreshed and the read tried once more: other writers index chunks all
+// the time, and gc moves live chunks out of packs it deletes.
 func (s *Store) Get(ctx context.Context, id chunker.ID) ([]byte, error) {
 	if err := s.LoadIndex(ctx); err != nil {
 		return nil, err
 	}
+	data, err := s.get(ctx, id)
+	if stale(err) {
+		if rerr := s.Refresh(ctx); rerr != nil {
+			return nil, err
+		}
+		data, err = s.get(ctx, id)
+	}
+	return data, err
+}
+
+// stale reports whether a read failed in a way a fresher index may avoid.
+func stale(err error) bool {
+	return errors.Is(err, ErrChunkMissing) || errors.Is(err, backend.ErrNotFound)
+}
+
+func (s *Store) get(ctx context.Context, id chunker.ID) ([]byte, error) {
 	loc, ok := s.Locate(id)
 	if !ok {
 		return nil, fmt.Errorf("read chunk %s: %w", id, ErrChunkMissing)
@@ -60,15 +81,27 @@ func (s *Store) ReadChunks(ctx context.Context, ids []chunker.ID, fn func(id chu
 		loc location
 	}
 	wants := make([]want, 0, len(ids))
+	// Pack numbers index the packs slice of the same hold of the lock: a
+	// Refresh may start the index over and number packs anew. (The slice
+	// is only appended to until then, so holding it is enough.)
+	var packs []chunker.ID
 	s.mu.RLock()
 	for _, id := range ids {
 		loc, ok := s.chunks[id]
 		if !ok {
 			s.mu.RUnlock()
+			if err := s.Refresh(ctx); err != nil {
+				return err
+			}
+			// Indexed since we loaded the index: start over.
+			if _, ok := s.Locate(id); ok {
+				return s.ReadChunks(ctx, ids, fn)
+			}
 			return fmt.Errorf("read chunk %s: %w", id, ErrChunkMissing)
 		}
 		wants = append(wants, want{id, loc})
 	}
+	packs = s.packs
 	s.mu.RUnlock()
 	sort.Slice(wants, func(i, j int) bool {
 		a, b := wants[i].loc, wants[j].loc
@@ -94,7 +127,6 @@ func (s *Store) ReadChunks(ctx context.Context, ids []chunker.ID, fn func(id chu
 		lo, hi     int // wants[lo:hi]
 	}
 	var spans []span
-	s.mu.RLock()
 	for i, w := range wants {
 		start, end := int64(w.loc.offset), int64(w.loc.offset)+int64(w.loc.length)
 		if k := len(spans) - 1; k >= 0 && wants[spans[k].lo].loc.pack == w.loc.pack && start-spans[k].end <= maxGap && end-spans[k].start <= maxSpan {
@@ -102,9 +134,8 @@ func (s *Store) ReadChunks(ctx context.Context, ids []chunker.ID, fn func(id chu
 			spans[k].hi = i + 1
 			continue
 		}
-		spans = append(spans, span{pack: s.packs[w.loc.pack], start: start, end: end, lo: i, hi: i + 1})
+		spans = append(spans, span{pack: packs[w.loc.pack], start: start, end: end, lo: i, hi: i + 1})
 	}
-	s.mu.RUnlock()
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -128,6 +159,21 @@ func (s *Store) ReadChunks(ctx context.Context, ids []chunker.ID, fn func(id chu
 			var buf []byte
 			for sp := range work {
 				raw, err := s.be.Get(ctx, packName(sp.pack), sp.start, sp.end-sp.start)
+				if errors.Is(err, backend.ErrNotFound) {
+					// gc deleted the pack since the index was
+					// loaded: read its chunks where they are now.
+					for _, w := range wants[sp.lo:sp.hi] {
+						data, err := s.Get(ctx, w.id)
+						if err == nil {
+							err = fn(w.id, data)
+						}
+						if err != nil {
+							fail(err)
+							break
+						}
+					}
+					continue
+				}
 				if err != nil {
 					fail(fmt.Errorf("read pack %s: %w", sp.pack, err))
 					continue

@@ -104,11 +104,14 @@ type Store struct {
 	indexed bool
 	// condemned holds the chunk copies gc has condemned (copy -> when);
 	// writers never reuse them (see gc.go).
-	condemned       map[chunkCopy]time.Time
+	condemned       condemnedSet
 	condemnedLoaded map[string]bool
 	now             func() time.Time
 	maxWriterAge    time.Duration
 	readWorkers     int
+	// refreshMu serialises Refresh: one may reset the index while
+	// another is loading into it.
+	refreshMu sync.Mutex
 }
 
 // chunkCopy is one stored copy of a chunk: the same chunk may be stored in
@@ -288,7 +291,7 @@ func (s *Store) resetIndex() {
 	s.packNo = map[chunker.ID]uint32{}
 	s.loaded = map[string]bool{}
 	s.indexed = false
-	s.condemned = map[chunkCopy]time.Time{}
+	s.condemned = nil
 	s.condemnedLoaded = map[string]bool{}
 }
 
@@ -317,6 +320,8 @@ func (s *Store) ReleaseIndex() {
 // Refresh loads index objects written since the index was loaded (by other
 // writers), so that their chunks are found and not written again.
 func (s *Store) Refresh(ctx context.Context) error {
+	s.refreshMu.Lock()
+	defer s.refreshMu.Unlock()
 	if err := s.loadCondemned(ctx); err != nil {
 		return err
 	}
@@ -356,6 +361,11 @@ func (s *Store) Refresh(ctx context.Context) error {
 	s.mu.Unlock()
 	for _, name := range names {
 		data, err := s.be.Get(ctx, name, 0, -1)
+		if errors.Is(err, backend.ErrNotFound) {
+			// gc removed it since the listing: its pack is gone, and
+			// its live chunks, if any, were indexed anew first.
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("load index %s: %w", name, err)
 		}
@@ -391,8 +401,8 @@ func (s *Store) addIndex(name string, pack chunker.ID, entries []indexEntry) {
 		if old, dup := s.chunks[e.ID]; dup {
 			// Keep the first copy, unless gc condemned it and this one
 			// is a fresh copy.
-			_, oldCondemned := s.condemned[chunkCopy{e.ID, s.packs[old.pack]}]
-			_, newCondemned := s.condemned[chunkCopy{e.ID, pack}]
+			oldCondemned := s.condemned.has(chunkCopy{e.ID, s.packs[old.pack]})
+			newCondemned := s.condemned.has(chunkCopy{e.ID, pack})
 			if !oldCondemned || newCondemned {
 				continue
 			}
@@ -413,8 +423,7 @@ func (s *Store) Has(id chunker.ID) bool {
 	if !ok {
 		return false
 	}
-	_, condemned := s.condemned[chunkCopy{id, s.packs[loc.pack]}]
-	return !condemned
+	return !s.condemned.has(chunkCopy{id, s.packs[loc.pack]})
 }
 
 // ChunkInfo describes where a stored chunk is.

@@ -44,14 +44,23 @@ func (w WriteStats) Added() int64 { return w.PackBytes + w.IndexBytes }
 // NewWriter starts a writer. It first loads indexes other writers added, so
 // their chunks are reused rather than written again.
 func (s *Store) NewWriter(ctx context.Context) (*Writer, error) {
+	// The age limit counts from before the condemned record is read: the
+	// writer relies on that record from then on.
+	started := s.now()
 	if err := s.Refresh(ctx); err != nil {
 		return nil, err
 	}
+	return s.newWriter(started)
+}
+
+// newWriter starts a writer without refreshing the index (gc's repack
+// stores chunks whether or not the store has them).
+func (s *Store) newWriter(started time.Time) (*Writer, error) {
 	enc, err := s.encoder()
 	if err != nil {
 		return nil, fmt.Errorf("start chunk writer: %w", err)
 	}
-	return &Writer{s: s, enc: enc, pending: map[chunker.ID]bool{}, started: s.now()}, nil
+	return &Writer{s: s, enc: enc, pending: map[chunker.ID]bool{}, started: started}, nil
 }
 
 // ErrWriterTooOld is returned (wrapped) by CheckAge.
