@@ -388,19 +388,12 @@ func (f *chunkFinder) scanNew(ctx context.Context) error {
 		if f.scanned[in.Name] {
 			return nil
 		}
-		data, err := f.s.be.Get(ctx, in.Name, 0, -1)
+		pack, entries, err := f.s.readIndex(ctx, in.Name)
 		if errors.Is(err, backend.ErrNotFound) {
 			return nil
 		}
 		if err != nil {
 			return err
-		}
-		if chunker.Sum(data).String() != in.Name[strings.LastIndexByte(in.Name, '/')+1:] {
-			return fmt.Errorf("index %s is damaged (content does not match its name): run backup-cli verify", in.Name)
-		}
-		pack, entries, err := decodeIndex(data, -1)
-		if err != nil {
-			return fmt.Errorf("index %s: %w", in.Name, err)
 		}
 		f.scanned[in.Name] = true
 		f.add(pack, entries)
@@ -516,16 +509,9 @@ func (s *Store) scanPacks(ctx context.Context, now time.Time, grace time.Duratio
 	}
 	indexed := map[chunker.ID]bool{}
 	err = s.be.List(ctx, "index/", func(in backend.Info) error {
-		data, err := s.be.Get(ctx, in.Name, 0, -1)
+		pack, entries, err := s.readIndex(ctx, in.Name)
 		if err != nil {
 			return err
-		}
-		if chunker.Sum(data).String() != in.Name[strings.LastIndexByte(in.Name, '/')+1:] {
-			return fmt.Errorf("index %s is damaged (content does not match its name): run backup-cli verify", in.Name)
-		}
-		pack, entries, err := decodeIndex(data, -1)
-		if err != nil {
-			return fmt.Errorf("index %s: %w", in.Name, err)
 		}
 		pi, ok := infos[pack]
 		if !ok {

@@ -360,21 +360,14 @@ func (s *Store) Refresh(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	for _, name := range names {
-		data, err := s.be.Get(ctx, name, 0, -1)
+		pack, entries, err := s.readIndex(ctx, name)
 		if errors.Is(err, backend.ErrNotFound) {
 			// gc removed it since the listing: its pack is gone, and
 			// its live chunks, if any, were indexed anew first.
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("load index %s: %w", name, err)
-		}
-		if want := name[strings.LastIndexByte(name, '/')+1:]; chunker.Sum(data).String() != want {
-			return fmt.Errorf("load index %s of store %s: content does not match its name (damaged): run backup-cli verify", name, s.Location())
-		}
-		pack, entries, err := decodeIndex(data, -1)
-		if err != nil {
-			return fmt.Errorf("load index %s: %w", name, err)
+			return fmt.Errorf("load index of store %s: %w", s.Location(), err)
 		}
 		s.addIndex(name, pack, entries)
 	}
@@ -482,4 +475,21 @@ func (s *Store) LocalDir(name string) (string, error) {
 		return "", err
 	}
 	return filepath.Clean(p), nil
+}
+
+// readIndex reads one index object, checks it against its name and decodes
+// it. A missing object is reported wrapping backend.ErrNotFound.
+func (s *Store) readIndex(ctx context.Context, name string) (chunker.ID, []indexEntry, error) {
+	data, err := s.be.Get(ctx, name, 0, -1)
+	if err != nil {
+		return chunker.ID{}, nil, fmt.Errorf("read index %s: %w", name, err)
+	}
+	if chunker.Sum(data).String() != name[strings.LastIndexByte(name, '/')+1:] {
+		return chunker.ID{}, nil, fmt.Errorf("index %s is damaged (content does not match its name): run backup-cli verify", name)
+	}
+	pack, entries, err := decodeIndex(data, -1)
+	if err != nil {
+		return chunker.ID{}, nil, fmt.Errorf("index %s: %w", name, err)
+	}
+	return pack, entries, nil
 }
