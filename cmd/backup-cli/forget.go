@@ -49,7 +49,7 @@ plugins write. Use --dry-run first to see what it would drop and why.`,
 				return err
 			}
 			defer st.Close()
-			bar := newStepBar("forget")
+			bar := newProgress("forget")
 			rep, err := history.Forget(ctx, st, history.ForgetOptions{Node: node, Policy: policy, DryRun: dryRun, Progress: bar.stage("manifests", false)})
 			bar.done()
 			if err != nil {

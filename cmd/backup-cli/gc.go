@@ -2,14 +2,11 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"sync"
 	"time"
 
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/history"
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 )
 
 type gcResult struct {
@@ -58,7 +55,7 @@ writers and repacks left behind.`,
 				return err
 			}
 			defer st.Close()
-			bar := newStepBar("gc")
+			bar := newProgress("gc")
 			start := time.Now()
 			rep, err := st.GC(ctx, store.GCOptions{Grace: grace, RepackBelow: repackBelow, DryRun: dryRun, Progress: bar.stage("packs", false)})
 			bar.done()
@@ -107,61 +104,3 @@ func (f durationFlag) Set(s string) error {
 }
 
 func (f durationFlag) Type() string { return "duration" }
-
-// stepBar draws one updating progress line on stderr, when stderr is a
-// terminal, for operations with several stages counted in objects or bytes.
-type stepBar struct {
-	label string
-	mu    sync.Mutex
-	last  time.Time
-	drawn bool
-}
-
-func newStepBar(label string) *stepBar {
-	if !term.IsTerminal(int(os.Stderr.Fd())) {
-		return nil
-	}
-	return &stepBar{label: label}
-}
-
-// stage returns the progress callback of one stage (nil when hidden).
-func (p *stepBar) stage(name string, bytes bool) func(done, total int64) {
-	if p == nil {
-		return nil
-	}
-	return func(done, total int64) { p.update(name, done, total, bytes) }
-}
-
-func (p *stepBar) update(stage string, done, total int64, bytes bool) {
-	if p == nil {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if time.Since(p.last) < 100*time.Millisecond && done < total {
-		return
-	}
-	p.last = time.Now()
-	pct := 100.0
-	if total > 0 {
-		pct = 100 * float64(done) / float64(total)
-	}
-	amount := fmt.Sprintf("%d/%d %s", done, total, stage)
-	if bytes {
-		amount = fmt.Sprintf("%s %s/%s", stage, formatBytes(done), formatBytes(total))
-	}
-	fmt.Fprintf(os.Stderr, "\r\033[K%s %5.1f%% (%s)", p.label, pct, amount)
-	p.drawn = true
-}
-
-// done ends the progress line.
-func (p *stepBar) done() {
-	if p == nil {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.drawn {
-		fmt.Fprint(os.Stderr, "\r\033[K")
-	}
-}

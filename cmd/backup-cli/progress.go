@@ -10,7 +10,8 @@ import (
 )
 
 // progressBar draws one updating line on stderr when stderr is a terminal,
-// and does nothing otherwise (logs and pipes stay clean).
+// and does nothing otherwise (logs and pipes stay clean). A nil bar is
+// valid and draws nothing.
 type progressBar struct {
 	label string
 	mu    sync.Mutex
@@ -25,11 +26,25 @@ func newProgress(label string) *progressBar {
 	return &progressBar{label: label}
 }
 
-// update is a history.Progress.
-func (p *progressBar) update(done, total int64) {
+// fn returns the callback for an operation counted in bytes (nil when
+// hidden).
+func (p *progressBar) fn() func(done, total int64) {
 	if p == nil {
-		return
+		return nil
 	}
+	return func(done, total int64) { p.update("", done, total, true) }
+}
+
+// stage returns the callback of one stage of an operation with several,
+// counted in objects or, if bytes, in bytes (nil when hidden).
+func (p *progressBar) stage(name string, bytes bool) func(done, total int64) {
+	if p == nil {
+		return nil
+	}
+	return func(done, total int64) { p.update(name, done, total, bytes) }
+}
+
+func (p *progressBar) update(stage string, done, total int64, bytes bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if time.Since(p.last) < 100*time.Millisecond && done < total {
@@ -40,16 +55,15 @@ func (p *progressBar) update(done, total int64) {
 	if total > 0 {
 		pct = 100 * float64(done) / float64(total)
 	}
-	fmt.Fprintf(os.Stderr, "\r%s %5.1f%% %s / %s  ", p.label, pct, formatBytes(done), formatBytes(total))
-	p.drawn = true
-}
-
-// fn returns the callback to pass to long operations (nil when hidden).
-func (p *progressBar) fn() func(done, total int64) {
-	if p == nil {
-		return nil
+	amount := fmt.Sprintf("%d/%d", done, total)
+	if bytes {
+		amount = formatBytes(done) + " / " + formatBytes(total)
 	}
-	return p.update
+	if stage != "" {
+		amount = stage + " " + amount
+	}
+	fmt.Fprintf(os.Stderr, "\r\033[K%s %5.1f%% %s", p.label, pct, amount)
+	p.drawn = true
 }
 
 // done ends the progress line.

@@ -54,7 +54,7 @@ It may run while the backup plugins write.`,
 				return err
 			}
 			defer st.Close()
-			bar := newStepBar("verify")
+			bar := newProgress("verify")
 			if bar != nil {
 				opts.Progress = func(stage string, done, total int64) { bar.update(stage, done, total, stage == "read") }
 			}
