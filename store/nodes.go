@@ -5,12 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/clnbackup/backup/manifest"
 	"github.com/clnbackup/backup/store/backend"
+	"github.com/clnbackup/backup/store/journal"
 )
 
 // ErrNodeExists is returned (wrapped) by CreateNode for a name in use.
@@ -161,12 +164,58 @@ func (s *Store) LatestManifest(ctx context.Context, node string) (*manifest.Mani
 	return s.Manifest(ctx, node, seqs[len(seqs)-1])
 }
 
-// JournalDir is the local directory of a node's journal.
+// JournalDir is the local directory of a node's journal (an error for a
+// store reached through a server: use OpenJournal and ReadJournal).
 func (s *Store) JournalDir(node string) (string, error) {
 	if err := manifest.ValidNodeName(node); err != nil {
 		return "", err
 	}
+	if s.remote != nil {
+		return "", fmt.Errorf("the journal of node %q lives on the store server %s", node, s.Location())
+	}
 	return s.LocalDir(nodePrefix(node) + "journal")
+}
+
+// OpenJournal opens a node's journal for appending: exclusively, in the
+// store's directory, or on the store server. Hold the node's lease first
+// (history.OpenNode does).
+func (s *Store) OpenJournal(ctx context.Context, node string) (Journal, error) {
+	if s.remote != nil {
+		if err := manifest.ValidNodeName(node); err != nil {
+			return nil, err
+		}
+		return s.remote.Journals().OpenJournal(ctx, node)
+	}
+	dir, err := s.JournalDir(node)
+	if err != nil {
+		return nil, err
+	}
+	j, err := journal.Open(dir, journal.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("open journal of node %q: %w", node, err)
+	}
+	return j, nil
+}
+
+// ReadJournal calls fn for each record of a node's journal after afterSeq,
+// without taking the journal (it may be open for appending elsewhere). A
+// node that never had a journal has no records. It fails wrapping
+// journal.ErrTrimmed when records after afterSeq are gone.
+func (s *Store) ReadJournal(ctx context.Context, node string, afterSeq uint64, fn func(journal.Record) error) error {
+	if s.remote != nil {
+		if err := manifest.ValidNodeName(node); err != nil {
+			return err
+		}
+		return s.remote.Journals().ReadJournal(ctx, node, afterSeq, fn)
+	}
+	dir, err := s.JournalDir(node)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return journal.Read(dir, afterSeq, fn)
 }
 
 // Usage sums the store's objects by class, for list and the benchmarks.

@@ -83,6 +83,9 @@ type Options struct {
 	// verifies with (GOMAXPROCS when 0). The plugin uses 1, so that a
 	// compaction leaves lightningd's hook path a core.
 	ReadWorkers int
+	// Token is the secret a store server knows this client by (socket:
+	// URLs only).
+	Token string
 }
 
 // DefaultMaxWriterAge is the longest a writer may run before it commits.
@@ -112,6 +115,12 @@ type Store struct {
 	// refreshMu serialises Refresh: one may reset the index while
 	// another is loading into it.
 	refreshMu sync.Mutex
+
+	// remote is the store server connection (nil for a local store);
+	// remoteChunks is set when chunks go through the server rather than
+	// through packs this client reads and writes itself.
+	remote       Remote
+	remoteChunks ChunkService
 }
 
 // chunkCopy is one stored copy of a chunk: the same chunk may be stored in
@@ -136,6 +145,11 @@ func Create(ctx context.Context, url string, opts Options) (s *Store, created bo
 	u, err := ParseURL(url)
 	if err != nil {
 		return nil, false, err
+	}
+	if u.Scheme != "file" {
+		// A store server creates its store when it starts.
+		s, err := openRemote(ctx, u, opts)
+		return s, false, err
 	}
 	if err := os.MkdirAll(u.Path, 0o755); err != nil {
 		return nil, false, fmt.Errorf("create store directory %s: %w", u.Path, err)
@@ -181,6 +195,9 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	if u.Scheme != "file" {
+		return openRemote(ctx, u, opts)
+	}
 	st, err := os.Stat(u.Path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -196,6 +213,25 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	return open(ctx, be, opts)
+}
+
+// openRemote opens a store through a store server.
+func openRemote(ctx context.Context, u URL, opts Options) (*Store, error) {
+	d, err := dialer(u.Scheme)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", u.Raw, err)
+	}
+	r, err := d(ctx, u, opts)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", u.Raw, err)
+	}
+	s, err := open(ctx, r.Objects(), opts)
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
+	s.remote, s.remoteChunks = r, r.Chunks()
+	return s, nil
 }
 
 // OpenBackend opens the store kept by an already constructed backend.
@@ -282,6 +318,9 @@ func (s *Store) Close() error {
 	}
 	s.encs = nil
 	s.encMu.Unlock()
+	if s.remote != nil {
+		return s.remote.Close()
+	}
 	return s.be.Close()
 }
 
@@ -299,6 +338,9 @@ func (s *Store) resetIndex() {
 // does not load it: the plugin's hot path never needs it, and it grows with
 // the store (about 80 bytes per chunk). Reads and writers load it on demand.
 func (s *Store) LoadIndex(ctx context.Context) error {
+	if s.remoteChunks != nil {
+		return nil // the server's index
+	}
 	s.mu.RLock()
 	indexed := s.indexed
 	s.mu.RUnlock()
@@ -320,6 +362,9 @@ func (s *Store) ReleaseIndex() {
 // Refresh loads index objects written since the index was loaded (by other
 // writers), so that their chunks are found and not written again.
 func (s *Store) Refresh(ctx context.Context) error {
+	if s.remoteChunks != nil {
+		return nil // the server's index
+	}
 	s.refreshMu.Lock()
 	defer s.refreshMu.Unlock()
 	if err := s.loadCondemned(ctx); err != nil {
@@ -405,7 +450,8 @@ func (s *Store) addIndex(name string, pack chunker.ID, entries []indexEntry) {
 }
 
 // Has reports whether the store holds a chunk. The index must be loaded
-// (LoadIndex, or any read or writer).
+// (LoadIndex, or any read or writer). Through a store server without full
+// access it always reports false: writers ask the server instead.
 //
 // A chunk whose only known copy gc has condemned is reported missing, so
 // that writers store it again rather than reuse a copy gc may delete.
@@ -428,7 +474,8 @@ type ChunkInfo struct {
 	Raw    uint32 // uncompressed bytes
 }
 
-// Locate returns where a chunk is stored.
+// Locate returns where a chunk is stored (false through a store server
+// without full access: the client does not see the index).
 func (s *Store) Locate(id chunker.ID) (ChunkInfo, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()

@@ -2,26 +2,42 @@ package store
 
 import (
 	"fmt"
+	"net"
+	"net/url"
 	"path/filepath"
+	"strconv"
 	"strings"
 )
 
 // URL is a parsed store URL.
 type URL struct {
-	Scheme string // "file"
+	Scheme string // "file" or "socket"
 	// Path is the local path of a file:// URL, made absolute.
 	Path string
+	// Addr is the HOST:PORT of a socket: URL (IPv6 in brackets), and
+	// Proxy the HOST:PORT of its SOCKS5 proxy ("" for none).
+	Addr  string
+	Proxy string
+	// Raw is the URL as given.
+	Raw string
 }
 
-// ParseURL parses a store URL. Supported: file:///absolute/path and
-// file://relative/path (a directory store, or a legacy v1 backup file).
+// String is the URL as given.
+func (u URL) String() string { return u.Raw }
+
+// ParseURL parses a store URL:
+//   - file:///absolute/path and file://relative/path: a directory store, or
+//     a legacy v1 backup file;
+//   - socket:HOST:PORT[?proxy=socks5:PHOST:PPORT]: a store server, as the
+//     legacy plugin wrote it (IPv6 addresses in brackets; unknown parameters,
+//     a missing port and proxies other than socks5 are errors).
 func ParseURL(raw string) (URL, error) {
+	if rest, ok := strings.CutPrefix(raw, "socket:"); ok {
+		return parseSocket(raw, rest)
+	}
 	scheme, rest, ok := strings.Cut(raw, "://")
 	if !ok {
-		if strings.HasPrefix(raw, "socket:") {
-			return URL{}, fmt.Errorf("store URL %q: the socket: scheme is not supported yet; use file:///path", raw)
-		}
-		return URL{}, fmt.Errorf("store URL %q has no scheme: write file:///absolute/path/to/store", raw)
+		return URL{}, fmt.Errorf("store URL %q has no scheme: write file:///absolute/path/to/store or socket:HOST:PORT", raw)
 	}
 	switch scheme {
 	case "file":
@@ -35,8 +51,66 @@ func ParseURL(raw string) (URL, error) {
 		if err != nil {
 			return URL{}, fmt.Errorf("store URL %q: %w", raw, err)
 		}
-		return URL{Scheme: "file", Path: p}, nil
+		return URL{Scheme: "file", Path: p, Raw: raw}, nil
 	default:
-		return URL{}, fmt.Errorf("store URL %q: unsupported scheme %q (supported: file://)", raw, scheme)
+		return URL{}, fmt.Errorf("store URL %q: unsupported scheme %q (supported: file://, socket:)", raw, scheme)
 	}
+}
+
+func parseSocket(raw, rest string) (URL, error) {
+	rest = strings.TrimPrefix(rest, "//") // tolerate socket://HOST:PORT
+	hostport, query, _ := strings.Cut(rest, "?")
+	addr, err := checkHostPort(hostport)
+	if err != nil {
+		return URL{}, fmt.Errorf("store URL %q: %w (write socket:HOST:PORT, socket:[::1]:PORT)", raw, err)
+	}
+	u := URL{Scheme: "socket", Addr: addr, Raw: raw}
+	if query == "" {
+		return u, nil
+	}
+	q, err := url.ParseQuery(query)
+	if err != nil {
+		return URL{}, fmt.Errorf("store URL %q: bad query: %w", raw, err)
+	}
+	for k, vs := range q {
+		if k != "proxy" {
+			return URL{}, fmt.Errorf("store URL %q: unknown parameter %q (the only one is proxy=socks5:HOST:PORT)", raw, k)
+		}
+		if len(vs) != 1 {
+			return URL{}, fmt.Errorf("store URL %q: proxy given %d times", raw, len(vs))
+		}
+		typ, paddr, ok := strings.Cut(vs[0], ":")
+		if !ok || typ != "socks5" {
+			return URL{}, fmt.Errorf("store URL %q: proxy %q: only socks5:HOST:PORT proxies are supported", raw, vs[0])
+		}
+		if u.Proxy, err = checkHostPort(paddr); err != nil {
+			return URL{}, fmt.Errorf("store URL %q: proxy: %w", raw, err)
+		}
+	}
+	return u, nil
+}
+
+// checkHostPort checks HOST:PORT with a bracketed IPv6 host and a port.
+func checkHostPort(hp string) (string, error) {
+	if hp == "" {
+		return "", fmt.Errorf("no host and port")
+	}
+	host, port, err := net.SplitHostPort(hp)
+	if err != nil {
+		if strings.Count(hp, ":") > 1 && !strings.HasPrefix(hp, "[") {
+			return "", fmt.Errorf("address %q: an IPv6 address must be in brackets", hp)
+		}
+		return "", fmt.Errorf("address %q: %v", hp, err)
+	}
+	if host == "" {
+		return "", fmt.Errorf("address %q has no host", hp)
+	}
+	if strings.Contains(host, ":") && !strings.HasPrefix(hp, "[") {
+		return "", fmt.Errorf("address %q: an IPv6 address must be in brackets", hp)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 {
+		return "", fmt.Errorf("address %q: port %q is not a number from 1 to 65535", hp, port)
+	}
+	return net.JoinHostPort(host, port), nil
 }

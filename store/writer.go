@@ -24,6 +24,8 @@ type Writer struct {
 	pending map[chunker.ID]bool
 	stats   WriteStats
 	started time.Time
+	// stored reports chunks the caller knows the store keeps (see Assume).
+	stored func(chunker.ID) bool
 }
 
 // WriteStats counts what a writer did.
@@ -77,6 +79,13 @@ func (w *Writer) CheckAge() error {
 	return nil
 }
 
+// Assume tells the writer that the store holds, and gc keeps, every chunk
+// for which stored returns true: the chunks the node's newest manifest
+// names (gc never collects those; forget never removes a node's newest
+// manifest). Such chunks are neither looked up nor sent, which keeps a
+// compaction through a store server from asking about every page.
+func (w *Writer) Assume(stored func(chunker.ID) bool) { w.stored = stored }
+
 // Put adds data as a chunk of the given kind and returns its ID; isNew says
 // whether it was new to the store.
 func (w *Writer) Put(ctx context.Context, kind Kind, data []byte) (id chunker.ID, isNew bool, err error) {
@@ -94,7 +103,7 @@ func (w *Writer) PutID(ctx context.Context, kind Kind, id chunker.ID, data []byt
 	if len(data) > MaxChunkSize {
 		return false, fmt.Errorf("chunk %s of %d bytes exceeds the %d-byte limit", id.Short(), len(data), MaxChunkSize)
 	}
-	if w.pending[id] || w.s.Has(id) {
+	if w.pending[id] || (w.stored != nil && w.stored(id)) || w.s.Has(id) {
 		w.stats.ReusedChunks++
 		return false, nil
 	}
@@ -102,8 +111,11 @@ func (w *Writer) PutID(ctx context.Context, kind Kind, id chunker.ID, data []byt
 	w.bodies = w.enc.EncodeAll(data, w.bodies)
 	w.entries = append(w.entries, indexEntry{ID: id, Kind: kind, Offset: uint32(start), Length: uint32(len(w.bodies) - start), Raw: uint32(len(data))})
 	w.pending[id] = true
-	w.stats.NewChunks++
-	w.stats.NewRawBytes += int64(len(data))
+	if w.s.remoteChunks == nil {
+		// Through a server, Flush counts what the server lacked.
+		w.stats.NewChunks++
+		w.stats.NewRawBytes += int64(len(data))
+	}
 	if len(w.bodies) >= w.s.cfg.Params.PackSize {
 		if err := w.Flush(ctx); err != nil {
 			return true, err
@@ -116,6 +128,9 @@ func (w *Writer) PutID(ctx context.Context, kind Kind, id chunker.ID, data []byt
 func (w *Writer) Flush(ctx context.Context) error {
 	if len(w.entries) == 0 {
 		return nil
+	}
+	if w.s.remoteChunks != nil {
+		return w.flushRemote(ctx)
 	}
 	pack := buildPack(w.bodies, w.entries)
 	packID := chunker.Sum(pack)
@@ -131,6 +146,43 @@ func (w *Writer) Flush(ctx context.Context) error {
 	w.stats.Packs++
 	w.stats.PackBytes += int64(len(pack))
 	w.stats.IndexBytes += int64(len(idx))
+	w.bodies = w.bodies[:0]
+	w.entries = nil
+	clear(w.pending)
+	return nil
+}
+
+// flushRemote sends the server the chunks it lacks, as one pack.
+func (w *Writer) flushRemote(ctx context.Context) error {
+	ids := make([]chunker.ID, len(w.entries))
+	for i, e := range w.entries {
+		ids[i] = e.ID
+	}
+	missing, err := w.s.remoteChunks.Missing(ctx, ids)
+	if err != nil {
+		return fmt.Errorf("ask store server %s which chunks it lacks: %w", w.s.Location(), err)
+	}
+	if len(missing) != len(ids) {
+		return fmt.Errorf("store server %s answered %d of %d chunk lookups", w.s.Location(), len(missing), len(ids))
+	}
+	var send []ChunkBody
+	for i, e := range w.entries {
+		if !missing[i] {
+			w.stats.ReusedChunks++
+			continue
+		}
+		send = append(send, ChunkBody{ID: e.ID, Kind: e.Kind, Raw: e.Raw, Body: w.bodies[e.Offset : e.Offset+e.Length]})
+		w.stats.NewChunks++
+		w.stats.NewRawBytes += int64(e.Raw)
+	}
+	if len(send) > 0 {
+		added, err := w.s.remoteChunks.PutBodies(ctx, send)
+		if err != nil {
+			return fmt.Errorf("send %d chunks to store server %s: %w", len(send), w.s.Location(), err)
+		}
+		w.stats.Packs++
+		w.stats.PackBytes += added
+	}
 	w.bodies = w.bodies[:0]
 	w.entries = nil
 	clear(w.pending)

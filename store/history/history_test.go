@@ -50,7 +50,7 @@ func feed(t testing.TB, n *history.Node, r journal.Record) {
 // lastNonPragmaDiffers is true when the records with the last version are
 // all PRAGMA-only (a PRAGMA hook after a committed change), so a change with
 // that version is not a rewind of them.
-func lastNonPragmaDiffers(j *journal.Journal, v uint32) bool {
+func lastNonPragmaDiffers(j store.Journal, v uint32) bool {
 	has := false
 	j.Records(0, func(r journal.Record) error {
 		if r.Version == v && !r.PragmaOnly() {

@@ -2,9 +2,6 @@ package history
 
 import (
 	"context"
-	"errors"
-	"io/fs"
-	"os"
 	"time"
 
 	"github.com/clnbackup/backup/store"
@@ -70,14 +67,7 @@ func Summarize(ctx context.Context, st *store.Store, node string) (NodeSummary, 
 		s.NewestVersion = m.LastVersion()
 		journalSeq = m.JournalSeq
 	}
-	dir, err := st.JournalDir(node)
-	if err != nil {
-		return s, err
-	}
-	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
-		return s, nil
-	}
-	err = journal.Read(dir, journalSeq, func(r journal.Record) error {
+	err = st.ReadJournal(ctx, node, journalSeq, func(r journal.Record) error {
 		if s.Journal.Records == 0 {
 			s.Journal.FirstVersion = r.Version
 		}

@@ -1,15 +1,18 @@
 package history
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/clnbackup/backup/chunker"
 	"github.com/clnbackup/backup/manifest"
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/journal"
@@ -60,7 +63,7 @@ func Init(ctx context.Context, st *store.Store, node, dbPath string, progress Pr
 		if err != nil {
 			return nil, fmt.Errorf("init node %q: read data_version of %s: %w", node, dbPath, err)
 		}
-		if snap, err = snapshotFile(ctx, w, st, tmpName, version, nil, nil, progress); err != nil {
+		if snap, err = snapshotFile(ctx, w, st, tmpName, version, nil, nil, 0, progress); err != nil {
 			return nil, fmt.Errorf("init node %q: %w", node, err)
 		}
 	}
@@ -87,7 +90,7 @@ func Init(ctx context.Context, st *store.Store, node, dbPath string, progress Pr
 type Node struct {
 	st      *store.Store
 	name    string
-	j       *journal.Journal
+	j       store.Journal
 	compact sync.Mutex
 	// TempDir is where compaction builds databases (os.TempDir() if "").
 	TempDir string
@@ -106,18 +109,14 @@ func OpenNode(ctx context.Context, st *store.Store, name string) (*Node, error) 
 	if _, err := st.Node(ctx, name); err != nil {
 		return nil, err
 	}
-	dir, err := st.JournalDir(name)
-	if err != nil {
-		return nil, err
-	}
 	lease, err := st.AcquireLease(ctx, name, store.DefaultLeaseTTL)
 	if err != nil {
 		return nil, err
 	}
-	j, err := journal.Open(dir, journal.Options{})
+	j, err := st.OpenJournal(ctx, name)
 	if err != nil {
 		lease.Release(ctx)
-		return nil, fmt.Errorf("open journal of node %q: %w", name, err)
+		return nil, err
 	}
 	n := &Node{st: st, name: name, j: j, lease: lease, stop: make(chan struct{}), stopped: make(chan struct{})}
 	go n.refreshLease()
@@ -163,7 +162,7 @@ func (n *Node) LeaseErr() error {
 func (n *Node) Name() string { return n.name }
 
 // Journal is the node's journal, for appends.
-func (n *Node) Journal() *journal.Journal { return n.j }
+func (n *Node) Journal() store.Journal { return n.j }
 
 // Close closes the journal.
 func (n *Node) Close() error {
@@ -350,8 +349,9 @@ func (n *Node) snapshotFrom(ctx context.Context, from *manifest.Manifest, progre
 		os.Remove(tmpName + "-journal")
 	}()
 	var prevTab manifest.PageTable
+	var prevChain int64
 	if from.Snapshot.Pages > 0 {
-		if prevTab, err = loadPageTable(ctx, n.st, from.Snapshot); err != nil {
+		if prevTab, prevChain, err = loadPageTableChain(ctx, n.st, from.Snapshot); err != nil {
 			return nil, err
 		}
 		if err := writePages(ctx, n.st, tmp, from.Snapshot, prevTab, scaled(progress, 0, 2)); err != nil {
@@ -378,7 +378,9 @@ func (n *Node) snapshotFrom(ctx context.Context, from *manifest.Manifest, progre
 		return nil, err
 	}
 	defer w.Close()
-	snap, err := snapshotFile(ctx, w, n.st, tmpName, version, &from.Snapshot, prevTab, scaled(progress, 1, 2))
+	// The pages and lists of the node's newest manifest are stored and kept.
+	w.Assume(liveIn(from.Snapshot, prevTab))
+	snap, err := snapshotFile(ctx, w, n.st, tmpName, version, &from.Snapshot, prevTab, prevChain, scaled(progress, 1, 2))
 	if err != nil {
 		return nil, err
 	}
@@ -396,6 +398,19 @@ func (n *Node) snapshotFrom(ctx context.Context, from *manifest.Manifest, progre
 		return nil, err
 	}
 	return m, nil
+}
+
+// liveIn returns a lookup of the chunks a snapshot names: its pages (tab),
+// list chunks and patch chunks.
+func liveIn(s manifest.Snapshot, tab manifest.PageTable) func(chunker.ID) bool {
+	ids := make([]chunker.ID, 0, len(tab)+len(s.Lists)+len(s.Patches))
+	ids = append(append(append(ids, tab...), s.Lists...), s.Patches...)
+	slices.SortFunc(ids, func(a, b chunker.ID) int { return bytes.Compare(a[:], b[:]) })
+	ids = slices.Compact(ids)
+	return func(id chunker.ID) bool {
+		_, ok := slices.BinarySearchFunc(ids, id, func(a, b chunker.ID) int { return bytes.Compare(a[:], b[:]) })
+		return ok
+	}
 }
 
 // scaled maps a step's progress into part i of n equal parts of the whole.

@@ -69,7 +69,7 @@ func Restore(ctx context.Context, st *store.Store, opts RestoreOptions) (Restore
 	if err != nil {
 		return res, err
 	}
-	newest, err := newestVersion(st, latest)
+	newest, err := newestVersion(ctx, st, latest)
 	if err != nil {
 		if opts.Manifest == 0 && opts.Version == nil {
 			return res, err
@@ -209,31 +209,17 @@ func forEachChange(ctx context.Context, st *store.Store, m *manifest.Manifest, u
 	if !useJournal {
 		return nil
 	}
-	dir, err := st.JournalDir(m.Node)
-	if err != nil {
-		return err
-	}
-	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
 	// Read fails with journal.ErrTrimmed if records after m are gone.
-	if err := journal.Read(dir, m.JournalSeq, fn); err != nil {
+	if err := st.ReadJournal(ctx, m.Node, m.JournalSeq, fn); err != nil {
 		return fmt.Errorf("journal of node %q after manifest %d: %w", m.Node, m.Seq, err)
 	}
 	return nil
 }
 
 // newestVersion is the newest data_version the store holds for the node.
-func newestVersion(st *store.Store, latest *manifest.Manifest) (uint32, error) {
+func newestVersion(ctx context.Context, st *store.Store, latest *manifest.Manifest) (uint32, error) {
 	v := latest.LastVersion()
-	dir, err := st.JournalDir(latest.Node)
-	if err != nil {
-		return 0, err
-	}
-	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
-		return v, nil
-	}
-	err = journal.Read(dir, latest.JournalSeq, func(r journal.Record) error {
+	err := st.ReadJournal(ctx, latest.Node, latest.JournalSeq, func(r journal.Record) error {
 		v = r.Version
 		return nil
 	})
@@ -352,5 +338,5 @@ func NewestVersion(ctx context.Context, st *store.Store, node string) (uint32, e
 	if err != nil {
 		return 0, err
 	}
-	return newestVersion(st, latest)
+	return newestVersion(ctx, st, latest)
 }

@@ -35,33 +35,40 @@ const maxPatches = 64
 
 // loadPageTable reads a snapshot's list and patch chunks into its page table.
 func loadPageTable(ctx context.Context, st *store.Store, s manifest.Snapshot) (manifest.PageTable, error) {
-	var tab manifest.PageTable
+	tab, _, err := loadPageTableChain(ctx, st, s)
+	return tab, err
+}
+
+// loadPageTableChain is loadPageTable that also returns the bytes of the
+// snapshot's patch chain (what deciding to patch once more weighs).
+func loadPageTableChain(ctx context.Context, st *store.Store, s manifest.Snapshot) (tab manifest.PageTable, chain int64, err error) {
 	for i, id := range s.Lists {
 		data, err := st.Get(ctx, id)
 		if err != nil {
-			return nil, fmt.Errorf("list chunk %d of %d: %w", i+1, len(s.Lists), err)
+			return nil, 0, fmt.Errorf("list chunk %d of %d: %w", i+1, len(s.Lists), err)
 		}
 		ids, err := manifest.DecodeList(data)
 		if err != nil {
-			return nil, fmt.Errorf("list chunk %s: %w", id, err)
+			return nil, 0, fmt.Errorf("list chunk %s: %w", id, err)
 		}
 		tab = append(tab, ids...)
 	}
 	for i, id := range s.Patches {
 		data, err := st.Get(ctx, id)
 		if err != nil {
-			return nil, fmt.Errorf("patch chunk %d of %d: %w", i+1, len(s.Patches), err)
+			return nil, 0, fmt.Errorf("patch chunk %d of %d: %w", i+1, len(s.Patches), err)
 		}
+		chain += int64(len(data))
 		p, err := manifest.DecodePatch(data)
 		if err != nil {
-			return nil, fmt.Errorf("patch chunk %s: %w", id, err)
+			return nil, 0, fmt.Errorf("patch chunk %s: %w", id, err)
 		}
 		tab.Apply(p)
 	}
 	if err := tab.Check(s.Pages); err != nil {
-		return nil, fmt.Errorf("snapshot at data_version %d: %w", s.Version, err)
+		return nil, 0, fmt.Errorf("snapshot at data_version %d: %w", s.Version, err)
 	}
-	return tab, nil
+	return tab, chain, nil
 }
 
 // snapshotFile stores the database file at path as a snapshot at the given
@@ -69,7 +76,7 @@ func loadPageTable(ctx context.Context, st *store.Store, s manifest.Snapshot) (m
 // (the node's previous snapshot and its page table) is given, the page IDs
 // are stored as a patch on top of it if that is cheaper than new list chunks.
 // The caller flushes w before naming the snapshot in a manifest.
-func snapshotFile(ctx context.Context, w *store.Writer, st *store.Store, path string, version uint32, prev *manifest.Snapshot, prevTab manifest.PageTable, progress Progress) (manifest.Snapshot, error) {
+func snapshotFile(ctx context.Context, w *store.Writer, st *store.Store, path string, version uint32, prev *manifest.Snapshot, prevTab manifest.PageTable, prevChain int64, progress Progress) (manifest.Snapshot, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return manifest.Snapshot{}, fmt.Errorf("snapshot %s: %w", path, err)
@@ -110,12 +117,7 @@ func snapshotFile(ctx context.Context, w *store.Writer, st *store.Store, path st
 		patchBytes := manifest.EncodePatch(patch)
 		// Patch while the chain stays cheaper than rewriting the lists it
 		// stands for; then rebase onto fresh list chunks.
-		chain := int64(len(patchBytes))
-		for _, id := range prev.Patches {
-			if ci, ok := st.Locate(id); ok {
-				chain += int64(ci.Raw)
-			}
-		}
+		chain := int64(len(patchBytes)) + prevChain
 		if chain <= newListBytes(st, tab, st.Config().Params.ListEntries) {
 			id, _, err := w.Put(ctx, store.KindPatch, patchBytes)
 			if err != nil {
@@ -138,7 +140,8 @@ func snapshotFile(ctx context.Context, w *store.Writer, st *store.Store, path st
 	return snap, nil
 }
 
-// newListBytes is what writing tab as full list chunks would add to the store.
+// newListBytes is what writing tab as full list chunks would add to the
+// store (through a store server, where Has is unknown, all of them).
 func newListBytes(st *store.Store, tab manifest.PageTable, n int) int64 {
 	var total int64
 	for start := 0; start < len(tab); start += n {
