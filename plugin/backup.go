@@ -52,6 +52,9 @@ type Lock struct {
 	URL string
 	// Node is the node's name in the store ("default" when absent).
 	Node string
+	// Token is the secret a store server (socket: URLs) knows the node
+	// by; empty for local stores and servers without authentication.
+	Token string
 }
 
 // Start is what an opened backup holds, for the version rules and the

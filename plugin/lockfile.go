@@ -11,8 +11,8 @@ import (
 )
 
 // LockName is the file in the lightning directory that names the backup:
-// {"backend_url": URL, "node": NAME}, written by `backup-cli init
-// --lightning-dir`. The Python plugin's files ({"backend_url": URL}) are
+// {"backend_url": URL, "node": NAME, "token": SECRET}, written by `backup-cli
+// init --lightning-dir` with mode 0600 (token only for a store server). The Python plugin's files ({"backend_url": URL}) are
 // read too; a missing node means DefaultNode.
 const LockName = "backup.lock"
 
@@ -37,6 +37,7 @@ func readLock(dir string) (Lock, error) {
 	var raw struct {
 		BackendURL *string `json:"backend_url"`
 		Node       *string `json:"node"`
+		Token      string  `json:"token"`
 	}
 	if err := json.Unmarshal(data, &raw); err != nil {
 		return Lock{}, fmt.Errorf("read %s: not a JSON object: %w", path, err)
@@ -44,7 +45,12 @@ func readLock(dir string) (Lock, error) {
 	if raw.BackendURL == nil || strings.TrimSpace(*raw.BackendURL) == "" {
 		return Lock{}, fmt.Errorf("read %s: it has no \"backend_url\"", path)
 	}
-	l := Lock{URL: strings.TrimSpace(*raw.BackendURL), Node: DefaultNode}
+	l := Lock{URL: strings.TrimSpace(*raw.BackendURL), Node: DefaultNode, Token: strings.TrimSpace(raw.Token)}
+	if l.Token != "" {
+		if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			return Lock{}, fmt.Errorf("%s holds the store server token but can be read by other users (mode %o): run `chmod 600 %s`", path, fi.Mode().Perm(), path)
+		}
+	}
 	if raw.Node != nil {
 		if *raw.Node == "" {
 			return Lock{}, fmt.Errorf("read %s: \"node\" is empty (leave it out for the node %q)", path, DefaultNode)

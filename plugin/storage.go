@@ -23,7 +23,7 @@ import (
 // node fails with ErrNodeInUse) and reads what the backup holds. Its errors
 // say what is wrong and what to do.
 func OpenStore(ctx context.Context, lock Lock) (Backup, Start, error) {
-	st, err := openStore(ctx, lock.URL)
+	st, err := openStore(ctx, lock)
 	if err != nil {
 		return nil, Start{}, err
 	}
@@ -35,20 +35,24 @@ func OpenStore(ctx context.Context, lock Lock) (Backup, Start, error) {
 	return b, start, nil
 }
 
-func openStore(ctx context.Context, url string) (*store.Store, error) {
+func openStore(ctx context.Context, lock Lock) (*store.Store, error) {
+	url := lock.URL
 	u, err := store.ParseURL(url)
 	if err != nil {
 		return nil, err
 	}
-	if fi, err := os.Stat(u.Path); err == nil && fi.Mode().IsRegular() {
+	if fi, err := os.Stat(u.Path); u.Scheme == "file" && err == nil && fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s is a file, not a backup store (a backup file of the Python backup plugin?): this plugin cannot add to it; "+
 			"keep it (backup-cli restore still reads it) and create a store for this node with `backup-cli init --lightning-dir DIR file:///path/to/new/store` "+
 			"after moving backup.lock away", u.Path)
 	}
 	// One read worker: a compaction must leave lightningd's hook path a
 	// core (measured: p99 hook latency during a 200 MB compaction).
-	st, err := store.Open(ctx, url, store.Options{ReadWorkers: 1})
+	st, err := store.Open(ctx, url, store.Options{ReadWorkers: 1, Token: lock.Token})
 	if err != nil {
+		if u.Scheme != "file" {
+			return nil, fmt.Errorf("%w (is the store server running and reachable, and does it accept the token in backup.lock?)", err)
+		}
 		return nil, fmt.Errorf("%w (is the store's file system mounted and readable?)", err)
 	}
 	return st, nil
