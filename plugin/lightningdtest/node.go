@@ -24,8 +24,11 @@ import (
 type Node struct {
 	// Dir is the lightning network directory (the plugin's working directory).
 	Dir string
-	// StoreDir is the store's directory and URL its file:// URL.
+	// StoreDir is the store's directory and URL its file:// URL (for a
+	// node on a store server, StoreDir is "" and URL the socket: URL).
 	StoreDir, URL string
+	// Token is the store server's token for the node ("" for none).
+	Token string
 	// Name is the node's name in the store.
 	Name string
 }
@@ -35,18 +38,30 @@ type Node struct {
 // dir/lightningd.sqlite3 if that exists, else an empty database), and
 // dir/backup.lock.
 func SetupNode(ctx context.Context, dir, storeDir, name string) (*Node, error) {
-	dir, err := filepath.Abs(dir)
+	storeDir, err := filepath.Abs(storeDir)
 	if err != nil {
 		return nil, err
 	}
-	if storeDir, err = filepath.Abs(storeDir); err != nil {
+	n, err := SetupNodeAt(ctx, dir, "file://"+storeDir, "", name)
+	if err != nil {
+		return nil, err
+	}
+	n.StoreDir = storeDir
+	return n, nil
+}
+
+// SetupNodeAt is SetupNode for the store at url (a store server's socket:
+// URL, say), opened with token, which backup.lock then carries.
+func SetupNodeAt(ctx context.Context, dir, url, token, name string) (*Node, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	n := &Node{Dir: dir, StoreDir: storeDir, URL: "file://" + storeDir, Name: name}
-	st, _, err := store.Create(ctx, n.URL, store.Options{})
+	n := &Node{Dir: dir, URL: url, Token: token, Name: name}
+	st, _, err := store.Create(ctx, n.URL, n.options())
 	if err != nil {
 		return nil, err
 	}
@@ -58,7 +73,11 @@ func SetupNode(ctx context.Context, dir, storeDir, name string) (*Node, error) {
 	if _, err := history.Init(ctx, st, name, db, nil); err != nil {
 		return nil, err
 	}
-	lock, err := json.MarshalIndent(map[string]string{"backend_url": n.URL, "node": name}, "", "  ")
+	fields := map[string]string{"backend_url": n.URL, "node": name}
+	if token != "" {
+		fields["token"] = token
+	}
+	lock, err := json.MarshalIndent(fields, "", "  ")
 	if err != nil {
 		return nil, err
 	}
@@ -68,10 +87,12 @@ func SetupNode(ctx context.Context, dir, storeDir, name string) (*Node, error) {
 	return n, nil
 }
 
+func (n *Node) options() store.Options { return store.Options{Token: n.Token} }
+
 // Restore restores the node's newest state (manifest 0) or exactly restore
 // point manifest into the new file dest.
 func (n *Node) Restore(ctx context.Context, dest string, manifest uint64) (history.RestoreResult, error) {
-	st, err := store.Open(ctx, n.URL, store.Options{})
+	st, err := store.Open(ctx, n.URL, n.options())
 	if err != nil {
 		return history.RestoreResult{}, err
 	}
@@ -81,7 +102,7 @@ func (n *Node) Restore(ctx context.Context, dest string, manifest uint64) (histo
 
 // Summary lists the node's restore points and journal.
 func (n *Node) Summary(ctx context.Context) (history.NodeSummary, error) {
-	st, err := store.Open(ctx, n.URL, store.Options{})
+	st, err := store.Open(ctx, n.URL, n.options())
 	if err != nil {
 		return history.NodeSummary{}, err
 	}
