@@ -55,6 +55,9 @@ type Lock struct {
 	// Token is the secret a store server (socket: URLs) knows the node
 	// by; empty for local stores and servers without authentication.
 	Token string
+	// ServerRetry is how long a db_write waits for an unreachable store
+	// server before it is refused ("server_retry"; 0: the default).
+	ServerRetry time.Duration
 }
 
 // Start is what an opened backup holds, for the version rules and the

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // LockName is the file in the lightning directory that names the backup:
@@ -38,6 +39,7 @@ func readLock(dir string) (Lock, error) {
 		BackendURL *string `json:"backend_url"`
 		Node       *string `json:"node"`
 		Token      string  `json:"token"`
+		Retry      string  `json:"server_retry"`
 	}
 	if err := json.Unmarshal(data, &raw); err != nil {
 		return Lock{}, fmt.Errorf("read %s: not a JSON object: %w", path, err)
@@ -46,6 +48,13 @@ func readLock(dir string) (Lock, error) {
 		return Lock{}, fmt.Errorf("read %s: it has no \"backend_url\"", path)
 	}
 	l := Lock{URL: strings.TrimSpace(*raw.BackendURL), Node: DefaultNode, Token: strings.TrimSpace(raw.Token)}
+	if raw.Retry != "" {
+		d, err := time.ParseDuration(raw.Retry)
+		if err != nil || d <= 0 {
+			return Lock{}, fmt.Errorf("read %s: \"server_retry\" %q is not a positive duration such as 60s or 5m", path, raw.Retry)
+		}
+		l.ServerRetry = d
+	}
 	if l.Token != "" {
 		if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
 			return Lock{}, fmt.Errorf("%s holds the store server token but can be read by other users (mode %o): run `chmod 600 %s`", path, fi.Mode().Perm(), path)

@@ -48,7 +48,7 @@ func openStore(ctx context.Context, lock Lock) (*store.Store, error) {
 	}
 	// One read worker: a compaction must leave lightningd's hook path a
 	// core (measured: p99 hook latency during a 200 MB compaction).
-	st, err := store.Open(ctx, url, store.Options{ReadWorkers: 1, Token: lock.Token})
+	st, err := store.Open(ctx, url, store.Options{ReadWorkers: 1, Token: lock.Token, RetryFor: lock.ServerRetry})
 	if err != nil {
 		if u.Scheme != "file" {
 			return nil, fmt.Errorf("%w (is the store server running and reachable, and does it accept the token in backup.lock?)", err)

@@ -86,7 +86,16 @@ type Options struct {
 	// Token is the secret a store server knows this client by (socket:
 	// URLs only).
 	Token string
+	// RetryFor bounds how long a call to a store server keeps retrying a
+	// lost connection before it fails (DefaultRetryFor when 0). A db_write
+	// waits that long for an unreachable server, then is refused.
+	RetryFor time.Duration
 }
+
+// DefaultRetryFor is how long calls to a store server retry a lost
+// connection by default: about what the Python plugin's client waited
+// (five retries from 5 s, 1.5x each).
+const DefaultRetryFor = time.Minute
 
 // DefaultMaxWriterAge is the longest a writer may run before it commits.
 const DefaultMaxWriterAge = time.Hour
