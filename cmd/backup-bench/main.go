@@ -29,6 +29,9 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == rssWrapArg {
+		os.Exit(rssWrap(os.Args[2:]))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:]); err != nil {
@@ -49,6 +52,7 @@ func run(ctx context.Context, args []string) error {
 	fs.Float64Var(&c.Update, "update", 0.01, "fraction of each table's rows updated per step")
 	fs.Float64Var(&c.Delete, "delete", 0.002, "fraction of each table's rows deleted per step")
 	fs.Float64Var(&c.Insert, "insert", 0.01, "rows inserted per step, as a fraction of all rows")
+	fs.IntVar(&c.HookStatements, "hook-statements", 3, "statements per step hook before the data_version bump (lightningd averages 2.3)")
 	fs.BoolVar(&c.Hot, "hot", true, "concentrate updates and deletes on the newest 5% of rows")
 	fs.IntVar(&c.VacuumStep, "vacuum-step", 0, "make this step a VACUUM-like rebuild of every bulk table (0: none)")
 	fs.DurationVar(&c.GCAge, "gc-age", 48*time.Hour, "date packs and indexes back this much before gc, so that gc (grace 24h) may repack them; 0: gc sees them as new")
@@ -92,6 +96,9 @@ func run(ctx context.Context, args []string) error {
 	if err := c.findBinaries(ctx); err != nil {
 		return err
 	}
+	if c.self, err = os.Executable(); err != nil {
+		return err
+	}
 	// The last step's compaction is backup-cli's (offline), so that its
 	// memory is measured too.
 	c.cliCompactLast = true
@@ -110,6 +117,9 @@ func run(ctx context.Context, args []string) error {
 		}
 	}
 	res.Seconds = time.Since(start).Seconds()
+	if floor, err := c.runCLIFloor(ctx); err == nil {
+		res.CLI.RSSFloor = floor
+	}
 	res.Machine = describeMachine(c.storeDir)
 	res.evaluate()
 	if asJSON {
