@@ -65,10 +65,23 @@ func run(ctx context.Context, args []string) error {
 	fs.BoolVar(&noSmall, "no-small", false, "skip the second, quarter-size run that measures CLI memory at another database size")
 	fs.BoolVar(&asJSON, "json", false, "print the results as JSON")
 	fs.BoolVar(&verbose, "v", false, "log progress to stderr")
+	fromJSON := fs.String("table-from", "", "print the table of a run saved with --json (FILE) and exit")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	var err error
+	if *fromJSON != "" {
+		data, err := os.ReadFile(*fromJSON)
+		if err != nil {
+			return err
+		}
+		var res result
+		if err := json.Unmarshal(data, &res); err != nil {
+			return fmt.Errorf("%s: %w", *fromJSON, err)
+		}
+		res.print(os.Stdout)
+		return nil
+	}
 	if c.Size, err = parseSize(size); err != nil {
 		return err
 	}

@@ -240,7 +240,8 @@ func (r *result) print(w io.Writer) {
 		fmt.Fprintf(w, "CLI peak RSS at %s: init %s, compact %s, gc %s, restore %s\n", mb(sm.Config.Size), mb(maxRSS(sm.CLI.Init)), mb(maxRSS(sm.CLI.Compact)), mb(maxRSS(sm.CLI.GC)), mb(maxRSS(sm.CLI.Restore)))
 	}
 	for i, g := range r.GC {
-		fmt.Fprintf(w, "gc %d: %v packs, %v repacked, %v deleted, %.0f bytes rewritten\n", i+1, g["packs"], g["repacked_packs"], g["deleted_packs"], g["rewritten_bytes"])
+		rw, _ := g["rewritten_bytes"].(float64)
+		fmt.Fprintf(w, "gc %d: %v packs, %v repacked, %v deleted, %v small packs consolidated into %v, %s rewritten\n", i+1, g["packs"], g["repacked_packs"], g["deleted_packs"], g["consolidated_packs"], g["consolidated_into"], mb(int64(rw)))
 	}
 	if len(r.Targets) > 0 {
 		fmt.Fprintf(w, "\n%-36s %-52s %-40s %s\n", "target", "wanted", "measured", "")
