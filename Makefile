@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin
 DEMO    ?= $(CURDIR)/demo-store
 
-.PHONY: build test demo bench fuzz clean
+.PHONY: build test demo bench benchmark fuzz clean
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
@@ -31,6 +31,12 @@ demo: build
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./...
+
+# The whole pipeline against the page bound and the Python plugin's approach
+# (docs/benchmark.md): 3 nodes x 40 MB x 12 steps sharing one store.
+# BENCHFLAGS adds flags (e.g. --json, --vacuum-step 6).
+benchmark: build
+	$(BIN)/backup-bench $(BENCHFLAGS)
 
 # Every fuzz target of every package, FUZZTIME each.
 FUZZTIME ?= 20s

@@ -56,6 +56,14 @@ type GCOptions struct {
 	// RepackBelow: a pack whose live share of bytes is below it, and whose
 	// other chunks may all be deleted, is rewritten (default 0.5).
 	RepackBelow float64
+	// ConsolidateBelow: packs smaller than this many bytes (0: the store's
+	// pack size; negative: none) that gc may rewrite (old enough, and every
+	// dead chunk in them deletable) are consolidated when there are at least
+	// two: their live chunks are rewritten together into full packs, the
+	// same way a repack rewrites one pack, and the old packs deleted. Each
+	// compaction leaves one partial pack (and its index); consolidation
+	// keeps the store's object count proportional to its size.
+	ConsolidateBelow int64
 	// DryRun reports what would be done and changes nothing.
 	DryRun bool
 	// Progress, if set, is told about packs examined.
@@ -71,11 +79,15 @@ type GCReport struct {
 	StoredChunks int `json:"stored_chunks"`
 	// DeletedPacks were entirely unreferenced; RepackedPacks had their live
 	// chunks rewritten to new packs first.
-	DeletedPacks   int   `json:"deleted_packs"`
-	RepackedPacks  int   `json:"repacked_packs"`
-	DeletedChunks  int   `json:"deleted_chunks"`
-	ReclaimedBytes int64 `json:"reclaimed_bytes"`
-	RewrittenBytes int64 `json:"rewritten_bytes"`
+	DeletedPacks  int `json:"deleted_packs"`
+	RepackedPacks int `json:"repacked_packs"`
+	// ConsolidatedPacks were small packs whose live chunks were rewritten
+	// together into ConsolidatedInto new packs.
+	ConsolidatedPacks int   `json:"consolidated_packs"`
+	ConsolidatedInto  int   `json:"consolidated_into"`
+	DeletedChunks     int   `json:"deleted_chunks"`
+	ReclaimedBytes    int64 `json:"reclaimed_bytes"`
+	RewrittenBytes    int64 `json:"rewritten_bytes"`
 	// Kept, by reason.
 	YoungChunks    int `json:"kept_young_chunks"`
 	NewlyCondemned int `json:"newly_condemned_chunks"`
@@ -101,7 +113,7 @@ func (r GCReport) Lines() []string {
 	return []string{
 		fmt.Sprintf("%d nodes, %d manifests reference %d chunks; the store holds %d chunk copies in %d packs", r.Nodes, r.Manifests, r.LiveChunks, r.StoredChunks, r.Packs),
 		fmt.Sprintf("%sdeleted: %d packs entirely unreferenced, %d chunks, %s reclaimed", verb, r.DeletedPacks, r.DeletedChunks, fmtBytes(r.ReclaimedBytes)),
-		fmt.Sprintf("%srepacked: %d packs (%s of live chunks rewritten)", verb, r.RepackedPacks, fmtBytes(r.RewrittenBytes)),
+		fmt.Sprintf("%srepacked: %d packs, consolidated: %d small packs into %d (%s of live chunks rewritten)", verb, r.RepackedPacks, r.ConsolidatedPacks, r.ConsolidatedInto, fmtBytes(r.RewrittenBytes)),
 		fmt.Sprintf("kept: %d chunks younger than the grace period (%s)", r.YoungChunks, r.Grace),
 		fmt.Sprintf("kept: %d unreferenced chunks %scondemned now, %d condemned less than the grace period ago (deleted by a later gc)", r.NewlyCondemned, verb, r.WaitingChunks),
 		fmt.Sprintf("kept: %d unreferenced chunks in packs that are mostly live; %d condemned chunks referenced again (rescued); %d packs without an index condemned less than the grace period ago", r.BlockedChunks, r.RescuedChunks, r.WaitingPacks),
@@ -139,6 +151,9 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 	}
 	if opts.RepackBelow == 0 {
 		opts.RepackBelow = 0.5
+	}
+	if opts.ConsolidateBelow == 0 {
+		opts.ConsolidateBelow = int64(s.cfg.Params.PackSize)
 	}
 	rep := GCReport{DryRun: opts.DryRun, Grace: opts.Grace}
 	if opts.Grace < 2*s.maxWriterAge {
@@ -212,7 +227,9 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 		}
 	}
 	pending := newCondemnedRecord(size)
-	var deletes, repacks []*packState
+	var deletes, repacks, small []*packState
+	var smallDead int
+	var smallDeadBytes int64
 	for i, p := range packs {
 		if opts.Progress != nil {
 			opts.Progress(int64(i+1), int64(len(packs)))
@@ -255,9 +272,10 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 				deadBytes += int64(e.Length)
 			}
 		}
+		canConsolidate := blocked == 0 && !p.young && p.size < opts.ConsolidateBelow && len(p.entries) > 0
 		switch {
-		case eligible == 0:
-		case eligible == len(p.entries):
+		case eligible == 0 && !canConsolidate:
+		case eligible == len(p.entries) && eligible > 0:
 			deletes = append(deletes, p)
 			rep.DeletedChunks += eligible
 			rep.ReclaimedBytes += p.size
@@ -266,13 +284,19 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 			rep.DeletedChunks += eligible
 			rep.ReclaimedBytes += p.size - p.liveBytes
 			rep.RewrittenBytes += p.liveBytes
+		case canConsolidate:
+			// A small pack whose dead chunks (if any) may all go: a
+			// candidate for consolidation (below).
+			small = append(small, p)
+			smallDead += eligible
+			smallDeadBytes += p.size - p.liveBytes
 		default:
 			// Dead chunks wait in a mostly live pack; they stay
 			// condemned so a later run can repack the pack.
 			rep.BlockedChunks += eligible
 		}
-		if len(repacks) == 0 || repacks[len(repacks)-1] != p {
-			p.entries, p.live = nil, nil // only a repack needs them
+		if (len(repacks) == 0 || repacks[len(repacks)-1] != p) && (len(small) == 0 || small[len(small)-1] != p) {
+			p.entries, p.live = nil, nil // only a repack or consolidation needs them
 		}
 	}
 	live, fresh = nil, nil
@@ -296,6 +320,19 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 		deletes = append(deletes, o)
 		rep.ReclaimedBytes += o.size
 	}
+	if len(small) >= 2 {
+		rep.ConsolidatedPacks = len(small)
+		rep.DeletedChunks += smallDead
+		rep.ReclaimedBytes += smallDeadBytes
+		for _, p := range small {
+			rep.RewrittenBytes += p.liveBytes
+		}
+	} else {
+		for _, p := range small {
+			p.entries, p.live = nil, nil
+		}
+		small = nil
+	}
 	rep.DeletedPacks, rep.RepackedPacks = len(deletes), len(repacks)
 	if opts.DryRun {
 		return rep, nil
@@ -314,6 +351,13 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 		if err := s.repack(ctx, p); err != nil {
 			return rep, err
 		}
+	}
+	if len(small) > 0 {
+		n, err := s.consolidate(ctx, small)
+		if err != nil {
+			return rep, err
+		}
+		rep.ConsolidatedInto = n
 	}
 	for _, p := range deletes {
 		if err := s.deletePack(ctx, p); err != nil {
@@ -545,10 +589,6 @@ func (s *Store) scanPacks(ctx context.Context, now time.Time, grace time.Duratio
 // repack writes a pack's live chunks to a new pack (durably, with its index)
 // and then deletes the old index and pack.
 func (s *Store) repack(ctx context.Context, p *packState) error {
-	old, err := s.be.Get(ctx, packName(p.id), 0, -1)
-	if err != nil {
-		return fmt.Errorf("gc: repack %s: %w", p.id.Short(), err)
-	}
 	// Not NewWriter: its Refresh would reload the whole index each time
 	// (the previous repack deleted an index), and putAlways needs none.
 	w, err := s.newWriter(s.now())
@@ -556,8 +596,52 @@ func (s *Store) repack(ctx context.Context, p *packState) error {
 		return err
 	}
 	defer w.Close()
+	if err := s.rewriteLive(ctx, w, p, nil); err != nil {
+		return err
+	}
+	if err := w.Flush(ctx); err != nil {
+		return fmt.Errorf("gc: repack %s: %w", p.id.Short(), err)
+	}
+	return s.deletePack(ctx, p)
+}
+
+// consolidate is repack for several small packs at once: their live chunks
+// (each once, if packs share some) go to new packs of the store's pack
+// size, durably with their indexes, before the old indexes and packs are
+// deleted. It returns the number of packs written.
+func (s *Store) consolidate(ctx context.Context, packs []*packState) (int, error) {
+	w, err := s.newWriter(s.now())
+	if err != nil {
+		return 0, err
+	}
+	defer w.Close()
+	seen := map[chunker.ID]bool{}
+	for _, p := range packs {
+		if err := s.rewriteLive(ctx, w, p, seen); err != nil {
+			return w.stats.Packs, err
+		}
+		p.entries, p.live = nil, nil
+	}
+	if err := w.Flush(ctx); err != nil {
+		return w.stats.Packs, fmt.Errorf("gc: consolidate: %w", err)
+	}
+	for _, p := range packs {
+		if err := s.deletePack(ctx, p); err != nil {
+			return w.stats.Packs, err
+		}
+	}
+	return w.stats.Packs, nil
+}
+
+// rewriteLive reads pack p and puts its live chunks into w (those not in
+// seen, when seen is not nil), flushing w whenever it holds a full pack.
+func (s *Store) rewriteLive(ctx context.Context, w *Writer, p *packState, seen map[chunker.ID]bool) error {
+	old, err := s.be.Get(ctx, packName(p.id), 0, -1)
+	if err != nil {
+		return fmt.Errorf("gc: repack %s: %w", p.id.Short(), err)
+	}
 	for k, e := range p.entries {
-		if !p.live[k] {
+		if !p.live[k] || seen[e.ID] {
 			continue
 		}
 		info := ChunkInfo{Pack: p.id, Kind: e.Kind, Offset: e.Offset, Length: e.Length, Raw: e.Raw}
@@ -566,11 +650,16 @@ func (s *Store) repack(ctx context.Context, p *packState) error {
 			return fmt.Errorf("gc: repack: %w", err)
 		}
 		w.putAlways(e.Kind, e.ID, data)
+		if seen != nil {
+			seen[e.ID] = true
+		}
+		if len(w.bodies) >= s.cfg.Params.PackSize {
+			if err := w.Flush(ctx); err != nil {
+				return fmt.Errorf("gc: repack %s: %w", p.id.Short(), err)
+			}
+		}
 	}
-	if err := w.Flush(ctx); err != nil {
-		return fmt.Errorf("gc: repack %s: %w", p.id.Short(), err)
-	}
-	return s.deletePack(ctx, p)
+	return nil
 }
 
 // deletePack removes a pack's index first (so no new reader learns of it),

@@ -63,6 +63,12 @@ type Config struct {
 	// newest 5% of each table), as a node that mostly touches recent HTLCs,
 	// payments and invoices does; otherwise rows are picked uniformly.
 	HotRows bool
+	// StepHookStatements caps the statements of one Step hook before the
+	// data_version bump (0: 200, few large hooks, fast to build). lightningd's
+	// own transactions are small: 2.3 statements per db_write on average in
+	// a recorded routing node's trace (testdata/long-3000.jsonl), so
+	// latency measurements set 2 or 3.
+	StepHookStatements int
 }
 
 // Statements per generated hook: populate and touch hooks batch many rows
@@ -280,7 +286,7 @@ type op struct {
 // rows are added (appended: new rows get the highest keys), and in every table
 // UpdateFrac of the live rows are updated and DeleteFrac deleted (channels
 // are only updated). Operations are shuffled and cut into hooks of at most
-// 200 statements; the first hook also records a new block height, as
+// Config.StepHookStatements (default 200) statements; the first hook also records a new block height, as
 // lightningd does once per block.
 func (g *Generator) Step(fn func(Hook) error) error {
 	if g.channels == 0 {
@@ -333,7 +339,7 @@ func (g *Generator) Step(fn func(Hook) error) error {
 			s = g.delete(o.t, o.n)
 		}
 		stmts = append(stmts, s)
-		if len(stmts) >= stepStmtsPerHook {
+		if len(stmts) >= g.stepHookSize() {
 			g.tick()
 			if err := fn(g.hook(stmts)); err != nil {
 				return err
@@ -346,6 +352,13 @@ func (g *Generator) Step(fn func(Hook) error) error {
 		return fn(g.hook(stmts))
 	}
 	return nil
+}
+
+func (g *Generator) stepHookSize() int {
+	if g.cfg.StepHookStatements > 0 {
+		return g.cfg.StepHookStatements
+	}
+	return stepStmtsPerHook
 }
 
 // Block streams one small hook: a new block height recorded in vars, the

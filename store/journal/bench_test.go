@@ -42,3 +42,37 @@ func BenchmarkAppend(b *testing.B) {
 		b.Logf("%d appends of %d-byte payloads: p50 %.0f µs, p99 %.0f µs, max %.0f µs", len(durs), n, q(0.5), q(0.99), q(1))
 	}
 }
+
+// BenchmarkAppendSegments compares, in one run, the hot path with the
+// adaptive segments (the default) and with fixed DefaultSegmentSize ones.
+func BenchmarkAppendSegments(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		opts Options
+	}{{"adaptive", Options{}}, {"fixed-8MiB", Options{SegmentSize: DefaultSegmentSize}}} {
+		b.Run(bc.name, func(b *testing.B) {
+			j := mustOpen(b, b.TempDir(), bc.opts)
+			defer mustClose(b, j)
+			rec := Record{Statements: []string{
+				"INSERT INTO datastore (key, data, generation) VALUES (x'" + strings.Repeat("6b", 24) + "', x'" + strings.Repeat("a5", 600) + "', 0);",
+				"UPDATE vars SET intval = intval + 1 WHERE name = 'data_version' AND intval = 12345",
+			}}
+			durs := make([]time.Duration, 0, 1<<16)
+			var v uint32
+			for b.Loop() {
+				v++
+				rec.Version = v
+				start := time.Now()
+				if _, err := j.Append(rec); err != nil {
+					b.Fatal(err)
+				}
+				durs = append(durs, time.Since(start))
+			}
+			slices.Sort(durs)
+			q := func(p float64) float64 { return float64(durs[int(p*float64(len(durs)-1))].Nanoseconds()) / 1e3 }
+			b.ReportMetric(q(0.50), "p50-µs")
+			b.ReportMetric(q(0.99), "p99-µs")
+			b.ReportMetric(q(1), "max-µs")
+		})
+	}
+}

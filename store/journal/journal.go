@@ -10,10 +10,19 @@ import (
 	"time"
 )
 
-// DefaultSegmentSize is the preallocated size of a segment file when
+// DefaultSegmentSize is the largest preallocated segment file when
 // Options.SegmentSize is 0: about 5,000 typical changes (1.5 KB) per file, so
-// the cost of preparing a segment is paid rarely and off the hot path.
+// that a node writing much between compactions pays the cost of preparing a
+// segment rarely, and always off the hot path.
 const DefaultSegmentSize = 8 << 20
+
+// MinSegmentSize is the smallest preallocated segment file when
+// Options.SegmentSize is 0. Segments are then sized to the journal's use
+// (see nextSize): a node whose journal is trimmed after each compaction
+// keeps small segments, so that preallocated zeros do not dominate the
+// store (the benchmark, docs/benchmark.md, measured 8 MiB plus an 8 MiB
+// spare per node against a few MB of records).
+const MinSegmentSize = 256 << 10
 
 // minSegmentSize keeps a segment able to hold a header and a small record.
 const minSegmentSize = 128
@@ -36,9 +45,12 @@ var (
 
 // Options tune a journal opened for writing.
 type Options struct {
-	// SegmentSize is the number of bytes preallocated per segment file
-	// (0 = DefaultSegmentSize). A record that does not fit in what is left
-	// of a segment starts a new one; a record bigger than a segment gets a
+	// SegmentSize is the number of bytes preallocated per segment file.
+	// 0 sizes each new segment to the journal's use: the bytes of records
+	// the journal holds when the segment is prepared (records since the
+	// last Trim), rounded up to a power of two, between MinSegmentSize and
+	// DefaultSegmentSize. A record that does not fit in what is left of a
+	// segment starts a new one; a record bigger than a segment gets a
 	// segment of its own, grown to fit.
 	SegmentSize int64
 	// FirstSeq is the seq of the first record of a journal created by this
@@ -52,8 +64,10 @@ type Options struct {
 // directory (flock). Append, Replace, Last, NextSeq, Size, Records and Trim
 // may be called from several goroutines; writes are serialized.
 type Journal struct {
-	dir       string
-	segSize   int64
+	dir     string
+	segSize int64 // the fixed segment size, or the largest one when adaptive
+	// adaptive: segments are sized by nextSize (Options.SegmentSize 0).
+	adaptive  bool
 	lock      *os.File
 	recovered int64
 
@@ -84,8 +98,9 @@ type Journal struct {
 
 // spareFile is a preallocated segment file prepared in the background.
 type spareFile struct {
-	f   *os.File
-	err error
+	f    *os.File
+	size int64
+	err  error
 }
 
 // Open opens the journal in dir for writing, creating dir if it is missing.
@@ -96,10 +111,10 @@ type spareFile struct {
 // appending resumes there (Recovered reports the bytes dropped). Any other
 // damage fails with ErrCorrupt and a message naming the file and offset.
 func Open(dir string, opts Options) (*Journal, error) {
-	segSize := opts.SegmentSize
+	segSize, adaptive := opts.SegmentSize, false
 	switch {
 	case segSize == 0:
-		segSize = DefaultSegmentSize
+		segSize, adaptive = DefaultSegmentSize, true
 	case segSize < minSegmentSize:
 		return nil, fmt.Errorf("journal %s: open: segment size %d is below the minimum %d", dir, segSize, minSegmentSize)
 	}
@@ -114,7 +129,7 @@ func Open(dir string, opts Options) (*Journal, error) {
 	if err != nil {
 		return nil, err
 	}
-	j := &Journal{dir: dir, segSize: segSize, lock: lock}
+	j := &Journal{dir: dir, segSize: segSize, adaptive: adaptive, lock: lock}
 	if err := j.load(first); err != nil {
 		if j.f != nil {
 			j.f.Close()
@@ -136,7 +151,7 @@ func (j *Journal) load(firstSeq uint64) error {
 	}
 	if len(list) == 0 {
 		tmp := filepath.Join(j.dir, segName(firstSeq)+tmpSuffix)
-		f, err := preallocate(tmp, j.segSize)
+		f, err := preallocate(tmp, j.minSize())
 		if err != nil {
 			return fmt.Errorf("journal %s: create first segment: %w", j.dir, err)
 		}
@@ -146,7 +161,7 @@ func (j *Journal) load(firstSeq uint64) error {
 			return fmt.Errorf("journal %s: create first segment: %w", j.dir, err)
 		}
 		j.segs = []segment{{name: name, first: firstSeq, end: headerSize}}
-		j.off, j.cap, j.nextSeq = headerSize, j.segSize, firstSeq
+		j.off, j.cap, j.nextSeq = headerSize, j.minSize(), firstSeq
 		return nil
 	}
 
@@ -193,16 +208,16 @@ func (j *Journal) load(firstSeq uint64) error {
 		next = sc.next
 		j.off, j.cap = sc.end, sc.size
 	}
-	if j.cap < j.segSize {
+	if j.cap < j.minSize() {
 		// Shorter than preallocated (truncated, or made with a smaller
 		// SegmentSize): extend with written zeros.
-		if err := zeroRange(j.f, j.cap, j.segSize); err != nil {
+		if err := zeroRange(j.f, j.cap, j.minSize()); err != nil {
 			return fmt.Errorf("journal %s: extend segment %s: %w", j.dir, list[len(list)-1].name, err)
 		}
 		if err := j.f.Sync(); err != nil {
 			return fmt.Errorf("journal %s: extend segment %s: %w", j.dir, list[len(list)-1].name, err)
 		}
-		j.cap = j.segSize
+		j.cap = j.minSize()
 	}
 	j.nextSeq = next
 	if j.hasLast {
@@ -326,7 +341,7 @@ func (j *Journal) write(kind byte, r Record) (Record, error) {
 	j.last, j.hasLast, j.nextSeq = stored, true, seq+1
 	j.mu.Unlock()
 
-	if j.spare == nil && j.off-headerSize > (j.segSize-headerSize)/2 {
+	if j.spare == nil && j.off-headerSize > (min(j.cap, j.segSize)-headerSize)/2 {
 		j.startSpare()
 	}
 	return r, nil
@@ -338,11 +353,46 @@ func (j *Journal) write(kind byte, r Record) (Record, error) {
 func (j *Journal) startSpare() {
 	ch := make(chan spareFile, 1)
 	j.spare = ch
-	path, size := filepath.Join(j.dir, spareName), j.segSize
+	path, size := filepath.Join(j.dir, spareName), j.nextSize()
 	go func() {
 		f, err := preallocate(path, size)
-		ch <- spareFile{f, err}
+		ch <- spareFile{f, size, err}
 	}()
+}
+
+// minSize is the size of a journal's first segment, and the least the
+// newest segment is extended to on Open.
+func (j *Journal) minSize() int64 {
+	if j.adaptive {
+		return MinSegmentSize
+	}
+	return j.segSize
+}
+
+// nextSize is the size of the next segment. With a fixed SegmentSize, that
+// size. Otherwise it follows the journal's use, between MinSegmentSize and
+// DefaultSegmentSize: twice the newest segment's size while records pile up
+// untrimmed (the older segments still hold at least a segment's worth: few
+// rollovers between compactions), half of it once Trim removed every older
+// segment (a node compacted regularly keeps small segments), the same size
+// otherwise. Called with wmu held, when the newest segment is half full
+// (startSpare) or full (rollover).
+func (j *Journal) nextSize() int64 {
+	if !j.adaptive {
+		return j.segSize
+	}
+	cur := min(j.cap, j.segSize)
+	j.mu.Lock()
+	older := j.size - (j.off - headerSize)
+	j.mu.Unlock()
+	n := cur
+	switch {
+	case older >= cur:
+		n = 2 * cur
+	case older <= 0:
+		n = cur / 2
+	}
+	return min(max(n, MinSegmentSize), j.segSize)
 }
 
 // rollover makes a new segment, durable and empty, whose first record will
@@ -354,8 +404,15 @@ func (j *Journal) rollover(frameLen int, first uint64) error {
 	if need <= j.segSize && j.spare != nil {
 		sp := <-j.spare
 		j.spare = nil
-		if sp.err == nil {
+		switch {
+		case sp.err != nil:
+		case need <= sp.size:
 			f, tmp = sp.f, filepath.Join(j.dir, spareName)
+		default:
+			// A record bigger than the (adaptive) spare: a segment of
+			// its own below.
+			sp.f.Close()
+			os.Remove(filepath.Join(j.dir, spareName))
 		}
 	}
 	if f == nil {
@@ -363,7 +420,7 @@ func (j *Journal) rollover(frameLen int, first uint64) error {
 		// record larger than a segment: a segment of its own, grown to fit.
 		tmp = filepath.Join(j.dir, segName(first)+tmpSuffix)
 		var err error
-		if f, err = preallocate(tmp, max(j.segSize, need)); err != nil {
+		if f, err = preallocate(tmp, max(j.nextSize(), need)); err != nil {
 			return err
 		}
 	}

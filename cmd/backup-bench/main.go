@@ -1,0 +1,270 @@
+// Command backup-bench runs the whole backup pipeline on generated
+// Lightning-like databases and measures it against the lower bound and the
+// Python plugin (issue 5, docs/benchmark.md): K nodes sharing one store,
+// backup-cli init per node, every db_write hook through the real plugin
+// binary over pipes as lightningd sends them (and the same hooks to a
+// plugin that stores nothing: the floor), a compaction per step per node,
+// backup-cli gc, and a restore of every node checked table by table against
+// lightningd's database. It prints a table, or with --json the same as JSON.
+//
+//	go run ./cmd/backup-bench                      # 3 nodes x 40 MB x 12 steps
+//	go run ./cmd/backup-bench --nodes 2 --size 2MB --steps 2 --json
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == rssWrapArg {
+		os.Exit(rssWrap(os.Args[2:]))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:]); err != nil {
+		fmt.Fprintf(os.Stderr, "backup-bench: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("backup-bench", flag.ContinueOnError)
+	c := &config{}
+	var size, workDir string
+	var asJSON, keep, verbose, noSmall bool
+	fs.IntVar(&c.Nodes, "nodes", 3, "nodes sharing the store")
+	fs.StringVar(&size, "size", "40MB", "database size of each node (MB = 2^20 bytes; KB, GB or plain bytes also)")
+	fs.IntVar(&c.Steps, "steps", 12, "evolution steps, each followed by a compaction of every node")
+	fs.Uint64Var(&c.Seed, "seed", 1, "workload seed (node i uses seed+i-1)")
+	fs.Float64Var(&c.Update, "update", 0.01, "fraction of each table's rows updated per step")
+	fs.Float64Var(&c.Delete, "delete", 0.002, "fraction of each table's rows deleted per step")
+	fs.Float64Var(&c.Insert, "insert", 0.01, "rows inserted per step, as a fraction of all rows")
+	fs.IntVar(&c.HookStatements, "hook-statements", 3, "statements per step hook before the data_version bump (lightningd averages 2.3)")
+	fs.BoolVar(&c.Hot, "hot", true, "concentrate updates and deletes on the newest 5% of rows")
+	fs.IntVar(&c.VacuumStep, "vacuum-step", 0, "make this step a VACUUM-like rebuild of every bulk table (0: none)")
+	fs.DurationVar(&c.GCAge, "gc-age", 48*time.Hour, "date packs and indexes back this much before gc, so that gc (grace 24h) may repack them; 0: gc sees them as new")
+	fs.StringVar(&c.storeDir, "store-dir", "", "store directory (default: in the work directory)")
+	fs.StringVar(&workDir, "work-dir", "", "work directory (default: a new temporary directory)")
+	fs.BoolVar(&keep, "keep", false, "keep the work directory")
+	fs.StringVar(&c.plugin, "plugin", "", "backup-plugin binary (default: next to this binary, else built with go build)")
+	fs.StringVar(&c.cli, "cli", "", "backup-cli binary (default: next to this binary, else built with go build)")
+	fs.StringVar(&c.noop, "noop", "", "no-op plugin binary (default: next to this binary, else built with go build)")
+	fs.BoolVar(&noSmall, "no-small", false, "skip the second, quarter-size run that measures CLI memory at another database size")
+	fs.BoolVar(&asJSON, "json", false, "print the results as JSON")
+	fs.BoolVar(&verbose, "v", false, "log progress to stderr")
+	fromJSON := fs.String("table-from", "", "print the table of a run saved with --json (FILE) and exit")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var err error
+	if *fromJSON != "" {
+		data, err := os.ReadFile(*fromJSON)
+		if err != nil {
+			return err
+		}
+		var res result
+		if err := json.Unmarshal(data, &res); err != nil {
+			return fmt.Errorf("%s: %w", *fromJSON, err)
+		}
+		res.print(os.Stdout)
+		return nil
+	}
+	if c.Size, err = parseSize(size); err != nil {
+		return err
+	}
+	if c.Nodes < 1 || c.Steps < 1 || c.Size < 64<<10 {
+		return errors.New("need at least 1 node, 1 step and 64 KB")
+	}
+	if c.VacuumStep > c.Steps {
+		return fmt.Errorf("--vacuum-step %d is after the last step %d", c.VacuumStep, c.Steps)
+	}
+	if workDir == "" {
+		if workDir, err = os.MkdirTemp("", "backup-bench-"); err != nil {
+			return err
+		}
+		if !keep {
+			defer os.RemoveAll(workDir)
+		}
+	} else if err := os.MkdirAll(workDir, 0o700); err != nil {
+		return err
+	}
+	c.work = workDir
+	c.logf = func(string, ...any) {}
+	if verbose {
+		c.logf = func(f string, a ...any) { fmt.Fprintf(os.Stderr, "backup-bench: "+f+"\n", a...) }
+	}
+	if err := c.findBinaries(ctx); err != nil {
+		return err
+	}
+	if c.self, err = os.Executable(); err != nil {
+		return err
+	}
+	// The last step's compaction is backup-cli's (offline), so that its
+	// memory is measured too.
+	c.cliCompactLast = true
+	start := time.Now()
+	res, err := c.run(ctx)
+	if err != nil {
+		return err
+	}
+	if !noSmall {
+		sc := *c
+		sc.Nodes, sc.Steps, sc.Size, sc.VacuumStep, sc.noNoop = 1, 1, c.Size/4, 0, true
+		sc.work, sc.storeDir = filepath.Join(c.work, "small"), ""
+		c.logf("second run at %s for the CLI's memory", mb(sc.Size))
+		if res.Small, err = sc.run(ctx); err != nil {
+			return fmt.Errorf("quarter-size run: %w", err)
+		}
+	}
+	res.Seconds = time.Since(start).Seconds()
+	if floor, err := c.runCLIFloor(ctx); err == nil {
+		res.CLI.RSSFloor = floor
+	}
+	res.Machine = describeMachine(c.storeDir)
+	res.evaluate()
+	if asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
+	}
+	res.print(os.Stdout)
+	return nil
+}
+
+// parseSize reads 40MB, 512KB, 1GB (powers of 1024) or bytes.
+func parseSize(s string) (int64, error) {
+	u := strings.ToUpper(strings.TrimSpace(s))
+	mult := int64(1)
+	for _, x := range []struct {
+		suffix string
+		m      int64
+	}{{"GIB", 1 << 30}, {"MIB", 1 << 20}, {"KIB", 1 << 10}, {"GB", 1 << 30}, {"MB", 1 << 20}, {"KB", 1 << 10}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}, {"B", 1}} {
+		if strings.HasSuffix(u, x.suffix) {
+			u, mult = strings.TrimSpace(strings.TrimSuffix(u, x.suffix)), x.m
+			break
+		}
+	}
+	f, err := strconv.ParseFloat(u, 64)
+	if err != nil || f <= 0 {
+		return 0, fmt.Errorf("size %q: want e.g. 40MB", s)
+	}
+	return int64(f * float64(mult)), nil
+}
+
+// findBinaries picks the plugin, CLI and no-op plugin: the flags, else
+// binaries next to this one (make build puts them in bin/), else go build
+// of this module into the work directory (go run, go test).
+func (c *config) findBinaries(ctx context.Context) error {
+	want := []struct {
+		path *string
+		name string
+		pkg  string
+	}{
+		{&c.plugin, "backup-plugin", "./cmd/backup-plugin"},
+		{&c.cli, "backup-cli", "./cmd/backup-cli"},
+		{&c.noop, "noop-plugin", "./plugin/lightningdtest/noop"},
+	}
+	exe, _ := os.Executable()
+	var build []string
+	for _, w := range want {
+		if *w.path != "" {
+			continue
+		}
+		if exe != "" && !strings.Contains(exe, "go-build") {
+			if p := filepath.Join(filepath.Dir(exe), w.name); isExecutable(p) {
+				*w.path = p
+				continue
+			}
+		}
+		build = append(build, w.pkg)
+	}
+	if len(build) == 0 {
+		return nil
+	}
+	root, err := moduleRoot()
+	if err != nil {
+		return fmt.Errorf("%v: give the binaries with --plugin, --cli and --noop", err)
+	}
+	bin := filepath.Join(c.work, "bin")
+	for _, w := range want {
+		if *w.path != "" {
+			continue
+		}
+		out := filepath.Join(bin, w.name)
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", out, w.pkg)
+		cmd.Dir = root
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("go build %s: %v\n%s", w.pkg, err, b)
+		}
+		*w.path = out
+	}
+	return nil
+}
+
+// moduleRoot finds the directory of this module's go.mod from the working
+// directory up.
+func moduleRoot() (string, error) {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}} {{.Path}}").Output()
+	if err != nil {
+		return "", fmt.Errorf("not inside the module (go list -m: %v)", err)
+	}
+	dir, path, _ := strings.Cut(strings.TrimSpace(string(out)), " ")
+	if path != "github.com/clnbackup/backup" {
+		return "", fmt.Errorf("not inside the module github.com/clnbackup/backup (in %s)", path)
+	}
+	return dir, nil
+}
+
+func isExecutable(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
+}
+
+// describeMachine names the CPU, kernel and the disk under dir (a guess
+// from /sys: rotational or not, virtual or not).
+func describeMachine(dir string) machine {
+	m := machine{CPUs: runtime.NumCPU(), Go: runtime.Version()}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPU = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	m.Disk = "unknown"
+	var st syscall.Stat_t
+	if syscall.Stat(dir, &st) == nil {
+		major, minor := (st.Dev>>8)&0xfff, (st.Dev&0xff)|((st.Dev>>12)&0xfff00)
+		link, err := os.Readlink(fmt.Sprintf("/sys/dev/block/%d:%d", major, minor))
+		if err == nil {
+			name := filepath.Base(link)
+			rot, _ := os.ReadFile(fmt.Sprintf("/sys/block/%s/queue/rotational", name))
+			kind := "SSD"
+			if strings.TrimSpace(string(rot)) == "1" {
+				kind = "rotational flag set"
+			}
+			if strings.HasPrefix(name, "vd") || strings.HasPrefix(name, "xvd") {
+				kind = "virtio disk (" + kind + "; the host's medium is unknown)"
+			}
+			m.Disk = name + ": " + kind
+		}
+	}
+	return m
+}

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// TestMain lets the test binary act as the RSS wrapper, as backup-bench does.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == rssWrapArg {
+		os.Exit(rssWrap(os.Args[2:]))
+	}
+	os.Exit(m.Run())
+}
+
+// TestSmallRun runs the whole pipeline small (2 nodes x 1 MB x 2 steps,
+// the second a VACUUM-like rebuild) and checks the JSON: every section is
+// there and every node restored to lightningd's database.
+func TestSmallRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binaries and runs the pipeline")
+	}
+	work := t.TempDir()
+	out := filepath.Join(work, "out.json")
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout := os.Stdout
+	os.Stdout = f
+	err = run(context.Background(), []string{"--nodes", "2", "--size", "1MB", "--steps", "2", "--vacuum-step", "2", "--json", "--work-dir", filepath.Join(work, "w")})
+	os.Stdout = stdout
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r map[string]any
+	if err := json.Unmarshal(data, &r); err != nil {
+		t.Fatalf("%v\n%s", err, data)
+	}
+	for _, k := range []string{"config", "machine", "hooks", "storage", "steps", "restores", "gc", "memory", "cli", "small", "targets", "definitions"} {
+		if _, ok := r[k]; !ok {
+			t.Errorf("JSON has no %q", k)
+		}
+	}
+	var res result
+	if err := json.Unmarshal(data, &res); err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Restores) != 2 {
+		t.Fatalf("%d restores, want 2", len(res.Restores))
+	}
+	for _, x := range res.Restores {
+		if !x.Matched || x.Bytes == 0 || x.MBps <= 0 || x.MaxRSS <= 0 {
+			t.Errorf("restore %+v", x)
+		}
+	}
+	s := res.Storage
+	if s.Stored.Allocated <= 0 || s.Bound.Bytes <= 0 || s.Python.Total() <= 0 || s.Snapshots != 6 || s.Bound.RawBytes < s.Bound.Bytes {
+		t.Errorf("storage %+v", s)
+	}
+	if res.Hooks.Latency.Count == 0 || res.Hooks.Noop.Count != res.Hooks.Count || res.Memory.PluginIdleRSS <= 0 {
+		t.Errorf("hooks %+v memory %+v", res.Hooks, res.Memory)
+	}
+	if len(res.Steps) != 2 || !res.Steps[1].Vacuum || !res.Steps[1].CLI || len(res.GC) != 2 || len(res.Targets) < 8 {
+		t.Errorf("steps %+v, %d gc runs, %d targets", res.Steps, len(res.GC), len(res.Targets))
+	}
+	if res.Small == nil || len(res.Small.Restores) != 1 || !res.Small.Restores[0].Matched {
+		t.Errorf("quarter-size run: %+v", res.Small)
+	}
+	var table bytes.Buffer
+	res.print(&table)
+	if !bytes.Contains(table.Bytes(), []byte("page bound")) || !bytes.Contains(table.Bytes(), []byte("PASS")) {
+		t.Errorf("table:\n%s", table.Bytes())
+	}
+}

@@ -1,0 +1,262 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	ld "github.com/clnbackup/backup/plugin/lightningdtest"
+)
+
+// result is everything one run measured; --json prints it.
+type result struct {
+	Config  config  `json:"config"`
+	Machine machine `json:"machine"`
+	Hooks   struct {
+		Count            int     `json:"count"`
+		Latency          latency `json:"latency"`
+		Noop             latency `json:"noop_latency"`
+		DuringCompaction latency `json:"during_compaction_latency"`
+	} `json:"hooks"`
+	Storage struct {
+		// Stored is the store directory after gc; BeforeGC before it.
+		Stored         usage            `json:"stored"`
+		By             map[string]usage `json:"stored_by_kind"`
+		BeforeGC       usage            `json:"stored_before_gc"`
+		BeforeGCBy     map[string]usage `json:"stored_before_gc_by_kind"`
+		Snapshots      int              `json:"snapshots"`
+		Bound          pageBound        `json:"page_bound"`
+		Python         pythonCost       `json:"python"`
+		StatementBytes int64            `json:"statement_bytes"`
+	} `json:"storage"`
+	Steps    []stepStat       `json:"steps"`
+	Restores []restoreStat    `json:"restores"`
+	GC       []map[string]any `json:"gc"`
+	Memory   struct {
+		PluginIdleRSS int64 `json:"plugin_idle_rss_bytes"`
+		PluginPeakRSS int64 `json:"plugin_peak_rss_bytes"`
+	} `json:"memory"`
+	CLI struct {
+		Init    []cliRun `json:"init"`
+		Compact []cliRun `json:"compact"`
+		GC      []cliRun `json:"gc"`
+		Restore []cliRun `json:"restore"`
+		// RSSFloor is the peak RSS measured for /bin/true the same way:
+		// the wrapper's share, below which no figure can go.
+		RSSFloor int64 `json:"rss_floor_bytes"`
+	} `json:"cli"`
+	// Small is the same pipeline on one node of a quarter of the size: the
+	// CLI's peak RSS at two database sizes.
+	Small       *result  `json:"small,omitempty"`
+	Targets     []target `json:"targets,omitempty"`
+	Definitions []string `json:"definitions,omitempty"`
+	Seconds     float64  `json:"seconds"`
+}
+
+type latency struct {
+	Count int     `json:"count"`
+	P50   float64 `json:"p50_ms"`
+	P99   float64 `json:"p99_ms"`
+	Max   float64 `json:"max_ms"`
+}
+
+func latencies(ds []time.Duration) latency {
+	p50, p99, worst := ld.Percentiles(ds)
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	return latency{Count: len(ds), P50: ms(p50), P99: ms(p99), Max: ms(worst)}
+}
+
+type pythonCost struct {
+	// SnapshotBytes: zlib of every snapshot (a whole database copy per
+	// restore point); LogBytes: zlib of every change entry (statements
+	// joined by NUL), as its socket protocol sends them.
+	SnapshotBytes int64 `json:"snapshot_bytes"`
+	LogBytes      int64 `json:"log_bytes"`
+	// Uncompressed is the snapshots as its file backend keeps them.
+	Uncompressed int64 `json:"uncompressed_snapshot_bytes"`
+}
+
+func (p pythonCost) Total() int64 { return p.SnapshotBytes + p.LogBytes }
+
+type stepStat struct {
+	Step       int     `json:"step"`
+	Vacuum     bool    `json:"vacuum,omitempty"`
+	CLI        bool    `json:"by_cli,omitempty"`
+	Seconds    float64 `json:"compaction_seconds_mean"`
+	MaxSeconds float64 `json:"compaction_seconds_max"`
+	AddedBytes int64   `json:"added_bytes"`
+	NewPages   int64   `json:"new_distinct_pages"`
+	StoreBytes int64   `json:"store_bytes"`
+	StoreFiles int64   `json:"store_files"`
+}
+
+type restoreStat struct {
+	Node     string  `json:"node"`
+	Bytes    int64   `json:"bytes"`
+	Seconds  float64 `json:"seconds"`
+	MBps     float64 `json:"mb_per_s"`
+	MaxRSS   int64   `json:"max_rss_bytes"`
+	Matched  bool    `json:"matched"`
+	Mismatch string  `json:"mismatch,omitempty"`
+}
+
+type machine struct {
+	CPUs   int    `json:"cpus"`
+	CPU    string `json:"cpu"`
+	Kernel string `json:"kernel"`
+	Disk   string `json:"disk"`
+	Go     string `json:"go"`
+}
+
+type target struct {
+	Name string `json:"name"`
+	Want string `json:"target"`
+	Got  string `json:"measured"`
+	Pass bool   `json:"pass"`
+}
+
+var definitions = []string{
+	"stored: every regular file under the store directory after gc (packs, indexes, manifests, node records, leases, journal segments with their preallocated zeros and spare segment, gc records, config), counted in allocated blocks (st_blocks*512); apparent sizes are in the JSON",
+	"raw: the bytes of every snapshot (the database at init and at each compaction)",
+	"page bound: the distinct pages of all snapshots (BLAKE3 of the 4 KiB page), each compressed alone with zstd SpeedDefault (the store's level), summed: what any page-deduplicating store must keep without delta compression",
+	"python: the Python plugin's approach keeping the same history: a whole database copy per restore point (init and each compaction), zlib-compressed as its socket protocol sends it, plus every change (statements joined by NUL) zlib-compressed; its file backend keeps only the newest copy, uncompressed",
+	"hook latency: db_write round trip from lightningd's write of the request to its parse of the answer, over pipes, for every hook outside compactions; the no-op plugin gets the same hooks right after",
+	"restore MB/s: database bytes / wall time of backup-cli restore (process start, reads, integrity_check, fsync)",
+	"CLI memory: ru_maxrss of the backup-cli process; compared at two database sizes (the small run has one node of a quarter of the size)",
+	"objects/GB: files in the store / stored GB (10^9 bytes)",
+}
+
+func (r *result) evaluate() {
+	st := r.Storage.Stored.Allocated
+	gb := float64(st) / 1e9
+	add := func(name, want, got string, pass bool) {
+		r.Targets = append(r.Targets, target{name, want, got, pass})
+	}
+	ratio := float64(st) / float64(max(r.Storage.Bound.Bytes, 1))
+	add("stored vs page bound", "<= 1.10x", fmt.Sprintf("%.3fx", ratio), ratio <= 1.10)
+	py := float64(r.Storage.Python.Total()) / float64(max(st, 1))
+	add("smaller than the Python approach", ">= 3x", fmt.Sprintf("%.2fx", py), py >= 3)
+	add("hook p99", "<= 1.5 ms", fmt.Sprintf("%.3f ms", r.Hooks.Latency.P99), r.Hooks.Latency.P99 <= 1.5)
+	minRate, matched := 0.0, true
+	for i, x := range r.Restores {
+		if i == 0 || x.MBps < minRate {
+			minRate = x.MBps
+		}
+		matched = matched && x.Matched
+	}
+	add("restore", ">= 150 MB/s", fmt.Sprintf("%.0f MB/s (slowest node)", minRate), minRate >= 150)
+	add("restored databases match", "all", fmt.Sprintf("%v", matched), matched && len(r.Restores) > 0)
+	add("plugin idle RSS", "<= 30 MB", fmt.Sprintf("%.1f MB", float64(r.Memory.PluginIdleRSS)/1e6), r.Memory.PluginIdleRSS <= 30e6)
+	if s := r.Small; s != nil {
+		dSize := float64(r.Config.Size - s.Config.Size)
+		var parts []string
+		pass := true
+		for _, k := range []struct {
+			name     string
+			big, sml []cliRun
+		}{{"init", r.CLI.Init, s.CLI.Init}, {"compact", r.CLI.Compact, s.CLI.Compact}, {"restore", r.CLI.Restore, s.CLI.Restore}} {
+			b, sm := maxRSS(k.big), maxRSS(k.sml)
+			if b == 0 || sm == 0 {
+				continue
+			}
+			parts = append(parts, fmt.Sprintf("%s %.0f->%.0f MB", k.name, float64(sm)/1e6, float64(b)/1e6))
+			pass = pass && float64(b-sm) < 0.25*dSize
+		}
+		add("CLI memory independent of db size", fmt.Sprintf("growth < 25%% of the size growth (%s -> %s)", mb(s.Config.Size), mb(r.Config.Size)), strings.Join(parts, ", "), pass)
+	}
+	perGB := float64(r.Storage.Stored.Files) / gb
+	add("store objects per GB", "<= 1000", fmt.Sprintf("%.0f (%d files)", perGB, r.Storage.Stored.Files), perGB <= 1000)
+	r.Definitions = definitions
+}
+
+func maxRSS(rs []cliRun) int64 {
+	var m int64
+	for _, r := range rs {
+		m = max(m, r.MaxRSS)
+	}
+	return m
+}
+
+func mb(n int64) string { return fmt.Sprintf("%.1f MB", float64(n)/1e6) }
+
+// print writes the human table.
+func (r *result) print(w io.Writer) {
+	c := r.Config
+	fmt.Fprintf(w, "backup-bench: %d nodes x %s x %d steps (seed %d, update %.3g, delete %.3g, insert %.3g per step, hot rows %v", c.Nodes, mb(c.Size), c.Steps, c.Seed, c.Update, c.Delete, c.Insert, c.Hot)
+	if c.VacuumStep > 0 {
+		fmt.Fprintf(w, ", VACUUM-like rebuild at step %d", c.VacuumStep)
+	}
+	fmt.Fprintf(w, ") in %.0fs\n", r.Seconds)
+	m := r.Machine
+	fmt.Fprintf(w, "machine: %d CPUs, %s, kernel %s, disk %s, %s\n\n", m.CPUs, m.CPU, m.Kernel, m.Disk, m.Go)
+
+	h := r.Hooks
+	fmt.Fprintf(w, "%-44s %10s %10s %10s\n", "hook round trip (ms)", "p50", "p99", "max")
+	fmt.Fprintf(w, "%-44s %10.3f %10.3f %10.3f\n", fmt.Sprintf("backup plugin (%d hooks)", h.Latency.Count), h.Latency.P50, h.Latency.P99, h.Latency.Max)
+	fmt.Fprintf(w, "%-44s %10.3f %10.3f %10.3f\n", "no-op plugin, same hooks (the floor)", h.Noop.P50, h.Noop.P99, h.Noop.Max)
+	fmt.Fprintf(w, "%-44s %10.3f %10.3f %10.3f\n\n", fmt.Sprintf("backup plugin while compacting (%d hooks)", h.DuringCompaction.Count), h.DuringCompaction.P50, h.DuringCompaction.P99, h.DuringCompaction.Max)
+
+	s := r.Storage
+	st := s.Stored.Allocated
+	rel := func(n int64) string { return fmt.Sprintf("%.2fx", float64(n)/float64(max(st, 1))) }
+	fmt.Fprintf(w, "%-44s %14s %10s\n", "bytes", "", "vs stored")
+	fmt.Fprintf(w, "%-44s %14s %10s\n", fmt.Sprintf("stored after gc (%d files)", s.Stored.Files), mb(st), "1.00x")
+	keys := make([]string, 0, len(s.By))
+	for k := range s.By {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		u := s.By[k]
+		fmt.Fprintf(w, "%-44s %14s %10s\n", fmt.Sprintf("  %s (%d files)", k, u.Files), mb(u.Allocated), rel(u.Allocated))
+	}
+	fmt.Fprintf(w, "%-44s %14s %10s\n", fmt.Sprintf("stored before gc (%d files)", s.BeforeGC.Files), mb(s.BeforeGC.Allocated), rel(s.BeforeGC.Allocated))
+	fmt.Fprintf(w, "%-44s %14s %10s\n", fmt.Sprintf("raw snapshots (%d)", s.Snapshots), mb(s.Bound.RawBytes), rel(s.Bound.RawBytes))
+	fmt.Fprintf(w, "%-44s %14s %10s\n", fmt.Sprintf("page bound (%d of %d pages distinct)", s.Bound.Distinct, s.Bound.Pages), mb(s.Bound.Bytes), rel(s.Bound.Bytes))
+	fmt.Fprintf(w, "%-44s %14s %10s\n", "python approach (zlib copies + zlib log)", mb(s.Python.Total()), rel(s.Python.Total()))
+	fmt.Fprintf(w, "%-44s %14s %10s\n", "  of which statement log", mb(s.Python.LogBytes), rel(s.Python.LogBytes))
+	fmt.Fprintf(w, "%-44s %14s %10s\n\n", "  uncompressed copies (its file backend)", mb(s.Python.Uncompressed+s.StatementBytes), rel(s.Python.Uncompressed+s.StatementBytes))
+
+	fmt.Fprintf(w, "%-6s %12s %12s %12s %12s %14s %8s\n", "step", "compact s", "max s", "added", "new pages", "store", "files")
+	for _, x := range r.Steps {
+		tag := ""
+		if x.Vacuum {
+			tag = " (vacuum)"
+		}
+		if x.CLI {
+			tag += " (cli)"
+		}
+		fmt.Fprintf(w, "%-6d %12.2f %12.2f %12s %12d %14s %8d%s\n", x.Step, x.Seconds, x.MaxSeconds, mb(x.AddedBytes), x.NewPages, mb(x.StoreBytes), x.StoreFiles, tag)
+	}
+	fmt.Fprintln(w)
+	for _, x := range r.Restores {
+		fmt.Fprintf(w, "restore %s: %s in %.2fs = %.0f MB/s, CLI peak RSS %s, matches lightningd's database table by table: %v\n", x.Node, mb(x.Bytes), x.Seconds, x.MBps, mb(x.MaxRSS), x.Matched)
+	}
+	fmt.Fprintf(w, "plugin RSS: idle %s, peak %s\n", mb(r.Memory.PluginIdleRSS), mb(r.Memory.PluginPeakRSS))
+	fmt.Fprintf(w, "CLI peak RSS (floor of the measurement %s) at %s: init %s, compact %s, gc %s, restore %s\n", mb(r.CLI.RSSFloor), mb(c.Size), mb(maxRSS(r.CLI.Init)), mb(maxRSS(r.CLI.Compact)), mb(maxRSS(r.CLI.GC)), mb(maxRSS(r.CLI.Restore)))
+	if sm := r.Small; sm != nil {
+		fmt.Fprintf(w, "CLI peak RSS at %s: init %s, compact %s, gc %s, restore %s\n", mb(sm.Config.Size), mb(maxRSS(sm.CLI.Init)), mb(maxRSS(sm.CLI.Compact)), mb(maxRSS(sm.CLI.GC)), mb(maxRSS(sm.CLI.Restore)))
+	}
+	for i, g := range r.GC {
+		rw, _ := g["rewritten_bytes"].(float64)
+		fmt.Fprintf(w, "gc %d: %v packs, %v repacked, %v deleted, %v small packs consolidated into %v, %s rewritten\n", i+1, g["packs"], g["repacked_packs"], g["deleted_packs"], g["consolidated_packs"], g["consolidated_into"], mb(int64(rw)))
+	}
+	if len(r.Targets) > 0 {
+		fmt.Fprintf(w, "\n%-36s %-52s %-40s %s\n", "target", "wanted", "measured", "")
+		for _, t := range r.Targets {
+			v := "FAIL"
+			if t.Pass {
+				v = "PASS"
+			}
+			fmt.Fprintf(w, "%-36s %-52s %-40s %s\n", t.Name, t.Want, t.Got, v)
+		}
+	}
+	if len(r.Definitions) > 0 {
+		fmt.Fprintln(w, "\ndefinitions:")
+		for _, d := range r.Definitions {
+			fmt.Fprintf(w, "  - %s\n", d)
+		}
+	}
+}

@@ -1,0 +1,481 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/clnbackup/backup/bench/workload"
+	ld "github.com/clnbackup/backup/plugin/lightningdtest"
+)
+
+// config is one pipeline run.
+type config struct {
+	Nodes      int     `json:"nodes"`
+	Size       int64   `json:"db_bytes_target"`
+	Steps      int     `json:"steps"`
+	Seed       uint64  `json:"seed"`
+	Update     float64 `json:"update_frac"`
+	Delete     float64 `json:"delete_frac"`
+	Insert     float64 `json:"insert_frac"`
+	Hot        bool    `json:"hot_rows"`
+	VacuumStep int     `json:"vacuum_step,omitempty"`
+	// HookStatements caps a step hook's statements (plus the bump).
+	HookStatements int `json:"hook_statements"`
+	// GCAge is how far back the packs and indexes are dated before gc, so
+	// that gc treats them as older than its grace period (0: not at all).
+	GCAge time.Duration `json:"gc_age_ns"`
+
+	work, storeDir         string
+	plugin, cli, noop      string
+	self                   string // this binary, for rssWrap
+	logf                   func(string, ...any)
+	cliCompactLast, noNoop bool
+}
+
+// node is one simulated lightningd with its plugin.
+type node struct {
+	name, dir, db string
+	gen           *workload.Generator
+	l             *ld.Lightningd
+	idle          ld.Memory
+}
+
+// cliRun is one backup-cli invocation.
+type cliRun struct {
+	Seconds   float64 `json:"seconds"`
+	MaxRSS    int64   `json:"max_rss_bytes"`
+	stdout    []byte
+	exitError error
+}
+
+// runCLI runs backup-cli with --json and returns its output, wall time and
+// peak RSS (see rssWrap).
+func (c *config) runCLI(ctx context.Context, out any, args ...string) (cliRun, error) {
+	rssFile := filepath.Join(c.work, "rss")
+	os.Remove(rssFile)
+	cmd := exec.CommandContext(ctx, c.self, append([]string{rssWrapArg, rssFile, c.cli, "--json"}, args...)...)
+	errBuf := &limitedBuffer{}
+	cmd.Stderr = errBuf
+	start := time.Now()
+	stdout, err := cmd.Output()
+	r := cliRun{Seconds: time.Since(start).Seconds(), stdout: stdout}
+	if err != nil {
+		return r, fmt.Errorf("backup-cli %v: %v\n%s", args, err, errBuf.b)
+	}
+	b, err := os.ReadFile(rssFile)
+	if err != nil {
+		return r, fmt.Errorf("backup-cli %v: peak RSS not reported: %v", args, err)
+	}
+	if r.MaxRSS, err = strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err != nil {
+		return r, fmt.Errorf("backup-cli %v: peak RSS %q: %v", args, b, err)
+	}
+	if out != nil {
+		if err := json.Unmarshal(stdout, out); err != nil {
+			return r, fmt.Errorf("backup-cli %v: parse output: %v\n%s", args, err, stdout)
+		}
+	}
+	return r, nil
+}
+
+// runCLIFloor measures /bin/true through rssWrap.
+func (c *config) runCLIFloor(ctx context.Context) (int64, error) {
+	rssFile := filepath.Join(c.work, "rss")
+	if err := exec.CommandContext(ctx, c.self, rssWrapArg, rssFile, "true").Run(); err != nil {
+		return 0, err
+	}
+	b, err := os.ReadFile(rssFile)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+}
+
+// rssWrapArg as the first argument makes this binary rssWrap.
+const rssWrapArg = "__rss-wrap"
+
+// rssWrap runs a command (args[1:]) with this process's standard streams,
+// writes its peak RSS in bytes to the file args[0] and exits with its exit
+// code. Why a wrapper: on Linux a child's ru_maxrss includes the RSS of the
+// process that forked it (exec records the old address space's high-water
+// mark), so the benchmark, which holds hundreds of MB, would be counted in
+// every backup-cli run. Forked from this small process, the command's
+// ru_maxrss is max(its own peak, this wrapper's: a few MB; reported as the
+// floor).
+func rssWrap(args []string) int {
+	if len(args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: backup-bench "+rssWrapArg+" RSSFILE COMMAND [ARGS...]")
+		return 2
+	}
+	cmd := exec.Command(args[1], args[2:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	err := cmd.Run()
+	if cmd.ProcessState == nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		os.WriteFile(args[0], []byte(strconv.FormatInt(ru.Maxrss<<10, 10)), 0o600) // kilobytes on Linux
+	}
+	return cmd.ProcessState.ExitCode()
+}
+
+type limitedBuffer struct{ b []byte }
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	if len(l.b) < 64<<10 {
+		l.b = append(l.b, p...)
+	}
+	return len(p), nil
+}
+
+// pluginOptions turn the plugin's automatic compactions off: the benchmark
+// compacts once per step.
+var pluginOptions = map[string]any{
+	"backup-compact-changes":       0,
+	"backup-compact-journal-bytes": 0,
+	"backup-compact-interval":      "0",
+}
+
+// run runs the whole pipeline and returns its measurements.
+func (c *config) run(ctx context.Context) (*result, error) {
+	res := &result{Config: *c}
+	if c.storeDir == "" {
+		c.storeDir = filepath.Join(c.work, "store")
+	}
+	url := "file://" + c.storeDir
+	bound := newPageBound()
+	py := &res.Storage.Python
+	var hooks, during, noop []time.Duration
+
+	// Populate each node's database and init the node from it, as an
+	// operator installing the backup on an existing node does.
+	nodes := make([]*node, c.Nodes)
+	for i := range nodes {
+		n := &node{name: fmt.Sprintf("node%d", i+1)}
+		n.dir = filepath.Join(c.work, n.name, "lightning")
+		n.db = filepath.Join(n.dir, "lightningd.sqlite3")
+		if err := os.MkdirAll(n.dir, 0o700); err != nil {
+			return nil, err
+		}
+		n.gen = workload.New(workload.Config{Seed: c.Seed + uint64(i), TargetBytes: c.Size,
+			UpdateFrac: c.Update, DeleteFrac: c.Delete, InsertFrac: c.Insert, HotRows: c.Hot, StepHookStatements: c.HookStatements})
+		start := time.Now()
+		if err := workload.Build(n.db, n.gen.Populate); err != nil {
+			return nil, err
+		}
+		c.logf("%s: database of %s built in %v", n.name, mb(fileSize(n.db)), time.Since(start).Round(time.Millisecond))
+		var out struct {
+			AddedBytes int64 `json:"added_bytes"`
+		}
+		r, err := c.runCLI(ctx, &out, "init", "--lightning-dir", n.dir, "--node", n.name, url)
+		if err != nil {
+			return nil, err
+		}
+		res.CLI.Init = append(res.CLI.Init, r)
+		if err := c.snapshot(n, bound, py, res); err != nil {
+			return nil, err
+		}
+		nodes[i] = n
+	}
+
+	var noopL *ld.Lightningd
+	if !c.noNoop {
+		dir := filepath.Join(c.work, "noop")
+		os.MkdirAll(dir, 0o700)
+		var err error
+		if noopL, err = startPlugin(ctx, c.noop, dir, nil); err != nil {
+			return nil, err
+		}
+		defer noopL.Kill()
+	}
+	// send sends a hook to the node's plugin (and the same to the floor).
+	send := func(n *node, h workload.Hook, lat *[]time.Duration) error {
+		ok, rtt, err := n.l.DBWriteTimed(h.Version, h.Statements)
+		if err != nil || !ok {
+			return fmt.Errorf("%s: db_write %d: continue=%v %v (plugin stderr: %q)", n.name, h.Version, ok, err, n.l.Stderr())
+		}
+		*lat = append(*lat, rtt)
+		py.LogBytes += zlibSize(legacyChange(h.Statements))
+		for _, s := range h.Statements {
+			res.Storage.StatementBytes += int64(len(s))
+		}
+		res.Hooks.Count++
+		if noopL != nil {
+			ok, rtt, err := noopL.DBWriteTimed(h.Version, h.Statements)
+			if err != nil || !ok {
+				return fmt.Errorf("noop plugin: db_write %d: %v %v", h.Version, ok, err)
+			}
+			noop = append(noop, rtt)
+		}
+		return nil
+	}
+	// feed sends a generator's hooks and commits them to lightningd's
+	// database.
+	feed := func(n *node, gen func(func(workload.Hook) error) error, lat *[]time.Duration) error {
+		var hs []workload.Hook
+		if err := gen(func(h workload.Hook) error {
+			hs = append(hs, h)
+			return send(n, h, lat)
+		}); err != nil {
+			return err
+		}
+		return workload.Build(n.db, workload.Hooks(hs...))
+	}
+
+	for _, n := range nodes {
+		var err error
+		if n.l, err = startPlugin(ctx, c.plugin, n.dir, pluginOptions); err != nil {
+			return nil, err
+		}
+		defer n.l.Kill()
+		for range 20 {
+			if err := feed(n, n.gen.Block, &hooks); err != nil {
+				return nil, err
+			}
+		}
+		if n.idle, err = n.l.Memory(); err != nil {
+			return nil, err
+		}
+		res.Memory.PluginIdleRSS = max(res.Memory.PluginIdleRSS, n.idle.RSS)
+	}
+
+	for step := 1; step <= c.Steps; step++ {
+		st := stepStat{Step: step}
+		for _, n := range nodes {
+			gen := n.gen.Step
+			if step == c.VacuumStep {
+				gen = n.gen.Rebuild
+				st.Vacuum = true
+			}
+			if err := feed(n, gen, &hooks); err != nil {
+				return nil, err
+			}
+			newPages, err := c.snapshotCount(n, bound, py, res)
+			if err != nil {
+				return nil, err
+			}
+			st.NewPages += newPages
+			// The newest change is never sealed (lightningd may re-send
+			// it): one more, so the snapshot holds the whole step.
+			if err := feed(n, n.gen.Block, &hooks); err != nil {
+				return nil, err
+			}
+			if step == c.Steps && c.cliCompactLast {
+				continue // compacted by backup-cli once the plugins stop
+			}
+			secs, added, err := c.compact(n, feed, &during)
+			if err != nil {
+				return nil, err
+			}
+			st.Seconds += secs
+			st.MaxSeconds = max(st.MaxSeconds, secs)
+			st.AddedBytes += added
+		}
+		if step < c.Steps || !c.cliCompactLast {
+			c.finishStep(&st, len(nodes))
+		}
+		res.Steps = append(res.Steps, st)
+	}
+	for _, n := range nodes {
+		m, err := n.l.Memory()
+		if err != nil {
+			return nil, err
+		}
+		res.Memory.PluginPeakRSS = max(res.Memory.PluginPeakRSS, m.Peak)
+		if err := n.l.Close(); err != nil {
+			return nil, fmt.Errorf("%s: plugin exit: %w", n.name, err)
+		}
+		if v := n.l.Violations(); len(v) > 0 {
+			return nil, fmt.Errorf("%s: plugin broke the protocol: %q", n.name, v)
+		}
+	}
+	if c.cliCompactLast {
+		st := &res.Steps[len(res.Steps)-1]
+		for _, n := range nodes {
+			var out struct {
+				AddedBytes int64   `json:"added_bytes"`
+				Seconds    float64 `json:"duration_seconds"`
+				Compacted  bool    `json:"compacted"`
+			}
+			r, err := c.runCLI(ctx, &out, "compact", "--node", n.name, url)
+			if err != nil {
+				return nil, err
+			}
+			if !out.Compacted {
+				return nil, fmt.Errorf("%s: backup-cli compact found nothing to compact", n.name)
+			}
+			res.CLI.Compact = append(res.CLI.Compact, r)
+			st.Seconds += out.Seconds
+			st.MaxSeconds = max(st.MaxSeconds, out.Seconds)
+			st.AddedBytes += out.AddedBytes
+		}
+		st.CLI = true
+		c.finishStep(st, len(nodes))
+	}
+	res.Hooks.Latency = latencies(hooks)
+	res.Hooks.DuringCompaction = latencies(during)
+	res.Hooks.Noop = latencies(noop)
+
+	var err error
+	if res.Storage.BeforeGC, res.Storage.BeforeGCBy, err = storeUsage(c.storeDir); err != nil {
+		return nil, err
+	}
+	if c.GCAge > 0 {
+		if err := age(c.storeDir, c.GCAge); err != nil {
+			return nil, err
+		}
+	}
+	for range 2 {
+		var rep map[string]any
+		r, err := c.runCLI(ctx, &rep, "gc", url)
+		if err != nil {
+			return nil, err
+		}
+		res.CLI.GC = append(res.CLI.GC, r)
+		res.GC = append(res.GC, rep)
+	}
+	if res.Storage.Stored, res.Storage.By, err = storeUsage(c.storeDir); err != nil {
+		return nil, err
+	}
+
+	for _, n := range nodes {
+		dest := filepath.Join(c.work, n.name, "restored.sqlite3")
+		r, err := c.runCLI(ctx, nil, "restore", "--node", n.name, url, dest)
+		if err != nil {
+			return nil, err
+		}
+		res.CLI.Restore = append(res.CLI.Restore, r)
+		rr := restoreStat{Node: n.name, Bytes: fileSize(dest), Seconds: r.Seconds, MaxRSS: r.MaxRSS}
+		rr.MBps = float64(rr.Bytes) / 1e6 / r.Seconds
+		if err := ld.SameDB(dest, n.db); err != nil {
+			rr.Mismatch = err.Error()
+		} else {
+			rr.Matched = true
+		}
+		res.Restores = append(res.Restores, rr)
+		os.Remove(dest)
+	}
+	res.Storage.Bound = *bound
+	return res, nil
+}
+
+// startPlugin starts a plugin as lightningd does and initializes it.
+func startPlugin(ctx context.Context, bin, dir string, opts map[string]any) (*ld.Lightningd, error) {
+	l, err := ld.Start(ctx, bin, dir, ld.Options{Timeout: 5 * time.Minute})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := l.GetManifest(); err != nil {
+		l.Kill()
+		return nil, err
+	}
+	if err := l.Init(opts); err != nil {
+		l.Kill()
+		return nil, fmt.Errorf("init %s: %w (stderr %q)", bin, err, l.Stderr())
+	}
+	return l, nil
+}
+
+// compact asks the node's plugin to compact and, while it does, goes on
+// sending small hooks as lightningd would (their round trips are kept
+// apart). It returns the compaction's duration and bytes added.
+func (c *config) compact(n *node, feed func(*node, func(func(workload.Hook) error) error, *[]time.Duration) error, during *[]time.Duration) (float64, int64, error) {
+	a, err := n.l.Compact()
+	if err != nil {
+		return 0, 0, fmt.Errorf("%s: backup-compact: %w", n.name, err)
+	}
+	if a != ld.CompactStarted {
+		return 0, 0, fmt.Errorf("%s: backup-compact answered %q", n.name, a)
+	}
+	for {
+		if err := feed(n, n.gen.Block, during); err != nil {
+			return 0, 0, err
+		}
+		running, last, err := n.l.CompactionState()
+		if err != nil {
+			return 0, 0, err
+		}
+		if !running {
+			if e, _ := last["error"].(string); e != "" {
+				return 0, 0, fmt.Errorf("%s: compaction failed: %s", n.name, e)
+			}
+			secs, _ := last["duration_seconds"].(float64)
+			added, _ := last["added_bytes"].(float64)
+			return secs, int64(added), nil
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// snapshot counts the node's database as a restore point: in the page
+// bound, the raw bytes and the Python plugin's cost.
+func (c *config) snapshot(n *node, b *pageBound, py *pythonCost, res *result) error {
+	_, err := c.snapshotCount(n, b, py, res)
+	return err
+}
+
+func (c *config) snapshotCount(n *node, b *pageBound, py *pythonCost, res *result) (int64, error) {
+	db, err := readAll(n.db)
+	if err != nil {
+		return 0, err
+	}
+	pageSize := 4096
+	if len(db) >= 18 {
+		if ps := int(db[16])<<8 | int(db[17]); ps == 1 {
+			pageSize = 65536
+		} else if ps >= 512 {
+			pageSize = ps
+		}
+	}
+	res.Storage.Snapshots++
+	py.SnapshotBytes += zlibSize(db)
+	py.Uncompressed += int64(len(db))
+	return b.add(db, pageSize), nil
+}
+
+func (c *config) finishStep(st *stepStat, nodes int) {
+	st.Seconds /= float64(nodes)
+	u, _, err := storeUsage(c.storeDir)
+	if err == nil {
+		st.StoreBytes, st.StoreFiles = u.Allocated, u.Files
+	}
+	c.logf("step %d: compaction %.2fs (max %.2fs), %s added, %d new distinct pages; store %s in %d files",
+		st.Step, st.Seconds, st.MaxSeconds, mb(st.AddedBytes), st.NewPages, mb(st.StoreBytes), st.StoreFiles)
+}
+
+// age dates every pack and index back by d: gc then takes them for older
+// than its grace period, as a gc run d after the writes would.
+func age(dir string, d time.Duration) error {
+	t := time.Now().Add(-d)
+	for _, sub := range []string{"packs", "index"} {
+		err := filepath.Walk(filepath.Join(dir, sub), func(p string, fi os.FileInfo, err error) error {
+			if err != nil {
+				return err
+			}
+			if fi.Mode().IsRegular() {
+				return os.Chtimes(p, t, t)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func fileSize(p string) int64 {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
