@@ -323,8 +323,11 @@ type CompactResult struct {
 // Compact seals the journal and then writes a new snapshot at the newest
 // sealed data_version: it rebuilds the database from the store (previous
 // snapshot plus changes, never from the live database), checks it, and
-// stores it reusing every page already stored. Journal segments the new
-// manifest covers are removed. It runs while appends continue.
+// stores it reusing every page already stored. With CacheDir, the previous
+// snapshot's pages are taken from the cached file where they hash to the
+// page ids the store names, and only the others are fetched. Journal
+// segments the new manifest covers are removed. It runs while appends
+// continue.
 func (n *Node) Compact(ctx context.Context, progress Progress) (CompactResult, error) {
 	n.compact.Lock()
 	defer n.compact.Unlock()
