@@ -58,6 +58,10 @@ type Lock struct {
 	// ServerRetry is how long a db_write waits for an unreachable store
 	// server before it is refused ("server_retry"; 0: the default).
 	ServerRetry time.Duration
+	// Dir is the lightning directory the file was read from (not part of
+	// the file). The store keeps its compaction cache in Dir/backup-cache;
+	// "" means no cache.
+	Dir string
 }
 
 // Start is what an opened backup holds, for the version rules and the
@@ -116,6 +120,12 @@ type CompactOutcome struct {
 	Sealed int
 	// Added is the bytes the compaction added to the store.
 	Added int64
+	// Fetched is the bytes of pages the compaction read from the store
+	// (little once the compaction cache holds the previous snapshot).
+	Fetched int64
+	// CacheErr says why the compaction cache could not be kept (the next
+	// compaction then reads the whole snapshot from the store).
+	CacheErr error
 	// Duration is how long the compaction took.
 	Duration time.Duration
 }

@@ -160,8 +160,12 @@ func (p *plugin) compact(b Backup, reason string) {
 	case out.Manifest == 0:
 		p.out.log(levelInfo, "Compaction: nothing to compact")
 	default:
-		p.out.logf(levelInfo, "Compaction done: manifest %d, snapshot at data_version %d, %d changes sealed, %d bytes added to the store, in %s",
-			out.Manifest, out.DataVersion, out.Sealed, out.Added, out.Duration.Round(time.Millisecond))
+		p.out.logf(levelInfo, "Compaction done: manifest %d, snapshot at data_version %d, %d changes sealed, %d bytes added to the store, "+
+			"%d bytes of pages read from it, in %s",
+			out.Manifest, out.DataVersion, out.Sealed, out.Added, out.Fetched, out.Duration.Round(time.Millisecond))
+		if out.CacheErr != nil {
+			p.out.logf(levelWarn, "Compaction cache not kept: %v; the next compaction reads the whole snapshot from the store", out.CacheErr)
+		}
 	}
 }
 

@@ -2,6 +2,8 @@ package plugin
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -48,6 +50,19 @@ func TestBackupCompact(t *testing.T) {
 	}
 	if l := runs[0].logsWith("Compaction started (requested with backup-compact)"); len(l) != 2 {
 		t.Errorf("want 2 compactions started; logs:\n%s", runs[0].allLogs())
+	}
+	// The first compaction kept its snapshot in the lightning directory's
+	// compaction cache; the second read no page from the store.
+	if l := runs[0].logsWith("Compaction done: manifest 5"); len(l) != 1 || !strings.Contains(l[0].Message, " 0 bytes of pages read") {
+		t.Errorf("second compaction with a warm cache: want 0 bytes of pages read; logs:\n%s", runs[0].allLogs())
+	}
+	if fi, err := os.Stat(filepath.Join(dir, CacheDirName)); err != nil {
+		t.Errorf("compaction cache directory: %v", err)
+	} else if fi.Mode().Perm() != 0o700 {
+		t.Errorf("compaction cache directory has mode %v, want 0700", fi.Mode().Perm())
+	}
+	if _, err := os.Stat(filepath.Join(dir, CacheDirName, "default.snapshot")); err != nil {
+		t.Errorf("compaction cache: %v", err)
 	}
 	restoreNewest(t, url, "default", testdata("trace1-final.sqlite3"))
 	checkEveryManifest(t, url, "default", entries)

@@ -200,6 +200,7 @@ func (p *plugin) open() {
 			"correct the file (backup-cli init writes it) and start lightningd again.", err))
 		return
 	}
+	lock.Dir = p.dir
 	b, start, err := p.openWaiting(lock)
 	if errors.Is(err, ErrNodeInUse) {
 		p.setFailed(fmt.Sprintf("Cannot back up: %v. Refusing every db_write, so this lightningd stops without committing: two nodes must never write "+

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -17,6 +18,11 @@ import (
 	"github.com/clnbackup/backup/store/history"
 	"github.com/clnbackup/backup/store/journal"
 )
+
+// CacheDirName is the directory, in the lightning directory, where
+// compaction keeps a copy of the node's newest snapshot (mode 0700; it holds
+// the database). Removing it only makes the next compaction read more.
+const CacheDirName = "backup-cache"
 
 // OpenStore is the Opener of the store a backup.lock names: it opens the
 // store, takes the node's journal (exclusively: a second plugin on the same
@@ -68,6 +74,11 @@ func openNode(ctx context.Context, st *store.Store, lock Lock) (*storeBackup, St
 			"create it with `backup-cli init --lightning-dir DIR --node %s %s`, or correct backup.lock", err, lock.Node, lock.Node, lock.URL)
 	case err != nil:
 		return nil, Start{}, err
+	}
+	if lock.Dir != "" {
+		// The previous snapshot's database, kept so that a compaction
+		// reads from the store only the pages it lacks (history.Node.CacheDir).
+		n.CacheDir = filepath.Join(lock.Dir, CacheDirName)
 	}
 	b := &storeBackup{st: st, node: n, name: lock.Node}
 	start, err := b.load(ctx)
@@ -230,7 +241,7 @@ func (b *storeBackup) Compact(ctx context.Context) (CompactOutcome, error) {
 	res, err := b.node.Compact(ctx, nil)
 	b.st.ReleaseIndex()
 	debug.FreeOSMemory() // give the compaction's memory back while idle
-	out := CompactOutcome{Sealed: res.Sealed.Records, Added: res.Added, Duration: res.Duration}
+	out := CompactOutcome{Sealed: res.Sealed.Records, Added: res.Added, Fetched: res.Fetched, CacheErr: res.CacheErr, Duration: res.Duration}
 	if err != nil || res.Manifest == nil {
 		return out, err
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/history"
@@ -18,13 +19,15 @@ type compactResult struct {
 	DataVersion    uint32  `json:"data_version,omitempty"`
 	DatabaseBytes  int64   `json:"database_bytes,omitempty"`
 	AddedBytes     int64   `json:"added_bytes"`
+	FetchedBytes   int64   `json:"fetched_bytes"`
+	CacheUsed      bool    `json:"cache_used"`
 	DurationSecond float64 `json:"duration_seconds"`
 	Compacted      bool    `json:"compacted"`
 }
 
 func newCompactCmd(g *globals) *cobra.Command {
 	var node string
-	var tmpDir string
+	var tmpDir, cacheDir string
 	cmd := &cobra.Command{
 		Use:   "compact [--node NAME] URL",
 		Short: "Write a new snapshot of a node from its previous one plus its changes",
@@ -33,7 +36,12 @@ snapshot at the newest sealed data_version. The database is rebuilt from the
 store (previous snapshot plus changes), checked, and stored reusing every page
 the store already has, so only changed pages are added. It is offline: while
 the plugin runs, use "lightning-cli backup-compact" instead. The newest change
-stays in the journal (lightningd may still re-send it after a crash).`,
+stays in the journal (lightningd may still re-send it after a crash).
+
+With --cache-dir, the rebuilt database is kept there (DIR/NODE.snapshot) and
+the next compaction with the same --cache-dir starts from it: each of its
+pages is checked against the store's page ids, and only the pages it lacks or
+holds wrong are read from the store.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -53,14 +61,15 @@ stays in the journal (lightningd may still re-send it after a crash).`,
 				return err
 			}
 			defer n.Close()
-			n.TempDir = tmpDir
+			n.TempDir, n.CacheDir = tmpDir, cacheDir
 			bar := newProgress("compact")
 			r, err := n.Compact(ctx, bar.fn())
 			bar.done()
 			if err != nil {
 				return err
 			}
-			out := compactResult{Node: node, SealedChanges: r.Sealed.Records, AddedBytes: r.Added, DurationSecond: r.Duration.Seconds(), Compacted: r.Manifest != nil}
+			out := compactResult{Node: node, SealedChanges: r.Sealed.Records, AddedBytes: r.Added, FetchedBytes: r.Fetched, CacheUsed: r.CacheUsed,
+				DurationSecond: r.Duration.Seconds(), Compacted: r.Manifest != nil}
 			if r.Sealed.Manifest != nil {
 				out.SealManifest = r.Sealed.Manifest.Seq
 			}
@@ -77,12 +86,16 @@ stays in the journal (lightningd may still re-send it after a crash).`,
 			if r.Sealed.Manifest != nil {
 				fmt.Printf("Sealed %d changes of node %q (manifest %d)\n", r.Sealed.Records, node, r.Sealed.Manifest.Seq)
 			}
-			fmt.Printf("Compacted node %q: snapshot at data_version %d (%s) in manifest %d; %s added to the store in %.2fs\n",
-				node, out.DataVersion, formatBytes(out.DatabaseBytes), out.Manifest, formatBytes(out.AddedBytes), out.DurationSecond)
+			fmt.Printf("Compacted node %q: snapshot at data_version %d (%s) in manifest %d; %s added to the store, %s of pages read from it, in %.2fs\n",
+				node, out.DataVersion, formatBytes(out.DatabaseBytes), out.Manifest, formatBytes(out.AddedBytes), formatBytes(out.FetchedBytes), out.DurationSecond)
+			if r.CacheErr != nil {
+				fmt.Fprintf(os.Stderr, "warning: %v\n", r.CacheErr)
+			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&node, "node", "", "node to compact (may be left out when the store holds one node)")
-	cmd.Flags().StringVar(&tmpDir, "tmpdir", "", "directory for the rebuilt database (default: the system temp dir)")
+	cmd.Flags().StringVar(&tmpDir, "tmpdir", "", "directory for the rebuilt database (default: the system temp dir, or --cache-dir)")
+	cmd.Flags().StringVar(&cacheDir, "cache-dir", "", "keep the new snapshot's database in this directory, and start the next compaction from it (default: no cache)")
 	return cmd
 }

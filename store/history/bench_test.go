@@ -219,7 +219,18 @@ func benchRestore(b *testing.B, size int64) {
 
 // BenchmarkCompactOnePercent50MB is BenchmarkCompactOnePercent200MB on a
 // 50 MB database: peak heap should not depend on the database size.
-func BenchmarkCompactOnePercent50MB(b *testing.B) { benchCompact(b, 50<<20) }
+func BenchmarkCompactOnePercent50MB(b *testing.B) { benchCompact(b, 50<<20, "") }
+
+// BenchmarkCompactCache50MB is BenchmarkCompactOnePercent50MB with and
+// without a compaction cache (Node.CacheDir): cold rebuilds the previous
+// snapshot from the store's pages each time (the cache is removed before
+// each op), warm starts from the cache kept by the op before and fetches
+// only the pages it lacks (none). fetched-MB is page bytes read from the
+// store per op.
+func BenchmarkCompactCache50MB(b *testing.B) {
+	b.Run("cold", func(b *testing.B) { benchCompact(b, 50<<20, "cold") })
+	b.Run("warm", func(b *testing.B) { benchCompact(b, 50<<20, "warm") })
+}
 
 // BenchmarkCompactOnePercent200MB changes 1% of a 200 MB database's pages
 // (plus one trailing change) through the journal and compacts, per op.
@@ -227,10 +238,12 @@ func BenchmarkCompactOnePercent50MB(b *testing.B) { benchCompact(b, 50<<20) }
 // < 100 MB whatever the database size.
 func BenchmarkCompactOnePercent200MB(b *testing.B) {
 	skipUnlessNamed(b, "200MB")
-	benchCompact(b, 200<<20)
+	benchCompact(b, 200<<20, "")
 }
 
-func benchCompact(b *testing.B, size int64) {
+// benchCompact compacts after 1% of pages changed, per op; cache is "" (no
+// CacheDir), "cold" (a CacheDir emptied before each op) or "warm".
+func benchCompact(b *testing.B, size int64, cache string) {
 	cached, g := cachedDB(b, size)
 	dir := b.TempDir()
 	// The node's database evolves with each op: keep a private copy in
@@ -248,7 +261,17 @@ func benchCompact(b *testing.B, size int64) {
 	}
 	defer n.Close()
 	n.TempDir = dir
-	var added, changedZstd, secs, peak, peakLive, base float64
+	cacheDir := filepath.Join(dir, "cache")
+	if cache != "" {
+		n.TempDir, n.CacheDir = "", cacheDir
+		if cache == "warm" { // the first op is cold, the timed ones warm
+			hooks, _, _ := touchAndCompact(b, n, g, dbPath, 0.01)
+			if err := workload.Build(dbPath, workload.Hooks(hooks...)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	var added, changedZstd, secs, peak, peakLive, base, fetched float64
 	changed := 0
 	for b.Loop() {
 		b.StopTimer()
@@ -265,6 +288,9 @@ func benchCompact(b *testing.B, size int64) {
 		}
 		if err := g.Block(send(&block)); err != nil {
 			b.Fatal(err)
+		}
+		if cache == "cold" {
+			os.RemoveAll(cacheDir)
 		}
 		w := watchHeap()
 		b.StartTimer()
@@ -292,12 +318,14 @@ func benchCompact(b *testing.B, size int64) {
 		changed += c
 		changedZstd += float64(z)
 		added += float64(res.Added)
+		fetched += float64(res.Fetched)
 		secs += res.Duration.Seconds()
 		b.StartTimer()
 	}
 	b.ReportMetric(added/changedZstd, "added/changed-zstd")
 	b.ReportMetric(secs/float64(b.N), "compact-s")
 	b.ReportMetric(float64(changed)/float64(b.N), "changed-pages")
+	b.ReportMetric(fetched/float64(b.N)/(1<<20), "fetched-MB")
 	b.ReportMetric(peak, "peak-heap-MB")
 	b.ReportMetric(peakLive, "live-growth-MB")
 	b.ReportMetric(base, "base-live-MB")

@@ -92,8 +92,16 @@ type Node struct {
 	name    string
 	j       store.Journal
 	compact sync.Mutex
-	// TempDir is where compaction builds databases (os.TempDir() if "").
+	// TempDir is where compaction builds databases (os.TempDir() if "",
+	// or CacheDir when that is set).
 	TempDir string
+	// CacheDir, when set, is where compaction keeps the database of the
+	// snapshot it last committed (CacheDir/<node>.snapshot), so that the
+	// next compaction fetches from the store only the pages that file lacks
+	// or holds wrong (each page is checked against the snapshot's page ids).
+	// A missing or damaged cache costs fetches, never a failed compaction.
+	// The directory is created (0700) if missing.
+	CacheDir string
 
 	lease    *store.LeaseHolder
 	leaseErr atomic.Pointer[error]
@@ -295,15 +303,31 @@ type CompactResult struct {
 	// nothing to compact.
 	Manifest *manifest.Manifest
 	// Added is the bytes the whole compaction added to the store.
-	Added    int64
+	Added int64
+	// Fetched is the bytes of pages read from the store to rebuild the
+	// previous snapshot: all of it without a cache; with a cache, only the
+	// pages the cache lacked or held wrong.
+	Fetched int64
+	// CacheUsed is true when a cached copy of the previous snapshot was the
+	// base of the rebuild; Reused is the bytes of its pages that matched the
+	// snapshot's page ids and were kept.
+	CacheUsed bool
+	Reused    int64
+	// CacheErr says why the new snapshot could not be kept as the cache
+	// (the next compaction then fetches more); nil when it was, or when
+	// there is no CacheDir.
+	CacheErr error
 	Duration time.Duration
 }
 
 // Compact seals the journal and then writes a new snapshot at the newest
 // sealed data_version: it rebuilds the database from the store (previous
 // snapshot plus changes, never from the live database), checks it, and
-// stores it reusing every page already stored. Journal segments the new
-// manifest covers are removed. It runs while appends continue.
+// stores it reusing every page already stored. With CacheDir, the previous
+// snapshot's pages are taken from the cached file where they hash to the
+// page ids the store names, and only the others are fetched. Journal
+// segments the new manifest covers are removed. It runs while appends
+// continue.
 func (n *Node) Compact(ctx context.Context, progress Progress) (CompactResult, error) {
 	n.compact.Lock()
 	defer n.compact.Unlock()
@@ -322,7 +346,7 @@ func (n *Node) Compact(ctx context.Context, progress Progress) (CompactResult, e
 	if len(latest.Changes) == 0 {
 		return res, nil // the newest restore point is a snapshot already
 	}
-	m, err := n.snapshotFrom(ctx, latest, progress)
+	m, err := n.snapshotFrom(ctx, latest, &res, progress)
 	if err != nil {
 		return res, fmt.Errorf("compact node %q: %w", n.name, err)
 	}
@@ -336,16 +360,16 @@ func (n *Node) Compact(ctx context.Context, progress Progress) (CompactResult, e
 }
 
 // snapshotFrom rebuilds the database of restore point from (its snapshot
-// plus its changes) and commits it as the next manifest's snapshot.
-func (n *Node) snapshotFrom(ctx context.Context, from *manifest.Manifest, progress Progress) (*manifest.Manifest, error) {
-	tmp, err := os.CreateTemp(n.TempDir, "clnbackup-compact-*.sqlite3")
+// plus its changes) and commits it as the next manifest's snapshot. It fills
+// res's Fetched, CacheUsed, Reused and CacheErr.
+func (n *Node) snapshotFrom(ctx context.Context, from *manifest.Manifest, res *CompactResult, progress Progress) (*manifest.Manifest, error) {
+	c := n.openCache()
+	tmpName, err := c.temp(n.TempDir)
 	if err != nil {
 		return nil, fmt.Errorf("temporary database: %w", err)
 	}
-	tmpName := tmp.Name()
 	defer func() {
-		tmp.Close()
-		os.Remove(tmpName)
+		os.Remove(tmpName) // gone already when it became the cache
 		os.Remove(tmpName + "-journal")
 	}()
 	var prevTab manifest.PageTable
@@ -354,11 +378,23 @@ func (n *Node) snapshotFrom(ctx context.Context, from *manifest.Manifest, progre
 		if prevTab, prevChain, err = loadPageTableChain(ctx, n.st, from.Snapshot); err != nil {
 			return nil, err
 		}
-		if err := writePages(ctx, n.st, tmp, from.Snapshot, prevTab, scaled(progress, 0, 2)); err != nil {
-			return nil, err
-		}
+		// The cache becomes the base (moved: from here on, whatever
+		// happens, it is either the new snapshot or gone).
+		res.CacheUsed = c.take(tmpName)
 	}
-	if err := tmp.Close(); err != nil {
+	tmp, err := os.OpenFile(tmpName, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("temporary database: %w", err)
+	}
+	if from.Snapshot.Pages > 0 {
+		res.Fetched, res.Reused, err = writePages(ctx, n.st, tmp, from.Snapshot, prevTab, res.CacheUsed, scaled(progress, 0, 2))
+	} else {
+		err = tmp.Truncate(0)
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return nil, err
 	}
 	version, _, err := applyChanges(ctx, n.st, from, tmpName, false, func(journal.Record) bool { return false })
@@ -397,6 +433,8 @@ func (n *Node) snapshotFrom(ctx context.Context, from *manifest.Manifest, progre
 	if _, err := n.st.PutManifest(ctx, m); err != nil {
 		return nil, err
 	}
+	// The file is now exactly the committed snapshot's pages.
+	res.CacheErr = c.keep(tmpName)
 	return m, nil
 }
 

@@ -149,7 +149,8 @@ func buildAt(ctx context.Context, st *store.Store, m *manifest.Manifest, f *os.F
 	if err != nil {
 		return err
 	}
-	return writePages(ctx, st, f, m.Snapshot, tab, progress)
+	_, _, err = writePages(ctx, st, f, m.Snapshot, tab, false, progress)
+	return err
 }
 
 // applyChanges applies m's change chunks and, if useJournal, the node's

@@ -154,29 +154,46 @@ func newListBytes(st *store.Store, tab manifest.PageTable, n int) int64 {
 	return total
 }
 
-// writePages writes a snapshot's pages into f (sized to the snapshot) by
-// fetching each distinct chunk once.
-func writePages(ctx context.Context, st *store.Store, f *os.File, s manifest.Snapshot, tab manifest.PageTable, progress Progress) error {
-	if err := f.Truncate(s.Size()); err != nil {
-		return fmt.Errorf("size %s: %w", f.Name(), err)
+// writePages writes a snapshot's pages into f, fetching each distinct chunk
+// it needs once. With reuse, f already holds a candidate copy of the
+// snapshot (a compaction's cached previous snapshot): every page of it whose
+// hash is the page table's id for that page is kept, and only the pages that
+// differ or lie beyond its end are fetched. Either way f ends up sized to the
+// snapshot and holding exactly the pages the store holds. It returns the
+// page bytes fetched from the store and those kept from f.
+func writePages(ctx context.Context, st *store.Store, f *os.File, s manifest.Snapshot, tab manifest.PageTable, reuse bool, progress Progress) (fetched, kept int64, err error) {
+	total := s.Size()
+	var need []uint32 // pages to fetch, by index
+	if reuse {
+		if need, kept, err = checkPages(ctx, f, s, tab, progress); err != nil {
+			return 0, 0, err
+		}
+	} else {
+		need = make([]uint32, len(tab))
+		for i := range need {
+			need[i] = uint32(i)
+		}
+	}
+	if err := f.Truncate(total); err != nil {
+		return 0, 0, fmt.Errorf("size %s: %w", f.Name(), err)
+	}
+	if len(need) == 0 {
+		progress.report(total, total)
+		return 0, kept, nil
 	}
 	// Pages in order of their chunk id, so that each fetched chunk finds
 	// its pages by binary search (no per-page map).
-	order := make([]uint32, len(tab))
-	for i := range order {
-		order[i] = uint32(i)
-	}
+	order := need
 	sort.Slice(order, func(a, b int) bool { return bytes.Compare(tab[order[a]][:], tab[order[b]][:]) < 0 })
-	ids := make([]chunker.ID, 0, len(tab))
+	ids := make([]chunker.ID, 0, len(order))
 	for i, p := range order {
 		if i == 0 || tab[p] != tab[order[i-1]] {
 			ids = append(ids, tab[p])
 		}
 	}
-	total := s.Size()
-	var done int64
+	done := kept
 	var mu sync.Mutex
-	err := st.ReadChunks(ctx, ids, func(id chunker.ID, data []byte) error {
+	err = st.ReadChunks(ctx, ids, func(id chunker.ID, data []byte) error {
 		if uint32(len(data)) != s.PageSize {
 			return fmt.Errorf("chunk %s is %d bytes, not a %d-byte page", id, len(data), s.PageSize)
 		}
@@ -189,10 +206,46 @@ func writePages(ctx context.Context, st *store.Store, f *os.File, s manifest.Sna
 			n++
 		}
 		mu.Lock()
+		fetched += int64(len(data))
 		done += n * int64(s.PageSize)
 		progress.report(done, total)
 		mu.Unlock()
 		return nil
 	})
-	return err
+	return fetched, kept, err
+}
+
+// checkPages reads the pages f holds within the snapshot's size and returns
+// the indexes of the snapshot's pages that f lacks or holds with another
+// hash, and the bytes of the pages that match.
+func checkPages(ctx context.Context, f *os.File, s manifest.Snapshot, tab manifest.PageTable, progress Progress) (need []uint32, kept int64, err error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, 0, err
+	}
+	ps := int64(s.PageSize)
+	have := min(fi.Size(), s.Size()) / ps // whole pages f holds
+	buf := make([]byte, max(ps, (1<<20)/ps*ps))
+	for start := int64(0); start < have; {
+		if err := ctx.Err(); err != nil {
+			return nil, 0, err
+		}
+		n := min(int64(len(buf))/ps, have-start)
+		if _, err := f.ReadAt(buf[:n*ps], start*ps); err != nil {
+			return nil, 0, fmt.Errorf("read %s: %w", f.Name(), err)
+		}
+		for i := range n {
+			if chunker.Sum(buf[i*ps:(i+1)*ps]) == tab[start+i] {
+				kept += ps
+			} else {
+				need = append(need, uint32(start+i))
+			}
+		}
+		start += n
+		progress.report(kept, s.Size())
+	}
+	for i := have; i < int64(len(tab)); i++ {
+		need = append(need, uint32(i))
+	}
+	return need, kept, nil
 }
