@@ -86,6 +86,9 @@ type Options struct {
 	// Token is the secret a store server knows this client by (socket:
 	// URLs only).
 	Token string
+	// RetryFor is how long a client of a store server retries a lost
+	// connection before a call fails (socket: URLs only; 60 s when 0).
+	RetryFor time.Duration
 }
 
 // DefaultMaxWriterAge is the longest a writer may run before it commits.
