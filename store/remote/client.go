@@ -78,9 +78,9 @@ func DialClient(ctx context.Context, u store.URL, opts store.Options) (*Client, 
 		return nil, cl.describe(err)
 	}
 	cl.info = info
-	sl := <-cl.general.slots
+	sl, _ := cl.general.get(context.Background())
 	sl.c = c
-	cl.general.slots <- sl
+	cl.general.put(sl)
 	return cl, nil
 }
 
@@ -142,17 +142,46 @@ func (cl *Client) isClosed() bool {
 }
 
 // pool is a fixed set of connection slots; a nil connection is dialled on
-// use.
-type pool struct{ slots chan *slot }
+// use. Slots with a live connection are handed out first, so connections
+// are only opened when requests overlap.
+type pool struct {
+	sem   chan struct{}
+	mu    sync.Mutex
+	slots []*slot // live connections at the end
+}
 
 type slot struct{ c *conn }
 
 func newPool(n int) *pool {
-	p := &pool{slots: make(chan *slot, n)}
+	p := &pool{sem: make(chan struct{}, n)}
 	for i := 0; i < n; i++ {
-		p.slots <- &slot{}
+		p.slots = append(p.slots, &slot{})
 	}
 	return p
+}
+
+func (p *pool) get(ctx context.Context) (*slot, error) {
+	select {
+	case p.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	sl := p.slots[len(p.slots)-1]
+	p.slots = p.slots[:len(p.slots)-1]
+	return sl, nil
+}
+
+func (p *pool) put(sl *slot) {
+	p.mu.Lock()
+	if sl.c != nil {
+		p.slots = append(p.slots, sl)
+	} else {
+		p.slots = append([]*slot{sl}, p.slots...)
+	}
+	p.mu.Unlock()
+	<-p.sem
 }
 
 // conn is one authenticated connection.
@@ -266,13 +295,11 @@ func retriable(err error) bool {
 // 5 s, until the server has been unreachable for the retry period. fn must
 // make its request safe to repeat.
 func (cl *Client) do(ctx context.Context, p *pool, fn func(c *conn, attempt int) error) error {
-	var sl *slot
-	select {
-	case sl = <-p.slots:
-	case <-ctx.Done():
-		return ctx.Err()
+	sl, err := p.get(ctx)
+	if err != nil {
+		return err
 	}
-	defer func() { p.slots <- sl }()
+	defer p.put(sl)
 	var failedAt time.Time
 	var lastErr error
 	delay := 100 * time.Millisecond
@@ -282,7 +309,7 @@ func (cl *Client) do(ctx context.Context, p *pool, fn func(c *conn, attempt int)
 			failedAt = time.Now()
 		}
 		if cl.retryFor < 0 || time.Since(failedAt) >= cl.retryFor {
-			return fmt.Errorf("%w: store server %s was unreachable for %s (%v): check that backup-cli server runs there and that the network%s lets this host reach it; the change was not acknowledged", ErrUnreachable, cl.u.Addr, time.Since(failedAt).Round(time.Millisecond), lastErr, cl.viaProxy())
+			return fmt.Errorf("store server %s was unreachable for %s (%v): check that backup-cli server runs there and that the network%s lets this host reach it: %w", cl.u.Addr, time.Since(failedAt).Round(time.Millisecond), lastErr, cl.viaProxy(), ErrUnreachable)
 		}
 		return nil
 	}

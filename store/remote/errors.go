@@ -43,7 +43,7 @@ var (
 	ErrBusy = errors.New("store server busy")
 	// ErrUnreachable is wrapped when the server could not be reached for
 	// the retry period.
-	ErrUnreachable = errors.New("store server unreachable")
+	ErrUnreachable = errors.New("gave up after the retry period (store.Options.RetryFor)")
 )
 
 // Error is an error the server reported for a request.

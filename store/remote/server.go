@@ -58,6 +58,10 @@ type Server struct {
 
 	jmu      sync.Mutex
 	journals map[string]*sharedJournal
+
+	// dropAck, when set (tests), is asked after each journal write whether
+	// to drop the connection instead of acknowledging it.
+	dropAck func() bool
 }
 
 // sharedJournal is a node's journal, open once for every session using it.
@@ -287,11 +291,14 @@ func (ss *session) stopIdle() {
 	}
 }
 
-// setIdle marks the session waiting for a request (true) or serving one;
-// it reports false when the session must end.
+// setIdle marks the session waiting for a request (true: with the idle
+// deadline) or serving one; it reports false when the session must end.
 func (ss *session) setIdle(idle bool) bool {
 	ss.stateMu.Lock()
 	defer ss.stateMu.Unlock()
+	if idle && !ss.stopping {
+		ss.nc.SetReadDeadline(time.Now().Add(ss.srv.opt.IdleTimeout))
+	}
 	ss.idle = idle
 	return !ss.stopping
 }
@@ -399,7 +406,6 @@ func (ss *session) loop() error {
 		if !ss.setIdle(true) {
 			return nil
 		}
-		ss.nc.SetReadDeadline(time.Now().Add(s.opt.IdleTimeout))
 		typ, n, err := readHeader(ss.br)
 		running := ss.setIdle(false)
 		if err != nil {
@@ -832,6 +838,9 @@ func (ss *session) jwrite(d *dec, replace bool) error {
 		}
 		if err != nil {
 			return err
+		}
+		if ss.srv.dropAck != nil && ss.srv.dropAck() {
+			return wireErr{errors.New("test: acknowledgement dropped")}
 		}
 	case next == expected+1 && sameRecord(sj.j, expected, r):
 		stored, _ = sj.j.Last() // the acknowledgement was lost: stored once
