@@ -45,7 +45,7 @@ holds wrong are read from the store.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			st, err := store.Open(ctx, args[0], store.Options{})
+			st, err := store.Open(ctx, args[0], g.storeOptions())
 			if err != nil {
 				return err
 			}

@@ -44,7 +44,7 @@ plugins write. Use --dry-run first to see what it would drop and why.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			st, err := store.Open(ctx, args[0], store.Options{})
+			st, err := store.Open(ctx, args[0], g.storeOptions())
 			if err != nil {
 				return err
 			}

@@ -50,7 +50,7 @@ writers and repacks left behind.`,
 				return fmt.Errorf("--repack-below %v: give a fraction between 0 and 1 (e.g. 0.5)", repackBelow)
 			}
 			ctx := cmd.Context()
-			st, err := store.Open(ctx, args[0], store.Options{})
+			st, err := store.Open(ctx, args[0], g.storeOptions())
 			if err != nil {
 				return err
 			}

@@ -60,7 +60,7 @@ The node name defaults to "` + history.DefaultNode + `"; give each node sharing 
 				}
 			}
 			ctx := cmd.Context()
-			st, created, err := store.Create(ctx, url, store.Options{})
+			st, created, err := store.Create(ctx, url, g.storeOptions())
 			if err != nil {
 				return err
 			}

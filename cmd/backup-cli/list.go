@@ -35,7 +35,7 @@ store really uses.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			st, err := store.Open(ctx, args[0], store.Options{})
+			st, err := store.Open(ctx, args[0], g.storeOptions())
 			if err != nil {
 				return err
 			}

@@ -30,7 +30,9 @@ func main() {
 
 // globals are the flags every command has.
 type globals struct {
-	json bool
+	json      bool
+	token     string
+	tokenFile string
 }
 
 func newRootCmd() *cobra.Command {
@@ -39,7 +41,8 @@ func newRootCmd() *cobra.Command {
 		Use:   "backup-cli",
 		Short: "Back up and restore Core Lightning databases in a deduplicating store",
 		Long: `backup-cli manages backups of Core Lightning node databases kept in a
-content-addressed store (a local directory or NFS mount: file:///path).
+content-addressed store (a local directory or NFS mount: file:///path), or
+in a store served by backup-cli server (socket:HOST:PORT, with --token).
 
 A store holds the histories of many nodes: snapshots of each node's
 lightningd.sqlite3 cut into page chunks shared by every snapshot and node,
@@ -48,8 +51,10 @@ plus the db_write changes the backup plugin records between snapshots.`,
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print results as JSON")
+	addTokenFlags(root, g)
 	root.AddCommand(newInitCmd(g), newRestoreCmd(g), newListCmd(g), newCompactCmd(g))
 	root.AddCommand(newForgetCmd(g), newGCCmd(g), newVerifyCmd(g), newUnlockCmd(g))
+	root.AddCommand(newServerCmd(g))
 	return root
 }
 

@@ -78,7 +78,7 @@ URL may also name a backup file of the Python backup plugin
 				fmt.Printf("Restored legacy backup %s (%d entries) to %s: data_version %d, %s\n", u.Path, res.Entries, dest, res.Version, formatBytes(res.Bytes))
 				return nil
 			}
-			st, err := store.Open(ctx, args[0], store.Options{})
+			st, err := store.Open(ctx, args[0], g.storeOptions())
 			if err != nil {
 				return err
 			}

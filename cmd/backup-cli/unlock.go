@@ -42,7 +42,7 @@ writers for one node corrupt its history.`,
 				return errors.New("--node is required: name the node whose lease to clear")
 			}
 			ctx := cmd.Context()
-			st, err := store.Open(ctx, args[0], store.Options{})
+			st, err := store.Open(ctx, args[0], g.storeOptions())
 			if err != nil {
 				return err
 			}

@@ -49,7 +49,7 @@ It may run while the backup plugins write.`,
 				opts.ReadData, opts.Percent = true, readData
 			}
 			ctx := cmd.Context()
-			st, err := store.Open(ctx, args[0], store.Options{})
+			st, err := store.Open(ctx, args[0], g.storeOptions())
 			if err != nil {
 				return err
 			}

@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/clnbackup/backup/store"
+	"github.com/clnbackup/backup/store/remote"
+	"github.com/spf13/cobra"
+)
+
+// shutdownGrace bounds a graceful shutdown: requests in progress get this
+// long to finish before connections are closed.
+const shutdownGrace = 30 * time.Second
+
+func newServerCmd(g *globals) *cobra.Command {
+	var (
+		authFile  string
+		logFormat string
+		maxConns  int
+	)
+	cmd := &cobra.Command{
+		Use:   "server [--auth FILE] [--log-format plain|systemd] [--max-conns N] URL LISTEN_ADDR",
+		Short: "Serve a store to backup plugins and backup-cli over TCP (socket: URLs)",
+		Long: `server serves the store at URL (file://, created when missing or empty, as
+init does) on LISTEN_ADDR (HOST:PORT) to many clients at once: backup plugins
+and backup-cli commands given socket:HOST:PORT[?proxy=socks5:PHOST:PPORT].
+
+Clients send only the chunks the server lacks; a journal append is answered
+only once it is durable on the server. With --auth FILE each client must
+present a token from the file: a line "TOKEN NODE[,NODE...]" lets a client
+write and read those nodes only (never delete anything but its lease), a line
+"TOKEN *" is an admin token (gc, forget, verify over the wire). Make tokens
+with "backup-cli server add-token". Without --auth every client is admin: use
+that only on a trusted network.
+
+The protocol is not encrypted: over the internet, reach the server through Tor
+(a .onion address and the proxy= parameter), WireGuard or an SSH tunnel.
+SIGTERM or SIGINT stops accepting, lets requests in progress finish and be
+answered, and closes the journals.`,
+		Example: `  backup-cli server --auth /etc/clnbackup/auth file:///srv/backup/store 0.0.0.0:7000
+  backup-cli server add-token --auth /etc/clnbackup/auth --node alice
+  backup-cli init --token-file alice.token --lightning-dir ~/.lightning/bitcoin --node alice socket:backup.example:7000`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			url, addr := args[0], args[1]
+			infof, errorf, err := serverLoggers(logFormat)
+			if err != nil {
+				return err
+			}
+			u, err := store.ParseURL(url)
+			if err != nil {
+				return err
+			}
+			if u.Scheme != "file" {
+				return fmt.Errorf("server serves a local store (file:///path), not %s", url)
+			}
+			var auth *remote.Auth
+			if authFile != "" {
+				if auth, err = remote.LoadAuth(authFile); err != nil {
+					return err
+				}
+			}
+			ctx := cmd.Context()
+			st, created, err := store.Create(ctx, url, store.Options{})
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			if created {
+				infof("created store %s", st.Location())
+			}
+			l, err := net.Listen("tcp", addr)
+			if err != nil {
+				return fmt.Errorf("listen on %s: %w", addr, err)
+			}
+			srv := remote.NewServer(st, auth, remote.ServerOptions{Infof: infof, Errorf: errorf, MaxConns: maxConns})
+			served := make(chan error, 1)
+			go func() { served <- srv.Serve(l) }()
+			select {
+			case err := <-served:
+				srv.Shutdown(context.Background())
+				return fmt.Errorf("serve on %s: %w", addr, err)
+			case <-ctx.Done():
+			}
+			infof("shutting down: finishing requests in progress (at most %s)", shutdownGrace)
+			sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+			defer cancel()
+			err = srv.Shutdown(sctx)
+			<-served
+			if err != nil {
+				errorf("shutdown: %v: connections closed with requests in progress", err)
+			}
+			infof("stopped")
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&authFile, "auth", "", "auth file: lines \"TOKEN NODE[,NODE...]\" or \"TOKEN *\" (admin)")
+	cmd.Flags().StringVar(&logFormat, "log-format", "plain", "log lines as plain (with time stamps) or systemd (with <N> priority prefixes)")
+	cmd.Flags().IntVar(&maxConns, "max-conns", 256, "most client connections served at once")
+	cmd.AddCommand(newAddTokenCmd(g))
+	return cmd
+}
+
+// serverLoggers returns the server's info and error loggers, to stderr.
+func serverLoggers(format string) (infof, errorf func(string, ...any), err error) {
+	switch format {
+	case "plain":
+		logf := func(level string) func(string, ...any) {
+			return func(f string, args ...any) {
+				fmt.Fprintf(os.Stderr, "%s %s%s\n", time.Now().UTC().Format(time.RFC3339), level, fmt.Sprintf(f, args...))
+			}
+		}
+		return logf(""), logf("error: "), nil
+	case "systemd":
+		logf := func(prio int) func(string, ...any) {
+			return func(f string, args ...any) {
+				msg := strings.ReplaceAll(fmt.Sprintf(f, args...), "\n", " | ")
+				fmt.Fprintf(os.Stderr, "<%d>%s\n", prio, msg)
+			}
+		}
+		return logf(6), logf(3), nil
+	}
+	return nil, nil, fmt.Errorf("--log-format %q: use plain or systemd", format)
+}
+
+type addTokenResult struct {
+	Token    string   `json:"token"`
+	AuthFile string   `json:"auth_file"`
+	Admin    bool     `json:"admin"`
+	Nodes    []string `json:"nodes,omitempty"`
+}
+
+func newAddTokenCmd(g *globals) *cobra.Command {
+	var (
+		authFile string
+		nodes    string
+		admin    bool
+	)
+	cmd := &cobra.Command{
+		Use:   "add-token --auth FILE (--node NAME[,NAME...] | --admin)",
+		Short: "Make a new client token and add it to the server's auth file",
+		Long: `add-token makes a random token (32 bytes, hex), appends it to the auth file
+(created with mode 0600) and prints it. A node token may write and read only
+the nodes given; an admin token may do everything (gc, forget, verify).
+A running server reads the auth file when it starts: restart it.`,
+		Example: `  backup-cli server add-token --auth /etc/clnbackup/auth --node alice > alice.token
+  backup-cli server add-token --auth /etc/clnbackup/auth --admin`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if authFile == "" {
+				return errors.New("give the auth file with --auth FILE")
+			}
+			if admin == (nodes != "") {
+				return errors.New("give either --node NAME[,NAME...] or --admin")
+			}
+			var list []string
+			if nodes != "" {
+				list = strings.Split(nodes, ",")
+			}
+			tok, err := remote.NewToken()
+			if err != nil {
+				return err
+			}
+			if err := remote.AddToken(authFile, tok, list, admin); err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(addTokenResult{Token: tok, AuthFile: authFile, Admin: admin, Nodes: list})
+			}
+			what := "admin token"
+			if !admin {
+				what = "token for nodes " + strings.Join(list, ",")
+			}
+			fmt.Fprintf(os.Stderr, "Added a %s to %s (restart the server to use it):\n", what, authFile)
+			fmt.Println(tok)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&authFile, "auth", "", "auth file to add the token to")
+	cmd.Flags().StringVar(&nodes, "node", "", "node(s) the token may use, comma-separated")
+	cmd.Flags().BoolVar(&admin, "admin", false, "make an admin token")
+	return cmd
+}

@@ -1,0 +1,85 @@
+package main_test
+
+import (
+	"encoding/json"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestServerCommand: tokens from add-token, a server process, init,
+// restore, list and gc through it, and a graceful stop on SIGTERM.
+func TestServerCommand(t *testing.T) {
+	tmp := t.TempDir()
+	auth := filepath.Join(tmp, "auth")
+	var tok struct {
+		Token string   `json:"token"`
+		Nodes []string `json:"nodes"`
+	}
+	out := mustRun(t, "server", "add-token", "--json", "--auth", auth, "--node", "alice")
+	if err := json.Unmarshal([]byte(out), &tok); err != nil || len(tok.Token) != 64 || tok.Nodes[0] != "alice" {
+		t.Fatalf("add-token: %s (%v)", out, err)
+	}
+	admin := strings.TrimSpace(mustRun(t, "server", "add-token", "--auth", auth, "--admin"))
+	if fi, err := os.Stat(auth); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("auth file: %v %v", fi.Mode(), err)
+	}
+	mustFail(t, "either --node", "server", "add-token", "--auth", auth)
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	srv := exec.Command(cliBin, "server", "--auth", auth, "--log-format", "systemd", "file://"+filepath.Join(tmp, "store"), addr)
+	var logs strings.Builder
+	srv.Stderr = &logs
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Process.Kill()
+	for i := 0; ; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if i > 200 {
+			t.Fatalf("server did not start: %s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	url := "socket:" + addr
+	tokFile := filepath.Join(tmp, "alice.token")
+	os.WriteFile(tokFile, []byte(tok.Token+"\n"), 0o600)
+
+	mustRun(t, "init", "--token-file", tokFile, "--node", "alice", url)
+	mustFail(t, "denied", "init", "--token-file", tokFile, "--node", "bob", url)
+	mustFail(t, "does not know this token", "list", "--token", strings.Repeat("0", 64), url)
+	cmd := exec.Command(cliBin, "restore", url, filepath.Join(tmp, "r.sqlite3"))
+	cmd.Env = append(os.Environ(), "CLNBACKUP_TOKEN="+tok.Token)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("restore with $CLNBACKUP_TOKEN: %v\n%s", err, out)
+	}
+	if out := mustRun(t, "list", "--token", admin, url); !strings.Contains(out, "alice") {
+		t.Fatalf("list: %s", out)
+	}
+	mustFail(t, "denied", "gc", "--token", tok.Token, url)
+	mustRun(t, "gc", "--token", admin, url)
+
+	srv.Process.Signal(syscall.SIGTERM)
+	if err := srv.Wait(); err != nil {
+		t.Fatalf("server exit: %v\n%s", err, logs.String())
+	}
+	for _, want := range []string{"<6>serving store", "<6>connection", "opened", "<3>", "<6>stopped"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("server log lacks %q:\n%s", want, logs.String())
+		}
+	}
+}

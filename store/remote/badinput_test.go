@@ -1,0 +1,294 @@
+package remote
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"io"
+	"math/rand"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/clnbackup/backup/store"
+	"github.com/clnbackup/backup/store/backend"
+	"github.com/clnbackup/backup/store/history"
+)
+
+// rawConn is a hand-driven connection to the server.
+type rawConn struct {
+	t  *testing.T
+	nc net.Conn
+	br *bufio.Reader
+	bw *bufio.Writer
+}
+
+func dialRaw(t *testing.T, addr string) *rawConn {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	return &rawConn{t: t, nc: nc, br: bufio.NewReader(nc), bw: bufio.NewWriter(nc)}
+}
+
+func (c *rawConn) frame(typ byte, p []byte) {
+	c.t.Helper()
+	if err := writeFrame(c.bw, typ, p); err != nil {
+		c.t.Fatal(err)
+	}
+	if err := c.bw.Flush(); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *rawConn) raw(b []byte) {
+	c.t.Helper()
+	c.nc.Write(b) // the server may have closed already
+}
+
+// read returns the next frame, or the read error.
+func (c *rawConn) read() (byte, []byte, error) {
+	return readFrame(c.br, func(byte) int { return MaxRecordFrame }, nil)
+}
+
+// expectError reads an error frame with code, then (when closed) EOF.
+func (c *rawConn) expectError(what string, code byte, closed bool) string {
+	c.t.Helper()
+	typ, p, err := c.read()
+	if err != nil {
+		c.t.Fatalf("%s: no error frame: %v", what, err)
+	}
+	if typ != msgError {
+		c.t.Fatalf("%s: got %s frame, want error", what, msgName(typ))
+	}
+	e := decodeError(p)
+	if e.Code != code {
+		c.t.Fatalf("%s: error code %d (%s), want %d", what, e.Code, e.Msg, code)
+	}
+	if closed {
+		if _, _, err := c.read(); !errors.Is(err, io.EOF) && !isReset(err) {
+			c.t.Fatalf("%s: connection not closed after the error: %v", what, err)
+		}
+	}
+	return e.Msg
+}
+
+func isReset(err error) bool { return err != nil && strings.Contains(err.Error(), "reset") }
+
+func (c *rawConn) hello(version uint16, token string) {
+	c.t.Helper()
+	c.frame(msgHello, hello{Magic: magic, Version: version, Token: token, Client: "raw test"}.encode())
+}
+
+func (c *rawConn) login(token string) {
+	c.t.Helper()
+	c.hello(ProtocolVersion, token)
+	typ, p, err := c.read()
+	if err != nil || typ != msgHelloOK {
+		c.t.Fatalf("login: %s %v", msgName(typ), err)
+	}
+	if _, err := decodeHelloOK(p); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// TestBadInput sends the server garbage of every kind while a well-behaved
+// client keeps working.
+func TestBadInput(t *testing.T) {
+	ts := newTestServer(t, testAuth(t))
+	if _, err := history.Init(ctx, ts.st, "alice", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := history.Init(ctx, ts.st, "bob", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	// A good client works throughout.
+	good := ts.dial(t, tokAlice).Objects()
+	stop := make(chan struct{})
+	var goodOps atomic.Int64
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := good.Get(ctx, "nodes/alice/node.json", 0, -1); err != nil {
+				t.Errorf("good client: %v", err)
+				return
+			}
+			goodOps.Add(1)
+		}
+	}()
+	defer func() {
+		close(stop)
+		wg.Wait()
+		if goodOps.Load() == 0 {
+			t.Error("the good client got nothing done")
+		}
+	}()
+
+	t.Run("RandomBytes", func(t *testing.T) {
+		rng := rand.New(rand.NewSource(1))
+		for i := 0; i < 20; i++ {
+			c := dialRaw(t, ts.addr)
+			b := make([]byte, 1+rng.Intn(3000))
+			rng.Read(b)
+			c.raw(b)
+			// Whatever it answers, it ends the connection.
+			for {
+				if _, _, err := c.read(); err != nil {
+					break
+				}
+			}
+		}
+	})
+	t.Run("OversizedHandshake", func(t *testing.T) {
+		c := dialRaw(t, ts.addr)
+		c.raw([]byte{msgHello, 0xff, 0xff, 0xff, 0xff})
+		c.expectError("oversized hello", codeBadRequest, true)
+	})
+	t.Run("TruncatedFrame", func(t *testing.T) {
+		c := dialRaw(t, ts.addr)
+		c.raw([]byte{msgHello, 0, 0, 1, 0, 'C', 'L', 'N'})
+		c.nc.(*net.TCPConn).CloseWrite()
+		if _, _, err := c.read(); err == nil {
+			t.Fatal("truncated hello answered")
+		}
+	})
+	t.Run("WrongVersion", func(t *testing.T) {
+		c := dialRaw(t, ts.addr)
+		c.hello(ProtocolVersion+1, tokAlice)
+		msg := c.expectError("wrong version", codeBadVersion, true)
+		if !strings.Contains(msg, "version") {
+			t.Fatalf("message %q", msg)
+		}
+	})
+	t.Run("UnknownToken", func(t *testing.T) {
+		c := dialRaw(t, ts.addr)
+		c.hello(ProtocolVersion, strings.Repeat("x", 40))
+		c.expectError("unknown token", codeDenied, true)
+	})
+	t.Run("UnknownTypeKeepsConnection", func(t *testing.T) {
+		c := dialRaw(t, ts.addr)
+		c.login(tokAlice)
+		c.frame(0x3e, []byte("whatever"))
+		c.expectError("unknown type", codeBadRequest, false)
+		c.frame(msgStat, []byte{0, 0, 0, 1, 'x', 0xff}) // trailing byte
+		c.expectError("malformed stat", codeBadRequest, false)
+		var e enc
+		e.str(store.ConfigObject)
+		c.frame(msgStat, e.b)
+		if typ, _, err := c.read(); err != nil || typ != msgOK {
+			t.Fatalf("stat after bad requests: %s %v", msgName(typ), err)
+		}
+	})
+	t.Run("OversizedRequest", func(t *testing.T) {
+		c := dialRaw(t, ts.addr)
+		c.login(tokAlice)
+		var h [5]byte
+		h[0] = msgStat
+		binary.BigEndian.PutUint32(h[1:], MaxFrame+1)
+		c.raw(h[:])
+		c.expectError("oversized stat", codeBadRequest, true)
+		c = dialRaw(t, ts.addr)
+		c.login(tokAlice)
+		h[0] = msgJAppend
+		binary.BigEndian.PutUint32(h[1:], 0xffffffff)
+		c.raw(h[:])
+		c.expectError("oversized append", codeBadRequest, true)
+	})
+	t.Run("LargeLengthFewBytes", func(t *testing.T) {
+		// A record frame announcing 60 MiB and sending a little: the
+		// server holds only what arrived, then drops the connection.
+		for i := 0; i < 10; i++ {
+			c := dialRaw(t, ts.addr)
+			c.login(tokAlice)
+			var h [5]byte
+			h[0] = msgJAppend
+			binary.BigEndian.PutUint32(h[1:], 60<<20)
+			c.raw(h[:])
+			c.raw(make([]byte, 1000))
+			c.nc.Close()
+		}
+	})
+	t.Run("OtherNodesWrite", func(t *testing.T) {
+		c := dialRaw(t, ts.addr)
+		c.login(tokAlice)
+		var e enc
+		e.str("nodes/bob/manifests/00000000000000000002")
+		e.u64(3)
+		c.frame(msgPut, e.b)
+		c.frame(msgData, []byte("abc"))
+		msg := c.expectError("write bob's manifest", codeDenied, false)
+		if !strings.Contains(msg, `node "bob"`) {
+			t.Fatalf("message %q", msg)
+		}
+		e = enc{}
+		e.str("bob")
+		c.frame(msgJOpen, e.b)
+		c.expectError("open bob's journal", codeDenied, false)
+		if _, err := ts.st.Backend().Stat(ctx, "nodes/bob/manifests/00000000000000000002"); !errors.Is(err, backend.ErrNotFound) {
+			t.Fatalf("denied put stored: %v", err)
+		}
+	})
+	t.Run("SilentClient", func(t *testing.T) {
+		ts2 := newTestServer(t, testAuth(t))
+		ts2.opt.HandshakeTimeout = 200 * time.Millisecond
+		ts2.stop()
+		ts2.start()
+		c := dialRaw(t, ts2.addr)
+		start := time.Now()
+		if _, _, err := c.read(); err == nil {
+			t.Fatal("silent client got a frame")
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Fatalf("silent client held for %s", d)
+		}
+	})
+	t.Run("MaxConns", func(t *testing.T) {
+		ts2 := newTestServer(t, nil)
+		ts2.opt.MaxConns = 1
+		ts2.stop()
+		ts2.start()
+		c := dialRaw(t, ts2.addr)
+		c.login("")
+		c2 := dialRaw(t, ts2.addr)
+		c2.expectError("second connection", codeBusy, true)
+	})
+}
+
+// TestClientRefusesOtherVersion: a server answering with another protocol
+// version is refused with a clear error.
+func TestClientRefusesOtherVersion(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		nc, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		br, bw := bufio.NewReader(nc), bufio.NewWriter(nc)
+		readFrame(br, frameLimit, nil)
+		writeFrame(bw, msgHelloOK, helloOK{Version: ProtocolVersion + 1, Admin: true}.encode())
+		bw.Flush()
+	}()
+	u, _ := store.ParseURL("socket:" + l.Addr().String())
+	_, err = Dial(ctx, u, store.Options{})
+	if !errors.Is(err, ErrVersion) || !strings.Contains(err.Error(), "version 2") {
+		t.Fatalf("dial a server of another version: %v", err)
+	}
+}
