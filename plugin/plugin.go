@@ -294,7 +294,7 @@ func (p *plugin) dbWrite(req *request) {
 	}
 	if err != nil {
 		p.refuse(req.ID, fmt.Sprintf("Could not write data_version %d to the backup: %v. Refusing this and every later write, so lightningd stops "+
-			"without committing. Fix the cause (disk full? store unmounted?) and start lightningd again: the backup continues from what it holds.",
+			"without committing. Fix the cause (disk full? store unmounted? store server down?) and start lightningd again: the backup continues from what it holds.",
 			version, err))
 		return
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/history"
 	"github.com/clnbackup/backup/store/journal"
+	_ "github.com/clnbackup/backup/store/remote" // socket: URLs (store servers)
 )
 
 // CacheDirName is the directory, in the lightning directory, where

@@ -20,6 +20,9 @@ import (
 type lockFile struct {
 	BackendURL string `json:"backend_url"`
 	Node       string `json:"node"`
+	// Token is the store server's token for the node (socket: URLs);
+	// the file is written with mode 0600.
+	Token string `json:"token,omitempty"`
 }
 
 func newInitCmd(g *globals) *cobra.Command {
@@ -36,9 +39,14 @@ first snapshot (a page-identical copy made with SQLite's online backup API).
 Stop lightningd before running it. Without a database the node starts from
 an empty one and the plugin records every change from the first.
 
-The node name defaults to "` + history.DefaultNode + `"; give each node sharing a store its own.`,
+The node name defaults to "` + history.DefaultNode + `"; give each node sharing a store its own.
+
+For a store server (socket:HOST:PORT), pass the node's token (--token,
+--token-file or $CLNBACKUP_TOKEN, from backup-cli server add-token on the
+server); init writes it into backup.lock, readable only by its owner.`,
 		Example: `  backup-cli init --lightning-dir ~/.lightning/bitcoin file:///mnt/backup/store
-  backup-cli init --lightning-dir ~/.lightning/bitcoin --node alice file:///mnt/backup/store`,
+  backup-cli init --lightning-dir ~/.lightning/bitcoin --node alice file:///mnt/backup/store
+  backup-cli init --lightning-dir ~/.lightning/bitcoin --node alice --token-file alice.token socket:backup.example.org:9737`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			url := args[0]
@@ -91,8 +99,12 @@ The node name defaults to "` + history.DefaultNode + `"; give each node sharing 
 			}
 			out.Manifest, out.DataVersion, out.DatabaseBytes, out.AddedBytes = m.Seq, m.Snapshot.Version, m.Snapshot.Size(), m.Stats.AddedBytes
 			if lockPath != "" {
-				if err := writeLock(lockPath, lockFile{BackendURL: url, Node: node}); err != nil {
-					return fmt.Errorf("node %q was added to the store, but writing %s failed: %w; fix the cause and write the file by hand ({\"backend_url\": %q, \"node\": %q})", node, lockPath, err, url, node)
+				var token string
+				if u, _ := store.ParseURL(url); u.Scheme == "socket" {
+					token = g.token
+				}
+				if err := writeLock(lockPath, lockFile{BackendURL: url, Node: node, Token: token}); err != nil {
+					return fmt.Errorf("node %q was added to the store, but writing %s failed: %w; fix the cause and write the file by hand ({\"backend_url\": %q, \"node\": %q, and \"token\" for a store server}, mode 0600)", node, lockPath, err, url, node)
 				}
 				out.LockFile = lockPath
 			}

@@ -43,7 +43,7 @@ var (
 	ErrBusy = errors.New("store server busy")
 	// ErrUnreachable is wrapped when the server could not be reached for
 	// the retry period.
-	ErrUnreachable = errors.New("gave up after the retry period (store.Options.RetryFor)")
+	ErrUnreachable = errors.New("gave up retrying (the plugin waits server_retry from backup.lock, 60s by default)")
 )
 
 // Error is an error the server reported for a request.
