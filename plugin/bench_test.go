@@ -77,14 +77,20 @@ func realHooks(b *testing.B) []replay.TraceEntry {
 }
 
 // BenchmarkHookRoundTrip sends the trace's changes (their statements; the
-// data_versions count up from 1, round after round) to each plugin.
+// data_versions count up from 1, round after round) to each plugin: the
+// do-nothing floor, the backup plugin on a local store, and on a store
+// server on loopback (backup-cli server, a real process).
 func BenchmarkHookRoundTrip(b *testing.B) {
 	hooks := realHooks(b)
-	for _, bc := range []struct{ name, bin string }{{"noop", buildNoop(b)}, {"backup", pluginBin}} {
+	for _, bc := range []struct{ name, bin string }{{"noop", buildNoop(b)}, {"backup", pluginBin}, {"backup-server", pluginBin}} {
 		b.Run(bc.name, func(b *testing.B) {
 			dir := b.TempDir()
-			if bc.name == "backup" {
+			switch bc.name {
+			case "backup":
 				dir = newNode(b, "").Dir
+			case "backup-server": // the store on a store server on loopback
+				srv, tokens := startStoreServer(b, "n1")
+				dir = remoteNode(b, srv, "n1", tokens["n1"]).Dir
 			}
 			l := ld.StartT(b, bc.bin, dir, true)
 			var rtts []time.Duration

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -11,12 +12,15 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/clnbackup/backup/bench/workload"
+	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/history"
+	"github.com/clnbackup/backup/store/remote"
 	"github.com/clnbackup/backup/store/replay"
 )
 
@@ -241,8 +245,89 @@ func BenchmarkCompactOnePercent200MB(b *testing.B) {
 	benchCompact(b, 200<<20, "")
 }
 
+// BenchmarkCompactRemote50MB is BenchmarkCompactCache50MB/warm with the
+// store on a store server on loopback, reached with a node token through a
+// proxy that counts the bytes: sent/changed-zstd is what the compaction
+// sent to the server against the zstd size of the pages that changed.
+func BenchmarkCompactRemote50MB(b *testing.B) { benchCompact(b, 50<<20, "remote") }
+
+// countingProxy forwards TCP connections to addr and counts the bytes.
+type countingProxy struct {
+	l              net.Listener
+	sent, received atomic.Int64
+}
+
+func newCountingProxy(b *testing.B, addr string) *countingProxy {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := &countingProxy{l: l}
+	b.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", addr)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			pipe := func(dst, src net.Conn, n *atomic.Int64) {
+				io.Copy(countingWriter{dst, n}, src)
+				dst.Close()
+				src.Close()
+			}
+			go pipe(s, c, &p.sent)
+			go pipe(c, s, &p.received)
+		}
+	}()
+	return p
+}
+
+type countingWriter struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (c countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// remoteStore serves st on loopback to a node token for node and opens it
+// through a counting proxy.
+func remoteStore(b *testing.B, st *store.Store, node string) (*store.Store, *countingProxy) {
+	token, err := remote.NewToken()
+	if err != nil {
+		b.Fatal(err)
+	}
+	auth, err := remote.ParseAuth(strings.NewReader(token + " " + node + "\n"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := remote.NewServer(st, auth, remote.ServerOptions{})
+	go srv.Serve(l)
+	b.Cleanup(func() { srv.Shutdown(ctx) })
+	p := newCountingProxy(b, l.Addr().String())
+	rst, err := store.Open(ctx, "socket:"+p.l.Addr().String(), store.Options{Token: token})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { rst.Close() })
+	return rst, p
+}
+
 // benchCompact compacts after 1% of pages changed, per op; cache is "" (no
-// CacheDir), "cold" (a CacheDir emptied before each op) or "warm".
+// CacheDir), "cold" (a CacheDir emptied before each op), "warm", or
+// "remote" (warm, through a store server).
 func benchCompact(b *testing.B, size int64, cache string) {
 	cached, g := cachedDB(b, size)
 	dir := b.TempDir()
@@ -252,6 +337,10 @@ func benchCompact(b *testing.B, size int64, cache string) {
 	prev := filepath.Join(dir, "prev.sqlite3")
 	copyFile(b, cached, dbPath)
 	st, _ := newStore(b)
+	var proxy *countingProxy
+	if cache == "remote" {
+		st, proxy = remoteStore(b, st, "n1")
+	}
 	if _, err := history.Init(ctx, st, "n1", dbPath, nil); err != nil {
 		b.Fatal(err)
 	}
@@ -264,14 +353,14 @@ func benchCompact(b *testing.B, size int64, cache string) {
 	cacheDir := filepath.Join(dir, "cache")
 	if cache != "" {
 		n.TempDir, n.CacheDir = "", cacheDir
-		if cache == "warm" { // the first op is cold, the timed ones warm
+		if cache == "warm" || cache == "remote" { // the first op is cold, the timed ones warm
 			hooks, _, _ := touchAndCompact(b, n, g, dbPath, 0.01)
 			if err := workload.Build(dbPath, workload.Hooks(hooks...)); err != nil {
 				b.Fatal(err)
 			}
 		}
 	}
-	var added, changedZstd, secs, peak, peakLive, base, fetched float64
+	var added, changedZstd, secs, peak, peakLive, base, fetched, sent, received float64
 	changed := 0
 	for b.Loop() {
 		b.StopTimer()
@@ -293,9 +382,17 @@ func benchCompact(b *testing.B, size int64, cache string) {
 			os.RemoveAll(cacheDir)
 		}
 		w := watchHeap()
+		var sent0, recv0 int64
+		if proxy != nil {
+			sent0, recv0 = proxy.sent.Load(), proxy.received.Load()
+		}
 		b.StartTimer()
 		res, err := n.Compact(ctx, nil)
 		b.StopTimer()
+		if proxy != nil {
+			sent += float64(proxy.sent.Load() - sent0)
+			received += float64(proxy.received.Load() - recv0)
+		}
 		h, l := w.peakMB()
 		peak, peakLive, base = max(peak, h), max(peakLive, l), max(base, w.baseMB())
 		if err != nil {
@@ -323,6 +420,11 @@ func benchCompact(b *testing.B, size int64, cache string) {
 		b.StartTimer()
 	}
 	b.ReportMetric(added/changedZstd, "added/changed-zstd")
+	if proxy != nil {
+		b.ReportMetric(sent/changedZstd, "sent/changed-zstd")
+		b.ReportMetric(sent/float64(b.N)/(1<<20), "sent-MB")
+		b.ReportMetric(received/float64(b.N)/(1<<20), "received-MB")
+	}
 	b.ReportMetric(secs/float64(b.N), "compact-s")
 	b.ReportMetric(float64(changed)/float64(b.N), "changed-pages")
 	b.ReportMetric(fetched/float64(b.N)/(1<<20), "fetched-MB")
