@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -90,6 +91,24 @@ type Journal interface {
 }
 
 var _ Journal = (*journal.Journal)(nil)
+
+// FullAccess reports whether this client sees the whole store: a local
+// store, or a store server with an admin token. Without it, packs, the
+// index and other nodes' objects are out of reach, so gc, forget, verify
+// and the store's size are for the server or an admin.
+func (s *Store) FullAccess() bool { return s.remoteChunks == nil }
+
+// ErrNeedFullAccess is returned (wrapped) by operations only a client with
+// full access may run.
+var ErrNeedFullAccess = errors.New("needs the whole store: run it on the store server's directory (file:// URL) or with an admin token (backup-cli server add-token --admin)")
+
+// NeedFullAccess fails, naming op, unless the client has full access.
+func (s *Store) NeedFullAccess(op string) error {
+	if s.FullAccess() {
+		return nil
+	}
+	return fmt.Errorf("%s of store %s %w", op, s.Location(), ErrNeedFullAccess)
+}
 
 // Dialer connects to the store server a URL names.
 type Dialer func(ctx context.Context, u URL, opts Options) (Remote, error)

@@ -49,6 +49,9 @@ plugins write. Use --dry-run first to see what it would drop and why.`,
 				return err
 			}
 			defer st.Close()
+			if err := st.NeedFullAccess("forget"); err != nil {
+				return err
+			}
 			bar := newProgress("forget")
 			rep, err := history.Forget(ctx, st, history.ForgetOptions{Node: node, Policy: policy, DryRun: dryRun, Progress: bar.stage("manifests", false)})
 			bar.done()

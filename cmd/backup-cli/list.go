@@ -20,6 +20,10 @@ type listResult struct {
 	JournalFileBytes int64 `json:"journal_file_bytes"`
 	Objects          int   `json:"objects"`
 	Chunks           int   `json:"chunks"`
+	// SizeKnown is false through a store server with a node token: the
+	// stored bytes, objects and chunks are then 0 (only the server and
+	// admin tokens see the whole store).
+	SizeKnown bool `json:"size_known"`
 }
 
 func newListCmd(g *globals) *cobra.Command {
@@ -58,11 +62,13 @@ store really uses.`,
 				res.Nodes = append(res.Nodes, s)
 				res.LogicalBytes += s.LogicalBytes
 			}
-			u, err := st.Usage(ctx)
-			if err != nil {
-				return err
+			if res.SizeKnown = st.FullAccess(); res.SizeKnown {
+				u, err := st.Usage(ctx)
+				if err != nil {
+					return err
+				}
+				res.StoredBytes, res.JournalFileBytes, res.Objects = u.Bytes-u.JournalBytes, u.JournalBytes, u.Objects
 			}
-			res.StoredBytes, res.JournalFileBytes, res.Objects = u.Bytes-u.JournalBytes, u.JournalBytes, u.Objects
 			if g.json {
 				return printJSON(res)
 			}
@@ -81,6 +87,11 @@ store really uses.`,
 				} else {
 					fmt.Printf("  journal: no changes after the newest manifest\n")
 				}
+			}
+			if !st.FullAccess() {
+				fmt.Printf("\nTotal: %d restore points of %d nodes, %s logical (the store's size is known to the server and admin tokens)\n",
+					countManifests(res.Nodes), len(res.Nodes), formatBytes(res.LogicalBytes))
+				return nil
 			}
 			ratio := 0.0
 			if res.StoredBytes > 0 {

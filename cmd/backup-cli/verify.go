@@ -54,6 +54,9 @@ It may run while the backup plugins write.`,
 				return err
 			}
 			defer st.Close()
+			if err := st.NeedFullAccess("verify"); err != nil {
+				return err
+			}
 			bar := newProgress("verify")
 			if bar != nil {
 				opts.Progress = func(stage string, done, total int64) { bar.update(stage, done, total, stage == "read") }
