@@ -70,7 +70,8 @@ func TestServerCommand(t *testing.T) {
 	if out := mustRun(t, "list", "--token", admin, url); !strings.Contains(out, "alice") {
 		t.Fatalf("list: %s", out)
 	}
-	mustFail(t, "denied", "gc", "--token", tok.Token, url)
+	mustFail(t, "admin token", "gc", "--token", tok.Token, url)
+	mustFail(t, "denied", "list", "--node", "bob", "--token", tok.Token, url)
 	mustRun(t, "gc", "--token", admin, url)
 
 	srv.Process.Signal(syscall.SIGTERM)
