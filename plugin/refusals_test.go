@@ -152,7 +152,7 @@ func TestRefuseUnopenable(t *testing.T) {
 		{"no store there", map[string]string{"backend_url": "file://" + filepath.Join(base, "missing")}, "does not exist"},
 		{"not a store", map[string]string{"backend_url": "file://" + base}, "not a backup store"},
 		{"Python backup file", map[string]string{"backend_url": "file://" + legacy}, "Python backup plugin"},
-		{"socket URL", map[string]string{"backend_url": "socket:127.0.0.1:1234"}, "not supported"},
+		{"store server down", map[string]string{"backend_url": "socket:127.0.0.1:1", "server_retry": "1s"}, "tried for 1s"},
 		{"unknown node", map[string]string{"backend_url": url, "node": "bob"}, `backup-cli init --lightning-dir DIR --node bob`},
 		{"no URL", map[string]string{"node": "x"}, `no "backend_url"`},
 		{"not JSON", "{", "Cannot use the backup.lock"},

@@ -314,3 +314,30 @@ func TestRemoteServerDown(t *testing.T) {
 	srv.start()
 	mustRestoreMatch(t, n, m, "after the refused write")
 }
+
+// TestRemoteServerLateAtStart: lightningd starts (at boot, say) before the
+// store server can be reached; the plugin waits for it within server_retry
+// instead of stopping lightningd.
+func TestRemoteServerLateAtStart(t *testing.T) {
+	srv, tokens := startStoreServer(t, "alice")
+	n := remoteNode(t, srv, "alice", tokens["alice"])
+	lock := fmt.Sprintf(`{"backend_url": %q, "node": "alice", "token": %q, "server_retry": "20s"}`, n.URL, n.Token)
+	if err := os.WriteFile(filepath.Join(n.Dir, "backup.lock"), []byte(lock), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv.kill()
+	m := newModel(t)
+	l := start(t, n.Dir)
+	go func() {
+		time.Sleep(700 * time.Millisecond)
+		srv.start()
+	}()
+	began := time.Now()
+	write(t, l, m, ld.Change(1, 100))
+	t.Logf("first db_write answered after %v", time.Since(began))
+	if err := l.Init(nil); err != nil {
+		t.Fatal(err)
+	}
+	write(t, l, m, ld.Change(2, 100))
+	mustRestoreMatch(t, n, m, "after a late server")
+}

@@ -17,7 +17,7 @@ import (
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/history"
 	"github.com/clnbackup/backup/store/journal"
-	_ "github.com/clnbackup/backup/store/remote" // socket: URLs (store servers)
+	"github.com/clnbackup/backup/store/remote" // socket: URLs (store servers)
 )
 
 // CacheDirName is the directory, in the lightning directory, where
@@ -55,14 +55,46 @@ func openStore(ctx context.Context, lock Lock) (*store.Store, error) {
 	}
 	// One read worker: a compaction must leave lightningd's hook path a
 	// core (measured: p99 hook latency during a 200 MB compaction).
-	st, err := store.Open(ctx, url, store.Options{ReadWorkers: 1, Token: lock.Token, RetryFor: lock.ServerRetry})
+	opts := store.Options{ReadWorkers: 1, Token: lock.Token, RetryFor: lock.ServerRetry}
+	if u.Scheme != "file" {
+		return openServer(ctx, url, opts)
+	}
+	st, err := store.Open(ctx, url, opts)
 	if err != nil {
-		if u.Scheme != "file" {
-			return nil, fmt.Errorf("%w (is the store server running and reachable, and does it accept the token in backup.lock?)", err)
-		}
 		return nil, fmt.Errorf("%w (is the store's file system mounted and readable?)", err)
 	}
 	return st, nil
+}
+
+// openServer connects to a store server, retrying for opts.RetryFor while
+// it cannot be reached (lightningd starting at boot before the network or
+// Tor is up), but not when the server refused the token or the protocol.
+func openServer(ctx context.Context, url string, opts store.Options) (*store.Store, error) {
+	retry := opts.RetryFor
+	if retry <= 0 {
+		retry = store.DefaultRetryFor
+	}
+	deadline := time.Now().Add(retry)
+	delay := 200 * time.Millisecond
+	for {
+		st, err := store.Open(ctx, url, opts)
+		if err == nil {
+			return st, nil
+		}
+		if errors.Is(err, remote.ErrDenied) || errors.Is(err, remote.ErrVersion) || errors.Is(err, store.ErrNotStore) {
+			return nil, err
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return nil, fmt.Errorf("%w (tried for %s: server_retry in backup.lock)", err, retry)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(min(delay, left)):
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
 }
 
 func openNode(ctx context.Context, st *store.Store, lock Lock) (*storeBackup, Start, error) {
