@@ -1,0 +1,50 @@
+package store_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/clnbackup/backup/store"
+)
+
+// TestParseURL checks the URL forms the legacy plugin accepted and refused.
+func TestParseURL(t *testing.T) {
+	for _, tc := range []struct {
+		raw          string
+		scheme, addr string
+		proxy        string
+		err          string
+	}{
+		{raw: "socket:127.0.0.1:1234", scheme: "socket", addr: "127.0.0.1:1234"},
+		{raw: "socket:[::1]:1234", scheme: "socket", addr: "[::1]:1234"},
+		{raw: "socket:backup.example.org:9737", scheme: "socket", addr: "backup.example.org:9737"},
+		{raw: "socket:abcdef.onion:1234?proxy=socks5:127.0.0.1:9050", scheme: "socket", addr: "abcdef.onion:1234", proxy: "127.0.0.1:9050"},
+		{raw: "socket:abcdef.onion:1234?proxy=socks5:[::1]:9050", scheme: "socket", addr: "abcdef.onion:1234", proxy: "[::1]:9050"},
+		{raw: "socket:127.0.0.1", err: "missing port"},
+		{raw: "socket:::1:1234", err: "brackets"},
+		{raw: "socket:127.0.0.1:99999", err: "port"},
+		{raw: "socket:127.0.0.1:1234?timeout=5", err: "unknown parameter"},
+		{raw: "socket:h:1234?proxy=http:127.0.0.1:8080", err: "only socks5"},
+		{raw: "socket:h:1234?proxy=socks5:127.0.0.1", err: "proxy"},
+		{raw: "socket:", err: "no host"},
+		{raw: "file:///srv/store", scheme: "file"},
+		{raw: "file:///srv/store?x=1", err: "query"},
+		{raw: "s3://bucket", err: "unsupported scheme"},
+		{raw: "/srv/store", err: "no scheme"},
+	} {
+		u, err := store.ParseURL(tc.raw)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%s: error %v, want one containing %q", tc.raw, err, tc.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: %v", tc.raw, err)
+			continue
+		}
+		if u.Scheme != tc.scheme || (tc.scheme == "socket" && (u.Addr != tc.addr || u.Proxy != tc.proxy)) {
+			t.Errorf("%s: got %+v", tc.raw, u)
+		}
+	}
+}
