@@ -187,6 +187,23 @@ type conn struct {
 	br  *bufio.Reader
 	bw  *bufio.Writer
 	buf []byte // stream frame payloads, reused
+	// stall, when set, is how long the server may make no progress on a
+	// request before the connection counts as lost (and the request is
+	// retried on a new one): calls without a deadline of their own, such
+	// as the plugin's journal appends, never wait forever on a server that
+	// accepted the connection but stopped answering.
+	stall time.Duration
+}
+
+// stallTimeout bounds how long a request without a deadline waits for the
+// server to make progress.
+var stallTimeout = time.Minute
+
+// progress pushes the stall deadline on.
+func (c *conn) progress() {
+	if c.stall > 0 {
+		c.nc.SetDeadline(time.Now().Add(c.stall))
+	}
 }
 
 // netError is a failure of the connection: the request may be retried on
@@ -314,7 +331,13 @@ func (cl *Client) do(ctx context.Context, p *pool, fn func(c *conn, attempt int)
 			return errClientClosed
 		}
 		if sl.c == nil {
-			c, _, err := cl.connect(ctx)
+			cctx, cancel := ctx, context.CancelFunc(func() {})
+			if !failedAt.IsZero() && cl.retryFor >= 0 {
+				// A connection attempt may not outlast the retry period.
+				cctx, cancel = context.WithDeadline(ctx, failedAt.Add(cl.retryFor))
+			}
+			c, _, err := cl.connect(cctx)
+			cancel()
 			if err != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
@@ -375,6 +398,10 @@ func (cl *Client) run(ctx context.Context, c *conn, fn func(c *conn) error) erro
 	if hasDL {
 		c.nc.SetDeadline(dl)
 	}
+	if !hasDL && ctx.Done() == nil {
+		c.stall = stallTimeout // nothing else would ever end the wait
+		defer func() { c.stall = 0; c.nc.SetDeadline(time.Time{}) }()
+	}
 	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(time.Unix(1, 0)) })
 	err := fn(c)
 	if !stop() {
@@ -388,6 +415,7 @@ func (cl *Client) run(ctx context.Context, c *conn, fn func(c *conn) error) erro
 }
 
 func (c *conn) send(typ byte, p []byte) error {
+	c.progress()
 	if err := writeFrame(c.bw, typ, p); err != nil {
 		return netError{err: err}
 	}
@@ -418,6 +446,7 @@ func (c *conn) call(typ byte, p []byte, item func(typ byte, p []byte) error) ([]
 func (c *conn) answer(item func(typ byte, p []byte) error) ([]byte, error) {
 	var itemErr error
 	for {
+		c.progress()
 		typ, n, err := readHeader(c.br)
 		if err != nil {
 			return nil, netError{err: err}
@@ -431,7 +460,7 @@ func (c *conn) answer(item func(typ byte, p []byte) error) ([]byte, error) {
 		}
 		switch typ {
 		case msgOK, msgError:
-			p, err := readPayload(c.br, int(n), nil, nil)
+			p, err := readPayload(c.br, int(n), nil, c.progress)
 			if err != nil {
 				return nil, netError{err: err}
 			}
@@ -440,7 +469,7 @@ func (c *conn) answer(item func(typ byte, p []byte) error) ([]byte, error) {
 			}
 			return p, itemErr
 		}
-		c.buf, err = readPayload(c.br, int(n), c.buf, nil)
+		c.buf, err = readPayload(c.br, int(n), c.buf, c.progress)
 		if err != nil {
 			return nil, netError{err: err}
 		}

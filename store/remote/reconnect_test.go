@@ -3,6 +3,7 @@ package remote
 import (
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -198,4 +199,88 @@ func TestServerDownTooLong(t *testing.T) {
 	acked = append(acked, r)
 	j.Close()
 	checkJournal(t, ts.st, "alice", acked)
+}
+
+// blackhole is a TCP proxy that can stop forwarding without closing: a
+// server that accepted the connection and then went silent (a hung host, a
+// dead network path without resets).
+type blackhole struct {
+	l      net.Listener
+	silent atomic.Bool
+}
+
+func newBlackhole(t *testing.T, to string) *blackhole {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	b := &blackhole{l: l}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", to)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			pipe := func(dst, src net.Conn) {
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := src.Read(buf)
+					if err != nil {
+						dst.Close()
+						return
+					}
+					if !b.silent.Load() {
+						dst.Write(buf[:n])
+					}
+				}
+			}
+			go pipe(s, c)
+			go pipe(c, s)
+		}
+	}()
+	return b
+}
+
+// TestSilentServer: an append to a server that stops answering (but keeps
+// the connection open) is not waited on forever: the connection counts as
+// lost after the stall timeout, and the append fails once the retry period
+// is over, so the plugin can refuse the db_write.
+func TestSilentServer(t *testing.T) {
+	old := stallTimeout
+	stallTimeout = 300 * time.Millisecond
+	defer func() { stallTimeout = old }()
+	ts := newTestServer(t, testAuth(t))
+	if _, err := history.Init(ctx, ts.st, "alice", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	bh := newBlackhole(t, ts.addr)
+	st, err := store.Open(ctx, "socket:"+bh.l.Addr().String(), store.Options{Token: tokAlice, RetryFor: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	j, err := st.OpenJournal(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.Append(change(0)); err != nil {
+		t.Fatal(err)
+	}
+	bh.silent.Store(true)
+	began := time.Now()
+	_, err = j.Append(change(1))
+	took := time.Since(began)
+	if !errors.Is(err, ErrUnreachable) {
+		t.Fatalf("append to a silent server: %v, want ErrUnreachable", err)
+	}
+	if took > 5*time.Second {
+		t.Fatalf("append to a silent server took %v", took)
+	}
+	t.Logf("append to a silent server failed after %v: %v", took, err)
 }
