@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -290,5 +291,48 @@ func TestClientRefusesOtherVersion(t *testing.T) {
 	_, err = Dial(ctx, u, store.Options{})
 	if !errors.Is(err, ErrVersion) || !strings.Contains(err.Error(), "version 2") {
 		t.Fatalf("dial a server of another version: %v", err)
+	}
+}
+
+// TestMemoryBoundedUnderLargeFrames: many clients announcing the largest
+// frames and sending little hold the server's memory to what arrived, not
+// to what was announced.
+func TestMemoryBoundedUnderLargeFrames(t *testing.T) {
+	ts := newTestServer(t, testAuth(t))
+	if _, err := history.Init(ctx, ts.st, "alice", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapInuse
+	}
+	before := heap()
+	const conns = 40
+	var cs []*rawConn
+	for i := 0; i < conns; i++ {
+		c := dialRaw(t, ts.addr)
+		c.login(tokAlice)
+		var h [5]byte
+		h[0] = msgJAppend
+		binary.BigEndian.PutUint32(h[1:], MaxRecordFrame) // announced: the largest frame
+		c.raw(h[:])
+		c.raw(make([]byte, 100<<10)) // sent: 100 KiB
+		cs = append(cs, c)
+	}
+	time.Sleep(200 * time.Millisecond) // let the server read what was sent
+	grew := int64(heap()) - int64(before)
+	t.Logf("%d connections announcing %d MiB frames each: server heap grew %.1f MiB", conns, MaxRecordFrame>>20, float64(grew)/(1<<20))
+	if announced := int64(conns) * int64(MaxRecordFrame); grew > 64<<20 || grew > announced/20 {
+		t.Fatalf("heap grew %d bytes for %d bytes announced", grew, announced)
+	}
+	for _, c := range cs {
+		c.nc.Close()
+	}
+	// The server still serves a well-behaved client.
+	st := ts.open(t, tokAlice)
+	if _, err := st.LatestManifest(ctx, "alice"); err != nil {
+		t.Fatal(err)
 	}
 }
