@@ -43,7 +43,7 @@ func main() {
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("backup-bench", flag.ContinueOnError)
 	c := &config{}
-	var size, workDir string
+	var size, memSize, workDir string
 	var asJSON, keep, verbose, noSmall bool
 	fs.IntVar(&c.Nodes, "nodes", 3, "nodes sharing the store")
 	fs.StringVar(&size, "size", "40MB", "database size of each node (MB = 2^20 bytes; KB, GB or plain bytes also)")
@@ -62,7 +62,8 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&c.plugin, "plugin", "", "backup-plugin binary (default: next to this binary, else built with go build)")
 	fs.StringVar(&c.cli, "cli", "", "backup-cli binary (default: next to this binary, else built with go build)")
 	fs.StringVar(&c.noop, "noop", "", "no-op plugin binary (default: next to this binary, else built with go build)")
-	fs.BoolVar(&noSmall, "no-small", false, "skip the second, quarter-size run that measures CLI memory at another database size")
+	fs.BoolVar(&noSmall, "no-small", false, "skip the second run (same nodes and steps, another database size) that checks the CLI's memory against the database size")
+	fs.StringVar(&memSize, "memory-check-size", "", "database size of the second run (default: a quarter of --size)")
 	fs.BoolVar(&asJSON, "json", false, "print the results as JSON")
 	fs.BoolVar(&verbose, "v", false, "log progress to stderr")
 	fromJSON := fs.String("table-from", "", "print the table of a run saved with --json (FILE) and exit")
@@ -87,6 +88,15 @@ func run(ctx context.Context, args []string) error {
 	}
 	if c.Nodes < 1 || c.Steps < 1 || c.Size < 64<<10 {
 		return errors.New("need at least 1 node, 1 step and 64 KB")
+	}
+	memCheck := c.Size / 4
+	if memSize != "" {
+		if memCheck, err = parseSize(memSize); err != nil {
+			return err
+		}
+	}
+	if !noSmall && (memCheck < 64<<10 || memCheck == c.Size) {
+		return fmt.Errorf("--memory-check-size %s: want at least 64 KB and not --size", mb(memCheck))
 	}
 	if c.VacuumStep > c.Steps {
 		return fmt.Errorf("--vacuum-step %d is after the last step %d", c.VacuumStep, c.Steps)
@@ -122,11 +132,13 @@ func run(ctx context.Context, args []string) error {
 	}
 	if !noSmall {
 		sc := *c
-		sc.Nodes, sc.Steps, sc.Size, sc.VacuumStep, sc.noNoop = 1, 1, c.Size/4, 0, true
+		// The same nodes, steps and workload at another size: the CLI's
+		// memory compared at two database sizes, nothing else changed.
+		sc.Size, sc.noNoop = memCheck, true
 		sc.work, sc.storeDir = filepath.Join(c.work, "small"), ""
 		c.logf("second run at %s for the CLI's memory", mb(sc.Size))
 		if res.Small, err = sc.run(ctx); err != nil {
-			return fmt.Errorf("quarter-size run: %w", err)
+			return fmt.Errorf("second run at %s: %w", mb(sc.Size), err)
 		}
 	}
 	res.Seconds = time.Since(start).Seconds()

@@ -73,8 +73,19 @@ func TestSmallRun(t *testing.T) {
 	if len(res.Steps) != 2 || !res.Steps[1].Vacuum || !res.Steps[1].CLI || len(res.GC) != 2 || len(res.Targets) < 8 {
 		t.Errorf("steps %+v, %d gc runs, %d targets", res.Steps, len(res.GC), len(res.Targets))
 	}
-	if res.Small == nil || len(res.Small.Restores) != 1 || !res.Small.Restores[0].Matched {
+	if sm := res.Small; sm == nil || len(sm.Restores) != 2 || !sm.Restores[0].Matched || !sm.Restores[1].Matched ||
+		sm.Config.Nodes != 2 || sm.Config.Steps != 2 || sm.Config.Size != res.Config.Size/4 {
 		t.Errorf("quarter-size run: %+v", res.Small)
+	}
+	// The stored bytes by content add up, and the change chunks are what
+	// the change-log bound predicts (the same records, batched and
+	// compressed the same way) within a few percent.
+	k := s.Content
+	if k.Pages.Count == 0 || k.Changes.Count == 0 || k.ListsPatches.Count == 0 || k.PackTrailers == 0 || k.total() != s.Stored.Allocated {
+		t.Errorf("content %+v sums to %d, stored %d", k, k.total(), s.Stored.Allocated)
+	}
+	if b := s.ChangeBound; b.Bytes == 0 || b.Records == 0 || float64(k.Changes.Bytes) > 1.05*float64(b.Bytes) || float64(k.Changes.Bytes) < 0.95*float64(b.Bytes) {
+		t.Errorf("change chunks %+v, change-log bound %+v", k.Changes, b)
 	}
 	var table bytes.Buffer
 	res.print(&table)

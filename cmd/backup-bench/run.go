@@ -44,6 +44,7 @@ type config struct {
 type node struct {
 	name, dir, db string
 	gen           *workload.Generator
+	log           *changeLog
 	l             *ld.Lightningd
 	idle          ld.Memory
 }
@@ -159,7 +160,7 @@ func (c *config) run(ctx context.Context) (*result, error) {
 	// operator installing the backup on an existing node does.
 	nodes := make([]*node, c.Nodes)
 	for i := range nodes {
-		n := &node{name: fmt.Sprintf("node%d", i+1)}
+		n := &node{name: fmt.Sprintf("node%d", i+1), log: newChangeLog()}
 		n.dir = filepath.Join(c.work, n.name, "lightning")
 		n.db = filepath.Join(n.dir, "lightningd.sqlite3")
 		if err := os.MkdirAll(n.dir, 0o700); err != nil {
@@ -203,6 +204,7 @@ func (c *config) run(ctx context.Context) (*result, error) {
 			return fmt.Errorf("%s: db_write %d: continue=%v %v (plugin stderr: %q)", n.name, h.Version, ok, err, n.l.Stderr())
 		}
 		*lat = append(*lat, rtt)
+		n.log.add(h)
 		py.LogBytes += zlibSize(legacyChange(h.Statements))
 		for _, s := range h.Statements {
 			res.Storage.StatementBytes += int64(len(s))
@@ -271,6 +273,7 @@ func (c *config) run(ctx context.Context) (*result, error) {
 			if step == c.Steps && c.cliCompactLast {
 				continue // compacted by backup-cli once the plugins stop
 			}
+			n.log.seal()
 			secs, added, err := c.compact(n, feed, &during)
 			if err != nil {
 				return nil, err
@@ -305,6 +308,7 @@ func (c *config) run(ctx context.Context) (*result, error) {
 				Seconds    float64 `json:"duration_seconds"`
 				Compacted  bool    `json:"compacted"`
 			}
+			n.log.seal()
 			r, err := c.runCLI(ctx, &out, "compact", "--node", n.name, url)
 			if err != nil {
 				return nil, err
@@ -344,6 +348,12 @@ func (c *config) run(ctx context.Context) (*result, error) {
 	}
 	if res.Storage.Stored, res.Storage.By, err = storeUsage(c.storeDir); err != nil {
 		return nil, err
+	}
+	if res.Storage.Content, err = storeContent(ctx, c.storeDir, res.Storage.By); err != nil {
+		return nil, fmt.Errorf("stored bytes by content: %w", err)
+	}
+	for _, n := range nodes {
+		n.log.addTo(&res.Storage.ChangeBound)
 	}
 
 	for _, n := range nodes {

@@ -51,14 +51,29 @@ func feed(t testing.TB, n *history.Node, r journal.Record) {
 // all PRAGMA-only (a PRAGMA hook after a committed change), so a change with
 // that version is not a rewind of them.
 func lastNonPragmaDiffers(j store.Journal, v uint32) bool {
-	has := false
-	j.Records(0, func(r journal.Record) error {
-		if r.Version == v && !r.PragmaOnly() {
-			has = true
+	// The trailing run of records of version v is never sealed, so never
+	// trimmed: walk back over it from the newest record (Records(0) fails
+	// with ErrTrimmed once a compaction trimmed older segments).
+	last, ok := j.Last()
+	if !ok {
+		return true
+	}
+	for after := last.Seq; after > 0; after-- {
+		var first journal.Record
+		got := false
+		if err := j.Records(after-1, func(r journal.Record) error {
+			if !got {
+				first, got = r, true
+			}
+			return nil
+		}); err != nil || !got || first.Version != v {
+			break
 		}
-		return nil
-	})
-	return !has
+		if !first.PragmaOnly() {
+			return false
+		}
+	}
+	return true
 }
 
 // resolved is the committed history of a trace: a non-PRAGMA hook that

@@ -44,12 +44,17 @@ func BenchmarkAppend(b *testing.B) {
 }
 
 // BenchmarkAppendSegments compares, in one run, the hot path with the
-// adaptive segments (the default) and with fixed DefaultSegmentSize ones.
+// adaptive segments (the default, from MinSegmentSize), adaptive segments
+// from the former 256 KiB minimum, and fixed DefaultSegmentSize ones.
 func BenchmarkAppendSegments(b *testing.B) {
 	for _, bc := range []struct {
 		name string
 		opts Options
-	}{{"adaptive", Options{}}, {"fixed-8MiB", Options{SegmentSize: DefaultSegmentSize}}} {
+	}{
+		{"adaptive", Options{}},
+		{"adaptive-min-256KiB", Options{minSegment: 256 << 10}},
+		{"fixed-8MiB", Options{SegmentSize: DefaultSegmentSize}},
+	} {
 		b.Run(bc.name, func(b *testing.B) {
 			j := mustOpen(b, b.TempDir(), bc.opts)
 			defer mustClose(b, j)

@@ -21,8 +21,10 @@ const DefaultSegmentSize = 8 << 20
 // (see nextSize): a node whose journal is trimmed after each compaction
 // keeps small segments, so that preallocated zeros do not dominate the
 // store (the benchmark, docs/benchmark.md, measured 8 MiB plus an 8 MiB
-// spare per node against a few MB of records).
-const MinSegmentSize = 256 << 10
+// spare per node against a few MB of records; 64 KiB appends as fast as
+// 256 KiB in BenchmarkAppendSegments, and a node trimmed after each
+// compaction then holds 128 KiB of segments instead of 512 KiB).
+const MinSegmentSize = 64 << 10
 
 // minSegmentSize keeps a segment able to hold a header and a small record.
 const minSegmentSize = 128
@@ -58,6 +60,9 @@ type Options struct {
 	// node's numbering instead of reusing seqs the store already holds.
 	// Ignored when dir already holds segments.
 	FirstSeq uint64
+	// minSegment overrides MinSegmentSize (adaptive sizing only): for
+	// BenchmarkAppendSegments, which compares minimums in one run.
+	minSegment int64
 }
 
 // Journal is a node's journal opened for writing: the only writer of its
@@ -68,6 +73,7 @@ type Journal struct {
 	segSize int64 // the fixed segment size, or the largest one when adaptive
 	// adaptive: segments are sized by nextSize (Options.SegmentSize 0).
 	adaptive  bool
+	minSeg    int64 // the smallest adaptive segment (MinSegmentSize)
 	lock      *os.File
 	recovered int64
 
@@ -129,7 +135,10 @@ func Open(dir string, opts Options) (*Journal, error) {
 	if err != nil {
 		return nil, err
 	}
-	j := &Journal{dir: dir, segSize: segSize, adaptive: adaptive, lock: lock}
+	j := &Journal{dir: dir, segSize: segSize, adaptive: adaptive, minSeg: MinSegmentSize, lock: lock}
+	if opts.minSegment > 0 {
+		j.minSeg = max(opts.minSegment, minSegmentSize)
+	}
 	if err := j.load(first); err != nil {
 		if j.f != nil {
 			j.f.Close()
@@ -364,7 +373,7 @@ func (j *Journal) startSpare() {
 // newest segment is extended to on Open.
 func (j *Journal) minSize() int64 {
 	if j.adaptive {
-		return MinSegmentSize
+		return j.minSeg
 	}
 	return j.segSize
 }
@@ -392,7 +401,7 @@ func (j *Journal) nextSize() int64 {
 	case older <= 0:
 		n = cur / 2
 	}
-	return min(max(n, MinSegmentSize), j.segSize)
+	return min(max(n, j.minSeg), j.segSize)
 }
 
 // rollover makes a new segment, durable and empty, whose first record will
