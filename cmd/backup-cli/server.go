@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/clnbackup/backup/store"
@@ -82,11 +84,20 @@ answered, and closes the journals.`,
 			srv := remote.NewServer(st, auth, remote.ServerOptions{Infof: infof, Errorf: errorf, MaxConns: maxConns})
 			served := make(chan error, 1)
 			go func() { served <- srv.Serve(l) }()
-			select {
-			case err := <-served:
-				srv.Shutdown(context.Background())
-				return fmt.Errorf("serve on %s: %w", addr, err)
-			case <-ctx.Done():
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+		serving:
+			for {
+				select {
+				case err := <-served:
+					srv.Shutdown(context.Background())
+					return fmt.Errorf("serve on %s: %w", addr, err)
+				case <-hup:
+					reloadAuth(srv, authFile, infof, errorf)
+				case <-ctx.Done():
+					break serving
+				}
 			}
 			infof("shutting down: finishing requests in progress (at most %s)", shutdownGrace)
 			sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
@@ -105,6 +116,26 @@ answered, and closes the journals.`,
 	cmd.Flags().IntVar(&maxConns, "max-conns", 256, "most client connections served at once")
 	cmd.AddCommand(newAddTokenCmd(g))
 	return cmd
+}
+
+// reloadAuth reads the auth file again (SIGHUP), so tokens added with
+// add-token work without a restart; a file that fails to load leaves the
+// tokens in use unchanged.
+func reloadAuth(srv *remote.Server, authFile string, infof, errorf func(string, ...any)) {
+	if authFile == "" {
+		errorf("SIGHUP: no --auth file to reload (every client is admin): restart with --auth to require tokens")
+		return
+	}
+	auth, err := remote.LoadAuth(authFile)
+	if err != nil {
+		errorf("SIGHUP: reload %s: %v; keeping the tokens in use", authFile, err)
+		return
+	}
+	if err := srv.SetAuth(auth); err != nil {
+		errorf("SIGHUP: %v", err)
+		return
+	}
+	infof("reloaded %s: new connections use its tokens", authFile)
 }
 
 // serverLoggers returns the server's info and error loggers, to stderr.
@@ -177,7 +208,7 @@ A running server reads the auth file when it starts: restart it.`,
 			if !admin {
 				what = "token for nodes " + strings.Join(list, ",")
 			}
-			fmt.Fprintf(os.Stderr, "Added a %s to %s (restart the server to use it):\n", what, authFile)
+			fmt.Fprintf(os.Stderr, "Added a %s to %s (send the running server SIGHUP to use it: kill -HUP PID):\n", what, authFile)
 			fmt.Println(tok)
 			return nil
 		},

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -38,8 +39,9 @@ func TestServerCommand(t *testing.T) {
 	addr := l.Addr().String()
 	l.Close()
 	srv := exec.Command(cliBin, "server", "--auth", auth, "--log-format", "systemd", "file://"+filepath.Join(tmp, "store"), addr)
-	var logs strings.Builder
-	srv.Stderr = &logs
+	logs := &syncBuffer{}
+	srv.Stderr = logs
+	logsString := logs.String
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -74,6 +76,19 @@ func TestServerCommand(t *testing.T) {
 	mustFail(t, "denied", "list", "--node", "bob", "--token", tok.Token, url)
 	mustRun(t, "gc", "--token", admin, url)
 
+	// A token added while the server runs works after SIGHUP.
+	bob := strings.TrimSpace(mustRun(t, "server", "add-token", "--auth", auth, "--node", "bob"))
+	mustFail(t, "does not know this token", "init", "--token", bob, "--node", "bob", url)
+	srv.Process.Signal(syscall.SIGHUP)
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logsString(), "reloaded") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reload logged after SIGHUP:\n%s", logsString())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	mustRun(t, "init", "--token", bob, "--node", "bob", url)
+
 	srv.Process.Signal(syscall.SIGTERM)
 	if err := srv.Wait(); err != nil {
 		t.Fatalf("server exit: %v\n%s", err, logs.String())
@@ -83,4 +98,22 @@ func TestServerCommand(t *testing.T) {
 			t.Errorf("server log lacks %q:\n%s", want, logs.String())
 		}
 	}
+}
+
+// syncBuffer collects a process's output while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -45,8 +45,11 @@ type ServerOptions struct {
 // Server serves a store to clients. Create it with NewServer, run Serve,
 // stop it with Shutdown.
 type Server struct {
-	st   *store.Store
-	auth *Auth
+	st *store.Store
+	// auth is the token table (nil: no authentication, every client
+	// is admin); SetAuth swaps it while serving.
+	auth atomic.Pointer[Auth]
+	open bool
 	opt  ServerOptions
 
 	mu        sync.Mutex
@@ -73,6 +76,18 @@ type sharedJournal struct {
 	refs int
 }
 
+// SetAuth replaces the token table (the auth file was edited: backup-cli
+// server reloads it on SIGHUP). New connections use it; connections
+// already authenticated keep what their token allowed when they logged in.
+// A server started without authentication cannot be given one.
+func (s *Server) SetAuth(a *Auth) error {
+	if s.open || a == nil {
+		return errors.New("authentication can only be changed on a server started with an auth file, and not removed: restart the server")
+	}
+	s.auth.Store(a)
+	return nil
+}
+
 // NewServer returns a server for st. With auth nil every client is admin
 // (a warning is logged when Serve starts).
 func NewServer(st *store.Store, auth *Auth, opt ServerOptions) *Server {
@@ -97,7 +112,9 @@ func NewServer(st *store.Store, auth *Auth, opt ServerOptions) *Server {
 	if opt.MaxObjectSize <= 0 {
 		opt.MaxObjectSize = 2 << 30
 	}
-	return &Server{st: st, auth: auth, opt: opt, listeners: map[net.Listener]bool{}, conns: map[*session]bool{}, journals: map[string]*sharedJournal{}}
+	srv := &Server{st: st, open: auth == nil, opt: opt, listeners: map[net.Listener]bool{}, conns: map[*session]bool{}, journals: map[string]*sharedJournal{}}
+	srv.auth.Store(auth)
+	return srv
 }
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -114,7 +131,7 @@ func (s *Server) Serve(l net.Listener) error {
 	}
 	s.listeners[l] = true
 	s.mu.Unlock()
-	if s.auth == nil {
+	if s.open {
 		s.opt.Errorf("warning: no auth file: every client that reaches %s has full (admin) access to store %s", l.Addr(), s.st.Location())
 	}
 	s.opt.Infof("serving store %s on %s (protocol %d)", s.st.Location(), l.Addr(), ProtocolVersion)
@@ -364,10 +381,10 @@ func (ss *session) handshake() error {
 		return errors.New(msg)
 	}
 	ss.client = h.Client
-	if s.auth == nil {
+	if s.open {
 		ss.id = anyone
 	} else {
-		id, ok := s.auth.Lookup(h.Token)
+		id, ok := s.auth.Load().Lookup(h.Token)
 		if !ok {
 			ss.fail(codeDenied, "the store server does not know this token: check --token/--token-file (or backup.lock) against the server's auth file")
 			return fmt.Errorf("unknown token from client %q", h.Client)
