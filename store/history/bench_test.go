@@ -257,7 +257,7 @@ type countingProxy struct {
 	sent, received atomic.Int64
 }
 
-func newCountingProxy(b *testing.B, addr string) *countingProxy {
+func newCountingProxy(b testing.TB, addr string) *countingProxy {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -300,7 +300,7 @@ func (c countingWriter) Write(p []byte) (int, error) {
 
 // remoteStore serves st on loopback to a node token for node and opens it
 // through a counting proxy.
-func remoteStore(b *testing.B, st *store.Store, node string) (*store.Store, *countingProxy) {
+func remoteStore(b testing.TB, st *store.Store, node string) (*store.Store, *countingProxy) {
 	token, err := remote.NewToken()
 	if err != nil {
 		b.Fatal(err)
