@@ -73,15 +73,18 @@ func (s *Store) decodeInto(dst []byte, id chunker.ID, loc ChunkInfo, body []byte
 
 // decodeDelta decompresses a delta body with its base's full bytes as raw
 // dictionary into dst and verifies the result against the chunk's id.
-func decodeDelta(dst []byte, b ChunkBody, base []byte, where string) ([]byte, error) {
+func (s *Store) decodeDelta(dst []byte, b ChunkBody, base []byte, where string) ([]byte, error) {
 	if b.Raw > MaxChunkSize {
 		return nil, fmt.Errorf("read chunk %s from %s: %w: size %d exceeds the %d-byte limit; run backup-cli verify", b.ID, where, ErrCorrupt, b.Raw, MaxChunkSize)
 	}
-	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(64<<20), zstd.WithDecoderDictRaw(0, base))
+	dec, err := s.deltaDecoder()
 	if err != nil {
 		return nil, err
 	}
-	defer dec.Close()
+	defer s.putDeltaDecoder(dec)
+	if err := dec.ResetWithOptions(nil, zstd.WithDecoderDictRaw(0, base)); err != nil {
+		return nil, err
+	}
 	if dst == nil {
 		dst = make([]byte, 0, b.Raw)
 	}
@@ -95,15 +98,24 @@ func decodeDelta(dst []byte, b ChunkBody, base []byte, where string) ([]byte, er
 	return data, nil
 }
 
-// encodeDelta compresses data with base as raw dictionary, appending the
-// zstd frame to dst.
-func encodeDelta(dst, data, base []byte) ([]byte, error) {
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderDictRaw(0, base))
-	if err != nil {
-		return nil, err
+// deltaDecoder takes a single-threaded decoder for deltas from the pool
+// (each decode sets its base as dictionary).
+func (s *Store) deltaDecoder() (*zstd.Decoder, error) {
+	s.encMu.Lock()
+	if n := len(s.deltaDecs); n > 0 {
+		d := s.deltaDecs[n-1]
+		s.deltaDecs = s.deltaDecs[:n-1]
+		s.encMu.Unlock()
+		return d, nil
 	}
-	defer enc.Close()
-	return enc.EncodeAll(data, dst), nil
+	s.encMu.Unlock()
+	return zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(64<<20))
+}
+
+func (s *Store) putDeltaDecoder(d *zstd.Decoder) {
+	s.encMu.Lock()
+	s.deltaDecs = append(s.deltaDecs, d)
+	s.encMu.Unlock()
 }
 
 // decodeBody decompresses a chunk body into dst (reusing its capacity) and
@@ -390,7 +402,7 @@ func (s *Store) readDeltas(ctx context.Context, batch []deltaRef, depth int, fn 
 				return nil, fmt.Errorf("read chunk %s from %s: its base chunk %s: %w", b.ID, where, b.Base, err)
 			}
 		}
-		data, err := decodeDelta(buf[:0], b, base, where)
+		data, err := s.decodeDelta(buf[:0], b, base, where)
 		if err != nil {
 			return nil, err
 		}

@@ -111,15 +111,17 @@ const DefaultMaxWriterAge = time.Hour
 
 // Store is an open store. It is safe for concurrent use.
 type Store struct {
-	be     backend.Backend
-	cfg    Config
-	dec    *zstd.Decoder
-	encMu  sync.Mutex
-	encs   []*zstd.Encoder
-	mu     sync.RWMutex
-	chunks map[chunker.ID]location
-	packs  []chunker.ID
-	packNo map[chunker.ID]uint32
+	be    backend.Backend
+	cfg   Config
+	dec   *zstd.Decoder
+	encMu sync.Mutex
+	encs  []*zstd.Encoder
+	// deltaDecs are decoders for deltas (guarded by encMu).
+	deltaDecs []*zstd.Decoder
+	mu        sync.RWMutex
+	chunks    map[chunker.ID]location
+	packs     []chunker.ID
+	packNo    map[chunker.ID]uint32
 	// bases are the base ids of delta copies (location.base indexes it;
 	// entry 0 is unused), baseNo numbers them.
 	bases  []chunker.ID
@@ -362,6 +364,10 @@ func (s *Store) Close() error {
 		e.Close()
 	}
 	s.encs = nil
+	for _, d := range s.deltaDecs {
+		d.Close()
+	}
+	s.deltaDecs = nil
 	s.encMu.Unlock()
 	if s.remote != nil {
 		return s.remote.Close()

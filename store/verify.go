@@ -410,7 +410,7 @@ func (s *Store) verifyPack(ctx context.Context, no uint32, id chunker.ID, indexe
 				fail(e.ID, "is stored as a delta of chunk %s, which cannot be read (%v)", e.Base, berr)
 				continue
 			}
-			out, err := decodeDelta(buf[:0], ChunkBody{ID: e.ID, Kind: e.Kind, Raw: e.Raw, Base: e.Base, Body: data[e.Offset:end]}, base, name)
+			out, err := s.decodeDelta(buf[:0], ChunkBody{ID: e.ID, Kind: e.Kind, Raw: e.Raw, Base: e.Base, Body: data[e.Offset:end]}, base, name)
 			if err != nil {
 				fail(e.ID, "delta against chunk %s does not decode to its content (%v)", e.Base, err)
 				continue

@@ -19,6 +19,7 @@ import (
 type Writer struct {
 	s       *Store
 	enc     *zstd.Encoder
+	denc    *zstd.Encoder // for deltas (PutDelta), made on first use
 	bodies  []byte
 	scratch []byte
 	entries []indexEntry
@@ -159,12 +160,18 @@ func (w *Writer) PutDelta(ctx context.Context, id chunker.ID, data []byte, base 
 	if info, ok := w.s.Locate(base); !ok || info.Base != (chunker.ID{}) || chunker.Sum(baseData) != base {
 		return w.PutID(ctx, KindPage, id, data)
 	}
-	w.scratch = w.enc.EncodeAll(data, w.scratch[:0])
-	start := len(w.bodies)
-	w.bodies, err = encodeDelta(w.bodies, data, baseData)
-	if err != nil {
+	if w.denc == nil {
+		if w.denc, err = zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedDefault)); err != nil {
+			return false, fmt.Errorf("start delta writer: %w", err)
+		}
+	}
+	// The base is the raw dictionary, with no dictionary id in the frame.
+	if err := w.denc.ResetWithOptions(nil, zstd.WithEncoderDictRaw(0, baseData)); err != nil {
 		return false, fmt.Errorf("compress page %s against %s: %w", id.Short(), base.Short(), err)
 	}
+	w.scratch = w.enc.EncodeAll(data, w.scratch[:0])
+	start := len(w.bodies)
+	w.bodies = w.denc.EncodeAll(data, w.bodies)
 	e := indexEntry{ID: id, Kind: KindPage, Offset: uint32(start), Length: uint32(len(w.bodies) - start), Raw: uint32(len(data)), Base: base}
 	if float64(e.Length) >= deltaMaxShare*float64(len(w.scratch)) {
 		w.bodies = append(w.bodies[:start], w.scratch...)
@@ -257,6 +264,10 @@ func (w *Writer) Close() {
 	if w.enc != nil {
 		w.s.putEncoder(w.enc)
 		w.enc = nil
+	}
+	if w.denc != nil {
+		w.denc.Close()
+		w.denc = nil
 	}
 }
 
