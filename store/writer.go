@@ -161,7 +161,10 @@ func (w *Writer) PutDelta(ctx context.Context, id chunker.ID, data []byte, base 
 		return w.PutID(ctx, KindPage, id, data)
 	}
 	if w.denc == nil {
-		if w.denc, err = zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedDefault)); err != nil {
+		// A page and its base fit a 128 KiB window (pages are at most
+		// 64 KiB); the default window would cost ~30 MB of tables.
+		if w.denc, err = zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedDefault),
+			zstd.WithWindowSize(1<<17), zstd.WithLowerEncoderMem(true)); err != nil {
 			return false, fmt.Errorf("start delta writer: %w", err)
 		}
 	}
