@@ -208,10 +208,13 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 			}
 		}
 	}
+	// Only a full copy replaces a condemned one: a delta copy may not stand
+	// for a chunk that is (or may become) the base of other deltas, which
+	// must stay one full chunk away.
 	for _, p := range packs {
 		for _, e := range p.entries {
 			if _, watched := fresh[e.ID]; watched {
-				if !prev.has(chunkCopy{e.ID, p.id}) {
+				if !prev.has(chunkCopy{e.ID, p.id}) && !e.delta() {
 					fresh[e.ID] = true
 				}
 			}
@@ -653,7 +656,16 @@ func (s *Store) consolidate(ctx context.Context, packs []*packState) (int, error
 		return 0, err
 	}
 	defer w.Close()
+	// A chunk with a live full copy in one of the packs is not copied as a
+	// delta from another: the full copy is (rewriteLive skips seen chunks).
 	seen := map[chunker.ID]bool{}
+	for _, p := range packs {
+		for k, e := range p.entries {
+			if p.live[k] && !e.delta() {
+				seen[e.ID] = false
+			}
+		}
+	}
 	for _, p := range packs {
 		if err := s.rewriteLive(ctx, w, p, seen); err != nil {
 			return w.stats.Packs, err
@@ -681,6 +693,9 @@ func (s *Store) rewriteLive(ctx context.Context, w *Writer, p *packState, seen m
 	for k, e := range p.entries {
 		if !p.live[k] || seen[e.ID] {
 			continue
+		}
+		if _, hasFull := seen[e.ID]; hasFull && e.delta() {
+			continue // its full copy is rewritten instead
 		}
 		if int64(e.Offset)+int64(e.Length) > int64(len(old)) {
 			return fmt.Errorf("gc: repack %s: chunk %s lies beyond the end of the pack; run backup-cli verify", p.id.Short(), e.ID)

@@ -292,8 +292,8 @@ const (
 	// one step of ReadChunks' second pass.
 	deltaBatch = 1024
 	// maxDeltaDepth bounds the chain of bases a read follows. Writers
-	// make deltas of full chunks only (depth 1); a longer chain arises
-	// only when gc deleted a base's full copy that had a fresh delta copy.
+	// make deltas of full chunks only (depth 1), and gc keeps a full copy
+	// of every live base; the bound guards against damaged stores.
 	maxDeltaDepth = 4
 )
 
