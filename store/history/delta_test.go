@@ -441,3 +441,83 @@ func containsRP(rps []history.RestorePoint, r history.RestorePoint) bool {
 	}
 	return false
 }
+
+// TestGCKeepsFullCopyOverFreshDelta: a chunk whose full copy gc condemned
+// is stored again by a writer as a delta; once a manifest names it, gc
+// rescues the full copy rather than let the delta copy replace it (a base
+// must keep a full copy), and the chunk reads back.
+func TestGCKeepsFullCopyOverFreshDelta(t *testing.T) {
+	clock := &testClock{}
+	_, url := newVersionStore(t, 0, clock)
+	st := openWithClock(t, url, clock)
+	base := make([]byte, 4096)
+	for i := range base {
+		base[i] = byte(i * i >> 3) // compresses poorly alone
+	}
+	page := append([]byte(nil), base...)
+	copy(page[100:], "changed")
+	baseID, pageID := chunker.Sum(base), chunker.Sum(page)
+	commit := func(st *store.Store, w *store.Writer, node string, id chunker.ID) {
+		t.Helper()
+		list, _, err := w.Put(ctx, store.KindList, manifest.EncodeList([]chunker.ID{id}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.CreateNode(ctx, store.NodeInfo{Name: node}); err != nil {
+			t.Fatal(err)
+		}
+		m := &manifest.Manifest{Format: manifest.FormatVersion, Node: node, Seq: 1, Created: clock.Now(),
+			Snapshot: manifest.Snapshot{Version: 1, PageSize: 4096, Pages: 1, Lists: []chunker.ID{list}}}
+		if _, err := st.PutManifest(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The base, named by a manifest; the page full, named by none.
+	w, err := st.NewWriter(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.PutID(ctx, store.KindPage, baseID, base)
+	commit(st, w, "keep", baseID)
+	w.PutID(ctx, store.KindPage, pageID, page)
+	if err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	clock.Advance(testGrace + time.Minute)
+	if r := gc(t, st); r.NewlyCondemned == 0 {
+		t.Fatalf("nothing condemned: %+v", r)
+	}
+	// A writer that sees the condemned record stores the page again, as a
+	// delta, and commits a manifest naming it.
+	ws := openWithClock(t, url, clock)
+	w, err = ws.NewWriter(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if isNew, err := w.PutDelta(ctx, pageID, page, baseID, base); err != nil || !isNew {
+		t.Fatalf("put delta: %v %v", err, isNew)
+	}
+	commit(ws, w, "n", pageID)
+	if w.Stats().DeltaChunks != 1 {
+		t.Fatalf("the page was not stored as a delta: %+v", w.Stats())
+	}
+	for run := 1; run <= 2; run++ {
+		clock.Advance(testGrace + time.Minute)
+		gc(t, st)
+		fresh := openWithClock(t, url, clock)
+		if err := fresh.LoadIndex(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if info, ok := fresh.Locate(pageID); !ok || info.Base != (chunker.ID{}) || !fresh.Has(pageID) {
+			t.Fatalf("gc %d: the page's full copy is gone (located %v as %+v)", run, ok, info)
+		}
+		if data, err := fresh.Get(ctx, pageID); err != nil || !bytes.Equal(data, page) {
+			t.Fatalf("gc %d: read back: %v", run, err)
+		}
+	}
+}
