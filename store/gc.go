@@ -192,6 +192,8 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 		return rep, err
 	}
 	rep.RecheckedAdded = rep.Manifests - before
+	// A live delta needs its base: mark the bases of live delta copies.
+	markBases(live, packs, find.deltas)
 	rep.LiveChunks = len(live)
 
 	rep.Packs = len(packs)
@@ -206,10 +208,13 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 			}
 		}
 	}
+	// Only a full copy replaces a condemned one: a delta copy may not stand
+	// for a chunk that is (or may become) the base of other deltas, which
+	// must stay one full chunk away.
 	for _, p := range packs {
 		for _, e := range p.entries {
 			if _, watched := fresh[e.ID]; watched {
-				if !prev.has(chunkCopy{e.ID, p.id}) {
+				if !prev.has(chunkCopy{e.ID, p.id}) && !e.delta() {
 					fresh[e.ID] = true
 				}
 			}
@@ -388,6 +393,8 @@ type chunkFinder struct {
 	scanned map[string]bool
 	// read are the list and patch chunks marked already.
 	read map[chunker.ID]bool
+	// deltas are the delta copies in indexes written since the scan.
+	deltas []deltaRef
 }
 
 func newChunkFinder(s *Store, packs []*packState) *chunkFinder {
@@ -441,6 +448,11 @@ func (f *chunkFinder) scanNew(ctx context.Context) error {
 		}
 		f.scanned[in.Name] = true
 		f.add(pack, entries)
+		for _, e := range entries {
+			if e.delta() {
+				f.deltas = append(f.deltas, deltaRef{e.ID, e.Base})
+			}
+		}
 		return nil
 	})
 	if err != nil {
@@ -481,6 +493,35 @@ func (s *Store) mark(ctx context.Context, find *chunkFinder, live liveSet, seen 
 		}
 	}
 	return nil
+}
+
+// markBases adds to live the base of every live delta copy, in the packs
+// scanned and in extra (copies in indexes written since), until no base
+// is left to add: writers make deltas of full copies only, so one round
+// normally suffices, and a second finds nothing.
+func markBases(live liveSet, packs []*packState, extra []deltaRef) {
+	for {
+		added := false
+		mark := func(id, base chunker.ID) {
+			if live.has(id) && !live.has(base) {
+				live.add(base)
+				added = true
+			}
+		}
+		for _, p := range packs {
+			for _, e := range p.entries {
+				if e.delta() {
+					mark(e.ID, e.Base)
+				}
+			}
+		}
+		for _, d := range extra {
+			mark(d.id, d.base)
+		}
+		if !added {
+			return
+		}
+	}
 }
 
 // liveSet holds the chunks manifests name, by the first 8 bytes of their
@@ -615,7 +656,16 @@ func (s *Store) consolidate(ctx context.Context, packs []*packState) (int, error
 		return 0, err
 	}
 	defer w.Close()
+	// A chunk with a live full copy in one of the packs is not copied as a
+	// delta from another: the full copy is (rewriteLive skips seen chunks).
 	seen := map[chunker.ID]bool{}
+	for _, p := range packs {
+		for k, e := range p.entries {
+			if p.live[k] && !e.delta() {
+				seen[e.ID] = false
+			}
+		}
+	}
 	for _, p := range packs {
 		if err := s.rewriteLive(ctx, w, p, seen); err != nil {
 			return w.stats.Packs, err
@@ -644,12 +694,23 @@ func (s *Store) rewriteLive(ctx context.Context, w *Writer, p *packState, seen m
 		if !p.live[k] || seen[e.ID] {
 			continue
 		}
-		info := ChunkInfo{Pack: p.id, Kind: e.Kind, Offset: e.Offset, Length: e.Length, Raw: e.Raw}
-		data, err := s.decodeInto(nil, e.ID, info, old[e.Offset:e.Offset+e.Length])
-		if err != nil {
-			return fmt.Errorf("gc: repack: %w", err)
+		if _, hasFull := seen[e.ID]; hasFull && e.delta() {
+			continue // its full copy is rewritten instead
 		}
-		w.putAlways(e.Kind, e.ID, data)
+		if int64(e.Offset)+int64(e.Length) > int64(len(old)) {
+			return fmt.Errorf("gc: repack %s: chunk %s lies beyond the end of the pack; run backup-cli verify", p.id.Short(), e.ID)
+		}
+		if e.delta() {
+			// Copied as stored, with its base (which is live too).
+			w.putRaw(e, old[e.Offset:e.Offset+e.Length])
+		} else {
+			info := ChunkInfo{Pack: p.id, Kind: e.Kind, Offset: e.Offset, Length: e.Length, Raw: e.Raw}
+			data, err := s.decodeInto(nil, e.ID, info, old[e.Offset:e.Offset+e.Length])
+			if err != nil {
+				return fmt.Errorf("gc: repack: %w", err)
+			}
+			w.putAlways(e.Kind, e.ID, data)
+		}
 		if seen != nil {
 			seen[e.ID] = true
 		}

@@ -43,11 +43,19 @@ const MaxChunkSize = 16 << 20
 //	pack  = compressed chunk bodies ... | index (pack id zero) | nonce [16] | u32 index length | "CLNPACK1"
 //	index = "CLNIDX" u16 version | pack id [32] | u32 count | entries
 //	entry = chunk id [32] | u8 kind | u32 offset | u32 stored length | u32 raw length
+//	        [base id [32], version 2 only, when kind has kindDelta set]
 const (
-	indexMagic     = "CLNIDX"
-	indexVersion   = 1
+	indexMagic = "CLNIDX"
+	// indexVersion1 is the index of version-1 stores; indexVersion2, of
+	// version-2 stores, adds delta entries.
+	indexVersion1  = 1
+	indexVersion2  = 2
 	indexHeaderLen = 6 + 2 + chunker.IDSize + 4
 	indexEntryLen  = chunker.IDSize + 1 + 4 + 4 + 4
+	// kindDelta, set in an entry's kind byte (index version 2), marks a
+	// delta copy: the body is a zstd frame compressed with the full bytes
+	// of the base chunk, whose id follows the entry, as raw dictionary.
+	kindDelta      = 0x80
 	packMagic      = "CLNPACK1"
 	packNonceLen   = 16
 	packTrailerLen = packNonceLen + 4 + len(packMagic)
@@ -62,20 +70,43 @@ type indexEntry struct {
 	Offset uint32
 	Length uint32 // stored (compressed) length
 	Raw    uint32 // uncompressed length
+	// Base is the chunk the body is a delta against (zero: a full body).
+	Base chunker.ID
 }
 
-func encodeIndex(pack chunker.ID, entries []indexEntry) []byte {
-	b := make([]byte, 0, indexHeaderLen+len(entries)*indexEntryLen)
+// delta reports whether the entry is a delta copy.
+func (e indexEntry) delta() bool { return e.Base != (chunker.ID{}) }
+
+// encodeIndex encodes an index in the given index version (1 cannot hold
+// delta entries: the caller never has any for a version-1 store).
+func encodeIndex(version uint16, pack chunker.ID, entries []indexEntry) []byte {
+	n := indexHeaderLen + len(entries)*indexEntryLen
+	for _, e := range entries {
+		if e.delta() {
+			n += chunker.IDSize
+		}
+	}
+	b := make([]byte, 0, n)
 	b = append(b, indexMagic...)
-	b = binary.BigEndian.AppendUint16(b, indexVersion)
+	b = binary.BigEndian.AppendUint16(b, version)
 	b = append(b, pack[:]...)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(entries)))
 	for _, e := range entries {
 		b = append(b, e.ID[:]...)
-		b = append(b, byte(e.Kind))
+		k := byte(e.Kind)
+		if e.delta() {
+			if version < indexVersion2 {
+				panic("store: delta entry in a version-1 index")
+			}
+			k |= kindDelta
+		}
+		b = append(b, k)
 		b = binary.BigEndian.AppendUint32(b, e.Offset)
 		b = binary.BigEndian.AppendUint32(b, e.Length)
 		b = binary.BigEndian.AppendUint32(b, e.Raw)
+		if e.delta() {
+			b = append(b, e.Base[:]...)
+		}
 	}
 	return b
 }
@@ -87,25 +118,47 @@ func decodeIndex(b []byte, packLen int64) (chunker.ID, []indexEntry, error) {
 	if len(b) < indexHeaderLen || string(b[:6]) != indexMagic {
 		return pack, nil, fmt.Errorf("not a pack index")
 	}
-	if v := binary.BigEndian.Uint16(b[6:8]); v != indexVersion {
-		return pack, nil, fmt.Errorf("pack index format version %d unknown (this program reads %d): upgrade backup-cli", v, indexVersion)
+	v := binary.BigEndian.Uint16(b[6:8])
+	if v != indexVersion1 && v != indexVersion2 {
+		return pack, nil, fmt.Errorf("pack index format version %d unknown (this program reads %d and %d): upgrade backup-cli", v, indexVersion1, indexVersion2)
 	}
 	copy(pack[:], b[8:])
 	n := binary.BigEndian.Uint32(b[8+chunker.IDSize:])
-	if n > maxIndexEntries || uint64(len(b)-indexHeaderLen) != uint64(n)*indexEntryLen {
+	rest := uint64(len(b) - indexHeaderLen)
+	if n > maxIndexEntries || rest < uint64(n)*indexEntryLen || (v == indexVersion1 && rest != uint64(n)*indexEntryLen) {
 		return pack, nil, fmt.Errorf("pack index: %d entries do not match %d bytes", n, len(b)-indexHeaderLen)
 	}
 	entries := make([]indexEntry, n)
+	o := indexHeaderLen
 	for i := range entries {
-		o := indexHeaderLen + i*indexEntryLen
+		if len(b)-o < indexEntryLen {
+			return pack, nil, fmt.Errorf("pack index: %d entries do not match %d bytes", n, len(b)-indexHeaderLen)
+		}
 		e := &entries[i]
 		copy(e.ID[:], b[o:])
-		e.Kind = Kind(b[o+chunker.IDSize])
+		k := b[o+chunker.IDSize]
+		e.Kind = Kind(k &^ kindDelta)
 		e.Offset = binary.BigEndian.Uint32(b[o+chunker.IDSize+1:])
 		e.Length = binary.BigEndian.Uint32(b[o+chunker.IDSize+5:])
 		e.Raw = binary.BigEndian.Uint32(b[o+chunker.IDSize+9:])
-		if e.Kind < KindPage || e.Kind > KindChange {
-			return pack, nil, fmt.Errorf("pack index: entry %d: unknown chunk kind %d", i, e.Kind)
+		o += indexEntryLen
+		if e.Kind < KindPage || e.Kind > KindChange || (v == indexVersion1 && k&kindDelta != 0) {
+			return pack, nil, fmt.Errorf("pack index: entry %d: unknown chunk kind %d", i, k)
+		}
+		if k&kindDelta != 0 {
+			if len(b)-o < chunker.IDSize {
+				return pack, nil, fmt.Errorf("pack index: %d entries do not match %d bytes", n, len(b)-indexHeaderLen)
+			}
+			copy(e.Base[:], b[o:])
+			o += chunker.IDSize
+			switch {
+			case e.Kind != KindPage:
+				return pack, nil, fmt.Errorf("pack index: entry %d: a %s chunk stored as a delta (only pages may be)", i, e.Kind)
+			case !e.delta():
+				return pack, nil, fmt.Errorf("pack index: entry %d: delta with a zero base id", i)
+			case e.Base == e.ID:
+				return pack, nil, fmt.Errorf("pack index: entry %d: delta against itself", i)
+			}
 		}
 		if e.Raw > MaxChunkSize {
 			return pack, nil, fmt.Errorf("pack index: entry %d: chunk of %d bytes exceeds the limit", i, e.Raw)
@@ -114,6 +167,9 @@ func decodeIndex(b []byte, packLen int64) (chunker.ID, []indexEntry, error) {
 			return pack, nil, fmt.Errorf("pack index: entry %d lies outside the pack", i)
 		}
 	}
+	if o != len(b) {
+		return pack, nil, fmt.Errorf("pack index: %d entries do not match %d bytes", n, len(b)-indexHeaderLen)
+	}
 	return pack, entries, nil
 }
 
@@ -121,8 +177,8 @@ func decodeIndex(b []byte, packLen int64) (chunker.ID, []indexEntry, error) {
 // chunk bodies, so a pack can be re-indexed from itself alone. The random
 // nonce makes every pack a new object: a writer that stores chunks again
 // must never find its pack "already there" as a copy gc is deleting.
-func buildPack(bodies []byte, entries []indexEntry) []byte {
-	idx := encodeIndex(chunker.ID{}, entries)
+func buildPack(version uint16, bodies []byte, entries []indexEntry) []byte {
+	idx := encodeIndex(version, chunker.ID{}, entries)
 	pack := make([]byte, 0, len(bodies)+len(idx)+packTrailerLen)
 	pack = append(pack, bodies...)
 	pack = append(pack, idx...)

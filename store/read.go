@@ -1,15 +1,18 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sort"
 	"sync"
 
 	"github.com/clnbackup/backup/chunker"
 	"github.com/clnbackup/backup/store/backend"
+	"github.com/klauspost/compress/zstd"
 )
 
 // ErrChunkMissing is returned (wrapped) for a chunk the index does not know.
@@ -59,13 +62,60 @@ func (s *Store) getBodyOnce(ctx context.Context, id chunker.ID) (ChunkBody, Chun
 	if err != nil {
 		return ChunkBody{}, loc, fmt.Errorf("read chunk %s from pack %s: %w", id, loc.Pack, err)
 	}
-	return ChunkBody{ID: id, Kind: loc.Kind, Raw: loc.Raw, Body: body}, loc, nil
+	return ChunkBody{ID: id, Kind: loc.Kind, Raw: loc.Raw, Base: loc.Base, Body: body}, loc, nil
 }
 
-// decodeInto decompresses the body of chunk id stored at loc into dst
-// (reusing its capacity) and verifies it against its id.
+// decodeInto decompresses the (full) body of chunk id stored at loc into
+// dst (reusing its capacity) and verifies it against its id.
 func (s *Store) decodeInto(dst []byte, id chunker.ID, loc ChunkInfo, body []byte) ([]byte, error) {
 	return s.decodeBody(dst, ChunkBody{ID: id, Kind: loc.Kind, Raw: loc.Raw, Body: body}, "pack "+loc.Pack.String())
+}
+
+// decodeDelta decompresses a delta body with its base's full bytes as raw
+// dictionary into dst and verifies the result against the chunk's id.
+func (s *Store) decodeDelta(dst []byte, b ChunkBody, base []byte, where string) ([]byte, error) {
+	if b.Raw > MaxChunkSize {
+		return nil, fmt.Errorf("read chunk %s from %s: %w: size %d exceeds the %d-byte limit; run backup-cli verify", b.ID, where, ErrCorrupt, b.Raw, MaxChunkSize)
+	}
+	dec, err := s.deltaDecoder()
+	if err != nil {
+		return nil, err
+	}
+	defer s.putDeltaDecoder(dec)
+	if err := dec.ResetWithOptions(nil, zstd.WithDecoderDictRaw(0, base)); err != nil {
+		return nil, err
+	}
+	if dst == nil {
+		dst = make([]byte, 0, b.Raw)
+	}
+	data, err := dec.DecodeAll(b.Body, dst)
+	if err != nil {
+		return nil, fmt.Errorf("read chunk %s (a delta of chunk %s) from %s: %w: cannot decompress (%v); run backup-cli verify", b.ID, b.Base, where, ErrCorrupt, err)
+	}
+	if uint32(len(data)) != b.Raw || chunker.Sum(data) != b.ID {
+		return nil, fmt.Errorf("read chunk %s (a delta of chunk %s) from %s: %w: hash mismatch; run backup-cli verify", b.ID, b.Base, where, ErrCorrupt)
+	}
+	return data, nil
+}
+
+// deltaDecoder takes a single-threaded decoder for deltas from the pool
+// (each decode sets its base as dictionary).
+func (s *Store) deltaDecoder() (*zstd.Decoder, error) {
+	s.encMu.Lock()
+	if n := len(s.deltaDecs); n > 0 {
+		d := s.deltaDecs[n-1]
+		s.deltaDecs = s.deltaDecs[:n-1]
+		s.encMu.Unlock()
+		return d, nil
+	}
+	s.encMu.Unlock()
+	return zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(64<<20))
+}
+
+func (s *Store) putDeltaDecoder(d *zstd.Decoder) {
+	s.encMu.Lock()
+	s.deltaDecs = append(s.deltaDecs, d)
+	s.encMu.Unlock()
 }
 
 // decodeBody decompresses a chunk body into dst (reusing its capacity) and
@@ -90,6 +140,7 @@ func (s *Store) decodeBody(dst []byte, b ChunkBody, where string) ([]byte, error
 // readSpan is a run of chunks of one pack read with one request.
 type readSpan struct {
 	pack       chunker.ID
+	bases      []chunker.ID // Store.bases when planned
 	start, end int64
 	wants      []wantChunk
 }
@@ -99,34 +150,44 @@ type wantChunk struct {
 	loc location
 }
 
+// deltaRef is a chunk stored as a delta, and its base.
+type deltaRef struct{ id, base chunker.ID }
+
 // planReads locates ids (each once) and groups them into spans of few large
-// reads, in pack order.
-func (s *Store) planReads(ctx context.Context, ids []chunker.ID) ([]readSpan, error) {
+// reads, in pack order. With skipDeltas, chunks whose copy is a delta are
+// returned apart instead (ReadChunks decodes them in a second pass).
+func (s *Store) planReads(ctx context.Context, ids []chunker.ID, skipDeltas bool) ([]readSpan, []deltaRef, error) {
 	if err := s.LoadIndex(ctx); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	wants := make([]wantChunk, 0, len(ids))
 	// Pack numbers index the packs slice of the same hold of the lock: a
 	// Refresh may start the index over and number packs anew. (The slice
 	// is only appended to until then, so holding it is enough.)
 	var packs []chunker.ID
+	var deltas []deltaRef
 	s.mu.RLock()
 	for _, id := range ids {
 		loc, ok := s.chunks[id]
 		if !ok {
 			s.mu.RUnlock()
 			if err := s.Refresh(ctx); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			// Indexed since we loaded the index: start over.
 			if _, ok := s.Locate(id); ok {
-				return s.planReads(ctx, ids)
+				return s.planReads(ctx, ids, skipDeltas)
 			}
-			return nil, fmt.Errorf("read chunk %s: %w", id, ErrChunkMissing)
+			return nil, nil, fmt.Errorf("read chunk %s: %w", id, ErrChunkMissing)
+		}
+		if skipDeltas && loc.base != 0 {
+			deltas = append(deltas, deltaRef{id, s.bases[loc.base]})
+			continue
 		}
 		wants = append(wants, wantChunk{id, loc})
 	}
 	packs = s.packs
+	bases := s.bases
 	s.mu.RUnlock()
 	sort.Slice(wants, func(i, j int) bool {
 		a, b := wants[i].loc, wants[j].loc
@@ -155,9 +216,11 @@ func (s *Store) planReads(ctx context.Context, ids []chunker.ID) ([]readSpan, er
 			continue
 		}
 		lo = i
-		spans = append(spans, readSpan{pack: packs[w.loc.pack], start: start, end: end, wants: wants[i : i+1]})
+		spans = append(spans, readSpan{pack: packs[w.loc.pack], bases: bases, start: start, end: end, wants: wants[i : i+1]})
 	}
-	return spans, nil
+	slices.SortFunc(deltas, func(a, b deltaRef) int { return bytes.Compare(a.id[:], b.id[:]) })
+	deltas = slices.CompactFunc(deltas, func(a, b deltaRef) bool { return a.id == b.id })
+	return spans, deltas, nil
 }
 
 // readSpan calls fn with the stored body of every chunk of sp. If gc
@@ -182,8 +245,8 @@ func (s *Store) readSpan(ctx context.Context, sp readSpan, fn func(ChunkBody, Ch
 	}
 	for _, w := range sp.wants {
 		o := int64(w.loc.offset) - sp.start
-		info := ChunkInfo{Pack: sp.pack, Kind: w.loc.kind, Offset: w.loc.offset, Length: w.loc.length, Raw: w.loc.raw}
-		b := ChunkBody{ID: w.id, Kind: w.loc.kind, Raw: w.loc.raw, Body: raw[o : o+int64(w.loc.length)]}
+		info := ChunkInfo{Pack: sp.pack, Kind: w.loc.kind, Offset: w.loc.offset, Length: w.loc.length, Raw: w.loc.raw, Base: sp.bases[w.loc.base]}
+		b := ChunkBody{ID: w.id, Kind: w.loc.kind, Raw: w.loc.raw, Base: info.Base, Body: raw[o : o+int64(w.loc.length)]}
 		if err := fn(b, info); err != nil {
 			return err
 		}
@@ -199,7 +262,7 @@ func (s *Store) ReadBodies(ctx context.Context, ids []chunker.ID, fn func(ChunkB
 	if s.remoteChunks != nil {
 		return s.remoteChunks.ReadBodies(ctx, ids, fn)
 	}
-	spans, err := s.planReads(ctx, ids)
+	spans, _, err := s.planReads(ctx, ids, false)
 	if err != nil {
 		return err
 	}
@@ -216,11 +279,182 @@ func (s *Store) ReadBodies(ctx context.Context, ids []chunker.ID, fn func(ChunkB
 // distinct id, from several goroutines at once; the data is only valid during
 // the call. The first error stops the reading and is returned. Memory is one
 // small entry per distinct id plus one read span per worker.
+//
+// Chunks stored as deltas are read in a second pass, in batches of at most
+// deltaBatch: the batch's bases first (full and verified, kept in memory),
+// then the deltas, decompressed with their base and verified.
 func (s *Store) ReadChunks(ctx context.Context, ids []chunker.ID, fn func(id chunker.ID, data []byte) error) error {
-	workers := s.readWorkers
-	if workers <= 0 {
-		workers = runtime.GOMAXPROCS(0)
+	return s.readChunks(ctx, ids, 0, fn)
+}
+
+const (
+	// deltaBatch bounds the deltas (and so the bases held in memory) of
+	// one step of ReadChunks' second pass.
+	deltaBatch = 1024
+	// maxDeltaDepth bounds the chain of bases a read follows. Writers
+	// make deltas of full chunks only (depth 1), and gc keeps a full copy
+	// of every live base; the bound guards against damaged stores.
+	maxDeltaDepth = 4
+)
+
+func (s *Store) readChunks(ctx context.Context, ids []chunker.ID, depth int, fn func(id chunker.ID, data []byte) error) error {
+	var (
+		mu     sync.Mutex
+		deltas []deltaRef
+	)
+	// Pass 1: full copies. A delta met on the way (the server streams
+	// everything; a pack gc moved) is left for pass 2.
+	decode := func(buf []byte, b ChunkBody, where string) ([]byte, error) {
+		if b.Base != (chunker.ID{}) {
+			mu.Lock()
+			deltas = append(deltas, deltaRef{b.ID, b.Base})
+			mu.Unlock()
+			return buf, nil
+		}
+		data, err := s.decodeBody(buf[:0], b, where)
+		if err != nil {
+			return nil, err
+		}
+		return data, fn(b.ID, data)
 	}
+	if s.remoteChunks != nil {
+		err := s.decodeStream(ctx, func(send func(ChunkBody) error) error {
+			return s.remoteChunks.ReadBodies(ctx, ids, send)
+		}, "store server "+s.Location(), decode)
+		if err != nil {
+			return err
+		}
+	} else {
+		spans, planned, err := s.planReads(ctx, ids, true)
+		if err != nil {
+			return err
+		}
+		deltas = planned
+		if err := s.readFull(ctx, spans, decode); err != nil {
+			return err
+		}
+	}
+	// Pass 2: deltas.
+	if len(deltas) == 0 {
+		return nil
+	}
+	if depth >= maxDeltaDepth {
+		return fmt.Errorf("read chunk %s: %w: a chain of more than %d delta copies (base %s); run backup-cli verify", deltas[0].id, ErrCorrupt, maxDeltaDepth, deltas[0].base)
+	}
+	slices.SortFunc(deltas, func(a, b deltaRef) int { return bytes.Compare(a.id[:], b.id[:]) })
+	deltas = slices.CompactFunc(deltas, func(a, b deltaRef) bool { return a.id == b.id })
+	for start := 0; start < len(deltas); start += deltaBatch {
+		if err := s.readDeltas(ctx, deltas[start:min(len(deltas), start+deltaBatch)], depth, fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readDeltas is one batch of ReadChunks' second pass.
+func (s *Store) readDeltas(ctx context.Context, batch []deltaRef, depth int, fn func(id chunker.ID, data []byte) error) error {
+	var (
+		mu    sync.Mutex
+		bases = map[chunker.ID][]byte{}
+		want  []chunker.ID
+		ids   = make([]chunker.ID, len(batch))
+	)
+	for i, d := range batch {
+		ids[i] = d.id
+		if _, ok := bases[d.base]; !ok {
+			bases[d.base] = nil
+			want = append(want, d.base)
+		}
+	}
+	keep := func(id chunker.ID, data []byte) error {
+		mu.Lock()
+		bases[id] = append([]byte(nil), data...)
+		mu.Unlock()
+		return nil
+	}
+	if err := s.readChunks(ctx, want, depth+1, keep); err != nil {
+		return s.baseError(ctx, batch, bases, depth, err)
+	}
+	return s.decodeStream(ctx, func(send func(ChunkBody) error) error {
+		return s.ReadBodies(ctx, ids, send)
+	}, "", func(buf []byte, b ChunkBody, _ string) ([]byte, error) {
+		where := "store server " + s.Location()
+		if s.remoteChunks == nil {
+			if info, ok := s.Locate(b.ID); ok {
+				where = "pack " + info.Pack.String()
+			}
+		}
+		if b.Base == (chunker.ID{}) {
+			// A full copy now (gc moved it, or a full copy was added).
+			data, err := s.decodeBody(buf[:0], b, where)
+			if err != nil {
+				return nil, err
+			}
+			return data, fn(b.ID, data)
+		}
+		mu.Lock()
+		base := bases[b.Base]
+		mu.Unlock()
+		if base == nil {
+			// Not the base planned: the copy changed since.
+			var err error
+			if base, err = s.getDepth(ctx, b.Base, depth+1); err != nil {
+				return nil, fmt.Errorf("read chunk %s from %s: its base chunk %s: %w", b.ID, where, b.Base, err)
+			}
+		}
+		data, err := s.decodeDelta(buf[:0], b, base, where)
+		if err != nil {
+			return nil, err
+		}
+		return data, fn(b.ID, data)
+	})
+}
+
+// baseError names the delta whose base could not be read, after reading
+// the bases of batch (into bases) failed with err.
+func (s *Store) baseError(ctx context.Context, batch []deltaRef, bases map[chunker.ID][]byte, depth int, err error) error {
+	if ctx.Err() != nil {
+		return err
+	}
+	tried := map[chunker.ID]bool{}
+	for _, d := range batch {
+		if bases[d.base] != nil || tried[d.base] {
+			continue
+		}
+		tried[d.base] = true
+		if _, berr := s.getDepth(ctx, d.base, depth+1); berr != nil {
+			where := "the store"
+			if info, ok := s.Locate(d.id); ok {
+				where = "pack " + info.Pack.String()
+			}
+			return fmt.Errorf("read chunk %s (stored in %s as a delta of chunk %s): its base cannot be read: %w (run backup-cli verify)", d.id, where, d.base, berr)
+		}
+	}
+	return err
+}
+
+// getDepth is Get at a depth of delta chains.
+func (s *Store) getDepth(ctx context.Context, id chunker.ID, depth int) ([]byte, error) {
+	var data []byte
+	err := s.readChunks(ctx, []chunker.ID{id}, depth, func(_ chunker.ID, d []byte) error {
+		data = append([]byte(nil), d...)
+		return nil
+	})
+	return data, err
+}
+
+func (s *Store) workers() int {
+	if s.readWorkers > 0 {
+		return s.readWorkers
+	}
+	return runtime.GOMAXPROCS(0)
+}
+
+// decodeStream runs produce, which sends bodies (valid during the call
+// only), and decodes them with several workers. decode gets a reusable
+// buffer and returns it (grown).
+func (s *Store) decodeStream(ctx context.Context, produce func(send func(ChunkBody) error) error, where string, decode func(buf []byte, b ChunkBody, where string) ([]byte, error)) error {
+	workers := s.workers()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
@@ -231,46 +465,55 @@ func (s *Store) ReadChunks(ctx context.Context, ids []chunker.ID, fn func(id chu
 	fail := func(err error) {
 		errOnce.Do(func() { firstErr = err; cancel() })
 	}
-	if s.remoteChunks != nil {
-		// The server streams bodies; workers decompress and verify.
-		work := make(chan ChunkBody, 4*workers)
-		for i := 0; i < workers; i++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				var buf []byte
-				for b := range work {
-					data, err := s.decodeBody(buf[:0], b, "store server "+s.Location())
-					if err == nil {
-						buf = data
-						err = fn(b.ID, data)
-					}
-					if err != nil {
-						fail(err)
-					}
+	work := make(chan ChunkBody, 4*workers)
+	for i := 0; i < workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var buf []byte
+			for b := range work {
+				if ctx.Err() != nil {
+					continue
 				}
-			}()
-		}
-		err := s.remoteChunks.ReadBodies(ctx, ids, func(b ChunkBody) error {
-			b.Body = append([]byte(nil), b.Body...)
-			select {
-			case work <- b:
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
+				data, err := decode(buf, b, where)
+				if err != nil {
+					fail(err)
+					continue
+				}
+				buf = data
 			}
-		})
-		close(work)
-		wg.Wait()
-		if firstErr != nil {
-			return firstErr
-		}
-		return err
+		}()
 	}
+	err := produce(func(b ChunkBody) error {
+		b.Body = append([]byte(nil), b.Body...)
+		select {
+		case work <- b:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	close(work)
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	return err
+}
 
-	spans, err := s.planReads(ctx, ids)
-	if err != nil {
-		return err
+// readFull reads the spans with several workers, calling decode for each
+// body.
+func (s *Store) readFull(ctx context.Context, spans []readSpan, decode func(buf []byte, b ChunkBody, where string) ([]byte, error)) error {
+	workers := s.workers()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		errOnce  sync.Once
+		firstErr error
+	)
+	fail := func(err error) {
+		errOnce.Do(func() { firstErr = err; cancel() })
 	}
 	work := make(chan readSpan)
 	for i := 0; i < workers; i++ {
@@ -280,12 +523,12 @@ func (s *Store) ReadChunks(ctx context.Context, ids []chunker.ID, fn func(id chu
 			var buf []byte
 			for sp := range work {
 				err := s.readSpan(ctx, sp, func(b ChunkBody, info ChunkInfo) error {
-					data, err := s.decodeBody(buf[:0], b, "pack "+info.Pack.String())
+					data, err := decode(buf, b, "pack "+info.Pack.String())
 					if err != nil {
 						return err
 					}
 					buf = data
-					return fn(b.ID, data)
+					return nil
 				})
 				if err != nil {
 					fail(err)

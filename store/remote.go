@@ -57,7 +57,10 @@ type ChunkBody struct {
 	ID   chunker.ID
 	Kind Kind
 	// Raw is the uncompressed size.
-	Raw  uint32
+	Raw uint32
+	// Base, when not zero, is the chunk whose full bytes Body was
+	// compressed against (raw zstd dictionary): a delta copy.
+	Base chunker.ID
 	Body []byte
 }
 

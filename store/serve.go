@@ -45,6 +45,9 @@ func (s *Store) PutBodies(ctx context.Context, bodies []ChunkBody) (int64, error
 		if !b.Kind.valid() {
 			return 0, fmt.Errorf("chunk %d (%s): %w: unknown kind %d", i, b.ID.Short(), ErrBadChunk, b.Kind)
 		}
+		if b.Base != (chunker.ID{}) {
+			return 0, fmt.Errorf("chunk %d (%s): %w: a delta body (against %s); a store server takes full chunk bodies only", i, b.ID.Short(), ErrBadChunk, b.Base.Short())
+		}
 		data, err := s.decodeBody(buf[:0], b, "client")
 		if err != nil {
 			return 0, fmt.Errorf("chunk %d: %w: %v", i, ErrBadChunk, err)

@@ -29,8 +29,14 @@ import (
 	"github.com/klauspost/compress/zstd"
 )
 
-// FormatVersion is the store layout version this code reads and writes.
-const FormatVersion = 1
+// FormatVersion is the store layout version of new stores. Version 2 may
+// hold page chunks stored as deltas against an earlier version of the page
+// (index format 2); version-1 stores (index format 1, no deltas) are still
+// read and written, never with deltas.
+const FormatVersion = 2
+
+// MinFormatVersion is the oldest store layout version this code handles.
+const MinFormatVersion = 1
 
 const (
 	configName   = "config"
@@ -72,6 +78,9 @@ var ErrNotStore = errors.New("not a backup store")
 type Options struct {
 	// Params are the parameters the caller expects (DefaultParams when nil).
 	Params *Params
+	// FormatVersion is the layout version Create gives a new store
+	// (FormatVersion when 0; tests make version-1 stores with 1).
+	FormatVersion int
 	// Now is the clock (time.Now when nil); tests inject one to move time
 	// past grace periods and lease expiries without sleeping.
 	Now func() time.Time
@@ -102,15 +111,21 @@ const DefaultMaxWriterAge = time.Hour
 
 // Store is an open store. It is safe for concurrent use.
 type Store struct {
-	be     backend.Backend
-	cfg    Config
-	dec    *zstd.Decoder
-	encMu  sync.Mutex
-	encs   []*zstd.Encoder
-	mu     sync.RWMutex
-	chunks map[chunker.ID]location
-	packs  []chunker.ID
-	packNo map[chunker.ID]uint32
+	be    backend.Backend
+	cfg   Config
+	dec   *zstd.Decoder
+	encMu sync.Mutex
+	encs  []*zstd.Encoder
+	// deltaDecs are decoders for deltas (guarded by encMu).
+	deltaDecs []*zstd.Decoder
+	mu        sync.RWMutex
+	chunks    map[chunker.ID]location
+	packs     []chunker.ID
+	packNo    map[chunker.ID]uint32
+	// bases are the base ids of delta copies (location.base indexes it;
+	// entry 0 is unused), baseNo numbers them.
+	bases  []chunker.ID
+	baseNo map[chunker.ID]uint32
 	loaded map[string]bool // index objects already loaded
 	// indexed is set once the whole index has been loaded.
 	indexed bool
@@ -144,7 +159,9 @@ type location struct {
 	offset uint32
 	length uint32
 	raw    uint32
-	kind   Kind
+	// base is the delta copy's base (index into Store.bases; 0: full).
+	base uint32
+	kind Kind
 }
 
 // Create opens the store at url, creating it first when the place is missing
@@ -186,7 +203,14 @@ func Create(ctx context.Context, url string, opts Options) (s *Store, created bo
 	if _, err := rand.Read(rnd[:]); err != nil {
 		return nil, false, fmt.Errorf("create store id: %w", err)
 	}
-	cfg := Config{Format: configFormat, Version: FormatVersion, ID: hex.EncodeToString(rnd[:]), Created: time.Now().UTC(), Params: params}
+	version := FormatVersion
+	if opts.FormatVersion != 0 {
+		if opts.FormatVersion < MinFormatVersion || opts.FormatVersion > FormatVersion {
+			return nil, false, fmt.Errorf("create store %s: format version %d is not supported (this program handles versions %d to %d)", u.Path, opts.FormatVersion, MinFormatVersion, FormatVersion)
+		}
+		version = opts.FormatVersion
+	}
+	cfg := Config{Format: configFormat, Version: version, ID: hex.EncodeToString(rnd[:]), Created: time.Now().UTC(), Params: params}
 	data, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {
 		return nil, false, err
@@ -260,8 +284,8 @@ func open(ctx context.Context, be backend.Backend, opts Options) (*Store, error)
 	if err := json.Unmarshal(data, &cfg); err != nil || cfg.Format != configFormat {
 		return nil, fmt.Errorf("open store %s: %w (config object is not a backup store config)", be.Location(), ErrNotStore)
 	}
-	if cfg.Version != FormatVersion {
-		return nil, fmt.Errorf("open store %s: store format version %d is not supported (this program handles version %d): use a backup-cli that matches the store", be.Location(), cfg.Version, FormatVersion)
+	if cfg.Version < MinFormatVersion || cfg.Version > FormatVersion {
+		return nil, fmt.Errorf("open store %s: store format version %d is not supported (this program handles versions %d to %d): use a backup-cli that matches the store", be.Location(), cfg.Version, MinFormatVersion, FormatVersion)
 	}
 	want := DefaultParams()
 	if opts.Params != nil {
@@ -311,6 +335,20 @@ func compareParams(have, want Params) error {
 // Config returns the store's configuration.
 func (s *Store) Config() Config { return s.cfg }
 
+// indexVersion is the index format of the store's index objects and pack
+// trailers.
+func (s *Store) indexVersion() uint16 {
+	if s.cfg.Version >= 2 {
+		return indexVersion2
+	}
+	return indexVersion1
+}
+
+// DeltasAllowed reports whether writers of this Store may store page
+// chunks as deltas: a version-2 store, with full access (a store server's
+// node clients send full pages only).
+func (s *Store) DeltasAllowed() bool { return s.cfg.Version >= 2 && s.remoteChunks == nil }
+
 // Location is the store's URL, for messages.
 func (s *Store) Location() string { return s.be.Location() }
 
@@ -326,6 +364,10 @@ func (s *Store) Close() error {
 		e.Close()
 	}
 	s.encs = nil
+	for _, d := range s.deltaDecs {
+		d.Close()
+	}
+	s.deltaDecs = nil
 	s.encMu.Unlock()
 	if s.remote != nil {
 		return s.remote.Close()
@@ -337,6 +379,8 @@ func (s *Store) resetIndex() {
 	s.chunks = map[chunker.ID]location{}
 	s.packs = nil
 	s.packNo = map[chunker.ID]uint32{}
+	s.bases = []chunker.ID{{}}
+	s.baseNo = map[chunker.ID]uint32{}
 	s.loaded = map[string]bool{}
 	s.indexed = false
 	s.condemned = nil
@@ -447,14 +491,29 @@ func (s *Store) addIndex(name string, pack chunker.ID, entries []indexEntry) {
 	for _, e := range entries {
 		if old, dup := s.chunks[e.ID]; dup {
 			// Keep the first copy, unless gc condemned it and this one
-			// is a fresh copy.
+			// is a fresh copy, or this one is a full copy that replaces
+			// a delta copy (reads prefer full copies).
 			oldCondemned := s.condemned.has(chunkCopy{e.ID, s.packs[old.pack]})
 			newCondemned := s.condemned.has(chunkCopy{e.ID, pack})
-			if !oldCondemned || newCondemned {
+			better := oldCondemned && !newCondemned
+			if oldCondemned == newCondemned && old.base != 0 && !e.delta() {
+				better = true
+			}
+			if !better {
 				continue
 			}
 		}
-		s.chunks[e.ID] = location{pack: no, offset: e.Offset, length: e.Length, raw: e.Raw, kind: e.Kind}
+		var base uint32
+		if e.delta() {
+			b, ok := s.baseNo[e.Base]
+			if !ok {
+				b = uint32(len(s.bases))
+				s.bases = append(s.bases, e.Base)
+				s.baseNo[e.Base] = b
+			}
+			base = b
+		}
+		s.chunks[e.ID] = location{pack: no, offset: e.Offset, length: e.Length, raw: e.Raw, kind: e.Kind, base: base}
 	}
 }
 
@@ -481,6 +540,8 @@ type ChunkInfo struct {
 	Offset uint32
 	Length uint32 // stored bytes
 	Raw    uint32 // uncompressed bytes
+	// Base is the chunk this copy is a delta against (zero: a full copy).
+	Base chunker.ID
 }
 
 // Locate returns where a chunk is stored (false through a store server
@@ -492,7 +553,12 @@ func (s *Store) Locate(id chunker.ID) (ChunkInfo, bool) {
 	if !ok {
 		return ChunkInfo{}, false
 	}
-	return ChunkInfo{Pack: s.packs[l.pack], Kind: l.kind, Offset: l.offset, Length: l.length, Raw: l.raw}, true
+	return s.info(l), true
+}
+
+// info describes a location; s.mu must be held.
+func (s *Store) info(l location) ChunkInfo {
+	return ChunkInfo{Pack: s.packs[l.pack], Kind: l.kind, Offset: l.offset, Length: l.length, Raw: l.raw, Base: s.bases[l.base]}
 }
 
 // ChunkCount is the number of distinct chunks indexed.

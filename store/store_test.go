@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"os"
@@ -146,7 +147,8 @@ func TestOpenRefusals(t *testing.T) {
 		name, url, want string
 		create          bool
 	}{
-		{"future version", edit(t, func(c map[string]any) { c["version"] = 2 }), "store format version 2 is not supported", false},
+		{"future version", edit(t, func(c map[string]any) { c["version"] = 3 }), "store format version 3 is not supported", false},
+		{"version 0", edit(t, func(c map[string]any) { c["version"] = 0 }), "store format version 0 is not supported", false},
 		{"other list size", edit(t, func(c map[string]any) { c["params"].(map[string]any)["list_entries"] = 4096 }), "list_entries 4096 (expected 1024)", false},
 		{"other hash", edit(t, func(c map[string]any) { c["params"].(map[string]any)["hash"] = "sha256" }), `hash "sha256"`, false},
 		{"not a config", edit(t, func(c map[string]any) { c["format"] = "something" }), "not a backup store", false},
@@ -201,14 +203,63 @@ func TestPackTrailerMatchesIndex(t *testing.T) {
 
 func FuzzDecodeIndex(f *testing.F) {
 	e := []indexEntry{{ID: chunker.Sum([]byte("a")), Kind: KindPage, Offset: 0, Length: 10, Raw: 4096}}
-	f.Add(encodeIndex(chunker.Sum(nil), e))
-	f.Add(buildPack(make([]byte, 10), e))
+	f.Add(encodeIndex(indexVersion1, chunker.Sum(nil), e))
+	f.Add(buildPack(indexVersion1, make([]byte, 10), e))
+	// Version 2: a full entry and delta entries.
+	e2 := append(e, indexEntry{ID: chunker.Sum([]byte("b")), Kind: KindPage, Offset: 10, Length: 3, Raw: 4096, Base: e[0].ID},
+		indexEntry{ID: chunker.Sum([]byte("c")), Kind: KindList, Offset: 13, Length: 5, Raw: 40})
+	f.Add(encodeIndex(indexVersion2, chunker.Sum(nil), e2))
+	f.Add(encodeIndex(indexVersion2, chunker.Sum(nil), e2[1:2]))
+	f.Add(buildPack(indexVersion2, make([]byte, 18), e2))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if pack, entries, err := decodeIndex(b, int64(len(b))); err == nil {
-			if !bytes.Equal(encodeIndex(pack, entries), b) {
+			v := binary.BigEndian.Uint16(b[6:8])
+			if !bytes.Equal(encodeIndex(v, pack, entries), b) {
 				t.Fatal("index does not round-trip")
+			}
+			for _, e := range entries {
+				if e.delta() && (e.Kind != KindPage || e.Base == e.ID || v != indexVersion2) {
+					t.Fatalf("accepted a bad delta entry %+v (index version %d)", e, v)
+				}
 			}
 		}
 		parsePackTrailer(b)
 	})
+}
+
+func TestDecodeIndexV2(t *testing.T) {
+	a, b := chunker.Sum([]byte("a")), chunker.Sum([]byte("b"))
+	full := indexEntry{ID: a, Kind: KindPage, Length: 10, Raw: 4096}
+	delta := indexEntry{ID: b, Kind: KindPage, Offset: 10, Length: 3, Raw: 4096, Base: a}
+	idx := encodeIndex(indexVersion2, chunker.ID{}, []indexEntry{full, delta})
+	_, got, err := decodeIndex(idx, 13)
+	if err != nil || len(got) != 2 || got[0] != full || got[1] != delta {
+		t.Fatalf("decode: %v %+v", err, got)
+	}
+	if _, _, err := decodeIndex(idx, 12); err == nil {
+		t.Fatal("entry outside the pack accepted")
+	}
+	bad := func(name string, b []byte) {
+		t.Helper()
+		if _, _, err := decodeIndex(b, -1); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	bad("truncated base", idx[:len(idx)-1])
+	bad("trailing byte", append(append([]byte(nil), idx...), 0))
+	v1 := append([]byte(nil), idx...)
+	binary.BigEndian.PutUint16(v1[6:], indexVersion1)
+	bad("delta in a version-1 index", v1)
+	list := append([]byte(nil), idx...)
+	list[indexHeaderLen+indexEntryLen+chunker.IDSize] = byte(KindList) | kindDelta
+	bad("delta list chunk", list)
+	self := encodeIndex(indexVersion2, chunker.ID{}, []indexEntry{{ID: a, Kind: KindPage, Raw: 1, Base: b}})
+	copy(self[indexHeaderLen+indexEntryLen:], a[:])
+	bad("delta against itself", self)
+	zero := encodeIndex(indexVersion2, chunker.ID{}, []indexEntry{{ID: a, Kind: KindPage, Raw: 1, Base: b}})
+	copy(zero[indexHeaderLen+indexEntryLen:], make([]byte, 32))
+	bad("zero base", zero)
+	v3 := append([]byte(nil), idx...)
+	binary.BigEndian.PutUint16(v3[6:], 3)
+	bad("version 3", v3)
 }

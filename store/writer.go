@@ -19,7 +19,9 @@ import (
 type Writer struct {
 	s       *Store
 	enc     *zstd.Encoder
+	denc    *zstd.Encoder // for deltas (PutDelta), made on first use
 	bodies  []byte
+	scratch []byte
 	entries []indexEntry
 	pending map[chunker.ID]bool
 	stats   WriteStats
@@ -34,6 +36,8 @@ type WriteStats struct {
 	ReusedChunks int
 	// NewRawBytes is the uncompressed size of the new chunks.
 	NewRawBytes int64
+	// DeltaChunks are the new chunks stored as deltas (PutDelta).
+	DeltaChunks int
 	// PackBytes and IndexBytes are the bytes written as packs and indexes.
 	PackBytes  int64
 	IndexBytes int64
@@ -124,6 +128,76 @@ func (w *Writer) PutID(ctx context.Context, kind Kind, id chunker.ID, data []byt
 	return true, nil
 }
 
+// Has reports whether the writer would skip the chunk: put already, known
+// stored (Assume), or held by the store in a copy gc has not condemned.
+func (w *Writer) Has(id chunker.ID) bool {
+	return w.pending[id] || (w.stored != nil && w.stored(id)) || w.s.Has(id)
+}
+
+// deltaMaxShare: PutDelta stores a delta only if it is smaller than this
+// share of the page's plain body; otherwise the page is stored full (which
+// also re-bases a page that drifted far from its base).
+const deltaMaxShare = 0.7
+
+// PutDelta is PutID for a page chunk whose previous version is base
+// (baseData its full bytes): a new page is stored as a zstd delta against
+// base when that is clearly smaller than the page alone. It stores the page
+// full whenever deltas are not allowed: a version-1 store, a store server
+// client without full access, a base the store does not hold (or holds only
+// in a copy gc condemned), or a base that is itself stored as a delta (a
+// delta's base is always a full copy, so reading one needs one more chunk).
+func (w *Writer) PutDelta(ctx context.Context, id chunker.ID, data []byte, base chunker.ID, baseData []byte) (isNew bool, err error) {
+	if w.enc == nil {
+		return false, errors.New("chunk writer is closed")
+	}
+	if w.Has(id) {
+		w.stats.ReusedChunks++
+		return false, nil
+	}
+	if !w.s.DeltasAllowed() || base == id || len(data) > MaxChunkSize || !w.s.Has(base) {
+		return w.PutID(ctx, KindPage, id, data)
+	}
+	if info, ok := w.s.Locate(base); !ok || info.Base != (chunker.ID{}) || chunker.Sum(baseData) != base {
+		return w.PutID(ctx, KindPage, id, data)
+	}
+	if w.denc == nil {
+		// A page and its base fit a 128 KiB window (pages are at most
+		// 64 KiB); the default window would cost ~30 MB of tables.
+		// SpeedFastest: setting the base as dictionary costs 37 µs a
+		// page against 250 µs for SpeedDefault, and the deltas are as
+		// small (0.102x vs 0.102x the pages' plain frames on the 50 MB
+		// benchmark).
+		if w.denc, err = zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedFastest),
+			zstd.WithWindowSize(1<<17), zstd.WithLowerEncoderMem(true)); err != nil {
+			return false, fmt.Errorf("start delta writer: %w", err)
+		}
+	}
+	// The base is the raw dictionary, with no dictionary id in the frame.
+	if err := w.denc.ResetWithOptions(nil, zstd.WithEncoderDictRaw(0, baseData)); err != nil {
+		return false, fmt.Errorf("compress page %s against %s: %w", id.Short(), base.Short(), err)
+	}
+	w.scratch = w.enc.EncodeAll(data, w.scratch[:0])
+	start := len(w.bodies)
+	w.bodies = w.denc.EncodeAll(data, w.bodies)
+	e := indexEntry{ID: id, Kind: KindPage, Offset: uint32(start), Length: uint32(len(w.bodies) - start), Raw: uint32(len(data)), Base: base}
+	if float64(e.Length) >= deltaMaxShare*float64(len(w.scratch)) {
+		w.bodies = append(w.bodies[:start], w.scratch...)
+		e.Length, e.Base = uint32(len(w.scratch)), chunker.ID{}
+	} else {
+		w.stats.DeltaChunks++
+	}
+	w.entries = append(w.entries, e)
+	w.pending[id] = true
+	w.stats.NewChunks++
+	w.stats.NewRawBytes += int64(len(data))
+	if len(w.bodies) >= w.s.cfg.Params.PackSize {
+		if err := w.Flush(ctx); err != nil {
+			return true, err
+		}
+	}
+	return true, nil
+}
+
 // Flush makes every chunk put so far durable: the pack, then its index.
 func (w *Writer) Flush(ctx context.Context) error {
 	if len(w.entries) == 0 {
@@ -132,12 +206,12 @@ func (w *Writer) Flush(ctx context.Context) error {
 	if w.s.remoteChunks != nil {
 		return w.flushRemote(ctx)
 	}
-	pack := buildPack(w.bodies, w.entries)
+	pack := buildPack(w.s.indexVersion(), w.bodies, w.entries)
 	packID := chunker.Sum(pack)
 	if err := w.s.be.PutIfAbsent(ctx, packName(packID), pack); err != nil && !errors.Is(err, backend.ErrExists) {
 		return fmt.Errorf("write pack %s to store %s: %w", packID.Short(), w.s.Location(), err)
 	}
-	idx := encodeIndex(packID, w.entries)
+	idx := encodeIndex(w.s.indexVersion(), packID, w.entries)
 	idxName := indexName(chunker.Sum(idx))
 	if err := w.s.be.PutIfAbsent(ctx, idxName, idx); err != nil && !errors.Is(err, backend.ErrExists) {
 		return fmt.Errorf("write index of pack %s to store %s: %w", packID.Short(), w.s.Location(), err)
@@ -198,6 +272,10 @@ func (w *Writer) Close() {
 		w.s.putEncoder(w.enc)
 		w.enc = nil
 	}
+	if w.denc != nil {
+		w.denc.Close()
+		w.denc = nil
+	}
 }
 
 // putAlways stores a chunk even if the store has it (gc's repack moves live
@@ -209,4 +287,18 @@ func (w *Writer) putAlways(kind Kind, id chunker.ID, data []byte) {
 	w.pending[id] = true
 	w.stats.NewChunks++
 	w.stats.NewRawBytes += int64(len(data))
+}
+
+// putRaw stores a chunk's stored body as it is, even if the store has the
+// chunk (gc's repack moves delta copies with their base id, without
+// decoding them).
+func (w *Writer) putRaw(e indexEntry, body []byte) {
+	start := len(w.bodies)
+	w.bodies = append(w.bodies, body...)
+	e.Offset = uint32(start)
+	e.Length = uint32(len(body))
+	w.entries = append(w.entries, e)
+	w.pending[e.ID] = true
+	w.stats.NewChunks++
+	w.stats.NewRawBytes += int64(e.Raw)
 }

@@ -102,7 +102,10 @@ func (l *changeLog) addTo(t *changeLog) {
 // bytes (the partial last block). The other categories are allocated bytes
 // of the store directory (storeUsage).
 type content struct {
-	Pages         kindBytes `json:"page_chunks"`
+	Pages kindBytes `json:"page_chunks"`
+	// PageDeltas are the page chunks (counted in Pages too) stored as
+	// deltas against an earlier version of the page.
+	PageDeltas    kindBytes `json:"page_delta_chunks"`
 	Changes       kindBytes `json:"change_chunks"`
 	ListsPatches  kindBytes `json:"list_and_patch_chunks"`
 	Dead          kindBytes `json:"dead_chunk_copies"`
@@ -167,6 +170,9 @@ func storeContent(ctx context.Context, dir string, by map[string]usage) (content
 				c.Dead.add(e)
 			case e.kind == store.KindPage:
 				c.Pages.add(e)
+				if e.delta {
+					c.PageDeltas.add(e)
+				}
 			case e.kind == store.KindChange:
 				c.Changes.add(e)
 			default:
@@ -194,12 +200,14 @@ type packEntry struct {
 	id          chunker.ID
 	kind        store.Kind
 	length, raw uint32
+	delta       bool
 }
 
 // readPackTrailer parses a pack's trailer (docs/store-format.md): chunk
 // bodies | index | nonce [16] | u32 index length | "CLNPACK1", the index
 // being "CLNIDX" u16 version | pack id [32] | u32 count | entries of
-// id [32] | u8 kind | u32 offset | u32 stored length | u32 raw length. It
+// id [32] | u8 kind | u32 offset | u32 stored length | u32 raw length
+// [| base id [32] when kind has 0x80 set, index version 2]. It
 // returns the entries, the trailer's bytes (index, nonce, length, magic)
 // and the pack's size.
 func readPackTrailer(path string) (entries []packEntry, trailer, size int64, err error) {
@@ -237,17 +245,26 @@ func readPackTrailer(path string) (entries []packEntry, trailer, size int64, err
 		return nil, 0, 0, fmt.Errorf("pack %s: bad index", path)
 	}
 	count := int(binary.BigEndian.Uint32(idx[head-4:]))
-	if len(idx) != head+count*entryLen {
-		return nil, 0, 0, fmt.Errorf("pack %s: %d entries in %d bytes", path, count, len(idx))
-	}
-	for i := range count {
-		b := idx[head+i*entryLen:]
+	o := head
+	for range count {
+		if len(idx)-o < entryLen {
+			return nil, 0, 0, fmt.Errorf("pack %s: %d entries in %d bytes", path, count, len(idx))
+		}
+		b := idx[o:]
 		var e packEntry
 		copy(e.id[:], b)
-		e.kind = store.Kind(b[chunker.IDSize])
+		e.kind = store.Kind(b[chunker.IDSize] &^ 0x80)
+		e.delta = b[chunker.IDSize]&0x80 != 0
 		e.length = binary.BigEndian.Uint32(b[chunker.IDSize+5:])
 		e.raw = binary.BigEndian.Uint32(b[chunker.IDSize+9:])
+		o += entryLen
+		if e.delta {
+			o += chunker.IDSize
+		}
 		entries = append(entries, e)
+	}
+	if o != len(idx) {
+		return nil, 0, 0, fmt.Errorf("pack %s: %d entries in %d bytes", path, count, len(idx))
 	}
 	return entries, n + tail, size, nil
 }

@@ -222,8 +222,13 @@ func benchRestore(b *testing.B, size int64) {
 }
 
 // BenchmarkCompactOnePercent50MB is BenchmarkCompactOnePercent200MB on a
-// 50 MB database: peak heap should not depend on the database size.
-func BenchmarkCompactOnePercent50MB(b *testing.B) { benchCompact(b, 50<<20, "") }
+// 50 MB database: peak heap should not depend on the database size. v1 is
+// a version-1 store (changed pages stored whole), v2 a version-2 store
+// (changed pages stored as deltas against their previous version).
+func BenchmarkCompactOnePercent50MB(b *testing.B) {
+	b.Run("v1", func(b *testing.B) { benchCompactVersion(b, 50<<20, "", 1) })
+	b.Run("v2", func(b *testing.B) { benchCompactVersion(b, 50<<20, "", 2) })
+}
 
 // BenchmarkCompactCache50MB is BenchmarkCompactOnePercent50MB with and
 // without a compaction cache (Node.CacheDir): cold rebuilds the previous
@@ -257,7 +262,7 @@ type countingProxy struct {
 	sent, received atomic.Int64
 }
 
-func newCountingProxy(b *testing.B, addr string) *countingProxy {
+func newCountingProxy(b testing.TB, addr string) *countingProxy {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -300,7 +305,7 @@ func (c countingWriter) Write(p []byte) (int, error) {
 
 // remoteStore serves st on loopback to a node token for node and opens it
 // through a counting proxy.
-func remoteStore(b *testing.B, st *store.Store, node string) (*store.Store, *countingProxy) {
+func remoteStore(b testing.TB, st *store.Store, node string) (*store.Store, *countingProxy) {
 	token, err := remote.NewToken()
 	if err != nil {
 		b.Fatal(err)
@@ -328,7 +333,11 @@ func remoteStore(b *testing.B, st *store.Store, node string) (*store.Store, *cou
 // benchCompact compacts after 1% of pages changed, per op; cache is "" (no
 // CacheDir), "cold" (a CacheDir emptied before each op), "warm", or
 // "remote" (warm, through a store server).
-func benchCompact(b *testing.B, size int64, cache string) {
+func benchCompact(b *testing.B, size int64, cache string) { benchCompactVersion(b, size, cache, 0) }
+
+// benchCompactVersion is benchCompact on a store of the given format
+// version (0: the current one).
+func benchCompactVersion(b *testing.B, size int64, cache string, version int) {
 	cached, g := cachedDB(b, size)
 	dir := b.TempDir()
 	// The node's database evolves with each op: keep a private copy in
@@ -336,7 +345,7 @@ func benchCompact(b *testing.B, size int64, cache string) {
 	dbPath := filepath.Join(dir, "node.sqlite3")
 	prev := filepath.Join(dir, "prev.sqlite3")
 	copyFile(b, cached, dbPath)
-	st, _ := newStore(b)
+	st, _ := newVersionStore(b, version, nil)
 	var proxy *countingProxy
 	if cache == "remote" {
 		st, proxy = remoteStore(b, st, "n1")

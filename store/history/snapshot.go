@@ -96,7 +96,7 @@ func snapshotFile(ctx context.Context, w *store.Writer, st *store.Store, path st
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if _, err := w.PutID(ctx, store.KindPage, p.ID, p.Data); err != nil {
+		if err := putPage(ctx, w, st, p, prevTab); err != nil {
 			return fmt.Errorf("store page %d: %w", p.Index+1, err)
 		}
 		tab = append(tab, p.ID)
@@ -138,6 +138,29 @@ func snapshotFile(ctx context.Context, w *store.Writer, st *store.Store, path st
 		snap.Lists = append(snap.Lists, id)
 	}
 	return snap, nil
+}
+
+// putPage stores one page. A new page whose previous version (prevTab) is
+// in the store goes in as a delta against that version, or against its
+// base if it is a delta itself (PutDelta decides whether the delta is worth
+// it, and stores the page full where deltas are not allowed).
+func putPage(ctx context.Context, w *store.Writer, st *store.Store, p chunker.Page, prevTab manifest.PageTable) error {
+	if !st.DeltasAllowed() || int(p.Index) >= len(prevTab) || prevTab[p.Index] == p.ID || w.Has(p.ID) {
+		_, err := w.PutID(ctx, store.KindPage, p.ID, p.Data)
+		return err
+	}
+	base := prevTab[p.Index]
+	if info, ok := st.Locate(base); ok && info.Base != (chunker.ID{}) {
+		base = info.Base
+	}
+	baseData, err := st.Get(ctx, base)
+	if err != nil || len(baseData) != len(p.Data) {
+		// No usable base: the page goes in full.
+		_, err := w.PutID(ctx, store.KindPage, p.ID, p.Data)
+		return err
+	}
+	_, err = w.PutDelta(ctx, p.ID, p.Data, base, baseData)
+	return err
 }
 
 // newListBytes is what writing tab as full list chunks would add to the

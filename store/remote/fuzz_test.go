@@ -37,6 +37,15 @@ func seedFrames() [][]byte {
 	e.u32(1)
 	e.body(store.ChunkBody{ID: chunker.Sum([]byte("x")), Kind: store.KindPage, Raw: 1, Body: []byte("zz")})
 	add(msgPutBodies, e.b)
+	// A delta body (a version-2 store's read-bodies answer): base id after
+	// the kind.
+	e = enc{}
+	e.body(store.ChunkBody{ID: chunker.Sum([]byte("y")), Kind: store.KindPage, Raw: 1, Base: chunker.Sum([]byte("x")), Body: []byte("zz")})
+	add(msgBody, e.b)
+	e = enc{}
+	e.u32(1)
+	e.body(store.ChunkBody{ID: chunker.Sum([]byte("y")), Kind: store.KindPage, Raw: 1, Base: chunker.Sum([]byte("x")), Body: []byte("zz")})
+	add(msgPutBodies, e.b)
 	add(msgError, encodeError(codeDenied, "no"))
 	out = append(out, []byte{msgJAppend, 0xff, 0xff, 0xff, 0xff}, []byte{0x77, 0, 0, 0, 1, 0})
 	return out
@@ -115,4 +124,36 @@ func decodeAny(typ byte, p []byte) {
 		_ = in
 	}
 	d.done()
+}
+
+// TestBodyFrameBase: a body frame carries a delta's base id, and one
+// without a base stays as it was (id, kind, raw, bytes).
+func TestBodyFrameBase(t *testing.T) {
+	for _, b := range []store.ChunkBody{
+		{ID: chunker.Sum([]byte("y")), Kind: store.KindPage, Raw: 4096, Body: []byte("full")},
+		{ID: chunker.Sum([]byte("y")), Kind: store.KindPage, Raw: 4096, Base: chunker.Sum([]byte("x")), Body: []byte("delta")},
+	} {
+		var e enc
+		e.body(b)
+		if want := 32 + 1 + 4 + 4 + len(b.Body); b.Base == (chunker.ID{}) && len(e.b) != want {
+			t.Fatalf("full body frame of %d bytes, want %d", len(e.b), want)
+		}
+		d := dec{b: e.b}
+		got := d.body()
+		if err := d.done(); err != nil || got.ID != b.ID || got.Kind != b.Kind || got.Raw != b.Raw || got.Base != b.Base || !bytes.Equal(got.Body, b.Body) {
+			t.Fatalf("round trip: %v %+v", err, got)
+		}
+	}
+	// A delta flag with a zero base is refused.
+	var e enc
+	e.id(chunker.Sum([]byte("y")))
+	e.u8(byte(store.KindPage) | bodyDelta)
+	e.id(chunker.ID{})
+	e.u32(1)
+	e.bytes([]byte("z"))
+	d := dec{b: e.b}
+	d.body()
+	if d.done() == nil {
+		t.Fatal("zero base accepted")
+	}
 }

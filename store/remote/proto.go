@@ -395,16 +395,34 @@ func (d *dec) ids() []chunker.ID {
 	return out
 }
 
+// bodyDelta, set in a body's kind byte, says a base id follows: the body
+// is a zstd delta against that chunk's full bytes.
+const bodyDelta = 0x80
+
 // body decodes one chunk body; Body aliases the payload.
 func (d *dec) body() store.ChunkBody {
-	b := store.ChunkBody{ID: d.id(), Kind: store.Kind(d.u8()), Raw: d.u32()}
+	b := store.ChunkBody{ID: d.id()}
+	k := d.u8()
+	b.Kind = store.Kind(k &^ bodyDelta)
+	if k&bodyDelta != 0 {
+		b.Base = d.id()
+		if d.err == nil && b.Base == (chunker.ID{}) {
+			d.fail("delta body with a zero base id")
+		}
+	}
+	b.Raw = d.u32()
 	b.Body = d.raw(MaxRecordFrame)
 	return b
 }
 
 func (e *enc) body(b store.ChunkBody) {
 	e.id(b.ID)
-	e.u8(byte(b.Kind))
+	if b.Base != (chunker.ID{}) {
+		e.u8(byte(b.Kind) | bodyDelta)
+		e.id(b.Base)
+	} else {
+		e.u8(byte(b.Kind))
+	}
 	e.u32(b.Raw)
 	e.bytes(b.Body)
 }

@@ -1,6 +1,7 @@
 package remote
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/clnbackup/backup/bench/workload"
+	"github.com/clnbackup/backup/chunker"
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/backend"
 	"github.com/clnbackup/backup/store/backend/backendtest"
@@ -219,5 +221,17 @@ func TestNodeTokenLimits(t *testing.T) {
 	}
 	if err := j.Trim(1); !errors.Is(err, ErrConflict) {
 		t.Fatalf("trim past the newest manifest: %v", err)
+	}
+}
+
+// TestPutDeltaBodyRefused: a node client may not send delta bodies (it
+// stores full pages only); the server answers error 10.
+func TestPutDeltaBodyRefused(t *testing.T) {
+	ts := newTestServer(t, testAuth(t))
+	cl := ts.dial(t, tokAlice)
+	page := bytes.Repeat([]byte("p"), 4096)
+	_, err := cl.Chunks().PutBodies(ctx, []store.ChunkBody{{ID: chunker.Sum(page), Kind: store.KindPage, Raw: 4096, Base: chunker.Sum([]byte("base")), Body: []byte("x")}})
+	if !errors.Is(err, store.ErrBadChunk) || !strings.Contains(err.Error(), "delta") {
+		t.Fatalf("delta body from a node client: %v", err)
 	}
 }
