@@ -59,7 +59,7 @@ type Params struct {
 // DefaultParams are the parameters of new stores (see docs/design.md for the
 // measurements behind them).
 func DefaultParams() Params {
-	return Params{Chunker: "sqlite-page", Hash: "blake3-256", Compression: "zstd", ListEntries: 1024, PackSize: 4 << 20}
+	return Params{Chunker: "sqlite-page", Hash: "blake3-256", Compression: "zstd", ListEntries: 1024, PackSize: 8 << 20}
 }
 
 // Config is the store's root object.

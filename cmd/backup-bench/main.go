@@ -62,8 +62,8 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&c.plugin, "plugin", "", "backup-plugin binary (default: next to this binary, else built with go build)")
 	fs.StringVar(&c.cli, "cli", "", "backup-cli binary (default: next to this binary, else built with go build)")
 	fs.StringVar(&c.noop, "noop", "", "no-op plugin binary (default: next to this binary, else built with go build)")
-	fs.BoolVar(&noSmall, "no-small", false, "skip the second run (same nodes and steps, another database size) that checks the CLI's memory against the database size")
-	fs.StringVar(&memSize, "memory-check-size", "", "database size of the second run (default: a quarter of --size)")
+	fs.BoolVar(&noSmall, "no-small", false, "skip the second run (same nodes, another database size) that checks the CLI's memory against the database size")
+	fs.StringVar(&memSize, "memory-check-size", "", "database size of the second run (default: 4x --size; at most 3 steps)")
 	fs.BoolVar(&asJSON, "json", false, "print the results as JSON")
 	fs.BoolVar(&verbose, "v", false, "log progress to stderr")
 	fromJSON := fs.String("table-from", "", "print the table of a run saved with --json (FILE) and exit")
@@ -89,7 +89,7 @@ func run(ctx context.Context, args []string) error {
 	if c.Nodes < 1 || c.Steps < 1 || c.Size < 64<<10 {
 		return errors.New("need at least 1 node, 1 step and 64 KB")
 	}
-	memCheck := c.Size / 4
+	memCheck := c.Size * 4
 	if memSize != "" {
 		if memCheck, err = parseSize(memSize); err != nil {
 			return err
@@ -132,9 +132,16 @@ func run(ctx context.Context, args []string) error {
 	}
 	if !noSmall {
 		sc := *c
-		// The same nodes, steps and workload at another size: the CLI's
-		// memory compared at two database sizes, nothing else changed.
+		// The same nodes and workload at another size (4x by default),
+		// with at most 3 steps to keep the run short: the CLI's memory
+		// compared at two database sizes.
 		sc.Size, sc.noNoop = memCheck, true
+		if sc.Steps > 3 {
+			sc.Steps = 3
+		}
+		if sc.VacuumStep > sc.Steps {
+			sc.VacuumStep = 0
+		}
 		sc.work, sc.storeDir = filepath.Join(c.work, "small"), ""
 		c.logf("second run at %s for the CLI's memory", mb(sc.Size))
 		if res.Small, err = sc.run(ctx); err != nil {

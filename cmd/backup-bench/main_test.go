@@ -74,8 +74,8 @@ func TestSmallRun(t *testing.T) {
 		t.Errorf("steps %+v, %d gc runs, %d targets", res.Steps, len(res.GC), len(res.Targets))
 	}
 	if sm := res.Small; sm == nil || len(sm.Restores) != 2 || !sm.Restores[0].Matched || !sm.Restores[1].Matched ||
-		sm.Config.Nodes != 2 || sm.Config.Steps != 2 || sm.Config.Size != res.Config.Size/4 {
-		t.Errorf("quarter-size run: %+v", res.Small)
+		sm.Config.Nodes != 2 || sm.Config.Steps != 2 || sm.Config.Size != res.Config.Size*4 {
+		t.Errorf("memory-check run (4x the size): %+v", res.Small)
 	}
 	// The stored bytes by content add up, and the change chunks are what
 	// the change-log bound predicts (the same records, batched and

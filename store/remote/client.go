@@ -689,9 +689,11 @@ func (ch chunks) Missing(ctx context.Context, ids []chunker.ID) ([]bool, error) 
 	return out, nil
 }
 
-// putBatch bounds the payload of one PutBodies request (a pack's worth);
-// a single larger body travels alone.
-const putBatch = MaxFrame - 64<<10
+// putBatch bounds the payload of one PutBodies request: a whole pack of
+// the writer (which flushes at the store's pack size, 8 MiB by default, plus
+// one chunk), so the server writes it as one pack; a single larger body
+// travels alone.
+const putBatch = 24 << 20
 
 func (ch chunks) PutBodies(ctx context.Context, bodies []store.ChunkBody) (int64, error) {
 	var added int64
