@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"errors"
+	"sync"
 	"testing"
 
 	"github.com/clnbackup/backup/chunker"
@@ -79,8 +80,11 @@ func TestPutDelta(t *testing.T) {
 	defer st2.Close()
 	want := map[chunker.ID][]byte{baseID: base, pageID: page, chunker.Sum(third): third}
 	got := map[chunker.ID][]byte{}
+	var mu sync.Mutex // fn runs on several goroutines
 	ids := []chunker.ID{pageID, baseID, chunker.Sum(third), pageID}
 	if err := st2.ReadChunks(ctx, ids, func(id chunker.ID, d []byte) error {
+		mu.Lock()
+		defer mu.Unlock()
 		got[id] = append([]byte(nil), d...)
 		return nil
 	}); err != nil {
