@@ -495,15 +495,19 @@ func (s *Store) mark(ctx context.Context, find *chunkFinder, live liveSet, seen 
 	return nil
 }
 
-// markBases adds to live the base of every live delta copy, in the packs
-// scanned and in extra (copies in indexes written since), until no base
-// is left to add: writers make deltas of full copies only, so one round
+// markBases adds to live the base of every delta copy in the store, live
+// or not, in the packs scanned and in extra (copies in indexes written
+// since): a base goes only once no copy needs it, so every stored chunk
+// stays readable (verify checks that) and a dead delta that a writer
+// reuses before gc condemns it always finds its base. A dead delta keeps
+// its base until its own pack is repacked or deleted; the next run frees
+// the base. Writers make deltas of full copies only, so one round
 // normally suffices, and a second finds nothing.
 func markBases(live liveSet, packs []*packState, extra []deltaRef) {
 	for {
 		added := false
-		mark := func(id, base chunker.ID) {
-			if live.has(id) && !live.has(base) {
+		mark := func(base chunker.ID) {
+			if !live.has(base) {
 				live.add(base)
 				added = true
 			}
@@ -511,12 +515,12 @@ func markBases(live liveSet, packs []*packState, extra []deltaRef) {
 		for _, p := range packs {
 			for _, e := range p.entries {
 				if e.delta() {
-					mark(e.ID, e.Base)
+					mark(e.Base)
 				}
 			}
 		}
 		for _, d := range extra {
-			mark(d.id, d.base)
+			mark(d.base)
 		}
 		if !added {
 			return
