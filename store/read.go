@@ -455,21 +455,11 @@ func (s *Store) workers() int {
 // buffer and returns it (grown).
 func (s *Store) decodeStream(ctx context.Context, produce func(send func(ChunkBody) error) error, where string, decode func(buf []byte, b ChunkBody, where string) ([]byte, error)) error {
 	workers := s.workers()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		wg       sync.WaitGroup
-		errOnce  sync.Once
-		firstErr error
-	)
-	fail := func(err error) {
-		errOnce.Do(func() { firstErr = err; cancel() })
-	}
+	g, ctx := newWorkGroup(ctx)
+	defer g.cancel()
 	work := make(chan ChunkBody, 4*workers)
 	for i := 0; i < workers; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		g.spawn(func() {
 			var buf []byte
 			for b := range work {
 				if ctx.Err() != nil {
@@ -477,12 +467,12 @@ func (s *Store) decodeStream(ctx context.Context, produce func(send func(ChunkBo
 				}
 				data, err := decode(buf, b, where)
 				if err != nil {
-					fail(err)
+					g.fail(err)
 					continue
 				}
 				buf = data
 			}
-		}()
+		})
 	}
 	err := produce(func(b ChunkBody) error {
 		b.Body = append([]byte(nil), b.Body...)
@@ -494,9 +484,8 @@ func (s *Store) decodeStream(ctx context.Context, produce func(send func(ChunkBo
 		}
 	})
 	close(work)
-	wg.Wait()
-	if firstErr != nil {
-		return firstErr
+	if werr := g.wait(); werr != nil {
+		return werr
 	}
 	return err
 }
@@ -505,21 +494,11 @@ func (s *Store) decodeStream(ctx context.Context, produce func(send func(ChunkBo
 // body.
 func (s *Store) readFull(ctx context.Context, spans []readSpan, decode func(buf []byte, b ChunkBody, where string) ([]byte, error)) error {
 	workers := s.workers()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		wg       sync.WaitGroup
-		errOnce  sync.Once
-		firstErr error
-	)
-	fail := func(err error) {
-		errOnce.Do(func() { firstErr = err; cancel() })
-	}
+	g, ctx := newWorkGroup(ctx)
+	defer g.cancel()
 	work := make(chan readSpan)
 	for i := 0; i < workers; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		g.spawn(func() {
 			var buf []byte
 			for sp := range work {
 				err := s.readSpan(ctx, sp, func(b ChunkBody, info ChunkInfo) error {
@@ -531,10 +510,10 @@ func (s *Store) readFull(ctx context.Context, spans []readSpan, decode func(buf 
 					return nil
 				})
 				if err != nil {
-					fail(err)
+					g.fail(err)
 				}
 			}
-		}()
+		})
 	}
 feed:
 	for _, sp := range spans {
@@ -545,9 +524,41 @@ feed:
 		}
 	}
 	close(work)
-	wg.Wait()
-	if firstErr != nil {
-		return firstErr
+	if err := g.wait(); err != nil {
+		return err
 	}
 	return ctx.Err()
+}
+
+// workGroup runs worker goroutines and keeps the first error, cancelling
+// the others' context.
+type workGroup struct {
+	wg     sync.WaitGroup
+	once   sync.Once
+	err    error
+	cancel context.CancelFunc
+}
+
+func newWorkGroup(ctx context.Context) (*workGroup, context.Context) {
+	ctx, cancel := context.WithCancel(ctx)
+	return &workGroup{cancel: cancel}, ctx
+}
+
+func (g *workGroup) spawn(fn func()) {
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		fn()
+	}()
+}
+
+// fail records err if it is the first, and cancels the group's context.
+func (g *workGroup) fail(err error) {
+	g.once.Do(func() { g.err = err; g.cancel() })
+}
+
+// wait waits for the workers and returns the first error.
+func (g *workGroup) wait() error {
+	g.wg.Wait()
+	return g.err
 }
