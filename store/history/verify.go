@@ -299,7 +299,8 @@ func (v *verifier) finish() []VerifyProblem {
 func (v *verifier) journal(node string, rep *VerifyReport) {
 	dir, err := v.st.JournalDir(node)
 	if err != nil {
-		return // not a local store: the journal lives with the plugin
+		v.remoteJournal(node, rep) // the journal lives on the store server
+		return
 	}
 	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
 		return
@@ -338,6 +339,32 @@ func (v *verifier) journal(node string, rep *VerifyReport) {
 	}
 	if err := journal.Read(dir, first-1, func(journal.Record) error { return nil }); err != nil && !errors.Is(err, journal.ErrTrimmed) && !errors.Is(err, fs.ErrNotExist) {
 		v.problem(object, fmt.Sprintf("journal damaged in records the store already holds (restore points are intact, but the plugin cannot open this journal): %v", err))
+	}
+}
+
+// remoteJournal checks, through a store server, that the records after the
+// node's newest manifest can be read (the newest state needs them); the
+// older segments are the server's to check (verify its file:// URL there).
+func (v *verifier) remoteJournal(node string, rep *VerifyReport) {
+	object := store.JournalObject(node)
+	for try := 0; try < 2; try++ {
+		latest, err := v.st.LatestManifest(v.ctx, node)
+		if err != nil {
+			return // no readable newest manifest: reported with the manifests
+		}
+		records := 0
+		err = v.st.ReadJournal(v.ctx, node, latest.JournalSeq, func(journal.Record) error { records++; return nil })
+		if errors.Is(err, journal.ErrTrimmed) && try == 0 {
+			continue // a compaction committed a manifest and trimmed: look again
+		}
+		if err != nil {
+			k := v.problem(object, fmt.Sprintf("journal records after manifest %d cannot be read from the store server: %v", latest.Seq, err))
+			v.problems[k].affects[RestorePoint{Node: node, Newest: true}] = true
+			return
+		}
+		rep.Journals++
+		rep.JournalRecords += records
+		return
 	}
 }
 

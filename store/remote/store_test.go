@@ -127,6 +127,11 @@ func TestHistoryThroughServer(t *testing.T) {
 	if rep.Nodes != 1 || rep.Packs == 0 {
 		t.Fatalf("gc report %+v", rep)
 	}
+	// verify --read-data through an admin token: clean, journal included.
+	vrep, err := history.Verify(ctx, admin, history.VerifyOptions{ReadData: true})
+	if err != nil || len(vrep.Problems) > 0 || vrep.Journals != 1 {
+		t.Fatalf("verify through admin token: %v %+v", err, vrep)
+	}
 }
 
 // TestNodeTokenLimits: a node token reaches its own nodes' objects and
