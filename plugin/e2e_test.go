@@ -90,6 +90,24 @@ func write(t testing.TB, l *ld.Lightningd, m *ld.Model, r journal.Record) {
 	}
 }
 
+// writeHooks sends recorded hooks as lightningd did (init before the first
+// hook it sent after init), each answered "continue" and counted in m (if
+// not nil), and calls after(i) after hook i.
+func writeHooks(t testing.TB, l *ld.Lightningd, m *ld.Model, hooks []replay.TraceEntry, after func(i int)) {
+	t.Helper()
+	inited := false
+	for i, h := range hooks {
+		if !h.BeforeInit && !inited {
+			if err := l.Init(nil); err != nil {
+				t.Fatal(err)
+			}
+			inited = true
+		}
+		write(t, l, m, ld.Record(h))
+		after(i)
+	}
+}
+
 // refused sends a change that must be refused, with the reason in the log.
 func refused(t testing.TB, l *ld.Lightningd, r journal.Record, logWant string) {
 	t.Helper()
@@ -319,15 +337,7 @@ func TestCompactionsThroughout(t *testing.T) {
 	n := newNode(t, "")
 	l := start(t, n.Dir)
 	answers := map[string]int{}
-	inited := false
-	for i, h := range hooks {
-		if !h.BeforeInit && !inited {
-			if err := l.Init(nil); err != nil {
-				t.Fatal(err)
-			}
-			inited = true
-		}
-		write(t, l, nil, ld.Record(h))
+	writeHooks(t, l, nil, hooks, func(i int) {
 		if i%150 == 149 {
 			answers[compact(t, l)]++
 			if i%300 == 299 {
@@ -336,7 +346,7 @@ func TestCompactionsThroughout(t *testing.T) {
 				}
 			}
 		}
-	}
+	})
 	compactionIdle(t, l)
 	answers["at the end: "+compact(t, l)]++
 	compactionIdle(t, l)

@@ -248,19 +248,11 @@ func TestRemoteServerKilled(t *testing.T) {
 			srv.start()
 		}
 	}()
-	inited := false
-	for i, h := range hooks {
-		if !h.BeforeInit && !inited {
-			if err := l.Init(nil); err != nil {
-				t.Fatal(err)
-			}
-			inited = true
-		}
-		write(t, l, m, ld.Record(h))
-		if inited && i%400 == 399 {
+	writeHooks(t, l, m, hooks, func(i int) {
+		if i%400 == 399 {
 			compact(t, l)
 		}
-	}
+	})
 	close(done)
 	killer.Wait()
 	compactionIdle(t, l)
