@@ -107,25 +107,29 @@ func (w *Writer) PutID(ctx context.Context, kind Kind, id chunker.ID, data []byt
 	if len(data) > MaxChunkSize {
 		return false, fmt.Errorf("chunk %s of %d bytes exceeds the %d-byte limit", id.Short(), len(data), MaxChunkSize)
 	}
-	if w.pending[id] || (w.stored != nil && w.stored(id)) || w.s.Has(id) {
+	if w.Has(id) {
 		w.stats.ReusedChunks++
 		return false, nil
 	}
 	start := len(w.bodies)
 	w.bodies = w.enc.EncodeAll(data, w.bodies)
-	w.entries = append(w.entries, indexEntry{ID: id, Kind: kind, Offset: uint32(start), Length: uint32(len(w.bodies) - start), Raw: uint32(len(data))})
-	w.pending[id] = true
+	return true, w.added(ctx, indexEntry{ID: id, Kind: kind, Offset: uint32(start), Length: uint32(len(w.bodies) - start), Raw: uint32(len(data))})
+}
+
+// added records the entry of a body just appended to the pack, and closes
+// the pack once it reached the store's pack size.
+func (w *Writer) added(ctx context.Context, e indexEntry) error {
+	w.entries = append(w.entries, e)
+	w.pending[e.ID] = true
 	if w.s.remoteChunks == nil {
 		// Through a server, Flush counts what the server lacked.
 		w.stats.NewChunks++
-		w.stats.NewRawBytes += int64(len(data))
+		w.stats.NewRawBytes += int64(e.Raw)
 	}
 	if len(w.bodies) >= w.s.cfg.Params.PackSize {
-		if err := w.Flush(ctx); err != nil {
-			return true, err
-		}
+		return w.Flush(ctx)
 	}
-	return true, nil
+	return nil
 }
 
 // Has reports whether the writer would skip the chunk: put already, known
@@ -186,16 +190,7 @@ func (w *Writer) PutDelta(ctx context.Context, id chunker.ID, data []byte, base 
 	} else {
 		w.stats.DeltaChunks++
 	}
-	w.entries = append(w.entries, e)
-	w.pending[id] = true
-	w.stats.NewChunks++
-	w.stats.NewRawBytes += int64(len(data))
-	if len(w.bodies) >= w.s.cfg.Params.PackSize {
-		if err := w.Flush(ctx); err != nil {
-			return true, err
-		}
-	}
-	return true, nil
+	return true, w.added(ctx, e)
 }
 
 // Flush makes every chunk put so far durable: the pack, then its index.
