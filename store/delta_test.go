@@ -44,9 +44,10 @@ func TestPutDelta(t *testing.T) {
 	if err := w.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if info, _ := st.Locate(chunker.Sum(otherPage)); info.Base != (chunker.ID{}) {
+	if info, _ := locate(t, st, chunker.Sum(otherPage)); info.Base != (chunker.ID{}) {
 		t.Fatal("delta against a base the store lacks")
 	}
+	know(t, w, st, pageID, baseID)
 	if isNew, err := w.PutDelta(ctx, pageID, page, baseID, base); err != nil || !isNew {
 		t.Fatalf("put delta: %v %v", err, isNew)
 	}
@@ -56,20 +57,21 @@ func TestPutDelta(t *testing.T) {
 	if w.Stats().DeltaChunks != 1 {
 		t.Fatalf("stats: %+v", w.Stats())
 	}
-	info, ok := st.Locate(pageID)
+	info, ok := locate(t, st, pageID)
 	if !ok || info.Base != baseID || info.Length > 200 {
 		t.Fatalf("delta stored as %+v", info)
 	}
 	// A page whose previous version is a delta is not made a delta of it.
 	third := append([]byte(nil), page...)
 	copy(third[2000:], "another row")
+	know(t, w, st, chunker.Sum(third), pageID)
 	if _, err := w.PutDelta(ctx, chunker.Sum(third), third, pageID, page); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if info, _ := st.Locate(chunker.Sum(third)); info.Base != (chunker.ID{}) {
+	if info, _ := locate(t, st, chunker.Sum(third)); info.Base != (chunker.ID{}) {
 		t.Fatal("delta against a delta")
 	}
 	// Read back by a fresh Store, with full chunks in the same call.
@@ -110,7 +112,7 @@ func TestPutDelta(t *testing.T) {
 	if err := w2.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if info, _ := st2.Locate(pageID); info.Base != (chunker.ID{}) {
+	if info, _ := locate(t, st2, pageID); info.Base != (chunker.ID{}) {
 		t.Fatal("the delta copy is preferred to a full copy")
 	}
 }
@@ -137,13 +139,14 @@ func TestVersion1StoreNoDeltas(t *testing.T) {
 	if err := w.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
+	know(t, w, st, chunker.Sum(page), chunker.Sum(base))
 	if _, err := w.PutDelta(ctx, chunker.Sum(page), page, chunker.Sum(base), base); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if info, _ := st.Locate(chunker.Sum(page)); info.Base != (chunker.ID{}) {
+	if info, _ := locate(t, st, chunker.Sum(page)); info.Base != (chunker.ID{}) {
 		t.Fatal("a delta in a version-1 store")
 	}
 	if _, _, err := Create(ctx, "file://"+t.TempDir()+"/x", Options{FormatVersion: 3}); err == nil {

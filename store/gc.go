@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -132,15 +133,32 @@ func fmtBytes(n int64) string {
 	return fmt.Sprintf("%d B", n)
 }
 
-// packState is what gc knows of one pack.
+// packState is what gc keeps of one pack between its passes over the
+// indexes: not the pack's entries (a store has millions), which each pass
+// reads again.
 type packState struct {
 	id        chunker.ID
 	index     string
 	size      int64
 	young     bool
-	entries   []indexEntry
-	live      []bool
+	entries   int
 	liveBytes int64
+}
+
+// gcRun is what one gc run decided about liveness, for the passes that
+// re-read the indexes.
+type gcRun struct {
+	live  *liveSet
+	prev  condemnedSet
+	fresh map[chunker.ID]bool
+}
+
+// isLive says whether a copy (entry e of pack) is kept: its chunk is named
+// by a manifest (or is a live delta's base), unless the copy is condemned
+// and the chunk has a fresh full copy elsewhere.
+func (r *gcRun) isLive(e *indexEntry, pack chunker.ID) (live, wasCondemned bool, when time.Time) {
+	when, wasCondemned = r.prev.lookup(chunkCopy{e.ID, pack})
+	return r.live.has(e.ID) && !(wasCondemned && r.fresh[e.ID]), wasCondemned, when
 }
 
 // GC reclaims chunks that no manifest of any node references, safely while
@@ -171,16 +189,19 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 	if err != nil {
 		return rep, err
 	}
-	packs, orphans, err := s.scanPacks(ctx, now, opts.Grace)
+	packs, orphans, scan, err := s.scanPacks(ctx, now, opts.Grace, prev)
 	if err != nil {
 		return rep, err
+	}
+	for _, p := range packs {
+		rep.StoredChunks += p.entries
 	}
 	// Mark after the scan: a manifest committed since names chunks in the
 	// packs scanned (and those are the only ones gc touches) or in newer
 	// ones. List and patch chunks are found through the scanned indexes,
 	// so gc never loads the store's whole chunk index.
-	find := newChunkFinder(s, packs)
-	live := liveSet{}
+	find := scan.finder
+	live := &liveSet{}
 	seen := map[string]bool{}
 	if err := s.mark(ctx, find, live, seen, &rep); err != nil {
 		return rep, err
@@ -192,46 +213,31 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 		return rep, err
 	}
 	rep.RecheckedAdded = rep.Manifests - before
-	// A live delta needs its base: mark the bases of live delta copies.
-	markBases(live, packs, find.deltas)
-	rep.LiveChunks = len(live)
+	// A live delta needs its base: the base of every delta copy is kept
+	// (see markBases).
+	markBases(live, scan.bases, find.deltas)
+	scan.bases = nil
+	rep.LiveChunks = live.len()
 
 	rep.Packs = len(packs)
 	// A live chunk whose condemned copy has a fresh copy elsewhere (a writer
 	// stored it again rather than reuse the condemned one) needs only the
-	// fresh copy: the condemned one goes on its way to deletion.
-	fresh := map[chunker.ID]bool{}
+	// fresh copy: the condemned one goes on its way to deletion. Only a
+	// full copy replaces a condemned one: a delta copy may not stand for a
+	// chunk that is (or may become) the base of other deltas, which must
+	// stay one full chunk away. (The scan noted which condemned chunks have
+	// a full copy that is not condemned.)
+	run := &gcRun{live: live, prev: prev, fresh: map[chunker.ID]bool{}}
 	for i := range prev.len() {
-		if c, _ := prev.at(i); c.id != (chunker.ID{}) {
-			if live.has(c.id) {
-				fresh[c.id] = false
-			}
+		if c, _ := prev.at(i); c.id != (chunker.ID{}) && live.has(c.id) {
+			run.fresh[c.id] = scan.freshFull[c.id]
 		}
 	}
-	// Only a full copy replaces a condemned one: a delta copy may not stand
-	// for a chunk that is (or may become) the base of other deltas, which
-	// must stay one full chunk away.
-	for _, p := range packs {
-		for _, e := range p.entries {
-			if _, watched := fresh[e.ID]; watched {
-				if !prev.has(chunkCopy{e.ID, p.id}) && !e.delta() {
-					fresh[e.ID] = true
-				}
-			}
-		}
-	}
+	scan.freshFull = nil
 	// pending is the next condemned record, in its stored form: every
 	// unreferenced copy that is not deleted now stays on it (when 0:
 	// condemned now).
-	size := len(orphans)
-	for _, p := range packs {
-		for _, e := range p.entries {
-			if !live.has(e.ID) || fresh[e.ID] {
-				size++
-			}
-		}
-	}
-	pending := newCondemnedRecord(size)
+	pending := newCondemnedRecord(len(orphans) + prev.len())
 	var deletes, repacks, small []*packState
 	var smallDead int
 	var smallDeadBytes int64
@@ -239,20 +245,17 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 		if opts.Progress != nil {
 			opts.Progress(int64(i+1), int64(len(packs)))
 		}
-		rep.StoredChunks += len(p.entries)
-		p.live = make([]bool, len(p.entries))
 		eligible, blocked := 0, 0
 		var deadBytes int64
-		for k, e := range p.entries {
+		err := s.walkPackIndex(ctx, p, func(e *indexEntry) {
 			c := chunkCopy{e.ID, p.id}
-			when, wasCondemned := prev.lookup(c)
-			if live.has(e.ID) && !(wasCondemned && fresh[e.ID]) {
-				p.live[k] = true
+			isLive, wasCondemned, when := run.isLive(e, p.id)
+			if isLive {
 				p.liveBytes += int64(e.Length)
 				if wasCondemned {
 					rep.RescuedChunks++
 				}
-				continue
+				return
 			}
 			switch {
 			case p.young:
@@ -276,11 +279,14 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 				eligible++
 				deadBytes += int64(e.Length)
 			}
+		})
+		if err != nil {
+			return rep, err
 		}
-		canConsolidate := blocked == 0 && !p.young && p.size < opts.ConsolidateBelow && len(p.entries) > 0
+		canConsolidate := blocked == 0 && !p.young && p.size < opts.ConsolidateBelow && p.entries > 0
 		switch {
 		case eligible == 0 && !canConsolidate:
-		case eligible == len(p.entries) && eligible > 0:
+		case eligible == p.entries && eligible > 0:
 			deletes = append(deletes, p)
 			rep.DeletedChunks += eligible
 			rep.ReclaimedBytes += p.size
@@ -300,11 +306,7 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 			// condemned so a later run can repack the pack.
 			rep.BlockedChunks += eligible
 		}
-		if (len(repacks) == 0 || repacks[len(repacks)-1] != p) && (len(small) == 0 || small[len(small)-1] != p) {
-			p.entries, p.live = nil, nil // only a repack or consolidation needs them
-		}
 	}
-	live, fresh = nil, nil
 	// A pack without an index is deleted only if it was already without
 	// one a grace period ago (the record holds it as a copy with a zero
 	// chunk id). Its mtime alone cannot tell: the backend's clock is not
@@ -333,9 +335,6 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 			rep.RewrittenBytes += p.liveBytes
 		}
 	} else {
-		for _, p := range small {
-			p.entries, p.live = nil, nil
-		}
 		small = nil
 	}
 	rep.DeletedPacks, rep.RepackedPacks = len(deletes), len(repacks)
@@ -353,12 +352,12 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 	}
 	rep.CondemnedRecord = name
 	for _, p := range repacks {
-		if err := s.repack(ctx, p); err != nil {
+		if err := s.repack(ctx, run, p); err != nil {
 			return rep, err
 		}
 	}
 	if len(small) > 0 {
-		n, err := s.consolidate(ctx, small)
+		n, err := s.consolidate(ctx, run, small)
 		if err != nil {
 			return rep, err
 		}
@@ -397,20 +396,14 @@ type chunkFinder struct {
 	deltas []deltaRef
 }
 
-func newChunkFinder(s *Store, packs []*packState) *chunkFinder {
-	f := &chunkFinder{s: s, at: map[chunker.ID]ChunkInfo{}, scanned: map[string]bool{}, read: map[chunker.ID]bool{}}
-	for _, p := range packs {
-		f.scanned[p.index] = true
-		f.add(p.id, p.entries)
-	}
-	return f
+func newChunkFinder(s *Store) *chunkFinder {
+	return &chunkFinder{s: s, at: map[chunker.ID]ChunkInfo{}, scanned: map[string]bool{}, read: map[chunker.ID]bool{}}
 }
 
-func (f *chunkFinder) add(pack chunker.ID, entries []indexEntry) {
-	for _, e := range entries {
-		if e.Kind == KindList || e.Kind == KindPatch {
-			f.at[e.ID] = ChunkInfo{Pack: pack, Kind: e.Kind, Offset: e.Offset, Length: e.Length, Raw: e.Raw}
-		}
+// add notes where entry e of pack is, if it is a list or patch chunk.
+func (f *chunkFinder) add(pack chunker.ID, e *indexEntry) {
+	if e.Kind == KindList || e.Kind == KindPatch {
+		f.at[e.ID] = ChunkInfo{Pack: pack, Kind: e.Kind, Offset: e.Offset, Length: e.Length, Raw: e.Raw}
 	}
 }
 
@@ -447,7 +440,9 @@ func (f *chunkFinder) scanNew(ctx context.Context) error {
 			return err
 		}
 		f.scanned[in.Name] = true
-		f.add(pack, entries)
+		for k := range entries {
+			f.add(pack, &entries[k])
+		}
 		for _, e := range entries {
 			if e.delta() {
 				f.deltas = append(f.deltas, deltaRef{e.ID, e.Base})
@@ -462,7 +457,7 @@ func (f *chunkFinder) scanNew(ctx context.Context) error {
 }
 
 // mark adds the chunks named by every manifest not yet in seen to live.
-func (s *Store) mark(ctx context.Context, find *chunkFinder, live liveSet, seen map[string]bool, rep *GCReport) error {
+func (s *Store) mark(ctx context.Context, find *chunkFinder, live *liveSet, seen map[string]bool, rep *GCReport) error {
 	nodes, err := s.Nodes(ctx)
 	if err != nil {
 		return err
@@ -496,50 +491,67 @@ func (s *Store) mark(ctx context.Context, find *chunkFinder, live liveSet, seen 
 }
 
 // markBases adds to live the base of every delta copy in the store, live
-// or not, in the packs scanned and in extra (copies in indexes written
-// since): a base goes only once no copy needs it, so every stored chunk
-// stays readable (verify checks that) and a dead delta that a writer
-// reuses before gc condemns it always finds its base. A dead delta keeps
-// its base until its own pack is repacked or deleted; the next run frees
-// the base. Writers make deltas of full copies only, so one round
-// normally suffices, and a second finds nothing.
-func markBases(live liveSet, packs []*packState, extra []deltaRef) {
-	for {
-		added := false
-		mark := func(base chunker.ID) {
-			if !live.has(base) {
-				live.add(base)
-				added = true
-			}
-		}
-		for _, p := range packs {
-			for _, e := range p.entries {
-				if e.delta() {
-					mark(e.Base)
-				}
-			}
-		}
-		for _, d := range extra {
-			mark(d.base)
-		}
-		if !added {
-			return
-		}
+// or not: bases (the scan's) and extra (copies in indexes written since).
+// A base goes only once no copy needs it, so every stored chunk stays
+// readable (verify checks that) and a dead delta that a writer reuses
+// before gc condemns it always finds its base. A dead delta keeps its base
+// until its own pack is repacked or deleted; the next run frees the base.
+// Writers make deltas of full copies only, so bases have no bases.
+func markBases(live *liveSet, bases []uint64, extra []deltaRef) {
+	for _, k := range bases {
+		live.addKey(k)
+	}
+	for _, d := range extra {
+		live.add(d.base)
 	}
 }
 
 // liveSet holds the chunks manifests name, by the first 8 bytes of their
-// ids: 8 bytes a chunk rather than 32. Two chunks that share those bytes
-// (about one pair in 2^64) are both kept: the set can only err towards
-// keeping garbage, never towards deleting a live chunk.
-type liveSet map[uint64]struct{}
+// ids, in a sorted slice: 8 bytes a chunk (a map would take three times
+// that). Two chunks that share those bytes (about one pair in 2^64) are
+// both kept: the set can only err towards keeping garbage, never towards
+// deleting a live chunk.
+type liveSet struct {
+	keys []uint64
+	// clean is how many of keys are sorted and distinct; the rest were
+	// added since.
+	clean int
+}
 
 func liveKey(id chunker.ID) uint64 { return binary.LittleEndian.Uint64(id[:8]) }
 
-func (l liveSet) add(id chunker.ID)      { l[liveKey(id)] = struct{}{} }
-func (l liveSet) has(id chunker.ID) bool { _, ok := l[liveKey(id)]; return ok }
+func (l *liveSet) add(id chunker.ID) { l.addKey(liveKey(id)) }
 
-func markManifest(ctx context.Context, find *chunkFinder, m *manifest.Manifest, live liveSet) error {
+func (l *liveSet) addKey(k uint64) {
+	l.keys = append(l.keys, k)
+	// Manifests name the same pages over and over: fold the repeats in
+	// whenever the additions outgrow the set.
+	if len(l.keys) >= 2*l.clean+1<<16 {
+		l.compact()
+	}
+}
+
+func (l *liveSet) compact() {
+	if l.clean == len(l.keys) {
+		return
+	}
+	slices.Sort(l.keys)
+	l.keys = slices.Compact(l.keys)
+	l.clean = len(l.keys)
+}
+
+func (l *liveSet) has(id chunker.ID) bool {
+	l.compact()
+	_, ok := slices.BinarySearch(l.keys, liveKey(id))
+	return ok
+}
+
+func (l *liveSet) len() int {
+	l.compact()
+	return len(l.keys)
+}
+
+func markManifest(ctx context.Context, find *chunkFinder, m *manifest.Manifest, live *liveSet) error {
 	for _, c := range m.Changes {
 		live.add(c.ID)
 	}
@@ -582,10 +594,23 @@ func markManifest(ctx context.Context, find *chunkFinder, m *manifest.Manifest, 
 	return nil
 }
 
+// gcScan is what gc's first pass over the indexes collects besides the
+// packs.
+type gcScan struct {
+	// finder knows where the list and patch chunks are.
+	finder *chunkFinder
+	// bases are the base ids (first 8 bytes) of every delta copy.
+	bases []uint64
+	// freshFull: for chunks with a copy in the previous condemned record,
+	// whether they have a full copy that is not condemned.
+	freshFull map[chunker.ID]bool
+}
+
 // scanPacks reads every index and pairs it with its pack's age and size.
 // orphans are packs older than the grace period that no index names (a
-// writer died between writing a pack and its index).
-func (s *Store) scanPacks(ctx context.Context, now time.Time, grace time.Duration) (packs, orphans []*packState, err error) {
+// writer died between writing a pack and its index). It keeps no entries,
+// only what the scan collects.
+func (s *Store) scanPacks(ctx context.Context, now time.Time, grace time.Duration, prev condemnedSet) (packs, orphans []*packState, scan *gcScan, err error) {
 	infos := map[chunker.ID]backend.Info{}
 	err = s.be.List(ctx, "packs/", func(in backend.Info) error {
 		if id, err := chunker.ParseID(in.Name[strings.LastIndexByte(in.Name, '/')+1:]); err == nil {
@@ -594,14 +619,31 @@ func (s *Store) scanPacks(ctx context.Context, now time.Time, grace time.Duratio
 		return nil
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("gc: list packs: %w", err)
+		return nil, nil, nil, fmt.Errorf("gc: list packs: %w", err)
 	}
+	scan = &gcScan{finder: newChunkFinder(s), freshFull: map[chunker.ID]bool{}}
 	indexed := map[chunker.ID]bool{}
 	err = s.be.List(ctx, "index/", func(in backend.Info) error {
-		pack, entries, err := s.readIndex(ctx, in.Name)
+		data, err := s.readIndexData(ctx, in.Name)
 		if err != nil {
 			return err
 		}
+		var pack chunker.ID
+		n := 0
+		_, err = walkIndex(data, -1, func(int) { pack = packOf(data) }, func(e *indexEntry) {
+			n++
+			scan.finder.add(pack, e)
+			if e.delta() {
+				scan.bases = append(scan.bases, liveKey(e.Base))
+			}
+			if !e.delta() && prev.hasID(e.ID) && !prev.has(chunkCopy{e.ID, pack}) {
+				scan.freshFull[e.ID] = true
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("index %s: %w", in.Name, err)
+		}
+		scan.finder.scanned[in.Name] = true
 		pi, ok := infos[pack]
 		if !ok {
 			// A writer may have written the pack and its index
@@ -616,24 +658,49 @@ func (s *Store) scanPacks(ctx context.Context, now time.Time, grace time.Duratio
 			}
 		}
 		young := now.Sub(pi.ModTime) < grace || now.Sub(in.ModTime) < grace
-		packs = append(packs, &packState{id: pack, index: in.Name, size: pi.Size, young: young, entries: entries})
+		packs = append(packs, &packState{id: pack, index: in.Name, size: pi.Size, young: young, entries: n})
 		indexed[pack] = true
 		return nil
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("gc: %w", err)
+		return nil, nil, nil, fmt.Errorf("gc: %w", err)
 	}
 	for id, in := range infos {
 		if !indexed[id] && now.Sub(in.ModTime) >= grace {
 			orphans = append(orphans, &packState{id: id, size: in.Size})
 		}
 	}
-	return packs, orphans, nil
+	return packs, orphans, scan, nil
+}
+
+// walkPackIndex reads pack p's index again and calls fn with each entry.
+func (s *Store) walkPackIndex(ctx context.Context, p *packState, fn func(e *indexEntry)) error {
+	data, err := s.readIndexData(ctx, p.index)
+	if err != nil {
+		return fmt.Errorf("gc: %w", err)
+	}
+	if _, err := walkIndex(data, -1, nil, fn); err != nil {
+		return fmt.Errorf("gc: index %s: %w", p.index, err)
+	}
+	return nil
+}
+
+// liveEntries reads pack p's index again and returns its entries, and
+// which of them the run keeps.
+func (s *Store) liveEntries(ctx context.Context, run *gcRun, p *packState) ([]indexEntry, []bool, error) {
+	var entries []indexEntry
+	var live []bool
+	err := s.walkPackIndex(ctx, p, func(e *indexEntry) {
+		isLive, _, _ := run.isLive(e, p.id)
+		entries = append(entries, *e)
+		live = append(live, isLive)
+	})
+	return entries, live, err
 }
 
 // repack writes a pack's live chunks to a new pack (durably, with its index)
 // and then deletes the old index and pack.
-func (s *Store) repack(ctx context.Context, p *packState) error {
+func (s *Store) repack(ctx context.Context, run *gcRun, p *packState) error {
 	// Not NewWriter: its Refresh would reload the whole index each time
 	// (the previous repack deleted an index), and putAlways needs none.
 	w, err := s.newWriter(s.now())
@@ -641,7 +708,7 @@ func (s *Store) repack(ctx context.Context, p *packState) error {
 		return err
 	}
 	defer w.Close()
-	if err := s.rewriteLive(ctx, w, p, nil); err != nil {
+	if err := s.rewriteLive(ctx, w, run, p, nil); err != nil {
 		return err
 	}
 	if err := w.Flush(ctx); err != nil {
@@ -654,7 +721,7 @@ func (s *Store) repack(ctx context.Context, p *packState) error {
 // (each once, if packs share some) go to new packs of the store's pack
 // size, durably with their indexes, before the old indexes and packs are
 // deleted. It returns the number of packs written.
-func (s *Store) consolidate(ctx context.Context, packs []*packState) (int, error) {
+func (s *Store) consolidate(ctx context.Context, run *gcRun, packs []*packState) (int, error) {
 	w, err := s.newWriter(s.now())
 	if err != nil {
 		return 0, err
@@ -664,17 +731,19 @@ func (s *Store) consolidate(ctx context.Context, packs []*packState) (int, error
 	// delta from another: the full copy is (rewriteLive skips seen chunks).
 	seen := map[chunker.ID]bool{}
 	for _, p := range packs {
-		for k, e := range p.entries {
-			if p.live[k] && !e.delta() {
+		err := s.walkPackIndex(ctx, p, func(e *indexEntry) {
+			if isLive, _, _ := run.isLive(e, p.id); isLive && !e.delta() {
 				seen[e.ID] = false
 			}
+		})
+		if err != nil {
+			return 0, err
 		}
 	}
 	for _, p := range packs {
-		if err := s.rewriteLive(ctx, w, p, seen); err != nil {
+		if err := s.rewriteLive(ctx, w, run, p, seen); err != nil {
 			return w.stats.Packs, err
 		}
-		p.entries, p.live = nil, nil
 	}
 	if err := w.Flush(ctx); err != nil {
 		return w.stats.Packs, fmt.Errorf("gc: consolidate: %w", err)
@@ -689,13 +758,17 @@ func (s *Store) consolidate(ctx context.Context, packs []*packState) (int, error
 
 // rewriteLive reads pack p and puts its live chunks into w (those not in
 // seen, when seen is not nil), flushing w whenever it holds a full pack.
-func (s *Store) rewriteLive(ctx context.Context, w *Writer, p *packState, seen map[chunker.ID]bool) error {
+func (s *Store) rewriteLive(ctx context.Context, w *Writer, run *gcRun, p *packState, seen map[chunker.ID]bool) error {
+	entries, live, err := s.liveEntries(ctx, run, p)
+	if err != nil {
+		return err
+	}
 	old, err := s.be.Get(ctx, packName(p.id), 0, -1)
 	if err != nil {
 		return fmt.Errorf("gc: repack %s: %w", p.id.Short(), err)
 	}
-	for k, e := range p.entries {
-		if !p.live[k] || seen[e.ID] {
+	for k, e := range entries {
+		if !live[k] || seen[e.ID] {
 			continue
 		}
 		if _, hasFull := seen[e.ID]; hasFull && e.delta() {
@@ -939,6 +1012,13 @@ func (c condemnedSet) lookup(cc chunkCopy) (time.Time, bool) {
 		}
 	}
 	return time.Time{}, false
+}
+
+// hasID reports whether some copy of chunk id is condemned.
+func (c condemnedSet) hasID(id chunker.ID) bool {
+	n := c.len()
+	i := sort.Search(n, func(i int) bool { return bytes.Compare(c.id(i), id[:]) >= 0 })
+	return i < n && bytes.Equal(c.id(i), id[:])
 }
 
 func (c condemnedSet) has(cc chunkCopy) bool {

@@ -114,63 +114,79 @@ func encodeIndex(version uint16, pack chunker.ID, entries []indexEntry) []byte {
 // decodeIndex parses an index. packLen, when not negative, is the size of
 // the pack's data area, and every entry must lie inside it.
 func decodeIndex(b []byte, packLen int64) (chunker.ID, []indexEntry, error) {
+	var entries []indexEntry
+	pack, err := walkIndex(b, packLen, func(n int) { entries = make([]indexEntry, 0, n) }, func(e *indexEntry) { entries = append(entries, *e) })
+	if err != nil {
+		return pack, nil, err
+	}
+	return pack, entries, nil
+}
+
+// walkIndex checks and parses an index without holding its entries: count
+// is called with the number of entries, then fn with each (the entry is
+// only valid during the call). On error fn may have seen some entries.
+func walkIndex(b []byte, packLen int64, count func(n int), fn func(e *indexEntry)) (chunker.ID, error) {
 	var pack chunker.ID
 	if len(b) < indexHeaderLen || string(b[:6]) != indexMagic {
-		return pack, nil, fmt.Errorf("not a pack index")
+		return pack, fmt.Errorf("not a pack index")
 	}
 	v := binary.BigEndian.Uint16(b[6:8])
 	if v != indexVersion1 && v != indexVersion2 {
-		return pack, nil, fmt.Errorf("pack index format version %d unknown (this program reads %d and %d): upgrade backup-cli", v, indexVersion1, indexVersion2)
+		return pack, fmt.Errorf("pack index format version %d unknown (this program reads %d and %d): upgrade backup-cli", v, indexVersion1, indexVersion2)
 	}
 	copy(pack[:], b[8:])
 	n := binary.BigEndian.Uint32(b[8+chunker.IDSize:])
 	rest := uint64(len(b) - indexHeaderLen)
 	if n > maxIndexEntries || rest < uint64(n)*indexEntryLen || (v == indexVersion1 && rest != uint64(n)*indexEntryLen) {
-		return pack, nil, fmt.Errorf("pack index: %d entries do not match %d bytes", n, len(b)-indexHeaderLen)
+		return pack, fmt.Errorf("pack index: %d entries do not match %d bytes", n, len(b)-indexHeaderLen)
 	}
-	entries := make([]indexEntry, n)
+	if count != nil {
+		count(int(n))
+	}
+	var e indexEntry
 	o := indexHeaderLen
-	for i := range entries {
+	for i := 0; i < int(n); i++ {
 		if len(b)-o < indexEntryLen {
-			return pack, nil, fmt.Errorf("pack index: %d entries do not match %d bytes", n, len(b)-indexHeaderLen)
+			return pack, fmt.Errorf("pack index: %d entries do not match %d bytes", n, len(b)-indexHeaderLen)
 		}
-		e := &entries[i]
 		copy(e.ID[:], b[o:])
 		k := b[o+chunker.IDSize]
 		e.Kind = Kind(k &^ kindDelta)
 		e.Offset = binary.BigEndian.Uint32(b[o+chunker.IDSize+1:])
 		e.Length = binary.BigEndian.Uint32(b[o+chunker.IDSize+5:])
 		e.Raw = binary.BigEndian.Uint32(b[o+chunker.IDSize+9:])
+		e.Base = chunker.ID{}
 		o += indexEntryLen
 		if e.Kind < KindPage || e.Kind > KindChange || (v == indexVersion1 && k&kindDelta != 0) {
-			return pack, nil, fmt.Errorf("pack index: entry %d: unknown chunk kind %d", i, k)
+			return pack, fmt.Errorf("pack index: entry %d: unknown chunk kind %d", i, k)
 		}
 		if k&kindDelta != 0 {
 			if len(b)-o < chunker.IDSize {
-				return pack, nil, fmt.Errorf("pack index: %d entries do not match %d bytes", n, len(b)-indexHeaderLen)
+				return pack, fmt.Errorf("pack index: %d entries do not match %d bytes", n, len(b)-indexHeaderLen)
 			}
 			copy(e.Base[:], b[o:])
 			o += chunker.IDSize
 			switch {
 			case e.Kind != KindPage:
-				return pack, nil, fmt.Errorf("pack index: entry %d: a %s chunk stored as a delta (only pages may be)", i, e.Kind)
+				return pack, fmt.Errorf("pack index: entry %d: a %s chunk stored as a delta (only pages may be)", i, e.Kind)
 			case !e.delta():
-				return pack, nil, fmt.Errorf("pack index: entry %d: delta with a zero base id", i)
+				return pack, fmt.Errorf("pack index: entry %d: delta with a zero base id", i)
 			case e.Base == e.ID:
-				return pack, nil, fmt.Errorf("pack index: entry %d: delta against itself", i)
+				return pack, fmt.Errorf("pack index: entry %d: delta against itself", i)
 			}
 		}
 		if e.Raw > MaxChunkSize {
-			return pack, nil, fmt.Errorf("pack index: entry %d: chunk of %d bytes exceeds the limit", i, e.Raw)
+			return pack, fmt.Errorf("pack index: entry %d: chunk of %d bytes exceeds the limit", i, e.Raw)
 		}
 		if packLen >= 0 && int64(e.Offset)+int64(e.Length) > packLen {
-			return pack, nil, fmt.Errorf("pack index: entry %d lies outside the pack", i)
+			return pack, fmt.Errorf("pack index: entry %d lies outside the pack", i)
 		}
+		fn(&e)
 	}
 	if o != len(b) {
-		return pack, nil, fmt.Errorf("pack index: %d entries do not match %d bytes", n, len(b)-indexHeaderLen)
+		return pack, fmt.Errorf("pack index: %d entries do not match %d bytes", n, len(b)-indexHeaderLen)
 	}
-	return pack, entries, nil
+	return pack, nil
 }
 
 // buildPack appends the trailer (the pack's own copy of its index) to the

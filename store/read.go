@@ -1,13 +1,12 @@
 package store
 
 import (
-	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"runtime"
 	"slices"
-	"sort"
 	"sync"
 
 	"github.com/clnbackup/backup/chunker"
@@ -40,21 +39,31 @@ func stale(err error) bool {
 	return errors.Is(err, ErrChunkMissing) || errors.Is(err, backend.ErrNotFound)
 }
 
-// getBody reads one chunk's stored body, refreshing the index once if the
-// chunk or its pack is not where the index said.
+// getBody reads one chunk's stored body where the store has it now (a
+// read whose pack gc deleted meanwhile looks the chunk up again; gc indexes
+// the chunks it moves before it deletes their old pack, so a fresh lookup
+// finds them, unless gc deleted the pack just after the lookup: then once
+// more).
 func (s *Store) getBody(ctx context.Context, id chunker.ID) (ChunkBody, ChunkInfo, error) {
-	b, loc, err := s.getBodyOnce(ctx, id)
-	if stale(err) {
-		if rerr := s.Refresh(ctx); rerr != nil {
-			return ChunkBody{}, ChunkInfo{}, err
+	for try := 0; ; try++ {
+		b, info, err := s.getBodyOnce(ctx, id)
+		if err == nil || !errors.Is(err, backend.ErrNotFound) || try == 3 {
+			return b, info, err
 		}
-		b, loc, err = s.getBodyOnce(ctx, id)
 	}
-	return b, loc, err
 }
 
 func (s *Store) getBodyOnce(ctx context.Context, id chunker.ID) (ChunkBody, ChunkInfo, error) {
-	loc, ok := s.Locate(id)
+	if s.isIndexed() {
+		if err := s.Refresh(ctx); err != nil {
+			return ChunkBody{}, ChunkInfo{}, err
+		}
+	}
+	l, err := s.lookupToRead(ctx, []chunker.ID{id})
+	if err != nil {
+		return ChunkBody{}, ChunkInfo{}, err
+	}
+	loc, ok := l.Locate(id)
 	if !ok {
 		return ChunkBody{}, loc, fmt.Errorf("read chunk %s: %w", id, ErrChunkMissing)
 	}
@@ -153,59 +162,37 @@ type wantChunk struct {
 // deltaRef is a chunk stored as a delta, and its base.
 type deltaRef struct{ id, base chunker.ID }
 
-// planReads locates ids (each once) and groups them into spans of few large
-// reads, in pack order. With skipDeltas, chunks whose copy is a delta are
-// returned apart instead (ReadChunks decodes them in a second pass).
-func (s *Store) planReads(ctx context.Context, ids []chunker.ID, skipDeltas bool) ([]readSpan, []deltaRef, error) {
-	if err := s.LoadIndex(ctx); err != nil {
-		return nil, nil, err
+// plan groups the chunks ids (each once; all must have been found by the
+// lookup l) into spans of few large reads, in pack order. With skipDeltas,
+// chunks whose copy is a delta are returned apart instead (ReadChunks
+// decodes them in a second pass).
+func (l *Located) plan(ids []chunker.ID, skipDeltas bool) ([]readSpan, []deltaRef, error) {
+	if l == nil {
+		l = newLocated(nil)
 	}
 	wants := make([]wantChunk, 0, len(ids))
-	// Pack numbers index the packs slice of the same hold of the lock: a
-	// Refresh may start the index over and number packs anew. (The slice
-	// is only appended to until then, so holding it is enough.)
-	var packs []chunker.ID
 	var deltas []deltaRef
-	s.mu.RLock()
 	for _, id := range ids {
-		loc, ok := s.chunks[id]
-		if !ok {
-			s.mu.RUnlock()
-			if err := s.Refresh(ctx); err != nil {
-				return nil, nil, err
-			}
-			// Indexed since we loaded the index: start over.
-			if _, ok := s.Locate(id); ok {
-				return s.planReads(ctx, ids, skipDeltas)
-			}
+		i := l.find(id)
+		if i < 0 || l.state[i] == locAbsent {
 			return nil, nil, fmt.Errorf("read chunk %s: %w", id, ErrChunkMissing)
 		}
+		loc := l.locs[i]
 		if skipDeltas && loc.base != 0 {
-			deltas = append(deltas, deltaRef{id, s.bases[loc.base]})
+			deltas = append(deltas, deltaRef{id, l.bases[loc.base]})
 			continue
 		}
 		wants = append(wants, wantChunk{id, loc})
 	}
-	packs = s.packs
-	bases := s.bases
-	s.mu.RUnlock()
-	sort.Slice(wants, func(i, j int) bool {
-		a, b := wants[i].loc, wants[j].loc
-		if a.pack != b.pack {
-			return a.pack < b.pack
+	slices.SortFunc(wants, func(a, b wantChunk) int {
+		if a.loc.pack != b.loc.pack {
+			return cmp.Compare(a.loc.pack, b.loc.pack)
 		}
-		return a.offset < b.offset
+		return cmp.Compare(a.loc.offset, b.loc.offset)
 	})
 	// Drop repeated ids (adjacent now: one id has one location).
-	n := 0
-	for i, w := range wants {
-		if i == 0 || w.id != wants[n-1].id {
-			wants[n] = w
-			n++
-		}
-	}
-	wants = wants[:n]
-	const maxGap, maxSpan = 256 << 10, 8 << 20
+	wants = slices.CompactFunc(wants, func(a, b wantChunk) bool { return a.id == b.id })
+	const maxGap, maxSpan = 256 << 10, 4 << 20
 	var spans []readSpan
 	lo := 0
 	for i, w := range wants {
@@ -216,9 +203,9 @@ func (s *Store) planReads(ctx context.Context, ids []chunker.ID, skipDeltas bool
 			continue
 		}
 		lo = i
-		spans = append(spans, readSpan{pack: packs[w.loc.pack], bases: bases, start: start, end: end, wants: wants[i : i+1]})
+		spans = append(spans, readSpan{pack: l.packs[w.loc.pack], bases: l.bases, start: start, end: end, wants: wants[i : i+1]})
 	}
-	slices.SortFunc(deltas, func(a, b deltaRef) int { return bytes.Compare(a.id[:], b.id[:]) })
+	slices.SortFunc(deltas, func(a, b deltaRef) int { return compareIDs(a.id, b.id) })
 	deltas = slices.CompactFunc(deltas, func(a, b deltaRef) bool { return a.id == b.id })
 	return spans, deltas, nil
 }
@@ -259,26 +246,23 @@ func (s *Store) readSpan(ctx context.Context, sp readSpan, fn func(ChunkBody, Ch
 // store server streams to a client, which verifies them. The body is only
 // valid during the call.
 func (s *Store) ReadBodies(ctx context.Context, ids []chunker.ID, fn func(ChunkBody) error) error {
-	if s.remoteChunks != nil {
-		return s.remoteChunks.ReadBodies(ctx, ids, fn)
-	}
-	spans, _, err := s.planReads(ctx, ids, false)
-	if err != nil {
-		return err
-	}
-	for _, sp := range spans {
-		if err := s.readSpan(ctx, sp, func(b ChunkBody, _ ChunkInfo) error { return fn(b) }); err != nil {
+	var l *Located
+	if s.remoteChunks == nil {
+		var err error
+		if l, err = s.lookupToRead(ctx, ids); err != nil {
 			return err
 		}
 	}
-	return nil
+	return s.readBodies(ctx, l, ids, fn)
 }
 
 // ReadChunks fetches many chunks efficiently: grouped by pack, in few large
 // reads, decompressed and verified by several workers. fn is called once per
 // distinct id, from several goroutines at once; the data is only valid during
-// the call. The first error stops the reading and is returned. Memory is one
-// small entry per distinct id plus one read span per worker.
+// the call. The first error stops the reading and is returned. The chunks
+// are looked up with one pass over the store's index objects (see Lookup);
+// memory is about 100 bytes per distinct id plus one read span (at most 4
+// MiB) per worker.
 //
 // Chunks stored as deltas are read in a second pass, in batches of at most
 // deltaBatch: the batch's bases first (full and verified, kept in memory),
@@ -298,6 +282,24 @@ const (
 )
 
 func (s *Store) readChunks(ctx context.Context, ids []chunker.ID, depth int, fn func(id chunker.ID, data []byte) error) error {
+	var l *Located
+	if s.remoteChunks == nil {
+		var err error
+		if l, err = s.lookupToRead(ctx, ids); err != nil {
+			return err
+		}
+	}
+	return s.readLocated(ctx, l, ids, depth, fn)
+}
+
+// ReadLocated is ReadChunks for chunks the caller has looked up already:
+// l must be a Lookup of (at least) ids. Through a store server, l may be
+// nil (the server looks chunks up).
+func (s *Store) ReadLocated(ctx context.Context, l *Located, ids []chunker.ID, fn func(id chunker.ID, data []byte) error) error {
+	return s.readLocated(ctx, l, ids, 0, fn)
+}
+
+func (s *Store) readLocated(ctx context.Context, l *Located, ids []chunker.ID, depth int, fn func(id chunker.ID, data []byte) error) error {
 	var (
 		mu     sync.Mutex
 		deltas []deltaRef
@@ -325,7 +327,14 @@ func (s *Store) readChunks(ctx context.Context, ids []chunker.ID, depth int, fn 
 			return err
 		}
 	} else {
-		spans, planned, err := s.planReads(ctx, ids, true)
+		spans, planned, err := l.plan(ids, true)
+		if errors.Is(err, ErrChunkMissing) {
+			// Not found by the caller's lookup: perhaps moved by gc
+			// since.
+			if l, err = s.lookupToRead(ctx, ids); err == nil {
+				spans, planned, err = l.plan(ids, true)
+			}
+		}
 		if err != nil {
 			return err
 		}
@@ -341,18 +350,55 @@ func (s *Store) readChunks(ctx context.Context, ids []chunker.ID, depth int, fn 
 	if depth >= maxDeltaDepth {
 		return fmt.Errorf("read chunk %s: %w: a chain of more than %d delta copies (base %s); run backup-cli verify", deltas[0].id, ErrCorrupt, maxDeltaDepth, deltas[0].base)
 	}
-	slices.SortFunc(deltas, func(a, b deltaRef) int { return bytes.Compare(a.id[:], b.id[:]) })
+	slices.SortFunc(deltas, func(a, b deltaRef) int { return compareIDs(a.id, b.id) })
 	deltas = slices.CompactFunc(deltas, func(a, b deltaRef) bool { return a.id == b.id })
+	// The bases of all the deltas, looked up at once (a store server
+	// looks them up itself).
+	var bl *Located
+	if s.remoteChunks == nil {
+		bases := make([]chunker.ID, len(deltas))
+		for i, d := range deltas {
+			bases[i] = d.base
+		}
+		var err error
+		if bl, err = s.lookupToRead(ctx, bases); err != nil {
+			return err
+		}
+	}
 	for start := 0; start < len(deltas); start += deltaBatch {
-		if err := s.readDeltas(ctx, deltas[start:min(len(deltas), start+deltaBatch)], depth, fn); err != nil {
+		if err := s.readDeltas(ctx, l, bl, deltas[start:min(len(deltas), start+deltaBatch)], depth, fn); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// readDeltas is one batch of ReadChunks' second pass.
-func (s *Store) readDeltas(ctx context.Context, batch []deltaRef, depth int, fn func(id chunker.ID, data []byte) error) error {
+// readBodies is ReadBodies for chunks looked up already (l: see
+// ReadLocated).
+func (s *Store) readBodies(ctx context.Context, l *Located, ids []chunker.ID, fn func(ChunkBody) error) error {
+	if s.remoteChunks != nil {
+		return s.remoteChunks.ReadBodies(ctx, ids, fn)
+	}
+	spans, _, err := l.plan(ids, false)
+	if errors.Is(err, ErrChunkMissing) {
+		if l, err = s.lookupToRead(ctx, ids); err == nil {
+			spans, _, err = l.plan(ids, false)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	for _, sp := range spans {
+		if err := s.readSpan(ctx, sp, func(b ChunkBody, _ ChunkInfo) error { return fn(b) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readDeltas is one batch of ReadChunks' second pass: l located the
+// deltas, bl their bases.
+func (s *Store) readDeltas(ctx context.Context, l, bl *Located, batch []deltaRef, depth int, fn func(id chunker.ID, data []byte) error) error {
 	var (
 		mu    sync.Mutex
 		bases = map[chunker.ID][]byte{}
@@ -372,15 +418,15 @@ func (s *Store) readDeltas(ctx context.Context, batch []deltaRef, depth int, fn 
 		mu.Unlock()
 		return nil
 	}
-	if err := s.readChunks(ctx, want, depth+1, keep); err != nil {
-		return s.baseError(ctx, batch, bases, depth, err)
+	if err := s.readLocated(ctx, bl, want, depth+1, keep); err != nil {
+		return s.baseError(ctx, l, batch, bases, depth, err)
 	}
 	return s.decodeStream(ctx, func(send func(ChunkBody) error) error {
-		return s.ReadBodies(ctx, ids, send)
+		return s.readBodies(ctx, l, ids, send)
 	}, "", func(buf []byte, b ChunkBody, _ string) ([]byte, error) {
 		where := "store server " + s.Location()
 		if s.remoteChunks == nil {
-			if info, ok := s.Locate(b.ID); ok {
+			if info, ok := l.Locate(b.ID); ok {
 				where = "pack " + info.Pack.String()
 			}
 		}
@@ -412,7 +458,7 @@ func (s *Store) readDeltas(ctx context.Context, batch []deltaRef, depth int, fn 
 
 // baseError names the delta whose base could not be read, after reading
 // the bases of batch (into bases) failed with err.
-func (s *Store) baseError(ctx context.Context, batch []deltaRef, bases map[chunker.ID][]byte, depth int, err error) error {
+func (s *Store) baseError(ctx context.Context, l *Located, batch []deltaRef, bases map[chunker.ID][]byte, depth int, err error) error {
 	if ctx.Err() != nil {
 		return err
 	}
@@ -424,7 +470,7 @@ func (s *Store) baseError(ctx context.Context, batch []deltaRef, bases map[chunk
 		tried[d.base] = true
 		if _, berr := s.getDepth(ctx, d.base, depth+1); berr != nil {
 			where := "the store"
-			if info, ok := s.Locate(d.id); ok {
+			if info, ok := l.Locate(d.id); ok {
 				where = "pack " + info.Pack.String()
 			}
 			return fmt.Errorf("read chunk %s (stored in %s as a delta of chunk %s): its base cannot be read: %w (run backup-cli verify)", d.id, where, d.base, berr)

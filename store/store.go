@@ -387,9 +387,11 @@ func (s *Store) resetIndex() {
 	s.condemnedLoaded = map[string]bool{}
 }
 
-// LoadIndex loads the chunk index if it is not loaded yet. Opening a store
-// does not load it: the plugin's hot path never needs it, and it grows with
-// the store (about 80 bytes per chunk). Reads and writers load it on demand.
+// LoadIndex loads the whole chunk index if it is not loaded yet. Opening a
+// store does not load it, and reads and writers do not need it: they look
+// up the chunks they touch (Lookup), so that their memory does not grow
+// with the store. The index costs about 115 bytes a chunk; a store server
+// (which answers many clients' lookups), verify and list load it.
 func (s *Store) LoadIndex(ctx context.Context) error {
 	if s.remoteChunks != nil {
 		return nil // the server's index
@@ -495,11 +497,7 @@ func (s *Store) addIndex(name string, pack chunker.ID, entries []indexEntry) {
 			// a delta copy (reads prefer full copies).
 			oldCondemned := s.condemned.has(chunkCopy{e.ID, s.packs[old.pack]})
 			newCondemned := s.condemned.has(chunkCopy{e.ID, pack})
-			better := oldCondemned && !newCondemned
-			if oldCondemned == newCondemned && old.base != 0 && !e.delta() {
-				better = true
-			}
-			if !better {
+			if !preferCopy(oldCondemned, old.base != 0, newCondemned, e.delta()) {
 				continue
 			}
 		}
@@ -517,9 +515,10 @@ func (s *Store) addIndex(name string, pack chunker.ID, entries []indexEntry) {
 	}
 }
 
-// Has reports whether the store holds a chunk. The index must be loaded
-// (LoadIndex, or any read or writer). Through a store server without full
-// access it always reports false: writers ask the server instead.
+// Has reports whether the loaded index (LoadIndex) holds a chunk; without
+// it, it knows nothing and reports false (use Lookup). Through a store
+// server without full access it always reports false: writers ask the
+// server instead.
 //
 // A chunk whose only known copy gc has condemned is reported missing, so
 // that writers store it again rather than reuse a copy gc may delete.
@@ -544,8 +543,9 @@ type ChunkInfo struct {
 	Base chunker.ID
 }
 
-// Locate returns where a chunk is stored (false through a store server
-// without full access: the client does not see the index).
+// Locate returns where the loaded index (LoadIndex) says a chunk is stored
+// (false without it: use Lookup; false through a store server without full
+// access: the client does not see the index).
 func (s *Store) Locate(id chunker.ID) (ChunkInfo, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -561,7 +561,7 @@ func (s *Store) info(l location) ChunkInfo {
 	return ChunkInfo{Pack: s.packs[l.pack], Kind: l.kind, Offset: l.offset, Length: l.length, Raw: l.raw, Base: s.bases[l.base]}
 }
 
-// ChunkCount is the number of distinct chunks indexed.
+// ChunkCount is the number of distinct chunks in the loaded index.
 func (s *Store) ChunkCount() int {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -602,16 +602,25 @@ func (s *Store) LocalDir(name string) (string, error) {
 // readIndex reads one index object, checks it against its name and decodes
 // it. A missing object is reported wrapping backend.ErrNotFound.
 func (s *Store) readIndex(ctx context.Context, name string) (chunker.ID, []indexEntry, error) {
-	data, err := s.be.Get(ctx, name, 0, -1)
+	data, err := s.readIndexData(ctx, name)
 	if err != nil {
-		return chunker.ID{}, nil, fmt.Errorf("read index %s: %w", name, err)
-	}
-	if chunker.Sum(data).String() != name[strings.LastIndexByte(name, '/')+1:] {
-		return chunker.ID{}, nil, fmt.Errorf("index %s is damaged (content does not match its name): run backup-cli verify", name)
+		return chunker.ID{}, nil, err
 	}
 	pack, entries, err := decodeIndex(data, -1)
 	if err != nil {
 		return chunker.ID{}, nil, fmt.Errorf("index %s: %w", name, err)
 	}
 	return pack, entries, nil
+}
+
+// readIndexData reads one index object and checks it against its name.
+func (s *Store) readIndexData(ctx context.Context, name string) ([]byte, error) {
+	data, err := s.be.Get(ctx, name, 0, -1)
+	if err != nil {
+		return nil, fmt.Errorf("read index %s: %w", name, err)
+	}
+	if chunker.Sum(data).String() != name[strings.LastIndexByte(name, '/')+1:] {
+		return nil, fmt.Errorf("index %s is damaged (content does not match its name): run backup-cli verify", name)
+	}
+	return data, nil
 }

@@ -28,6 +28,26 @@ func newTestStore(t *testing.T) (*Store, string) {
 	return st, dir
 }
 
+// locate looks a chunk up the way readers do (one pass over the indexes).
+func locate(t testing.TB, st *Store, id chunker.ID) (ChunkInfo, bool) {
+	t.Helper()
+	l, err := st.Lookup(ctx, []chunker.ID{id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l.Locate(id)
+}
+
+// know gives w a lookup of ids, as callers of a Writer do before putting.
+func know(t testing.TB, w *Writer, st *Store, ids ...chunker.ID) {
+	t.Helper()
+	l, err := st.Lookup(ctx, ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Know(l)
+}
+
 func putChunks(t *testing.T, st *Store, n int) []chunker.ID {
 	t.Helper()
 	w, err := st.NewWriter(ctx)
@@ -59,23 +79,31 @@ func TestPutGetDedup(t *testing.T) {
 			t.Fatalf("get %d: %v", i, err)
 		}
 	}
-	// A second writer, and a store opened afresh, reuse every chunk.
+	// A second writer, and a store opened afresh, reuse every chunk:
+	// looked up first, or looked up when the pack is flushed.
 	st2, err := Open(ctx, "file://"+dir, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st2.Close()
-	w, _ := st2.NewWriter(ctx)
-	defer w.Close()
-	for i := 0; i < 100; i++ {
-		page := bytes.Repeat([]byte{byte(i), byte(i >> 8), 7}, 1365)
-		if _, isNew, err := w.Put(ctx, KindPage, page); err != nil || isNew {
-			t.Fatalf("chunk %d written again (new=%v, %v)", i, isNew, err)
+	for _, lookFirst := range []bool{true, false} {
+		w, _ := st2.NewWriter(ctx)
+		defer w.Close()
+		if lookFirst {
+			know(t, w, st2, ids...)
 		}
-	}
-	w.Flush(ctx)
-	if s := w.Stats(); s.NewChunks != 0 || s.Added() != 0 || s.ReusedChunks != 100 {
-		t.Fatalf("stats %+v", s)
+		for i := 0; i < 100; i++ {
+			page := bytes.Repeat([]byte{byte(i), byte(i >> 8), 7}, 1365)
+			if _, isNew, err := w.Put(ctx, KindPage, page); err != nil || (isNew && lookFirst) {
+				t.Fatalf("chunk %d written again (new=%v, %v)", i, isNew, err)
+			}
+		}
+		if err := w.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if s := w.Stats(); s.NewChunks != 0 || s.Added() != 0 || s.ReusedChunks != 100 {
+			t.Fatalf("looked up first %v: stats %+v", lookFirst, s)
+		}
 	}
 	// ReadChunks returns every chunk once, verified.
 	got := map[chunker.ID]bool{}
@@ -99,7 +127,7 @@ func TestPutGetDedup(t *testing.T) {
 func TestFlippedByteNamesChunk(t *testing.T) {
 	st, dir := newTestStore(t)
 	ids := putChunks(t, st, 10)
-	loc, _ := st.Locate(ids[3])
+	loc, _ := locate(t, st, ids[3])
 	path := filepath.Join(dir, filepath.FromSlash(packName(loc.Pack)))
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -182,7 +210,7 @@ func TestOpenRefusals(t *testing.T) {
 func TestPackTrailerMatchesIndex(t *testing.T) {
 	st, _ := newTestStore(t)
 	ids := putChunks(t, st, 5)
-	loc, _ := st.Locate(ids[0])
+	loc, _ := locate(t, st, ids[0])
 	pack, err := st.Backend().Get(ctx, packName(loc.Pack), 0, -1)
 	if err != nil {
 		t.Fatal(err)
@@ -262,4 +290,113 @@ func TestDecodeIndexV2(t *testing.T) {
 	v3 := append([]byte(nil), idx...)
 	binary.BigEndian.PutUint16(v3[6:], 3)
 	bad("version 3", v3)
+}
+
+// TestLookup: one pass over the indexes finds each chunk asked for (the
+// same answer as the loaded index), reports the others absent, prefers a
+// copy gc has not condemned, and tells a condemned-only chunk (readable,
+// but not to be relied on by writers) from a stored one.
+func TestLookup(t *testing.T) {
+	st, dir := newTestStore(t)
+	ids := putChunks(t, st, 50)
+	absent := chunker.Sum([]byte("never stored"))
+	ask := append([]chunker.ID{absent, ids[3]}, ids...) // a repeat, too
+	l, err := st.Lookup(ctx, ask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Len() != len(ids)+1 || !l.Known(absent) || l.Has(absent) {
+		t.Fatalf("lookup of %d ids: %d known, absent known %v has %v", len(ask), l.Len(), l.Known(absent), l.Has(absent))
+	}
+	if _, ok := l.Locate(absent); ok {
+		t.Fatal("absent chunk located")
+	}
+	full, err := Open(ctx, "file://"+dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer full.Close()
+	if err := full.LoadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		got, ok := l.Locate(id)
+		want, _ := full.Locate(id)
+		if !ok || !l.Has(id) || got != want {
+			t.Fatalf("chunk %s: lookup says %+v (%v), index says %+v", id.Short(), got, ok, want)
+		}
+	}
+	if other := chunker.Sum([]byte("other")); l.Known(other) {
+		t.Fatal("a chunk not asked for is known")
+	}
+
+	// Condemn ids[0]'s only copy and ids[1]'s first copy, then store
+	// ids[1] again: ids[0] is condemned-only, ids[1] has a fresh copy.
+	first, _ := l.Locate(ids[1])
+	rec := newCondemnedRecord(2)
+	rec.add(chunkCopy{ids[0], first.Pack}, 0)
+	rec.add(chunkCopy{ids[1], first.Pack}, 0)
+	if _, err := st.writeCondemned(ctx, st.now(), rec); err != nil {
+		t.Fatal(err)
+	}
+	w, err := st.NewWriter(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	know(t, w, st, ids[0], ids[1])
+	if w.Has(ids[0]) || w.Has(ids[1]) {
+		t.Fatal("a writer relies on a condemned copy")
+	}
+	page := bytes.Repeat([]byte{1, 0, 7}, 1365) // putChunks' chunk 1
+	if chunker.Sum(page) != ids[1] {
+		t.Fatal("test page is not chunk 1")
+	}
+	if isNew, err := w.PutID(ctx, KindPage, ids[1], page); err != nil || !isNew {
+		t.Fatalf("store again: %v %v", err, isNew)
+	}
+	if err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !w.Has(ids[1]) {
+		t.Fatal("the writer does not know the copy it stored")
+	}
+	l, err = st.Lookup(ctx, ids[:2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, ok := l.Locate(ids[0]); !ok || l.Has(ids[0]) || info.Pack != first.Pack {
+		t.Fatalf("condemned-only chunk: located %v (%+v), has %v", ok, info, l.Has(ids[0]))
+	}
+	if info, ok := l.Locate(ids[1]); !ok || !l.Has(ids[1]) || info.Pack == first.Pack {
+		t.Fatalf("chunk stored again: located %v in %s (condemned copy in %s), has %v", ok, info.Pack.Short(), first.Pack.Short(), l.Has(ids[1]))
+	}
+}
+
+// TestCountChunks: list's count of distinct chunks, in one pass, equals
+// the loaded index's.
+func TestCountChunks(t *testing.T) {
+	st, dir := newTestStore(t)
+	putChunks(t, st, 30)
+	w, _ := st.NewWriter(ctx)
+	defer w.Close()
+	for i := 20; i < 40; i++ { // 10 of them stored again (a second copy)
+		page := bytes.Repeat([]byte{byte(i), byte(i >> 8), 7}, 1365)
+		w.putAlways(KindPage, chunker.Sum(page), page)
+	}
+	if err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	n, err := st.CountChunks(ctx)
+	if err != nil || n != 40 {
+		t.Fatalf("count: %d, %v; want 40", n, err)
+	}
+	full, _ := Open(ctx, "file://"+dir, Options{})
+	defer full.Close()
+	if err := full.LoadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := full.CountChunks(ctx); err != nil || n != full.ChunkCount() || n != 40 {
+		t.Fatalf("count with the index loaded: %d, %v (index: %d)", n, err, full.ChunkCount())
+	}
 }

@@ -298,7 +298,7 @@ func TestVerifyDeletedPack(t *testing.T) {
 			break
 		}
 	}
-	loc, ok := st.Locate(victim)
+	loc, ok := locateChunk(t, st, victim)
 	if !ok {
 		t.Fatal("page not indexed")
 	}
@@ -403,7 +403,7 @@ func flipChunk(t *testing.T, dir string, st *store.Store, id chunker.ID) {
 	if err := st.LoadIndex(vctx); err != nil {
 		t.Fatal(err)
 	}
-	loc, ok := st.Locate(id)
+	loc, ok := locateChunk(t, st, id)
 	if !ok {
 		t.Fatalf("chunk %s not indexed", id)
 	}
@@ -460,7 +460,7 @@ func TestVerifyPatchedPages(t *testing.T) {
 			expectBroken(t, url, rep, "packs/")
 			// The page a patch sets may be stored as a delta of the page
 			// it replaces: then damage to the replaced page breaks it too.
-			loc, _ := st.Locate(e.ID)
+			loc, _ := locateChunk(t, st, e.ID)
 			want := tc.name == "page set by a patch" || loc.Base == id
 			if slices.Contains(affected(rep), history.RestorePoint{Node: "a", Manifest: m.Seq}) != want {
 				t.Fatalf("manifest %d (patched at page %d) wrongly judged: %v", m.Seq, e.Page, affected(rep))
@@ -569,4 +569,14 @@ func TestVerifyDamagedCoveredJournal(t *testing.T) {
 	if rep.JournalRecords != 50 {
 		t.Fatalf("%d journal records after manifest 2, want 50", rep.JournalRecords)
 	}
+}
+
+// locateChunk looks a chunk up the way readers do.
+func locateChunk(t testing.TB, st *store.Store, id chunker.ID) (store.ChunkInfo, bool) {
+	t.Helper()
+	l, err := st.Lookup(vctx, []chunker.ID{id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l.Locate(id)
 }

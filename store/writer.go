@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/clnbackup/backup/chunker"
@@ -13,7 +14,10 @@ import (
 
 // Writer adds chunks to the store. It skips every chunk the store already
 // holds, compresses the others into a pack, and on Flush writes the pack and
-// then its index, each durably. A chunk is readable by others, and may be
+// then its index, each durably. Whether the store holds a chunk is answered
+// by the lookups the caller gave it (Know), else by the store's loaded
+// index; a chunk neither knows is looked up when its pack is flushed, and
+// dropped from the pack if the store has it, so no chunk is stored twice. A chunk is readable by others, and may be
 // named by a manifest, only after the Flush that wrote it returned.
 // A Writer is not safe for concurrent use; use one per goroutine.
 type Writer struct {
@@ -28,6 +32,11 @@ type Writer struct {
 	started time.Time
 	// stored reports chunks the caller knows the store keeps (see Assume).
 	stored func(chunker.ID) bool
+	// known is the caller's lookup of the chunks it is about to put (Know).
+	known *Located
+	// unchecked are the chunks put that neither known nor a loaded index
+	// answered for: Flush looks them up before writing the pack.
+	unchecked []chunker.ID
 }
 
 // WriteStats counts what a writer did.
@@ -47,13 +56,24 @@ type WriteStats struct {
 // Added is the bytes the writer added to the store.
 func (w WriteStats) Added() int64 { return w.PackBytes + w.IndexBytes }
 
-// NewWriter starts a writer. It first loads indexes other writers added, so
-// their chunks are reused rather than written again.
+// NewWriter starts a writer. With the whole index loaded, it first loads
+// indexes other writers added, so their chunks are reused rather than
+// written again; otherwise it loads only gc's newest condemned record (the
+// caller looks up the chunks it puts: Store.Lookup and Know).
 func (s *Store) NewWriter(ctx context.Context) (*Writer, error) {
 	// The age limit counts from before the condemned record is read: the
 	// writer relies on that record from then on.
 	started := s.now()
-	if err := s.Refresh(ctx); err != nil {
+	var err error
+	switch {
+	case s.remoteChunks != nil:
+		// The server keeps the index and the condemned record.
+	case s.isIndexed():
+		err = s.Refresh(ctx)
+	default:
+		err = s.loadCondemned(ctx)
+	}
+	if err != nil {
 		return nil, err
 	}
 	return s.newWriter(started)
@@ -90,6 +110,15 @@ func (w *Writer) CheckAge() error {
 // compaction through a store server from asking about every page.
 func (w *Writer) Assume(stored func(chunker.ID) bool) { w.stored = stored }
 
+// Know gives the writer a lookup of the chunks it is about to put (made
+// after NewWriter): it answers whether the store has them, and records the
+// chunks the writer stores. It replaces the lookup given before.
+func (w *Writer) Know(l *Located) { w.known = l }
+
+// Reused counts a chunk the caller did not put because Has said the writer
+// would skip it (for the statistics).
+func (w *Writer) Reused() { w.stats.ReusedChunks++ }
+
 // Put adds data as a chunk of the given kind and returns its ID; isNew says
 // whether it was new to the store.
 func (w *Writer) Put(ctx context.Context, kind Kind, data []byte) (id chunker.ID, isNew bool, err error) {
@@ -121,6 +150,9 @@ func (w *Writer) PutID(ctx context.Context, kind Kind, id chunker.ID, data []byt
 func (w *Writer) added(ctx context.Context, e indexEntry) error {
 	w.entries = append(w.entries, e)
 	w.pending[e.ID] = true
+	if w.s.remoteChunks == nil && !w.known.Known(e.ID) && !w.s.isIndexed() {
+		w.unchecked = append(w.unchecked, e.ID)
+	}
 	if w.s.remoteChunks == nil {
 		// Through a server, Flush counts what the server lacked.
 		w.stats.NewChunks++
@@ -133,9 +165,28 @@ func (w *Writer) added(ctx context.Context, e indexEntry) error {
 }
 
 // Has reports whether the writer would skip the chunk: put already, known
-// stored (Assume), or held by the store in a copy gc has not condemned.
+// stored (Assume), or held by the store in a copy gc has not condemned (as
+// the lookup given to Know, or else the loaded index, says).
 func (w *Writer) Has(id chunker.ID) bool {
-	return w.pending[id] || (w.stored != nil && w.stored(id)) || w.s.Has(id)
+	if w.pending[id] || (w.stored != nil && w.stored(id)) {
+		return true
+	}
+	if w.known.Known(id) {
+		return w.known.Has(id)
+	}
+	return w.s.Has(id)
+}
+
+// Locate says where the store keeps a chunk, and whether the copy is one a
+// writer may rely on (not condemned), as the lookup given to Know or else
+// the loaded index says.
+func (w *Writer) Locate(id chunker.ID) (info ChunkInfo, ok, usable bool) {
+	if w.known.Known(id) {
+		info, ok = w.known.Locate(id)
+		return info, ok, w.known.Has(id)
+	}
+	info, ok = w.s.Locate(id)
+	return info, ok, w.s.Has(id)
 }
 
 // deltaMaxShare: PutDelta stores a delta only if it is smaller than this
@@ -158,10 +209,10 @@ func (w *Writer) PutDelta(ctx context.Context, id chunker.ID, data []byte, base 
 		w.stats.ReusedChunks++
 		return false, nil
 	}
-	if !w.s.DeltasAllowed() || base == id || len(data) > MaxChunkSize || !w.s.Has(base) {
+	if !w.s.DeltasAllowed() || base == id || len(data) > MaxChunkSize {
 		return w.PutID(ctx, KindPage, id, data)
 	}
-	if info, ok := w.s.Locate(base); !ok || info.Base != (chunker.ID{}) || chunker.Sum(baseData) != base {
+	if info, _, usable := w.Locate(base); !usable || info.Base != (chunker.ID{}) || chunker.Sum(baseData) != base {
 		return w.PutID(ctx, KindPage, id, data)
 	}
 	if w.denc == nil {
@@ -201,6 +252,14 @@ func (w *Writer) Flush(ctx context.Context) error {
 	if w.s.remoteChunks != nil {
 		return w.flushRemote(ctx)
 	}
+	if err := w.dropStored(ctx); err != nil {
+		return err
+	}
+	if len(w.entries) == 0 {
+		w.bodies = w.bodies[:0]
+		clear(w.pending)
+		return nil
+	}
 	pack := buildPack(w.s.indexVersion(), w.bodies, w.entries)
 	packID := chunker.Sum(pack)
 	if err := w.s.be.PutIfAbsent(ctx, packName(packID), pack); err != nil && !errors.Is(err, backend.ErrExists) {
@@ -211,13 +270,55 @@ func (w *Writer) Flush(ctx context.Context) error {
 	if err := w.s.be.PutIfAbsent(ctx, idxName, idx); err != nil && !errors.Is(err, backend.ErrExists) {
 		return fmt.Errorf("write index of pack %s to store %s: %w", packID.Short(), w.s.Location(), err)
 	}
-	w.s.addIndex(idxName, packID, w.entries)
+	if w.s.isIndexed() {
+		w.s.addIndex(idxName, packID, w.entries)
+	}
+	if w.known != nil {
+		w.known.stored(packID, w.entries)
+	}
 	w.stats.Packs++
 	w.stats.PackBytes += int64(len(pack))
 	w.stats.IndexBytes += int64(len(idx))
 	w.bodies = w.bodies[:0]
 	w.entries = nil
 	clear(w.pending)
+	return nil
+}
+
+// dropStored looks up the chunks put that no lookup had answered for, and
+// takes those the store holds (in a copy gc has not condemned) out of the
+// pack: another writer stored them, or they were never looked up.
+func (w *Writer) dropStored(ctx context.Context) error {
+	if len(w.unchecked) == 0 {
+		return nil
+	}
+	l, err := w.s.Lookup(ctx, w.unchecked)
+	if err != nil {
+		return err
+	}
+	w.unchecked = w.unchecked[:0]
+	if !slices.ContainsFunc(w.entries, func(e indexEntry) bool { return l.Has(e.ID) }) {
+		return nil
+	}
+	kept := w.entries[:0]
+	bodies := w.scratch[:0]
+	for _, e := range w.entries {
+		if l.Has(e.ID) {
+			w.stats.NewChunks--
+			w.stats.NewRawBytes -= int64(e.Raw)
+			w.stats.ReusedChunks++
+			if e.delta() {
+				w.stats.DeltaChunks--
+			}
+			continue
+		}
+		start := len(bodies)
+		bodies = append(bodies, w.bodies[e.Offset:e.Offset+e.Length]...)
+		e.Offset = uint32(start)
+		kept = append(kept, e)
+	}
+	w.entries = kept
+	w.bodies, w.scratch = bodies, w.bodies
 	return nil
 }
 

@@ -50,10 +50,11 @@ store really uses.`,
 					return err
 				}
 			}
-			if err := st.LoadIndex(ctx); err != nil {
+			chunks, err := st.CountChunks(ctx)
+			if err != nil {
 				return err
 			}
-			res := listResult{Store: st.Location(), Nodes: []history.NodeSummary{}, Chunks: st.ChunkCount()}
+			res := listResult{Store: st.Location(), Nodes: []history.NodeSummary{}, Chunks: chunks}
 			for _, n := range nodes {
 				s, err := history.Summarize(ctx, st, n)
 				if err != nil {

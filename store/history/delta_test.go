@@ -39,12 +39,14 @@ func newVersionStore(t testing.TB, version int, clock *testClock) (*store.Store,
 // with their bases.
 func deltaPages(t testing.TB, st *store.Store, path string) map[chunker.ID]chunker.ID {
 	t.Helper()
-	if err := st.LoadIndex(ctx); err != nil {
+	ids := pageIDs(t, path)
+	l, err := st.Lookup(ctx, ids)
+	if err != nil {
 		t.Fatal(err)
 	}
 	out := map[chunker.ID]chunker.ID{}
-	for _, id := range pageIDs(t, path) {
-		info, ok := st.Locate(id)
+	for _, id := range ids {
+		info, ok := l.Locate(id)
 		if !ok {
 			t.Fatalf("page %s not located", id.Short())
 		}
@@ -82,9 +84,24 @@ func restoreAll(t *testing.T, st *store.Store) map[uint64]string {
 // versions, adding far fewer bytes than the pages alone; a second
 // compaction deltas against the full bases (never against a delta); every
 // restore point restores equal. A version-1 store never gets a delta.
+//
+// With windows of a few pages, the snapshots and restores cross many
+// window and base-batch boundaries (pages repeated across windows, bases
+// of one window stored in another).
 func TestDeltaCompaction(t *testing.T) {
-	for _, version := range []int{2, 1} {
-		t.Run("v"+string(rune('0'+version)), func(t *testing.T) {
+	for _, tc := range []struct {
+		version int
+		windows bool
+	}{{2, false}, {1, false}, {2, true}} {
+		version := tc.version
+		name := "v" + string(rune('0'+version))
+		if tc.windows {
+			name += "-small-windows"
+		}
+		t.Run(name, func(t *testing.T) {
+			if tc.windows {
+				defer history.SetWindows(7, 11, 3)()
+			}
 			dir := t.TempDir()
 			dbPath, g := buildDB(t, dir, 3, deltaDBSize)
 			st, url := newVersionStore(t, version, nil)
@@ -121,7 +138,7 @@ func TestDeltaCompaction(t *testing.T) {
 						t.Errorf("compaction added %.2fx the changed pages' zstd size (want < 0.6x with deltas)", ratio)
 					}
 					for id, base := range deltas {
-						if info, ok := st.Locate(base); !ok || info.Base != (chunker.ID{}) {
+						if info, ok := locate(t, st, base); !ok || info.Base != (chunker.ID{}) {
 							t.Fatalf("delta %s has base %s stored as %+v (bases must be full copies)", id.Short(), base.Short(), info)
 						}
 					}
@@ -499,6 +516,7 @@ func TestGCKeepsFullCopyOverFreshDelta(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
+	know(t, w, ws, pageID, baseID)
 	if isNew, err := w.PutDelta(ctx, pageID, page, baseID, base); err != nil || !isNew {
 		t.Fatalf("put delta: %v %v", err, isNew)
 	}

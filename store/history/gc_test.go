@@ -90,8 +90,9 @@ func TestGCWriterReusedCondemnedChunk(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
+	know(t, w, writerStore, old.Snapshot.Lists...)
 	for _, id := range old.Snapshot.Lists {
-		if !writerStore.Has(id) {
+		if !w.Has(id) {
 			t.Fatal("list chunk not found before gc")
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/clnbackup/backup/chunker"
 	"github.com/clnbackup/backup/manifest"
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/history"
@@ -321,7 +322,7 @@ func TestRestoreFailsOnDamagedPack(t *testing.T) {
 		t.Fatal(err)
 	}
 	victim := ids[9]
-	loc, ok := st.Locate(victim)
+	loc, ok := locate(t, st, victim)
 	if !ok {
 		t.Fatal("page chunk not indexed")
 	}
@@ -344,4 +345,24 @@ func TestRestoreFailsOnDamagedPack(t *testing.T) {
 	if entries, _ := os.ReadDir(filepath.Dir(dest)); len(entries) != 0 {
 		t.Fatalf("restore left files behind: %v", entries)
 	}
+}
+
+// locate looks a chunk up the way readers do (one pass over the indexes).
+func locate(t testing.TB, st *store.Store, id chunker.ID) (store.ChunkInfo, bool) {
+	t.Helper()
+	l, err := st.Lookup(ctx, []chunker.ID{id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l.Locate(id)
+}
+
+// know gives w a lookup of ids, as snapshots do before putting pages.
+func know(t testing.TB, w *store.Writer, st *store.Store, ids ...chunker.ID) {
+	t.Helper()
+	l, err := st.Lookup(ctx, ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Know(l)
 }

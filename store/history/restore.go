@@ -1,6 +1,7 @@
 package history
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/clnbackup/backup/chunker"
 	"github.com/clnbackup/backup/manifest"
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/journal"
@@ -189,8 +191,24 @@ func applyChanges(ctx context.Context, st *store.Store, m *manifest.Manifest, pa
 // forEachChange calls fn for m's sealed records and then, if useJournal, for
 // the journal records that follow m, checking that none is missing.
 func forEachChange(ctx context.Context, st *store.Store, m *manifest.Manifest, useJournal bool, fn func(journal.Record) error) error {
+	// Looked up together, read one at a time in order.
+	ids := make([]chunker.ID, len(m.Changes))
+	for i, c := range m.Changes {
+		ids[i] = c.ID
+	}
+	var l *store.Located
+	if len(ids) > 0 {
+		var err error
+		if l, err = st.Lookup(ctx, ids); err != nil {
+			return err
+		}
+	}
 	for _, c := range m.Changes {
-		data, err := st.Get(ctx, c.ID)
+		var data []byte
+		err := st.ReadLocated(ctx, l, []chunker.ID{c.ID}, func(_ chunker.ID, d []byte) error {
+			data = bytes.Clone(d)
+			return nil
+		})
 		if err != nil {
 			return fmt.Errorf("change chunk for data_version %d..%d: %w", c.FirstVersion, c.LastVersion, err)
 		}

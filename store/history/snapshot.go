@@ -11,6 +11,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"sync"
 
@@ -40,24 +41,43 @@ func loadPageTable(ctx context.Context, st *store.Store, s manifest.Snapshot) (m
 }
 
 // loadPageTableChain is loadPageTable that also returns the bytes of the
-// snapshot's patch chain (what deciding to patch once more weighs).
+// snapshot's patch chain (what deciding to patch once more weighs). The
+// list and patch chunks are read together (one lookup).
 func loadPageTableChain(ctx context.Context, st *store.Store, s manifest.Snapshot) (tab manifest.PageTable, chain int64, err error) {
-	for i, id := range s.Lists {
-		data, err := st.Get(ctx, id)
-		if err != nil {
-			return nil, 0, fmt.Errorf("list chunk %d of %d: %w", i+1, len(s.Lists), err)
-		}
-		ids, err := manifest.DecodeList(data)
-		if err != nil {
-			return nil, 0, fmt.Errorf("list chunk %s: %w", id, err)
-		}
-		tab = append(tab, ids...)
+	var (
+		mu      sync.Mutex
+		lists   = map[chunker.ID][]chunker.ID{}
+		patches = map[chunker.ID][]byte{}
+	)
+	isPatch := map[chunker.ID]bool{}
+	for _, id := range s.Patches {
+		isPatch[id] = true
 	}
-	for i, id := range s.Patches {
-		data, err := st.Get(ctx, id)
-		if err != nil {
-			return nil, 0, fmt.Errorf("patch chunk %d of %d: %w", i+1, len(s.Patches), err)
+	ids := append(slices.Clone(s.Lists), s.Patches...)
+	err = st.ReadChunks(ctx, ids, func(id chunker.ID, data []byte) error {
+		if isPatch[id] {
+			mu.Lock()
+			patches[id] = bytes.Clone(data)
+			mu.Unlock()
+			return nil
 		}
+		l, err := manifest.DecodeList(data)
+		if err != nil {
+			return fmt.Errorf("list chunk %s: %w", id, err)
+		}
+		mu.Lock()
+		lists[id] = l
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("page table of the snapshot at data_version %d (%d list and %d patch chunks): %w", s.Version, len(s.Lists), len(s.Patches), err)
+	}
+	for _, id := range s.Lists {
+		tab = append(tab, lists[id]...)
+	}
+	for _, id := range s.Patches {
+		data := patches[id]
 		chain += int64(len(data))
 		p, err := manifest.DecodePatch(data)
 		if err != nil {
@@ -71,11 +91,25 @@ func loadPageTableChain(ctx context.Context, st *store.Store, s manifest.Snapsho
 	return tab, chain, nil
 }
 
+// snapshotWindow is how many new pages a snapshot looks up at once: the
+// lookup costs about 130 bytes a page (the page and its previous version),
+// and each window one pass over the store's index objects.
+var snapshotWindow = 8192
+
+// deltaBatch is how many new pages have their delta bases read together
+// (4 KiB each, held until the batch is stored).
+var deltaBatch = 256
+
 // snapshotFile stores the database file at path as a snapshot at the given
 // data_version. Pages already in the store are not written again. When prev
 // (the node's previous snapshot and its page table) is given, the page IDs
 // are stored as a patch on top of it if that is cheaper than new list chunks.
 // The caller flushes w before naming the snapshot in a manifest.
+//
+// The file is read twice: once to hash every page, then, window by window
+// of pages the writer does not already know to be stored, to look those up
+// together and store the ones the store lacks (each hashed again as it is
+// stored, so a page that changed in between is an error, not a wrong name).
 func snapshotFile(ctx context.Context, w *store.Writer, st *store.Store, path string, version uint32, prev *manifest.Snapshot, prevTab manifest.PageTable, prevChain int64, progress Progress) (manifest.Snapshot, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -90,35 +124,67 @@ func snapshotFile(ctx context.Context, w *store.Writer, st *store.Store, path st
 	if fi.Size() == 0 {
 		return snap, nil
 	}
-	tab := make(manifest.PageTable, 0, fi.Size()/4096)
+	ps := &pageStorer{w: w, st: st, f: f, prevTab: prevTab}
+	ps.tab = make(manifest.PageTable, 0, fi.Size()/4096)
 	var done int64
 	h, err := chunker.Split(f, func(p chunker.Page) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := putPage(ctx, w, st, p, prevTab); err != nil {
-			return fmt.Errorf("store page %d: %w", p.Index+1, err)
+		ps.pageSize = int64(len(p.Data))
+		ps.tab = append(ps.tab, p.ID)
+		if w.Has(p.ID) {
+			w.Reused()
+		} else {
+			ps.window = append(ps.window, p.Index)
+			if len(ps.window) == snapshotWindow {
+				if err := ps.storeWindow(ctx); err != nil {
+					return err
+				}
+			}
 		}
-		tab = append(tab, p.ID)
 		done += int64(len(p.Data))
 		if p.Index%256 == 0 {
 			progress.report(done, fi.Size())
 		}
 		return nil
 	})
+	if err == nil {
+		err = ps.storeWindow(ctx)
+	}
 	if err != nil {
 		return manifest.Snapshot{}, fmt.Errorf("snapshot %s: %w", path, err)
 	}
 	progress.report(fi.Size(), fi.Size())
 	snap.PageSize, snap.Pages = h.PageSize, h.Pages
+	tab := ps.tab
 
-	if prev != nil && prev.PageSize == snap.PageSize && prev.Pages > 0 && len(prev.Patches) < maxPatches {
-		patch := prevTab.Diff(tab)
-		patchBytes := manifest.EncodePatch(patch)
+	// The page ids as list chunks, or as a patch on the previous snapshot:
+	// both looked up at once, to weigh what each would add.
+	n := st.Config().Params.ListEntries
+	var lists [][]byte
+	var ask []chunker.ID
+	for start := 0; start < len(tab); start += n {
+		b := manifest.EncodeList(tab[start:min(start+n, len(tab))])
+		lists = append(lists, b)
+		ask = append(ask, chunker.Sum(b))
+	}
+	var patchBytes []byte
+	canPatch := prev != nil && prev.PageSize == snap.PageSize && prev.Pages > 0 && len(prev.Patches) < maxPatches
+	if canPatch {
+		patchBytes = manifest.EncodePatch(prevTab.Diff(tab))
+		ask = append(ask, chunker.Sum(patchBytes))
+	}
+	l, err := st.Lookup(ctx, ask)
+	if err != nil {
+		return manifest.Snapshot{}, fmt.Errorf("snapshot %s: %w", path, err)
+	}
+	w.Know(l)
+	if canPatch {
 		// Patch while the chain stays cheaper than rewriting the lists it
 		// stands for; then rebase onto fresh list chunks.
 		chain := int64(len(patchBytes)) + prevChain
-		if chain <= newListBytes(st, tab, st.Config().Params.ListEntries) {
+		if chain <= newListBytes(w, lists) {
 			id, _, err := w.Put(ctx, store.KindPatch, patchBytes)
 			if err != nil {
 				return manifest.Snapshot{}, fmt.Errorf("store patch chunk: %w", err)
@@ -128,10 +194,8 @@ func snapshotFile(ctx context.Context, w *store.Writer, st *store.Store, path st
 			return snap, nil
 		}
 	}
-	n := st.Config().Params.ListEntries
-	for start := 0; start < len(tab); start += n {
-		end := min(start+n, len(tab))
-		id, _, err := w.Put(ctx, store.KindList, manifest.EncodeList(tab[start:end]))
+	for _, b := range lists {
+		id, _, err := w.Put(ctx, store.KindList, b)
 		if err != nil {
 			return manifest.Snapshot{}, fmt.Errorf("store list chunk: %w", err)
 		}
@@ -140,42 +204,148 @@ func snapshotFile(ctx context.Context, w *store.Writer, st *store.Store, path st
 	return snap, nil
 }
 
-// putPage stores one page. A new page whose previous version (prevTab) is
-// in the store goes in as a delta against that version, or against its
-// base if it is a delta itself (PutDelta decides whether the delta is worth
-// it, and stores the page full where deltas are not allowed).
-func putPage(ctx context.Context, w *store.Writer, st *store.Store, p chunker.Page, prevTab manifest.PageTable) error {
-	if !st.DeltasAllowed() || int(p.Index) >= len(prevTab) || prevTab[p.Index] == p.ID || w.Has(p.ID) {
-		_, err := w.PutID(ctx, store.KindPage, p.ID, p.Data)
-		return err
-	}
-	base := prevTab[p.Index]
-	if info, ok := st.Locate(base); ok && info.Base != (chunker.ID{}) {
-		base = info.Base
-	}
-	baseData, err := st.Get(ctx, base)
-	if err != nil || len(baseData) != len(p.Data) {
-		// No usable base: the page goes in full.
-		_, err := w.PutID(ctx, store.KindPage, p.ID, p.Data)
-		return err
-	}
-	_, err = w.PutDelta(ctx, p.ID, p.Data, base, baseData)
-	return err
+// pageStorer stores a snapshot's new pages, a window at a time.
+type pageStorer struct {
+	w        *store.Writer
+	st       *store.Store
+	f        *os.File
+	pageSize int64
+	tab      manifest.PageTable // the page ids hashed so far
+	prevTab  manifest.PageTable
+	window   []uint32 // pages (indexes) to look up and store
+	buf      []byte
 }
 
-// newListBytes is what writing tab as full list chunks would add to the
-// store (through a store server, where Has is unknown, all of them).
-func newListBytes(st *store.Store, tab manifest.PageTable, n int) int64 {
+// base is the previous version of page i, if it may be a delta's base.
+func (ps *pageStorer) base(i uint32) (chunker.ID, bool) {
+	if !ps.st.DeltasAllowed() || int(i) >= len(ps.prevTab) || ps.prevTab[i] == ps.tab[i] {
+		return chunker.ID{}, false
+	}
+	return ps.prevTab[i], true
+}
+
+// storeWindow looks up the window's pages, and their previous versions
+// (delta bases), and stores the pages the store lacks.
+func (ps *pageStorer) storeWindow(ctx context.Context) error {
+	if len(ps.window) == 0 {
+		return nil
+	}
+	defer func() { ps.window = ps.window[:0] }()
+	ask := make([]chunker.ID, 0, 2*len(ps.window))
+	for _, i := range ps.window {
+		ask = append(ask, ps.tab[i])
+		if b, ok := ps.base(i); ok {
+			ask = append(ask, b)
+		}
+	}
+	l, err := ps.st.Lookup(ctx, ask)
+	if err != nil {
+		return err
+	}
+	// A previous version stored as a delta stands for its own base (a
+	// delta's base is always a full copy): look those up too.
+	n := len(ask)
+	for _, i := range ps.window {
+		if b, ok := ps.base(i); ok {
+			if info, found := l.Locate(b); found && info.Base != (chunker.ID{}) {
+				ask = append(ask, info.Base)
+			}
+		}
+	}
+	if len(ask) > n {
+		if l, err = ps.st.Lookup(ctx, ask); err != nil {
+			return err
+		}
+	}
+	ps.w.Know(l)
+	for start := 0; start < len(ps.window); start += deltaBatch {
+		if err := ps.storeBatch(ctx, l, ps.window[start:min(start+deltaBatch, len(ps.window))]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// storeBatch stores the pages of batch the store lacks, each as a delta of
+// its previous version where that is stored full and the delta pays.
+func (ps *pageStorer) storeBatch(ctx context.Context, l *store.Located, batch []uint32) error {
+	bases := map[chunker.ID]chunker.ID{} // page -> usable base
+	var want []chunker.ID
+	for _, i := range batch {
+		id := ps.tab[i]
+		b, ok := ps.base(i)
+		if !ok || ps.w.Has(id) {
+			continue
+		}
+		info, _, usable := ps.w.Locate(b)
+		if usable && info.Base != (chunker.ID{}) {
+			b = info.Base
+			info, _, usable = ps.w.Locate(b)
+		}
+		if usable && info.Base == (chunker.ID{}) {
+			bases[id] = b
+			want = append(want, b)
+		}
+	}
+	var mu sync.Mutex
+	baseData := map[chunker.ID][]byte{}
+	if len(want) > 0 {
+		err := ps.st.ReadLocated(ctx, l, want, func(id chunker.ID, data []byte) error {
+			mu.Lock()
+			baseData[id] = bytes.Clone(data)
+			mu.Unlock()
+			return nil
+		})
+		if err != nil && ctx.Err() != nil {
+			return err
+		}
+		// Otherwise a base that cannot be read only means the pages go
+		// in full.
+	}
+	for _, i := range batch {
+		id := ps.tab[i]
+		if ps.w.Has(id) {
+			ps.w.Reused() // stored already, or earlier in the window
+			continue
+		}
+		if cap(ps.buf) < int(ps.pageSize) {
+			ps.buf = make([]byte, ps.pageSize)
+		}
+		data := ps.buf[:ps.pageSize]
+		if _, err := ps.f.ReadAt(data, int64(i)*ps.pageSize); err != nil {
+			return fmt.Errorf("read page %d: %w", i+1, err)
+		}
+		if chunker.Sum(data) != id {
+			return fmt.Errorf("page %d of %s changed while it was being stored", i+1, ps.f.Name())
+		}
+		var err error
+		if b, ok := bases[id]; ok && len(baseData[b]) == len(data) {
+			_, err = ps.w.PutDelta(ctx, id, data, b, baseData[b])
+		} else {
+			_, err = ps.w.PutID(ctx, store.KindPage, id, data)
+		}
+		if err != nil {
+			return fmt.Errorf("store page %d: %w", i+1, err)
+		}
+	}
+	return nil
+}
+
+// newListBytes is what writing lists as list chunks would add to the store
+// (through a store server, where the writer cannot know, all of them).
+func newListBytes(w *store.Writer, lists [][]byte) int64 {
 	var total int64
-	for start := 0; start < len(tab); start += n {
-		end := min(start+n, len(tab))
-		b := manifest.EncodeList(tab[start:end])
-		if !st.Has(chunker.Sum(b)) {
+	for _, b := range lists {
+		if !w.Has(chunker.Sum(b)) {
 			total += int64(len(b))
 		}
 	}
 	return total
 }
+
+// restoreWindow is how many pages a restore fetches with one lookup: 64 MiB
+// of 4 KiB pages, for about 100 bytes of memory a page.
+var restoreWindow = 16384
 
 // writePages writes a snapshot's pages into f, fetching each distinct chunk
 // it needs once. With reuse, f already holds a candidate copy of the
@@ -204,37 +374,40 @@ func writePages(ctx context.Context, st *store.Store, f *os.File, s manifest.Sna
 		progress.report(total, total)
 		return 0, kept, nil
 	}
-	// Pages in order of their chunk id, so that each fetched chunk finds
-	// its pages by binary search (no per-page map).
-	order := need
-	sort.Slice(order, func(a, b int) bool { return bytes.Compare(tab[order[a]][:], tab[order[b]][:]) < 0 })
-	ids := make([]chunker.ID, 0, len(order))
-	for i, p := range order {
-		if i == 0 || tab[p] != tab[order[i-1]] {
-			ids = append(ids, tab[p])
-		}
-	}
+	// A window of pages at a time (bounding the lookup), in order of their
+	// chunk id, so that each fetched chunk finds its pages by binary
+	// search (no per-page map).
 	done := kept
 	var mu sync.Mutex
-	err = st.ReadChunks(ctx, ids, func(id chunker.ID, data []byte) error {
-		if uint32(len(data)) != s.PageSize {
-			return fmt.Errorf("chunk %s is %d bytes, not a %d-byte page", id, len(data), s.PageSize)
-		}
-		first := sort.Search(len(order), func(i int) bool { return bytes.Compare(tab[order[i]][:], id[:]) >= 0 })
-		n := int64(0)
-		for i := first; i < len(order) && tab[order[i]] == id; i++ {
-			if _, err := f.WriteAt(data, int64(order[i])*int64(s.PageSize)); err != nil {
-				return fmt.Errorf("write page %d to %s: %w", order[i]+1, f.Name(), err)
+	for start := 0; start < len(need) && err == nil; start += restoreWindow {
+		order := need[start:min(start+restoreWindow, len(need))]
+		sort.Slice(order, func(a, b int) bool { return bytes.Compare(tab[order[a]][:], tab[order[b]][:]) < 0 })
+		ids := make([]chunker.ID, 0, len(order))
+		for i, p := range order {
+			if i == 0 || tab[p] != tab[order[i-1]] {
+				ids = append(ids, tab[p])
 			}
-			n++
 		}
-		mu.Lock()
-		fetched += int64(len(data))
-		done += n * int64(s.PageSize)
-		progress.report(done, total)
-		mu.Unlock()
-		return nil
-	})
+		err = st.ReadChunks(ctx, ids, func(id chunker.ID, data []byte) error {
+			if uint32(len(data)) != s.PageSize {
+				return fmt.Errorf("chunk %s is %d bytes, not a %d-byte page", id, len(data), s.PageSize)
+			}
+			first := sort.Search(len(order), func(i int) bool { return bytes.Compare(tab[order[i]][:], id[:]) >= 0 })
+			n := int64(0)
+			for i := first; i < len(order) && tab[order[i]] == id; i++ {
+				if _, err := f.WriteAt(data, int64(order[i])*int64(s.PageSize)); err != nil {
+					return fmt.Errorf("write page %d to %s: %w", order[i]+1, f.Name(), err)
+				}
+				n++
+			}
+			mu.Lock()
+			fetched += int64(len(data))
+			done += n * int64(s.PageSize)
+			progress.report(done, total)
+			mu.Unlock()
+			return nil
+		})
+	}
 	return fetched, kept, err
 }
 

@@ -1,0 +1,324 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/clnbackup/backup/chunker"
+	"github.com/clnbackup/backup/store/backend"
+)
+
+// Located says where each chunk of a set is stored, as one Lookup found it.
+//
+// Reads and writers of a store that has not loaded its whole index look up
+// the chunks they are about to touch, in one pass over the store's index
+// objects, and keep only those: their memory follows the chunks of the
+// operation (a window of a database's pages), not the number of chunks in
+// the store. A Located is not safe for concurrent use while a Writer it was
+// given to (Writer.Know) records the chunks it stores in it.
+type Located struct {
+	ids   []chunker.ID // sorted, distinct
+	keys  []uint64     // the first 8 bytes of ids (big-endian), for the scan
+	locs  []location
+	state []locState
+	packs []chunker.ID
+	// bases are the base ids of delta copies (location.base indexes it;
+	// entry 0 is unused).
+	bases  []chunker.ID
+	packNo map[chunker.ID]uint32
+	baseNo map[chunker.ID]uint32
+}
+
+type locState uint8
+
+const (
+	locAbsent locState = iota
+	// locPresent: a copy gc has not condemned.
+	locPresent
+	// locCondemned: only copies gc has condemned (readable, but a
+	// writer must not rely on them).
+	locCondemned
+)
+
+func newLocated(ids []chunker.ID) *Located {
+	sorted := slices.Clone(ids)
+	slices.SortFunc(sorted, compareIDs)
+	sorted = slices.Compact(sorted)
+	l := &Located{ids: sorted, keys: make([]uint64, len(sorted)), locs: make([]location, len(sorted)), state: make([]locState, len(sorted)),
+		bases: []chunker.ID{{}}, packNo: map[chunker.ID]uint32{}, baseNo: map[chunker.ID]uint32{}}
+	for i, id := range sorted {
+		l.keys[i] = idKey(id)
+	}
+	return l
+}
+
+func compareIDs(a, b chunker.ID) int { return bytes.Compare(a[:], b[:]) }
+
+func idKey(id chunker.ID) uint64 { return binary.BigEndian.Uint64(id[:8]) }
+
+// find returns the position of id in l.ids, or -1.
+func (l *Located) find(id chunker.ID) int {
+	k := idKey(id)
+	lo, hi := 0, len(l.keys)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if l.keys[m] < k {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	for ; lo < len(l.keys) && l.keys[lo] == k; lo++ {
+		if l.ids[lo] == id {
+			return lo
+		}
+	}
+	return -1
+}
+
+// Len is the number of distinct chunks looked up.
+func (l *Located) Len() int { return len(l.ids) }
+
+// Known reports whether id was looked up (whether or not it was found).
+func (l *Located) Known(id chunker.ID) bool { return l != nil && l.find(id) >= 0 }
+
+// Has reports whether the lookup found a copy of id that gc has not
+// condemned: one a writer may rely on.
+func (l *Located) Has(id chunker.ID) bool {
+	if l == nil {
+		return false
+	}
+	i := l.find(id)
+	return i >= 0 && l.state[i] == locPresent
+}
+
+// Locate returns where id is stored (any copy found, condemned or not).
+func (l *Located) Locate(id chunker.ID) (ChunkInfo, bool) {
+	if l == nil {
+		return ChunkInfo{}, false
+	}
+	i := l.find(id)
+	if i < 0 || l.state[i] == locAbsent {
+		return ChunkInfo{}, false
+	}
+	return l.info(l.locs[i]), true
+}
+
+func (l *Located) info(loc location) ChunkInfo {
+	return ChunkInfo{Pack: l.packs[loc.pack], Kind: loc.kind, Offset: loc.offset, Length: loc.length, Raw: loc.raw, Base: l.bases[loc.base]}
+}
+
+// missing returns the ids looked up and not found.
+func (l *Located) missing() []chunker.ID {
+	var out []chunker.ID
+	for i, st := range l.state {
+		if st == locAbsent {
+			out = append(out, l.ids[i])
+		}
+	}
+	return out
+}
+
+// set records a copy of chunk i (in pack, described by e) unless the copy
+// already recorded is to be preferred.
+func (l *Located) set(i int, pack chunker.ID, e *indexEntry, condemned bool) {
+	if l.state[i] != locAbsent {
+		oldCondemned := l.state[i] == locCondemned
+		if !preferCopy(oldCondemned, l.locs[i].base != 0, condemned, e.delta()) {
+			return
+		}
+	}
+	no, ok := l.packNo[pack]
+	if !ok {
+		no = uint32(len(l.packs))
+		l.packs = append(l.packs, pack)
+		l.packNo[pack] = no
+	}
+	var base uint32
+	if e.delta() {
+		b, ok := l.baseNo[e.Base]
+		if !ok {
+			b = uint32(len(l.bases))
+			l.bases = append(l.bases, e.Base)
+			l.baseNo[e.Base] = b
+		}
+		base = b
+	}
+	l.locs[i] = location{pack: no, offset: e.Offset, length: e.Length, raw: e.Raw, kind: e.Kind, base: base}
+	l.state[i] = locPresent
+	if condemned {
+		l.state[i] = locCondemned
+	}
+}
+
+// stored records copies a writer has just made durable (for the chunks
+// that were looked up), so that later Has calls see them.
+func (l *Located) stored(pack chunker.ID, entries []indexEntry) {
+	for k := range entries {
+		if i := l.find(entries[k].ID); i >= 0 {
+			l.set(i, pack, &entries[k], false)
+		}
+	}
+}
+
+// preferCopy decides between two copies of one chunk: a copy gc has not
+// condemned beats a condemned one, and otherwise a full copy beats a delta
+// copy (reads prefer full copies); on a tie the copy seen first stays.
+func preferCopy(oldCondemned, oldDelta, newCondemned, newDelta bool) bool {
+	if oldCondemned != newCondemned {
+		return oldCondemned
+	}
+	return oldDelta && !newDelta
+}
+
+// Lookup finds where the chunks ids are stored. With the whole index loaded
+// (LoadIndex; a store server) it answers from memory; otherwise it reads
+// every index object once and keeps the entries of ids only. Chunks not in
+// the store are reported absent, not as an error. Through a store server
+// without full access it finds nothing: that client reads and writes
+// chunks through the server, which looks them up itself.
+func (s *Store) Lookup(ctx context.Context, ids []chunker.ID) (*Located, error) {
+	l := newLocated(ids)
+	if len(l.ids) == 0 || s.remoteChunks != nil {
+		return l, nil
+	}
+	if s.isIndexed() {
+		if s.fillFromIndex(l) {
+			return l, nil
+		}
+		// Indexed since we loaded the index (or absent).
+		if err := s.Refresh(ctx); err != nil {
+			return nil, err
+		}
+		s.fillFromIndex(l)
+		return l, nil
+	}
+	if err := s.loadCondemned(ctx); err != nil {
+		return nil, err
+	}
+	for try := 0; ; try++ {
+		vanished, err := s.scanIndexes(ctx, l)
+		if err != nil {
+			return nil, fmt.Errorf("look up %d chunks in store %s: %w", len(l.ids), s.Location(), err)
+		}
+		// gc deleted an index during the scan: it indexed the chunks it
+		// moved anew first, perhaps after our listing passed.
+		if !vanished || try == 2 || len(l.missing()) == 0 {
+			return l, nil
+		}
+	}
+}
+
+// lookupToRead is Lookup for chunks that must be there: a chunk not found
+// is looked up again (twice) before the read fails. A listing of the index
+// objects may miss a chunk gc is moving: its old index gone by the time it
+// is read, its new index written after the listing passed.
+func (s *Store) lookupToRead(ctx context.Context, ids []chunker.ID) (*Located, error) {
+	for try := 0; ; try++ {
+		l, err := s.Lookup(ctx, ids)
+		if err != nil || try == 2 || len(l.missing()) == 0 {
+			return l, err
+		}
+	}
+}
+
+func (s *Store) isIndexed() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.indexed
+}
+
+// fillFromIndex answers l from the loaded index; it reports whether every
+// chunk was found.
+func (s *Store) fillFromIndex(l *Located) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	all := true
+	for i, id := range l.ids {
+		loc, ok := s.chunks[id]
+		if !ok {
+			all = false
+			continue
+		}
+		info := s.info(loc)
+		e := indexEntry{ID: id, Kind: info.Kind, Offset: info.Offset, Length: info.Length, Raw: info.Raw, Base: info.Base}
+		l.state[i] = locAbsent
+		l.set(i, info.Pack, &e, s.condemned.has(chunkCopy{id, info.Pack}))
+	}
+	return all
+}
+
+// scanIndexes reads every index object and records in l the copies of the
+// chunks it looks up. vanished reports an index listed but gone when read
+// (gc deleted it).
+func (s *Store) scanIndexes(ctx context.Context, l *Located) (vanished bool, err error) {
+	s.mu.RLock()
+	cond := s.condemned
+	s.mu.RUnlock()
+	err = s.be.List(ctx, "index/", func(in backend.Info) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		data, err := s.readIndexData(ctx, in.Name)
+		if errors.Is(err, backend.ErrNotFound) {
+			vanished = true
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		var pack chunker.ID
+		_, err = walkIndex(data, -1, func(int) { pack = packOf(data) }, func(e *indexEntry) {
+			if i := l.find(e.ID); i >= 0 {
+				l.set(i, pack, e, len(cond) > 0 && cond.has(chunkCopy{e.ID, pack}))
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("index %s: %w", in.Name, err)
+		}
+		return nil
+	})
+	return vanished, err
+}
+
+// packOf is the pack id an index names (its header is checked).
+func packOf(index []byte) (id chunker.ID) {
+	copy(id[:], index[8:])
+	return id
+}
+
+// CountChunks counts the distinct chunks in the store's indexes without
+// loading the index: one pass over the index objects, 8 bytes a chunk (ids
+// are told apart by their first 8 bytes, so two chunks in about 2^64 count
+// once). Through a store server without full access it is 0: the client
+// does not see the index.
+func (s *Store) CountChunks(ctx context.Context) (int, error) {
+	if s.remoteChunks != nil {
+		return 0, nil
+	}
+	if s.isIndexed() {
+		return s.ChunkCount(), nil
+	}
+	seen := &liveSet{}
+	err := s.be.List(ctx, "index/", func(in backend.Info) error {
+		data, err := s.readIndexData(ctx, in.Name)
+		if errors.Is(err, backend.ErrNotFound) {
+			return nil // gc indexed its chunks anew first
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := walkIndex(data, -1, nil, func(e *indexEntry) { seen.add(e.ID) }); err != nil {
+			return fmt.Errorf("index %s: %w", in.Name, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("count the chunks of store %s: %w", s.Location(), err)
+	}
+	return seen.len(), nil
+}
