@@ -149,7 +149,7 @@ type packState struct {
 // re-read the indexes.
 type gcRun struct {
 	live  *liveSet
-	prev  condemnedSet
+	prev  *condemnedIndex
 	fresh map[chunker.ID]bool
 }
 
@@ -189,7 +189,8 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 	if err != nil {
 		return rep, err
 	}
-	packs, orphans, scan, err := s.scanPacks(ctx, now, opts.Grace, prev)
+	prevIndex := newCondemnedIndex(prev)
+	packs, orphans, scan, err := s.scanPacks(ctx, now, opts.Grace, prevIndex)
 	if err != nil {
 		return rep, err
 	}
@@ -227,7 +228,7 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 	// chunk that is (or may become) the base of other deltas, which must
 	// stay one full chunk away. (The scan noted which condemned chunks have
 	// a full copy that is not condemned.)
-	run := &gcRun{live: live, prev: prev, fresh: map[chunker.ID]bool{}}
+	run := &gcRun{live: live, prev: prevIndex, fresh: map[chunker.ID]bool{}}
 	for i := range prev.len() {
 		if c, _ := prev.at(i); c.id != (chunker.ID{}) && live.has(c.id) {
 			run.fresh[c.id] = scan.freshFull[c.id]
@@ -237,7 +238,9 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 	// pending is the next condemned record, in its stored form: every
 	// unreferenced copy that is not deleted now stays on it (when 0:
 	// condemned now).
-	pending := newCondemnedRecord(len(orphans) + prev.len())
+	// (Sized for the copies not live: growing it by doubling would hold
+	// it twice at the end.)
+	pending := newCondemnedRecord(max(rep.StoredChunks-rep.LiveChunks, prev.len()) + len(orphans))
 	var deletes, repacks, small []*packState
 	var smallDead int
 	var smallDeadBytes int64
@@ -516,6 +519,8 @@ type liveSet struct {
 	// clean is how many of keys are sorted and distinct; the rest were
 	// added since.
 	clean int
+	// find locates keys once they are all clean.
+	find keyIndex
 }
 
 func liveKey(id chunker.ID) uint64 { return binary.LittleEndian.Uint64(id[:8]) }
@@ -532,18 +537,49 @@ func (l *liveSet) addKey(k uint64) {
 }
 
 func (l *liveSet) compact() {
-	if l.clean == len(l.keys) {
+	if l.clean == len(l.keys) && l.find.keys != nil {
 		return
 	}
 	slices.Sort(l.keys)
 	l.keys = slices.Compact(l.keys)
 	l.clean = len(l.keys)
+	l.find = newKeyIndex(l.keys)
 }
 
 func (l *liveSet) has(id chunker.ID) bool {
 	l.compact()
-	_, ok := slices.BinarySearch(l.keys, liveKey(id))
+	_, ok := l.find.search(liveKey(id))
 	return ok
+}
+
+// keyIndex finds keys in a sorted slice of uint64 (hashes, so spread
+// evenly) with a table of where each value of the top 16 bits starts
+// (256 KiB): a search is then a few steps in a short run, not a binary
+// search of the whole slice (gc searches once per chunk copy in the store).
+type keyIndex struct {
+	keys  []uint64
+	start []uint32 // len 1<<16 + 1
+}
+
+func newKeyIndex(keys []uint64) keyIndex {
+	x := keyIndex{keys: keys, start: make([]uint32, 1<<16+1)}
+	if keys == nil {
+		x.keys = []uint64{}
+	}
+	for _, k := range keys {
+		x.start[k>>48+1]++
+	}
+	for i := 1; i < len(x.start); i++ {
+		x.start[i] += x.start[i-1]
+	}
+	return x
+}
+
+// search returns the position of the first key k, and whether there is one.
+func (x keyIndex) search(k uint64) (int, bool) {
+	lo, hi := int(x.start[k>>48]), int(x.start[k>>48+1])
+	i, ok := slices.BinarySearch(x.keys[lo:hi], k)
+	return lo + i, ok
 }
 
 func (l *liveSet) len() int {
@@ -610,7 +646,7 @@ type gcScan struct {
 // orphans are packs older than the grace period that no index names (a
 // writer died between writing a pack and its index). It keeps no entries,
 // only what the scan collects.
-func (s *Store) scanPacks(ctx context.Context, now time.Time, grace time.Duration, prev condemnedSet) (packs, orphans []*packState, scan *gcScan, err error) {
+func (s *Store) scanPacks(ctx context.Context, now time.Time, grace time.Duration, prev *condemnedIndex) (packs, orphans []*packState, scan *gcScan, err error) {
 	infos := map[chunker.ID]backend.Info{}
 	err = s.be.List(ctx, "packs/", func(in backend.Info) error {
 		if id, err := chunker.ParseID(in.Name[strings.LastIndexByte(in.Name, '/')+1:]); err == nil {
@@ -1012,6 +1048,55 @@ func (c condemnedSet) lookup(cc chunkCopy) (time.Time, bool) {
 		}
 	}
 	return time.Time{}, false
+}
+
+// condemnedIndex is a condemned set with the first 8 bytes of each id in a
+// slice of their own (8 bytes more per copy), so that gc, which asks about
+// every chunk copy in the store, finds copies without comparing whole ids
+// along a binary search.
+type condemnedIndex struct {
+	condemnedSet
+	find keyIndex // of the ids' first 8 bytes, in order, as the set is
+}
+
+func newCondemnedIndex(c condemnedSet) *condemnedIndex {
+	keys := make([]uint64, c.len())
+	for i := range keys {
+		keys[i] = binary.BigEndian.Uint64(c.id(i))
+	}
+	return &condemnedIndex{c, newKeyIndex(keys)}
+}
+
+// lookup is condemnedSet.lookup through the key index.
+func (c *condemnedIndex) lookup(cc chunkCopy) (time.Time, bool) {
+	i, ok := c.find.search(idKey(cc.id))
+	if !ok {
+		return time.Time{}, false
+	}
+	for ; i < c.len() && bytes.Equal(c.id(i), cc.id[:]); i++ {
+		o := i*condemnedEntry + chunker.IDSize
+		if bytes.Equal(c.condemnedSet[o:o+chunker.IDSize], cc.pack[:]) {
+			return time.Unix(0, int64(binary.BigEndian.Uint64(c.condemnedSet[o+chunker.IDSize:]))), true
+		}
+	}
+	return time.Time{}, false
+}
+
+// has is condemnedSet.has through the key index.
+func (c *condemnedIndex) has(cc chunkCopy) bool {
+	_, ok := c.lookup(cc)
+	return ok
+}
+
+// hasID is condemnedSet.hasID through the key index.
+func (c *condemnedIndex) hasID(id chunker.ID) bool {
+	i, ok := c.find.search(idKey(id))
+	for ; ok && i < c.len() && c.find.keys[i] == idKey(id); i++ {
+		if bytes.Equal(c.id(i), id[:]) {
+			return true
+		}
+	}
+	return false
 }
 
 // hasID reports whether some copy of chunk id is condemned.

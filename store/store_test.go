@@ -8,6 +8,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -398,5 +399,44 @@ func TestCountChunks(t *testing.T) {
 	}
 	if n, err := full.CountChunks(ctx); err != nil || n != full.ChunkCount() || n != 40 {
 		t.Fatalf("count with the index loaded: %d, %v (index: %d)", n, err, full.ChunkCount())
+	}
+}
+
+// TestKeyIndex: the bucketed search finds every key, its first position
+// among equal keys, and nothing else, including at the ends of the range.
+func TestKeyIndex(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		keys []uint64
+	}{
+		{"empty", nil},
+		{"ends", []uint64{0, 1, 1<<48 - 1, 1 << 48, ^uint64(0) - 1, ^uint64(0)}},
+		{"repeats", []uint64{5, 5, 5, 1 << 60, 1 << 60, ^uint64(0), ^uint64(0)}},
+		{"spread", func() []uint64 {
+			var k []uint64
+			for i := uint64(0); i < 5000; i++ {
+				k = append(k, i*0x9e3779b97f4a7c15)
+			}
+			slices.Sort(k)
+			return k
+		}()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			x := newKeyIndex(tc.keys)
+			for i, k := range tc.keys {
+				at, ok := x.search(k)
+				if !ok || tc.keys[at] != k || (at > 0 && tc.keys[at-1] == k) || at > i {
+					t.Fatalf("key %#x (at %d): found %v at %d", k, i, ok, at)
+				}
+			}
+			for _, k := range []uint64{2, 3, 1<<48 + 1, 1<<60 + 1, ^uint64(0) - 2} {
+				if _, ok := slices.BinarySearch(tc.keys, k); ok {
+					continue
+				}
+				if _, ok := x.search(k); ok {
+					t.Fatalf("found %#x, which is not there", k)
+				}
+			}
+		})
 	}
 }
