@@ -268,7 +268,7 @@ func (s *Store) ReadBodies(ctx context.Context, ids []chunker.ID, fn func(ChunkB
 // deltaBatch: the batch's bases first (full and verified, kept in memory),
 // then the deltas, decompressed with their base and verified.
 func (s *Store) ReadChunks(ctx context.Context, ids []chunker.ID, fn func(id chunker.ID, data []byte) error) error {
-	return s.readChunks(ctx, ids, 0, fn)
+	return s.readChunks(ctx, ids, 0, sinkOf(fn))
 }
 
 const (
@@ -281,7 +281,7 @@ const (
 	maxDeltaDepth = 4
 )
 
-func (s *Store) readChunks(ctx context.Context, ids []chunker.ID, depth int, fn func(id chunker.ID, data []byte) error) error {
+func (s *Store) readChunks(ctx context.Context, ids []chunker.ID, depth int, sink ChunkSink) error {
 	var l *Located
 	if s.remoteChunks == nil {
 		var err error
@@ -289,24 +289,46 @@ func (s *Store) readChunks(ctx context.Context, ids []chunker.ID, depth int, fn 
 			return err
 		}
 	}
-	return s.readLocated(ctx, l, ids, depth, fn)
+	return s.readLocated(ctx, l, ids, depth, sink)
 }
 
 // ReadLocated is ReadChunks for chunks the caller has looked up already:
 // l must be a Lookup of (at least) ids. Through a store server, l may be
 // nil (the server looks chunks up).
 func (s *Store) ReadLocated(ctx context.Context, l *Located, ids []chunker.ID, fn func(id chunker.ID, data []byte) error) error {
-	return s.readLocated(ctx, l, ids, 0, fn)
+	return s.readLocated(ctx, l, ids, 0, sinkOf(fn))
 }
 
-func (s *Store) readLocated(ctx context.Context, l *Located, ids []chunker.ID, depth int, fn func(id chunker.ID, data []byte) error) error {
+// ChunkSink receives the chunks of a read, one reading goroutine at a
+// time: each goroutine calls it once for the put function it calls with
+// every chunk it reads (the data valid during the call only), and calls
+// flush, if not nil, when it has read its last chunk without error. A
+// sink can so keep state per goroutine without locks (restore combines
+// adjacent pages into one write).
+type ChunkSink func() (put func(id chunker.ID, data []byte) error, flush func() error)
+
+// sinkOf is the sink that calls fn from every goroutine.
+func sinkOf(fn func(id chunker.ID, data []byte) error) ChunkSink {
+	return func() (func(chunker.ID, []byte) error, func() error) { return fn, nil }
+}
+
+// ReadChunksTo is ReadChunks with a sink per reading goroutine.
+func (s *Store) ReadChunksTo(ctx context.Context, ids []chunker.ID, sink ChunkSink) error {
+	return s.readChunks(ctx, ids, 0, sink)
+}
+
+// decodeFunc decodes one stored body into buf (reusing its capacity) and
+// gives the chunk to put; it returns the buffer (grown).
+type decodeFunc func(buf []byte, b ChunkBody, where string, put func(chunker.ID, []byte) error) ([]byte, error)
+
+func (s *Store) readLocated(ctx context.Context, l *Located, ids []chunker.ID, depth int, sink ChunkSink) error {
 	var (
 		mu     sync.Mutex
 		deltas []deltaRef
 	)
 	// Pass 1: full copies. A delta met on the way (the server streams
 	// everything; a pack gc moved) is left for pass 2.
-	decode := func(buf []byte, b ChunkBody, where string) ([]byte, error) {
+	decode := func(buf []byte, b ChunkBody, where string, put func(chunker.ID, []byte) error) ([]byte, error) {
 		if b.Base != (chunker.ID{}) {
 			mu.Lock()
 			deltas = append(deltas, deltaRef{b.ID, b.Base})
@@ -317,12 +339,12 @@ func (s *Store) readLocated(ctx context.Context, l *Located, ids []chunker.ID, d
 		if err != nil {
 			return nil, err
 		}
-		return data, fn(b.ID, data)
+		return data, put(b.ID, data)
 	}
 	if s.remoteChunks != nil {
 		err := s.decodeStream(ctx, func(send func(ChunkBody) error) error {
 			return s.remoteChunks.ReadBodies(ctx, ids, send)
-		}, "store server "+s.Location(), decode)
+		}, "store server "+s.Location(), sink, decode)
 		if err != nil {
 			return err
 		}
@@ -339,7 +361,7 @@ func (s *Store) readLocated(ctx context.Context, l *Located, ids []chunker.ID, d
 			return err
 		}
 		deltas = planned
-		if err := s.readFull(ctx, spans, decode); err != nil {
+		if err := s.readFull(ctx, spans, sink, decode); err != nil {
 			return err
 		}
 	}
@@ -366,7 +388,7 @@ func (s *Store) readLocated(ctx context.Context, l *Located, ids []chunker.ID, d
 		}
 	}
 	for start := 0; start < len(deltas); start += deltaBatch {
-		if err := s.readDeltas(ctx, l, bl, deltas[start:min(len(deltas), start+deltaBatch)], depth, fn); err != nil {
+		if err := s.readDeltas(ctx, l, bl, deltas[start:min(len(deltas), start+deltaBatch)], depth, sink); err != nil {
 			return err
 		}
 	}
@@ -398,7 +420,7 @@ func (s *Store) readBodies(ctx context.Context, l *Located, ids []chunker.ID, fn
 
 // readDeltas is one batch of ReadChunks' second pass: l located the
 // deltas, bl their bases.
-func (s *Store) readDeltas(ctx context.Context, l, bl *Located, batch []deltaRef, depth int, fn func(id chunker.ID, data []byte) error) error {
+func (s *Store) readDeltas(ctx context.Context, l, bl *Located, batch []deltaRef, depth int, sink ChunkSink) error {
 	var (
 		mu    sync.Mutex
 		bases = map[chunker.ID][]byte{}
@@ -418,12 +440,12 @@ func (s *Store) readDeltas(ctx context.Context, l, bl *Located, batch []deltaRef
 		mu.Unlock()
 		return nil
 	}
-	if err := s.readLocated(ctx, bl, want, depth+1, keep); err != nil {
+	if err := s.readLocated(ctx, bl, want, depth+1, sinkOf(keep)); err != nil {
 		return s.baseError(ctx, l, batch, bases, depth, err)
 	}
 	return s.decodeStream(ctx, func(send func(ChunkBody) error) error {
 		return s.readBodies(ctx, l, ids, send)
-	}, "", func(buf []byte, b ChunkBody, _ string) ([]byte, error) {
+	}, "", sink, func(buf []byte, b ChunkBody, _ string, put func(chunker.ID, []byte) error) ([]byte, error) {
 		where := "store server " + s.Location()
 		if s.remoteChunks == nil {
 			if info, ok := l.Locate(b.ID); ok {
@@ -436,7 +458,7 @@ func (s *Store) readDeltas(ctx context.Context, l, bl *Located, batch []deltaRef
 			if err != nil {
 				return nil, err
 			}
-			return data, fn(b.ID, data)
+			return data, put(b.ID, data)
 		}
 		mu.Lock()
 		base := bases[b.Base]
@@ -452,7 +474,7 @@ func (s *Store) readDeltas(ctx context.Context, l, bl *Located, batch []deltaRef
 		if err != nil {
 			return nil, err
 		}
-		return data, fn(b.ID, data)
+		return data, put(b.ID, data)
 	})
 }
 
@@ -482,10 +504,10 @@ func (s *Store) baseError(ctx context.Context, l *Located, batch []deltaRef, bas
 // getDepth is Get at a depth of delta chains.
 func (s *Store) getDepth(ctx context.Context, id chunker.ID, depth int) ([]byte, error) {
 	var data []byte
-	err := s.readChunks(ctx, []chunker.ID{id}, depth, func(_ chunker.ID, d []byte) error {
+	err := s.readChunks(ctx, []chunker.ID{id}, depth, sinkOf(func(_ chunker.ID, d []byte) error {
 		data = append([]byte(nil), d...)
 		return nil
-	})
+	}))
 	return data, err
 }
 
@@ -499,25 +521,27 @@ func (s *Store) workers() int {
 // decodeStream runs produce, which sends bodies (valid during the call
 // only), and decodes them with several workers. decode gets a reusable
 // buffer and returns it (grown).
-func (s *Store) decodeStream(ctx context.Context, produce func(send func(ChunkBody) error) error, where string, decode func(buf []byte, b ChunkBody, where string) ([]byte, error)) error {
+func (s *Store) decodeStream(ctx context.Context, produce func(send func(ChunkBody) error) error, where string, sink ChunkSink, decode decodeFunc) error {
 	workers := s.workers()
 	g, ctx := newWorkGroup(ctx)
 	defer g.cancel()
 	work := make(chan ChunkBody, 4*workers)
 	for i := 0; i < workers; i++ {
 		g.spawn(func() {
+			put, flush := sink()
 			var buf []byte
 			for b := range work {
 				if ctx.Err() != nil {
 					continue
 				}
-				data, err := decode(buf, b, where)
+				data, err := decode(buf, b, where, put)
 				if err != nil {
 					g.fail(err)
 					continue
 				}
 				buf = data
 			}
+			g.flush(ctx, flush)
 		})
 	}
 	err := produce(func(b ChunkBody) error {
@@ -538,17 +562,18 @@ func (s *Store) decodeStream(ctx context.Context, produce func(send func(ChunkBo
 
 // readFull reads the spans with several workers, calling decode for each
 // body.
-func (s *Store) readFull(ctx context.Context, spans []readSpan, decode func(buf []byte, b ChunkBody, where string) ([]byte, error)) error {
+func (s *Store) readFull(ctx context.Context, spans []readSpan, sink ChunkSink, decode decodeFunc) error {
 	workers := s.workers()
 	g, ctx := newWorkGroup(ctx)
 	defer g.cancel()
 	work := make(chan readSpan)
 	for i := 0; i < workers; i++ {
 		g.spawn(func() {
+			put, flush := sink()
 			var buf []byte
 			for sp := range work {
 				err := s.readSpan(ctx, sp, func(b ChunkBody, info ChunkInfo) error {
-					data, err := decode(buf, b, "pack "+info.Pack.String())
+					data, err := decode(buf, b, "pack "+info.Pack.String(), put)
 					if err != nil {
 						return err
 					}
@@ -559,6 +584,7 @@ func (s *Store) readFull(ctx context.Context, spans []readSpan, decode func(buf 
 					g.fail(err)
 				}
 			}
+			g.flush(ctx, flush)
 		})
 	}
 feed:
@@ -601,6 +627,16 @@ func (g *workGroup) spawn(fn func()) {
 // fail records err if it is the first, and cancels the group's context.
 func (g *workGroup) fail(err error) {
 	g.once.Do(func() { g.err = err; g.cancel() })
+}
+
+// flush calls a worker's flush (if any) unless the group failed.
+func (g *workGroup) flush(ctx context.Context, flush func() error) {
+	if flush == nil || ctx.Err() != nil {
+		return
+	}
+	if err := flush(); err != nil {
+		g.fail(err)
+	}
 }
 
 // wait waits for the workers and returns the first error.

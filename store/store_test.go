@@ -6,10 +6,12 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/clnbackup/backup/chunker"
@@ -438,5 +440,61 @@ func TestKeyIndex(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestReadChunksTo: every chunk reaches one worker's put once, and each
+// worker that took a put flushes once, after its last put.
+func TestReadChunksTo(t *testing.T) {
+	st, _ := newTestStore(t)
+	ids := putChunks(t, st, 300)
+	var mu sync.Mutex
+	got := map[chunker.ID]int{}
+	sinks, flushes := 0, 0
+	err := st.ReadChunksTo(ctx, ids, func() (func(chunker.ID, []byte) error, func() error) {
+		mu.Lock()
+		sinks++
+		mu.Unlock()
+		var mine []chunker.ID
+		flushed := false
+		put := func(id chunker.ID, data []byte) error {
+			if flushed {
+				return fmt.Errorf("put after flush")
+			}
+			if chunker.Sum(data) != id {
+				return fmt.Errorf("chunk %s: wrong data", id.Short())
+			}
+			mine = append(mine, id)
+			return nil
+		}
+		flush := func() error {
+			flushed = true
+			mu.Lock()
+			defer mu.Unlock()
+			flushes++
+			for _, id := range mine {
+				got[id]++
+			}
+			return nil
+		}
+		return put, flush
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(ids) || flushes != sinks {
+		t.Fatalf("%d of %d chunks flushed; %d sinks, %d flushes", len(got), len(ids), sinks, flushes)
+	}
+	for id, n := range got {
+		if n != 1 {
+			t.Fatalf("chunk %s put %d times", id.Short(), n)
+		}
+	}
+	// A flush error fails the read.
+	err = st.ReadChunksTo(ctx, ids, func() (func(chunker.ID, []byte) error, func() error) {
+		return func(chunker.ID, []byte) error { return nil }, func() error { return errors.New("disk full") }
+	})
+	if err == nil || !strings.Contains(err.Error(), "disk full") {
+		t.Fatalf("flush error: %v", err)
 	}
 }

@@ -388,27 +388,72 @@ func writePages(ctx context.Context, st *store.Store, f *os.File, s manifest.Sna
 				ids = append(ids, tab[p])
 			}
 		}
-		err = st.ReadChunks(ctx, ids, func(id chunker.ID, data []byte) error {
-			if uint32(len(data)) != s.PageSize {
-				return fmt.Errorf("chunk %s is %d bytes, not a %d-byte page", id, len(data), s.PageSize)
-			}
-			first := sort.Search(len(order), func(i int) bool { return bytes.Compare(tab[order[i]][:], id[:]) >= 0 })
-			n := int64(0)
-			for i := first; i < len(order) && tab[order[i]] == id; i++ {
-				if _, err := f.WriteAt(data, int64(order[i])*int64(s.PageSize)); err != nil {
-					return fmt.Errorf("write page %d to %s: %w", order[i]+1, f.Name(), err)
+		err = st.ReadChunksTo(ctx, ids, func() (func(chunker.ID, []byte) error, func() error) {
+			// Each reading goroutine writes runs of adjacent pages with
+			// one call (chunks come in pack order, which is mostly page
+			// order).
+			w := pageRun{f: f, pageSize: int64(s.PageSize)}
+			put := func(id chunker.ID, data []byte) error {
+				if uint32(len(data)) != s.PageSize {
+					return fmt.Errorf("chunk %s is %d bytes, not a %d-byte page", id, len(data), s.PageSize)
 				}
-				n++
+				first := sort.Search(len(order), func(i int) bool { return bytes.Compare(tab[order[i]][:], id[:]) >= 0 })
+				n := int64(0)
+				for i := first; i < len(order) && tab[order[i]] == id; i++ {
+					if err := w.add(int64(order[i]), data); err != nil {
+						return err
+					}
+					n++
+				}
+				mu.Lock()
+				fetched += int64(len(data))
+				done += n * int64(s.PageSize)
+				progress.report(done, total)
+				mu.Unlock()
+				return nil
 			}
-			mu.Lock()
-			fetched += int64(len(data))
-			done += n * int64(s.PageSize)
-			progress.report(done, total)
-			mu.Unlock()
-			return nil
+			return put, w.flush
 		})
 	}
 	return fetched, kept, err
+}
+
+// pageRun gathers adjacent pages to write them to f with one call.
+type pageRun struct {
+	f        *os.File
+	pageSize int64
+	first    int64 // page index of buf's first page
+	buf      []byte
+}
+
+// maxPageRun bounds one write (and the buffer of each reading goroutine).
+const maxPageRun = 256 << 10
+
+// add writes page i (data), now or with the run it extends.
+func (r *pageRun) add(i int64, data []byte) error {
+	if len(r.buf) > 0 && (i != r.first+int64(len(r.buf))/r.pageSize || len(r.buf)+len(data) > maxPageRun) {
+		if err := r.flush(); err != nil {
+			return err
+		}
+	}
+	if len(r.buf) == 0 {
+		r.first = i
+	}
+	r.buf = append(r.buf, data...)
+	return nil
+}
+
+// flush writes the pages gathered.
+func (r *pageRun) flush() error {
+	if len(r.buf) == 0 {
+		return nil
+	}
+	n := int64(len(r.buf)) / r.pageSize
+	if _, err := r.f.WriteAt(r.buf, r.first*r.pageSize); err != nil {
+		return fmt.Errorf("write pages %d to %d to %s: %w", r.first+1, r.first+n, r.f.Name(), err)
+	}
+	r.buf = r.buf[:0]
+	return nil
 }
 
 // checkPages reads the pages f holds within the snapshot's size and returns
