@@ -132,27 +132,29 @@ func (l *Located) set(i int, pack chunker.ID, e *indexEntry, condemned bool) {
 			return
 		}
 	}
-	no, ok := l.packNo[pack]
-	if !ok {
-		no = uint32(len(l.packs))
-		l.packs = append(l.packs, pack)
-		l.packNo[pack] = no
-	}
+	no := number(&l.packs, l.packNo, pack)
 	var base uint32
 	if e.delta() {
-		b, ok := l.baseNo[e.Base]
-		if !ok {
-			b = uint32(len(l.bases))
-			l.bases = append(l.bases, e.Base)
-			l.baseNo[e.Base] = b
-		}
-		base = b
+		base = number(&l.bases, l.baseNo, e.Base)
 	}
 	l.locs[i] = location{pack: no, offset: e.Offset, length: e.Length, raw: e.Raw, kind: e.Kind, base: base}
 	l.state[i] = locPresent
 	if condemned {
 		l.state[i] = locCondemned
 	}
+}
+
+// number returns id's position in the table *ids (indexed by no), adding
+// it at the end if it is not there: locations name packs and bases by
+// their number in such a table.
+func number(ids *[]chunker.ID, no map[chunker.ID]uint32, id chunker.ID) uint32 {
+	n, ok := no[id]
+	if !ok {
+		n = uint32(len(*ids))
+		*ids = append(*ids, id)
+		no[id] = n
+	}
+	return n
 }
 
 // stored records copies a writer has just made durable (for the chunks

@@ -210,6 +210,18 @@ func (l *Located) plan(ids []chunker.ID, skipDeltas bool) ([]readSpan, []deltaRe
 	return spans, deltas, nil
 }
 
+// plan is l.plan, looking the chunks up again if l lacks one (gc may have
+// moved it since l was made); it returns the lookup the plan is from.
+func (s *Store) plan(ctx context.Context, l *Located, ids []chunker.ID, skipDeltas bool) ([]readSpan, []deltaRef, *Located, error) {
+	spans, deltas, err := l.plan(ids, skipDeltas)
+	if errors.Is(err, ErrChunkMissing) {
+		if l, err = s.lookupToRead(ctx, ids); err == nil {
+			spans, deltas, err = l.plan(ids, skipDeltas)
+		}
+	}
+	return spans, deltas, l, err
+}
+
 // readSpan calls fn with the stored body of every chunk of sp. If gc
 // deleted the pack since the index was loaded, it reads each chunk where it
 // is now.
@@ -349,15 +361,12 @@ func (s *Store) readLocated(ctx context.Context, l *Located, ids []chunker.ID, d
 			return err
 		}
 	} else {
-		spans, planned, err := l.plan(ids, true)
-		if errors.Is(err, ErrChunkMissing) {
-			// Not found by the caller's lookup: perhaps moved by gc
-			// since.
-			if l, err = s.lookupToRead(ctx, ids); err == nil {
-				spans, planned, err = l.plan(ids, true)
-			}
-		}
-		if err != nil {
+		var (
+			spans   []readSpan
+			planned []deltaRef
+			err     error
+		)
+		if spans, planned, l, err = s.plan(ctx, l, ids, true); err != nil {
 			return err
 		}
 		deltas = planned
@@ -401,12 +410,7 @@ func (s *Store) readBodies(ctx context.Context, l *Located, ids []chunker.ID, fn
 	if s.remoteChunks != nil {
 		return s.remoteChunks.ReadBodies(ctx, ids, fn)
 	}
-	spans, _, err := l.plan(ids, false)
-	if errors.Is(err, ErrChunkMissing) {
-		if l, err = s.lookupToRead(ctx, ids); err == nil {
-			spans, _, err = l.plan(ids, false)
-		}
-	}
+	spans, _, _, err := s.plan(ctx, l, ids, false)
 	if err != nil {
 		return err
 	}

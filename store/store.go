@@ -484,12 +484,7 @@ func (s *Store) addIndex(name string, pack chunker.ID, entries []indexEntry) {
 		return
 	}
 	s.loaded[name] = true
-	no, ok := s.packNo[pack]
-	if !ok {
-		no = uint32(len(s.packs))
-		s.packs = append(s.packs, pack)
-		s.packNo[pack] = no
-	}
+	no := number(&s.packs, s.packNo, pack)
 	for _, e := range entries {
 		if old, dup := s.chunks[e.ID]; dup {
 			// Keep the first copy, unless gc condemned it and this one
@@ -503,13 +498,7 @@ func (s *Store) addIndex(name string, pack chunker.ID, entries []indexEntry) {
 		}
 		var base uint32
 		if e.delta() {
-			b, ok := s.baseNo[e.Base]
-			if !ok {
-				b = uint32(len(s.bases))
-				s.bases = append(s.bases, e.Base)
-				s.baseNo[e.Base] = b
-			}
-			base = b
+			base = number(&s.bases, s.baseNo, e.Base)
 		}
 		s.chunks[e.ID] = location{pack: no, offset: e.Offset, length: e.Length, raw: e.Raw, kind: e.Kind, base: base}
 	}
