@@ -418,7 +418,7 @@ func (f *chunkFinder) get(ctx context.Context, id chunker.ID) ([]byte, error) {
 		}
 		if info, ok = f.at[id]; !ok {
 			// Not stored as a list or patch chunk: look it up the
-			// ordinary way (the whole index).
+			// ordinary way.
 			return f.s.Get(ctx, id)
 		}
 	}
@@ -737,8 +737,9 @@ func (s *Store) liveEntries(ctx context.Context, run *gcRun, p *packState) ([]in
 // repack writes a pack's live chunks to a new pack (durably, with its index)
 // and then deletes the old index and pack.
 func (s *Store) repack(ctx context.Context, run *gcRun, p *packState) error {
-	// Not NewWriter: its Refresh would reload the whole index each time
-	// (the previous repack deleted an index), and putAlways needs none.
+	// Not NewWriter: putAlways needs no lookups, and a store server's
+	// index would be reloaded each time (the previous repack deleted an
+	// index).
 	w, err := s.newWriter(s.now())
 	if err != nil {
 		return err
