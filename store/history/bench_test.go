@@ -350,15 +350,7 @@ func benchCompactVersion(b *testing.B, size int64, cache string, version int) {
 	if cache == "remote" {
 		st, proxy = remoteStore(b, st, "n1")
 	}
-	if _, err := history.Init(ctx, st, "n1", dbPath, nil); err != nil {
-		b.Fatal(err)
-	}
-	n, err := history.OpenNode(ctx, st, "n1")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer n.Close()
-	n.TempDir = dir
+	_, n := initNode(b, st, dbPath, dir)
 	cacheDir := filepath.Join(dir, "cache")
 	if cache != "" {
 		n.TempDir, n.CacheDir = "", cacheDir

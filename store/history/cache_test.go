@@ -67,14 +67,7 @@ func compactWith(t testing.TB, n *history.Node, hooks []workload.Hook) history.C
 func newCacheNode(t testing.TB, db, cacheDir string) (*store.Store, *history.Node) {
 	t.Helper()
 	st, _ := newStore(t)
-	if _, err := history.Init(ctx, st, "n1", db, nil); err != nil {
-		t.Fatal(err)
-	}
-	n, err := history.OpenNode(ctx, st, "n1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
+	_, n := initNode(t, st, db, "")
 	n.CacheDir = cacheDir
 	return st, n
 }

@@ -190,16 +190,7 @@ func TestDedupOnePercent(t *testing.T) {
 	dir := t.TempDir()
 	dbPath, g := buildDB(t, dir, 1, dedupSize(t))
 	st, _ := newStore(t)
-	m1, err := history.Init(ctx, st, "n1", dbPath, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := history.OpenNode(ctx, st, "n1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
-	n.TempDir = dir
+	m1, n := initNode(t, st, dbPath, dir)
 
 	before := indexNames(t, st)
 	hooks, touched, res := touchAndCompact(t, n, g, dbPath, 0.01)

@@ -108,16 +108,7 @@ func TestDeltaCompaction(t *testing.T) {
 			if got := st.Config().Version; got != version {
 				t.Fatalf("store version %d, want %d", got, version)
 			}
-			m1, err := history.Init(ctx, st, "n1", dbPath, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			n, err := history.OpenNode(ctx, st, "n1")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer n.Close()
-			n.TempDir = dir
+			m1, n := initNode(t, st, dbPath, dir)
 			prevPath, _ := restore(t, st, history.RestoreOptions{Manifest: m1.Seq})
 			for round := 1; round <= 2; round++ {
 				hooks, _, res := touchAndCompact(t, n, g, dbPath, 0.01)

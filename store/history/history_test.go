@@ -181,14 +181,7 @@ func TestRoundTripTraces(t *testing.T) {
 			recs := traceRecords(t, tc.trace)
 			committed := resolved(recs)
 			st, _ := newStore(t)
-			if _, err := history.Init(ctx, st, "n1", "", nil); err != nil {
-				t.Fatal(err)
-			}
-			n, err := history.OpenNode(ctx, st, "n1")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer n.Close()
+			_, n := initNode(t, st, "", "")
 			for i, r := range recs {
 				if tc.compactAt[i] {
 					if _, err := n.Compact(ctx, nil); err != nil {
@@ -365,4 +358,22 @@ func know(t testing.TB, w *store.Writer, st *store.Store, ids ...chunker.ID) {
 		t.Fatal(err)
 	}
 	w.Know(l)
+}
+
+// initNode adds node n1 to st from the database at db ("" for an empty
+// one) and opens it for writing, compacting in tempDir ("" for the
+// default); the node is closed when the test ends.
+func initNode(t testing.TB, st *store.Store, db, tempDir string) (*manifest.Manifest, *history.Node) {
+	t.Helper()
+	m, err := history.Init(ctx, st, "n1", db, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := history.OpenNode(ctx, st, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	n.TempDir = tempDir
+	return m, n
 }
