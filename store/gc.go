@@ -552,36 +552,6 @@ func (l *liveSet) has(id chunker.ID) bool {
 	return ok
 }
 
-// keyIndex finds keys in a sorted slice of uint64 (hashes, so spread
-// evenly) with a table of where each value of the top 16 bits starts
-// (256 KiB): a search is then a few steps in a short run, not a binary
-// search of the whole slice (gc searches once per chunk copy in the store).
-type keyIndex struct {
-	keys  []uint64
-	start []uint32 // len 1<<16 + 1
-}
-
-func newKeyIndex(keys []uint64) keyIndex {
-	x := keyIndex{keys: keys, start: make([]uint32, 1<<16+1)}
-	if keys == nil {
-		x.keys = []uint64{}
-	}
-	for _, k := range keys {
-		x.start[k>>48+1]++
-	}
-	for i := 1; i < len(x.start); i++ {
-		x.start[i] += x.start[i-1]
-	}
-	return x
-}
-
-// search returns the position of the first key k, and whether there is one.
-func (x keyIndex) search(k uint64) (int, bool) {
-	lo, hi := int(x.start[k>>48]), int(x.start[k>>48+1])
-	i, ok := slices.BinarySearch(x.keys[lo:hi], k)
-	return lo + i, ok
-}
-
 func (l *liveSet) len() int {
 	l.compact()
 	return len(l.keys)

@@ -22,7 +22,7 @@ import (
 // given to (Writer.Know) records the chunks it stores in it.
 type Located struct {
 	ids   []chunker.ID // sorted, distinct
-	keys  []uint64     // the first 8 bytes of ids (big-endian), for the scan
+	index keyIndex     // of the first 8 bytes of ids (big-endian), for the scan
 	locs  []location
 	state []locState
 	packs []chunker.ID
@@ -48,12 +48,12 @@ func newLocated(ids []chunker.ID) *Located {
 	sorted := slices.Clone(ids)
 	slices.SortFunc(sorted, compareIDs)
 	sorted = slices.Compact(sorted)
-	l := &Located{ids: sorted, keys: make([]uint64, len(sorted)), locs: make([]location, len(sorted)), state: make([]locState, len(sorted)),
-		bases: []chunker.ID{{}}, packNo: map[chunker.ID]uint32{}, baseNo: map[chunker.ID]uint32{}}
+	keys := make([]uint64, len(sorted))
 	for i, id := range sorted {
-		l.keys[i] = idKey(id)
+		keys[i] = idKey(id)
 	}
-	return l
+	return &Located{ids: sorted, index: newKeyIndex(keys), locs: make([]location, len(sorted)), state: make([]locState, len(sorted)),
+		bases: []chunker.ID{{}}, packNo: map[chunker.ID]uint32{}, baseNo: map[chunker.ID]uint32{}}
 }
 
 func compareIDs(a, b chunker.ID) int { return bytes.Compare(a[:], b[:]) }
@@ -63,18 +63,10 @@ func idKey(id chunker.ID) uint64 { return binary.BigEndian.Uint64(id[:8]) }
 // find returns the position of id in l.ids, or -1.
 func (l *Located) find(id chunker.ID) int {
 	k := idKey(id)
-	lo, hi := 0, len(l.keys)
-	for lo < hi {
-		m := int(uint(lo+hi) >> 1)
-		if l.keys[m] < k {
-			lo = m + 1
-		} else {
-			hi = m
-		}
-	}
-	for ; lo < len(l.keys) && l.keys[lo] == k; lo++ {
-		if l.ids[lo] == id {
-			return lo
+	i, ok := l.index.search(k)
+	for ; ok && i < len(l.ids) && l.index.keys[i] == k; i++ {
+		if l.ids[i] == id {
+			return i
 		}
 	}
 	return -1
@@ -261,6 +253,17 @@ func (s *Store) scanIndexes(ctx context.Context, l *Located) (vanished bool, err
 	s.mu.RLock()
 	cond := s.condemned
 	s.mu.RUnlock()
+	return s.walkIndexes(ctx, func(pack chunker.ID, e *indexEntry) {
+		if i := l.find(e.ID); i >= 0 {
+			l.set(i, pack, e, len(cond) > 0 && cond.has(chunkCopy{e.ID, pack}))
+		}
+	})
+}
+
+// walkIndexes reads every index object and calls fn with each entry and
+// its pack. vanished reports an index listed but gone when read (gc
+// deleted it, having indexed the chunks it kept anew first).
+func (s *Store) walkIndexes(ctx context.Context, fn func(pack chunker.ID, e *indexEntry)) (vanished bool, err error) {
 	err = s.be.List(ctx, "index/", func(in backend.Info) error {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -274,17 +277,51 @@ func (s *Store) scanIndexes(ctx context.Context, l *Located) (vanished bool, err
 			return err
 		}
 		var pack chunker.ID
-		_, err = walkIndex(data, -1, func(int) { pack = packOf(data) }, func(e *indexEntry) {
-			if i := l.find(e.ID); i >= 0 {
-				l.set(i, pack, e, len(cond) > 0 && cond.has(chunkCopy{e.ID, pack}))
-			}
-		})
+		_, err = walkIndex(data, -1, func(int) { pack = packOf(data) }, func(e *indexEntry) { fn(pack, e) })
 		if err != nil {
 			return fmt.Errorf("index %s: %w", in.Name, err)
 		}
 		return nil
 	})
 	return vanished, err
+}
+
+// keyIndex finds keys in a sorted slice of uint64 (hashes, so spread
+// evenly). A large slice gets a table of where each value of the top 16
+// bits starts (256 KiB): a search is then a few steps in a short run, not a
+// binary search of the whole slice (gc searches once per chunk copy in the
+// store, a lookup once per index entry).
+type keyIndex struct {
+	keys  []uint64
+	start []uint32 // len 1<<16 + 1; nil for a small slice
+}
+
+// keyIndexTable is the size from which a keyIndex has a start table.
+const keyIndexTable = 1 << 12
+
+func newKeyIndex(keys []uint64) keyIndex {
+	x := keyIndex{keys: keys}
+	if len(keys) < keyIndexTable {
+		return x
+	}
+	x.start = make([]uint32, 1<<16+1)
+	for _, k := range keys {
+		x.start[k>>48+1]++
+	}
+	for i := 1; i < len(x.start); i++ {
+		x.start[i] += x.start[i-1]
+	}
+	return x
+}
+
+// search returns the position of the first key k, and whether there is one.
+func (x keyIndex) search(k uint64) (int, bool) {
+	lo, hi := 0, len(x.keys)
+	if x.start != nil {
+		lo, hi = int(x.start[k>>48]), int(x.start[k>>48+1])
+	}
+	i, ok := slices.BinarySearch(x.keys[lo:hi], k)
+	return lo + i, ok
 }
 
 // packOf is the pack id an index names (its header is checked).
@@ -306,19 +343,7 @@ func (s *Store) CountChunks(ctx context.Context) (int, error) {
 		return s.ChunkCount(), nil
 	}
 	seen := &liveSet{}
-	err := s.be.List(ctx, "index/", func(in backend.Info) error {
-		data, err := s.readIndexData(ctx, in.Name)
-		if errors.Is(err, backend.ErrNotFound) {
-			return nil // gc indexed its chunks anew first
-		}
-		if err != nil {
-			return err
-		}
-		if _, err := walkIndex(data, -1, nil, func(e *indexEntry) { seen.add(e.ID) }); err != nil {
-			return fmt.Errorf("index %s: %w", in.Name, err)
-		}
-		return nil
-	})
+	_, err := s.walkIndexes(ctx, func(_ chunker.ID, e *indexEntry) { seen.add(e.ID) })
 	if err != nil {
 		return 0, fmt.Errorf("count the chunks of store %s: %w", s.Location(), err)
 	}

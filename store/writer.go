@@ -15,10 +15,11 @@ import (
 // Writer adds chunks to the store. It skips every chunk the store already
 // holds, compresses the others into a pack, and on Flush writes the pack and
 // then its index, each durably. Whether the store holds a chunk is answered
-// by the lookups the caller gave it (Know), else by the store's loaded
+// by the lookup the caller gave it (Know), else by the store's loaded
 // index; a chunk neither knows is looked up when its pack is flushed, and
-// dropped from the pack if the store has it, so no chunk is stored twice. A chunk is readable by others, and may be
-// named by a manifest, only after the Flush that wrote it returned.
+// dropped from the pack if the store has it, so no chunk is stored twice.
+// A chunk is readable by others, and may be named by a manifest, only
+// after the Flush that wrote it returned.
 // A Writer is not safe for concurrent use; use one per goroutine.
 type Writer struct {
 	s       *Store
