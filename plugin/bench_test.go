@@ -25,7 +25,7 @@ import (
 
 	"github.com/clnbackup/backup/bench/workload"
 	ld "github.com/clnbackup/backup/plugin/lightningdtest"
-	"github.com/clnbackup/backup/store/replay"
+	"github.com/clnbackup/backup/replay"
 )
 
 // hooksPerOp is the number of db_writes one benchmark op sends.

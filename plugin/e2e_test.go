@@ -19,8 +19,8 @@ import (
 	"time"
 
 	ld "github.com/clnbackup/backup/plugin/lightningdtest"
+	"github.com/clnbackup/backup/replay"
 	"github.com/clnbackup/backup/store/journal"
-	"github.com/clnbackup/backup/store/replay"
 )
 
 var pluginBin string

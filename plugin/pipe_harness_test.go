@@ -18,9 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clnbackup/backup/replay"
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/history"
-	"github.com/clnbackup/backup/store/replay"
 )
 
 var bg = context.Background()

@@ -6,10 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clnbackup/backup/replay"
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/history"
 	"github.com/clnbackup/backup/store/journal"
-	"github.com/clnbackup/backup/store/replay"
 )
 
 func testdata(name string) string { return filepath.Join("..", "testdata", name) }

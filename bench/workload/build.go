@@ -16,7 +16,7 @@ import (
 // rollback journal and no fsync (journal_mode=OFF, synchronous=OFF), so a
 // crash or a failing statement can leave the file damaged; Build is for
 // scratch files only. PRAGMA-only hooks run outside a transaction, as in
-// store/replay. On a failing statement it returns an error naming the hook's
+// replay. On a failing statement it returns an error naming the hook's
 // data_version and the statement.
 func Build(path string, hooks func(fn func(Hook) error) error) error {
 	abs, err := filepath.Abs(path)

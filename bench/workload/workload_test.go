@@ -12,7 +12,7 @@ import (
 	"testing"
 
 	"github.com/clnbackup/backup/bench/workload"
-	"github.com/clnbackup/backup/store/replay"
+	"github.com/clnbackup/backup/replay"
 )
 
 // collect gathers the hooks a generator method streams.
@@ -138,7 +138,7 @@ func TestBuildSize(t *testing.T) {
 	}
 }
 
-// TestReplayMatchesBuild applies the same hooks through store/replay (as
+// TestReplayMatchesBuild applies the same hooks through replay (as
 // restore does) and through Build: the databases must hold the same rows.
 func TestReplayMatchesBuild(t *testing.T) {
 	for _, tc := range []struct {

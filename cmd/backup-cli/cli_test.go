@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/clnbackup/backup/store/replay"
+	"github.com/clnbackup/backup/replay"
 )
 
 var cliBin string

@@ -9,9 +9,9 @@ import (
 	"path/filepath"
 
 	"github.com/clnbackup/backup/manifest"
+	"github.com/clnbackup/backup/replay"
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/history"
-	"github.com/clnbackup/backup/store/replay"
 	"github.com/spf13/cobra"
 )
 

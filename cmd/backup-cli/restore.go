@@ -7,9 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/clnbackup/backup/legacy"
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/history"
-	"github.com/clnbackup/backup/store/legacy"
 	"github.com/spf13/cobra"
 )
 

@@ -10,10 +10,10 @@ import (
 	"os"
 	"strings"
 
+	"github.com/clnbackup/backup/replay"
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/history"
 	"github.com/clnbackup/backup/store/journal"
-	"github.com/clnbackup/backup/store/replay"
 	"github.com/spf13/cobra"
 )
 

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/clnbackup/backup/plugin/lightningdtest"
-	"github.com/clnbackup/backup/store/replay"
+	"github.com/clnbackup/backup/replay"
 	"github.com/spf13/cobra"
 )
 

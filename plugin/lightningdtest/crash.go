@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clnbackup/backup/replay"
 	"github.com/clnbackup/backup/store/journal"
-	"github.com/clnbackup/backup/store/replay"
 )
 
 // Crash modes: how CrashReplay kills the plugin.

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clnbackup/backup/replay"
 	"github.com/clnbackup/backup/store/journal"
-	"github.com/clnbackup/backup/store/replay"
 )
 
 var noopBin string

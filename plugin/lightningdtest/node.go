@@ -10,10 +10,10 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/clnbackup/backup/replay"
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/history"
 	"github.com/clnbackup/backup/store/journal"
-	"github.com/clnbackup/backup/store/replay"
 )
 
 // Node is a lightning directory set up for the backup plugin as

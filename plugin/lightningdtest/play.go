@@ -10,8 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/clnbackup/backup/replay"
 	"github.com/clnbackup/backup/store/journal"
-	"github.com/clnbackup/backup/store/replay"
 )
 
 // DefaultJoin is the RPC method Play sends in the same write as some hooks.

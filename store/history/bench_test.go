@@ -18,10 +18,10 @@ import (
 	"time"
 
 	"github.com/clnbackup/backup/bench/workload"
+	"github.com/clnbackup/backup/replay"
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/history"
 	"github.com/clnbackup/backup/store/remote"
-	"github.com/clnbackup/backup/store/replay"
 )
 
 // The benchmarks here run on generated lightningd-like databases (package

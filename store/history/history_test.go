@@ -10,10 +10,10 @@ import (
 
 	"github.com/clnbackup/backup/chunker"
 	"github.com/clnbackup/backup/manifest"
+	"github.com/clnbackup/backup/replay"
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/history"
 	"github.com/clnbackup/backup/store/journal"
-	"github.com/clnbackup/backup/store/replay"
 )
 
 var ctx = context.Background()

@@ -14,9 +14,9 @@ import (
 
 	"github.com/clnbackup/backup/chunker"
 	"github.com/clnbackup/backup/manifest"
+	"github.com/clnbackup/backup/replay"
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/journal"
-	"github.com/clnbackup/backup/store/replay"
 )
 
 // DefaultNode is the node name used when none is given. It is fixed so that

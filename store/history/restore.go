@@ -10,11 +10,11 @@ import (
 	"path/filepath"
 
 	"github.com/clnbackup/backup/chunker"
+	"github.com/clnbackup/backup/legacy"
 	"github.com/clnbackup/backup/manifest"
+	"github.com/clnbackup/backup/replay"
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/journal"
-	"github.com/clnbackup/backup/store/legacy"
-	"github.com/clnbackup/backup/store/replay"
 )
 
 // RestoreOptions choose what to restore and where.

@@ -11,12 +11,12 @@ import (
 
 	"github.com/clnbackup/backup/bench/workload"
 	"github.com/clnbackup/backup/chunker"
+	"github.com/clnbackup/backup/replay"
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/backend"
 	"github.com/clnbackup/backup/store/backend/backendtest"
 	"github.com/clnbackup/backup/store/history"
 	"github.com/clnbackup/backup/store/journal"
-	"github.com/clnbackup/backup/store/replay"
 )
 
 // TestConformance runs the backend suite against an admin client's

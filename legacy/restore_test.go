@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/clnbackup/backup/replay"
 	"github.com/clnbackup/backup/store/journal"
-	"github.com/clnbackup/backup/store/replay"
 )
 
 func restore(t *testing.T, backup string) (string, Result) {
@@ -75,7 +75,7 @@ func TestRestoreRealV1(t *testing.T) {
 	if calls < 402 || last != total || total != 145989 {
 		t.Fatalf("progress: %d calls, last %d of %d", calls, last, total)
 	}
-	sameDB(t, dest, "../../testdata/legacy-v1-live.sqlite3")
+	sameDB(t, dest, "../testdata/legacy-v1-live.sqlite3")
 	if err := replay.IntegrityCheck(dest); err != nil {
 		t.Fatal(err)
 	}

@@ -8,8 +8,8 @@ import (
 	"io/fs"
 	"os"
 
+	"github.com/clnbackup/backup/replay"
 	"github.com/clnbackup/backup/store/journal"
-	"github.com/clnbackup/backup/store/replay"
 )
 
 // Result describes a finished Restore.

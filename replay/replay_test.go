@@ -57,7 +57,7 @@ func replayInto(t *testing.T, recs []journal.Record) string {
 }
 
 func TestReadTrace(t *testing.T) {
-	tr, err := ReadTrace("../../testdata/trace1.jsonl")
+	tr, err := ReadTrace("../testdata/trace1.jsonl")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +94,7 @@ func TestReadTrace(t *testing.T) {
 }
 
 func TestTrace1(t *testing.T) {
-	recs := mustRecords(t, "../../testdata/trace1.jsonl")
+	recs := mustRecords(t, "../testdata/trace1.jsonl")
 	path := filepath.Join(t.TempDir(), "lightningd.sqlite3")
 	d := mustOpen(t, path)
 	if _, ok, err := d.DataVersion(); ok || err != nil {
@@ -113,7 +113,7 @@ func TestTrace1(t *testing.T) {
 			t.Errorf("%s left behind", path+suffix)
 		}
 	}
-	if diff, err := Diff(path, "../../testdata/trace1-final.sqlite3"); err != nil || len(diff) > 0 {
+	if diff, err := Diff(path, "../testdata/trace1-final.sqlite3"); err != nil || len(diff) > 0 {
 		t.Fatalf("diff with the node's database: %v\n%s", err, strings.Join(diff, "\n"))
 	}
 	if err := IntegrityCheck(path); err != nil {
@@ -125,8 +125,8 @@ func TestTrace1(t *testing.T) {
 }
 
 func TestCrash3(t *testing.T) {
-	recs := mustRecords(t, "../../testdata/crash3.jsonl")
-	final := "../../testdata/crash3-final.sqlite3"
+	recs := mustRecords(t, "../testdata/crash3.jsonl")
+	final := "../testdata/crash3-final.sqlite3"
 
 	naive := replayInto(t, recs)
 	diff, err := Diff(naive, final)
@@ -324,7 +324,7 @@ func TestOpenErrors(t *testing.T) {
 }
 
 func TestIntegrityCheckFindsDamage(t *testing.T) {
-	data, err := os.ReadFile("../../testdata/trace1-final.sqlite3")
+	data, err := os.ReadFile("../testdata/trace1-final.sqlite3")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 	"testing"
 )
 
-const realV1 = "../../testdata/legacy-v1.dbak"
+const realV1 = "../testdata/legacy-v1.dbak"
 
 func mustOpenFile(t *testing.T, path string) *File {
 	t.Helper()
@@ -216,7 +216,7 @@ func TestDetect(t *testing.T) {
 	}{
 		{"empty v1", newPyWriter().bytes(), true},
 		{"nonzero padding", padded, false},
-		{"sqlite file", func() []byte { d, _ := os.ReadFile("../../testdata/legacy-v1-live.sqlite3"); return d }(), false},
+		{"sqlite file", func() []byte { d, _ := os.ReadFile("../testdata/legacy-v1-live.sqlite3"); return d }(), false},
 		{"empty file", nil, false},
 		{"text", []byte(strings.Repeat("hello\n", 200)), false},
 	} {
