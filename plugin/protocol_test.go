@@ -84,7 +84,7 @@ func TestGetManifest(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	jdir, _ := st.JournalDir("default")
+	jdir := filepath.Join(strings.TrimPrefix(url, "file://"), store.JournalObject("default"))
 	if _, err := os.Stat(jdir); !os.IsNotExist(err) {
 		t.Errorf("getmanifest opened the node's journal (%s exists)", jdir)
 	}
@@ -234,7 +234,7 @@ func TestRecoveredLogged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	jdir, _ := st.JournalDir("default")
+	jdir := filepath.Join(strings.TrimPrefix(url, "file://"), store.JournalObject("default"))
 	st.Close()
 	segs, _ := filepath.Glob(filepath.Join(jdir, "*.seg"))
 	if len(segs) != 1 {

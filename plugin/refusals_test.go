@@ -231,7 +231,7 @@ func TestRefuseLostJournal(t *testing.T) {
 		t.Fatalf("compact: %v %+v", err, res)
 	}
 	n.Close()
-	jdir, _ := st.JournalDir("default")
+	jdir := filepath.Join(strings.TrimPrefix(url, "file://"), store.JournalObject("default"))
 	if err := os.RemoveAll(jdir); err != nil {
 		t.Fatal(err)
 	}

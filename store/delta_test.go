@@ -98,7 +98,7 @@ func TestPutDelta(t *testing.T) {
 		}
 	}
 	// A server refuses delta bodies from a client.
-	_, err = st2.PutBodies(ctx, []ChunkBody{{ID: pageID, Kind: KindPage, Raw: 4096, Base: baseID, Body: []byte{1}}})
+	_, err = st2.packs.PutBodies(ctx, []ChunkBody{{ID: pageID, Kind: KindPage, Raw: 4096, Base: baseID, Body: []byte{1}}})
 	if !errors.Is(err, ErrBadChunk) {
 		t.Fatalf("delta body from a client: %v", err)
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/clnbackup/backup/chunker"
 	"github.com/clnbackup/backup/manifest"
 	"github.com/clnbackup/backup/store"
+	"github.com/clnbackup/backup/store/history"
 )
 
 // The gc benchmark's store: a million small page chunks (256 random bytes:
@@ -169,7 +170,7 @@ func buildGCBenchStore(dir string) error {
 		snap.Lists = append(snap.Lists, own[j])
 		snap.Pages += gcBenchListIDs
 		m := &manifest.Manifest{Format: manifest.FormatVersion, Node: node, Seq: seq, Created: time.Now().UTC(), Snapshot: snap}
-		if _, err := st.PutManifest(ctx, m); err != nil {
+		if err := putManifest(ctx, st, m); err != nil {
 			return err
 		}
 	}
@@ -272,7 +273,7 @@ func runGCPhase(b *testing.B, name, url string, now func() time.Time, opts store
 	if err != nil {
 		b.Fatal(err)
 	}
-	ph.rep, err = st.GC(ctx, opts)
+	ph.rep, err = history.GC(ctx, st, opts)
 	st.Close()
 	ph.secs = time.Since(start).Seconds()
 	ph.heapMB, ph.rssMB = watch.peakMB()

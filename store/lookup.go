@@ -14,7 +14,7 @@ import (
 
 // Located says where each chunk of a set is stored, as one Lookup found it.
 //
-// Reads and writers of a store that has not loaded its whole index look up
+// Reads and writers of packs that have not loaded the whole index look up
 // the chunks they are about to touch, in one pass over the store's index
 // objects, and keep only those: their memory follows the chunks of the
 // operation (a window of a database's pages), not the number of chunks in
@@ -172,32 +172,30 @@ func preferCopy(oldCondemned, oldDelta, newCondemned, newDelta bool) bool {
 // Lookup finds where the chunks ids are stored. With the whole index loaded
 // (LoadIndex; a store server) it answers from memory; otherwise it reads
 // every index object once and keeps the entries of ids only. Chunks not in
-// the store are reported absent, not as an error. Through a store server
-// without full access it finds nothing: that client reads and writes
-// chunks through the server, which looks them up itself.
-func (s *Store) Lookup(ctx context.Context, ids []chunker.ID) (*Located, error) {
+// the store are reported absent, not as an error.
+func (p *Packs) Lookup(ctx context.Context, ids []chunker.ID) (*Located, error) {
 	l := newLocated(ids)
-	if len(l.ids) == 0 || s.remoteChunks != nil {
+	if len(l.ids) == 0 {
 		return l, nil
 	}
-	if s.isIndexed() {
-		if s.fillFromIndex(l) {
+	if p.isIndexed() {
+		if p.fillFromIndex(l) {
 			return l, nil
 		}
 		// Indexed since we loaded the index (or absent).
-		if err := s.Refresh(ctx); err != nil {
+		if err := p.Refresh(ctx); err != nil {
 			return nil, err
 		}
-		s.fillFromIndex(l)
+		p.fillFromIndex(l)
 		return l, nil
 	}
-	if err := s.loadCondemned(ctx); err != nil {
+	if err := p.loadCondemned(ctx); err != nil {
 		return nil, err
 	}
 	for try := 0; ; try++ {
-		vanished, err := s.scanIndexes(ctx, l)
+		vanished, err := p.scanIndexes(ctx, l)
 		if err != nil {
-			return nil, fmt.Errorf("look up %d chunks in store %s: %w", len(l.ids), s.Location(), err)
+			return nil, fmt.Errorf("look up %d chunks in store %s: %w", len(l.ids), p.Location(), err)
 		}
 		// gc deleted an index during the scan: it indexed the chunks it
 		// moved anew first, perhaps after our listing passed.
@@ -211,37 +209,31 @@ func (s *Store) Lookup(ctx context.Context, ids []chunker.ID) (*Located, error) 
 // is looked up again (twice) before the read fails. A listing of the index
 // objects may miss a chunk gc is moving: its old index gone by the time it
 // is read, its new index written after the listing passed.
-func (s *Store) lookupToRead(ctx context.Context, ids []chunker.ID) (*Located, error) {
+func (p *Packs) lookupToRead(ctx context.Context, ids []chunker.ID) (*Located, error) {
 	for try := 0; ; try++ {
-		l, err := s.Lookup(ctx, ids)
+		l, err := p.Lookup(ctx, ids)
 		if err != nil || try == 2 || len(l.missing()) == 0 {
 			return l, err
 		}
 	}
 }
 
-func (s *Store) isIndexed() bool {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.indexed
-}
-
 // fillFromIndex answers l from the loaded index; it reports whether every
 // chunk was found.
-func (s *Store) fillFromIndex(l *Located) bool {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
+func (p *Packs) fillFromIndex(l *Located) bool {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
 	all := true
 	for i, id := range l.ids {
-		loc, ok := s.chunks[id]
+		loc, ok := p.chunks[id]
 		if !ok {
 			all = false
 			continue
 		}
-		info := s.info(loc)
+		info := p.info(loc)
 		e := indexEntry{ID: id, Kind: info.Kind, Offset: info.Offset, Length: info.Length, Raw: info.Raw, Base: info.Base}
 		l.state[i] = locAbsent
-		l.set(i, info.Pack, &e, s.condemned.has(chunkCopy{id, info.Pack}))
+		l.set(i, info.Pack, &e, p.condemned.has(chunkCopy{id, info.Pack}))
 	}
 	return all
 }
@@ -249,11 +241,11 @@ func (s *Store) fillFromIndex(l *Located) bool {
 // scanIndexes reads every index object and records in l the copies of the
 // chunks it looks up. vanished reports an index listed but gone when read
 // (gc deleted it).
-func (s *Store) scanIndexes(ctx context.Context, l *Located) (vanished bool, err error) {
-	s.mu.RLock()
-	cond := s.condemned
-	s.mu.RUnlock()
-	return s.walkIndexes(ctx, func(pack chunker.ID, e *indexEntry) {
+func (p *Packs) scanIndexes(ctx context.Context, l *Located) (vanished bool, err error) {
+	p.mu.RLock()
+	cond := p.condemned
+	p.mu.RUnlock()
+	return p.walkIndexes(ctx, func(pack chunker.ID, e *indexEntry) {
 		if i := l.find(e.ID); i >= 0 {
 			l.set(i, pack, e, len(cond) > 0 && cond.has(chunkCopy{e.ID, pack}))
 		}
@@ -263,12 +255,12 @@ func (s *Store) scanIndexes(ctx context.Context, l *Located) (vanished bool, err
 // walkIndexes reads every index object and calls fn with each entry and
 // its pack. vanished reports an index listed but gone when read (gc
 // deleted it, having indexed the chunks it kept anew first).
-func (s *Store) walkIndexes(ctx context.Context, fn func(pack chunker.ID, e *indexEntry)) (vanished bool, err error) {
-	err = s.be.List(ctx, "index/", func(in backend.Info) error {
+func (p *Packs) walkIndexes(ctx context.Context, fn func(pack chunker.ID, e *indexEntry)) (vanished bool, err error) {
+	err = p.be.List(ctx, "index/", func(in backend.Info) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		data, err := s.readIndexData(ctx, in.Name)
+		data, err := p.readIndexData(ctx, in.Name)
 		if errors.Is(err, backend.ErrNotFound) {
 			vanished = true
 			return nil
@@ -333,19 +325,15 @@ func packOf(index []byte) (id chunker.ID) {
 // CountChunks counts the distinct chunks in the store's indexes without
 // loading the index: one pass over the index objects, 8 bytes a chunk (ids
 // are told apart by their first 8 bytes, so two chunks in about 2^64 count
-// once). Through a store server without full access it is 0: the client
-// does not see the index.
-func (s *Store) CountChunks(ctx context.Context) (int, error) {
-	if s.remoteChunks != nil {
-		return 0, nil
-	}
-	if s.isIndexed() {
-		return s.ChunkCount(), nil
+// once).
+func (p *Packs) CountChunks(ctx context.Context) (int, error) {
+	if p.isIndexed() {
+		return p.ChunkCount(), nil
 	}
 	seen := &liveSet{}
-	_, err := s.walkIndexes(ctx, func(_ chunker.ID, e *indexEntry) { seen.add(e.ID) })
+	_, err := p.walkIndexes(ctx, func(_ chunker.ID, e *indexEntry) { seen.add(e.ID) })
 	if err != nil {
-		return 0, fmt.Errorf("count the chunks of store %s: %w", s.Location(), err)
+		return 0, fmt.Errorf("count the chunks of store %s: %w", p.Location(), err)
 	}
 	return seen.len(), nil
 }

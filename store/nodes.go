@@ -5,15 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/clnbackup/backup/manifest"
 	"github.com/clnbackup/backup/store/backend"
-	"github.com/clnbackup/backup/store/journal"
 )
 
 // ErrNodeExists is returned (wrapped) by CreateNode for a name in use.
@@ -94,11 +91,11 @@ func (s *Store) Nodes(ctx context.Context) ([]string, error) {
 	return names, nil
 }
 
-// PutManifest commits a restore point: it encodes m and stores it under the
-// node's next sequence number. Everything m names must already be durable
-// (flushed). It fails with ErrManifestExists if the number is taken. It
-// returns the encoded size.
-func (s *Store) PutManifest(ctx context.Context, m *manifest.Manifest) (int64, error) {
+// putManifest stores m under its node's sequence number. Everything m names
+// must already be durable, and the writer that stored it young enough: only
+// Writer.Commit calls it. It fails with ErrManifestExists if the number is
+// taken. It returns the encoded size.
+func (s *Store) putManifest(ctx context.Context, m *manifest.Manifest) (int64, error) {
 	data, err := manifest.Encode(m)
 	if err != nil {
 		return 0, err
@@ -164,60 +161,6 @@ func (s *Store) LatestManifest(ctx context.Context, node string) (*manifest.Mani
 	return s.Manifest(ctx, node, seqs[len(seqs)-1])
 }
 
-// JournalDir is the local directory of a node's journal (an error for a
-// store reached through a server: use OpenJournal and ReadJournal).
-func (s *Store) JournalDir(node string) (string, error) {
-	if err := manifest.ValidNodeName(node); err != nil {
-		return "", err
-	}
-	if s.remote != nil {
-		return "", fmt.Errorf("the journal of node %q lives on the store server %s", node, s.Location())
-	}
-	return s.LocalDir(nodePrefix(node) + "journal")
-}
-
-// OpenJournal opens a node's journal for appending: exclusively, in the
-// store's directory, or on the store server. Hold the node's lease first
-// (history.OpenNode does).
-func (s *Store) OpenJournal(ctx context.Context, node string) (Journal, error) {
-	if s.remote != nil {
-		if err := manifest.ValidNodeName(node); err != nil {
-			return nil, err
-		}
-		return s.remote.Journals().OpenJournal(ctx, node)
-	}
-	dir, err := s.JournalDir(node)
-	if err != nil {
-		return nil, err
-	}
-	j, err := journal.Open(dir, journal.Options{})
-	if err != nil {
-		return nil, fmt.Errorf("open journal of node %q: %w", node, err)
-	}
-	return j, nil
-}
-
-// ReadJournal calls fn for each record of a node's journal after afterSeq,
-// without taking the journal (it may be open for appending elsewhere). A
-// node that never had a journal has no records. It fails wrapping
-// journal.ErrTrimmed when records after afterSeq are gone.
-func (s *Store) ReadJournal(ctx context.Context, node string, afterSeq uint64, fn func(journal.Record) error) error {
-	if s.remote != nil {
-		if err := manifest.ValidNodeName(node); err != nil {
-			return err
-		}
-		return s.remote.Journals().ReadJournal(ctx, node, afterSeq, fn)
-	}
-	dir, err := s.JournalDir(node)
-	if err != nil {
-		return err
-	}
-	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	return journal.Read(dir, afterSeq, fn)
-}
-
 // Usage sums the store's objects by class, for list and the benchmarks.
 type Usage struct {
 	Objects       int
@@ -253,3 +196,36 @@ func (s *Store) Usage(ctx context.Context) (Usage, error) {
 	}
 	return u, nil
 }
+
+// NodeOfObject returns the node an object name belongs to ("nodes/N/..."),
+// so a store server can allow a client its own nodes' objects and nothing
+// else without knowing the layout.
+func NodeOfObject(name string) (node string, ok bool) {
+	rest, ok := strings.CutPrefix(name, "nodes/")
+	if !ok {
+		return "", false
+	}
+	node, _, ok = strings.Cut(rest, "/")
+	return node, ok && node != ""
+}
+
+// IsLeaseObject reports whether name is one of a node's lease generations,
+// the only objects a node's writer deletes.
+func IsLeaseObject(name string) bool {
+	node, ok := NodeOfObject(name)
+	return ok && strings.HasPrefix(name, leasePrefix(node)) && len(name) > len(leasePrefix(node))
+}
+
+// IsJournalObject reports whether name is a file of a node's journal, which
+// only the server's journal code touches.
+func IsJournalObject(name string) bool {
+	node, ok := NodeOfObject(name)
+	return ok && strings.HasPrefix(name, nodePrefix(node)+"journal/")
+}
+
+// NodesPrefix is the prefix under which node objects are listed.
+const NodesPrefix = "nodes/"
+
+// ConfigObject is the name of the store's config object, which every
+// client reads on open.
+const ConfigObject = configName

@@ -6,15 +6,14 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/clnbackup/backup/chunker"
 	"github.com/clnbackup/backup/store/backend"
-	"github.com/clnbackup/backup/store/journal"
 )
 
 // A store reached through a store server (backup-cli server) is a Remote:
 // the server keeps the packs, the index and the journals, and hands each
 // client only what its token allows. Store works the same over a Remote as
-// over a local directory, so history, the plugin and backup-cli need not
+// over a local directory (the remote's parts fill the seams: objects,
+// chunk layer, journals), so history, the plugin and backup-cli need not
 // know where the store is. The socket: client (store/remote) registers
 // itself with RegisterDialer; this package does not depend on it.
 
@@ -30,76 +29,16 @@ type Remote interface {
 	// and index objects through Objects, as over a local directory.
 	Chunks() ChunkService
 	// Journals are the nodes' journals, which live on the server.
-	Journals() JournalService
+	Journals() Journals
 	// Close closes the connection.
 	Close() error
 }
-
-// ChunkService is the chunk side of a store server. The server verifies
-// every body it is given against its ID before storing it; the client
-// verifies every body it receives.
-type ChunkService interface {
-	// Missing reports, for each id, whether the server lacks the chunk
-	// (or holds it only in a copy gc has condemned): those must be sent.
-	Missing(ctx context.Context, ids []chunker.ID) ([]bool, error)
-	// PutBodies stores chunks durably (one pack and its index) before
-	// returning the bytes the store grew by.
-	PutBodies(ctx context.Context, bodies []ChunkBody) (added int64, err error)
-	// ReadBodies calls fn with the stored body of every distinct id, in
-	// the server's pack order, one at a time; Body is only valid during
-	// the call. A missing chunk fails with an error wrapping
-	// ErrChunkMissing.
-	ReadBodies(ctx context.Context, ids []chunker.ID, fn func(ChunkBody) error) error
-}
-
-// ChunkBody is one chunk as stored: zstd-compressed.
-type ChunkBody struct {
-	ID   chunker.ID
-	Kind Kind
-	// Raw is the uncompressed size.
-	Raw uint32
-	// Base, when not zero, is the chunk whose full bytes Body was
-	// compressed against (raw zstd dictionary): a delta copy.
-	Base chunker.ID
-	Body []byte
-}
-
-// JournalService opens node journals kept by the server.
-type JournalService interface {
-	// OpenJournal opens a node's journal for appending. The caller must
-	// hold the node's lease (history.OpenNode takes it first).
-	OpenJournal(ctx context.Context, node string) (Journal, error)
-	// ReadJournal calls fn for every record after afterSeq, as
-	// journal.Read does for a local journal (errors wrapping
-	// journal.ErrTrimmed when records after afterSeq are gone).
-	ReadJournal(ctx context.Context, node string, afterSeq uint64, fn func(journal.Record) error) error
-}
-
-// Journal is an open node journal: a local *journal.Journal, or one on a
-// store server. Append and Replace return only once the record is durable
-// where the journal lives.
-type Journal interface {
-	Append(journal.Record) (journal.Record, error)
-	Replace(journal.Record) (journal.Record, error)
-	Records(afterSeq uint64, fn func(journal.Record) error) error
-	Last() (journal.Record, bool)
-	NextSeq() uint64
-	Size() int64
-	// Recovered is the bytes of a torn last record dropped on open.
-	Recovered() int64
-	// Trim drops records up to uptoSeq, once a durable manifest covers
-	// them.
-	Trim(uptoSeq uint64) error
-	Close() error
-}
-
-var _ Journal = (*journal.Journal)(nil)
 
 // FullAccess reports whether this client sees the whole store: a local
 // store, or a store server with an admin token. Without it, packs, the
 // index and other nodes' objects are out of reach, so gc, forget, verify
 // and the store's size are for the server or an admin.
-func (s *Store) FullAccess() bool { return s.remoteChunks == nil }
+func (s *Store) FullAccess() bool { return s.packs != nil }
 
 // ErrNeedFullAccess is returned (wrapped) by operations only a client with
 // full access may run.
@@ -107,10 +46,18 @@ var ErrNeedFullAccess = errors.New("needs the whole store: run it on the store s
 
 // NeedFullAccess fails, naming op, unless the client has full access.
 func (s *Store) NeedFullAccess(op string) error {
-	if s.FullAccess() {
-		return nil
+	_, err := s.Packs(op)
+	return err
+}
+
+// Packs returns the store's packs for the store-wide work op (gc, verify,
+// counting chunks, serving clients), failing unless the client has full
+// access.
+func (s *Store) Packs(op string) (*Packs, error) {
+	if s.packs == nil {
+		return nil, fmt.Errorf("%s of store %s %w", op, s.Location(), ErrNeedFullAccess)
 	}
-	return fmt.Errorf("%s of store %s %w", op, s.Location(), ErrNeedFullAccess)
+	return s.packs, nil
 }
 
 // Dialer connects to the store server a URL names.

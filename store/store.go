@@ -15,18 +15,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
-	"runtime"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/clnbackup/backup/chunker"
 	"github.com/clnbackup/backup/store/backend"
 	"github.com/clnbackup/backup/store/local"
-	"github.com/klauspost/compress/zstd"
 )
 
 // FormatVersion is the store layout version of new stores. Version 2 may
@@ -109,59 +106,27 @@ const DefaultRetryFor = time.Minute
 // DefaultMaxWriterAge is the longest a writer may run before it commits.
 const DefaultMaxWriterAge = time.Hour
 
-// Store is an open store. It is safe for concurrent use.
+// Store is an open store: the store's config, its objects, the chunk layer
+// that keeps its chunks and the journals of its nodes. It knows the layout
+// of the per-node objects (node records, manifests, leases) and reads and
+// writes chunks through its chunk layer, the same way whether that is packs
+// it reads and writes itself or a store server's chunk service. It is safe
+// for concurrent use.
 type Store struct {
-	be    backend.Backend
-	cfg   Config
-	dec   *zstd.Decoder
-	encMu sync.Mutex
-	encs  []*zstd.Encoder
-	// deltaDecs are decoders for deltas (guarded by encMu).
-	deltaDecs []*zstd.Decoder
-	mu        sync.RWMutex
-	chunks    map[chunker.ID]location
-	packs     []chunker.ID
-	packNo    map[chunker.ID]uint32
-	// bases are the base ids of delta copies (location.base indexes it;
-	// entry 0 is unused), baseNo numbers them.
-	bases  []chunker.ID
-	baseNo map[chunker.ID]uint32
-	loaded map[string]bool // index objects already loaded
-	// indexed is set once the whole index has been loaded.
-	indexed bool
-	// condemned holds the chunk copies gc has condemned (copy -> when);
-	// writers never reuse them (see gc.go).
-	condemned       condemnedSet
-	condemnedLoaded map[string]bool
-	now             func() time.Time
-	maxWriterAge    time.Duration
-	readWorkers     int
-	// refreshMu serialises Refresh: one may reset the index while
-	// another is loading into it.
-	refreshMu sync.Mutex
-
-	// remote is the store server connection (nil for a local store);
-	// remoteChunks is set when chunks go through the server rather than
-	// through packs this client reads and writes itself.
-	remote       Remote
-	remoteChunks ChunkService
-}
-
-// chunkCopy is one stored copy of a chunk: the same chunk may be stored in
-// more than one pack.
-type chunkCopy struct {
-	id   chunker.ID
-	pack chunker.ID
-}
-
-type location struct {
-	pack   uint32
-	offset uint32
-	length uint32
-	raw    uint32
-	// base is the delta copy's base (index into Store.bases; 0: full).
-	base uint32
-	kind Kind
+	be       backend.Backend
+	cfg      Config
+	codec    *codec
+	chunks   ChunkLayer
+	journals Journals
+	// packs is the chunk layer when this client sees the packs (a local
+	// store, or a store server with an admin token): the store-wide
+	// maintenance (gc, verify, counting chunks) needs it.
+	packs *Packs
+	// closer closes the store server connection, if any.
+	closer       io.Closer
+	now          func() time.Time
+	maxWriterAge time.Duration
+	readWorkers  int
 }
 
 // Create opens the store at url, creating it first when the place is missing
@@ -185,7 +150,7 @@ func Create(ctx context.Context, url string, opts Options) (s *Store, created bo
 		return nil, false, err
 	}
 	if _, err := be.Stat(ctx, configName); err == nil {
-		s, err := open(ctx, be, opts)
+		s, err := open(ctx, be, opts, nil)
 		return s, false, err
 	}
 	entries, err := os.ReadDir(u.Path)
@@ -218,7 +183,7 @@ func Create(ctx context.Context, url string, opts Options) (s *Store, created bo
 	if err := be.PutIfAbsent(ctx, configName, append(data, '\n')); err != nil && !errors.Is(err, backend.ErrExists) {
 		return nil, false, fmt.Errorf("create store %s: write config: %w", be.Location(), err)
 	}
-	s, err = open(ctx, be, opts)
+	s, err = open(ctx, be, opts, nil)
 	return s, err == nil, err
 }
 
@@ -245,7 +210,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return open(ctx, be, opts)
+	return open(ctx, be, opts, nil)
 }
 
 // openRemote opens a store through a store server.
@@ -258,21 +223,28 @@ func openRemote(ctx context.Context, u URL, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", u.Raw, err)
 	}
-	s, err := open(ctx, r.Objects(), opts)
+	s, err := open(ctx, r.Objects(), opts, r.Journals())
 	if err != nil {
 		r.Close()
 		return nil, err
 	}
-	s.remote, s.remoteChunks = r, r.Chunks()
+	s.closer = r
+	if svc := r.Chunks(); svc != nil {
+		s.packs, s.chunks = nil, &serverChunks{svc: svc, where: s.Location()}
+	}
 	return s, nil
 }
 
-// OpenBackend opens the store kept by an already constructed backend.
-func OpenBackend(ctx context.Context, be backend.Backend, opts Options) (*Store, error) {
-	return open(ctx, be, opts)
+// OpenBackend opens the store kept by an already constructed backend, with
+// its nodes' journals in journals (nil: in the backend's directory, which
+// must then be a local one).
+func OpenBackend(ctx context.Context, be backend.Backend, opts Options, journals Journals) (*Store, error) {
+	return open(ctx, be, opts, journals)
 }
 
-func open(ctx context.Context, be backend.Backend, opts Options) (*Store, error) {
+// open reads the config and sets up the chunk layer as packs over be; a
+// store server client replaces it when the server keeps the chunks.
+func open(ctx context.Context, be backend.Backend, opts Options, journals Journals) (*Store, error) {
 	data, err := be.Get(ctx, configName, 0, -1)
 	if err != nil {
 		if errors.Is(err, backend.ErrNotFound) {
@@ -294,18 +266,26 @@ func open(ctx context.Context, be backend.Backend, opts Options) (*Store, error)
 	if err := compareParams(cfg.Params, want); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", be.Location(), err)
 	}
-	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithDecoderMaxMemory(64<<20))
+	c, err := newCodec()
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{be: be, cfg: cfg, dec: dec, now: opts.Now, maxWriterAge: opts.MaxWriterAge, readWorkers: opts.ReadWorkers}
+	s := &Store{be: be, cfg: cfg, codec: c, now: opts.Now, maxWriterAge: opts.MaxWriterAge, readWorkers: opts.ReadWorkers}
 	if s.now == nil {
 		s.now = time.Now
 	}
 	if s.maxWriterAge <= 0 {
 		s.maxWriterAge = DefaultMaxWriterAge
 	}
-	s.resetIndex()
+	s.packs = newPacks(be, cfg, c, s.now, s.maxWriterAge)
+	s.chunks = s.packs
+	if journals == nil {
+		if journals, err = newDirJournals(be); err != nil {
+			c.close()
+			return nil, fmt.Errorf("open store %s: %w", be.Location(), err)
+		}
+	}
+	s.journals = journals
 	return s, nil
 }
 
@@ -335,281 +315,34 @@ func compareParams(have, want Params) error {
 // Config returns the store's configuration.
 func (s *Store) Config() Config { return s.cfg }
 
-// indexVersion is the index format of the store's index objects and pack
-// trailers.
-func (s *Store) indexVersion() uint16 {
-	if s.cfg.Version >= 2 {
-		return indexVersion2
-	}
-	return indexVersion1
-}
-
-// DeltasAllowed reports whether writers of this Store may store page
-// chunks as deltas: a version-2 store, with full access (a store server's
-// node clients send full pages only).
-func (s *Store) DeltasAllowed() bool { return s.cfg.Version >= 2 && s.remoteChunks == nil }
+// DeltasAllowed reports whether writers of this Store may store page chunks
+// as deltas: a version-2 store whose chunk layer takes them (a store
+// server's node clients send full pages only).
+func (s *Store) DeltasAllowed() bool { return s.cfg.Version >= 2 && s.chunks.Deltas() }
 
 // Location is the store's URL, for messages.
 func (s *Store) Location() string { return s.be.Location() }
 
-// Backend exposes the backend for tools that inspect raw objects (tests,
-// verify).
-func (s *Store) Backend() backend.Backend { return s.be }
+// Objects is the store's object backend, for those that serve or inspect
+// raw objects (a store server, tests).
+func (s *Store) Objects() backend.Backend { return s.be }
 
 // Close releases the store.
 func (s *Store) Close() error {
-	s.dec.Close()
-	s.encMu.Lock()
-	for _, e := range s.encs {
-		e.Close()
-	}
-	s.encs = nil
-	for _, d := range s.deltaDecs {
-		d.Close()
-	}
-	s.deltaDecs = nil
-	s.encMu.Unlock()
-	if s.remote != nil {
-		return s.remote.Close()
+	s.codec.close()
+	if s.closer != nil {
+		return s.closer.Close()
 	}
 	return s.be.Close()
 }
 
-func (s *Store) resetIndex() {
-	s.chunks = map[chunker.ID]location{}
-	s.packs = nil
-	s.packNo = map[chunker.ID]uint32{}
-	s.bases = []chunker.ID{{}}
-	s.baseNo = map[chunker.ID]uint32{}
-	s.loaded = map[string]bool{}
-	s.indexed = false
-	s.condemned = nil
-	s.condemnedLoaded = map[string]bool{}
+// Lookup finds whether, and where, the chunks ids are stored (see
+// ChunkLayer.Lookup).
+func (s *Store) Lookup(ctx context.Context, ids []chunker.ID) (*Located, error) {
+	return s.chunks.Lookup(ctx, ids)
 }
 
-// LoadIndex loads the whole chunk index if it is not loaded yet. Opening a
-// store does not load it, and reads and writers do not need it: they look
-// up the chunks they touch (Lookup), so that their memory does not grow
-// with the store. The index costs about 115 bytes a chunk; a store server
-// (which answers many clients' lookups), verify and list load it.
-func (s *Store) LoadIndex(ctx context.Context) error {
-	if s.remoteChunks != nil {
-		return nil // the server's index
-	}
-	s.mu.RLock()
-	indexed := s.indexed
-	s.mu.RUnlock()
-	if indexed {
-		return nil
-	}
-	return s.Refresh(ctx)
-}
-
-// ReleaseIndex drops the in-memory chunk index (the plugin does so after a
-// compaction, to stay small while idle). It must not run concurrently with
-// reads or writers of this Store.
-func (s *Store) ReleaseIndex() {
-	s.mu.Lock()
-	s.resetIndex()
-	s.mu.Unlock()
-}
-
-// Refresh loads index objects written since the index was loaded (by other
-// writers), so that their chunks are found and not written again.
-func (s *Store) Refresh(ctx context.Context) error {
-	if s.remoteChunks != nil {
-		return nil // the server's index
-	}
-	s.refreshMu.Lock()
-	defer s.refreshMu.Unlock()
-	if err := s.loadCondemned(ctx); err != nil {
-		return err
-	}
-	var names []string
-	present := map[string]bool{}
-	err := s.be.List(ctx, "index/", func(in backend.Info) error {
-		present[in.Name] = true
-		s.mu.RLock()
-		seen := s.loaded[in.Name]
-		s.mu.RUnlock()
-		if !seen {
-			names = append(names, in.Name)
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("load index of store %s: %w", s.Location(), err)
-	}
-	// gc removed packs since the index was loaded: start over.
-	s.mu.Lock()
-	gone := false
-	for name := range s.loaded {
-		if !present[name] {
-			gone = true
-			break
-		}
-	}
-	if gone {
-		condemned, condemnedLoaded := s.condemned, s.condemnedLoaded
-		s.resetIndex()
-		s.condemned, s.condemnedLoaded = condemned, condemnedLoaded
-		names = names[:0]
-		for name := range present {
-			names = append(names, name)
-		}
-	}
-	s.mu.Unlock()
-	for _, name := range names {
-		pack, entries, err := s.readIndex(ctx, name)
-		if errors.Is(err, backend.ErrNotFound) {
-			// gc removed it since the listing: its pack is gone, and
-			// its live chunks, if any, were indexed anew first.
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("load index of store %s: %w", s.Location(), err)
-		}
-		s.addIndex(name, pack, entries)
-	}
-	s.mu.Lock()
-	s.indexed = true
-	s.mu.Unlock()
-	return nil
-}
-
-func (s *Store) addIndex(name string, pack chunker.ID, entries []indexEntry) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.loaded[name] {
-		return
-	}
-	s.loaded[name] = true
-	no := number(&s.packs, s.packNo, pack)
-	for _, e := range entries {
-		if old, dup := s.chunks[e.ID]; dup {
-			// Keep the first copy, unless gc condemned it and this one
-			// is a fresh copy, or this one is a full copy that replaces
-			// a delta copy (reads prefer full copies).
-			oldCondemned := s.condemned.has(chunkCopy{e.ID, s.packs[old.pack]})
-			newCondemned := s.condemned.has(chunkCopy{e.ID, pack})
-			if !preferCopy(oldCondemned, old.base != 0, newCondemned, e.delta()) {
-				continue
-			}
-		}
-		var base uint32
-		if e.delta() {
-			base = number(&s.bases, s.baseNo, e.Base)
-		}
-		s.chunks[e.ID] = location{pack: no, offset: e.Offset, length: e.Length, raw: e.Raw, kind: e.Kind, base: base}
-	}
-}
-
-// Has reports whether the loaded index (LoadIndex) holds a chunk; without
-// it, it knows nothing and reports false (use Lookup). Through a store
-// server without full access it always reports false: writers ask the
-// server instead.
-//
-// A chunk whose only known copy gc has condemned is reported missing, so
-// that writers store it again rather than reuse a copy gc may delete.
-func (s *Store) Has(id chunker.ID) bool {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	loc, ok := s.chunks[id]
-	if !ok {
-		return false
-	}
-	return !s.condemned.has(chunkCopy{id, s.packs[loc.pack]})
-}
-
-// ChunkInfo describes where a stored chunk is.
-type ChunkInfo struct {
-	Pack   chunker.ID
-	Kind   Kind
-	Offset uint32
-	Length uint32 // stored bytes
-	Raw    uint32 // uncompressed bytes
-	// Base is the chunk this copy is a delta against (zero: a full copy).
-	Base chunker.ID
-}
-
-// Locate returns where the loaded index (LoadIndex) says a chunk is stored
-// (false without it: use Lookup; false through a store server without full
-// access: the client does not see the index).
-func (s *Store) Locate(id chunker.ID) (ChunkInfo, bool) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	l, ok := s.chunks[id]
-	if !ok {
-		return ChunkInfo{}, false
-	}
-	return s.info(l), true
-}
-
-// info describes a location; s.mu must be held.
-func (s *Store) info(l location) ChunkInfo {
-	return ChunkInfo{Pack: s.packs[l.pack], Kind: l.kind, Offset: l.offset, Length: l.length, Raw: l.raw, Base: s.bases[l.base]}
-}
-
-// ChunkCount is the number of distinct chunks in the loaded index.
-func (s *Store) ChunkCount() int {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return len(s.chunks)
-}
-
-func (s *Store) encoder() (*zstd.Encoder, error) {
-	s.encMu.Lock()
-	defer s.encMu.Unlock()
-	if n := len(s.encs); n > 0 {
-		e := s.encs[n-1]
-		s.encs = s.encs[:n-1]
-		return e, nil
-	}
-	return zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedDefault))
-}
-
-func (s *Store) putEncoder(e *zstd.Encoder) {
-	s.encMu.Lock()
-	s.encs = append(s.encs, e)
-	s.encMu.Unlock()
-}
-
-// LocalDir returns the directory that holds the store's object name on this
-// machine, when the backend is local (the journal needs a real file).
-func (s *Store) LocalDir(name string) (string, error) {
-	lb, ok := s.be.(*local.Backend)
-	if !ok {
-		return "", fmt.Errorf("store %s keeps no local files", s.Location())
-	}
-	p, err := lb.Path(name)
-	if err != nil {
-		return "", err
-	}
-	return filepath.Clean(p), nil
-}
-
-// readIndex reads one index object, checks it against its name and decodes
-// it. A missing object is reported wrapping backend.ErrNotFound.
-func (s *Store) readIndex(ctx context.Context, name string) (chunker.ID, []indexEntry, error) {
-	data, err := s.readIndexData(ctx, name)
-	if err != nil {
-		return chunker.ID{}, nil, err
-	}
-	pack, entries, err := decodeIndex(data, -1)
-	if err != nil {
-		return chunker.ID{}, nil, fmt.Errorf("index %s: %w", name, err)
-	}
-	return pack, entries, nil
-}
-
-// readIndexData reads one index object and checks it against its name.
-func (s *Store) readIndexData(ctx context.Context, name string) ([]byte, error) {
-	data, err := s.be.Get(ctx, name, 0, -1)
-	if err != nil {
-		return nil, fmt.Errorf("read index %s: %w", name, err)
-	}
-	if chunker.Sum(data).String() != name[strings.LastIndexByte(name, '/')+1:] {
-		return nil, fmt.Errorf("index %s is damaged (content does not match its name): run backup-cli verify", name)
-	}
-	return data, nil
-}
+// ReleaseIndex drops what the chunk layer holds in memory (the plugin does
+// so after a compaction, to stay small while idle). It must not run
+// concurrently with reads or writers of this Store.
+func (s *Store) ReleaseIndex() { s.chunks.ReleaseIndex() }

@@ -214,7 +214,7 @@ func TestPackTrailerMatchesIndex(t *testing.T) {
 	st, _ := newTestStore(t)
 	ids := putChunks(t, st, 5)
 	loc, _ := locate(t, st, ids[0])
-	pack, err := st.Backend().Get(ctx, packName(loc.Pack), 0, -1)
+	pack, err := st.Objects().Get(ctx, packName(loc.Pack), 0, -1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +226,7 @@ func TestPackTrailerMatchesIndex(t *testing.T) {
 		t.Fatalf("trailer: %v (%d entries)", err, len(entries))
 	}
 	var n int
-	st.Backend().List(ctx, "index/", func(backend.Info) error { n++; return nil })
+	st.Objects().List(ctx, "index/", func(backend.Info) error { n++; return nil })
 	if n != 1 {
 		t.Fatalf("%d index objects", n)
 	}
@@ -319,12 +319,12 @@ func TestLookup(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer full.Close()
-	if err := full.LoadIndex(ctx); err != nil {
+	if err := full.packs.LoadIndex(ctx); err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range ids {
 		got, ok := l.Locate(id)
-		want, _ := full.Locate(id)
+		want, _ := full.packs.Locate(id)
 		if !ok || !l.Has(id) || got != want {
 			t.Fatalf("chunk %s: lookup says %+v (%v), index says %+v", id.Short(), got, ok, want)
 		}
@@ -339,7 +339,7 @@ func TestLookup(t *testing.T) {
 	rec := newCondemnedRecord(2)
 	rec.add(chunkCopy{ids[0], first.Pack}, 0)
 	rec.add(chunkCopy{ids[1], first.Pack}, 0)
-	if _, err := st.writeCondemned(ctx, st.now(), rec); err != nil {
+	if _, err := st.packs.writeCondemned(ctx, st.now(), rec); err != nil {
 		t.Fatal(err)
 	}
 	w, err := st.NewWriter(ctx)
@@ -390,17 +390,17 @@ func TestCountChunks(t *testing.T) {
 	if err := w.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	n, err := st.CountChunks(ctx)
+	n, err := st.packs.CountChunks(ctx)
 	if err != nil || n != 40 {
 		t.Fatalf("count: %d, %v; want 40", n, err)
 	}
 	full, _ := Open(ctx, "file://"+dir, Options{})
 	defer full.Close()
-	if err := full.LoadIndex(ctx); err != nil {
+	if err := full.packs.LoadIndex(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := full.CountChunks(ctx); err != nil || n != full.ChunkCount() || n != 40 {
-		t.Fatalf("count with the index loaded: %d, %v (index: %d)", n, err, full.ChunkCount())
+	if n, err := full.packs.CountChunks(ctx); err != nil || n != full.packs.ChunkCount() || n != 40 {
+		t.Fatalf("count with the index loaded: %d, %v (index: %d)", n, err, full.packs.ChunkCount())
 	}
 }
 
@@ -497,4 +497,13 @@ func TestReadChunksTo(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "disk full") {
 		t.Fatalf("flush error: %v", err)
 	}
+}
+
+// putAlways stores a chunk even if the store has it (a second copy): the
+// chunk is neither looked up nor dropped when the pack is flushed.
+func (w *Writer) putAlways(kind Kind, id chunker.ID, data []byte) {
+	start := len(w.bodies)
+	w.bodies = w.enc.EncodeAll(data, w.bodies)
+	w.entries = append(w.entries, indexEntry{ID: id, Kind: kind, Offset: uint32(start), Length: uint32(len(w.bodies) - start), Raw: uint32(len(data))})
+	w.pending[id] = true
 }

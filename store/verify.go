@@ -64,32 +64,32 @@ type IndexReport struct {
 // while gc deletes them: an index that disappears while it is checked was
 // removed by gc and is skipped. Like ReleaseIndex, it replaces this Store's
 // index, so it must not run concurrently with reads or writers of this Store.
-func (s *Store) VerifyIndex(ctx context.Context, progress func(done, total int64)) (IndexReport, error) {
+func (p *Packs) VerifyIndex(ctx context.Context, progress func(done, total int64)) (IndexReport, error) {
 	var rep IndexReport
 	// Indexes first: a pack is written before its index, so the pack of
 	// every index listed here is in the pack listing below.
 	var names []string
-	if err := s.be.List(ctx, "index/", func(in backend.Info) error {
+	if err := p.be.List(ctx, "index/", func(in backend.Info) error {
 		names = append(names, in.Name)
 		return nil
 	}); err != nil {
-		return rep, fmt.Errorf("verify store %s: list indexes: %w", s.Location(), err)
+		return rep, fmt.Errorf("verify store %s: list indexes: %w", p.Location(), err)
 	}
 	packs := map[chunker.ID]int64{}
-	if err := s.be.List(ctx, "packs/", func(in backend.Info) error {
+	if err := p.be.List(ctx, "packs/", func(in backend.Info) error {
 		if id, err := chunker.ParseID(in.Name[strings.LastIndexByte(in.Name, '/')+1:]); err == nil {
 			packs[id] = in.Size
 		}
 		return nil
 	}); err != nil {
-		return rep, fmt.Errorf("verify store %s: list packs: %w", s.Location(), err)
+		return rep, fmt.Errorf("verify store %s: list packs: %w", p.Location(), err)
 	}
 	rep.Indexes, rep.Packs = len(names), len(packs)
 
-	s.mu.Lock()
-	s.resetIndex()
-	s.mu.Unlock()
-	if err := s.loadCondemned(ctx); err != nil {
+	p.mu.Lock()
+	p.resetIndex()
+	p.mu.Unlock()
+	if err := p.loadCondemned(ctx); err != nil {
 		return rep, err
 	}
 	problem := func(object, format string, args ...any) *VerifyProblem {
@@ -104,7 +104,7 @@ func (s *Store) VerifyIndex(ctx context.Context, progress func(done, total int64
 		if progress != nil {
 			progress(int64(i+1), int64(len(names)))
 		}
-		data, err := s.be.Get(ctx, name, 0, -1)
+		data, err := p.be.Get(ctx, name, 0, -1)
 		if errors.Is(err, backend.ErrNotFound) {
 			continue // deleted by gc since the listing
 		}
@@ -129,11 +129,11 @@ func (s *Store) VerifyIndex(ctx context.Context, progress func(done, total int64
 		indexed[pack] = true
 		size, ok := packs[pack]
 		if !ok {
-			if _, err := s.be.Stat(ctx, name); errors.Is(err, backend.ErrNotFound) {
+			if _, err := p.be.Stat(ctx, name); errors.Is(err, backend.ErrNotFound) {
 				continue // gc deleted the index, then the pack
 			}
-			p := problem(packName(pack), "pack is missing; its index %s names %d chunks", name, len(entries))
-			p.Chunks = entryIDs(entries, func(indexEntry) bool { return true })
+			prob := problem(packName(pack), "pack is missing; its index %s names %d chunks", name, len(entries))
+			prob.Chunks = entryIDs(entries, func(indexEntry) bool { return true })
 			continue
 		}
 		var end int64
@@ -143,42 +143,42 @@ func (s *Store) VerifyIndex(ctx context.Context, progress func(done, total int64
 		want := end + int64(len(data)) + int64(packTrailerLen)
 		switch {
 		case size < want:
-			p := problem(packName(pack), "pack is %d bytes but its index %s describes %d: truncated", size, name, want)
-			p.Chunks = entryIDs(entries, func(e indexEntry) bool { return int64(e.Offset)+int64(e.Length) > size })
-			if len(p.Chunks) > 0 {
-				p.Problem += fmt.Sprintf(", %d chunks lost", len(p.Chunks))
+			prob := problem(packName(pack), "pack is %d bytes but its index %s describes %d: truncated", size, name, want)
+			prob.Chunks = entryIDs(entries, func(e indexEntry) bool { return int64(e.Offset)+int64(e.Length) > size })
+			if len(prob.Chunks) > 0 {
+				prob.Problem += fmt.Sprintf(", %d chunks lost", len(prob.Chunks))
 			}
 		case size > want:
 			problem(packName(pack), "pack is %d bytes but its index %s describes %d: bytes were appended or the index is wrong", size, name, want)
 		}
-		s.addIndex(name, pack, entries)
+		p.addIndex(name, pack, entries)
 	}
 	for id := range packs {
 		if !indexed[id] {
 			rep.UnindexedPacks++
 		}
 	}
-	s.mu.Lock()
-	s.indexed = true
-	rep.Chunks = len(s.chunks)
+	p.mu.Lock()
+	p.indexed = true
+	rep.Chunks = len(p.chunks)
 	// A delta whose base no sound index knows cannot be read: report the
 	// deltas (by pack), so that the restore points naming them are.
-	orphaned := map[uint32][]deltaRef{}
-	for id, loc := range s.chunks {
+	orphaned := map[uint32][]DeltaRef{}
+	for id, loc := range p.chunks {
 		if loc.base != 0 {
-			if _, ok := s.chunks[s.bases[loc.base]]; !ok {
-				orphaned[loc.pack] = append(orphaned[loc.pack], deltaRef{id, s.bases[loc.base]})
+			if _, ok := p.chunks[p.bases[loc.base]]; !ok {
+				orphaned[loc.pack] = append(orphaned[loc.pack], DeltaRef{id, p.bases[loc.base]})
 			}
 		}
 	}
 	for no, ds := range orphaned {
-		slices.SortFunc(ds, func(a, b deltaRef) int { return bytes.Compare(a.id[:], b.id[:]) })
-		p := problem(packName(s.packs[no]), "%d chunks are stored as deltas of base chunks that are in no sound index (e.g. chunk %s, base %s): they cannot be read", len(ds), ds[0].id, ds[0].base)
+		slices.SortFunc(ds, func(a, b DeltaRef) int { return bytes.Compare(a.ID[:], b.ID[:]) })
+		prob := problem(packName(p.packs[no]), "%d chunks are stored as deltas of base chunks that are in no sound index (e.g. chunk %s, base %s): they cannot be read", len(ds), ds[0].ID, ds[0].Base)
 		for _, d := range ds {
-			p.Chunks = append(p.Chunks, d.id)
+			prob.Chunks = append(prob.Chunks, d.ID)
 		}
 	}
-	s.mu.Unlock()
+	p.mu.Unlock()
 	sortProblems(rep.Problems)
 	return rep, nil
 }
@@ -222,10 +222,10 @@ func (r VerifyPacksReport) MBPerSecond() float64 {
 
 // PackSample chooses a deterministic percent of the indexed packs (see
 // SamplePacks). The index must be loaded.
-func (s *Store) PackSample(percent float64) func(pack chunker.ID) bool {
-	s.mu.RLock()
-	ids := append([]chunker.ID(nil), s.packs...)
-	s.mu.RUnlock()
+func (p *Packs) PackSample(percent float64) func(pack chunker.ID) bool {
+	p.mu.RLock()
+	ids := append([]chunker.ID(nil), p.packs...)
+	p.mu.RUnlock()
 	return SamplePacks(ids, percent)
 }
 
@@ -258,24 +258,24 @@ func SamplePacks(packs []chunker.ID, percent float64) func(pack chunker.ID) bool
 // memory is about one pack per worker. progress, if not nil, is told about
 // bytes read. Run VerifyIndex first to load the index without failing on
 // damaged index objects (otherwise the index is loaded as by LoadIndex).
-func (s *Store) VerifyPacks(ctx context.Context, sample func(pack chunker.ID) bool, progress func(done, total int64)) (VerifyPacksReport, error) {
+func (p *Packs) VerifyPacks(ctx context.Context, sample func(pack chunker.ID) bool, progress func(done, total int64)) (VerifyPacksReport, error) {
 	var rep VerifyPacksReport
-	if err := s.LoadIndex(ctx); err != nil {
+	if err := p.LoadIndex(ctx); err != nil {
 		return rep, err
 	}
 	start := time.Now()
 	sizes := map[chunker.ID]int64{}
-	if err := s.be.List(ctx, "packs/", func(in backend.Info) error {
+	if err := p.be.List(ctx, "packs/", func(in backend.Info) error {
 		if id, err := chunker.ParseID(in.Name[strings.LastIndexByte(in.Name, '/')+1:]); err == nil {
 			sizes[id] = in.Size
 		}
 		return nil
 	}); err != nil {
-		return rep, fmt.Errorf("verify store %s: list packs: %w", s.Location(), err)
+		return rep, fmt.Errorf("verify store %s: list packs: %w", p.Location(), err)
 	}
-	s.mu.RLock()
-	counts := make([]int, len(s.packs)) // index entries that point into each pack
-	for _, loc := range s.chunks {
+	p.mu.RLock()
+	counts := make([]int, len(p.packs)) // index entries that point into each pack
+	for _, loc := range p.chunks {
 		counts[loc.pack]++
 	}
 	type job struct {
@@ -284,7 +284,7 @@ func (s *Store) VerifyPacks(ctx context.Context, sample func(pack chunker.ID) bo
 	}
 	var jobs []job
 	var total int64
-	for no, id := range s.packs {
+	for no, id := range p.packs {
 		if sample != nil && !sample(id) {
 			rep.SampledOut++
 			continue
@@ -292,7 +292,7 @@ func (s *Store) VerifyPacks(ctx context.Context, sample func(pack chunker.ID) bo
 		jobs = append(jobs, job{uint32(no), id})
 		total += sizes[id]
 	}
-	s.mu.RUnlock()
+	p.mu.RUnlock()
 
 	var (
 		mu   sync.Mutex
@@ -307,7 +307,7 @@ func (s *Store) VerifyPacks(ctx context.Context, sample func(pack chunker.ID) bo
 			var buf []byte
 			for j := range work {
 				var r packResult
-				r, buf = s.verifyPack(ctx, j.no, j.id, counts[j.no], buf)
+				r, buf = p.verifyPack(ctx, j.no, j.id, counts[j.no], buf)
 				mu.Lock()
 				rep.Packs++
 				rep.Chunks += r.chunks
@@ -346,7 +346,7 @@ type packResult struct {
 }
 
 // verifyPack reads and checks one pack; buf is a reusable decode buffer.
-func (s *Store) verifyPack(ctx context.Context, no uint32, id chunker.ID, indexed int, buf []byte) (packResult, []byte) {
+func (p *Packs) verifyPack(ctx context.Context, no uint32, id chunker.ID, indexed int, buf []byte) (packResult, []byte) {
 	var r packResult
 	name := packName(id)
 	var faults []string
@@ -357,38 +357,38 @@ func (s *Store) verifyPack(ctx context.Context, no uint32, id chunker.ID, indexe
 			faults = append(faults, fmt.Sprintf("chunk %s: ", c)+fmt.Sprintf(format, args...))
 		}
 	}
-	data, err := s.be.Get(ctx, name, 0, -1)
+	data, err := p.be.Get(ctx, name, 0, -1)
 	if err != nil {
 		if ctx.Err() != nil {
 			return r, buf
 		}
-		p := &VerifyProblem{Object: name, Problem: fmt.Sprintf("pack cannot be read: %v", err)}
+		prob := &VerifyProblem{Object: name, Problem: fmt.Sprintf("pack cannot be read: %v", err)}
 		if errors.Is(err, backend.ErrNotFound) {
-			if _, lerr := s.be.Stat(ctx, gcLockName); lerr == nil {
+			if _, lerr := p.be.Stat(ctx, gcLockName); lerr == nil {
 				// gc deletes packs no manifest needs, and repacks
 				// live chunks before deleting their pack: no
 				// restore point is known to be affected.
-				p.Problem = "pack was deleted after verify loaded the index, while a gc is running: run verify again when it is done"
-				r.problem = p
+				prob.Problem = "pack was deleted after verify loaded the index, while a gc is running: run verify again when it is done"
+				r.problem = prob
 				return r, buf
 			}
-			p.Problem = "pack disappeared after verify loaded the index"
+			prob.Problem = "pack disappeared after verify loaded the index"
 		}
-		for _, e := range s.indexedIn(no) {
-			p.Chunks = append(p.Chunks, e.ID)
+		for _, e := range p.indexedIn(no) {
+			prob.Chunks = append(prob.Chunks, e.ID)
 		}
-		r.problem = p
+		r.problem = prob
 		return r, buf
 	}
 	r.bytes = int64(len(data))
 	hashOK := chunker.Sum(data) == id
 	entries, terr := parsePackTrailer(data)
 	if terr != nil {
-		entries = s.indexedIn(no) // check the chunks where readers look for them
+		entries = p.indexedIn(no) // check the chunks where readers look for them
 	}
 	matched := 0
 	for _, e := range entries {
-		loc, ok := s.Locate(e.ID)
+		loc, ok := p.Locate(e.ID)
 		if ok && loc.Pack == id {
 			matched++
 			if terr == nil && (loc.Offset != e.Offset || loc.Length != e.Length || loc.Raw != e.Raw || loc.Kind != e.Kind || loc.Base != e.Base) {
@@ -405,12 +405,12 @@ func (s *Store) verifyPack(ctx context.Context, no uint32, id chunker.ID, indexe
 		if e.delta() {
 			// Decoded with its base (read, and verified, the ordinary
 			// way); verify reports a delta whose base is lost.
-			base, berr := s.Get(ctx, e.Base)
+			base, berr := p.Get(ctx, e.Base)
 			if berr != nil {
 				fail(e.ID, "is stored as a delta of chunk %s, which cannot be read (%v)", e.Base, berr)
 				continue
 			}
-			out, err := s.decodeDelta(buf[:0], ChunkBody{ID: e.ID, Kind: e.Kind, Raw: e.Raw, Base: e.Base, Body: data[e.Offset:end]}, base, name)
+			out, err := p.codec.decodeDelta(buf[:0], ChunkBody{ID: e.ID, Kind: e.Kind, Raw: e.Raw, Base: e.Base, Body: data[e.Offset:end]}, base, name)
 			if err != nil {
 				fail(e.ID, "delta against chunk %s does not decode to its content (%v)", e.Base, err)
 				continue
@@ -418,7 +418,7 @@ func (s *Store) verifyPack(ctx context.Context, no uint32, id chunker.ID, indexe
 			buf = out
 			continue
 		}
-		out, err := s.dec.DecodeAll(data[e.Offset:end], buf[:0])
+		out, err := p.codec.dec.DecodeAll(data[e.Offset:end], buf[:0])
 		switch {
 		case err != nil:
 			fail(e.ID, "cannot be decompressed (%v)", err)
@@ -437,7 +437,7 @@ func (s *Store) verifyPack(ctx context.Context, no uint32, id chunker.ID, indexe
 	}
 	if terr == nil && matched < indexed {
 		missing := 0
-		for _, e := range s.indexedIn(no) {
+		for _, e := range p.indexedIn(no) {
 			if !containsID(entries, e.ID) {
 				fail(e.ID, "the index places it in this pack, the pack's trailer does not list it")
 				missing++
@@ -459,24 +459,24 @@ func (s *Store) verifyPack(ctx context.Context, no uint32, id chunker.ID, indexe
 	case !hashOK:
 		msg = append(msg, "but every chunk verifies: the damage is outside the chunk bodies")
 	}
-	p := &VerifyProblem{Object: name, Problem: strings.Join(msg, "; ")}
+	prob := &VerifyProblem{Object: name, Problem: strings.Join(msg, "; ")}
 	for c := range bad {
-		p.Chunks = append(p.Chunks, c)
+		prob.Chunks = append(prob.Chunks, c)
 	}
-	sort.Slice(p.Chunks, func(i, j int) bool { return bytes.Compare(p.Chunks[i][:], p.Chunks[j][:]) < 0 })
-	r.problem = p
+	sort.Slice(prob.Chunks, func(i, j int) bool { return bytes.Compare(prob.Chunks[i][:], prob.Chunks[j][:]) < 0 })
+	r.problem = prob
 	return r, buf
 }
 
 // indexedIn lists the loaded index's entries that point into pack no (a
 // scan of the whole index: only for packs found damaged).
-func (s *Store) indexedIn(no uint32) []indexEntry {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
+func (p *Packs) indexedIn(no uint32) []indexEntry {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
 	var out []indexEntry
-	for id, loc := range s.chunks {
+	for id, loc := range p.chunks {
 		if loc.pack == no {
-			out = append(out, indexEntry{ID: id, Kind: loc.kind, Offset: loc.offset, Length: loc.length, Raw: loc.raw, Base: s.bases[loc.base]})
+			out = append(out, indexEntry{ID: id, Kind: loc.kind, Offset: loc.offset, Length: loc.length, Raw: loc.raw, Base: p.bases[loc.base]})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Offset < out[j].Offset })

@@ -4,23 +4,22 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/clnbackup/backup/chunker"
-	"github.com/clnbackup/backup/store/backend"
+	"github.com/clnbackup/backup/manifest"
 	"github.com/klauspost/compress/zstd"
 )
 
-// Writer adds chunks to the store. It skips every chunk the store already
-// holds, compresses the others into a pack, and on Flush writes the pack and
-// then its index, each durably. Whether the store holds a chunk is answered
-// by the lookup the caller gave it (Know), else by the store's loaded
-// index; a chunk neither knows is looked up when its pack is flushed, and
-// dropped from the pack if the store has it, so no chunk is stored twice.
-// A chunk is readable by others, and may be named by a manifest, only
-// after the Flush that wrote it returned.
-// A Writer is not safe for concurrent use; use one per goroutine.
+// Writer adds chunks to the store and commits the manifests that name
+// them. It skips every chunk the store already holds, compresses the others
+// into a pack, and on Flush hands the pack to the chunk layer, which stores
+// it durably. Whether the store holds a chunk is answered by the lookup the
+// caller gave it (Know); a chunk no lookup answered for is checked by the
+// chunk layer when its pack is flushed, and dropped from the pack if the
+// store has it, so no chunk is stored twice. A chunk is readable by others,
+// and may be named by a manifest, only after the Flush that wrote it
+// returned. A Writer is not safe for concurrent use; use one per goroutine.
 type Writer struct {
 	s       *Store
 	enc     *zstd.Encoder
@@ -35,12 +34,11 @@ type Writer struct {
 	stored func(chunker.ID) bool
 	// known is the caller's lookup of the chunks it is about to put (Know).
 	known *Located
-	// unchecked are the chunks put that neither known nor a loaded index
-	// answered for: Flush looks them up before writing the pack.
+	// unchecked are the chunks put that known did not answer for.
 	unchecked []chunker.ID
 }
 
-// WriteStats counts what a writer did.
+// WriteStats counts what a writer stored.
 type WriteStats struct {
 	NewChunks    int
 	ReusedChunks int
@@ -57,51 +55,52 @@ type WriteStats struct {
 // Added is the bytes the writer added to the store.
 func (w WriteStats) Added() int64 { return w.PackBytes + w.IndexBytes }
 
-// NewWriter starts a writer. With the whole index loaded, it first loads
-// indexes other writers added, so their chunks are reused rather than
-// written again; otherwise it loads only gc's newest condemned record (the
-// caller looks up the chunks it puts: Store.Lookup and Know).
+// NewWriter starts a writer. From now on it relies on what the chunk layer
+// knows of gc's condemned copies (see gc.go), for at most MaxWriterAge.
 func (s *Store) NewWriter(ctx context.Context) (*Writer, error) {
 	// The age limit counts from before the condemned record is read: the
 	// writer relies on that record from then on.
 	started := s.now()
-	var err error
-	switch {
-	case s.remoteChunks != nil:
-		// The server keeps the index and the condemned record.
-	case s.isIndexed():
-		err = s.Refresh(ctx)
-	default:
-		err = s.loadCondemned(ctx)
-	}
-	if err != nil {
+	if err := s.chunks.BeginWrite(ctx); err != nil {
 		return nil, err
 	}
-	return s.newWriter(started)
-}
-
-// newWriter starts a writer without refreshing the index (gc's repack
-// stores chunks whether or not the store has them).
-func (s *Store) newWriter(started time.Time) (*Writer, error) {
-	enc, err := s.encoder()
+	enc, err := s.codec.encoder()
 	if err != nil {
 		return nil, fmt.Errorf("start chunk writer: %w", err)
 	}
 	return &Writer{s: s, enc: enc, pending: map[chunker.ID]bool{}, started: started}, nil
 }
 
-// ErrWriterTooOld is returned (wrapped) by CheckAge.
+// ErrWriterTooOld is returned (wrapped) by Commit when the writer ran too
+// long to rely on the chunks it found in the store.
 var ErrWriterTooOld = errors.New("writer ran longer than the store allows")
 
-// CheckAge must be called just before committing a manifest that names
-// chunks this writer reused: gc keeps a condemned chunk for its grace period,
-// which is longer than MaxWriterAge, so a writer younger than that can rely
-// on every chunk it found in the store.
-func (w *Writer) CheckAge() error {
+// checkAge enforces gc's side of the bargain: gc keeps a condemned chunk
+// for its grace period, which is longer than MaxWriterAge, so a writer
+// younger than that can rely on every chunk it found in the store.
+func (w *Writer) checkAge() error {
 	if age := w.s.now().Sub(w.started); age > w.s.maxWriterAge {
 		return fmt.Errorf("%w: %s since it looked up chunks (limit %s); retry the operation", ErrWriterTooOld, age.Round(time.Second), w.s.maxWriterAge)
 	}
 	return nil
+}
+
+// Commit makes a restore point: it flushes every chunk put, records the
+// writer's statistics in m, checks that the writer may still rely on the
+// chunks it reused (its age), and stores m under its node's sequence
+// number. Everything m names must have been put through this writer or be
+// known stored (Assume). It returns m's encoded size, and fails with
+// ErrManifestExists if the number is taken.
+func (w *Writer) Commit(ctx context.Context, m *manifest.Manifest) (int64, error) {
+	if err := w.Flush(ctx); err != nil {
+		return 0, err
+	}
+	ws := w.Stats()
+	m.Stats = manifest.Stats{AddedBytes: ws.Added(), NewChunks: ws.NewChunks, ReusedChunks: ws.ReusedChunks}
+	if err := w.checkAge(); err != nil {
+		return 0, err
+	}
+	return w.s.putManifest(ctx, m)
 }
 
 // Assume tells the writer that the store holds, and gc keeps, every chunk
@@ -151,13 +150,8 @@ func (w *Writer) PutID(ctx context.Context, kind Kind, id chunker.ID, data []byt
 func (w *Writer) added(ctx context.Context, e indexEntry) error {
 	w.entries = append(w.entries, e)
 	w.pending[e.ID] = true
-	if w.s.remoteChunks == nil && !w.known.Known(e.ID) && !w.s.isIndexed() {
+	if !w.known.Known(e.ID) {
 		w.unchecked = append(w.unchecked, e.ID)
-	}
-	if w.s.remoteChunks == nil {
-		// Through a server, Flush counts what the server lacked.
-		w.stats.NewChunks++
-		w.stats.NewRawBytes += int64(e.Raw)
 	}
 	if len(w.bodies) >= w.s.cfg.Params.PackSize {
 		return w.Flush(ctx)
@@ -166,28 +160,37 @@ func (w *Writer) added(ctx context.Context, e indexEntry) error {
 }
 
 // Has reports whether the writer would skip the chunk: put already, known
-// stored (Assume), or held by the store in a copy gc has not condemned (as
-// the lookup given to Know, or else the loaded index, says).
+// stored (Assume), or held by the store in a copy gc has not condemned, as
+// the lookup given to Know says. A chunk that lookup did not cover is not
+// known to be stored (Flush finds out).
 func (w *Writer) Has(id chunker.ID) bool {
-	if w.pending[id] || (w.stored != nil && w.stored(id)) {
-		return true
-	}
-	if w.known.Known(id) {
-		return w.known.Has(id)
-	}
-	return w.s.Has(id)
+	return w.pending[id] || (w.stored != nil && w.stored(id)) || w.known.Has(id)
 }
 
 // Locate says where the store keeps a chunk, and whether the copy is one a
-// writer may rely on (not condemned), as the lookup given to Know or else
-// the loaded index says.
+// writer may rely on (not condemned), as the lookup given to Know says.
 func (w *Writer) Locate(id chunker.ID) (info ChunkInfo, ok, usable bool) {
-	if w.known.Known(id) {
-		info, ok = w.known.Locate(id)
-		return info, ok, w.known.Has(id)
+	info, ok = w.known.Locate(id)
+	return info, ok, w.known.Has(id)
+}
+
+// DeltaBase is the chunk a new version of a page may be stored as a delta
+// against, given the page's previous version prev: prev itself when it is
+// stored full in a copy the writer may rely on; prev's own base when prev
+// is a delta (a delta's base is always a full copy, so reading a delta
+// never needs more than one more chunk). ok is false when the store takes
+// no deltas or no such full copy is known (the lookup given to Know must
+// cover prev, and prev's base when prev is a delta).
+func (w *Writer) DeltaBase(prev chunker.ID) (base chunker.ID, ok bool) {
+	if !w.s.DeltasAllowed() {
+		return chunker.ID{}, false
 	}
-	info, ok = w.s.Locate(id)
-	return info, ok, w.s.Has(id)
+	info, _, usable := w.Locate(prev)
+	if usable && info.Base != (chunker.ID{}) {
+		prev = info.Base
+		info, _, usable = w.Locate(prev)
+	}
+	return prev, usable && info.Base == (chunker.ID{})
 }
 
 // deltaMaxShare: PutDelta stores a delta only if it is smaller than this
@@ -195,13 +198,10 @@ func (w *Writer) Locate(id chunker.ID) (info ChunkInfo, ok, usable bool) {
 // also re-bases a page that drifted far from its base).
 const deltaMaxShare = 0.7
 
-// PutDelta is PutID for a page chunk whose previous version is base
-// (baseData its full bytes): a new page is stored as a zstd delta against
-// base when that is clearly smaller than the page alone. It stores the page
-// full whenever deltas are not allowed: a version-1 store, a store server
-// client without full access, a base the store does not hold (or holds only
-// in a copy gc condemned), or a base that is itself stored as a delta (a
-// delta's base is always a full copy, so reading one needs one more chunk).
+// PutDelta is PutID for a page chunk whose delta base is base (from
+// DeltaBase; baseData its full bytes): the page is stored as a zstd delta
+// against base when that is clearly smaller than the page alone, and full
+// otherwise, or when base is not what DeltaBase allows.
 func (w *Writer) PutDelta(ctx context.Context, id chunker.ID, data []byte, base chunker.ID, baseData []byte) (isNew bool, err error) {
 	if w.enc == nil {
 		return false, errors.New("chunk writer is closed")
@@ -210,19 +210,15 @@ func (w *Writer) PutDelta(ctx context.Context, id chunker.ID, data []byte, base 
 		w.stats.ReusedChunks++
 		return false, nil
 	}
-	if !w.s.DeltasAllowed() || base == id || len(data) > MaxChunkSize {
-		return w.PutID(ctx, KindPage, id, data)
-	}
-	if info, _, usable := w.Locate(base); !usable || info.Base != (chunker.ID{}) || chunker.Sum(baseData) != base {
+	if b, ok := w.DeltaBase(base); !ok || b != base || base == id || len(data) > MaxChunkSize || chunker.Sum(baseData) != base {
 		return w.PutID(ctx, KindPage, id, data)
 	}
 	if w.denc == nil {
-		// A page and its base fit a 128 KiB window (pages are at most
-		// 64 KiB); the default window would cost ~30 MB of tables.
-		// SpeedFastest: setting the base as dictionary costs 37 µs a
-		// page against 250 µs for SpeedDefault, and the deltas are as
-		// small (0.102x vs 0.102x the pages' plain frames on the 50 MB
-		// benchmark).
+		// A page and its base fit a 128 KiB window (pages are at most 64
+		// KiB); the default window would cost tens of MB of tables.
+		// SpeedFastest: setting the base as dictionary is several times
+		// cheaper than at SpeedDefault, for deltas as small (see
+		// docs/benchmark.md, "Page deltas").
 		if w.denc, err = zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedFastest),
 			zstd.WithWindowSize(1<<17), zstd.WithLowerEncoderMem(true)); err != nil {
 			return false, fmt.Errorf("start delta writer: %w", err)
@@ -239,163 +235,53 @@ func (w *Writer) PutDelta(ctx context.Context, id chunker.ID, data []byte, base 
 	if float64(e.Length) >= deltaMaxShare*float64(len(w.scratch)) {
 		w.bodies = append(w.bodies[:start], w.scratch...)
 		e.Length, e.Base = uint32(len(w.scratch)), chunker.ID{}
-	} else {
-		w.stats.DeltaChunks++
 	}
 	return true, w.added(ctx, e)
 }
 
-// Flush makes every chunk put so far durable: the pack, then its index.
+// Flush makes every chunk put so far durable: the chunk layer stores the
+// pack (and, for packs, then its index).
 func (w *Writer) Flush(ctx context.Context) error {
 	if len(w.entries) == 0 {
 		return nil
 	}
-	if w.s.remoteChunks != nil {
-		return w.flushRemote(ctx)
-	}
-	if err := w.dropStored(ctx); err != nil {
-		return err
-	}
-	if len(w.entries) == 0 {
-		w.bodies = w.bodies[:0]
-		clear(w.pending)
-		return nil
-	}
-	pack := buildPack(w.s.indexVersion(), w.bodies, w.entries)
-	packID := chunker.Sum(pack)
-	if err := w.s.be.PutIfAbsent(ctx, packName(packID), pack); err != nil && !errors.Is(err, backend.ErrExists) {
-		return fmt.Errorf("write pack %s to store %s: %w", packID.Short(), w.s.Location(), err)
-	}
-	idx := encodeIndex(w.s.indexVersion(), packID, w.entries)
-	idxName := indexName(chunker.Sum(idx))
-	if err := w.s.be.PutIfAbsent(ctx, idxName, idx); err != nil && !errors.Is(err, backend.ErrExists) {
-		return fmt.Errorf("write index of pack %s to store %s: %w", packID.Short(), w.s.Location(), err)
-	}
-	if w.s.isIndexed() {
-		w.s.addIndex(idxName, packID, w.entries)
-	}
-	if w.known != nil {
-		w.known.stored(packID, w.entries)
-	}
-	w.stats.Packs++
-	w.stats.PackBytes += int64(len(pack))
-	w.stats.IndexBytes += int64(len(idx))
-	w.bodies = w.bodies[:0]
-	w.entries = nil
-	clear(w.pending)
-	return nil
-}
-
-// dropStored looks up the chunks put that no lookup had answered for, and
-// takes those the store holds (in a copy gc has not condemned) out of the
-// pack: another writer stored them, or they were never looked up.
-func (w *Writer) dropStored(ctx context.Context) error {
-	if len(w.unchecked) == 0 {
-		return nil
-	}
-	l, err := w.s.Lookup(ctx, w.unchecked)
+	res, err := w.s.chunks.WritePack(ctx, &PackBatch{Bodies: w.bodies, Entries: w.entries, Unchecked: w.unchecked})
 	if err != nil {
 		return err
 	}
-	w.unchecked = w.unchecked[:0]
-	if !slices.ContainsFunc(w.entries, func(e indexEntry) bool { return l.Has(e.ID) }) {
-		return nil
-	}
-	kept := w.entries[:0]
-	bodies := w.scratch[:0]
-	for _, e := range w.entries {
-		if l.Has(e.ID) {
-			w.stats.NewChunks--
-			w.stats.NewRawBytes -= int64(e.Raw)
-			w.stats.ReusedChunks++
-			if e.delta() {
-				w.stats.DeltaChunks--
-			}
-			continue
-		}
-		start := len(bodies)
-		bodies = append(bodies, w.bodies[e.Offset:e.Offset+e.Length]...)
-		e.Offset = uint32(start)
-		kept = append(kept, e)
-	}
-	w.entries = kept
-	w.bodies, w.scratch = bodies, w.bodies
-	return nil
-}
-
-// flushRemote sends the server the chunks it lacks, as one pack.
-func (w *Writer) flushRemote(ctx context.Context) error {
-	ids := make([]chunker.ID, len(w.entries))
-	for i, e := range w.entries {
-		ids[i] = e.ID
-	}
-	missing, err := w.s.remoteChunks.Missing(ctx, ids)
-	if err != nil {
-		return fmt.Errorf("ask store server %s which chunks it lacks: %w", w.s.Location(), err)
-	}
-	if len(missing) != len(ids) {
-		return fmt.Errorf("store server %s answered %d of %d chunk lookups", w.s.Location(), len(missing), len(ids))
-	}
-	var send []ChunkBody
-	for i, e := range w.entries {
-		if !missing[i] {
-			w.stats.ReusedChunks++
-			continue
-		}
-		send = append(send, ChunkBody{ID: e.ID, Kind: e.Kind, Raw: e.Raw, Body: w.bodies[e.Offset : e.Offset+e.Length]})
+	for _, e := range res.Entries {
 		w.stats.NewChunks++
 		w.stats.NewRawBytes += int64(e.Raw)
-	}
-	if len(send) > 0 {
-		added, err := w.s.remoteChunks.PutBodies(ctx, send)
-		if err != nil {
-			return fmt.Errorf("send %d chunks to store server %s: %w", len(send), w.s.Location(), err)
+		if e.delta() {
+			w.stats.DeltaChunks++
 		}
-		w.stats.Packs++
-		w.stats.PackBytes += added
+	}
+	w.stats.ReusedChunks += len(res.Dropped)
+	w.stats.Packs += res.Packs
+	w.stats.PackBytes += res.PackBytes
+	w.stats.IndexBytes += res.IndexBytes
+	if w.known != nil && len(res.Entries) > 0 {
+		w.known.stored(res.Pack, res.Entries)
 	}
 	w.bodies = w.bodies[:0]
 	w.entries = nil
+	w.unchecked = w.unchecked[:0]
 	clear(w.pending)
 	return nil
 }
 
-// Stats returns what the writer did so far.
+// Stats returns what the writer stored so far (chunks still pending count
+// once they are flushed).
 func (w *Writer) Stats() WriteStats { return w.stats }
 
 // Close releases the writer. Chunks not flushed are dropped.
 func (w *Writer) Close() {
 	if w.enc != nil {
-		w.s.putEncoder(w.enc)
+		w.s.codec.putEncoder(w.enc)
 		w.enc = nil
 	}
 	if w.denc != nil {
 		w.denc.Close()
 		w.denc = nil
 	}
-}
-
-// putAlways stores a chunk even if the store has it (gc's repack moves live
-// chunks out of a pack it is about to delete).
-func (w *Writer) putAlways(kind Kind, id chunker.ID, data []byte) {
-	start := len(w.bodies)
-	w.bodies = w.enc.EncodeAll(data, w.bodies)
-	w.entries = append(w.entries, indexEntry{ID: id, Kind: kind, Offset: uint32(start), Length: uint32(len(w.bodies) - start), Raw: uint32(len(data))})
-	w.pending[id] = true
-	w.stats.NewChunks++
-	w.stats.NewRawBytes += int64(len(data))
-}
-
-// putRaw stores a chunk's stored body as it is, even if the store has the
-// chunk (gc's repack moves delta copies with their base id, without
-// decoding them).
-func (w *Writer) putRaw(e indexEntry, body []byte) {
-	start := len(w.bodies)
-	w.bodies = append(w.bodies, body...)
-	e.Offset = uint32(start)
-	e.Length = uint32(len(body))
-	w.entries = append(w.entries, e)
-	w.pending[e.ID] = true
-	w.stats.NewChunks++
-	w.stats.NewRawBytes += int64(e.Raw)
 }

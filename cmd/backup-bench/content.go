@@ -144,10 +144,14 @@ func storeContent(ctx context.Context, dir string, by map[string]usage) (content
 		return c, err
 	}
 	defer st.Close()
-	if err := st.LoadIndex(ctx); err != nil {
+	packs, err := st.Packs("content report")
+	if err != nil {
 		return c, err
 	}
-	c.IndexedChunks = st.ChunkCount()
+	if err := packs.LoadIndex(ctx); err != nil {
+		return c, err
+	}
+	c.IndexedChunks = packs.ChunkCount()
 	var packsApparent int64
 	err = filepath.WalkDir(filepath.Join(dir, "packs"), func(p string, d os.DirEntry, err error) error {
 		if err != nil || !d.Type().IsRegular() {
@@ -164,7 +168,7 @@ func storeContent(ctx context.Context, dir string, by map[string]usage) (content
 		packsApparent += size
 		c.PackTrailers += trailer
 		for _, e := range entries {
-			info, ok := st.Locate(e.id)
+			info, ok := packs.Locate(e.id)
 			switch {
 			case !ok || info.Pack != pack:
 				c.Dead.add(e)

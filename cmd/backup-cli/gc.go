@@ -55,12 +55,9 @@ writers and repacks left behind.`,
 				return err
 			}
 			defer st.Close()
-			if err := st.NeedFullAccess("gc"); err != nil {
-				return err
-			}
 			bar := newProgress("gc")
 			start := time.Now()
-			rep, err := st.GC(ctx, store.GCOptions{Grace: grace, RepackBelow: repackBelow, DryRun: dryRun, Progress: bar.stage("packs", false)})
+			rep, err := history.GC(ctx, st, store.GCOptions{Grace: grace, RepackBelow: repackBelow, DryRun: dryRun, Progress: bar.stage("packs", false)})
 			bar.done()
 			if err != nil {
 				return err

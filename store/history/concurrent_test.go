@@ -279,7 +279,7 @@ func TestConcurrentNodesForgetGC(t *testing.T) {
 		for pace.next(gcActor) {
 			jitter(r)
 			dry := r.IntN(8) == 0
-			rep, err := gcStore.GC(ctx, store.GCOptions{Grace: concGrace, DryRun: dry})
+			rep, err := history.GC(ctx, gcStore, store.GCOptions{Grace: concGrace, DryRun: dry})
 			if err != nil {
 				fail(fmt.Errorf("gc (dry run %v): %w", dry, err))
 				return

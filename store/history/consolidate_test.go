@@ -15,7 +15,7 @@ import (
 func countPacks(t *testing.T, st *store.Store) int {
 	t.Helper()
 	n := 0
-	if err := st.Backend().List(ctx, "packs/", func(backend.Info) error { n++; return nil }); err != nil {
+	if err := st.Objects().List(ctx, "packs/", func(backend.Info) error { n++; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	return n
@@ -77,7 +77,7 @@ func TestGCConsolidatesSmallPacks(t *testing.T) {
 		t.Fatalf("young packs consolidated: %+v", r)
 	}
 	clock.Advance(testGrace + time.Minute)
-	dry, err := st.GC(ctx, store.GCOptions{Grace: testGrace, DryRun: true})
+	dry, err := history.GC(ctx, st, store.GCOptions{Grace: testGrace, DryRun: true})
 	if err != nil || dry.ConsolidatedPacks != packs || countPacks(t, st) != packs {
 		t.Fatalf("dry run: %+v %v; %d packs, had %d", dry, err, countPacks(t, st), packs)
 	}
@@ -101,11 +101,11 @@ func TestGCConsolidatesSmallPacks(t *testing.T) {
 			t.Fatalf("restore point %d differs after consolidation", seq)
 		}
 	}
-	ir, err := st2.VerifyIndex(ctx, nil)
+	ir, err := packsOf(t, st2).VerifyIndex(ctx, nil)
 	if err != nil || len(ir.Problems) > 0 {
 		t.Fatalf("verify index: %v %+v", err, ir.Problems)
 	}
-	pr, err := st2.VerifyPacks(ctx, nil, nil)
+	pr, err := packsOf(t, st2).VerifyPacks(ctx, nil, nil)
 	if err != nil || len(pr.Problems) > 0 {
 		t.Fatalf("verify packs: %v %+v", err, pr.Problems)
 	}

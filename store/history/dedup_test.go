@@ -56,7 +56,7 @@ func pageIDs(t testing.TB, path string) []chunker.ID {
 func indexNames(t testing.TB, st *store.Store) map[string]bool {
 	t.Helper()
 	names := map[string]bool{}
-	err := st.Backend().List(ctx, "index/", func(in backend.Info) error { names[in.Name] = true; return nil })
+	err := st.Objects().List(ctx, "index/", func(in backend.Info) error { names[in.Name] = true; return nil })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ const (
 // before: what the store gained, read from the store itself.
 func newChunks(t testing.TB, st *store.Store, before map[string]bool) map[store.Kind]int {
 	t.Helper()
-	if err := st.LoadIndex(ctx); err != nil {
+	if err := packsOf(t, st).LoadIndex(ctx); err != nil {
 		t.Fatal(err)
 	}
 	kinds := map[store.Kind]int{}
@@ -83,7 +83,7 @@ func newChunks(t testing.TB, st *store.Store, before map[string]bool) map[store.
 		if before[name] {
 			continue
 		}
-		data, err := st.Backend().Get(ctx, name, 0, -1)
+		data, err := st.Objects().Get(ctx, name, 0, -1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -99,7 +99,7 @@ func newChunks(t testing.TB, st *store.Store, before map[string]bool) map[store.
 				o += 32
 			}
 			o += indexEntryLen
-			ci, ok := st.Locate(id)
+			ci, ok := packsOf(t, st).Locate(id)
 			if !ok {
 				t.Fatalf("chunk %s of index %s is not located", id.Short(), name)
 			}

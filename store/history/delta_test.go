@@ -144,7 +144,7 @@ func TestDeltaCompaction(t *testing.T) {
 			restoreAll(t, st)
 			// Every index object is of the store's index version.
 			for name := range indexNames(t, st) {
-				data, err := st.Backend().Get(ctx, name, 0, -1)
+				data, err := st.Objects().Get(ctx, name, 0, -1)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -238,17 +238,17 @@ func TestGCKeepsDeltaBases(t *testing.T) {
 				}
 			}
 			basePack := map[chunker.ID]chunker.ID{}
-			if err := st.LoadIndex(ctx); err != nil {
+			if err := packsOf(t, st).LoadIndex(ctx); err != nil {
 				t.Fatal(err)
 			}
 			for _, base := range deltas {
-				info, _ := st.Locate(base)
+				info, _ := packsOf(t, st).Locate(base)
 				basePack[base] = info.Pack
 			}
 			var rewritten int
 			for run := 1; run <= 3; run++ {
 				clock.Advance(testGrace + time.Minute)
-				rep, err := st.GC(ctx, opts)
+				rep, err := history.GC(ctx, st, opts)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -259,11 +259,11 @@ func TestGCKeepsDeltaBases(t *testing.T) {
 				}
 				// A fresh reader: every base is stored, uncondemned.
 				st2 := openWithClock(t, url, clock)
-				if err := st2.LoadIndex(ctx); err != nil {
+				if err := packsOf(t, st2).LoadIndex(ctx); err != nil {
 					t.Fatal(err)
 				}
 				for id, base := range deltas {
-					if !st2.Has(base) {
+					if !packsOf(t, st2).Has(base) {
 						t.Fatalf("gc %d: base %s of delta %s is gone or condemned", run, base.Short(), id.Short())
 					}
 				}
@@ -274,7 +274,7 @@ func TestGCKeepsDeltaBases(t *testing.T) {
 				if rewrite && run == 3 {
 					moved := 0
 					for base, pack := range basePack {
-						if info, _ := st2.Locate(base); info.Pack != pack {
+						if info, _ := packsOf(t, st2).Locate(base); info.Pack != pack {
 							moved++
 						}
 					}
@@ -316,7 +316,7 @@ func copyToFreshLists(t *testing.T, st *store.Store, m *manifest.Manifest, path,
 	if err := st.CreateNode(ctx, store.NodeInfo{Name: node}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.PutManifest(ctx, &manifest.Manifest{Format: manifest.FormatVersion, Node: node, Seq: 1, Created: now, Snapshot: snap}); err != nil {
+	if err := putManifest(ctx, st, &manifest.Manifest{Format: manifest.FormatVersion, Node: node, Seq: 1, Created: now, Snapshot: snap}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -330,15 +330,15 @@ func TestVerifyMissingBase(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	if err := st.LoadIndex(ctx); err != nil {
+	if err := packsOf(t, st).LoadIndex(ctx); err != nil {
 		t.Fatal(err)
 	}
 	var id, base chunker.ID
 	for id, base = range deltas {
 		break
 	}
-	bi, _ := st.Locate(base)
-	di, _ := st.Locate(id)
+	bi, _ := packsOf(t, st).Locate(base)
+	di, _ := packsOf(t, st).Locate(id)
 	if bi.Pack == di.Pack {
 		t.Fatal("fixture: the delta and its base share a pack")
 	}
@@ -409,7 +409,7 @@ func TestDeltaRestoreThroughServer(t *testing.T) {
 	}
 	newPath, _ := restore(t, st, history.RestoreOptions{Manifest: res.Manifest.Seq})
 	for id, base := range deltaPages(t, st, newPath) {
-		if info, _ := st.Locate(id); info.Pack != (chunker.ID{}) {
+		if info, _ := packsOf(t, st).Locate(id); info.Pack != (chunker.ID{}) {
 			// Deltas of manifest 3 are still there; new pages must be full.
 			if _, was := m3Pages(t, st, want)[id]; !was {
 				t.Fatalf("page %s written through the server as a delta of %s", id.Short(), base.Short())
@@ -479,7 +479,7 @@ func TestGCKeepsFullCopyOverFreshDelta(t *testing.T) {
 		}
 		m := &manifest.Manifest{Format: manifest.FormatVersion, Node: node, Seq: 1, Created: clock.Now(),
 			Snapshot: manifest.Snapshot{Version: 1, PageSize: 4096, Pages: 1, Lists: []chunker.ID{list}}}
-		if _, err := st.PutManifest(ctx, m); err != nil {
+		if err := putManifest(ctx, st, m); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -519,10 +519,10 @@ func TestGCKeepsFullCopyOverFreshDelta(t *testing.T) {
 		clock.Advance(testGrace + time.Minute)
 		gc(t, st)
 		fresh := openWithClock(t, url, clock)
-		if err := fresh.LoadIndex(ctx); err != nil {
+		if err := packsOf(t, fresh).LoadIndex(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if info, ok := fresh.Locate(pageID); !ok || info.Base != (chunker.ID{}) || !fresh.Has(pageID) {
+		if info, ok := packsOf(t, fresh).Locate(pageID); !ok || info.Base != (chunker.ID{}) || !packsOf(t, fresh).Has(pageID) {
 			t.Fatalf("gc %d: the page's full copy is gone (located %v as %+v)", run, ok, info)
 		}
 		if data, err := fresh.Get(ctx, pageID); err != nil || !bytes.Equal(data, page) {

@@ -43,7 +43,7 @@ func putManifests(t *testing.T, st *store.Store, node string, times []string) {
 			t.Fatal(err)
 		}
 		m := &manifest.Manifest{Format: manifest.FormatVersion, Node: node, Seq: uint64(i + 1), Created: created}
-		if _, err := st.PutManifest(ctx, m); err != nil {
+		if err := putManifest(ctx, st, m); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -260,14 +260,14 @@ func TestForgetThenGC(t *testing.T) {
 	// Every chunk only dropped manifests named is gone (none waits in a
 	// mostly live pack here), as a fresh reader of the store sees it.
 	fresh := openWithClock(t, url, clock)
-	if err := fresh.LoadIndex(ctx); err != nil {
+	if err := packsOf(t, fresh).LoadIndex(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if r2.BlockedChunks != 0 || len(dead) == 0 || r2.DeletedChunks != len(dead) {
 		t.Fatalf("%d chunks only dropped manifests named; gc deleted %d, kept %d in live packs", len(dead), r2.DeletedChunks, r2.BlockedChunks)
 	}
 	for id := range dead {
-		if _, ok := fresh.Locate(id); ok {
+		if _, ok := packsOf(t, fresh).Locate(id); ok {
 			t.Fatalf("chunk %s of a dropped snapshot survived gc", id)
 		}
 	}

@@ -48,7 +48,7 @@ func openWithClock(t *testing.T, url string, c *testClock) *store.Store {
 
 func gc(t *testing.T, st *store.Store) store.GCReport {
 	t.Helper()
-	rep, err := st.GC(ctx, store.GCOptions{Grace: testGrace})
+	rep, err := history.GC(ctx, st, store.GCOptions{Grace: testGrace})
 	if err != nil {
 		t.Fatalf("gc: %v", err)
 	}
@@ -64,7 +64,7 @@ func orphanNode(t *testing.T, st *store.Store, node, db string) *manifest.Manife
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Backend().Delete(ctx, fmt.Sprintf("nodes/%s/manifests/%020d", node, m.Seq)); err != nil {
+	if err := st.Objects().Delete(ctx, fmt.Sprintf("nodes/%s/manifests/%020d", node, m.Seq)); err != nil {
 		t.Fatal(err)
 	}
 	return m
@@ -105,14 +105,11 @@ func TestGCWriterReusedCondemnedChunk(t *testing.T) {
 
 	// The writer commits a manifest naming the reused chunks, well within
 	// its age limit.
-	if err := w.CheckAge(); err != nil {
-		t.Fatal(err)
-	}
 	if err := writerStore.CreateNode(ctx, store.NodeInfo{Name: "b"}); err != nil {
 		t.Fatal(err)
 	}
 	mb := &manifest.Manifest{Format: manifest.FormatVersion, Node: "b", Seq: 1, Created: clock.Now(), Snapshot: old.Snapshot}
-	if _, err := writerStore.PutManifest(ctx, mb); err != nil {
+	if _, err := w.Commit(ctx, mb); err != nil {
 		t.Fatal(err)
 	}
 
@@ -171,10 +168,11 @@ func TestWriterAgeLimit(t *testing.T) {
 	}
 	defer w.Close()
 	clock.Advance(testWriterAge + time.Second)
-	if err := w.CheckAge(); !errors.Is(err, store.ErrWriterTooOld) {
-		t.Fatalf("CheckAge: %v", err)
+	m := &manifest.Manifest{Format: manifest.FormatVersion, Node: "a", Seq: 1, Created: clock.Now()}
+	if _, err := w.Commit(ctx, m); !errors.Is(err, store.ErrWriterTooOld) {
+		t.Fatalf("commit by an old writer: %v", err)
 	}
-	if _, err := st.GC(ctx, store.GCOptions{Grace: testWriterAge}); err == nil {
+	if _, err := history.GC(ctx, st, store.GCOptions{Grace: testWriterAge}); err == nil {
 		t.Fatal("gc accepted a grace period shorter than twice the writer limit")
 	}
 }
@@ -195,7 +193,7 @@ func TestGCKeepsReferencedAndYoung(t *testing.T) {
 		t.Fatalf("young packs: %+v", r)
 	}
 	clock.Advance(testGrace + time.Minute)
-	dry, err := st.GC(ctx, store.GCOptions{Grace: testGrace, DryRun: true})
+	dry, err := history.GC(ctx, st, store.GCOptions{Grace: testGrace, DryRun: true})
 	if err != nil || dry.NewlyCondemned == 0 {
 		t.Fatalf("dry run: %+v %v", dry, err)
 	}

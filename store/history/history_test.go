@@ -377,3 +377,25 @@ func initNode(t testing.TB, st *store.Store, db, tempDir string) (*manifest.Mani
 	n.TempDir = tempDir
 	return m, n
 }
+
+// packsOf is the packs of a store the test sees whole.
+func packsOf(t testing.TB, st *store.Store) *store.Packs {
+	t.Helper()
+	p, err := st.Packs("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// putManifest commits m through a writer that stored nothing: the chunks
+// it names are the test's business.
+func putManifest(ctx context.Context, st *store.Store, m *manifest.Manifest) error {
+	w, err := st.NewWriter(ctx)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	_, err = w.Commit(ctx, m)
+	return err
+}

@@ -67,19 +67,9 @@ func Init(ctx context.Context, st *store.Store, node, dbPath string, progress Pr
 			return nil, fmt.Errorf("init node %q: %w", node, err)
 		}
 	}
-	if err := w.Flush(ctx); err != nil {
+	m := &manifest.Manifest{Format: manifest.FormatVersion, Node: node, Seq: 1, Created: st.Now().UTC(), Snapshot: snap}
+	if _, err := w.Commit(ctx, m); err != nil {
 		return nil, fmt.Errorf("init node %q: %w", node, err)
-	}
-	ws := w.Stats()
-	m := &manifest.Manifest{
-		Format: manifest.FormatVersion, Node: node, Seq: 1, Created: st.Now().UTC(), Snapshot: snap,
-		Stats: manifest.Stats{AddedBytes: ws.Added(), NewChunks: ws.NewChunks, ReusedChunks: ws.ReusedChunks},
-	}
-	if err := w.CheckAge(); err != nil {
-		return nil, fmt.Errorf("init node %q: %w", node, err)
-	}
-	if _, err := st.PutManifest(ctx, m); err != nil {
-		return nil, err
 	}
 	return m, nil
 }
@@ -277,22 +267,14 @@ func (n *Node) seal(ctx context.Context, latest *manifest.Manifest) (SealResult,
 	if err == nil {
 		err = flushBatch()
 	}
+	m.JournalSeq = cut
 	if err == nil {
-		err = w.Flush(ctx)
+		_, err = w.Commit(ctx, &m)
 	}
 	if err != nil {
 		return SealResult{}, fmt.Errorf("seal node %q: %w", n.name, err)
 	}
-	m.JournalSeq = cut
-	ws := w.Stats()
-	m.Stats = manifest.Stats{AddedBytes: ws.Added(), NewChunks: ws.NewChunks, ReusedChunks: ws.ReusedChunks}
-	if err := w.CheckAge(); err != nil {
-		return SealResult{}, fmt.Errorf("seal node %q: %w", n.name, err)
-	}
-	if _, err := n.st.PutManifest(ctx, &m); err != nil {
-		return SealResult{}, err
-	}
-	return SealResult{Manifest: &m, Records: count, Added: ws.Added(), Duration: time.Since(start)}, nil
+	return SealResult{Manifest: &m, Records: count, Added: m.Stats.AddedBytes, Duration: time.Since(start)}, nil
 }
 
 // CompactResult describes a compaction.
@@ -420,17 +402,9 @@ func (n *Node) snapshotFrom(ctx context.Context, from *manifest.Manifest, res *C
 	if err != nil {
 		return nil, err
 	}
-	if err := w.Flush(ctx); err != nil {
-		return nil, err
-	}
-	ws := w.Stats()
 	m := &manifest.Manifest{Format: manifest.FormatVersion, Node: n.name, Seq: from.Seq + 1, Created: n.st.Now().UTC(),
-		Snapshot: snap, JournalSeq: from.JournalSeq,
-		Stats: manifest.Stats{AddedBytes: ws.Added(), NewChunks: ws.NewChunks, ReusedChunks: ws.ReusedChunks}}
-	if err := w.CheckAge(); err != nil {
-		return nil, err
-	}
-	if _, err := n.st.PutManifest(ctx, m); err != nil {
+		Snapshot: snap, JournalSeq: from.JournalSeq}
+	if _, err := w.Commit(ctx, m); err != nil {
 		return nil, err
 	}
 	// The file is now exactly the committed snapshot's pages.

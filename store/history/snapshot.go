@@ -273,16 +273,11 @@ func (ps *pageStorer) storeBatch(ctx context.Context, l *store.Located, batch []
 	var want []chunker.ID
 	for _, i := range batch {
 		id := ps.tab[i]
-		b, ok := ps.base(i)
+		prev, ok := ps.base(i)
 		if !ok || ps.w.Has(id) {
 			continue
 		}
-		info, _, usable := ps.w.Locate(b)
-		if usable && info.Base != (chunker.ID{}) {
-			b = info.Base
-			info, _, usable = ps.w.Locate(b)
-		}
-		if usable && info.Base == (chunker.ID{}) {
+		if b, ok := ps.w.DeltaBase(prev); ok {
 			bases[id] = b
 			want = append(want, b)
 		}

@@ -6,9 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/clnbackup/backup/chunker"
@@ -136,12 +134,16 @@ func Verify(ctx context.Context, st *store.Store, opts VerifyOptions) (VerifyRep
 		seqs[n] = s
 		total += len(s)
 	}
-	ir, err := st.VerifyIndex(ctx, stage("index"))
+	packs, err := st.Packs("verify")
+	if err != nil {
+		return rep, err
+	}
+	ir, err := packs.VerifyIndex(ctx, stage("index"))
 	if err != nil {
 		return rep, err
 	}
 	rep.Indexes, rep.Packs, rep.Chunks, rep.UnindexedPacks = ir.Indexes, ir.Packs, ir.Chunks, ir.UnindexedPacks
-	v := &verifier{ctx: ctx, st: st, bad: map[chunker.ID]int{}}
+	v := &verifier{ctx: ctx, st: st, packs: packs, bad: map[chunker.ID]int{}}
 	for _, p := range ir.Problems {
 		v.addStoreProblem(p)
 	}
@@ -182,7 +184,7 @@ func Verify(ctx context.Context, st *store.Store, opts VerifyOptions) (VerifyRep
 		if pct <= 0 {
 			pct = 100
 		}
-		sample := st.PackSample(pct)
+		sample := packs.PackSample(pct)
 		if w.packs != nil {
 			ids := make([]chunker.ID, 0, len(w.packs))
 			for id := range w.packs {
@@ -190,7 +192,7 @@ func Verify(ctx context.Context, st *store.Store, opts VerifyOptions) (VerifyRep
 			}
 			sample = store.SamplePacks(ids, pct)
 		}
-		pr, err := st.VerifyPacks(ctx, sample, stage("read"))
+		pr, err := packs.VerifyPacks(ctx, sample, stage("read"))
 		if err != nil {
 			return rep, err
 		}
@@ -228,6 +230,7 @@ func Verify(ctx context.Context, st *store.Store, opts VerifyOptions) (VerifyRep
 type verifier struct {
 	ctx      context.Context
 	st       *store.Store
+	packs    *store.Packs // with the whole index loaded (VerifyIndex)
 	problems []*vproblem
 	// bad maps an unreadable chunk to the problem that explains it.
 	bad map[chunker.ID]int
@@ -294,29 +297,18 @@ func (v *verifier) finish() []VerifyProblem {
 }
 
 // journal reads a node's journal: the records after its newest manifest
-// (the newest state needs them), then every segment (the plugin's journal
-// refuses to open with damage in any of them).
+// (the newest state needs them), then every record it holds (the plugin's
+// journal refuses to open with damage in any of them; a journal on a store
+// server is the server's to check: verify its file:// URL there).
 func (v *verifier) journal(node string, rep *VerifyReport) {
-	dir, err := v.st.JournalDir(node)
-	if err != nil {
-		v.remoteJournal(node, rep) // the journal lives on the store server
-		return
-	}
-	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
-		return
-	}
-	rep.Journals++
 	object := store.JournalObject(node)
-	var after uint64
-	newestOK := false
 	for try := 0; try < 2; try++ {
 		latest, err := v.st.LatestManifest(v.ctx, node)
 		if err != nil {
 			break // no readable newest manifest: reported with the manifests
 		}
-		after = latest.JournalSeq
 		records := 0
-		err = journal.Read(dir, after, func(journal.Record) error { records++; return nil })
+		err = v.st.ReadJournal(v.ctx, node, latest.JournalSeq, func(journal.Record) error { records++; return nil })
 		if (errors.Is(err, journal.ErrTrimmed) || errors.Is(err, fs.ErrNotExist)) && try == 0 {
 			continue // a compaction committed a manifest and trimmed: look again
 		}
@@ -326,66 +318,13 @@ func (v *verifier) journal(node string, rep *VerifyReport) {
 			return
 		}
 		rep.JournalRecords += records
-		newestOK = true
 		break
 	}
-	first, err := firstSegmentSeq(dir)
+	held, err := v.st.CheckJournal(v.ctx, node)
+	if held {
+		rep.Journals++
+	}
 	if err != nil {
-		v.problem(object, err.Error())
-		return
-	}
-	if first == 0 || (newestOK && first > after) {
-		return // no segment, or the read above covered every one
-	}
-	if err := journal.Read(dir, first-1, func(journal.Record) error { return nil }); err != nil && !errors.Is(err, journal.ErrTrimmed) && !errors.Is(err, fs.ErrNotExist) {
 		v.problem(object, fmt.Sprintf("journal damaged in records the store already holds (restore points are intact, but the plugin cannot open this journal): %v", err))
 	}
-}
-
-// remoteJournal checks, through a store server, that the records after the
-// node's newest manifest can be read (the newest state needs them); the
-// older segments are the server's to check (verify its file:// URL there).
-func (v *verifier) remoteJournal(node string, rep *VerifyReport) {
-	object := store.JournalObject(node)
-	for try := 0; try < 2; try++ {
-		latest, err := v.st.LatestManifest(v.ctx, node)
-		if err != nil {
-			return // no readable newest manifest: reported with the manifests
-		}
-		records := 0
-		err = v.st.ReadJournal(v.ctx, node, latest.JournalSeq, func(journal.Record) error { records++; return nil })
-		if errors.Is(err, journal.ErrTrimmed) && try == 0 {
-			continue // a compaction committed a manifest and trimmed: look again
-		}
-		if err != nil {
-			k := v.problem(object, fmt.Sprintf("journal records after manifest %d cannot be read from the store server: %v", latest.Seq, err))
-			v.problems[k].affects[RestorePoint{Node: node, Newest: true}] = true
-			return
-		}
-		rep.Journals++
-		rep.JournalRecords += records
-		return
-	}
-}
-
-// firstSegmentSeq is the first seq of the oldest journal segment in dir (0
-// when there is none); segment files are named by it in hex (see
-// store/journal/FORMAT.md).
-func firstSegmentSeq(dir string) (uint64, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return 0, fmt.Errorf("journal %s: %w", dir, err)
-	}
-	var first uint64
-	for _, e := range entries {
-		name, ok := strings.CutSuffix(e.Name(), ".seg")
-		if !ok || len(name) != 16 {
-			continue
-		}
-		seq, err := strconv.ParseUint(name, 16, 64)
-		if err == nil && seq > 0 && (first == 0 || seq < first) {
-			first = seq
-		}
-	}
-	return first, nil
 }

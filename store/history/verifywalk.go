@@ -67,7 +67,7 @@ func (w *walk) status(id chunker.ID, kind store.Kind) int {
 	if !w.structural {
 		return -1
 	}
-	loc, ok := w.v.st.Locate(id)
+	loc, ok := w.v.packs.Locate(id)
 	if !ok {
 		var k int
 		if kind == store.KindPage {

@@ -238,7 +238,7 @@ func TestBadInput(t *testing.T) {
 		e.str("bob")
 		c.frame(msgJOpen, e.b)
 		c.expectError("open bob's journal", codeDenied, false)
-		if _, err := ts.st.Backend().Stat(ctx, "nodes/bob/manifests/00000000000000000002"); !errors.Is(err, backend.ErrNotFound) {
+		if _, err := ts.st.Objects().Stat(ctx, "nodes/bob/manifests/00000000000000000002"); !errors.Is(err, backend.ErrNotFound) {
 			t.Fatalf("denied put stored: %v", err)
 		}
 	})

@@ -529,7 +529,11 @@ func (ss *session) handle(typ byte, p []byte) error {
 	return badRequest("unknown request type %s", msgName(typ))
 }
 
-func (ss *session) be() backend.Backend { return ss.srv.st.Backend() }
+func (ss *session) be() backend.Backend { return ss.srv.st.Objects() }
+
+// packs is the chunk layer the server serves its node clients from: the
+// packs of its own store.
+func (ss *session) packs() (*store.Packs, error) { return ss.srv.st.Packs("serve chunks") }
 
 func (ss *session) put(d *dec) error {
 	name := d.str(1024)
@@ -710,7 +714,11 @@ func (ss *session) missing(d *dec) error {
 	if err := d.done(); err != nil {
 		return err
 	}
-	miss, err := ss.srv.st.Missing(ss.ctx, ids)
+	packs, err := ss.packs()
+	if err != nil {
+		return err
+	}
+	miss, err := packs.Missing(ss.ctx, ids)
 	if err != nil {
 		return err
 	}
@@ -734,7 +742,11 @@ func (ss *session) putBodies(d *dec) error {
 	if err := d.done(); err != nil {
 		return err
 	}
-	added, err := ss.srv.st.PutBodies(ss.ctx, bodies)
+	packs, err := ss.packs()
+	if err != nil {
+		return err
+	}
+	added, err := packs.PutBodies(ss.ctx, bodies)
 	if err != nil {
 		return err
 	}
@@ -748,12 +760,18 @@ func (ss *session) readBodies(d *dec) error {
 	if err := d.done(); err != nil {
 		return err
 	}
+	packs, err := ss.packs()
+	if err != nil {
+		return err
+	}
 	var e enc
-	err := ss.srv.st.ReadBodies(ss.ctx, ids, func(b store.ChunkBody) error {
+	send := func(b store.ChunkBody) error {
 		e.b = e.b[:0]
 		e.body(b)
 		return ss.send(msgBody, e.b)
-	})
+	}
+	// One worker: the bodies go out on this one connection, in pack order.
+	_, err = packs.ReadBodies(ss.ctx, nil, ids, 1, false, func() (func(store.ChunkBody) error, func() error) { return send, nil })
 	if err != nil {
 		return err
 	}

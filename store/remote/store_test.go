@@ -25,7 +25,7 @@ func TestConformance(t *testing.T) {
 	backendtest.Run(t, func(t testing.TB) backend.Backend {
 		ts := newTestServer(t, testAuth(t))
 		// The suite expects an empty backend.
-		if err := ts.st.Backend().Delete(ctx, store.ConfigObject); err != nil {
+		if err := ts.st.Objects().Delete(ctx, store.ConfigObject); err != nil {
 			t.Fatal(err)
 		}
 		return ts.dial(t, tokAdmin).Objects()
@@ -120,7 +120,7 @@ func TestHistoryThroughServer(t *testing.T) {
 	if admin.Config().ID != ts.st.Config().ID {
 		t.Fatal("admin sees another store")
 	}
-	rep, err := admin.GC(ctx, store.GCOptions{Grace: 2 * store.DefaultMaxWriterAge})
+	rep, err := history.GC(ctx, admin, store.GCOptions{Grace: 2 * store.DefaultMaxWriterAge})
 	if err != nil {
 		t.Fatalf("gc through admin token: %v", err)
 	}
@@ -143,7 +143,7 @@ func TestNodeTokenLimits(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := ts.st.Backend().PutIfAbsent(ctx, "packs/00/0011", []byte("pack")); err != nil {
+	if err := ts.st.Objects().PutIfAbsent(ctx, "packs/00/0011", []byte("pack")); err != nil {
 		t.Fatal(err)
 	}
 	alice := ts.dial(t, tokAlice)

@@ -1,0 +1,191 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/clnbackup/backup/chunker"
+	"github.com/clnbackup/backup/store/backend"
+)
+
+// chunkFinder reads the list and patch chunks mark needs. It knows where
+// they are from the indexes gc scanned, and on a miss reads the indexes
+// written since (a manifest committed during the run); only the chunks of
+// those kinds are kept, a few per thousand pages.
+type chunkFinder struct {
+	p       *Packs
+	at      map[chunker.ID]ChunkInfo
+	scanned map[string]bool
+	// deltas are the delta copies in indexes written since the scan.
+	deltas []DeltaRef
+}
+
+func newChunkFinder(p *Packs) *chunkFinder {
+	return &chunkFinder{p: p, at: map[chunker.ID]ChunkInfo{}, scanned: map[string]bool{}}
+}
+
+// add notes where entry e of pack is, if it is a list or patch chunk.
+func (f *chunkFinder) add(pack chunker.ID, e *indexEntry) {
+	if e.Kind == KindList || e.Kind == KindPatch {
+		f.at[e.ID] = ChunkInfo{Pack: pack, Kind: e.Kind, Offset: e.Offset, Length: e.Length, Raw: e.Raw}
+	}
+}
+
+// get reads a chunk mark asks for, verified against its id.
+func (f *chunkFinder) get(ctx context.Context, id chunker.ID) ([]byte, error) {
+	info, ok := f.at[id]
+	if !ok {
+		if err := f.scanNew(ctx); err != nil {
+			return nil, err
+		}
+		if info, ok = f.at[id]; !ok {
+			// Not stored as a list or patch chunk: look it up the
+			// ordinary way.
+			return f.p.Get(ctx, id)
+		}
+	}
+	body, err := f.p.be.Get(ctx, packName(info.Pack), int64(info.Offset), int64(info.Length))
+	if err != nil {
+		return nil, fmt.Errorf("read chunk %s from pack %s: %w", id, info.Pack, err)
+	}
+	return f.p.codec.decode(nil, ChunkBody{ID: id, Kind: info.Kind, Raw: info.Raw, Pack: info.Pack, Body: body}, "")
+}
+
+// scanNew reads the index objects written since the scan.
+func (f *chunkFinder) scanNew(ctx context.Context) error {
+	err := f.p.be.List(ctx, "index/", func(in backend.Info) error {
+		if f.scanned[in.Name] {
+			return nil
+		}
+		pack, entries, err := f.p.readIndex(ctx, in.Name)
+		if errors.Is(err, backend.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		f.scanned[in.Name] = true
+		for k := range entries {
+			f.add(pack, &entries[k])
+		}
+		for _, e := range entries {
+			if e.delta() {
+				f.deltas = append(f.deltas, DeltaRef{e.ID, e.Base})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("gc: %w", err)
+	}
+	return nil
+}
+
+// gcScan is what gc's first pass over the indexes collects besides the
+// packs.
+type gcScan struct {
+	// finder knows where the list and patch chunks are.
+	finder *chunkFinder
+	// bases are the base ids (first 8 bytes) of every delta copy.
+	bases []uint64
+	// freshFull: for chunks with a copy in the previous condemned record,
+	// whether they have a full copy that is not condemned.
+	freshFull map[chunker.ID]bool
+}
+
+// scanPacks reads every index and pairs it with its pack's age and size.
+// orphans are packs older than the grace period that no index names (a
+// writer died between writing a pack and its index). It keeps no entries,
+// only what the scan collects.
+func (p *Packs) scanPacks(ctx context.Context, now time.Time, grace time.Duration, prev *condemnedIndex) (packs, orphans []*packState, scan *gcScan, err error) {
+	infos := map[chunker.ID]backend.Info{}
+	err = p.be.List(ctx, "packs/", func(in backend.Info) error {
+		if id, err := chunker.ParseID(in.Name[strings.LastIndexByte(in.Name, '/')+1:]); err == nil {
+			infos[id] = in
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("gc: list packs: %w", err)
+	}
+	scan = &gcScan{finder: newChunkFinder(p), freshFull: map[chunker.ID]bool{}}
+	indexed := map[chunker.ID]bool{}
+	err = p.be.List(ctx, "index/", func(in backend.Info) error {
+		data, err := p.readIndexData(ctx, in.Name)
+		if err != nil {
+			return err
+		}
+		var pack chunker.ID
+		n := 0
+		_, err = walkIndex(data, -1, func(int) { pack = packOf(data) }, func(e *indexEntry) {
+			n++
+			scan.finder.add(pack, e)
+			if e.delta() {
+				scan.bases = append(scan.bases, liveKey(e.Base))
+			}
+			if !e.delta() && prev.hasID(e.ID) && !prev.has(chunkCopy{e.ID, pack}) {
+				scan.freshFull[e.ID] = true
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("index %s: %w", in.Name, err)
+		}
+		scan.finder.scanned[in.Name] = true
+		pi, ok := infos[pack]
+		if !ok {
+			// A writer may have written the pack and its index
+			// since the packs were listed.
+			var err error
+			pi, err = p.be.Stat(ctx, packName(pack))
+			if errors.Is(err, backend.ErrNotFound) {
+				return fmt.Errorf("index %s names pack %s, which is missing: run backup-cli verify", in.Name, pack)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		young := now.Sub(pi.ModTime) < grace || now.Sub(in.ModTime) < grace
+		packs = append(packs, &packState{id: pack, index: in.Name, size: pi.Size, young: young, entries: n})
+		indexed[pack] = true
+		return nil
+	})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("gc: %w", err)
+	}
+	for id, in := range infos {
+		if !indexed[id] && now.Sub(in.ModTime) >= grace {
+			orphans = append(orphans, &packState{id: id, size: in.Size})
+		}
+	}
+	return packs, orphans, scan, nil
+}
+
+// walkPackIndex reads pack ps's index again and calls fn with each entry.
+func (p *Packs) walkPackIndex(ctx context.Context, ps *packState, fn func(e *indexEntry)) error {
+	data, err := p.readIndexData(ctx, ps.index)
+	if err != nil {
+		return fmt.Errorf("gc: %w", err)
+	}
+	if _, err := walkIndex(data, -1, nil, fn); err != nil {
+		return fmt.Errorf("gc: index %s: %w", ps.index, err)
+	}
+	return nil
+}
+
+// liveEntries reads pack ps's index again and returns its entries, and
+// which of them the run keeps.
+func (p *Packs) liveEntries(ctx context.Context, run *gcRun, ps *packState) ([]indexEntry, []bool, error) {
+	var entries []indexEntry
+	var live []bool
+	err := p.walkPackIndex(ctx, ps, func(e *indexEntry) {
+		isLive, _, _ := run.isLive(e, ps.id)
+		entries = append(entries, *e)
+		live = append(live, isLive)
+	})
+	return entries, live, err
+}
+
+// repack writes a pack's live chunks to a new pack (durably, with its index)

@@ -1,0 +1,145 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/clnbackup/backup/manifest"
+	"github.com/clnbackup/backup/store/backend"
+	"github.com/clnbackup/backup/store/journal"
+	"github.com/clnbackup/backup/store/local"
+)
+
+// Journals keeps the nodes' journals: the db_write changes acknowledged
+// since a node's newest manifest. Two implementations: segment files in a
+// local store's directory (dirJournals), and a store server's journal
+// service (store/remote); a third (objects in a bucket) is a new
+// implementation, not a new branch.
+type Journals interface {
+	// OpenJournal opens a node's journal for appending. The caller must
+	// hold the node's lease (history.OpenNode takes it first).
+	OpenJournal(ctx context.Context, node string) (Journal, error)
+	// ReadJournal calls fn for every record after afterSeq without taking
+	// the journal (it may be open for appending elsewhere); a node that
+	// never had a journal has none. It fails wrapping journal.ErrTrimmed
+	// when records after afterSeq are gone.
+	ReadJournal(ctx context.Context, node string, afterSeq uint64, fn func(journal.Record) error) error
+	// CheckJournal reads every record the node's journal holds, even those
+	// a manifest covers already (the plugin refuses to open a journal with
+	// damage anywhere). held is false when the node has no journal here.
+	// A journal out of the client's reach (on a store server) is held,
+	// and the server's own verify checks it.
+	CheckJournal(ctx context.Context, node string) (held bool, err error)
+}
+
+// Journal is an open node journal: a local *journal.Journal, or one on a
+// store server. Append and Replace return only once the record is durable
+// where the journal lives.
+type Journal interface {
+	Append(journal.Record) (journal.Record, error)
+	Replace(journal.Record) (journal.Record, error)
+	Records(afterSeq uint64, fn func(journal.Record) error) error
+	Last() (journal.Record, bool)
+	NextSeq() uint64
+	Size() int64
+	// Recovered is the bytes of a torn last record dropped on open.
+	Recovered() int64
+	// Trim drops records up to uptoSeq, once a durable manifest covers
+	// them.
+	Trim(uptoSeq uint64) error
+	Close() error
+}
+
+var _ Journal = (*journal.Journal)(nil)
+
+// dirJournals keeps each node's journal as segment files in the store's
+// directory, nodes/<node>/journal/ (a journal needs real files: it appends
+// and fsyncs in place).
+type dirJournals struct{ be *local.Backend }
+
+// newDirJournals is the journals of a store kept in a local directory; it
+// fails for any other backend, whose journals must be given (a store
+// server's).
+func newDirJournals(be backend.Backend) (*dirJournals, error) {
+	lb, ok := be.(*local.Backend)
+	if !ok {
+		return nil, fmt.Errorf("store %s keeps no local files, and no journal service was given", be.Location())
+	}
+	return &dirJournals{lb}, nil
+}
+
+// dir is the directory of a node's journal.
+func (j *dirJournals) dir(node string) (string, error) {
+	if err := manifest.ValidNodeName(node); err != nil {
+		return "", err
+	}
+	p, err := j.be.Path(JournalObject(node))
+	if err != nil {
+		return "", err
+	}
+	return filepath.Clean(p), nil
+}
+
+func (j *dirJournals) OpenJournal(_ context.Context, node string) (Journal, error) {
+	dir, err := j.dir(node)
+	if err != nil {
+		return nil, err
+	}
+	jr, err := journal.Open(dir, journal.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("open journal of node %q: %w", node, err)
+	}
+	return jr, nil
+}
+
+func (j *dirJournals) ReadJournal(_ context.Context, node string, afterSeq uint64, fn func(journal.Record) error) error {
+	dir, err := j.dir(node)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return journal.Read(dir, afterSeq, fn)
+}
+
+func (j *dirJournals) CheckJournal(_ context.Context, node string) (bool, error) {
+	dir, err := j.dir(node)
+	if err != nil {
+		return false, err
+	}
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	return true, journal.Check(dir)
+}
+
+// OpenJournal opens a node's journal for appending (see Journals). Hold the
+// node's lease first (history.OpenNode does).
+func (s *Store) OpenJournal(ctx context.Context, node string) (Journal, error) {
+	if err := manifest.ValidNodeName(node); err != nil {
+		return nil, err
+	}
+	return s.journals.OpenJournal(ctx, node)
+}
+
+// ReadJournal calls fn for each record of a node's journal after afterSeq
+// (see Journals).
+func (s *Store) ReadJournal(ctx context.Context, node string, afterSeq uint64, fn func(journal.Record) error) error {
+	if err := manifest.ValidNodeName(node); err != nil {
+		return err
+	}
+	return s.journals.ReadJournal(ctx, node, afterSeq, fn)
+}
+
+// CheckJournal reads every record of a node's journal (see Journals).
+func (s *Store) CheckJournal(ctx context.Context, node string) (held bool, err error) {
+	if err := manifest.ValidNodeName(node); err != nil {
+		return false, err
+	}
+	return s.journals.CheckJournal(ctx, node)
+}

@@ -1,0 +1,289 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/clnbackup/backup/chunker"
+	"github.com/clnbackup/backup/store/backend"
+)
+
+// Packs is the chunk layer over a backend.Backend: chunks are kept in packs
+// of a few MiB, each with an index object written after it and before any
+// manifest that needs it (docs/store-format.md). It looks chunks up in the
+// index objects, reads them in few large ranged reads, writes new packs,
+// and runs the store-wide maintenance only a client that sees every pack
+// can: gc's sweep and the verification of packs and indexes.
+//
+// Packs does not load the whole chunk index unless asked (LoadIndex): reads
+// and writers look up the chunks they touch, so their memory follows the
+// operation, not the store.
+type Packs struct {
+	be           backend.Backend
+	codec        *codec
+	indexVersion uint16
+	packSize     int
+	now          func() time.Time
+	// maxWriterAge is how long writers may rely on what they found (gc's
+	// grace period must be longer).
+	maxWriterAge time.Duration
+
+	mu     sync.RWMutex
+	chunks map[chunker.ID]location
+	packs  []chunker.ID
+	packNo map[chunker.ID]uint32
+	// bases are the base ids of delta copies (location.base indexes it;
+	// entry 0 is unused), baseNo numbers them.
+	bases  []chunker.ID
+	baseNo map[chunker.ID]uint32
+	loaded map[string]bool // index objects already loaded
+	// indexed is set once the whole index has been loaded.
+	indexed bool
+	// condemned holds the chunk copies gc has condemned (copy -> when);
+	// writers never reuse them (see gc.go).
+	condemned       condemnedSet
+	condemnedLoaded map[string]bool
+	// refreshMu serialises Refresh: one may reset the index while
+	// another is loading into it.
+	refreshMu sync.Mutex
+}
+
+// chunkCopy is one stored copy of a chunk: the same chunk may be stored in
+// more than one pack.
+type chunkCopy struct {
+	id   chunker.ID
+	pack chunker.ID
+}
+
+// location is where the index puts one copy of a chunk; packs and bases
+// are numbered in tables of the index or lookup that holds it.
+type location struct {
+	pack   uint32
+	offset uint32
+	length uint32
+	raw    uint32
+	// base is the delta copy's base (index into the bases table; 0: full).
+	base uint32
+	kind Kind
+}
+
+func newPacks(be backend.Backend, cfg Config, c *codec, now func() time.Time, maxWriterAge time.Duration) *Packs {
+	p := &Packs{be: be, codec: c, indexVersion: indexVersion1, packSize: cfg.Params.PackSize, now: now, maxWriterAge: maxWriterAge}
+	if cfg.Version >= 2 {
+		p.indexVersion = indexVersion2
+	}
+	p.resetIndex()
+	return p
+}
+
+// Deltas reports whether the store takes delta copies (a version-2 store).
+func (p *Packs) Deltas() bool { return p.indexVersion >= indexVersion2 }
+
+// Close releases nothing: the backend belongs to the Store.
+func (p *Packs) Close() error { return nil }
+
+// Location names the store, for messages.
+func (p *Packs) Location() string { return p.be.Location() }
+
+func (p *Packs) resetIndex() {
+	p.chunks = map[chunker.ID]location{}
+	p.packs = nil
+	p.packNo = map[chunker.ID]uint32{}
+	p.bases = []chunker.ID{{}}
+	p.baseNo = map[chunker.ID]uint32{}
+	p.loaded = map[string]bool{}
+	p.indexed = false
+	p.condemned = nil
+	p.condemnedLoaded = map[string]bool{}
+}
+
+// LoadIndex loads the whole chunk index if it is not loaded yet: about 115
+// bytes a chunk, for those that ask about many chunks many times (a store
+// server answering its clients, verify, the benchmark's content report).
+func (p *Packs) LoadIndex(ctx context.Context) error {
+	if p.isIndexed() {
+		return nil
+	}
+	return p.Refresh(ctx)
+}
+
+// ReleaseIndex drops the in-memory chunk index (the plugin does so after a
+// compaction, to stay small while idle). It must not run concurrently with
+// reads or writers.
+func (p *Packs) ReleaseIndex() {
+	p.mu.Lock()
+	p.resetIndex()
+	p.mu.Unlock()
+}
+
+func (p *Packs) isIndexed() bool {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.indexed
+}
+
+// Refresh loads index objects written since the index was loaded (by other
+// writers), so that their chunks are found and not written again.
+func (p *Packs) Refresh(ctx context.Context) error {
+	p.refreshMu.Lock()
+	defer p.refreshMu.Unlock()
+	if err := p.loadCondemned(ctx); err != nil {
+		return err
+	}
+	var names []string
+	present := map[string]bool{}
+	err := p.be.List(ctx, "index/", func(in backend.Info) error {
+		present[in.Name] = true
+		p.mu.RLock()
+		seen := p.loaded[in.Name]
+		p.mu.RUnlock()
+		if !seen {
+			names = append(names, in.Name)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("load index of store %s: %w", p.Location(), err)
+	}
+	// gc removed packs since the index was loaded: start over.
+	p.mu.Lock()
+	gone := false
+	for name := range p.loaded {
+		if !present[name] {
+			gone = true
+			break
+		}
+	}
+	if gone {
+		condemned, condemnedLoaded := p.condemned, p.condemnedLoaded
+		p.resetIndex()
+		p.condemned, p.condemnedLoaded = condemned, condemnedLoaded
+		names = names[:0]
+		for name := range present {
+			names = append(names, name)
+		}
+	}
+	p.mu.Unlock()
+	for _, name := range names {
+		pack, entries, err := p.readIndex(ctx, name)
+		if errors.Is(err, backend.ErrNotFound) {
+			// gc removed it since the listing: its pack is gone, and
+			// its live chunks, if any, were indexed anew first.
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("load index of store %s: %w", p.Location(), err)
+		}
+		p.addIndex(name, pack, entries)
+	}
+	p.mu.Lock()
+	p.indexed = true
+	p.mu.Unlock()
+	return nil
+}
+
+func (p *Packs) addIndex(name string, pack chunker.ID, entries []indexEntry) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.loaded[name] {
+		return
+	}
+	p.loaded[name] = true
+	no := number(&p.packs, p.packNo, pack)
+	for _, e := range entries {
+		if old, dup := p.chunks[e.ID]; dup {
+			// Keep the first copy, unless gc condemned it and this one
+			// is a fresh copy, or this one is a full copy that replaces
+			// a delta copy (reads prefer full copies).
+			oldCondemned := p.condemned.has(chunkCopy{e.ID, p.packs[old.pack]})
+			newCondemned := p.condemned.has(chunkCopy{e.ID, pack})
+			if !preferCopy(oldCondemned, old.base != 0, newCondemned, e.delta()) {
+				continue
+			}
+		}
+		var base uint32
+		if e.delta() {
+			base = number(&p.bases, p.baseNo, e.Base)
+		}
+		p.chunks[e.ID] = location{pack: no, offset: e.Offset, length: e.Length, raw: e.Raw, kind: e.Kind, base: base}
+	}
+}
+
+// Has reports whether the loaded index (LoadIndex) holds a chunk in a copy
+// gc has not condemned (writers store a chunk whose only copy is condemned
+// again rather than reuse a copy gc may delete). Without the loaded index
+// it knows nothing: use Lookup.
+func (p *Packs) Has(id chunker.ID) bool {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	loc, ok := p.chunks[id]
+	if !ok {
+		return false
+	}
+	return !p.condemned.has(chunkCopy{id, p.packs[loc.pack]})
+}
+
+// ChunkInfo describes where a stored chunk is.
+type ChunkInfo struct {
+	Pack   chunker.ID
+	Kind   Kind
+	Offset uint32
+	Length uint32 // stored bytes
+	Raw    uint32 // uncompressed bytes
+	// Base is the chunk this copy is a delta against (zero: a full copy).
+	Base chunker.ID
+}
+
+// Locate returns where the loaded index (LoadIndex) says a chunk is stored;
+// without the loaded index it knows nothing: use Lookup.
+func (p *Packs) Locate(id chunker.ID) (ChunkInfo, bool) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	l, ok := p.chunks[id]
+	if !ok {
+		return ChunkInfo{}, false
+	}
+	return p.info(l), true
+}
+
+// info describes a location; p.mu must be held.
+func (p *Packs) info(l location) ChunkInfo {
+	return ChunkInfo{Pack: p.packs[l.pack], Kind: l.kind, Offset: l.offset, Length: l.length, Raw: l.raw, Base: p.bases[l.base]}
+}
+
+// ChunkCount is the number of distinct chunks in the loaded index.
+func (p *Packs) ChunkCount() int {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return len(p.chunks)
+}
+
+// readIndex reads one index object, checks it against its name and decodes
+// it. A missing object is reported wrapping backend.ErrNotFound.
+func (p *Packs) readIndex(ctx context.Context, name string) (chunker.ID, []indexEntry, error) {
+	data, err := p.readIndexData(ctx, name)
+	if err != nil {
+		return chunker.ID{}, nil, err
+	}
+	pack, entries, err := decodeIndex(data, -1)
+	if err != nil {
+		return chunker.ID{}, nil, fmt.Errorf("index %s: %w", name, err)
+	}
+	return pack, entries, nil
+}
+
+// readIndexData reads one index object and checks it against its name.
+func (p *Packs) readIndexData(ctx context.Context, name string) ([]byte, error) {
+	data, err := p.be.Get(ctx, name, 0, -1)
+	if err != nil {
+		return nil, fmt.Errorf("read index %s: %w", name, err)
+	}
+	if chunker.Sum(data).String() != name[strings.LastIndexByte(name, '/')+1:] {
+		return nil, fmt.Errorf("index %s is damaged (content does not match its name): run backup-cli verify", name)
+	}
+	return data, nil
+}

@@ -1,0 +1,146 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/clnbackup/backup/chunker"
+	"github.com/clnbackup/backup/store/backend"
+)
+
+// BeginWrite readies the packs for a writer that starts now. With the whole
+// index loaded, it loads indexes other writers added, so their chunks are
+// reused rather than written again; otherwise only gc's newest condemned
+// record (the writer looks up the chunks it puts).
+func (p *Packs) BeginWrite(ctx context.Context) error {
+	if p.isIndexed() {
+		return p.Refresh(ctx)
+	}
+	return p.loadCondemned(ctx)
+}
+
+// WritePack drops from b the chunks the store holds in a copy gc has not
+// condemned (among those no lookup answered for), then writes the pack and
+// then its index, each durably.
+func (p *Packs) WritePack(ctx context.Context, b *PackBatch) (Written, error) {
+	bodies, kept, dropped, err := p.dropStored(ctx, b)
+	if err != nil || len(kept) == 0 {
+		return Written{Dropped: dropped}, err
+	}
+	w, err := p.writePack(ctx, bodies, kept)
+	w.Dropped = dropped
+	return w, err
+}
+
+// writePack writes bodies and their entries as a new pack and its index,
+// whether or not the store holds the chunks (gc's repack moves live chunks
+// out of packs it deletes).
+func (p *Packs) writePack(ctx context.Context, bodies []byte, entries []indexEntry) (Written, error) {
+	pack := buildPack(p.indexVersion, bodies, entries)
+	packID := chunker.Sum(pack)
+	if err := p.be.PutIfAbsent(ctx, packName(packID), pack); err != nil && !errors.Is(err, backend.ErrExists) {
+		return Written{}, fmt.Errorf("write pack %s to store %s: %w", packID.Short(), p.Location(), err)
+	}
+	idx := encodeIndex(p.indexVersion, packID, entries)
+	idxName := indexName(chunker.Sum(idx))
+	if err := p.be.PutIfAbsent(ctx, idxName, idx); err != nil && !errors.Is(err, backend.ErrExists) {
+		return Written{}, fmt.Errorf("write index of pack %s to store %s: %w", packID.Short(), p.Location(), err)
+	}
+	if p.isIndexed() {
+		p.addIndex(idxName, packID, entries)
+	}
+	return Written{Entries: entries, Pack: packID, Packs: 1, PackBytes: int64(len(pack)), IndexBytes: int64(len(idx))}, nil
+}
+
+// dropStored looks up the chunks of b no lookup had answered for, and
+// leaves out those the store holds in a copy gc has not condemned: another
+// writer stored them, or they were never looked up. It returns the bodies
+// and entries that remain.
+func (p *Packs) dropStored(ctx context.Context, b *PackBatch) ([]byte, []indexEntry, []indexEntry, error) {
+	if len(b.Unchecked) == 0 {
+		return b.Bodies, b.Entries, nil, nil
+	}
+	l, err := p.Lookup(ctx, b.Unchecked)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	var dropped []indexEntry
+	kept := make([]indexEntry, 0, len(b.Entries))
+	bodies := make([]byte, 0, len(b.Bodies))
+	for _, e := range b.Entries {
+		if l.Has(e.ID) {
+			dropped = append(dropped, e)
+			continue
+		}
+		start := len(bodies)
+		bodies = append(bodies, b.Bodies[e.Offset:e.Offset+e.Length]...)
+		e.Offset = uint32(start)
+		kept = append(kept, e)
+	}
+	if len(dropped) == 0 {
+		return b.Bodies, b.Entries, nil, nil
+	}
+	return bodies, kept, dropped, nil
+}
+
+// Missing reports, for each id, whether the store lacks the chunk or holds
+// it only in a copy gc has condemned (a writer must then store it anew): a
+// store server's answer to its clients. It loads index objects other
+// writers added first.
+func (p *Packs) Missing(ctx context.Context, ids []chunker.ID) ([]bool, error) {
+	if err := p.Refresh(ctx); err != nil {
+		return nil, err
+	}
+	out := make([]bool, len(ids))
+	for i, id := range ids {
+		out[i] = !p.Has(id)
+	}
+	return out, nil
+}
+
+// ErrBadChunk is returned (wrapped) by PutBodies for a body that does not
+// decompress to the bytes its ID names.
+var ErrBadChunk = errors.New("chunk body does not match its id")
+
+// PutBodies stores compressed chunk bodies a client sent: each is first
+// decompressed and checked against its ID (a store never holds data under
+// a name it does not hash to), then the ones the store lacks are written as
+// one pack and its index, durably, before it returns the bytes added.
+func (p *Packs) PutBodies(ctx context.Context, bodies []ChunkBody) (int64, error) {
+	var buf []byte
+	for i, b := range bodies {
+		if !b.Kind.valid() {
+			return 0, fmt.Errorf("chunk %d (%s): %w: unknown kind %d", i, b.ID.Short(), ErrBadChunk, b.Kind)
+		}
+		if b.Base != (chunker.ID{}) {
+			return 0, fmt.Errorf("chunk %d (%s): %w: a delta body (against %s); a store server takes full chunk bodies only", i, b.ID.Short(), ErrBadChunk, b.Base.Short())
+		}
+		data, err := p.codec.decode(buf[:0], b, "client")
+		if err != nil {
+			return 0, fmt.Errorf("chunk %d: %w: %v", i, ErrBadChunk, err)
+		}
+		buf = data
+	}
+	if err := p.Refresh(ctx); err != nil {
+		return 0, err
+	}
+	var packed []byte
+	var entries []indexEntry
+	seen := map[chunker.ID]bool{}
+	for _, b := range bodies {
+		if seen[b.ID] || p.Has(b.ID) {
+			continue
+		}
+		seen[b.ID] = true
+		entries = append(entries, indexEntry{ID: b.ID, Kind: b.Kind, Offset: uint32(len(packed)), Length: uint32(len(b.Body)), Raw: b.Raw})
+		packed = append(packed, b.Body...)
+	}
+	if len(entries) == 0 {
+		return 0, nil
+	}
+	w, err := p.writePack(ctx, packed, entries)
+	return w.PackBytes + w.IndexBytes, err
+}
+
+func (k Kind) valid() bool { return k >= KindPage && k <= KindChange }
