@@ -37,7 +37,7 @@ func PlanGC(ctx context.Context, st *store.Store, opts store.GCOptions) (*store.
 // they list). It remembers the manifests and list chunks it has read, so a
 // second call reads only manifests committed since.
 func LiveChunks(st *store.Store) store.Marker {
-	seen := map[string]bool{}      // manifests marked
+	seen := map[string]bool{}     // manifests marked
 	read := map[chunker.ID]bool{} // list and patch chunks marked
 	var count store.MarkCount
 	return func(ctx context.Context, get func(context.Context, chunker.ID) ([]byte, error), use func(chunker.ID)) (store.MarkCount, error) {
