@@ -39,8 +39,6 @@ type ChunkLayer interface {
 	// operations (an idle plugin stays small). It must not run
 	// concurrently with reads or writers.
 	ReleaseIndex()
-	// Close releases the layer.
-	Close() error
 }
 
 // ChunkBody is one chunk as stored: zstd-compressed.

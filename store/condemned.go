@@ -24,19 +24,19 @@ const (
 
 // newestCondemned loads the newest condemned record (each gc run writes the
 // whole set of pending copies; older records are superseded).
-func (p *Packs) newestCondemned(ctx context.Context) (condemnedSet, string, error) {
-	set, name, _, err := p.readNewestCondemned(ctx, func(string) bool { return false })
+func newestCondemned(ctx context.Context, be backend.Backend) (condemnedSet, string, error) {
+	set, name, _, err := readNewestCondemned(ctx, be, func(string) bool { return false })
 	return set, name, err
 }
 
 // readNewestCondemned is newestCondemned, except that it does not read the
 // record (and read is false) when have(name) says the caller has it.
-func (p *Packs) readNewestCondemned(ctx context.Context, have func(string) bool) (set condemnedSet, name string, read bool, err error) {
+func readNewestCondemned(ctx context.Context, be backend.Backend, have func(string) bool) (set condemnedSet, name string, read bool, err error) {
 	var newest string
 	var data []byte
 	for try := 0; ; try++ {
 		newest = ""
-		err := p.be.List(ctx, condemnedPrefix, func(in backend.Info) error {
+		err := be.List(ctx, condemnedPrefix, func(in backend.Info) error {
 			if in.Name > newest {
 				newest = in.Name
 			}
@@ -51,7 +51,7 @@ func (p *Packs) readNewestCondemned(ctx context.Context, have func(string) bool)
 		if have(newest) {
 			return nil, newest, false, nil
 		}
-		data, err = p.be.Get(ctx, newest, 0, -1)
+		data, err = be.Get(ctx, newest, 0, -1)
 		if errors.Is(err, backend.ErrNotFound) && try < 10 {
 			continue // a gc wrote a newer record and removed this one
 		}
@@ -69,7 +69,7 @@ func (p *Packs) readNewestCondemned(ctx context.Context, have func(string) bool)
 
 // loadCondemned makes writers of this Store see the newest condemned record.
 func (p *Packs) loadCondemned(ctx context.Context) error {
-	set, name, read, err := p.readNewestCondemned(ctx, func(name string) bool {
+	set, name, read, err := readNewestCondemned(ctx, p.be, func(name string) bool {
 		p.mu.RLock()
 		defer p.mu.RUnlock()
 		return p.condemnedLoaded[name]
@@ -124,7 +124,7 @@ func (e recordEntries) Swap(i, j int) {
 
 // writeCondemned writes the record, sorted by chunk id and pack; copies
 // without a time are stamped with now.
-func (p *Packs) writeCondemned(ctx context.Context, now time.Time, r *condemnedRecord) (string, error) {
+func writeCondemned(ctx context.Context, be backend.Backend, now time.Time, r *condemnedRecord) (string, error) {
 	b := r.b
 	entries := recordEntries(b[12:])
 	binary.BigEndian.PutUint32(b[8:12], uint32(entries.Len()))
@@ -136,7 +136,7 @@ func (p *Packs) writeCondemned(ctx context.Context, now time.Time, r *condemnedR
 	}
 	sort.Sort(entries)
 	name := condemnedPrefix + fmt.Sprintf("%020d", now.UnixNano())
-	if err := p.be.PutIfAbsent(ctx, name, b); err != nil {
+	if err := be.PutIfAbsent(ctx, name, b); err != nil {
 		return "", fmt.Errorf("gc: write condemned record: %w", err)
 	}
 	return name, nil

@@ -22,25 +22,25 @@ func (g *GCPlan) Execute(ctx context.Context) (GCReport, error) {
 	// written, not the time this run started: a writer that started in
 	// between, seeing only the older record, may reuse them, and is bound
 	// by MaxWriterAge from its own start.
-	name, err := p.writeCondemned(ctx, p.now(), g.pending)
+	name, err := writeCondemned(ctx, p.be, p.now(), g.pending)
 	if err != nil {
 		return *rep, err
 	}
 	rep.CondemnedRecord = name
 	for _, ps := range g.repacks {
-		if _, err := p.rewrite(ctx, g.run, []*packState{ps}); err != nil {
+		if _, err := g.rewrite(ctx, []*packState{ps}); err != nil {
 			return *rep, fmt.Errorf("gc: repack %s: %w", ps.id.Short(), err)
 		}
 	}
 	if len(g.small) > 0 {
-		n, err := p.rewrite(ctx, g.run, g.small)
+		n, err := g.rewrite(ctx, g.small)
 		rep.ConsolidatedInto = n
 		if err != nil {
 			return *rep, fmt.Errorf("gc: consolidate: %w", err)
 		}
 	}
 	for _, ps := range g.deletes {
-		if err := p.deletePack(ctx, ps); err != nil {
+		if err := g.deletePack(ctx, ps); err != nil {
 			return *rep, err
 		}
 	}
@@ -61,13 +61,14 @@ func (g *GCPlan) Execute(ctx context.Context) (GCReport, error) {
 // share some) to new packs of the store's pack size, durably with their
 // indexes, then deletes the old indexes and packs: a repack of one pack, or
 // the consolidation of several small ones. It returns the packs written.
-func (p *Packs) rewrite(ctx context.Context, run *gcRun, packs []*packState) (int, error) {
+func (g *GCPlan) rewrite(ctx context.Context, packs []*packState) (int, error) {
+	p := g.p
 	// A chunk with a live full copy in one of the packs is not copied as a
 	// delta from another: the full copy is (copyLive skips seen chunks).
 	seen := map[chunker.ID]bool{}
 	for _, ps := range packs {
-		err := p.walkPackIndex(ctx, ps, func(e *indexEntry) {
-			if isLive, _, _ := run.isLive(e, ps.id); isLive && !e.delta() {
+		err := g.walkPackIndex(ctx, ps, func(e *indexEntry) {
+			if isLive, _, _ := g.run.isLive(e, ps.id); isLive && !e.delta() {
 				seen[e.ID] = false
 			}
 		})
@@ -77,7 +78,7 @@ func (p *Packs) rewrite(ctx context.Context, run *gcRun, packs []*packState) (in
 	}
 	b := &packBuilder{p: p}
 	for _, ps := range packs {
-		if err := p.copyLive(ctx, b, run, ps, seen); err != nil {
+		if err := g.copyLive(ctx, b, ps, seen); err != nil {
 			return b.packs, err
 		}
 	}
@@ -85,7 +86,7 @@ func (p *Packs) rewrite(ctx context.Context, run *gcRun, packs []*packState) (in
 		return b.packs, err
 	}
 	for _, ps := range packs {
-		if err := p.deletePack(ctx, ps); err != nil {
+		if err := g.deletePack(ctx, ps); err != nil {
 			return b.packs, err
 		}
 	}
@@ -96,8 +97,9 @@ func (p *Packs) rewrite(ctx context.Context, run *gcRun, packs []*packState) (in
 // copies are verified against their ids first (a damaged chunk stops gc
 // rather than travel on); delta copies travel as stored, with their base
 // (which is live too).
-func (p *Packs) copyLive(ctx context.Context, b *packBuilder, run *gcRun, ps *packState, seen map[chunker.ID]bool) error {
-	entries, live, err := p.liveEntries(ctx, run, ps)
+func (g *GCPlan) copyLive(ctx context.Context, b *packBuilder, ps *packState, seen map[chunker.ID]bool) error {
+	p := g.p
+	entries, live, err := g.liveEntries(ctx, ps)
 	if err != nil {
 		return err
 	}
@@ -162,7 +164,8 @@ func (b *packBuilder) flush(ctx context.Context) error {
 
 // deletePack removes a pack's index first (so no new reader learns of it),
 // then the pack.
-func (p *Packs) deletePack(ctx context.Context, ps *packState) error {
+func (g *GCPlan) deletePack(ctx context.Context, ps *packState) error {
+	p := g.p
 	if ps.index != "" {
 		if err := p.be.Delete(ctx, ps.index); err != nil {
 			return fmt.Errorf("gc: delete index %s: %w", ps.index, err)

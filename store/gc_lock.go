@@ -17,7 +17,8 @@ const gcLockName = "gc/running"
 
 // gcLock makes sure one gc runs at a time; a lock older than the grace
 // period is stale (its gc died) and is taken over.
-func (p *Packs) gcLock(ctx context.Context, grace time.Duration) (func(), error) {
+func (g *GCPlan) gcLock(ctx context.Context, grace time.Duration) (func(), error) {
+	p := g.p
 	host, _ := os.Hostname()
 	data, _ := json.Marshal(map[string]any{"host": host, "pid": os.Getpid(), "started": p.now().UTC()})
 	for try := 0; try < 2; try++ {
@@ -34,11 +35,11 @@ func (p *Packs) gcLock(ctx context.Context, grace time.Duration) (func(), error)
 		}
 		if p.now().Sub(in.ModTime) < grace {
 			held, _ := p.be.Get(ctx, gcLockName, 0, -1)
-			return nil, fmt.Errorf("another gc is running on store %s (%s, since %s); if it died, remove the object %s", p.Location(), strings.TrimSpace(string(held)), in.ModTime.UTC().Format(time.RFC3339), gcLockName)
+			return nil, fmt.Errorf("another gc is running on store %s (%s, since %s); if it died, remove the object %s", p.be.Location(), strings.TrimSpace(string(held)), in.ModTime.UTC().Format(time.RFC3339), gcLockName)
 		}
 		if err := p.be.Delete(ctx, gcLockName); err != nil {
 			return nil, fmt.Errorf("gc: remove stale gc lock: %w", err)
 		}
 	}
-	return nil, fmt.Errorf("gc: could not take the gc lock of store %s", p.Location())
+	return nil, fmt.Errorf("gc: could not take the gc lock of store %s", p.be.Location())
 }

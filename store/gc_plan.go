@@ -90,7 +90,7 @@ func (p *Packs) PlanGC(ctx context.Context, opts GCOptions, mark Marker) (*GCPla
 		return g, fmt.Errorf("gc grace period %s is too short: it must be at least twice the writers' limit of %s", opts.Grace, p.maxWriterAge)
 	}
 	if !opts.DryRun {
-		release, err := p.gcLock(ctx, opts.Grace)
+		release, err := g.gcLock(ctx, opts.Grace)
 		if err != nil {
 			return g, err
 		}
@@ -127,12 +127,12 @@ func (g *GCPlan) Close() {
 
 func (g *GCPlan) plan(ctx context.Context, mark Marker) error {
 	now := g.p.now()
-	prev, _, err := g.p.newestCondemned(ctx)
+	prev, _, err := newestCondemned(ctx, g.p.be)
 	if err != nil {
 		return err
 	}
 	prevIndex := newCondemnedIndex(prev)
-	packs, orphans, scan, err := g.p.scanPacks(ctx, now, g.opts.Grace, prevIndex)
+	packs, orphans, scan, err := g.scanPacks(ctx, now, g.opts.Grace, prevIndex)
 	if err != nil {
 		return err
 	}
@@ -273,7 +273,7 @@ func (g *GCPlan) sortPacks(ctx context.Context, now time.Time, packs []*packStat
 func (g *GCPlan) judge(ctx context.Context, now time.Time, ps *packState) (packVerdict, error) {
 	var v packVerdict
 	rep := &g.report
-	err := g.p.walkPackIndex(ctx, ps, func(e *indexEntry) {
+	err := g.walkPackIndex(ctx, ps, func(e *indexEntry) {
 		c := chunkCopy{e.ID, ps.id}
 		isLive, wasCondemned, when := g.run.isLive(e, ps.id)
 		if isLive {

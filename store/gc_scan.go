@@ -100,7 +100,8 @@ type gcScan struct {
 // orphans are packs older than the grace period that no index names (a
 // writer died between writing a pack and its index). It keeps no entries,
 // only what the scan collects.
-func (p *Packs) scanPacks(ctx context.Context, now time.Time, grace time.Duration, prev *condemnedIndex) (packs, orphans []*packState, scan *gcScan, err error) {
+func (g *GCPlan) scanPacks(ctx context.Context, now time.Time, grace time.Duration, prev *condemnedIndex) (packs, orphans []*packState, scan *gcScan, err error) {
+	p := g.p
 	infos := map[chunker.ID]backend.Info{}
 	err = p.be.List(ctx, "packs/", func(in backend.Info) error {
 		if id, err := chunker.ParseID(in.Name[strings.LastIndexByte(in.Name, '/')+1:]); err == nil {
@@ -164,7 +165,8 @@ func (p *Packs) scanPacks(ctx context.Context, now time.Time, grace time.Duratio
 }
 
 // walkPackIndex reads pack ps's index again and calls fn with each entry.
-func (p *Packs) walkPackIndex(ctx context.Context, ps *packState, fn func(e *indexEntry)) error {
+func (g *GCPlan) walkPackIndex(ctx context.Context, ps *packState, fn func(e *indexEntry)) error {
+	p := g.p
 	data, err := p.readIndexData(ctx, ps.index)
 	if err != nil {
 		return fmt.Errorf("gc: %w", err)
@@ -177,15 +179,13 @@ func (p *Packs) walkPackIndex(ctx context.Context, ps *packState, fn func(e *ind
 
 // liveEntries reads pack ps's index again and returns its entries, and
 // which of them the run keeps.
-func (p *Packs) liveEntries(ctx context.Context, run *gcRun, ps *packState) ([]indexEntry, []bool, error) {
+func (g *GCPlan) liveEntries(ctx context.Context, ps *packState) ([]indexEntry, []bool, error) {
 	var entries []indexEntry
 	var live []bool
-	err := p.walkPackIndex(ctx, ps, func(e *indexEntry) {
-		isLive, _, _ := run.isLive(e, ps.id)
+	err := g.walkPackIndex(ctx, ps, func(e *indexEntry) {
+		isLive, _, _ := g.run.isLive(e, ps.id)
 		entries = append(entries, *e)
 		live = append(live, isLive)
 	})
 	return entries, live, err
 }
-
-// repack writes a pack's live chunks to a new pack (durably, with its index)

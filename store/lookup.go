@@ -195,7 +195,7 @@ func (p *Packs) Lookup(ctx context.Context, ids []chunker.ID) (*Located, error) 
 	for try := 0; ; try++ {
 		vanished, err := p.scanIndexes(ctx, l)
 		if err != nil {
-			return nil, fmt.Errorf("look up %d chunks in store %s: %w", len(l.ids), p.Location(), err)
+			return nil, fmt.Errorf("look up %d chunks in store %s: %w", len(l.ids), p.be.Location(), err)
 		}
 		// gc deleted an index during the scan: it indexed the chunks it
 		// moved anew first, perhaps after our listing passed.
@@ -333,7 +333,7 @@ func (p *Packs) CountChunks(ctx context.Context) (int, error) {
 	seen := &liveSet{}
 	_, err := p.walkIndexes(ctx, func(_ chunker.ID, e *indexEntry) { seen.add(e.ID) })
 	if err != nil {
-		return 0, fmt.Errorf("count the chunks of store %s: %w", p.Location(), err)
+		return 0, fmt.Errorf("count the chunks of store %s: %w", p.be.Location(), err)
 	}
 	return seen.len(), nil
 }

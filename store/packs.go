@@ -83,11 +83,6 @@ func newPacks(be backend.Backend, cfg Config, c *codec, now func() time.Time, ma
 // Deltas reports whether the store takes delta copies (a version-2 store).
 func (p *Packs) Deltas() bool { return p.indexVersion >= indexVersion2 }
 
-// Close releases nothing: the backend belongs to the Store.
-func (p *Packs) Close() error { return nil }
-
-// Location names the store, for messages.
-func (p *Packs) Location() string { return p.be.Location() }
 
 func (p *Packs) resetIndex() {
 	p.chunks = map[chunker.ID]location{}
@@ -147,7 +142,7 @@ func (p *Packs) Refresh(ctx context.Context) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("load index of store %s: %w", p.Location(), err)
+		return fmt.Errorf("load index of store %s: %w", p.be.Location(), err)
 	}
 	// gc removed packs since the index was loaded: start over.
 	p.mu.Lock()
@@ -176,7 +171,7 @@ func (p *Packs) Refresh(ctx context.Context) error {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("load index of store %s: %w", p.Location(), err)
+			return fmt.Errorf("load index of store %s: %w", p.be.Location(), err)
 		}
 		p.addIndex(name, pack, entries)
 	}

@@ -159,32 +159,28 @@ func (p *Packs) readSpan(ctx context.Context, sp readSpan, put func(ChunkBody) e
 // once more.
 func (p *Packs) getBody(ctx context.Context, id chunker.ID) (ChunkBody, error) {
 	for try := 0; ; try++ {
-		b, err := p.getBodyOnce(ctx, id)
-		if err == nil || !errors.Is(err, backend.ErrNotFound) || try == 3 {
-			return b, err
+		if p.isIndexed() {
+			if err := p.Refresh(ctx); err != nil {
+				return ChunkBody{}, err
+			}
 		}
-	}
-}
-
-func (p *Packs) getBodyOnce(ctx context.Context, id chunker.ID) (ChunkBody, error) {
-	if p.isIndexed() {
-		if err := p.Refresh(ctx); err != nil {
+		l, err := p.lookupToRead(ctx, []chunker.ID{id})
+		if err != nil {
 			return ChunkBody{}, err
 		}
+		loc, ok := l.Locate(id)
+		if !ok {
+			return ChunkBody{}, fmt.Errorf("read chunk %s: %w", id, ErrChunkMissing)
+		}
+		body, err := p.be.Get(ctx, packName(loc.Pack), int64(loc.Offset), int64(loc.Length))
+		if errors.Is(err, backend.ErrNotFound) && try < 3 {
+			continue
+		}
+		if err != nil {
+			return ChunkBody{}, fmt.Errorf("read chunk %s from pack %s: %w", id, loc.Pack, err)
+		}
+		return ChunkBody{ID: id, Kind: loc.Kind, Raw: loc.Raw, Base: loc.Base, Pack: loc.Pack, Body: body}, nil
 	}
-	l, err := p.lookupToRead(ctx, []chunker.ID{id})
-	if err != nil {
-		return ChunkBody{}, err
-	}
-	loc, ok := l.Locate(id)
-	if !ok {
-		return ChunkBody{}, fmt.Errorf("read chunk %s: %w", id, ErrChunkMissing)
-	}
-	body, err := p.be.Get(ctx, packName(loc.Pack), int64(loc.Offset), int64(loc.Length))
-	if err != nil {
-		return ChunkBody{}, fmt.Errorf("read chunk %s from pack %s: %w", id, loc.Pack, err)
-	}
-	return ChunkBody{ID: id, Kind: loc.Kind, Raw: loc.Raw, Base: loc.Base, Pack: loc.Pack, Body: body}, nil
 }
 
 // Get reads one chunk, verified against its id, for the store-wide work

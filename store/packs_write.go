@@ -40,12 +40,12 @@ func (p *Packs) writePack(ctx context.Context, bodies []byte, entries []indexEnt
 	pack := buildPack(p.indexVersion, bodies, entries)
 	packID := chunker.Sum(pack)
 	if err := p.be.PutIfAbsent(ctx, packName(packID), pack); err != nil && !errors.Is(err, backend.ErrExists) {
-		return Written{}, fmt.Errorf("write pack %s to store %s: %w", packID.Short(), p.Location(), err)
+		return Written{}, fmt.Errorf("write pack %s to store %s: %w", packID.Short(), p.be.Location(), err)
 	}
 	idx := encodeIndex(p.indexVersion, packID, entries)
 	idxName := indexName(chunker.Sum(idx))
 	if err := p.be.PutIfAbsent(ctx, idxName, idx); err != nil && !errors.Is(err, backend.ErrExists) {
-		return Written{}, fmt.Errorf("write index of pack %s to store %s: %w", packID.Short(), p.Location(), err)
+		return Written{}, fmt.Errorf("write index of pack %s to store %s: %w", packID.Short(), p.be.Location(), err)
 	}
 	if p.isIndexed() {
 		p.addIndex(idxName, packID, entries)

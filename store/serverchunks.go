@@ -142,6 +142,3 @@ func (c *serverChunks) Deltas() bool { return false }
 
 // ReleaseIndex does nothing: the server holds the index.
 func (c *serverChunks) ReleaseIndex() {}
-
-// Close does nothing: the connection belongs to the Store.
-func (c *serverChunks) Close() error { return nil }

@@ -339,7 +339,7 @@ func TestLookup(t *testing.T) {
 	rec := newCondemnedRecord(2)
 	rec.add(chunkCopy{ids[0], first.Pack}, 0)
 	rec.add(chunkCopy{ids[1], first.Pack}, 0)
-	if _, err := st.packs.writeCondemned(ctx, st.now(), rec); err != nil {
+	if _, err := writeCondemned(ctx, st.be, st.now(), rec); err != nil {
 		t.Fatal(err)
 	}
 	w, err := st.NewWriter(ctx)

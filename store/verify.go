@@ -73,7 +73,7 @@ func (p *Packs) VerifyIndex(ctx context.Context, progress func(done, total int64
 		names = append(names, in.Name)
 		return nil
 	}); err != nil {
-		return rep, fmt.Errorf("verify store %s: list indexes: %w", p.Location(), err)
+		return rep, fmt.Errorf("verify store %s: list indexes: %w", p.be.Location(), err)
 	}
 	packs := map[chunker.ID]int64{}
 	if err := p.be.List(ctx, "packs/", func(in backend.Info) error {
@@ -82,7 +82,7 @@ func (p *Packs) VerifyIndex(ctx context.Context, progress func(done, total int64
 		}
 		return nil
 	}); err != nil {
-		return rep, fmt.Errorf("verify store %s: list packs: %w", p.Location(), err)
+		return rep, fmt.Errorf("verify store %s: list packs: %w", p.be.Location(), err)
 	}
 	rep.Indexes, rep.Packs = len(names), len(packs)
 
@@ -271,7 +271,7 @@ func (p *Packs) VerifyPacks(ctx context.Context, sample func(pack chunker.ID) bo
 		}
 		return nil
 	}); err != nil {
-		return rep, fmt.Errorf("verify store %s: list packs: %w", p.Location(), err)
+		return rep, fmt.Errorf("verify store %s: list packs: %w", p.be.Location(), err)
 	}
 	p.mu.RLock()
 	counts := make([]int, len(p.packs)) // index entries that point into each pack
