@@ -83,7 +83,6 @@ func newPacks(be backend.Backend, cfg Config, c *codec, now func() time.Time, ma
 // Deltas reports whether the store takes delta copies (a version-2 store).
 func (p *Packs) Deltas() bool { return p.indexVersion >= indexVersion2 }
 
-
 func (p *Packs) resetIndex() {
 	p.chunks = map[chunker.ID]location{}
 	p.packs = nil
