@@ -206,7 +206,7 @@ type condemnedIndex struct {
 func newCondemnedIndex(c condemnedSet) *condemnedIndex {
 	keys := make([]uint64, c.len())
 	for i := range keys {
-		keys[i] = binary.BigEndian.Uint64(c.id(i))
+		keys[i] = idKey(chunker.ID(c.id(i)))
 	}
 	return &condemnedIndex{c, newKeyIndex(keys)}
 }

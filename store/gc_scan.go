@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/clnbackup/backup/chunker"
@@ -56,27 +55,18 @@ func (f *chunkFinder) get(ctx context.Context, id chunker.ID) ([]byte, error) {
 
 // scanNew reads the index objects written since the scan.
 func (f *chunkFinder) scanNew(ctx context.Context) error {
-	err := f.p.be.List(ctx, "index/", func(in backend.Info) error {
-		if f.scanned[in.Name] {
-			return nil
-		}
-		pack, entries, err := f.p.readIndex(ctx, in.Name)
-		if errors.Is(err, backend.ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		f.scanned[in.Name] = true
-		for k := range entries {
-			f.add(pack, &entries[k])
-		}
-		for _, e := range entries {
+	_, err := f.p.eachIndex(ctx, indexVisitor{
+		skip: func(in backend.Info) bool { return f.scanned[in.Name] },
+		entry: func(pack chunker.ID, e *indexEntry) {
+			f.add(pack, e)
 			if e.delta() {
 				f.deltas = append(f.deltas, DeltaRef{e.ID, e.Base})
 			}
-		}
-		return nil
+		},
+		done: func(in backend.Info, _ chunker.ID, _ int) error {
+			f.scanned[in.Name] = true
+			return nil
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("gc: %w", err)
@@ -102,56 +92,40 @@ type gcScan struct {
 // only what the scan collects.
 func (g *GCPlan) scanPacks(ctx context.Context, now time.Time, grace time.Duration, prev *condemnedIndex) (packs, orphans []*packState, scan *gcScan, err error) {
 	p := g.p
-	infos := map[chunker.ID]backend.Info{}
-	err = p.be.List(ctx, "packs/", func(in backend.Info) error {
-		if id, err := chunker.ParseID(in.Name[strings.LastIndexByte(in.Name, '/')+1:]); err == nil {
-			infos[id] = in
-		}
-		return nil
-	})
+	infos, err := p.listPacks(ctx)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("gc: list packs: %w", err)
+		return nil, nil, nil, fmt.Errorf("gc: %w", err)
 	}
 	scan = &gcScan{finder: newChunkFinder(p), freshFull: map[chunker.ID]bool{}}
 	indexed := map[chunker.ID]bool{}
-	err = p.be.List(ctx, "index/", func(in backend.Info) error {
-		data, err := p.readIndexData(ctx, in.Name)
-		if err != nil {
-			return err
-		}
-		var pack chunker.ID
-		n := 0
-		_, err = walkIndex(data, -1, func(int) { pack = packOf(data) }, func(e *indexEntry) {
-			n++
+	_, err = p.eachIndex(ctx, indexVisitor{
+		entry: func(pack chunker.ID, e *indexEntry) {
 			scan.finder.add(pack, e)
 			if e.delta() {
-				scan.bases = append(scan.bases, liveKey(e.Base))
+				scan.bases = append(scan.bases, idKey(e.Base))
 			}
 			if !e.delta() && prev.hasID(e.ID) && !prev.has(chunkCopy{e.ID, pack}) {
 				scan.freshFull[e.ID] = true
 			}
-		})
-		if err != nil {
-			return fmt.Errorf("index %s: %w", in.Name, err)
-		}
-		scan.finder.scanned[in.Name] = true
-		pi, ok := infos[pack]
-		if !ok {
-			// A writer may have written the pack and its index
-			// since the packs were listed.
-			var err error
-			pi, err = p.be.Stat(ctx, packName(pack))
-			if errors.Is(err, backend.ErrNotFound) {
-				return fmt.Errorf("index %s names pack %s, which is missing: run backup-cli verify", in.Name, pack)
+		},
+		done: func(in backend.Info, pack chunker.ID, n int) error {
+			scan.finder.scanned[in.Name] = true
+			pi, ok := infos[pack]
+			if !ok {
+				// A writer may have written the pack and its index
+				// since the packs were listed.
+				var err error
+				if pi, err = p.be.Stat(ctx, packName(pack)); errors.Is(err, backend.ErrNotFound) {
+					return fmt.Errorf("index %s names pack %s, which is missing: run backup-cli verify", in.Name, pack)
+				} else if err != nil {
+					return err
+				}
 			}
-			if err != nil {
-				return err
-			}
-		}
-		young := now.Sub(pi.ModTime) < grace || now.Sub(in.ModTime) < grace
-		packs = append(packs, &packState{id: pack, index: in.Name, size: pi.Size, young: young, entries: n})
-		indexed[pack] = true
-		return nil
+			young := now.Sub(pi.ModTime) < grace || now.Sub(in.ModTime) < grace
+			packs = append(packs, &packState{id: pack, index: in.Name, size: pi.Size, young: young, entries: n})
+			indexed[pack] = true
+			return nil
+		},
 	})
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("gc: %w", err)

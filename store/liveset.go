@@ -1,7 +1,6 @@
 package store
 
 import (
-	"encoding/binary"
 	"slices"
 
 	"github.com/clnbackup/backup/chunker"
@@ -18,9 +17,7 @@ type liveSet struct {
 	find keyIndex
 }
 
-func liveKey(id chunker.ID) uint64 { return binary.LittleEndian.Uint64(id[:8]) }
-
-func (l *liveSet) add(id chunker.ID) { l.addKey(liveKey(id)) }
+func (l *liveSet) add(id chunker.ID) { l.addKey(idKey(id)) }
 
 func (l *liveSet) addKey(k uint64) {
 	l.keys = append(l.keys, k)
@@ -43,7 +40,7 @@ func (l *liveSet) compact() {
 
 func (l *liveSet) has(id chunker.ID) bool {
 	l.compact()
-	_, ok := l.find.search(liveKey(id))
+	_, ok := l.find.search(idKey(id))
 	return ok
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/clnbackup/backup/chunker"
 	"github.com/clnbackup/backup/store/backend"
@@ -58,6 +59,8 @@ func newLocated(ids []chunker.ID) *Located {
 
 func compareIDs(a, b chunker.ID) int { return bytes.Compare(a[:], b[:]) }
 
+// idKey is the first 8 bytes of an id as a number: ids are hashes, so keys
+// are spread evenly, and sets of ids are searched by key (keyIndex).
 func idKey(id chunker.ID) uint64 { return binary.BigEndian.Uint64(id[:8]) }
 
 // find returns the position of id in l.ids, or -1.
@@ -253,12 +256,33 @@ func (p *Packs) scanIndexes(ctx context.Context, l *Located) (vanished bool, err
 }
 
 // walkIndexes reads every index object and calls fn with each entry and
-// its pack. vanished reports an index listed but gone when read (gc
-// deleted it, having indexed the chunks it kept anew first).
+// its pack (see eachIndex for vanished).
 func (p *Packs) walkIndexes(ctx context.Context, fn func(pack chunker.ID, e *indexEntry)) (vanished bool, err error) {
-	err = p.be.List(ctx, "index/", func(in backend.Info) error {
+	return p.eachIndex(ctx, indexVisitor{entry: fn})
+}
+
+// indexVisitor is what a pass over the index objects does with each: skip
+// (may be nil) says, before it is read, whether to pass one by; entry sees
+// each entry (valid during the call only); done (may be nil) sees the
+// object once its entries are seen.
+type indexVisitor struct {
+	skip  func(in backend.Info) bool
+	entry func(pack chunker.ID, e *indexEntry)
+	done  func(in backend.Info, pack chunker.ID, entries int) error
+}
+
+// eachIndex is the one pass over the index objects that loading, lookups,
+// counting and gc's scan share: it reads every index object v does not
+// skip, checks it against its name, and hands it to v. vanished reports an
+// index listed but gone when read (gc deleted it, having indexed the chunks
+// it kept anew first).
+func (p *Packs) eachIndex(ctx context.Context, v indexVisitor) (vanished bool, err error) {
+	err = p.be.List(ctx, indexPrefix, func(in backend.Info) error {
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		if v.skip != nil && v.skip(in) {
+			return nil
 		}
 		data, err := p.readIndexData(ctx, in.Name)
 		if errors.Is(err, backend.ErrNotFound) {
@@ -269,13 +293,32 @@ func (p *Packs) walkIndexes(ctx context.Context, fn func(pack chunker.ID, e *ind
 			return err
 		}
 		var pack chunker.ID
-		_, err = walkIndex(data, -1, func(int) { pack = packOf(data) }, func(e *indexEntry) { fn(pack, e) })
+		n := 0
+		_, err = walkIndex(data, -1, func(count int) { pack, n = packOf(data), count }, func(e *indexEntry) { v.entry(pack, e) })
 		if err != nil {
 			return fmt.Errorf("index %s: %w", in.Name, err)
+		}
+		if v.done != nil {
+			return v.done(in, pack, n)
 		}
 		return nil
 	})
 	return vanished, err
+}
+
+// listPacks lists the pack objects by id.
+func (p *Packs) listPacks(ctx context.Context) (map[chunker.ID]backend.Info, error) {
+	infos := map[chunker.ID]backend.Info{}
+	err := p.be.List(ctx, packPrefix, func(in backend.Info) error {
+		if id, err := chunker.ParseID(in.Name[strings.LastIndexByte(in.Name, '/')+1:]); err == nil {
+			infos[id] = in
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list the packs of store %s: %w", p.be.Location(), err)
+	}
+	return infos, nil
 }
 
 // keyIndex finds keys in a sorted slice of uint64 (hashes, so spread

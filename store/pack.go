@@ -221,12 +221,19 @@ func parsePackTrailer(pack []byte) ([]indexEntry, error) {
 	return entries, err
 }
 
+// Packs and index objects live under these prefixes, in folders named by
+// the first two hex digits of their id.
+const (
+	packPrefix  = "packs/"
+	indexPrefix = "index/"
+)
+
 func packName(id chunker.ID) string {
 	s := id.String()
-	return "packs/" + s[:2] + "/" + s
+	return packPrefix + s[:2] + "/" + s
 }
 
 func indexName(id chunker.ID) string {
 	s := id.String()
-	return "index/" + s[:2] + "/" + s
+	return indexPrefix + s[:2] + "/" + s
 }

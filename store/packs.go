@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -121,63 +120,50 @@ func (p *Packs) isIndexed() bool {
 }
 
 // Refresh loads index objects written since the index was loaded (by other
-// writers), so that their chunks are found and not written again.
+// writers), so that their chunks are found and not written again. If gc
+// removed an index that was loaded, it loads the whole index anew.
 func (p *Packs) Refresh(ctx context.Context) error {
 	p.refreshMu.Lock()
 	defer p.refreshMu.Unlock()
 	if err := p.loadCondemned(ctx); err != nil {
 		return err
 	}
-	var names []string
-	present := map[string]bool{}
-	err := p.be.List(ctx, "index/", func(in backend.Info) error {
-		present[in.Name] = true
-		p.mu.RLock()
-		seen := p.loaded[in.Name]
-		p.mu.RUnlock()
-		if !seen {
-			names = append(names, in.Name)
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("load index of store %s: %w", p.be.Location(), err)
-	}
-	// gc removed packs since the index was loaded: start over.
-	p.mu.Lock()
-	gone := false
-	for name := range p.loaded {
-		if !present[name] {
-			gone = true
-			break
-		}
-	}
-	if gone {
-		condemned, condemnedLoaded := p.condemned, p.condemnedLoaded
-		p.resetIndex()
-		p.condemned, p.condemnedLoaded = condemned, condemnedLoaded
-		names = names[:0]
-		for name := range present {
-			names = append(names, name)
-		}
-	}
-	p.mu.Unlock()
-	for _, name := range names {
-		pack, entries, err := p.readIndex(ctx, name)
-		if errors.Is(err, backend.ErrNotFound) {
-			// gc removed it since the listing: its pack is gone, and
-			// its live chunks, if any, were indexed anew first.
-			continue
-		}
+	for pass := 0; ; pass++ {
+		present := map[string]bool{}
+		var entries []indexEntry
+		_, err := p.eachIndex(ctx, indexVisitor{
+			skip: func(in backend.Info) bool {
+				present[in.Name] = true
+				p.mu.RLock()
+				defer p.mu.RUnlock()
+				return p.loaded[in.Name]
+			},
+			entry: func(_ chunker.ID, e *indexEntry) { entries = append(entries, *e) },
+			done: func(in backend.Info, pack chunker.ID, _ int) error {
+				p.addIndex(in.Name, pack, entries)
+				entries = entries[:0]
+				return nil
+			},
+		})
 		if err != nil {
 			return fmt.Errorf("load index of store %s: %w", p.be.Location(), err)
 		}
-		p.addIndex(name, pack, entries)
+		p.mu.Lock()
+		gone := false
+		for name := range p.loaded {
+			gone = gone || !present[name]
+		}
+		if !gone || pass > 0 {
+			p.indexed = true
+			p.mu.Unlock()
+			return nil
+		}
+		// gc removed packs since the index was loaded: start over.
+		condemned, condemnedLoaded := p.condemned, p.condemnedLoaded
+		p.resetIndex()
+		p.condemned, p.condemnedLoaded = condemned, condemnedLoaded
+		p.mu.Unlock()
 	}
-	p.mu.Lock()
-	p.indexed = true
-	p.mu.Unlock()
-	return nil
 }
 
 func (p *Packs) addIndex(name string, pack chunker.ID, entries []indexEntry) {
@@ -254,20 +240,6 @@ func (p *Packs) ChunkCount() int {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	return len(p.chunks)
-}
-
-// readIndex reads one index object, checks it against its name and decodes
-// it. A missing object is reported wrapping backend.ErrNotFound.
-func (p *Packs) readIndex(ctx context.Context, name string) (chunker.ID, []indexEntry, error) {
-	data, err := p.readIndexData(ctx, name)
-	if err != nil {
-		return chunker.ID{}, nil, err
-	}
-	pack, entries, err := decodeIndex(data, -1)
-	if err != nil {
-		return chunker.ID{}, nil, fmt.Errorf("index %s: %w", name, err)
-	}
-	return pack, entries, nil
 }
 
 // readIndexData reads one index object and checks it against its name.

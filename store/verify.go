@@ -69,20 +69,19 @@ func (p *Packs) VerifyIndex(ctx context.Context, progress func(done, total int64
 	// Indexes first: a pack is written before its index, so the pack of
 	// every index listed here is in the pack listing below.
 	var names []string
-	if err := p.be.List(ctx, "index/", func(in backend.Info) error {
+	if err := p.be.List(ctx, indexPrefix, func(in backend.Info) error {
 		names = append(names, in.Name)
 		return nil
 	}); err != nil {
 		return rep, fmt.Errorf("verify store %s: list indexes: %w", p.be.Location(), err)
 	}
+	infos, err := p.listPacks(ctx)
+	if err != nil {
+		return rep, fmt.Errorf("verify: %w", err)
+	}
 	packs := map[chunker.ID]int64{}
-	if err := p.be.List(ctx, "packs/", func(in backend.Info) error {
-		if id, err := chunker.ParseID(in.Name[strings.LastIndexByte(in.Name, '/')+1:]); err == nil {
-			packs[id] = in.Size
-		}
-		return nil
-	}); err != nil {
-		return rep, fmt.Errorf("verify store %s: list packs: %w", p.be.Location(), err)
+	for id, in := range infos {
+		packs[id] = in.Size
 	}
 	rep.Indexes, rep.Packs = len(names), len(packs)
 
@@ -264,14 +263,13 @@ func (p *Packs) VerifyPacks(ctx context.Context, sample func(pack chunker.ID) bo
 		return rep, err
 	}
 	start := time.Now()
+	infos, err := p.listPacks(ctx)
+	if err != nil {
+		return rep, fmt.Errorf("verify: %w", err)
+	}
 	sizes := map[chunker.ID]int64{}
-	if err := p.be.List(ctx, "packs/", func(in backend.Info) error {
-		if id, err := chunker.ParseID(in.Name[strings.LastIndexByte(in.Name, '/')+1:]); err == nil {
-			sizes[id] = in.Size
-		}
-		return nil
-	}); err != nil {
-		return rep, fmt.Errorf("verify store %s: list packs: %w", p.be.Location(), err)
+	for id, in := range infos {
+		sizes[id] = in.Size
 	}
 	p.mu.RLock()
 	counts := make([]int, len(p.packs)) // index entries that point into each pack
