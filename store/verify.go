@@ -79,23 +79,14 @@ func (p *Packs) VerifyIndex(ctx context.Context, progress func(done, total int64
 	if err != nil {
 		return rep, fmt.Errorf("verify: %w", err)
 	}
-	packs := map[chunker.ID]int64{}
-	for id, in := range infos {
-		packs[id] = in.Size
-	}
-	rep.Indexes, rep.Packs = len(names), len(packs)
-
+	rep.Indexes, rep.Packs = len(names), len(infos)
 	p.mu.Lock()
 	p.resetIndex()
 	p.mu.Unlock()
 	if err := p.loadCondemned(ctx); err != nil {
 		return rep, err
 	}
-	problem := func(object, format string, args ...any) *VerifyProblem {
-		rep.Problems = append(rep.Problems, VerifyProblem{Object: object, Problem: fmt.Sprintf(format, args...)})
-		return &rep.Problems[len(rep.Problems)-1]
-	}
-	indexed := map[chunker.ID]bool{}
+	c := &indexCheck{p: p, rep: &rep, packs: infos, indexed: map[chunker.ID]bool{}}
 	for i, name := range names {
 		if err := ctx.Err(); err != nil {
 			return rep, err
@@ -103,65 +94,94 @@ func (p *Packs) VerifyIndex(ctx context.Context, progress func(done, total int64
 		if progress != nil {
 			progress(int64(i+1), int64(len(names)))
 		}
-		data, err := p.be.Get(ctx, name, 0, -1)
-		if errors.Is(err, backend.ErrNotFound) {
-			continue // deleted by gc since the listing
-		}
-		if err != nil {
-			problem(name, "index cannot be read: %v", err)
-			continue
-		}
-		pack, entries, derr := decodeIndex(data, -1)
-		if want := name[strings.LastIndexByte(name, '/')+1:]; chunker.Sum(data).String() != want {
-			claim := ""
-			if derr == nil {
-				claim = fmt.Sprintf(" (it claims to index pack %s, whose trailer holds a copy of the index)", pack)
-				indexed[pack] = true
-			}
-			problem(name, "index content does not match its name (damaged); the chunks it lists cannot be located%s", claim)
-			continue
-		}
-		if derr != nil {
-			problem(name, "index cannot be decoded: %v", derr)
-			continue
-		}
-		indexed[pack] = true
-		size, ok := packs[pack]
-		if !ok {
-			if _, err := p.be.Stat(ctx, name); errors.Is(err, backend.ErrNotFound) {
-				continue // gc deleted the index, then the pack
-			}
-			prob := problem(packName(pack), "pack is missing; its index %s names %d chunks", name, len(entries))
-			prob.Chunks = entryIDs(entries, func(indexEntry) bool { return true })
-			continue
-		}
-		var end int64
-		for _, e := range entries {
-			end = max(end, int64(e.Offset)+int64(e.Length))
-		}
-		want := end + int64(len(data)) + int64(packTrailerLen)
-		switch {
-		case size < want:
-			prob := problem(packName(pack), "pack is %d bytes but its index %s describes %d: truncated", size, name, want)
-			prob.Chunks = entryIDs(entries, func(e indexEntry) bool { return int64(e.Offset)+int64(e.Length) > size })
-			if len(prob.Chunks) > 0 {
-				prob.Problem += fmt.Sprintf(", %d chunks lost", len(prob.Chunks))
-			}
-		case size > want:
-			problem(packName(pack), "pack is %d bytes but its index %s describes %d: bytes were appended or the index is wrong", size, name, want)
-		}
-		p.addIndex(name, pack, entries)
+		c.check(ctx, name)
 	}
-	for id := range packs {
-		if !indexed[id] {
+	for id := range infos {
+		if !c.indexed[id] {
 			rep.UnindexedPacks++
 		}
 	}
 	p.mu.Lock()
 	p.indexed = true
 	rep.Chunks = len(p.chunks)
-	// A delta whose base no sound index knows cannot be read: report the
-	// deltas (by pack), so that the restore points naming them are.
+	c.orphanedDeltas()
+	p.mu.Unlock()
+	sortProblems(rep.Problems)
+	return rep, nil
+}
+
+// indexCheck is one VerifyIndex run: the packs listed, the packs some index
+// names, and the problems found.
+type indexCheck struct {
+	p       *Packs
+	rep     *IndexReport
+	packs   map[chunker.ID]backend.Info
+	indexed map[chunker.ID]bool
+}
+
+func (c *indexCheck) problem(object, format string, args ...any) *VerifyProblem {
+	c.rep.Problems = append(c.rep.Problems, VerifyProblem{Object: object, Problem: fmt.Sprintf(format, args...)})
+	return &c.rep.Problems[len(c.rep.Problems)-1]
+}
+
+// check checks one index object against its name and its pack, and loads
+// it if both are sound.
+func (c *indexCheck) check(ctx context.Context, name string) {
+	data, err := c.p.be.Get(ctx, name, 0, -1)
+	if errors.Is(err, backend.ErrNotFound) {
+		return // deleted by gc since the listing
+	}
+	if err != nil {
+		c.problem(name, "index cannot be read: %v", err)
+		return
+	}
+	pack, entries, derr := decodeIndex(data, -1)
+	if want := name[strings.LastIndexByte(name, '/')+1:]; chunker.Sum(data).String() != want {
+		claim := ""
+		if derr == nil {
+			claim = fmt.Sprintf(" (it claims to index pack %s, whose trailer holds a copy of the index)", pack)
+			c.indexed[pack] = true
+		}
+		c.problem(name, "index content does not match its name (damaged); the chunks it lists cannot be located%s", claim)
+		return
+	}
+	if derr != nil {
+		c.problem(name, "index cannot be decoded: %v", derr)
+		return
+	}
+	c.indexed[pack] = true
+	in, ok := c.packs[pack]
+	if !ok {
+		if _, err := c.p.be.Stat(ctx, name); errors.Is(err, backend.ErrNotFound) {
+			return // gc deleted the index, then the pack
+		}
+		prob := c.problem(packName(pack), "pack is missing; its index %s names %d chunks", name, len(entries))
+		prob.Chunks = entryIDs(entries, func(indexEntry) bool { return true })
+		return
+	}
+	var end int64
+	for _, e := range entries {
+		end = max(end, int64(e.Offset)+int64(e.Length))
+	}
+	size, want := in.Size, end+int64(len(data))+int64(packTrailerLen)
+	switch {
+	case size < want:
+		prob := c.problem(packName(pack), "pack is %d bytes but its index %s describes %d: truncated", size, name, want)
+		prob.Chunks = entryIDs(entries, func(e indexEntry) bool { return int64(e.Offset)+int64(e.Length) > size })
+		if len(prob.Chunks) > 0 {
+			prob.Problem += fmt.Sprintf(", %d chunks lost", len(prob.Chunks))
+		}
+	case size > want:
+		c.problem(packName(pack), "pack is %d bytes but its index %s describes %d: bytes were appended or the index is wrong", size, name, want)
+	}
+	c.p.addIndex(name, pack, entries)
+}
+
+// orphanedDeltas reports the deltas whose base no sound index knows (by
+// pack): they cannot be read, and the restore points naming them are
+// broken. p.mu must be held.
+func (c *indexCheck) orphanedDeltas() {
+	p := c.p
 	orphaned := map[uint32][]DeltaRef{}
 	for id, loc := range p.chunks {
 		if loc.base != 0 {
@@ -172,14 +192,11 @@ func (p *Packs) VerifyIndex(ctx context.Context, progress func(done, total int64
 	}
 	for no, ds := range orphaned {
 		slices.SortFunc(ds, func(a, b DeltaRef) int { return bytes.Compare(a.ID[:], b.ID[:]) })
-		prob := problem(packName(p.packs[no]), "%d chunks are stored as deltas of base chunks that are in no sound index (e.g. chunk %s, base %s): they cannot be read", len(ds), ds[0].ID, ds[0].Base)
+		prob := c.problem(packName(p.packs[no]), "%d chunks are stored as deltas of base chunks that are in no sound index (e.g. chunk %s, base %s): they cannot be read", len(ds), ds[0].ID, ds[0].Base)
 		for _, d := range ds {
 			prob.Chunks = append(prob.Chunks, d.ID)
 		}
 	}
-	p.mu.Unlock()
-	sortProblems(rep.Problems)
-	return rep, nil
 }
 
 func entryIDs(entries []indexEntry, keep func(indexEntry) bool) []chunker.ID {
@@ -345,41 +362,12 @@ type packResult struct {
 
 // verifyPack reads and checks one pack; buf is a reusable decode buffer.
 func (p *Packs) verifyPack(ctx context.Context, no uint32, id chunker.ID, indexed int, buf []byte) (packResult, []byte) {
-	var r packResult
-	name := packName(id)
-	var faults []string
-	bad := map[chunker.ID]bool{}
-	fail := func(c chunker.ID, format string, args ...any) {
-		if !bad[c] {
-			bad[c] = true
-			faults = append(faults, fmt.Sprintf("chunk %s: ", c)+fmt.Sprintf(format, args...))
-		}
-	}
-	data, err := p.be.Get(ctx, name, 0, -1)
+	c := &packCheck{p: p, ctx: ctx, no: no, id: id, name: packName(id), bad: map[chunker.ID]bool{}, buf: buf}
+	data, err := p.be.Get(ctx, c.name, 0, -1)
 	if err != nil {
-		if ctx.Err() != nil {
-			return r, buf
-		}
-		prob := &VerifyProblem{Object: name, Problem: fmt.Sprintf("pack cannot be read: %v", err)}
-		if errors.Is(err, backend.ErrNotFound) {
-			if _, lerr := p.be.Stat(ctx, gcLockName); lerr == nil {
-				// gc deletes packs no manifest needs, and repacks
-				// live chunks before deleting their pack: no
-				// restore point is known to be affected.
-				prob.Problem = "pack was deleted after verify loaded the index, while a gc is running: run verify again when it is done"
-				r.problem = prob
-				return r, buf
-			}
-			prob.Problem = "pack disappeared after verify loaded the index"
-		}
-		for _, e := range p.indexedIn(no) {
-			prob.Chunks = append(prob.Chunks, e.ID)
-		}
-		r.problem = prob
-		return r, buf
+		return packResult{problem: c.unreadable(err)}, c.buf
 	}
-	r.bytes = int64(len(data))
-	hashOK := chunker.Sum(data) == id
+	r := packResult{bytes: int64(len(data))}
 	entries, terr := parsePackTrailer(data)
 	if terr != nil {
 		entries = p.indexedIn(no) // check the chunks where readers look for them
@@ -390,44 +378,12 @@ func (p *Packs) verifyPack(ctx context.Context, no uint32, id chunker.ID, indexe
 		if ok && loc.Pack == id {
 			matched++
 			if terr == nil && (loc.Offset != e.Offset || loc.Length != e.Length || loc.Raw != e.Raw || loc.Kind != e.Kind || loc.Base != e.Base) {
-				fail(e.ID, "the index and the pack's trailer disagree on where it is")
+				c.fail(e.ID, "the index and the pack's trailer disagree on where it is")
 				continue
 			}
 		}
 		r.chunks++
-		end := int64(e.Offset) + int64(e.Length)
-		if end > int64(len(data)) {
-			fail(e.ID, "lies beyond the end of the pack")
-			continue
-		}
-		if e.delta() {
-			// Decoded with its base (read, and verified, the ordinary
-			// way); verify reports a delta whose base is lost.
-			base, berr := p.Get(ctx, e.Base)
-			if berr != nil {
-				fail(e.ID, "is stored as a delta of chunk %s, which cannot be read (%v)", e.Base, berr)
-				continue
-			}
-			out, err := p.codec.decodeDelta(buf[:0], ChunkBody{ID: e.ID, Kind: e.Kind, Raw: e.Raw, Base: e.Base, Body: data[e.Offset:end]}, base, name)
-			if err != nil {
-				fail(e.ID, "delta against chunk %s does not decode to its content (%v)", e.Base, err)
-				continue
-			}
-			buf = out
-			continue
-		}
-		out, err := p.codec.dec.DecodeAll(data[e.Offset:end], buf[:0])
-		switch {
-		case err != nil:
-			fail(e.ID, "cannot be decompressed (%v)", err)
-		case uint32(len(out)) != e.Raw:
-			fail(e.ID, "decompresses to %d bytes, the index says %d", len(out), e.Raw)
-		case chunker.Sum(out) != e.ID:
-			fail(e.ID, "content does not match its name")
-		}
-		if err == nil {
-			buf = out
-		}
+		c.chunk(data, e)
 	}
 	var notes []string
 	if terr != nil {
@@ -437,14 +393,99 @@ func (p *Packs) verifyPack(ctx context.Context, no uint32, id chunker.ID, indexe
 		missing := 0
 		for _, e := range p.indexedIn(no) {
 			if !containsID(entries, e.ID) {
-				fail(e.ID, "the index places it in this pack, the pack's trailer does not list it")
+				c.fail(e.ID, "the index places it in this pack, the pack's trailer does not list it")
 				missing++
 			}
 		}
 		notes = append(notes, fmt.Sprintf("%d indexed chunks missing from the trailer", missing))
 	}
-	if hashOK && len(faults) == 0 && len(notes) == 0 {
-		return r, buf
+	r.problem = c.problem(chunker.Sum(data) == id, notes, r.chunks)
+	return r, c.buf
+}
+
+// packCheck is the check of one pack by VerifyPacks: the chunks found at
+// fault, each once, with why.
+type packCheck struct {
+	p      *Packs
+	ctx    context.Context
+	no     uint32
+	id     chunker.ID
+	name   string
+	faults []string
+	bad    map[chunker.ID]bool
+	buf    []byte // reused for decoded chunks
+}
+
+func (c *packCheck) fail(id chunker.ID, format string, args ...any) {
+	if !c.bad[id] {
+		c.bad[id] = true
+		c.faults = append(c.faults, fmt.Sprintf("chunk %s: ", id)+fmt.Sprintf(format, args...))
+	}
+}
+
+// unreadable is the problem of a pack that cannot be read: every chunk the
+// index places in it is lost, unless gc is deleting it (gc deletes packs
+// no manifest needs, and repacks live chunks before deleting their pack:
+// no restore point is known to be affected).
+func (c *packCheck) unreadable(err error) *VerifyProblem {
+	if c.ctx.Err() != nil {
+		return nil
+	}
+	prob := &VerifyProblem{Object: c.name, Problem: fmt.Sprintf("pack cannot be read: %v", err)}
+	if errors.Is(err, backend.ErrNotFound) {
+		if _, lerr := c.p.be.Stat(c.ctx, gcLockName); lerr == nil {
+			prob.Problem = "pack was deleted after verify loaded the index, while a gc is running: run verify again when it is done"
+			return prob
+		}
+		prob.Problem = "pack disappeared after verify loaded the index"
+	}
+	for _, e := range c.p.indexedIn(c.no) {
+		prob.Chunks = append(prob.Chunks, e.ID)
+	}
+	return prob
+}
+
+// chunk decodes entry e of the pack data and checks it against its id.
+func (c *packCheck) chunk(data []byte, e indexEntry) {
+	end := int64(e.Offset) + int64(e.Length)
+	if end > int64(len(data)) {
+		c.fail(e.ID, "lies beyond the end of the pack")
+		return
+	}
+	if e.delta() {
+		// Decoded with its base (read, and verified, the ordinary way);
+		// verify reports a delta whose base is lost.
+		base, err := c.p.Get(c.ctx, e.Base)
+		if err != nil {
+			c.fail(e.ID, "is stored as a delta of chunk %s, which cannot be read (%v)", e.Base, err)
+			return
+		}
+		out, err := c.p.codec.decodeDelta(c.buf[:0], ChunkBody{ID: e.ID, Kind: e.Kind, Raw: e.Raw, Base: e.Base, Body: data[e.Offset:end]}, base, c.name)
+		if err != nil {
+			c.fail(e.ID, "delta against chunk %s does not decode to its content (%v)", e.Base, err)
+			return
+		}
+		c.buf = out
+		return
+	}
+	out, err := c.p.codec.dec.DecodeAll(data[e.Offset:end], c.buf[:0])
+	switch {
+	case err != nil:
+		c.fail(e.ID, "cannot be decompressed (%v)", err)
+	case uint32(len(out)) != e.Raw:
+		c.fail(e.ID, "decompresses to %d bytes, the index says %d", len(out), e.Raw)
+	case chunker.Sum(out) != e.ID:
+		c.fail(e.ID, "content does not match its name")
+	}
+	if err == nil {
+		c.buf = out
+	}
+}
+
+// problem sums the check up: nil when the pack is sound.
+func (c *packCheck) problem(hashOK bool, notes []string, chunks int) *VerifyProblem {
+	if hashOK && len(c.faults) == 0 && len(notes) == 0 {
+		return nil
 	}
 	var msg []string
 	if !hashOK {
@@ -452,18 +493,17 @@ func (p *Packs) verifyPack(ctx context.Context, no uint32, id chunker.ID, indexe
 	}
 	msg = append(msg, notes...)
 	switch {
-	case len(faults) > 0:
-		msg = append(msg, fmt.Sprintf("%d of %d chunks fail: %s", len(faults), r.chunks, strings.Join(clip(faults, 5), "; ")))
+	case len(c.faults) > 0:
+		msg = append(msg, fmt.Sprintf("%d of %d chunks fail: %s", len(c.faults), chunks, strings.Join(clip(c.faults, 5), "; ")))
 	case !hashOK:
 		msg = append(msg, "but every chunk verifies: the damage is outside the chunk bodies")
 	}
-	prob := &VerifyProblem{Object: name, Problem: strings.Join(msg, "; ")}
-	for c := range bad {
-		prob.Chunks = append(prob.Chunks, c)
+	prob := &VerifyProblem{Object: c.name, Problem: strings.Join(msg, "; ")}
+	for id := range c.bad {
+		prob.Chunks = append(prob.Chunks, id)
 	}
 	sort.Slice(prob.Chunks, func(i, j int) bool { return bytes.Compare(prob.Chunks[i][:], prob.Chunks[j][:]) < 0 })
-	r.problem = prob
-	return r, buf
+	return prob
 }
 
 // indexedIn lists the loaded index's entries that point into pack no (a
