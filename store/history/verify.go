@@ -148,23 +148,44 @@ func Verify(ctx context.Context, st *store.Store, opts VerifyOptions) (VerifyRep
 		v.addStoreProblem(p)
 	}
 
-	w := v.newWalk(true, opts.ReadData && opts.Node != "")
+	w, err := v.walkManifests(nodes, seqs, total, opts.ReadData && opts.Node != "", stage("manifests"), &rep)
+	if err != nil {
+		return rep, err
+	}
+	if opts.ReadData {
+		if err := v.readData(nodes, seqs, w, opts.Percent, stage("read"), &rep); err != nil {
+			return rep, err
+		}
+	}
+	for _, n := range nodes {
+		v.journal(n, &rep)
+	}
+	rep.Problems = v.finish()
+	return rep, ctx.Err()
+}
+
+// walkManifests walks every manifest of nodes (seqs lists them): each is
+// read, and every chunk it names is checked (the structural walk); each
+// problem is attributed to the restore points it breaks. With collectPacks
+// the walk notes the packs the manifests use, for a read of those alone.
+func (v *verifier) walkManifests(nodes []string, seqs map[string][]uint64, total int, collectPacks bool, progress func(done, total int64), rep *VerifyReport) (*walk, error) {
+	w := v.newWalk(true, collectPacks)
 	done := 0
 	for _, n := range nodes {
 		for i, seq := range seqs[n] {
 			done++
-			if p := stage("manifests"); p != nil {
-				p(int64(done), int64(total))
+			if progress != nil {
+				progress(int64(done), int64(total))
 			}
 			newest := i == len(seqs[n])-1
-			m, err := st.Manifest(ctx, n, seq)
+			m, err := v.st.Manifest(v.ctx, n, seq)
 			if errors.Is(err, backend.ErrNotFound) {
 				continue // forgotten since the listing
 			}
 			rep.Manifests++
 			if err != nil {
-				if ctx.Err() != nil {
-					return rep, ctx.Err()
+				if v.ctx.Err() != nil {
+					return w, v.ctx.Err()
 				}
 				k := v.problem(store.ManifestObject(n, seq), strings.TrimPrefix(err.Error(), fmt.Sprintf("read manifest %d of node %q: ", seq, n)))
 				v.affect(k, n, seq, newest)
@@ -175,55 +196,49 @@ func Verify(ctx context.Context, st *store.Store, opts VerifyOptions) (VerifyRep
 			}
 		}
 	}
-	if err := ctx.Err(); err != nil {
-		return rep, err
-	}
+	return w, v.ctx.Err()
+}
 
-	if opts.ReadData {
-		pct := opts.Percent
-		if pct <= 0 {
-			pct = 100
-		}
-		sample := packs.PackSample(pct)
-		if w.packs != nil {
-			ids := make([]chunker.ID, 0, len(w.packs))
-			for id := range w.packs {
-				ids = append(ids, id)
-			}
-			sample = store.SamplePacks(ids, pct)
-		}
-		pr, err := packs.VerifyPacks(ctx, sample, stage("read"))
-		if err != nil {
-			return rep, err
-		}
-		rep.ReadData = &pr
-		// Attribute the damage found to restore points: a second walk,
-		// only when there is damage to attribute.
-		v.bad = map[chunker.ID]int{}
-		for _, p := range pr.Problems {
-			v.addStoreProblem(p)
-		}
-		if len(v.bad) > 0 {
-			w := v.newWalk(false, false)
-			for _, n := range nodes {
-				for i, seq := range seqs[n] {
-					m, err := st.Manifest(ctx, n, seq)
-					if err != nil {
-						continue // reported by the first walk
-					}
-					for k := range w.manifest(m) {
-						v.affect(k, n, seq, i == len(seqs[n])-1)
-					}
-				}
-			}
-		}
+// readData reads packs back (pct percent of them; those the structural
+// walk w noted, if it did) and attributes the damage found to restore
+// points with a second walk, only when there is damage to attribute.
+func (v *verifier) readData(nodes []string, seqs map[string][]uint64, w *walk, pct float64, progress func(done, total int64), rep *VerifyReport) error {
+	if pct <= 0 {
+		pct = 100
 	}
-
+	sample := v.packs.PackSample(pct)
+	if w.packs != nil {
+		ids := make([]chunker.ID, 0, len(w.packs))
+		for id := range w.packs {
+			ids = append(ids, id)
+		}
+		sample = store.SamplePacks(ids, pct)
+	}
+	pr, err := v.packs.VerifyPacks(v.ctx, sample, progress)
+	if err != nil {
+		return err
+	}
+	rep.ReadData = &pr
+	v.bad = map[chunker.ID]int{}
+	for _, p := range pr.Problems {
+		v.addStoreProblem(p)
+	}
+	if len(v.bad) == 0 {
+		return nil
+	}
+	w = v.newWalk(false, false)
 	for _, n := range nodes {
-		v.journal(n, &rep)
+		for i, seq := range seqs[n] {
+			m, err := v.st.Manifest(v.ctx, n, seq)
+			if err != nil {
+				continue // reported by the first walk
+			}
+			for k := range w.manifest(m) {
+				v.affect(k, n, seq, i == len(seqs[n])-1)
+			}
+		}
 	}
-	rep.Problems = v.finish()
-	return rep, ctx.Err()
+	return nil
 }
 
 // verifier collects problems and what they affect.
