@@ -67,39 +67,9 @@ func Restore(ctx context.Context, st *store.Store, opts RestoreOptions) (Restore
 		}
 		return res, fmt.Errorf("node %q has no restore point in store %s", opts.Node, st.Location())
 	}
-	latest, err := st.Manifest(ctx, opts.Node, seqs[len(seqs)-1])
+	m, useJournal, err := chooseRestorePoint(ctx, st, opts, seqs, &res)
 	if err != nil {
 		return res, err
-	}
-	newest, err := newestVersion(ctx, st, latest)
-	if err != nil {
-		if opts.Manifest == 0 && opts.Version == nil {
-			return res, err
-		}
-		// A damaged journal breaks only the newest state: a chosen
-		// restore point can still be restored.
-		newest = latest.LastVersion()
-	}
-	res.NewestVersion = newest
-
-	m := latest
-	useJournal := true
-	switch {
-	case opts.Manifest != 0 && opts.Version != nil:
-		return res, errors.New("choose a manifest or a version, not both")
-	case opts.Manifest != 0:
-		if m, err = st.Manifest(ctx, opts.Node, opts.Manifest); err != nil {
-			return res, err
-		}
-		useJournal = false
-	case opts.Version != nil:
-		if m, err = manifestForVersion(ctx, st, opts.Node, seqs, *opts.Version); err != nil {
-			return res, err
-		}
-		if *opts.Version > newest {
-			return res, fmt.Errorf("node %q: data_version %d is newer than the newest the store holds (%d)", opts.Node, *opts.Version, newest)
-		}
-		useJournal = m.Seq == latest.Seq
 	}
 	res.Manifest = m.Seq
 
@@ -140,6 +110,43 @@ func Restore(ctx context.Context, st *store.Store, opts RestoreOptions) (Restore
 		res.Bytes = fi.Size()
 	}
 	return res, nil
+}
+
+// chooseRestorePoint finds the manifest to restore from (the newest, or the
+// one opts names by manifest or version; seqs lists the node's manifests),
+// records the newest data_version the store holds in res, and says whether
+// the journal's records after the manifest apply.
+func chooseRestorePoint(ctx context.Context, st *store.Store, opts RestoreOptions, seqs []uint64, res *RestoreResult) (m *manifest.Manifest, useJournal bool, err error) {
+	latest, err := st.Manifest(ctx, opts.Node, seqs[len(seqs)-1])
+	if err != nil {
+		return nil, false, err
+	}
+	newest, err := newestVersion(ctx, st, latest)
+	if err != nil {
+		if opts.Manifest == 0 && opts.Version == nil {
+			return nil, false, err
+		}
+		// A damaged journal breaks only the newest state: a chosen
+		// restore point can still be restored.
+		newest = latest.LastVersion()
+	}
+	res.NewestVersion = newest
+	switch {
+	case opts.Manifest != 0 && opts.Version != nil:
+		return nil, false, errors.New("choose a manifest or a version, not both")
+	case opts.Manifest != 0:
+		m, err = st.Manifest(ctx, opts.Node, opts.Manifest)
+		return m, false, err
+	case opts.Version != nil:
+		if m, err = manifestForVersion(ctx, st, opts.Node, seqs, *opts.Version); err != nil {
+			return nil, false, err
+		}
+		if *opts.Version > newest {
+			return nil, false, fmt.Errorf("node %q: data_version %d is newer than the newest the store holds (%d)", opts.Node, *opts.Version, newest)
+		}
+		return m, m.Seq == latest.Seq, nil
+	}
+	return latest, true, nil
 }
 
 // buildAt writes m's snapshot into f.

@@ -126,15 +126,29 @@ func snapshotFile(ctx context.Context, w *store.Writer, st *store.Store, path st
 	}
 	ps := &pageStorer{w: w, st: st, f: f, prevTab: prevTab}
 	ps.tab = make(manifest.PageTable, 0, fi.Size()/4096)
+	h, err := ps.storePages(ctx, fi.Size(), progress)
+	if err != nil {
+		return manifest.Snapshot{}, fmt.Errorf("snapshot %s: %w", path, err)
+	}
+	snap.PageSize, snap.Pages = h.PageSize, h.Pages
+	if err := storePageTable(ctx, w, st, &snap, ps.tab, prev, prevTab, prevChain); err != nil {
+		return manifest.Snapshot{}, fmt.Errorf("snapshot %s: %w", path, err)
+	}
+	return snap, nil
+}
+
+// storePages hashes every page of the file (size bytes) and stores, a
+// window at a time, the pages the store lacks.
+func (ps *pageStorer) storePages(ctx context.Context, size int64, progress Progress) (chunker.Header, error) {
 	var done int64
-	h, err := chunker.Split(f, func(p chunker.Page) error {
+	h, err := chunker.Split(ps.f, func(p chunker.Page) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		ps.pageSize = int64(len(p.Data))
 		ps.tab = append(ps.tab, p.ID)
-		if w.Has(p.ID) {
-			w.Reused()
+		if ps.w.Has(p.ID) {
+			ps.w.Reused()
 		} else {
 			ps.window = append(ps.window, p.Index)
 			if len(ps.window) == snapshotWindow {
@@ -145,22 +159,25 @@ func snapshotFile(ctx context.Context, w *store.Writer, st *store.Store, path st
 		}
 		done += int64(len(p.Data))
 		if p.Index%256 == 0 {
-			progress.report(done, fi.Size())
+			progress.report(done, size)
 		}
 		return nil
 	})
 	if err == nil {
 		err = ps.storeWindow(ctx)
 	}
-	if err != nil {
-		return manifest.Snapshot{}, fmt.Errorf("snapshot %s: %w", path, err)
+	if err == nil {
+		progress.report(size, size)
 	}
-	progress.report(fi.Size(), fi.Size())
-	snap.PageSize, snap.Pages = h.PageSize, h.Pages
-	tab := ps.tab
+	return h, err
+}
 
-	// The page ids as list chunks, or as a patch on the previous snapshot:
-	// both looked up at once, to weigh what each would add.
+// storePageTable stores the snapshot's page ids as list chunks, or as a
+// patch on the previous snapshot (prev, whose page table is prevTab and
+// whose chain of patches weighs prevChain bytes) while the chain stays
+// cheaper than the lists it stands for; both are looked up at once, to
+// weigh what each would add.
+func storePageTable(ctx context.Context, w *store.Writer, st *store.Store, snap *manifest.Snapshot, tab manifest.PageTable, prev *manifest.Snapshot, prevTab manifest.PageTable, prevChain int64) error {
 	n := st.Config().Params.ListEntries
 	var lists [][]byte
 	var ask []chunker.ID
@@ -177,31 +194,26 @@ func snapshotFile(ctx context.Context, w *store.Writer, st *store.Store, path st
 	}
 	l, err := st.Lookup(ctx, ask)
 	if err != nil {
-		return manifest.Snapshot{}, fmt.Errorf("snapshot %s: %w", path, err)
+		return err
 	}
 	w.Know(l)
-	if canPatch {
-		// Patch while the chain stays cheaper than rewriting the lists it
-		// stands for; then rebase onto fresh list chunks.
-		chain := int64(len(patchBytes)) + prevChain
-		if chain <= newListBytes(w, lists) {
-			id, _, err := w.Put(ctx, store.KindPatch, patchBytes)
-			if err != nil {
-				return manifest.Snapshot{}, fmt.Errorf("store patch chunk: %w", err)
-			}
-			snap.Lists = prev.Lists
-			snap.Patches = append(append([]chunker.ID(nil), prev.Patches...), id)
-			return snap, nil
+	if canPatch && int64(len(patchBytes))+prevChain <= newListBytes(w, lists) {
+		id, _, err := w.Put(ctx, store.KindPatch, patchBytes)
+		if err != nil {
+			return fmt.Errorf("store patch chunk: %w", err)
 		}
+		snap.Lists = prev.Lists
+		snap.Patches = append(append([]chunker.ID(nil), prev.Patches...), id)
+		return nil
 	}
 	for _, b := range lists {
 		id, _, err := w.Put(ctx, store.KindList, b)
 		if err != nil {
-			return manifest.Snapshot{}, fmt.Errorf("store list chunk: %w", err)
+			return fmt.Errorf("store list chunk: %w", err)
 		}
 		snap.Lists = append(snap.Lists, id)
 	}
-	return snap, nil
+	return nil
 }
 
 // pageStorer stores a snapshot's new pages, a window at a time.
@@ -326,8 +338,8 @@ func (ps *pageStorer) storeBatch(ctx context.Context, l *store.Located, batch []
 	return nil
 }
 
-// newListBytes is what writing lists as list chunks would add to the store
-// (through a store server, where the writer cannot know, all of them).
+// newListBytes is what writing lists as list chunks would add to the store:
+// the lists the writer's lookup did not find.
 func newListBytes(w *store.Writer, lists [][]byte) int64 {
 	var total int64
 	for _, b := range lists {
