@@ -1,4 +1,4 @@
-package store_test
+package history_test
 
 import (
 	"context"
@@ -28,7 +28,7 @@ import (
 
 var vctx = context.Background()
 
-const testdataDir = "../testdata/"
+const testdataDir = "../../testdata/"
 
 // fixture is a store with three nodes: "a" recorded from a real db_write
 // trace with compactions (manifests sharing chunks, a journal after the
@@ -573,16 +573,4 @@ func locateChunk(t testing.TB, st *store.Store, id chunker.ID) (store.ChunkInfo,
 		t.Fatal(err)
 	}
 	return l.Locate(id)
-}
-
-// putManifest commits m through a writer that stored nothing: the chunks
-// it names are the test's business.
-func putManifest(ctx context.Context, st *store.Store, m *manifest.Manifest) error {
-	w, err := st.NewWriter(ctx)
-	if err != nil {
-		return err
-	}
-	defer w.Close()
-	_, err = w.Commit(ctx, m)
-	return err
 }
