@@ -20,10 +20,8 @@ const DefaultSegmentSize = 8 << 20
 // Options.SegmentSize is 0. Segments are then sized to the journal's use
 // (see nextSize): a node whose journal is trimmed after each compaction
 // keeps small segments, so that preallocated zeros do not dominate the
-// store (the benchmark, docs/benchmark.md, measured 8 MiB plus an 8 MiB
-// spare per node against a few MB of records; 64 KiB appends as fast as
-// 256 KiB in BenchmarkAppendSegments, and a node trimmed after each
-// compaction then holds 128 KiB of segments instead of 512 KiB).
+// store; appends are as fast from this size as from larger ones
+// (docs/benchmark.md, "Journal segments").
 const MinSegmentSize = 64 << 10
 
 // minSegmentSize keeps a segment able to hold a header and a small record.

@@ -174,8 +174,8 @@ const preallocStep = 256 << 10
 // the size is durable, so later fdatasyncs of records written over the zeros
 // carry no metadata (DESIGN.md, "The hot path"). It syncs every
 // preallocStep bytes: on ext4 an fdatasync of the active segment can wait
-// for other files' dirty data, and one 8 MiB flush stalled an append for
-// 5-15 ms where 256 KiB steps kept it under 1 ms.
+// for other files' dirty data, so one large flush would stall appends
+// (docs/benchmark.md, "Journal segments").
 func preallocate(path string, size int64) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
