@@ -84,7 +84,7 @@ func isReset(err error) bool { return err != nil && strings.Contains(err.Error()
 
 func (c *rawConn) hello(version uint16, token string) {
 	c.t.Helper()
-	c.frame(msgHello, hello{Magic: magic, Version: version, Token: token, Client: "raw test"}.encode())
+	c.frame(msgHello, encode(hello{Magic: magic, Version: version, Token: token, Client: "raw test"}))
 }
 
 func (c *rawConn) login(token string) {
@@ -284,7 +284,7 @@ func TestClientRefusesOtherVersion(t *testing.T) {
 		defer nc.Close()
 		br, bw := bufio.NewReader(nc), bufio.NewWriter(nc)
 		readFrame(br, frameLimit, nil)
-		writeFrame(bw, msgHelloOK, helloOK{Version: ProtocolVersion + 1, Admin: true}.encode())
+		writeFrame(bw, msgHelloOK, encode(helloOK{Version: ProtocolVersion + 1, Admin: true}))
 		bw.Flush()
 	}()
 	u, _ := store.ParseURL("socket:" + l.Addr().String())

@@ -132,7 +132,7 @@ func (cl *Client) connect(ctx context.Context) (*conn, helloOK, error) {
 
 func (c *conn) handshake(token, name string) (helloOK, error) {
 	h := hello{Magic: magic, Version: ProtocolVersion, Token: token, Client: name}
-	p := h.encode()
+	p := encode(h)
 	if len(p) > MaxHandshakeFrame {
 		return helloOK{}, &Error{Code: codeBadRequest, Msg: "token too long"}
 	}

@@ -106,7 +106,7 @@ func (o objects) Stat(ctx context.Context, name string) (backend.Info, error) {
 			return err
 		}
 		d := dec{b: p}
-		in = decodeInfo(&d)
+		in = d.info()
 		if err := d.done(); err != nil {
 			return protoErr(err)
 		}
@@ -134,7 +134,7 @@ func (o objects) List(ctx context.Context, prefix string, fn func(backend.Info) 
 			}
 			infos := make([]backend.Info, 0, n)
 			for i := uint32(0); i < n && d.err == nil; i++ {
-				infos = append(infos, decodeInfo(&d))
+				infos = append(infos, d.info())
 			}
 			if err := d.done(); err != nil {
 				return protoErr(err)

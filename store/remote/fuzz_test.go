@@ -21,8 +21,8 @@ func seedFrames() [][]byte {
 		w.Flush()
 		out = append(out, b.Bytes())
 	}
-	add(msgHello, hello{Magic: magic, Version: ProtocolVersion, Token: tokAlice, Client: "fuzz"}.encode())
-	add(msgHelloOK, helloOK{Version: 1, Label: "x", Nodes: []string{"a", "b"}}.encode())
+	add(msgHello, encode(hello{Magic: magic, Version: ProtocolVersion, Token: tokAlice, Client: "fuzz"}))
+	add(msgHelloOK, encode(helloOK{Version: 1, Label: "x", Nodes: []string{"a", "b"}}))
 	var e enc
 	e.str("nodes/a/node.json")
 	e.i64(0)
@@ -108,7 +108,7 @@ func decodeAny(typ byte, p []byte) {
 		d.u64()
 		d.record()
 	case 4:
-		_ = decodeInfo(&d)
+		_ = d.info()
 	case 5:
 		d.u64()
 		d.i64()
@@ -120,7 +120,7 @@ func decodeAny(typ byte, p []byte) {
 		d.record()
 	case 7:
 		var in backend.Info
-		in = decodeInfo(&d)
+		in = d.info()
 		_ = in
 	}
 	d.done()

@@ -102,18 +102,8 @@ func (ss *session) stat(d *dec) error {
 		return err
 	}
 	var e enc
-	encodeInfo(&e, in)
+	e.info(in)
 	return ss.ok(e.b)
-}
-
-func encodeInfo(e *enc, in backend.Info) {
-	e.str(in.Name)
-	e.i64(in.Size)
-	e.time(in.ModTime)
-}
-
-func decodeInfo(d *dec) backend.Info {
-	return backend.Info{Name: d.str(1024), Size: d.i64(), ModTime: d.time()}
 }
 
 func (ss *session) list(d *dec) error {
@@ -145,7 +135,7 @@ func (ss *session) list(d *dec) error {
 		if !ss.id.Admin && ss.id.canRead(in.Name) != nil {
 			return nil
 		}
-		encodeInfo(&page, in)
+		page.info(in)
 		if count++; count >= listPage {
 			return flush()
 		}

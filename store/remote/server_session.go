@@ -127,7 +127,7 @@ func (ss *session) handshake() error {
 		ss.id = id
 	}
 	ok := helloOK{Version: ProtocolVersion, Admin: ss.id.Admin, Label: ss.id.Label, Nodes: ss.id.Nodes}
-	if err := writeFrame(ss.bw, msgHelloOK, ok.encode()); err != nil {
+	if err := writeFrame(ss.bw, msgHelloOK, encode(ok)); err != nil {
 		return err
 	}
 	if err := ss.bw.Flush(); err != nil {
