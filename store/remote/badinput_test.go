@@ -186,9 +186,7 @@ func TestBadInput(t *testing.T) {
 		c.expectError("unknown type", codeBadRequest, false)
 		c.frame(msgStat, []byte{0, 0, 0, 1, 'x', 0xff}) // trailing byte
 		c.expectError("malformed stat", codeBadRequest, false)
-		var e enc
-		e.str(store.ConfigObject)
-		c.frame(msgStat, e.b)
+		c.frame(msgStat, encode(nameRequest{Name: store.ConfigObject}))
 		if typ, _, err := c.read(); err != nil || typ != msgOK {
 			t.Fatalf("stat after bad requests: %s %v", msgName(typ), err)
 		}
@@ -225,16 +223,13 @@ func TestBadInput(t *testing.T) {
 	t.Run("OtherNodesWrite", func(t *testing.T) {
 		c := dialRaw(t, ts.addr)
 		c.login(tokAlice)
-		var e enc
-		e.str("nodes/bob/manifests/00000000000000000002")
-		e.u64(3)
-		c.frame(msgPut, e.b)
+		c.frame(msgPut, encode(putRequest{Name: "nodes/bob/manifests/00000000000000000002", Size: 3}))
 		c.frame(msgData, []byte("abc"))
 		msg := c.expectError("write bob's manifest", codeDenied, false)
 		if !strings.Contains(msg, `node "bob"`) {
 			t.Fatalf("message %q", msg)
 		}
-		e = enc{}
+		var e enc
 		e.str("bob")
 		c.frame(msgJOpen, e.b)
 		c.expectError("open bob's journal", codeDenied, false)

@@ -37,10 +37,7 @@ func (o objects) PutIfAbsent(ctx context.Context, name string, data []byte) erro
 	retried := false
 	err := o.cl.do(ctx, o.cl.general, func(c *conn, attempt int) error {
 		retried = attempt > 0
-		var e enc
-		e.str(name)
-		e.u64(uint64(len(data)))
-		if err := c.send(msgPut, e.b); err != nil {
+		if err := c.send(msgPut, encode(putRequest{Name: name, Size: uint64(len(data))})); err != nil {
 			return err
 		}
 		for rest := data; len(rest) > 0; {
@@ -70,15 +67,11 @@ func (o objects) Get(ctx context.Context, name string, off, length int64) ([]byt
 	}
 	var got []byte
 	err := o.cl.do(ctx, o.cl.general, func(c *conn, _ int) error {
-		var e enc
-		e.str(name)
-		e.i64(off + int64(len(got)))
-		if length < 0 {
-			e.i64(-1)
-		} else {
-			e.i64(length - int64(len(got)))
+		req := getRequest{Name: name, Off: off + int64(len(got)), Length: -1}
+		if length >= 0 {
+			req.Length = length - int64(len(got))
 		}
-		_, err := c.call(msgGet, e.b, func(typ byte, p []byte) error {
+		_, err := c.call(msgGet, encode(req), func(typ byte, p []byte) error {
 			if typ != msgData {
 				return protoErr(fmt.Errorf("%s frame in a get answer", msgName(typ)))
 			}
@@ -99,17 +92,15 @@ func (o objects) Stat(ctx context.Context, name string) (backend.Info, error) {
 	}
 	var in backend.Info
 	err := o.cl.do(ctx, o.cl.general, func(c *conn, _ int) error {
-		var e enc
-		e.str(name)
-		p, err := c.call(msgStat, e.b, nil)
+		p, err := c.call(msgStat, encode(nameRequest{Name: name}), nil)
 		if err != nil {
 			return err
 		}
-		d := dec{b: p}
-		in = d.info()
-		if err := d.done(); err != nil {
+		r, err := decodeStatReply(p)
+		if err != nil {
 			return protoErr(err)
 		}
+		in = r.Info
 		return nil
 	})
 	return in, o.wrap("stat", name, err)
@@ -120,26 +111,15 @@ func (o objects) Stat(ctx context.Context, name string) (backend.Info, error) {
 func (o objects) List(ctx context.Context, prefix string, fn func(backend.Info) error) error {
 	after := ""
 	err := o.cl.do(ctx, o.cl.general, func(c *conn, _ int) error {
-		var e enc
-		e.str(prefix)
-		e.str(after)
-		_, err := c.call(msgList, e.b, func(typ byte, p []byte) error {
+		_, err := c.call(msgList, encode(listRequest{Prefix: prefix, After: after}), func(typ byte, p []byte) error {
 			if typ != msgItems {
 				return protoErr(fmt.Errorf("%s frame in a list answer", msgName(typ)))
 			}
-			d := dec{b: p}
-			n := d.u32()
-			if d.err == nil && uint64(n) > uint64(len(d.b))/20 {
-				return protoErr(fmt.Errorf("list page of %d entries in %d bytes", n, len(d.b)))
-			}
-			infos := make([]backend.Info, 0, n)
-			for i := uint32(0); i < n && d.err == nil; i++ {
-				infos = append(infos, d.info())
-			}
-			if err := d.done(); err != nil {
+			page, err := decodeItemsReply(p)
+			if err != nil {
 				return protoErr(err)
 			}
-			for _, in := range infos {
+			for _, in := range page.Items {
 				after = in.Name
 				if err := fn(in); err != nil {
 					return err
@@ -157,9 +137,7 @@ func (o objects) Delete(ctx context.Context, name string) error {
 		return err
 	}
 	err := o.cl.do(ctx, o.cl.general, func(c *conn, _ int) error {
-		var e enc
-		e.str(name)
-		_, err := c.call(msgDelete, e.b, nil)
+		_, err := c.call(msgDelete, encode(nameRequest{Name: name}), nil)
 		return err
 	})
 	return o.wrap("delete", name, err)

@@ -235,15 +235,15 @@ func (ss *session) handle(typ byte, p []byte) error {
 	d := &dec{b: p}
 	switch typ {
 	case msgPut:
-		return ss.put(d)
+		return ss.put(p)
 	case msgGet:
-		return ss.get(d)
+		return ss.get(p)
 	case msgStat:
-		return ss.stat(d)
+		return ss.stat(p)
 	case msgList:
-		return ss.list(d)
+		return ss.list(p)
 	case msgDelete:
-		return ss.delete(d)
+		return ss.delete(p)
 	case msgMissing:
 		return ss.missing(d)
 	case msgPutBodies:
