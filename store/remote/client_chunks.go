@@ -19,28 +19,20 @@ func (ch chunks) Missing(ctx context.Context, ids []chunker.ID) ([]bool, error) 
 	out := make([]bool, 0, len(ids))
 	for start := 0; start < len(ids); start += missingBatch {
 		batch := ids[start:min(len(ids), start+missingBatch)]
+		req := encode(idsRequest{IDs: batch})
 		err := ch.cl.do(ctx, ch.cl.general, func(c *conn, _ int) error {
-			var e enc
-			e.u32(uint32(len(batch)))
-			for _, id := range batch {
-				e.id(id)
-			}
-			p, err := c.call(msgMissing, e.b, nil)
+			p, err := c.call(msgMissing, req, nil)
 			if err != nil {
 				return err
 			}
-			d := dec{b: p}
-			n := d.u32()
-			if d.err == nil && int(n) != len(batch) {
-				return protoErr(fmt.Errorf("missing: %d answers for %d ids", n, len(batch)))
-			}
-			for range batch {
-				out = append(out, d.bool())
-			}
-			if err := d.done(); err != nil {
-				out = out[:start]
+			r, err := decodeMissingReply(p)
+			if err != nil {
 				return protoErr(err)
 			}
+			if len(r.Missing) != len(batch) {
+				return protoErr(fmt.Errorf("missing: %d answers for %d ids", len(r.Missing), len(batch)))
+			}
+			out = append(out, r.Missing...)
 			return nil
 		})
 		if err != nil {
@@ -64,24 +56,18 @@ func (ch chunks) PutBodies(ctx context.Context, bodies []store.ChunkBody) (int64
 			size += 45 + len(bodies[n].Body)
 			n++
 		}
-		batch := bodies[:n]
+		req := encode(putBodiesRequest{Bodies: bodies[:n]})
 		bodies = bodies[n:]
 		err := ch.cl.do(ctx, ch.cl.general, func(c *conn, _ int) error {
-			e := enc{b: make([]byte, 0, size)}
-			e.u32(uint32(len(batch)))
-			for _, b := range batch {
-				e.body(b)
-			}
-			p, err := c.call(msgPutBodies, e.b, nil)
+			p, err := c.call(msgPutBodies, req, nil)
 			if err != nil {
 				return err
 			}
-			d := dec{b: p}
-			a := d.i64()
-			if err := d.done(); err != nil {
+			r, err := decodePutBodiesReply(p)
+			if err != nil {
 				return protoErr(err)
 			}
-			added += a
+			added += r.Added
 			return nil
 		})
 		if err != nil {
@@ -97,20 +83,11 @@ const readBatch = 32 << 10
 // ReadBodies streams the bodies; after a lost connection it asks again for
 // the ones not delivered yet.
 func (ch chunks) ReadBodies(ctx context.Context, ids []chunker.ID, fn func(store.ChunkBody) error) error {
-	seen := make(map[chunker.ID]bool, len(ids))
-	distinct := make([]chunker.ID, 0, len(ids))
-	for _, id := range ids {
-		if !seen[id] {
-			seen[id] = true
-			distinct = append(distinct, id)
-		}
-	}
-	clear(seen)
-	delivered := seen
+	distinct := distinctIDs(ids)
+	delivered := make(map[chunker.ID]bool, len(distinct))
 	for start := 0; start < len(distinct); start += readBatch {
 		batch := distinct[start:min(len(distinct), start+readBatch)]
 		err := ch.cl.do(ctx, ch.cl.general, func(c *conn, _ int) error {
-			var e enc
 			want := batch[:0:0]
 			for _, id := range batch {
 				if !delivered[id] {
@@ -120,19 +97,15 @@ func (ch chunks) ReadBodies(ctx context.Context, ids []chunker.ID, fn func(store
 			if len(want) == 0 {
 				return nil
 			}
-			e.u32(uint32(len(want)))
-			for _, id := range want {
-				e.id(id)
-			}
-			_, err := c.call(msgReadBodies, e.b, func(typ byte, p []byte) error {
+			_, err := c.call(msgReadBodies, encode(idsRequest{IDs: want}), func(typ byte, p []byte) error {
 				if typ != msgBody {
 					return protoErr(fmt.Errorf("%s frame in a read-bodies answer", msgName(typ)))
 				}
-				d := dec{b: p}
-				b := d.body()
-				if err := d.done(); err != nil {
+				r, err := decodeBodyReply(p)
+				if err != nil {
 					return protoErr(err)
 				}
+				b := r.Body
 				if delivered[b.ID] {
 					return nil
 				}
@@ -150,4 +123,18 @@ func (ch chunks) ReadBodies(ctx context.Context, ids []chunker.ID, fn func(store
 		}
 	}
 	return nil
+}
+
+// distinctIDs returns ids without repeats, in their first order: the
+// server answers each id once.
+func distinctIDs(ids []chunker.ID) []chunker.ID {
+	seen := make(map[chunker.ID]bool, len(ids))
+	out := make([]chunker.ID, 0, len(ids))
+	for _, id := range ids {
+		if !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	return out
 }

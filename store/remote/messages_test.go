@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clnbackup/backup/chunker"
+	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/backend"
 )
 
@@ -40,12 +42,27 @@ const (
 // goldenTime is t1 as a time.Time.
 var goldenTime = time.Unix(0, 0x0102030405060708)
 
+// Chunk ids of golden messages, as values and as their 32 raw bytes.
+var (
+	idA, idAWire = goldenID(0xaa)
+	idB, idBWire = goldenID(0xbb)
+)
+
+func goldenID(b byte) (chunker.ID, string) {
+	var id chunker.ID
+	for i := range id {
+		id[i] = b
+	}
+	return id, strings.Repeat(string([]byte{b}), len(id))
+}
+
 // goldenMessages lists every message layout: requests by their frame
 // type, then the replies that carry data.
 func goldenMessages() []golden {
 	var out []golden
 	out = append(out, handshakeGolden()...)
 	out = append(out, objectGolden()...)
+	out = append(out, chunkGolden()...)
 	return out
 }
 
@@ -84,6 +101,30 @@ func objectGolden() []golden {
 				"\x00\x00\x00\x01b", "\x00\x00\x00\x00\x00\x00\x00\x02", noTime)},
 		{"items empty", itemsReply{}, decodeAs(decodeItemsReply),
 			cat("\x00\x00\x00\x00")},
+	}
+}
+
+func chunkGolden() []golden {
+	return []golden{
+		{"missing", idsRequest{IDs: []chunker.ID{idA, idB}}, decodeAs(decodeIDsRequest),
+			cat("\x00\x00\x00\x02", idAWire, idBWire)},
+		{"missing ok", missingReply{Missing: []bool{true, false, true}}, decodeAs(decodeMissingReply),
+			cat("\x00\x00\x00\x03", "\x01\x00\x01")},
+		{"put-bodies", putBodiesRequest{Bodies: []store.ChunkBody{
+			{ID: idA, Kind: store.KindPage, Raw: 4096, Body: []byte("zst")},
+			{ID: idB, Kind: store.KindPage, Raw: 4096, Base: idA, Body: []byte("d")},
+		}}, decodeAs(decodePutBodiesRequest),
+			cat("\x00\x00\x00\x02",
+				idAWire, "\x01", "\x00\x00\x10\x00", "\x00\x00\x00\x03zst",
+				idBWire, "\x81", idAWire, "\x00\x00\x10\x00", "\x00\x00\x00\x01d")},
+		{"put-bodies ok", putBodiesReply{Added: 0x0a0b}, decodeAs(decodePutBodiesReply),
+			cat("\x00\x00\x00\x00\x00\x00\x0a\x0b")},
+		{"read-bodies", idsRequest{IDs: []chunker.ID{idB}}, decodeAs(decodeIDsRequest),
+			cat("\x00\x00\x00\x01", idBWire)},
+		{"body", bodyReply{Body: store.ChunkBody{ID: idB, Kind: store.KindList, Raw: 9, Body: []byte("zz")}}, decodeAs(decodeBodyReply),
+			cat(idBWire, "\x02", "\x00\x00\x00\x09", "\x00\x00\x00\x02zz")},
+		{"body delta", bodyReply{Body: store.ChunkBody{ID: idB, Kind: store.KindPage, Raw: 4096, Base: idA, Body: []byte("d")}}, decodeAs(decodeBodyReply),
+			cat(idBWire, "\x81", idAWire, "\x00\x00\x10\x00", "\x00\x00\x00\x01d")},
 	}
 }
 
@@ -131,6 +172,14 @@ func TestDecodeLimits(t *testing.T) {
 		{"bool 2", decodeAs(decodeHelloOK), cat("CLNBSTOR", "\x00\x01", "\x02", "\x00\x00\x00\x00", "\x00\x00"), false},
 		{"items count beyond the payload", decodeAs(decodeItemsReply), cat("\x00\x00\x00\x02", "\x00\x00\x00\x01a", "\x00\x00\x00\x00\x00\x00\x00\x01", t1), false},
 		{"items count huge", decodeAs(decodeItemsReply), cat("\xff\xff\xff\xff"), false},
+		{"ids at the limit", decodeAs(decodeIDsRequest), cat("\x00\x01\x00\x00", strings.Repeat(idAWire, maxIDsPerRequest)), true},
+		{"ids over the limit", decodeAs(decodeIDsRequest), cat("\x00\x01\x00\x01", strings.Repeat(idAWire, maxIDsPerRequest+1)), false},
+		{"ids beyond the payload", decodeAs(decodeIDsRequest), cat("\x00\x00\x00\x02", idAWire), false},
+		{"missing answers over the limit", decodeAs(decodeMissingReply), cat("\x00\x01\x00\x01", strings.Repeat("\x00", maxIDsPerRequest+1)), false},
+		{"missing answer 2", decodeAs(decodeMissingReply), cat("\x00\x00\x00\x01", "\x02"), false},
+		{"bodies beyond the payload", decodeAs(decodePutBodiesRequest), cat("\x00\x00\x00\x02", idAWire, "\x01", "\x00\x00\x00\x01", "\x00\x00\x00\x00"), false},
+		{"delta body with a zero base", decodeAs(decodeBodyReply), cat(idBWire, "\x81", strings.Repeat("\x00", 32), "\x00\x00\x00\x01", "\x00\x00\x00\x00"), false},
+		{"body bytes over the limit", decodeAs(decodeBodyReply), cat(idBWire, "\x01", "\x00\x00\x00\x01", "\x04\x01\x00\x01"), false},
 		{"hello token over the limit", decodeAs(decodeHello), cat("CLNBSTOR", "\x00\x01", "\x00\x00\x10\x01"+strings.Repeat("t", MaxHandshakeFrame+1), "\x00\x00\x00\x00"), false},
 	} {
 		t.Run(c.name, func(t *testing.T) {

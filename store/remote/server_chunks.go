@@ -4,54 +4,44 @@ import (
 	"github.com/clnbackup/backup/store"
 )
 
-func (ss *session) missing(d *dec) error {
-	ids := d.ids()
-	if err := d.done(); err != nil {
-		return err
-	}
-	miss, err := ss.srv.st.Missing(ss.ctx, ids)
+// missing tells a node client which of its chunks the store lacks, so it
+// uploads only those.
+func (ss *session) missing(p []byte) error {
+	req, err := decodeIDsRequest(p)
 	if err != nil {
 		return err
 	}
-	var e enc
-	e.u32(uint32(len(miss)))
-	for _, m := range miss {
-		e.bool(m)
-	}
-	return ss.ok(e.b)
-}
-
-func (ss *session) putBodies(d *dec) error {
-	n := d.u32()
-	if d.err == nil && uint64(n) > uint64(len(d.b))/41 { // id, kind, raw, length
-		return badRequest("put-bodies: %d bodies do not fit in %d bytes", n, len(d.b))
-	}
-	bodies := make([]store.ChunkBody, 0, n)
-	for i := uint32(0); i < n && d.err == nil; i++ {
-		bodies = append(bodies, d.body())
-	}
-	if err := d.done(); err != nil {
-		return err
-	}
-	added, err := ss.srv.st.PutBodies(ss.ctx, bodies)
+	miss, err := ss.srv.st.Missing(ss.ctx, req.IDs)
 	if err != nil {
 		return err
 	}
-	var e enc
-	e.i64(added)
-	return ss.ok(e.b)
+	return ss.ok(encode(missingReply{Missing: miss}))
 }
 
-func (ss *session) readBodies(d *dec) error {
-	ids := d.ids()
-	if err := d.done(); err != nil {
+// putBodies stores a node client's bodies; the store checks each against
+// its id.
+func (ss *session) putBodies(p []byte) error {
+	req, err := decodePutBodiesRequest(p)
+	if err != nil {
 		return err
 	}
-	var e enc
-	err := ss.srv.st.ReadBodies(ss.ctx, ids, func(b store.ChunkBody) error {
-		e.b = e.b[:0]
-		e.body(b)
-		return ss.send(msgBody, e.b)
+	added, err := ss.srv.st.PutBodies(ss.ctx, req.Bodies)
+	if err != nil {
+		return err
+	}
+	return ss.ok(encode(putBodiesReply{Added: added}))
+}
+
+// readBodies streams one body frame per distinct id, in pack order.
+func (ss *session) readBodies(p []byte) error {
+	req, err := decodeIDsRequest(p)
+	if err != nil {
+		return err
+	}
+	var buf []byte
+	err = ss.srv.st.ReadBodies(ss.ctx, req.IDs, func(b store.ChunkBody) error {
+		buf = bodyReply{Body: b}.appendTo(buf[:0])
+		return ss.send(msgBody, buf)
 	})
 	if err != nil {
 		return err

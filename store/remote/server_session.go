@@ -245,11 +245,11 @@ func (ss *session) handle(typ byte, p []byte) error {
 	case msgDelete:
 		return ss.delete(p)
 	case msgMissing:
-		return ss.missing(d)
+		return ss.missing(p)
 	case msgPutBodies:
-		return ss.putBodies(d)
+		return ss.putBodies(p)
 	case msgReadBodies:
-		return ss.readBodies(d)
+		return ss.readBodies(p)
 	case msgJOpen:
 		return ss.jopen(d)
 	case msgJAppend, msgJReplace:
