@@ -229,9 +229,7 @@ func TestBadInput(t *testing.T) {
 		if !strings.Contains(msg, `node "bob"`) {
 			t.Fatalf("message %q", msg)
 		}
-		var e enc
-		e.str("bob")
-		c.frame(msgJOpen, e.b)
+		c.frame(msgJOpen, encode(nodeRequest{Node: "bob"}))
 		c.expectError("open bob's journal", codeDenied, false)
 		if _, err := ts.st.Backend().Stat(ctx, "nodes/bob/manifests/00000000000000000002"); !errors.Is(err, backend.ErrNotFound) {
 			t.Fatalf("denied put stored: %v", err)

@@ -38,21 +38,20 @@ func (js journals) ReadJournal(ctx context.Context, node string, afterSeq uint64
 	return err
 }
 
+// readRecords asks for the records after *after (journal-records or
+// journal-read) and moves *after on with each one delivered, so a retry
+// resumes there.
 func readRecords(c *conn, typ byte, node string, after *uint64, fn func(journal.Record) error) error {
-	var e enc
-	e.str(node)
-	e.u64(*after)
-	_, err := c.call(typ, e.b, func(t byte, p []byte) error {
+	_, err := c.call(typ, encode(journalReadRequest{Node: node, After: *after}), func(t byte, p []byte) error {
 		if t != msgRecord {
 			return protoErr(fmt.Errorf("%s frame in a records answer", msgName(t)))
 		}
-		d := dec{b: p}
-		r := d.record()
-		if err := d.done(); err != nil {
+		r, err := decodeRecordReply(p)
+		if err != nil {
 			return protoErr(err)
 		}
-		*after = r.Seq
-		return fn(r)
+		*after = r.Record.Seq
+		return fn(r.Record)
 	})
 	return err
 }
@@ -88,19 +87,12 @@ func (j *remoteJournal) ensureOpen(c *conn) error {
 	if j.openOn == c.id {
 		return nil
 	}
-	var e enc
-	e.str(j.node)
-	p, err := c.call(msgJOpen, e.b, nil)
+	p, err := c.call(msgJOpen, encode(nodeRequest{Node: j.node}), nil)
 	if err != nil {
 		return err
 	}
-	d := dec{b: p}
-	next, size, recovered, has := d.u64(), d.i64(), d.i64(), d.bool()
-	var last journal.Record
-	if has {
-		last = d.record()
-	}
-	if err := d.done(); err != nil {
+	st, err := decodeJournalStateReply(p)
+	if err != nil {
 		return protoErr(err)
 	}
 	j.openOn = c.id
@@ -108,7 +100,7 @@ func (j *remoteJournal) ensureOpen(c *conn) error {
 	defer j.smu.Unlock()
 	if !j.opened {
 		j.opened = true
-		j.next, j.size, j.recovered, j.hasLast, j.last = next, size, recovered, has, last
+		j.next, j.size, j.recovered, j.hasLast, j.last = st.NextSeq, st.Size, st.Recovered, st.HasLast, st.Last
 	}
 	return nil
 }
@@ -146,24 +138,17 @@ func (j *remoteJournal) write(typ byte, r journal.Record) (journal.Record, error
 	j.smu.Lock()
 	expected := j.next
 	j.smu.Unlock()
-	var e enc
-	e.str(j.node)
-	e.u64(expected)
-	e.record(r)
-	var seq, next uint64
-	var size int64
-	var at time.Time
+	req := encode(journalWriteRequest{Node: j.node, Expected: expected, Record: r})
+	var ack journalWriteReply
 	err := j.cl.do(context.Background(), j.cl.jlane, func(c *conn, _ int) error {
 		if err := j.ensureOpen(c); err != nil {
 			return err
 		}
-		p, err := c.call(typ, e.b, nil)
+		p, err := c.call(typ, req, nil)
 		if err != nil {
 			return err
 		}
-		d := dec{b: p}
-		seq, at, next, size = d.u64(), d.time(), d.u64(), d.i64()
-		if err := d.done(); err != nil {
+		if ack, err = decodeJournalWriteReply(p); err != nil {
 			return protoErr(err)
 		}
 		return nil
@@ -171,11 +156,11 @@ func (j *remoteJournal) write(typ byte, r journal.Record) (journal.Record, error
 	if err != nil {
 		return journal.Record{}, fmt.Errorf("journal of node %q on store server %s: %s version %d: %w", j.node, j.cl.u.Addr, op, r.Version, err)
 	}
-	r.Seq, r.Time = seq, at
+	r.Seq, r.Time = ack.Seq, ack.Time
 	stored := r
 	stored.Statements = slices.Clone(r.Statements)
 	j.smu.Lock()
-	j.last, j.hasLast, j.next, j.size = stored, true, next, size
+	j.last, j.hasLast, j.next, j.size = stored, true, ack.NextSeq, ack.Size
 	j.smu.Unlock()
 	return r, nil
 }
@@ -239,18 +224,15 @@ func (j *remoteJournal) Trim(uptoSeq uint64) error {
 		if err := j.ensureOpen(c); err != nil {
 			return err
 		}
-		var e enc
-		e.str(j.node)
-		e.u64(uptoSeq)
-		p, err := c.call(msgJTrim, e.b, nil)
+		p, err := c.call(msgJTrim, encode(journalTrimRequest{Node: j.node, Upto: uptoSeq}), nil)
 		if err != nil {
 			return err
 		}
-		d := dec{b: p}
-		size = d.i64()
-		if err := d.done(); err != nil {
+		r, err := decodeJournalTrimReply(p)
+		if err != nil {
 			return protoErr(err)
 		}
+		size = r.Size
 		return nil
 	})
 	if err != nil {
@@ -283,9 +265,7 @@ func (j *remoteJournal) Close() error {
 		if j.openOn != c.id {
 			return nil // a new connection: nothing open there
 		}
-		var e enc
-		e.str(j.node)
-		_, err := c.call(msgJClose, e.b, nil)
+		_, err := c.call(msgJClose, encode(nodeRequest{Node: j.node}), nil)
 		return err
 	})
 	var re *Error

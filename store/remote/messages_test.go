@@ -11,6 +11,7 @@ import (
 	"github.com/clnbackup/backup/chunker"
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/backend"
+	"github.com/clnbackup/backup/store/journal"
 )
 
 // golden is one message as docs/remote-protocol.md spells it: a value and
@@ -63,6 +64,7 @@ func goldenMessages() []golden {
 	out = append(out, handshakeGolden()...)
 	out = append(out, objectGolden()...)
 	out = append(out, chunkGolden()...)
+	out = append(out, journalGolden()...)
 	return out
 }
 
@@ -128,6 +130,46 @@ func chunkGolden() []golden {
 	}
 }
 
+// goldenRecord is a journal record of golden messages, recordWire its
+// bytes.
+var goldenRecord = journal.Record{Seq: 3, Version: 9, Time: goldenTime, Statements: []string{"INSERT 1", ""}}
+
+const recordWire = "\x00\x00\x00\x00\x00\x00\x00\x03" + // u64 seq
+	"\x00\x00\x00\x09" + // u32 version
+	t1 + // time
+	"\x00\x00\x00\x02" + // u32 n
+	"\x00\x00\x00\x08INSERT 1" + "\x00\x00\x00\x00" // n × str
+
+func journalGolden() []golden {
+	return []golden{
+		{"journal-open", nodeRequest{Node: "alice"}, decodeAs(decodeNodeRequest),
+			cat("\x00\x00\x00\x05alice")},
+		{"journal-open ok", journalStateReply{NextSeq: 4, Size: 0x100, Recovered: 2, HasLast: true, Last: goldenRecord}, decodeAs(decodeJournalStateReply),
+			cat("\x00\x00\x00\x00\x00\x00\x00\x04", "\x00\x00\x00\x00\x00\x00\x01\x00", "\x00\x00\x00\x00\x00\x00\x00\x02", "\x01", recordWire)},
+		{"journal-open ok empty", journalStateReply{NextSeq: 1}, decodeAs(decodeJournalStateReply),
+			cat("\x00\x00\x00\x00\x00\x00\x00\x01", "\x00\x00\x00\x00\x00\x00\x00\x00", "\x00\x00\x00\x00\x00\x00\x00\x00", "\x00")},
+		{"journal-append", journalWriteRequest{Node: "alice", Expected: 3, Record: goldenRecord}, decodeAs(decodeJournalWriteRequest),
+			cat("\x00\x00\x00\x05alice", "\x00\x00\x00\x00\x00\x00\x00\x03", recordWire)},
+		{"journal-replace", journalWriteRequest{Node: "a", Expected: 7, Record: journal.Record{Seq: 0, Version: 1}}, decodeAs(decodeJournalWriteRequest),
+			cat("\x00\x00\x00\x01a", "\x00\x00\x00\x00\x00\x00\x00\x07",
+				"\x00\x00\x00\x00\x00\x00\x00\x00", "\x00\x00\x00\x01", noTime, "\x00\x00\x00\x00")},
+		{"journal-append ok", journalWriteReply{Seq: 3, Time: goldenTime, NextSeq: 4, Size: 0x200}, decodeAs(decodeJournalWriteReply),
+			cat("\x00\x00\x00\x00\x00\x00\x00\x03", t1, "\x00\x00\x00\x00\x00\x00\x00\x04", "\x00\x00\x00\x00\x00\x00\x02\x00")},
+		{"journal-records", journalReadRequest{Node: "alice", After: 2}, decodeAs(decodeJournalReadRequest),
+			cat("\x00\x00\x00\x05alice", "\x00\x00\x00\x00\x00\x00\x00\x02")},
+		{"journal-read", journalReadRequest{Node: "bob", After: 0}, decodeAs(decodeJournalReadRequest),
+			cat("\x00\x00\x00\x03bob", "\x00\x00\x00\x00\x00\x00\x00\x00")},
+		{"record", recordReply{Record: goldenRecord}, decodeAs(decodeRecordReply),
+			cat(recordWire)},
+		{"journal-trim", journalTrimRequest{Node: "alice", Upto: 0x0102}, decodeAs(decodeJournalTrimRequest),
+			cat("\x00\x00\x00\x05alice", "\x00\x00\x00\x00\x00\x00\x01\x02")},
+		{"journal-trim ok", journalTrimReply{Size: 0x0300}, decodeAs(decodeJournalTrimReply),
+			cat("\x00\x00\x00\x00\x00\x00\x03\x00")},
+		{"journal-close", nodeRequest{Node: "alice"}, decodeAs(decodeNodeRequest),
+			cat("\x00\x00\x00\x05alice")},
+	}
+}
+
 // TestMessagesGolden: every message encodes to the bytes of the protocol
 // doc, decodes back to itself, and is refused with a byte more or less.
 func TestMessagesGolden(t *testing.T) {
@@ -156,39 +198,47 @@ func TestMessagesGolden(t *testing.T) {
 }
 
 // TestDecodeLimits: the decoders hold strings and counts to the limits of
-// the protocol, at the limit and one past it.
+// the protocol (at the limit and one past it) and refuse counts the
+// payload cannot hold, before allocating.
 func TestDecodeLimits(t *testing.T) {
 	str := func(n int) string { return string(encode(nameRequest{Name: strings.Repeat("n", n)})) }
 	for _, c := range []struct {
 		name   string
 		decode func([]byte) (message, error)
 		p      []byte
-		ok     bool
+		// refused is part of the error, or "" when p is accepted.
+		refused string
 	}{
-		{"name at the limit", decodeAs(decodeNameRequest), cat(str(maxNameLen)), true},
-		{"name over the limit", decodeAs(decodeNameRequest), cat(str(maxNameLen + 1)), false},
-		{"put name over the limit", decodeAs(decodePutRequest), cat(str(maxNameLen+1), "\x00\x00\x00\x00\x00\x00\x00\x00"), false},
-		{"list after over the limit", decodeAs(decodeListRequest), cat(str(0), str(maxNameLen+1)), false},
-		{"bool 2", decodeAs(decodeHelloOK), cat("CLNBSTOR", "\x00\x01", "\x02", "\x00\x00\x00\x00", "\x00\x00"), false},
-		{"items count beyond the payload", decodeAs(decodeItemsReply), cat("\x00\x00\x00\x02", "\x00\x00\x00\x01a", "\x00\x00\x00\x00\x00\x00\x00\x01", t1), false},
-		{"items count huge", decodeAs(decodeItemsReply), cat("\xff\xff\xff\xff"), false},
-		{"ids at the limit", decodeAs(decodeIDsRequest), cat("\x00\x01\x00\x00", strings.Repeat(idAWire, maxIDsPerRequest)), true},
-		{"ids over the limit", decodeAs(decodeIDsRequest), cat("\x00\x01\x00\x01", strings.Repeat(idAWire, maxIDsPerRequest+1)), false},
-		{"ids beyond the payload", decodeAs(decodeIDsRequest), cat("\x00\x00\x00\x02", idAWire), false},
-		{"missing answers over the limit", decodeAs(decodeMissingReply), cat("\x00\x01\x00\x01", strings.Repeat("\x00", maxIDsPerRequest+1)), false},
-		{"missing answer 2", decodeAs(decodeMissingReply), cat("\x00\x00\x00\x01", "\x02"), false},
-		{"bodies beyond the payload", decodeAs(decodePutBodiesRequest), cat("\x00\x00\x00\x02", idAWire, "\x01", "\x00\x00\x00\x01", "\x00\x00\x00\x00"), false},
-		{"delta body with a zero base", decodeAs(decodeBodyReply), cat(idBWire, "\x81", strings.Repeat("\x00", 32), "\x00\x00\x00\x01", "\x00\x00\x00\x00"), false},
-		{"body bytes over the limit", decodeAs(decodeBodyReply), cat(idBWire, "\x01", "\x00\x00\x00\x01", "\x04\x01\x00\x01"), false},
-		{"hello token over the limit", decodeAs(decodeHello), cat("CLNBSTOR", "\x00\x01", "\x00\x00\x10\x01"+strings.Repeat("t", MaxHandshakeFrame+1), "\x00\x00\x00\x00"), false},
+		{"name at the limit", decodeAs(decodeNameRequest), cat(str(maxNameLen)), ""},
+		{"name over the limit", decodeAs(decodeNameRequest), cat(str(maxNameLen + 1)), "string of 1025 bytes exceeds 1024"},
+		{"put name over the limit", decodeAs(decodePutRequest), cat(str(maxNameLen+1), "\x00\x00\x00\x00\x00\x00\x00\x00"), "exceeds 1024"},
+		{"list after over the limit", decodeAs(decodeListRequest), cat(str(0), str(maxNameLen+1)), "exceeds 1024"},
+		{"bool 2", decodeAs(decodeHelloOK), cat("CLNBSTOR", "\x00\x01", "\x02", "\x00\x00\x00\x00", "\x00\x00"), "bool"},
+		{"items count beyond the payload", decodeAs(decodeItemsReply), cat("\x00\x00\x00\x02", "\x00\x00\x00\x01a", "\x00\x00\x00\x00\x00\x00\x00\x01", t1), "list page of 2 entries"},
+		{"items count huge", decodeAs(decodeItemsReply), cat("\xff\xff\xff\xff"), "list page of 4294967295 entries"},
+		{"ids at the limit", decodeAs(decodeIDsRequest), cat("\x00\x01\x00\x00", strings.Repeat(idAWire, maxIDsPerRequest)), ""},
+		{"ids over the limit", decodeAs(decodeIDsRequest), cat("\x00\x01\x00\x01", strings.Repeat(idAWire, maxIDsPerRequest+1)), "65537 chunk ids"},
+		{"ids beyond the payload", decodeAs(decodeIDsRequest), cat("\x00\x00\x00\x02", idAWire), "2 chunk ids"},
+		{"missing answers over the limit", decodeAs(decodeMissingReply), cat("\x00\x01\x00\x01", strings.Repeat("\x00", maxIDsPerRequest+1)), "65537 answers"},
+		{"missing answer 2", decodeAs(decodeMissingReply), cat("\x00\x00\x00\x01", "\x02"), "bool"},
+		{"bodies beyond the payload", decodeAs(decodePutBodiesRequest), cat("\x00\x00\x00\x02", idAWire, "\x01", "\x00\x00\x00\x01", "\x00\x00\x00\x00"), "2 bodies do not fit"},
+		{"delta body with a zero base", decodeAs(decodeBodyReply), cat(idBWire, "\x81", strings.Repeat("\x00", 32), "\x00\x00\x00\x01", "\x00\x00\x00\x00"), "zero base id"},
+		{"body bytes over the limit", decodeAs(decodeBodyReply), cat(idBWire, "\x01", "\x00\x00\x00\x01", "\x04\x01\x00\x01"), "exceeds 67174400"},
+		{"node at the limit", decodeAs(decodeNodeRequest), cat(str(maxNodeLen)), ""},
+		{"node over the limit", decodeAs(decodeNodeRequest), cat(str(maxNodeLen + 1)), "string of 257 bytes exceeds 256"},
+		{"append node over the limit", decodeAs(decodeJournalWriteRequest), cat(str(maxNodeLen+1), "\x00\x00\x00\x00\x00\x00\x00\x00", recordWire), "exceeds 256"},
+		{"statements beyond the payload", decodeAs(decodeRecordReply), cat(recordWire[:20], "\x00\x00\x00\x03", "\x00\x00\x00\x00", "\x00\x00\x00\x00"), "statement count 3"},
+		{"statement over the limit", decodeAs(decodeRecordReply), cat(recordWire[:20], "\x00\x00\x00\x01", "\x04\x00\x00\x01"), "exceeds 67108864"},
+		{"has last 2", decodeAs(decodeJournalStateReply), cat(strings.Repeat("\x00", 24), "\x02"), "bool"},
+		{"hello token over the limit", decodeAs(decodeHello), cat("CLNBSTOR", "\x00\x01", "\x00\x00\x10\x01"+strings.Repeat("t", MaxHandshakeFrame+1), "\x00\x00\x00\x00"), "exceeds 4096"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := c.decode(c.p)
-			if c.ok && err != nil {
+			switch {
+			case c.refused == "" && err != nil:
 				t.Fatalf("refused: %v", err)
-			}
-			if !c.ok && !errors.Is(err, errMalformed) {
-				t.Fatalf("accepted (%v)", err)
+			case c.refused != "" && (!errors.Is(err, errMalformed) || !strings.Contains(err.Error(), c.refused)):
+				t.Fatalf("got %v, want a refusal for %q", err, c.refused)
 			}
 		})
 	}

@@ -62,56 +62,51 @@ func (s *Server) journal(node string) *sharedJournal {
 	defer s.jmu.Unlock()
 	return s.journals[node]
 }
-func (ss *session) node(d *dec, op string) (string, error) {
-	node := d.str(256)
-	if d.err != nil {
-		return "", d.err
-	}
+
+// checkNode refuses a node name that is not one, or not one of the
+// token's nodes.
+func (ss *session) checkNode(node, op string) error {
 	if err := manifest.ValidNodeName(node); err != nil {
-		return "", badRequest("%s: %v", op, err)
+		return badRequest("%s: %v", op, err)
 	}
 	if !ss.id.hasNode(node) {
-		return "", denied("%s of node %q: denied to %s: not one of its nodes", op, node, ss.id)
+		return denied("%s of node %q: denied to %s: not one of its nodes", op, node, ss.id)
 	}
-	return node, nil
+	return nil
 }
 
-func encodeState(e *enc, j store.Journal) {
+// journalState is what journal-open answers; the caller holds sj.mu.
+func journalState(j store.Journal) journalStateReply {
 	last, ok := j.Last()
-	e.u64(j.NextSeq())
-	e.i64(j.Size())
-	e.i64(j.Recovered())
-	e.bool(ok)
-	if ok {
-		e.record(last)
-	}
+	return journalStateReply{NextSeq: j.NextSeq(), Size: j.Size(), Recovered: j.Recovered(), HasLast: ok, Last: last}
 }
 
-func (ss *session) jopen(d *dec) error {
-	node, err := ss.node(d, "open journal")
+// jopen opens the node's journal for this session (once: opening it again
+// only answers its state).
+func (ss *session) jopen(p []byte) error {
+	req, err := decodeNodeRequest(p)
 	if err != nil {
 		return err
 	}
-	if err := d.done(); err != nil {
+	if err := ss.checkNode(req.Node, "open journal"); err != nil {
 		return err
 	}
 	var sj *sharedJournal
-	if ss.opened[node] {
-		sj = ss.srv.journal(node)
+	if ss.opened[req.Node] {
+		sj = ss.srv.journal(req.Node)
 	} else {
-		if sj, err = ss.srv.openJournal(ss.ctx, node); err != nil {
+		if sj, err = ss.srv.openJournal(ss.ctx, req.Node); err != nil {
 			return err
 		}
-		ss.opened[node] = true
+		ss.opened[req.Node] = true
 	}
-	var e enc
 	sj.mu.Lock()
-	encodeState(&e, sj.j)
+	state := journalState(sj.j)
 	sj.mu.Unlock()
-	return ss.ok(e.b)
+	return ss.ok(encode(state))
 }
 
-// opened returns the session's open journal of node.
+// openedJournal returns the session's open journal of node.
 func (ss *session) openedJournal(node, op string) (*sharedJournal, error) {
 	if !ss.opened[node] {
 		return nil, badRequest("%s: the journal of node %q is not open on this connection", op, node)
@@ -124,89 +119,97 @@ func (ss *session) openedJournal(node, op string) (*sharedJournal, error) {
 }
 
 // jwrite appends (or replaces) a record if the server's journal is where
-// the client expects it. A retry after a lost acknowledgement finds the
-// record already stored and is answered with it: never stored twice.
-func (ss *session) jwrite(d *dec, replace bool) error {
+// the client expects it.
+func (ss *session) jwrite(p []byte, replace bool) error {
 	op := "journal append"
 	if replace {
 		op = "journal replace"
 	}
-	node, err := ss.node(d, op)
+	req, err := decodeJournalWriteRequest(p)
 	if err != nil {
 		return err
 	}
-	expected := d.u64()
-	r := d.record()
-	if err := d.done(); err != nil {
+	if err := ss.checkNode(req.Node, op); err != nil {
 		return err
 	}
-	sj, err := ss.openedJournal(node, op)
+	sj, err := ss.openedJournal(req.Node, op)
 	if err != nil {
 		return err
 	}
 	sj.mu.Lock()
 	defer sj.mu.Unlock()
-	next := sj.j.NextSeq()
-	var stored journal.Record
-	switch {
-	case next == expected:
-		if replace {
-			stored, err = sj.j.Replace(r)
-		} else {
-			stored, err = sj.j.Append(r)
-		}
-		if err != nil {
-			return err
-		}
-		if ss.srv.dropAck != nil && ss.srv.dropAck() {
-			return wireErr{errors.New("test: acknowledgement dropped")}
-		}
-	case next == expected+1 && sameRecord(sj.j, expected, r):
-		stored, _ = sj.j.Last() // the acknowledgement was lost: stored once
-	default:
-		last, _ := sj.j.Last()
-		return &Error{Code: codeConflict, Msg: fmt.Sprintf("%s of node %q version %d: the client expected next seq %d, the server's journal is at next seq %d (last record seq %d, version %d): another writer, or a change the server lost; restart the plugin", op, node, r.Version, expected, next, last.Seq, last.Version)}
+	stored, err := ss.writeAt(sj, req, replace, op)
+	if err != nil {
+		return err
 	}
-	var e enc
-	e.u64(stored.Seq)
-	e.time(stored.Time)
-	e.u64(sj.j.NextSeq())
-	e.i64(sj.j.Size())
-	return ss.ok(e.b)
+	return ss.ok(encode(journalWriteReply{Seq: stored.Seq, Time: stored.Time, NextSeq: sj.j.NextSeq(), Size: sj.j.Size()}))
 }
 
+// writeAt stores req's record at the seq the client expected, holding
+// sj.mu. A retry after a lost acknowledgement finds the record already
+// stored and is answered with it: never stored twice. Anything else is a
+// conflict.
+func (ss *session) writeAt(sj *sharedJournal, req journalWriteRequest, replace bool, op string) (journal.Record, error) {
+	next := sj.j.NextSeq()
+	switch {
+	case next == req.Expected:
+		var stored journal.Record
+		var err error
+		if replace {
+			stored, err = sj.j.Replace(req.Record)
+		} else {
+			stored, err = sj.j.Append(req.Record)
+		}
+		if err != nil {
+			return journal.Record{}, err
+		}
+		if ss.srv.dropAck != nil && ss.srv.dropAck() {
+			return journal.Record{}, wireErr{errors.New("test: acknowledgement dropped")}
+		}
+		return stored, nil
+	case next == req.Expected+1 && sameRecord(sj.j, req.Expected, req.Record):
+		stored, _ := sj.j.Last() // the acknowledgement was lost: stored once
+		return stored, nil
+	}
+	last, _ := sj.j.Last()
+	return journal.Record{}, &Error{Code: codeConflict, Msg: fmt.Sprintf("%s of node %q version %d: the client expected next seq %d, the server's journal is at next seq %d (last record seq %d, version %d): another writer, or a change the server lost; restart the plugin", op, req.Node, req.Record.Version, req.Expected, next, last.Seq, last.Version)}
+}
+
+// sameRecord reports whether the journal's last record is r stored at seq:
+// the first attempt of a retried write.
 func sameRecord(j store.Journal, seq uint64, r journal.Record) bool {
 	last, ok := j.Last()
 	return ok && last.Seq == seq && last.Version == r.Version && slices.Equal(last.Statements, r.Statements)
 }
 
-func (ss *session) jrecords(d *dec, unopened bool) error {
+// jrecords streams the records after req.After: of the session's open
+// journal, or (unopened, journal-read) of the node's journal without
+// opening it.
+func (ss *session) jrecords(p []byte, unopened bool) error {
 	op := "journal records"
 	if unopened {
 		op = "journal read"
 	}
-	node, err := ss.node(d, op)
+	req, err := decodeJournalReadRequest(p)
 	if err != nil {
 		return err
 	}
-	after := d.u64()
-	if err := d.done(); err != nil {
+	if err := ss.checkNode(req.Node, op); err != nil {
 		return err
 	}
-	var e enc
+	var buf []byte
 	fn := func(r journal.Record) error {
-		e.b = e.b[:0]
-		e.record(r)
-		return ss.send(msgRecord, e.b)
+		buf = recordReply{Record: r}.appendTo(buf[:0])
+		return ss.send(msgRecord, buf)
 	}
 	if unopened {
-		err = ss.srv.st.ReadJournal(ss.ctx, node, after, fn)
+		err = ss.srv.st.ReadJournal(ss.ctx, req.Node, req.After, fn)
 	} else {
 		var sj *sharedJournal
-		if sj, err = ss.openedJournal(node, op); err != nil {
+		if sj, err = ss.openedJournal(req.Node, op); err != nil {
 			return err
 		}
-		err = sj.j.Records(after, fn)
+		err = sj.j.Records(req.After, fn)
 	}
 	if err != nil {
 		return err
@@ -214,45 +217,46 @@ func (ss *session) jrecords(d *dec, unopened bool) error {
 	return ss.ok(nil)
 }
 
-func (ss *session) jtrim(d *dec) error {
-	node, err := ss.node(d, "journal trim")
+// jtrim trims the session's open journal, never beyond what the node's
+// newest manifest covers.
+func (ss *session) jtrim(p []byte) error {
+	req, err := decodeJournalTrimRequest(p)
 	if err != nil {
 		return err
 	}
-	upto := d.u64()
-	if err := d.done(); err != nil {
+	if err := ss.checkNode(req.Node, "journal trim"); err != nil {
 		return err
 	}
-	sj, err := ss.openedJournal(node, "journal trim")
+	sj, err := ss.openedJournal(req.Node, "journal trim")
 	if err != nil {
 		return err
 	}
-	m, err := ss.srv.st.LatestManifest(ss.ctx, node)
+	m, err := ss.srv.st.LatestManifest(ss.ctx, req.Node)
 	if err != nil {
-		return fmt.Errorf("journal trim of node %q: %w", node, err)
+		return fmt.Errorf("journal trim of node %q: %w", req.Node, err)
 	}
-	if upto > m.JournalSeq {
-		return &Error{Code: codeConflict, Msg: fmt.Sprintf("journal trim of node %q to seq %d refused: the newest manifest (%d) covers records up to seq %d only", node, upto, m.Seq, m.JournalSeq)}
+	if req.Upto > m.JournalSeq {
+		return &Error{Code: codeConflict, Msg: fmt.Sprintf("journal trim of node %q to seq %d refused: the newest manifest (%d) covers records up to seq %d only", req.Node, req.Upto, m.Seq, m.JournalSeq)}
 	}
-	if err := sj.j.Trim(upto); err != nil {
+	if err := sj.j.Trim(req.Upto); err != nil {
 		return err
 	}
-	var e enc
-	e.i64(sj.j.Size())
-	return ss.ok(e.b)
+	return ss.ok(encode(journalTrimReply{Size: sj.j.Size()}))
 }
 
-func (ss *session) jclose(d *dec) error {
-	node, err := ss.node(d, "journal close")
+// jclose releases the session's hold on the node's journal (closing a
+// journal that is not open is not an error: a retried close).
+func (ss *session) jclose(p []byte) error {
+	req, err := decodeNodeRequest(p)
 	if err != nil {
 		return err
 	}
-	if err := d.done(); err != nil {
+	if err := ss.checkNode(req.Node, "journal close"); err != nil {
 		return err
 	}
-	if ss.opened[node] {
-		delete(ss.opened, node)
-		ss.srv.releaseJournal(node)
+	if ss.opened[req.Node] {
+		delete(ss.opened, req.Node)
+		ss.srv.releaseJournal(req.Node)
 	}
 	return ss.ok(nil)
 }

@@ -232,7 +232,6 @@ func (ss *session) send(typ byte, p []byte) error {
 func (ss *session) ok(p []byte) error { return ss.send(msgOK, p) }
 
 func (ss *session) handle(typ byte, p []byte) error {
-	d := &dec{b: p}
 	switch typ {
 	case msgPut:
 		return ss.put(p)
@@ -251,15 +250,15 @@ func (ss *session) handle(typ byte, p []byte) error {
 	case msgReadBodies:
 		return ss.readBodies(p)
 	case msgJOpen:
-		return ss.jopen(d)
+		return ss.jopen(p)
 	case msgJAppend, msgJReplace:
-		return ss.jwrite(d, typ == msgJReplace)
+		return ss.jwrite(p, typ == msgJReplace)
 	case msgJRecords, msgJRead:
-		return ss.jrecords(d, typ == msgJRead)
+		return ss.jrecords(p, typ == msgJRead)
 	case msgJTrim:
-		return ss.jtrim(d)
+		return ss.jtrim(p)
 	case msgJClose:
-		return ss.jclose(d)
+		return ss.jclose(p)
 	}
 	return badRequest("unknown request type %s", msgName(typ))
 }
