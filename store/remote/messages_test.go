@@ -19,6 +19,7 @@ import (
 // so a change of layout fails here instead of between two releases.
 type golden struct {
 	name   string
+	typ    byte // the frame that carries it
 	msg    message
 	decode func([]byte) (message, error)
 	want   []byte
@@ -70,62 +71,62 @@ func goldenMessages() []golden {
 
 func handshakeGolden() []golden {
 	return []golden{
-		{"hello", hello{Magic: magic, Version: 1, Token: "tok", Client: "cli"}, decodeAs(decodeHello),
+		{"hello", msgHello, hello{Magic: magic, Version: 1, Token: "tok", Client: "cli"}, decodeAs(decodeHello),
 			cat("CLNBSTOR", "\x00\x01", "\x00\x00\x00\x03tok", "\x00\x00\x00\x03cli")},
-		{"hello-ok", helloOK{Version: 1, Admin: false, Label: "lbl", Nodes: []string{"a", "bc"}}, decodeAs(decodeHelloOK),
+		{"hello-ok", msgHelloOK, helloOK{Version: 1, Admin: false, Label: "lbl", Nodes: []string{"a", "bc"}}, decodeAs(decodeHelloOK),
 			cat("CLNBSTOR", "\x00\x01", "\x00", "\x00\x00\x00\x03lbl", "\x00\x02", "\x00\x00\x00\x01a", "\x00\x00\x00\x02bc")},
-		{"hello-ok admin", helloOK{Version: 1, Admin: true}, decodeAs(decodeHelloOK),
+		{"hello-ok admin", msgHelloOK, helloOK{Version: 1, Admin: true}, decodeAs(decodeHelloOK),
 			cat("CLNBSTOR", "\x00\x01", "\x01", "\x00\x00\x00\x00", "\x00\x00")},
-		{"error", errorReply{Code: codeDenied, Msg: "no"}, decodeAs(decodeErrorReply),
+		{"error", msgError, errorReply{Code: codeDenied, Msg: "no"}, decodeAs(decodeErrorReply),
 			cat("\x03", "\x00\x00\x00\x02no")},
 	}
 }
 
 func objectGolden() []golden {
 	return []golden{
-		{"put", putRequest{Name: "config", Size: 0x0102}, decodeAs(decodePutRequest),
+		{"put", msgPut, putRequest{Name: "config", Size: 0x0102}, decodeAs(decodePutRequest),
 			cat("\x00\x00\x00\x06config", "\x00\x00\x00\x00\x00\x00\x01\x02")},
-		{"get", getRequest{Name: "a/b", Off: 5, Length: -1}, decodeAs(decodeGetRequest),
+		{"get", msgGet, getRequest{Name: "a/b", Off: 5, Length: -1}, decodeAs(decodeGetRequest),
 			cat("\x00\x00\x00\x03a/b", "\x00\x00\x00\x00\x00\x00\x00\x05", "\xff\xff\xff\xff\xff\xff\xff\xff")},
-		{"stat", nameRequest{Name: "a/b"}, decodeAs(decodeNameRequest),
+		{"stat", msgStat, nameRequest{Name: "a/b"}, decodeAs(decodeNameRequest),
 			cat("\x00\x00\x00\x03a/b")},
-		{"stat ok", statReply{Info: backend.Info{Name: "a/b", Size: 7, ModTime: goldenTime}}, decodeAs(decodeStatReply),
+		{"stat ok", msgOK, statReply{Info: backend.Info{Name: "a/b", Size: 7, ModTime: goldenTime}}, decodeAs(decodeStatReply),
 			cat("\x00\x00\x00\x03a/b", "\x00\x00\x00\x00\x00\x00\x00\x07", t1)},
-		{"stat ok without time", statReply{Info: backend.Info{Name: "a", Size: 0}}, decodeAs(decodeStatReply),
+		{"stat ok without time", msgOK, statReply{Info: backend.Info{Name: "a", Size: 0}}, decodeAs(decodeStatReply),
 			cat("\x00\x00\x00\x01a", "\x00\x00\x00\x00\x00\x00\x00\x00", noTime)},
-		{"list", listRequest{Prefix: "nodes/", After: "nodes/a"}, decodeAs(decodeListRequest),
+		{"list", msgList, listRequest{Prefix: "nodes/", After: "nodes/a"}, decodeAs(decodeListRequest),
 			cat("\x00\x00\x00\x06nodes/", "\x00\x00\x00\x07nodes/a")},
-		{"delete", nameRequest{Name: "x"}, decodeAs(decodeNameRequest),
+		{"delete", msgDelete, nameRequest{Name: "x"}, decodeAs(decodeNameRequest),
 			cat("\x00\x00\x00\x01x")},
-		{"items", itemsReply{Items: []backend.Info{{Name: "a", Size: 1, ModTime: goldenTime}, {Name: "b", Size: 2}}}, decodeAs(decodeItemsReply),
+		{"items", msgItems, itemsReply{Items: []backend.Info{{Name: "a", Size: 1, ModTime: goldenTime}, {Name: "b", Size: 2}}}, decodeAs(decodeItemsReply),
 			cat("\x00\x00\x00\x02",
 				"\x00\x00\x00\x01a", "\x00\x00\x00\x00\x00\x00\x00\x01", t1,
 				"\x00\x00\x00\x01b", "\x00\x00\x00\x00\x00\x00\x00\x02", noTime)},
-		{"items empty", itemsReply{}, decodeAs(decodeItemsReply),
+		{"items empty", msgItems, itemsReply{}, decodeAs(decodeItemsReply),
 			cat("\x00\x00\x00\x00")},
 	}
 }
 
 func chunkGolden() []golden {
 	return []golden{
-		{"missing", idsRequest{IDs: []chunker.ID{idA, idB}}, decodeAs(decodeIDsRequest),
+		{"missing", msgMissing, idsRequest{IDs: []chunker.ID{idA, idB}}, decodeAs(decodeIDsRequest),
 			cat("\x00\x00\x00\x02", idAWire, idBWire)},
-		{"missing ok", missingReply{Missing: []bool{true, false, true}}, decodeAs(decodeMissingReply),
+		{"missing ok", msgOK, missingReply{Missing: []bool{true, false, true}}, decodeAs(decodeMissingReply),
 			cat("\x00\x00\x00\x03", "\x01\x00\x01")},
-		{"put-bodies", putBodiesRequest{Bodies: []store.ChunkBody{
+		{"put-bodies", msgPutBodies, putBodiesRequest{Bodies: []store.ChunkBody{
 			{ID: idA, Kind: store.KindPage, Raw: 4096, Body: []byte("zst")},
 			{ID: idB, Kind: store.KindPage, Raw: 4096, Base: idA, Body: []byte("d")},
 		}}, decodeAs(decodePutBodiesRequest),
 			cat("\x00\x00\x00\x02",
 				idAWire, "\x01", "\x00\x00\x10\x00", "\x00\x00\x00\x03zst",
 				idBWire, "\x81", idAWire, "\x00\x00\x10\x00", "\x00\x00\x00\x01d")},
-		{"put-bodies ok", putBodiesReply{Added: 0x0a0b}, decodeAs(decodePutBodiesReply),
+		{"put-bodies ok", msgOK, putBodiesReply{Added: 0x0a0b}, decodeAs(decodePutBodiesReply),
 			cat("\x00\x00\x00\x00\x00\x00\x0a\x0b")},
-		{"read-bodies", idsRequest{IDs: []chunker.ID{idB}}, decodeAs(decodeIDsRequest),
+		{"read-bodies", msgReadBodies, idsRequest{IDs: []chunker.ID{idB}}, decodeAs(decodeIDsRequest),
 			cat("\x00\x00\x00\x01", idBWire)},
-		{"body", bodyReply{Body: store.ChunkBody{ID: idB, Kind: store.KindList, Raw: 9, Body: []byte("zz")}}, decodeAs(decodeBodyReply),
+		{"body", msgBody, bodyReply{Body: store.ChunkBody{ID: idB, Kind: store.KindList, Raw: 9, Body: []byte("zz")}}, decodeAs(decodeBodyReply),
 			cat(idBWire, "\x02", "\x00\x00\x00\x09", "\x00\x00\x00\x02zz")},
-		{"body delta", bodyReply{Body: store.ChunkBody{ID: idB, Kind: store.KindPage, Raw: 4096, Base: idA, Body: []byte("d")}}, decodeAs(decodeBodyReply),
+		{"body delta", msgBody, bodyReply{Body: store.ChunkBody{ID: idB, Kind: store.KindPage, Raw: 4096, Base: idA, Body: []byte("d")}}, decodeAs(decodeBodyReply),
 			cat(idBWire, "\x81", idAWire, "\x00\x00\x10\x00", "\x00\x00\x00\x01d")},
 	}
 }
@@ -142,30 +143,30 @@ const recordWire = "\x00\x00\x00\x00\x00\x00\x00\x03" + // u64 seq
 
 func journalGolden() []golden {
 	return []golden{
-		{"journal-open", nodeRequest{Node: "alice"}, decodeAs(decodeNodeRequest),
+		{"journal-open", msgJOpen, nodeRequest{Node: "alice"}, decodeAs(decodeNodeRequest),
 			cat("\x00\x00\x00\x05alice")},
-		{"journal-open ok", journalStateReply{NextSeq: 4, Size: 0x100, Recovered: 2, HasLast: true, Last: goldenRecord}, decodeAs(decodeJournalStateReply),
+		{"journal-open ok", msgOK, journalStateReply{NextSeq: 4, Size: 0x100, Recovered: 2, HasLast: true, Last: goldenRecord}, decodeAs(decodeJournalStateReply),
 			cat("\x00\x00\x00\x00\x00\x00\x00\x04", "\x00\x00\x00\x00\x00\x00\x01\x00", "\x00\x00\x00\x00\x00\x00\x00\x02", "\x01", recordWire)},
-		{"journal-open ok empty", journalStateReply{NextSeq: 1}, decodeAs(decodeJournalStateReply),
+		{"journal-open ok empty", msgOK, journalStateReply{NextSeq: 1}, decodeAs(decodeJournalStateReply),
 			cat("\x00\x00\x00\x00\x00\x00\x00\x01", "\x00\x00\x00\x00\x00\x00\x00\x00", "\x00\x00\x00\x00\x00\x00\x00\x00", "\x00")},
-		{"journal-append", journalWriteRequest{Node: "alice", Expected: 3, Record: goldenRecord}, decodeAs(decodeJournalWriteRequest),
+		{"journal-append", msgJAppend, journalWriteRequest{Node: "alice", Expected: 3, Record: goldenRecord}, decodeAs(decodeJournalWriteRequest),
 			cat("\x00\x00\x00\x05alice", "\x00\x00\x00\x00\x00\x00\x00\x03", recordWire)},
-		{"journal-replace", journalWriteRequest{Node: "a", Expected: 7, Record: journal.Record{Seq: 0, Version: 1}}, decodeAs(decodeJournalWriteRequest),
+		{"journal-replace", msgJReplace, journalWriteRequest{Node: "a", Expected: 7, Record: journal.Record{Seq: 0, Version: 1}}, decodeAs(decodeJournalWriteRequest),
 			cat("\x00\x00\x00\x01a", "\x00\x00\x00\x00\x00\x00\x00\x07",
 				"\x00\x00\x00\x00\x00\x00\x00\x00", "\x00\x00\x00\x01", noTime, "\x00\x00\x00\x00")},
-		{"journal-append ok", journalWriteReply{Seq: 3, Time: goldenTime, NextSeq: 4, Size: 0x200}, decodeAs(decodeJournalWriteReply),
+		{"journal-append ok", msgOK, journalWriteReply{Seq: 3, Time: goldenTime, NextSeq: 4, Size: 0x200}, decodeAs(decodeJournalWriteReply),
 			cat("\x00\x00\x00\x00\x00\x00\x00\x03", t1, "\x00\x00\x00\x00\x00\x00\x00\x04", "\x00\x00\x00\x00\x00\x00\x02\x00")},
-		{"journal-records", journalReadRequest{Node: "alice", After: 2}, decodeAs(decodeJournalReadRequest),
+		{"journal-records", msgJRecords, journalReadRequest{Node: "alice", After: 2}, decodeAs(decodeJournalReadRequest),
 			cat("\x00\x00\x00\x05alice", "\x00\x00\x00\x00\x00\x00\x00\x02")},
-		{"journal-read", journalReadRequest{Node: "bob", After: 0}, decodeAs(decodeJournalReadRequest),
+		{"journal-read", msgJRead, journalReadRequest{Node: "bob", After: 0}, decodeAs(decodeJournalReadRequest),
 			cat("\x00\x00\x00\x03bob", "\x00\x00\x00\x00\x00\x00\x00\x00")},
-		{"record", recordReply{Record: goldenRecord}, decodeAs(decodeRecordReply),
+		{"record", msgRecord, recordReply{Record: goldenRecord}, decodeAs(decodeRecordReply),
 			cat(recordWire)},
-		{"journal-trim", journalTrimRequest{Node: "alice", Upto: 0x0102}, decodeAs(decodeJournalTrimRequest),
+		{"journal-trim", msgJTrim, journalTrimRequest{Node: "alice", Upto: 0x0102}, decodeAs(decodeJournalTrimRequest),
 			cat("\x00\x00\x00\x05alice", "\x00\x00\x00\x00\x00\x00\x01\x02")},
-		{"journal-trim ok", journalTrimReply{Size: 0x0300}, decodeAs(decodeJournalTrimReply),
+		{"journal-trim ok", msgOK, journalTrimReply{Size: 0x0300}, decodeAs(decodeJournalTrimReply),
 			cat("\x00\x00\x00\x00\x00\x00\x03\x00")},
-		{"journal-close", nodeRequest{Node: "alice"}, decodeAs(decodeNodeRequest),
+		{"journal-close", msgJClose, nodeRequest{Node: "alice"}, decodeAs(decodeNodeRequest),
 			cat("\x00\x00\x00\x05alice")},
 	}
 }
@@ -175,6 +176,9 @@ func journalGolden() []golden {
 func TestMessagesGolden(t *testing.T) {
 	for _, g := range goldenMessages() {
 		t.Run(g.name, func(t *testing.T) {
+			if len(g.want) > frameLimit(g.typ) {
+				t.Fatalf("%d bytes do not fit in a %s frame", len(g.want), msgName(g.typ))
+			}
 			if got := encode(g.msg); !bytes.Equal(got, g.want) {
 				t.Fatalf("encoded\n%q\nwant\n%q", got, g.want)
 			}
