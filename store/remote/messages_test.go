@@ -3,7 +3,9 @@ package remote
 import (
 	"bytes"
 	"errors"
+	"math"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -246,4 +248,45 @@ func TestDecodeLimits(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDecodeAllocationBounded: no decoder allocates much more than its
+// payload holds, whatever the counts in it claim.
+func TestDecodeAllocationBounded(t *testing.T) {
+	payloads := [][]byte{
+		cat("\xff\xff\xff\xff"), // a count, nothing to count
+		cat("\x00\x01\x00\x00", idAWire),
+		cat("CLNBSTOR", "\x00\x01", "\x00", "\x00\x00\x00\x00", "\xff\xff"), // 65535 nodes
+		cat(recordWire[:20], "\xff\xff\xff\xff"),
+		cat(strings.Repeat("\x00", 24), "\x01", recordWire[:20], "\x00\x10\x00\x00", strings.Repeat("\x00", 64)),
+		cat("\x00\x00\x10\x00", idAWire, "\x01", "\x00\x00\x00\x01", "\x00\x00\x00\x00"),
+	}
+	for _, g := range goldenMessages() {
+		payloads = append(payloads, g.want)
+	}
+	for i, p := range payloads {
+		for j, decode := range decoders {
+			got := allocated(func() { decode(p) })
+			if limit := 10*uint64(len(p)) + 1024; got > limit {
+				t.Errorf("payload %d (%d bytes), decoder %d: %d bytes allocated, more than %d", i, len(p), j, got, limit)
+			}
+		}
+	}
+}
+
+// allocated returns the bytes fn allocates: the least of a few averages,
+// so that what other goroutines allocate meanwhile does not count.
+func allocated(fn func()) uint64 {
+	const runs = 20
+	least := uint64(math.MaxUint64)
+	for range 3 {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		for range runs {
+			fn()
+		}
+		runtime.ReadMemStats(&after)
+		least = min(least, (after.TotalAlloc-before.TotalAlloc)/runs)
+	}
+	return least
 }
