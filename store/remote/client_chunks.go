@@ -15,6 +15,9 @@ type chunks struct{ cl *Client }
 // missingBatch is the number of ids per Missing request.
 const missingBatch = 16 << 10
 
+// Missing asks in batches of missingBatch ids (a request holds at most
+// maxIDsPerRequest); a batch is idempotent, so a lost connection retries
+// it.
 func (ch chunks) Missing(ctx context.Context, ids []chunker.ID) ([]bool, error) {
 	out := make([]bool, 0, len(ids))
 	for start := 0; start < len(ids); start += missingBatch {
@@ -48,6 +51,9 @@ func (ch chunks) Missing(ctx context.Context, ids []chunker.ID) ([]bool, error) 
 // travels alone.
 const putBatch = 24 << 20
 
+// PutBodies sends the bodies in batches of about a pack (putBatch); a
+// batch retried after a lost connection stores nothing twice: the store
+// writes only the bodies it lacks.
 func (ch chunks) PutBodies(ctx context.Context, bodies []store.ChunkBody) (int64, error) {
 	var added int64
 	for len(bodies) > 0 {

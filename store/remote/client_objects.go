@@ -61,6 +61,8 @@ func (o objects) PutIfAbsent(ctx context.Context, name string, data []byte) erro
 	return o.wrap("put", name, err)
 }
 
+// Get reads the object; after a lost connection it asks for the bytes
+// not received yet.
 func (o objects) Get(ctx context.Context, name string, off, length int64) ([]byte, error) {
 	if err := backend.ValidName(name); err != nil {
 		return nil, err
@@ -86,6 +88,7 @@ func (o objects) Get(ctx context.Context, name string, off, length int64) ([]byt
 	return got, o.wrap("get", name, err)
 }
 
+// Stat is idempotent: a lost connection is simply retried.
 func (o objects) Stat(ctx context.Context, name string) (backend.Info, error) {
 	if err := backend.ValidName(name); err != nil {
 		return backend.Info{}, err
@@ -132,6 +135,8 @@ func (o objects) List(ctx context.Context, prefix string, fn func(backend.Info) 
 	return o.wrap("list", prefix, err)
 }
 
+// Delete is idempotent (deleting a missing object is not an error), so a
+// lost connection is simply retried.
 func (o objects) Delete(ctx context.Context, name string) error {
 	if err := backend.ValidName(name); err != nil {
 		return err

@@ -28,6 +28,7 @@ type hello struct {
 	Client  string // program and host, for the server's log
 }
 
+// appendTo is the client's side of hello.
 func (h hello) appendTo(b []byte) []byte {
 	e := enc{b: b}
 	e.b = append(e.b, h.Magic...)
@@ -65,6 +66,7 @@ type helloOK struct {
 	Nodes   []string
 }
 
+// appendTo is the server's side of hello-ok.
 func (h helloOK) appendTo(b []byte) []byte {
 	e := enc{b: b}
 	e.b = append(e.b, magic...)
@@ -104,6 +106,7 @@ type errorReply struct {
 	Msg  string
 }
 
+// appendTo is the server's side of the error frame.
 func (r errorReply) appendTo(b []byte) []byte {
 	e := enc{b: b}
 	e.u8(r.Code)
@@ -111,6 +114,7 @@ func (r errorReply) appendTo(b []byte) []byte {
 	return e.b
 }
 
+// decodeErrorReply is the client's side of the error frame.
 func decodeErrorReply(p []byte) (errorReply, error) {
 	d := dec{b: p}
 	r := errorReply{Code: d.u8(), Msg: d.str(MaxFrame)}

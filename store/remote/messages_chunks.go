@@ -15,12 +15,14 @@ import (
 // maxIDsPerRequest chunk ids (the client sends larger sets in batches).
 type idsRequest struct{ IDs []chunker.ID }
 
+// appendTo is the client's side of missing and read-bodies.
 func (r idsRequest) appendTo(b []byte) []byte {
 	e := enc{b: b}
 	e.ids(r.IDs)
 	return e.b
 }
 
+// decodeIDsRequest is the server's side of missing and read-bodies.
 func decodeIDsRequest(p []byte) (idsRequest, error) {
 	d := dec{b: p}
 	r := idsRequest{IDs: d.ids()}
@@ -31,6 +33,7 @@ func decodeIDsRequest(p []byte) (idsRequest, error) {
 // in order, whether the client must send its body.
 type missingReply struct{ Missing []bool }
 
+// appendTo is the server's side of missing.
 func (r missingReply) appendTo(b []byte) []byte {
 	e := enc{b: b}
 	e.u32(uint32(len(r.Missing)))
@@ -98,12 +101,14 @@ func decodePutBodiesRequest(p []byte) (putBodiesRequest, error) {
 // grew by (bodies it had already are not stored again).
 type putBodiesReply struct{ Added int64 }
 
+// appendTo is the server's side of put-bodies.
 func (r putBodiesReply) appendTo(b []byte) []byte {
 	e := enc{b: b}
 	e.i64(r.Added)
 	return e.b
 }
 
+// decodePutBodiesReply is the client's side of put-bodies.
 func decodePutBodiesReply(p []byte) (putBodiesReply, error) {
 	d := dec{b: p}
 	r := putBodiesReply{Added: d.i64()}
@@ -113,6 +118,7 @@ func decodePutBodiesReply(p []byte) (putBodiesReply, error) {
 // bodyReply is one body frame of a read-bodies answer.
 type bodyReply struct{ Body store.ChunkBody }
 
+// appendTo is the server's side of read-bodies.
 func (r bodyReply) appendTo(b []byte) []byte {
 	e := enc{b: b}
 	e.body(r.Body)

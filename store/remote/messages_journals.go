@@ -13,12 +13,14 @@ import (
 // whose journal they act on.
 type nodeRequest struct{ Node string }
 
+// appendTo is the client's side of journal-open and journal-close.
 func (r nodeRequest) appendTo(b []byte) []byte {
 	e := enc{b: b}
 	e.str(r.Node)
 	return e.b
 }
 
+// decodeNodeRequest is the server's side of journal-open and journal-close.
 func decodeNodeRequest(p []byte) (nodeRequest, error) {
 	d := dec{b: p}
 	r := nodeRequest{Node: d.str(maxNodeLen)}
@@ -36,6 +38,7 @@ type journalStateReply struct {
 	Last      journal.Record
 }
 
+// appendTo is the server's side of journal-open.
 func (r journalStateReply) appendTo(b []byte) []byte {
 	e := enc{b: b}
 	e.u64(r.NextSeq)
@@ -48,6 +51,7 @@ func (r journalStateReply) appendTo(b []byte) []byte {
 	return e.b
 }
 
+// decodeJournalStateReply is the client's side of journal-open.
 func decodeJournalStateReply(p []byte) (journalStateReply, error) {
 	d := dec{b: p}
 	r := journalStateReply{NextSeq: d.u64(), Size: d.i64(), Recovered: d.i64(), HasLast: d.bool()}
@@ -68,6 +72,7 @@ type journalWriteRequest struct {
 	Record   journal.Record
 }
 
+// appendTo is the client's side of journal-append and journal-replace.
 func (r journalWriteRequest) appendTo(b []byte) []byte {
 	e := enc{b: b}
 	e.str(r.Node)
@@ -76,6 +81,7 @@ func (r journalWriteRequest) appendTo(b []byte) []byte {
 	return e.b
 }
 
+// decodeJournalWriteRequest is the server's side of journal-append and journal-replace.
 func decodeJournalWriteRequest(p []byte) (journalWriteRequest, error) {
 	d := dec{b: p}
 	r := journalWriteRequest{Node: d.str(maxNodeLen), Expected: d.u64(), Record: d.record()}
@@ -91,6 +97,7 @@ type journalWriteReply struct {
 	Size    int64
 }
 
+// appendTo is the server's side of journal-append and journal-replace.
 func (r journalWriteReply) appendTo(b []byte) []byte {
 	e := enc{b: b}
 	e.u64(r.Seq)
@@ -100,6 +107,7 @@ func (r journalWriteReply) appendTo(b []byte) []byte {
 	return e.b
 }
 
+// decodeJournalWriteReply is the client's side of journal-append and journal-replace.
 func decodeJournalWriteReply(p []byte) (journalWriteReply, error) {
 	d := dec{b: p}
 	r := journalWriteReply{Seq: d.u64(), Time: d.time(), NextSeq: d.u64(), Size: d.i64()}
@@ -115,6 +123,7 @@ type journalReadRequest struct {
 	After uint64
 }
 
+// appendTo is the client's side of journal-records and journal-read.
 func (r journalReadRequest) appendTo(b []byte) []byte {
 	e := enc{b: b}
 	e.str(r.Node)
@@ -122,6 +131,7 @@ func (r journalReadRequest) appendTo(b []byte) []byte {
 	return e.b
 }
 
+// decodeJournalReadRequest is the server's side of journal-records and journal-read.
 func decodeJournalReadRequest(p []byte) (journalReadRequest, error) {
 	d := dec{b: p}
 	r := journalReadRequest{Node: d.str(maxNodeLen), After: d.u64()}
@@ -132,12 +142,14 @@ func decodeJournalReadRequest(p []byte) (journalReadRequest, error) {
 // answer.
 type recordReply struct{ Record journal.Record }
 
+// appendTo is the server's side of journal-records and journal-read.
 func (r recordReply) appendTo(b []byte) []byte {
 	e := enc{b: b}
 	e.record(r.Record)
 	return e.b
 }
 
+// decodeRecordReply is the client's side of journal-records and journal-read.
 func decodeRecordReply(p []byte) (recordReply, error) {
 	d := dec{b: p}
 	r := recordReply{Record: d.record()}
@@ -151,6 +163,7 @@ type journalTrimRequest struct {
 	Upto uint64
 }
 
+// appendTo is the client's side of journal-trim.
 func (r journalTrimRequest) appendTo(b []byte) []byte {
 	e := enc{b: b}
 	e.str(r.Node)
@@ -158,6 +171,7 @@ func (r journalTrimRequest) appendTo(b []byte) []byte {
 	return e.b
 }
 
+// decodeJournalTrimRequest is the server's side of journal-trim.
 func decodeJournalTrimRequest(p []byte) (journalTrimRequest, error) {
 	d := dec{b: p}
 	r := journalTrimRequest{Node: d.str(maxNodeLen), Upto: d.u64()}
@@ -168,12 +182,14 @@ func decodeJournalTrimRequest(p []byte) (journalTrimRequest, error) {
 // after it.
 type journalTrimReply struct{ Size int64 }
 
+// appendTo is the server's side of journal-trim.
 func (r journalTrimReply) appendTo(b []byte) []byte {
 	e := enc{b: b}
 	e.i64(r.Size)
 	return e.b
 }
 
+// decodeJournalTrimReply is the client's side of journal-trim.
 func decodeJournalTrimReply(p []byte) (journalTrimReply, error) {
 	d := dec{b: p}
 	r := journalTrimReply{Size: d.i64()}

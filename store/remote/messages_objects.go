@@ -13,12 +13,14 @@ import (
 // on.
 type nameRequest struct{ Name string }
 
+// appendTo is the client's side of stat and delete.
 func (r nameRequest) appendTo(b []byte) []byte {
 	e := enc{b: b}
 	e.str(r.Name)
 	return e.b
 }
 
+// decodeNameRequest is the server's side of stat and delete.
 func decodeNameRequest(p []byte) (nameRequest, error) {
 	d := dec{b: p}
 	r := nameRequest{Name: d.str(maxNameLen)}
@@ -32,6 +34,7 @@ type putRequest struct {
 	Size uint64
 }
 
+// appendTo is the client's side of put.
 func (r putRequest) appendTo(b []byte) []byte {
 	e := enc{b: b}
 	e.str(r.Name)
@@ -39,6 +42,7 @@ func (r putRequest) appendTo(b []byte) []byte {
 	return e.b
 }
 
+// decodePutRequest is the server's side of put.
 func decodePutRequest(p []byte) (putRequest, error) {
 	d := dec{b: p}
 	r := putRequest{Name: d.str(maxNameLen), Size: d.u64()}
@@ -54,6 +58,7 @@ type getRequest struct {
 	Length int64
 }
 
+// appendTo is the client's side of get.
 func (r getRequest) appendTo(b []byte) []byte {
 	e := enc{b: b}
 	e.str(r.Name)
@@ -62,6 +67,7 @@ func (r getRequest) appendTo(b []byte) []byte {
 	return e.b
 }
 
+// decodeGetRequest is the server's side of get.
 func decodeGetRequest(p []byte) (getRequest, error) {
 	d := dec{b: p}
 	r := getRequest{Name: d.str(maxNameLen), Off: d.i64(), Length: d.i64()}
@@ -71,12 +77,14 @@ func decodeGetRequest(p []byte) (getRequest, error) {
 // statReply is the OK payload of stat.
 type statReply struct{ Info backend.Info }
 
+// appendTo is the server's side of stat.
 func (r statReply) appendTo(b []byte) []byte {
 	e := enc{b: b}
 	e.info(r.Info)
 	return e.b
 }
 
+// decodeStatReply is the client's side of stat.
 func decodeStatReply(p []byte) (statReply, error) {
 	d := dec{b: p}
 	r := statReply{Info: d.info()}
@@ -91,6 +99,7 @@ type listRequest struct {
 	After  string
 }
 
+// appendTo is the client's side of list.
 func (r listRequest) appendTo(b []byte) []byte {
 	e := enc{b: b}
 	e.str(r.Prefix)
@@ -98,6 +107,7 @@ func (r listRequest) appendTo(b []byte) []byte {
 	return e.b
 }
 
+// decodeListRequest is the server's side of list.
 func decodeListRequest(p []byte) (listRequest, error) {
 	d := dec{b: p}
 	r := listRequest{Prefix: d.str(maxNameLen), After: d.str(maxNameLen)}
@@ -108,6 +118,7 @@ func decodeListRequest(p []byte) (listRequest, error) {
 // listPage entries, in name order.
 type itemsReply struct{ Items []backend.Info }
 
+// appendTo is the server's side of list.
 func (r itemsReply) appendTo(b []byte) []byte {
 	e := enc{b: b}
 	e.u32(uint32(len(r.Items)))

@@ -103,6 +103,7 @@ func (ss *session) get(p []byte) error {
 	return ss.ok(nil)
 }
 
+// stat answers an object's info to a token that may read it.
 func (ss *session) stat(p []byte) error {
 	req, err := decodeNameRequest(p)
 	if err != nil {
@@ -172,6 +173,8 @@ func (ss *session) list(p []byte) error {
 	return ss.ok(nil)
 }
 
+// delete removes an object; node tokens may delete only their lease
+// generations (Identity.canDelete).
 func (ss *session) delete(p []byte) error {
 	req, err := decodeNameRequest(p)
 	if err != nil {
