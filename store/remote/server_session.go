@@ -231,6 +231,9 @@ func (ss *session) send(typ byte, p []byte) error {
 
 func (ss *session) ok(p []byte) error { return ss.send(msgOK, p) }
 
+// handle runs the handler of a request type. Each handler decodes its own
+// payload with its message's decoder (messages*.go) and sends its OK
+// frame; the error it returns is the request's error frame.
 func (ss *session) handle(typ byte, p []byte) error {
 	switch typ {
 	case msgPut:
