@@ -84,7 +84,7 @@ func isReset(err error) bool { return err != nil && strings.Contains(err.Error()
 
 func (c *rawConn) hello(version uint16, token string) {
 	c.t.Helper()
-	c.frame(msgHello, hello{Magic: magic, Version: version, Token: token, Client: "raw test"}.encode())
+	c.frame(msgHello, encode(hello{Magic: magic, Version: version, Token: token, Client: "raw test"}))
 }
 
 func (c *rawConn) login(token string) {
@@ -186,9 +186,7 @@ func TestBadInput(t *testing.T) {
 		c.expectError("unknown type", codeBadRequest, false)
 		c.frame(msgStat, []byte{0, 0, 0, 1, 'x', 0xff}) // trailing byte
 		c.expectError("malformed stat", codeBadRequest, false)
-		var e enc
-		e.str(store.ConfigObject)
-		c.frame(msgStat, e.b)
+		c.frame(msgStat, encode(nameRequest{Name: store.ConfigObject}))
 		if typ, _, err := c.read(); err != nil || typ != msgOK {
 			t.Fatalf("stat after bad requests: %s %v", msgName(typ), err)
 		}
@@ -225,18 +223,13 @@ func TestBadInput(t *testing.T) {
 	t.Run("OtherNodesWrite", func(t *testing.T) {
 		c := dialRaw(t, ts.addr)
 		c.login(tokAlice)
-		var e enc
-		e.str("nodes/bob/manifests/00000000000000000002")
-		e.u64(3)
-		c.frame(msgPut, e.b)
+		c.frame(msgPut, encode(putRequest{Name: "nodes/bob/manifests/00000000000000000002", Size: 3}))
 		c.frame(msgData, []byte("abc"))
 		msg := c.expectError("write bob's manifest", codeDenied, false)
 		if !strings.Contains(msg, `node "bob"`) {
 			t.Fatalf("message %q", msg)
 		}
-		e = enc{}
-		e.str("bob")
-		c.frame(msgJOpen, e.b)
+		c.frame(msgJOpen, encode(nodeRequest{Node: "bob"}))
 		c.expectError("open bob's journal", codeDenied, false)
 		if _, err := ts.st.Objects().Stat(ctx, "nodes/bob/manifests/00000000000000000002"); !errors.Is(err, backend.ErrNotFound) {
 			t.Fatalf("denied put stored: %v", err)
@@ -284,7 +277,7 @@ func TestClientRefusesOtherVersion(t *testing.T) {
 		defer nc.Close()
 		br, bw := bufio.NewReader(nc), bufio.NewWriter(nc)
 		readFrame(br, frameLimit, nil)
-		writeFrame(bw, msgHelloOK, helloOK{Version: ProtocolVersion + 1, Admin: true}.encode())
+		writeFrame(bw, msgHelloOK, encode(helloOK{Version: ProtocolVersion + 1, Admin: true}))
 		bw.Flush()
 	}()
 	u, _ := store.ParseURL("socket:" + l.Addr().String())

@@ -111,24 +111,28 @@ func codeOf(err error) byte {
 	return codeInternal
 }
 
+// maxErrorMessage bounds the message of an error frame: messages are for
+// people, and a long one (a wrapped error naming many objects) must not
+// come near the frame limit.
+const maxErrorMessage = 64 << 10
+
+// encodeError is the payload of an error frame with the message cut to
+// maxErrorMessage.
 func encodeError(code byte, msg string) []byte {
-	var e enc
-	e.u8(code)
-	if len(msg) > 64<<10 {
-		msg = msg[:64<<10]
+	if len(msg) > maxErrorMessage {
+		msg = msg[:maxErrorMessage]
 	}
-	e.str(msg)
-	return e.b
+	return encode(errorReply{Code: code, Msg: msg})
 }
 
+// decodeError turns an error frame into the client's error; a malformed
+// one is still an error (internal), so a request never appears to succeed.
 func decodeError(p []byte) *Error {
-	d := dec{b: p}
-	code := d.u8()
-	msg := d.str(MaxFrame)
-	if d.done() != nil {
+	r, err := decodeErrorReply(p)
+	if err != nil {
 		return &Error{Code: codeInternal, Msg: "malformed error frame from the store server"}
 	}
-	return &Error{Code: code, Msg: msg}
+	return &Error{Code: r.Code, Msg: r.Msg}
 }
 
 // denied builds a denial.
