@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/clnbackup/backup/chunker"
+	"github.com/clnbackup/backup/store/chunk"
 )
 
 // deltaPair returns a page and a slightly changed version of it.
@@ -38,7 +39,7 @@ func TestPutDelta(t *testing.T) {
 	if _, err := w.PutDelta(ctx, chunker.Sum(otherPage), otherPage, chunker.Sum(other), other); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.PutID(ctx, KindPage, baseID, base); err != nil {
+	if _, err := w.PutID(ctx, chunk.KindPage, baseID, base); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.Flush(ctx); err != nil {
@@ -98,8 +99,8 @@ func TestPutDelta(t *testing.T) {
 		}
 	}
 	// A server refuses delta bodies from a client.
-	_, err = st2.packs.PutBodies(ctx, []ChunkBody{{ID: pageID, Kind: KindPage, Raw: 4096, Base: baseID, Body: []byte{1}}})
-	if !errors.Is(err, ErrBadChunk) {
+	_, err = st2.packs.PutBodies(ctx, []chunk.Body{{ID: pageID, Kind: chunk.KindPage, Raw: 4096, Base: baseID, Body: []byte{1}}})
+	if !errors.Is(err, chunk.ErrBad) {
 		t.Fatalf("delta body from a client: %v", err)
 	}
 	// A full copy of the same chunk is preferred once indexed.
@@ -108,7 +109,7 @@ func TestPutDelta(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w2.Close()
-	w2.putAlways(KindPage, pageID, page)
+	w2.putAlways(chunk.KindPage, pageID, page)
 	if err := w2.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +136,7 @@ func TestVersion1StoreNoDeltas(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	w.PutID(ctx, KindPage, chunker.Sum(base), base)
+	w.PutID(ctx, chunk.KindPage, chunker.Sum(base), base)
 	if err := w.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}

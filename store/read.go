@@ -1,21 +1,16 @@
 package store
 
 import (
+	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"runtime"
 	"slices"
 	"sync"
 
 	"github.com/clnbackup/backup/chunker"
+	"github.com/clnbackup/backup/store/chunk"
 )
-
-// ErrChunkMissing is returned (wrapped) for a chunk the store does not hold.
-var ErrChunkMissing = errors.New("chunk not in the store")
-
-// ErrCorrupt is returned (wrapped) when stored bytes do not match their name.
-var ErrCorrupt = errors.New("stored data is damaged")
 
 // Get returns a chunk's bytes, verified against its ID.
 func (s *Store) Get(ctx context.Context, id chunker.ID) ([]byte, error) {
@@ -49,7 +44,7 @@ func (s *Store) ReadChunks(ctx context.Context, ids []chunker.ID, fn func(id chu
 
 // ReadLocated is ReadChunks for chunks the caller has looked up already:
 // l must be a Lookup of (at least) ids.
-func (s *Store) ReadLocated(ctx context.Context, l *Located, ids []chunker.ID, fn func(id chunker.ID, data []byte) error) error {
+func (s *Store) ReadLocated(ctx context.Context, l chunk.Lookup, ids []chunker.ID, fn func(id chunker.ID, data []byte) error) error {
 	return s.readChunks(ctx, l, ids, 0, sinkOf(fn))
 }
 
@@ -71,15 +66,9 @@ func sinkOf(fn func(id chunker.ID, data []byte) error) ChunkSink {
 	return func() (func(chunker.ID, []byte) error, func() error) { return fn, nil }
 }
 
-const (
-	// deltaBatch bounds the deltas (and so the bases held in memory) of
-	// one step of a read's second pass.
-	deltaBatch = 1024
-	// maxDeltaDepth bounds the chain of bases a read follows. Writers
-	// make deltas of full chunks only (depth 1), and gc keeps a full copy
-	// of every live base; the bound guards against damaged stores.
-	maxDeltaDepth = 4
-)
+// deltaBatch bounds the deltas (and so the bases held in memory) of one
+// step of a read's second pass.
+const deltaBatch = 1024
 
 func (s *Store) workers() int {
 	if s.readWorkers > 0 {
@@ -90,7 +79,7 @@ func (s *Store) workers() int {
 
 // readChunks reads ids in two passes: the full copies, then the deltas met
 // on the way (l: a lookup of ids, or nil).
-func (s *Store) readChunks(ctx context.Context, l *Located, ids []chunker.ID, depth int, sink ChunkSink) error {
+func (s *Store) readChunks(ctx context.Context, l chunk.Lookup, ids []chunker.ID, depth int, sink ChunkSink) error {
 	if l == nil {
 		var err error
 		if l, err = s.chunks.Lookup(ctx, ids); err != nil {
@@ -99,12 +88,12 @@ func (s *Store) readChunks(ctx context.Context, l *Located, ids []chunker.ID, de
 	}
 	var (
 		mu     sync.Mutex
-		deltas []DeltaRef
+		deltas []chunk.DeltaRef
 	)
-	later, err := s.chunks.ReadBodies(ctx, l, ids, s.workers(), true, s.decoding(sink, func(b ChunkBody) ([]byte, bool, error) {
+	later, err := s.chunks.ReadBodies(ctx, l, ids, s.workers(), true, s.decoding(sink, func(b chunk.Body) ([]byte, bool, error) {
 		if b.Base != (chunker.ID{}) {
 			mu.Lock()
-			deltas = append(deltas, DeltaRef{b.ID, b.Base})
+			deltas = append(deltas, chunk.DeltaRef{ID: b.ID, Base: b.Base})
 			mu.Unlock()
 			return nil, false, nil
 		}
@@ -117,11 +106,11 @@ func (s *Store) readChunks(ctx context.Context, l *Located, ids []chunker.ID, de
 	if len(deltas) == 0 {
 		return nil
 	}
-	if depth >= maxDeltaDepth {
-		return fmt.Errorf("read chunk %s: %w: a chain of more than %d delta copies (base %s); run backup-cli verify", deltas[0].ID, ErrCorrupt, maxDeltaDepth, deltas[0].Base)
+	if depth >= chunk.MaxDeltaDepth {
+		return fmt.Errorf("read chunk %s: %w: a chain of more than %d delta copies (base %s); run backup-cli verify", deltas[0].ID, chunk.ErrCorrupt, chunk.MaxDeltaDepth, deltas[0].Base)
 	}
-	slices.SortFunc(deltas, func(a, b DeltaRef) int { return compareIDs(a.ID, b.ID) })
-	deltas = slices.CompactFunc(deltas, func(a, b DeltaRef) bool { return a.ID == b.ID })
+	slices.SortFunc(deltas, func(a, b chunk.DeltaRef) int { return bytes.Compare(a.ID[:], b.ID[:]) })
+	deltas = slices.CompactFunc(deltas, func(a, b chunk.DeltaRef) bool { return a.ID == b.ID })
 	// The bases of all the deltas, looked up at once.
 	bases := make([]chunker.ID, len(deltas))
 	for i, d := range deltas {
@@ -143,21 +132,21 @@ func (s *Store) readChunks(ctx context.Context, l *Located, ids []chunker.ID, de
 // bodies into a buffer of its own and hands the chunks to its put. pick
 // sees each body first: it may set it aside (ok false), or give the full
 // bytes of its delta base (nil for a full body).
-func (s *Store) decoding(sink ChunkSink, pick func(ChunkBody) (base []byte, ok bool, err error)) BodySink {
+func (s *Store) decoding(sink ChunkSink, pick func(chunk.Body) (base []byte, ok bool, err error)) chunk.BodySink {
 	from := "store server " + s.Location() // where bodies not from a pack come from
-	return func() (func(ChunkBody) error, func() error) {
+	return func() (func(chunk.Body) error, func() error) {
 		put, flush := sink()
 		var buf []byte
-		return func(b ChunkBody) error {
+		return func(b chunk.Body) error {
 			base, ok, err := pick(b)
 			if !ok || err != nil {
 				return err
 			}
 			var data []byte
 			if b.Base == (chunker.ID{}) {
-				data, err = s.codec.decode(buf[:0], b, from)
+				data, err = s.codec.Decode(buf[:0], b, from)
 			} else {
-				data, err = s.codec.decodeDelta(buf[:0], b, base, from)
+				data, err = s.codec.DecodeDelta(buf[:0], b, base, from)
 			}
 			if err != nil {
 				return err
@@ -170,7 +159,7 @@ func (s *Store) decoding(sink ChunkSink, pick func(ChunkBody) (base []byte, ok b
 
 // readDeltas is one batch of a read's second pass: l located the deltas,
 // bl their bases.
-func (s *Store) readDeltas(ctx context.Context, l, bl *Located, batch []DeltaRef, depth int, sink ChunkSink) error {
+func (s *Store) readDeltas(ctx context.Context, l, bl chunk.Lookup, batch []chunk.DeltaRef, depth int, sink ChunkSink) error {
 	var (
 		mu    sync.Mutex
 		bases = map[chunker.ID][]byte{}
@@ -193,7 +182,7 @@ func (s *Store) readDeltas(ctx context.Context, l, bl *Located, batch []DeltaRef
 	if err := s.readChunks(ctx, bl, want, depth+1, sinkOf(keep)); err != nil {
 		return s.baseError(ctx, l, batch, bases, depth, err)
 	}
-	_, err := s.chunks.ReadBodies(ctx, l, ids, s.workers(), false, s.decoding(sink, func(b ChunkBody) ([]byte, bool, error) {
+	_, err := s.chunks.ReadBodies(ctx, l, ids, s.workers(), false, s.decoding(sink, func(b chunk.Body) ([]byte, bool, error) {
 		if b.Base == (chunker.ID{}) {
 			return nil, true, nil // a full copy now (gc moved it, or a full copy was added)
 		}
@@ -204,7 +193,7 @@ func (s *Store) readDeltas(ctx context.Context, l, bl *Located, batch []DeltaRef
 			// Not the base planned: the copy changed since.
 			var err error
 			if base, err = s.getDepth(ctx, b.Base, depth+1); err != nil {
-				return nil, false, fmt.Errorf("read chunk %s from %s: its base chunk %s: %w", b.ID, origin(b, "store server "+s.Location()), b.Base, err)
+				return nil, false, fmt.Errorf("read chunk %s from %s: its base chunk %s: %w", b.ID, chunk.Origin(b, "store server "+s.Location()), b.Base, err)
 			}
 		}
 		return base, true, nil
@@ -214,7 +203,7 @@ func (s *Store) readDeltas(ctx context.Context, l, bl *Located, batch []DeltaRef
 
 // baseError names the delta whose base could not be read, after reading
 // the bases of batch (into bases) failed with err.
-func (s *Store) baseError(ctx context.Context, l *Located, batch []DeltaRef, bases map[chunker.ID][]byte, depth int, err error) error {
+func (s *Store) baseError(ctx context.Context, l chunk.Lookup, batch []chunk.DeltaRef, bases map[chunker.ID][]byte, depth int, err error) error {
 	if ctx.Err() != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/clnbackup/backup/store/backend"
+	"github.com/clnbackup/backup/store/packs"
 )
 
 // A store reached through a store server (backup-cli server) is a Remote:
@@ -53,7 +54,7 @@ func (s *Store) NeedFullAccess(op string) error {
 // Packs returns the store's packs for the store-wide work op (gc, verify,
 // counting chunks, serving clients), failing unless the client has full
 // access.
-func (s *Store) Packs(op string) (*Packs, error) {
+func (s *Store) Packs(op string) (*packs.Packs, error) {
 	if s.packs == nil {
 		return nil, fmt.Errorf("%s of store %s %w", op, s.Location(), ErrNeedFullAccess)
 	}

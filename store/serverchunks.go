@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"github.com/clnbackup/backup/chunker"
+	"github.com/clnbackup/backup/store/chunk"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -19,12 +20,12 @@ type ChunkService interface {
 	Missing(ctx context.Context, ids []chunker.ID) ([]bool, error)
 	// PutBodies stores chunks durably (one pack and its index) before
 	// returning the bytes the store grew by.
-	PutBodies(ctx context.Context, bodies []ChunkBody) (added int64, err error)
+	PutBodies(ctx context.Context, bodies []chunk.Body) (added int64, err error)
 	// ReadBodies calls fn with the stored body of every distinct id, in
 	// the server's pack order, one at a time; Body is only valid during
 	// the call. A missing chunk fails with an error wrapping
-	// ErrChunkMissing.
-	ReadBodies(ctx context.Context, ids []chunker.ID, fn func(ChunkBody) error) error
+	// chunk.ErrMissing.
+	ReadBodies(ctx context.Context, ids []chunker.ID, fn func(chunk.Body) error) error
 }
 
 // serverChunks is the chunk layer of a client that reaches its chunks
@@ -38,21 +39,45 @@ type serverChunks struct {
 
 // Lookup asks the server which chunks it has; the lookup holds no
 // locations (the server reads by id).
-func (c *serverChunks) Lookup(ctx context.Context, ids []chunker.ID) (*Located, error) {
-	l := newLocated(ids)
-	if len(l.ids) == 0 {
+func (c *serverChunks) Lookup(ctx context.Context, ids []chunker.ID) (chunk.Lookup, error) {
+	l := presence{}
+	for _, id := range ids {
+		l[id] = false
+	}
+	distinct := make([]chunker.ID, 0, len(l))
+	for id := range l {
+		distinct = append(distinct, id)
+	}
+	if len(distinct) == 0 {
 		return l, nil
 	}
-	missing, err := c.missing(ctx, l.ids)
+	missing, err := c.missing(ctx, distinct)
 	if err != nil {
 		return nil, err
 	}
-	for i, id := range l.ids {
-		if !missing[i] {
-			l.set(i, chunker.ID{}, &indexEntry{ID: id}, false)
-		}
+	for i, id := range distinct {
+		l[id] = !missing[i]
 	}
 	return l, nil
+}
+
+// presence is a store server's answer to a lookup: whether it has each
+// chunk (in a copy gc has not condemned), not where.
+type presence map[chunker.ID]bool
+
+func (l presence) Known(id chunker.ID) bool { _, ok := l[id]; return ok }
+func (l presence) Has(id chunker.ID) bool   { return l[id] }
+
+// Locate finds a chunk the server has, at no location the client sees.
+func (l presence) Locate(id chunker.ID) (chunk.Info, bool) { return chunk.Info{}, l[id] }
+
+// Stored notes the chunks a writer has just sent.
+func (l presence) Stored(_ chunker.ID, entries []chunk.Entry) {
+	for _, e := range entries {
+		if _, ok := l[e.ID]; ok {
+			l[e.ID] = true
+		}
+	}
 }
 
 func (c *serverChunks) missing(ctx context.Context, ids []chunker.ID) ([]bool, error) {
@@ -69,9 +94,9 @@ func (c *serverChunks) missing(ctx context.Context, ids []chunker.ID) ([]bool, e
 // ReadBodies streams the bodies from the server and hands them to workers
 // goroutines (the server's stream is one connection; decoding is the work
 // to share). Delta copies come in the stream like any other body.
-func (c *serverChunks) ReadBodies(ctx context.Context, _ *Located, ids []chunker.ID, workers int, _ bool, sink BodySink) ([]DeltaRef, error) {
+func (c *serverChunks) ReadBodies(ctx context.Context, _ chunk.Lookup, ids []chunker.ID, workers int, _ bool, sink chunk.BodySink) ([]chunk.DeltaRef, error) {
 	g, gctx := errgroup.WithContext(ctx)
-	work := make(chan ChunkBody, 4*max(1, workers))
+	work := make(chan chunk.Body, 4*max(1, workers))
 	for range max(1, workers) {
 		g.Go(func() error {
 			put, flush := sink()
@@ -86,7 +111,7 @@ func (c *serverChunks) ReadBodies(ctx context.Context, _ *Located, ids []chunker
 			return flush()
 		})
 	}
-	err := c.svc.ReadBodies(gctx, ids, func(b ChunkBody) error {
+	err := c.svc.ReadBodies(gctx, ids, func(b chunk.Body) error {
 		b.Body = slices.Clone(b.Body)
 		select {
 		case work <- b:
@@ -107,29 +132,29 @@ func (c *serverChunks) ReadBodies(ctx context.Context, _ *Located, ids []chunker
 func (c *serverChunks) BeginWrite(context.Context) error { return nil }
 
 // WritePack sends the server the chunks it lacks, as one pack.
-func (c *serverChunks) WritePack(ctx context.Context, b *PackBatch) (Written, error) {
+func (c *serverChunks) WritePack(ctx context.Context, b *chunk.Batch) (chunk.Written, error) {
 	ids := make([]chunker.ID, len(b.Entries))
 	for i, e := range b.Entries {
 		ids[i] = e.ID
 	}
 	missing, err := c.missing(ctx, ids)
 	if err != nil {
-		return Written{}, err
+		return chunk.Written{}, err
 	}
-	var w Written
-	var send []ChunkBody
+	var w chunk.Written
+	var send []chunk.Body
 	for i, e := range b.Entries {
 		if !missing[i] {
 			w.Dropped = append(w.Dropped, e)
 			continue
 		}
-		send = append(send, ChunkBody{ID: e.ID, Kind: e.Kind, Raw: e.Raw, Body: b.Bodies[e.Offset : e.Offset+e.Length]})
+		send = append(send, chunk.Body{ID: e.ID, Kind: e.Kind, Raw: e.Raw, Body: b.Bodies[e.Offset : e.Offset+e.Length]})
 		w.Entries = append(w.Entries, e)
 	}
 	if len(send) > 0 {
 		added, err := c.svc.PutBodies(ctx, send)
 		if err != nil {
-			return Written{}, fmt.Errorf("send %d chunks to store server %s: %w", len(send), c.where, err)
+			return chunk.Written{}, fmt.Errorf("send %d chunks to store server %s: %w", len(send), c.where, err)
 		}
 		w.Packs, w.PackBytes = 1, added
 	}

@@ -23,7 +23,9 @@ import (
 
 	"github.com/clnbackup/backup/chunker"
 	"github.com/clnbackup/backup/store/backend"
+	"github.com/clnbackup/backup/store/chunk"
 	"github.com/clnbackup/backup/store/local"
+	"github.com/clnbackup/backup/store/packs"
 )
 
 // FormatVersion is the store layout version of new stores. Version 2 may
@@ -115,13 +117,13 @@ const DefaultMaxWriterAge = time.Hour
 type Store struct {
 	be       backend.Backend
 	cfg      Config
-	codec    *codec
-	chunks   ChunkLayer
+	codec    *chunk.Codec
+	chunks   chunk.Layer
 	journals Journals
 	// packs is the chunk layer when this client sees the packs (a local
 	// store, or a store server with an admin token): the store-wide
 	// maintenance (gc, verify, counting chunks) needs it.
-	packs *Packs
+	packs *packs.Packs
 	// closer closes the store server connection, if any.
 	closer       io.Closer
 	now          func() time.Time
@@ -266,7 +268,7 @@ func open(ctx context.Context, be backend.Backend, opts Options, journals Journa
 	if err := compareParams(cfg.Params, want); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", be.Location(), err)
 	}
-	c, err := newCodec()
+	c, err := chunk.NewCodec()
 	if err != nil {
 		return nil, err
 	}
@@ -277,11 +279,11 @@ func open(ctx context.Context, be backend.Backend, opts Options, journals Journa
 	if s.maxWriterAge <= 0 {
 		s.maxWriterAge = DefaultMaxWriterAge
 	}
-	s.packs = newPacks(be, cfg, c, s.now, s.maxWriterAge)
+	s.packs = packs.New(be, packs.Options{StoreVersion: cfg.Version, PackSize: cfg.Params.PackSize, Codec: c, Now: s.now, MaxWriterAge: s.maxWriterAge})
 	s.chunks = s.packs
 	if journals == nil {
 		if journals, err = newDirJournals(be); err != nil {
-			c.close()
+			c.Close()
 			return nil, fmt.Errorf("open store %s: %w", be.Location(), err)
 		}
 	}
@@ -329,7 +331,7 @@ func (s *Store) Objects() backend.Backend { return s.be }
 
 // Close releases the store.
 func (s *Store) Close() error {
-	s.codec.close()
+	s.codec.Close()
 	if s.closer != nil {
 		return s.closer.Close()
 	}
@@ -337,8 +339,8 @@ func (s *Store) Close() error {
 }
 
 // Lookup finds whether, and where, the chunks ids are stored (see
-// ChunkLayer.Lookup).
-func (s *Store) Lookup(ctx context.Context, ids []chunker.ID) (*Located, error) {
+// chunk.Layer.Lookup).
+func (s *Store) Lookup(ctx context.Context, ids []chunker.ID) (chunk.Lookup, error) {
 	return s.chunks.Lookup(ctx, ids)
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/clnbackup/backup/chunker"
 	"github.com/clnbackup/backup/store"
+	"github.com/clnbackup/backup/store/chunk"
 )
 
 const pageSize = 4096
@@ -63,7 +64,7 @@ func fill(b *testing.B, st *store.Store, n int) []chunker.ID {
 	g := newPageGen(1)
 	ids := make([]chunker.ID, n)
 	for i := range ids {
-		id, _, err := w.Put(ctx, store.KindPage, g.next())
+		id, _, err := w.Put(ctx, chunk.KindPage, g.next())
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -94,7 +95,7 @@ func BenchmarkPut(b *testing.B) {
 	b.SetBytes(batch * pageSize)
 	for b.Loop() {
 		for range batch {
-			if _, isNew, err := w.Put(ctx, store.KindPage, g.next()); err != nil || !isNew {
+			if _, isNew, err := w.Put(ctx, chunk.KindPage, g.next()); err != nil || !isNew {
 				b.Fatalf("put: new=%v err=%v", isNew, err)
 			}
 		}
@@ -121,7 +122,7 @@ func BenchmarkPutExisting(b *testing.B) {
 	for b.Loop() {
 		g := newPageGen(1)
 		for range batch {
-			if _, isNew, err := w.Put(ctx, store.KindPage, g.next()); err != nil || isNew {
+			if _, isNew, err := w.Put(ctx, chunk.KindPage, g.next()); err != nil || isNew {
 				b.Fatalf("put: new=%v err=%v", isNew, err)
 			}
 		}

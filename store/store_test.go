@@ -3,19 +3,17 @@ package store
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/clnbackup/backup/chunker"
-	"github.com/clnbackup/backup/store/backend"
+	"github.com/clnbackup/backup/store/chunk"
 )
 
 var ctx = context.Background()
@@ -32,7 +30,7 @@ func newTestStore(t *testing.T) (*Store, string) {
 }
 
 // locate looks a chunk up the way readers do (one pass over the indexes).
-func locate(t testing.TB, st *Store, id chunker.ID) (ChunkInfo, bool) {
+func locate(t testing.TB, st *Store, id chunker.ID) (chunk.Info, bool) {
 	t.Helper()
 	l, err := st.Lookup(ctx, []chunker.ID{id})
 	if err != nil {
@@ -61,7 +59,7 @@ func putChunks(t *testing.T, st *Store, n int) []chunker.ID {
 	var ids []chunker.ID
 	for i := 0; i < n; i++ {
 		page := bytes.Repeat([]byte{byte(i), byte(i >> 8), 7}, 1365)
-		id, isNew, err := w.Put(ctx, KindPage, page)
+		id, isNew, err := w.Put(ctx, chunk.KindPage, page)
 		if err != nil || !isNew {
 			t.Fatalf("put %d: %v new=%v", i, err, isNew)
 		}
@@ -97,7 +95,7 @@ func TestPutGetDedup(t *testing.T) {
 		}
 		for i := 0; i < 100; i++ {
 			page := bytes.Repeat([]byte{byte(i), byte(i >> 8), 7}, 1365)
-			if _, isNew, err := w.Put(ctx, KindPage, page); err != nil || (isNew && lookFirst) {
+			if _, isNew, err := w.Put(ctx, chunk.KindPage, page); err != nil || (isNew && lookFirst) {
 				t.Fatalf("chunk %d written again (new=%v, %v)", i, isNew, err)
 			}
 		}
@@ -131,7 +129,7 @@ func TestFlippedByteNamesChunk(t *testing.T) {
 	st, dir := newTestStore(t)
 	ids := putChunks(t, st, 10)
 	loc, _ := locate(t, st, ids[3])
-	path := filepath.Join(dir, filepath.FromSlash(packName(loc.Pack)))
+	path := filepath.Join(dir, "packs", loc.Pack.String()[:2], loc.Pack.String())
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -148,7 +146,7 @@ func TestFlippedByteNamesChunk(t *testing.T) {
 		},
 	} {
 		err := read()
-		if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), ids[3].String()) || !strings.Contains(err.Error(), loc.Pack.String()) {
+		if !errors.Is(err, chunk.ErrCorrupt) || !strings.Contains(err.Error(), ids[3].String()) || !strings.Contains(err.Error(), loc.Pack.String()) {
 			t.Errorf("%s of damaged chunk: %v", name, err)
 		}
 	}
@@ -210,95 +208,9 @@ func TestOpenRefusals(t *testing.T) {
 	st.Close()
 }
 
-func TestPackTrailerMatchesIndex(t *testing.T) {
-	st, _ := newTestStore(t)
-	ids := putChunks(t, st, 5)
-	loc, _ := locate(t, st, ids[0])
-	pack, err := st.Objects().Get(ctx, packName(loc.Pack), 0, -1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if chunker.Sum(pack) != loc.Pack {
-		t.Fatal("pack name is not the hash of its content")
-	}
-	entries, err := parsePackTrailer(pack)
-	if err != nil || len(entries) != 5 {
-		t.Fatalf("trailer: %v (%d entries)", err, len(entries))
-	}
-	var n int
-	st.Objects().List(ctx, "index/", func(backend.Info) error { n++; return nil })
-	if n != 1 {
-		t.Fatalf("%d index objects", n)
-	}
-}
-
-func FuzzDecodeIndex(f *testing.F) {
-	e := []indexEntry{{ID: chunker.Sum([]byte("a")), Kind: KindPage, Offset: 0, Length: 10, Raw: 4096}}
-	f.Add(encodeIndex(indexVersion1, chunker.Sum(nil), e))
-	f.Add(buildPack(indexVersion1, make([]byte, 10), e))
-	// Version 2: a full entry and delta entries.
-	e2 := append(e, indexEntry{ID: chunker.Sum([]byte("b")), Kind: KindPage, Offset: 10, Length: 3, Raw: 4096, Base: e[0].ID},
-		indexEntry{ID: chunker.Sum([]byte("c")), Kind: KindList, Offset: 13, Length: 5, Raw: 40})
-	f.Add(encodeIndex(indexVersion2, chunker.Sum(nil), e2))
-	f.Add(encodeIndex(indexVersion2, chunker.Sum(nil), e2[1:2]))
-	f.Add(buildPack(indexVersion2, make([]byte, 18), e2))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		if pack, entries, err := decodeIndex(b, int64(len(b))); err == nil {
-			v := binary.BigEndian.Uint16(b[6:8])
-			if !bytes.Equal(encodeIndex(v, pack, entries), b) {
-				t.Fatal("index does not round-trip")
-			}
-			for _, e := range entries {
-				if e.delta() && (e.Kind != KindPage || e.Base == e.ID || v != indexVersion2) {
-					t.Fatalf("accepted a bad delta entry %+v (index version %d)", e, v)
-				}
-			}
-		}
-		parsePackTrailer(b)
-	})
-}
-
-func TestDecodeIndexV2(t *testing.T) {
-	a, b := chunker.Sum([]byte("a")), chunker.Sum([]byte("b"))
-	full := indexEntry{ID: a, Kind: KindPage, Length: 10, Raw: 4096}
-	delta := indexEntry{ID: b, Kind: KindPage, Offset: 10, Length: 3, Raw: 4096, Base: a}
-	idx := encodeIndex(indexVersion2, chunker.ID{}, []indexEntry{full, delta})
-	_, got, err := decodeIndex(idx, 13)
-	if err != nil || len(got) != 2 || got[0] != full || got[1] != delta {
-		t.Fatalf("decode: %v %+v", err, got)
-	}
-	if _, _, err := decodeIndex(idx, 12); err == nil {
-		t.Fatal("entry outside the pack accepted")
-	}
-	bad := func(name string, b []byte) {
-		t.Helper()
-		if _, _, err := decodeIndex(b, -1); err == nil {
-			t.Errorf("%s: accepted", name)
-		}
-	}
-	bad("truncated base", idx[:len(idx)-1])
-	bad("trailing byte", append(append([]byte(nil), idx...), 0))
-	v1 := append([]byte(nil), idx...)
-	binary.BigEndian.PutUint16(v1[6:], indexVersion1)
-	bad("delta in a version-1 index", v1)
-	list := append([]byte(nil), idx...)
-	list[indexHeaderLen+indexEntryLen+chunker.IDSize] = byte(KindList) | kindDelta
-	bad("delta list chunk", list)
-	self := encodeIndex(indexVersion2, chunker.ID{}, []indexEntry{{ID: a, Kind: KindPage, Raw: 1, Base: b}})
-	copy(self[indexHeaderLen+indexEntryLen:], a[:])
-	bad("delta against itself", self)
-	zero := encodeIndex(indexVersion2, chunker.ID{}, []indexEntry{{ID: a, Kind: KindPage, Raw: 1, Base: b}})
-	copy(zero[indexHeaderLen+indexEntryLen:], make([]byte, 32))
-	bad("zero base", zero)
-	v3 := append([]byte(nil), idx...)
-	binary.BigEndian.PutUint16(v3[6:], 3)
-	bad("version 3", v3)
-}
-
 // TestLookup: one pass over the indexes finds each chunk asked for (the
-// same answer as the loaded index), reports the others absent, prefers a
-// copy gc has not condemned, and tells a condemned-only chunk (readable,
-// but not to be relied on by writers) from a stored one.
+// same answer as the loaded index) and reports the others absent (packs'
+// TestLookupCondemned tells condemned copies from usable ones).
 func TestLookup(t *testing.T) {
 	st, dir := newTestStore(t)
 	ids := putChunks(t, st, 50)
@@ -308,8 +220,8 @@ func TestLookup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l.Len() != len(ids)+1 || !l.Known(absent) || l.Has(absent) {
-		t.Fatalf("lookup of %d ids: %d known, absent known %v has %v", len(ask), l.Len(), l.Known(absent), l.Has(absent))
+	if !l.Known(absent) || l.Has(absent) {
+		t.Fatalf("lookup of %d ids: absent known %v has %v", len(ask), l.Known(absent), l.Has(absent))
 	}
 	if _, ok := l.Locate(absent); ok {
 		t.Fatal("absent chunk located")
@@ -332,48 +244,6 @@ func TestLookup(t *testing.T) {
 	if other := chunker.Sum([]byte("other")); l.Known(other) {
 		t.Fatal("a chunk not asked for is known")
 	}
-
-	// Condemn ids[0]'s only copy and ids[1]'s first copy, then store
-	// ids[1] again: ids[0] is condemned-only, ids[1] has a fresh copy.
-	first, _ := l.Locate(ids[1])
-	rec := newCondemnedRecord(2)
-	rec.add(chunkCopy{ids[0], first.Pack}, 0)
-	rec.add(chunkCopy{ids[1], first.Pack}, 0)
-	if _, err := writeCondemned(ctx, st.be, st.now(), rec); err != nil {
-		t.Fatal(err)
-	}
-	w, err := st.NewWriter(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	know(t, w, st, ids[0], ids[1])
-	if w.Has(ids[0]) || w.Has(ids[1]) {
-		t.Fatal("a writer relies on a condemned copy")
-	}
-	page := bytes.Repeat([]byte{1, 0, 7}, 1365) // putChunks' chunk 1
-	if chunker.Sum(page) != ids[1] {
-		t.Fatal("test page is not chunk 1")
-	}
-	if isNew, err := w.PutID(ctx, KindPage, ids[1], page); err != nil || !isNew {
-		t.Fatalf("store again: %v %v", err, isNew)
-	}
-	if err := w.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if !w.Has(ids[1]) {
-		t.Fatal("the writer does not know the copy it stored")
-	}
-	l, err = st.Lookup(ctx, ids[:2])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info, ok := l.Locate(ids[0]); !ok || l.Has(ids[0]) || info.Pack != first.Pack {
-		t.Fatalf("condemned-only chunk: located %v (%+v), has %v", ok, info, l.Has(ids[0]))
-	}
-	if info, ok := l.Locate(ids[1]); !ok || !l.Has(ids[1]) || info.Pack == first.Pack {
-		t.Fatalf("chunk stored again: located %v in %s (condemned copy in %s), has %v", ok, info.Pack.Short(), first.Pack.Short(), l.Has(ids[1]))
-	}
 }
 
 // TestCountChunks: list's count of distinct chunks, in one pass, equals
@@ -385,7 +255,7 @@ func TestCountChunks(t *testing.T) {
 	defer w.Close()
 	for i := 20; i < 40; i++ { // 10 of them stored again (a second copy)
 		page := bytes.Repeat([]byte{byte(i), byte(i >> 8), 7}, 1365)
-		w.putAlways(KindPage, chunker.Sum(page), page)
+		w.putAlways(chunk.KindPage, chunker.Sum(page), page)
 	}
 	if err := w.Flush(ctx); err != nil {
 		t.Fatal(err)
@@ -401,45 +271,6 @@ func TestCountChunks(t *testing.T) {
 	}
 	if n, err := full.packs.CountChunks(ctx); err != nil || n != full.packs.ChunkCount() || n != 40 {
 		t.Fatalf("count with the index loaded: %d, %v (index: %d)", n, err, full.packs.ChunkCount())
-	}
-}
-
-// TestKeyIndex: the bucketed search finds every key, its first position
-// among equal keys, and nothing else, including at the ends of the range.
-func TestKeyIndex(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		keys []uint64
-	}{
-		{"empty", nil},
-		{"ends", []uint64{0, 1, 1<<48 - 1, 1 << 48, ^uint64(0) - 1, ^uint64(0)}},
-		{"repeats", []uint64{5, 5, 5, 1 << 60, 1 << 60, ^uint64(0), ^uint64(0)}},
-		{"spread", func() []uint64 {
-			var k []uint64
-			for i := uint64(0); i < 5000; i++ {
-				k = append(k, i*0x9e3779b97f4a7c15)
-			}
-			slices.Sort(k)
-			return k
-		}()},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			x := newKeyIndex(tc.keys)
-			for i, k := range tc.keys {
-				at, ok := x.search(k)
-				if !ok || tc.keys[at] != k || (at > 0 && tc.keys[at-1] == k) || at > i {
-					t.Fatalf("key %#x (at %d): found %v at %d", k, i, ok, at)
-				}
-			}
-			for _, k := range []uint64{2, 3, 1<<48 + 1, 1<<60 + 1, ^uint64(0) - 2} {
-				if _, ok := slices.BinarySearch(tc.keys, k); ok {
-					continue
-				}
-				if _, ok := x.search(k); ok {
-					t.Fatalf("found %#x, which is not there", k)
-				}
-			}
-		})
 	}
 }
 
@@ -501,9 +332,9 @@ func TestReadChunksTo(t *testing.T) {
 
 // putAlways stores a chunk even if the store has it (a second copy): the
 // chunk is neither looked up nor dropped when the pack is flushed.
-func (w *Writer) putAlways(kind Kind, id chunker.ID, data []byte) {
+func (w *Writer) putAlways(kind chunk.Kind, id chunker.ID, data []byte) {
 	start := len(w.bodies)
 	w.bodies = w.enc.EncodeAll(data, w.bodies)
-	w.entries = append(w.entries, indexEntry{ID: id, Kind: kind, Offset: uint32(start), Length: uint32(len(w.bodies) - start), Raw: uint32(len(data))})
+	w.entries = append(w.entries, chunk.Entry{ID: id, Kind: kind, Offset: uint32(start), Length: uint32(len(w.bodies) - start), Raw: uint32(len(data))})
 	w.pending[id] = true
 }

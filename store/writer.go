@@ -8,6 +8,7 @@ import (
 
 	"github.com/clnbackup/backup/chunker"
 	"github.com/clnbackup/backup/manifest"
+	"github.com/clnbackup/backup/store/chunk"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -26,14 +27,14 @@ type Writer struct {
 	denc    *zstd.Encoder // for deltas (PutDelta), made on first use
 	bodies  []byte
 	scratch []byte
-	entries []indexEntry
+	entries []chunk.Entry
 	pending map[chunker.ID]bool
 	stats   WriteStats
 	started time.Time
 	// stored reports chunks the caller knows the store keeps (see Assume).
 	stored func(chunker.ID) bool
 	// known is the caller's lookup of the chunks it is about to put (Know).
-	known *Located
+	known chunk.Lookup
 	// unchecked are the chunks put that known did not answer for.
 	unchecked []chunker.ID
 }
@@ -64,7 +65,7 @@ func (s *Store) NewWriter(ctx context.Context) (*Writer, error) {
 	if err := s.chunks.BeginWrite(ctx); err != nil {
 		return nil, err
 	}
-	enc, err := s.codec.encoder()
+	enc, err := s.codec.Encoder()
 	if err != nil {
 		return nil, fmt.Errorf("start chunk writer: %w", err)
 	}
@@ -113,7 +114,7 @@ func (w *Writer) Assume(stored func(chunker.ID) bool) { w.stored = stored }
 // Know gives the writer a lookup of the chunks it is about to put (made
 // after NewWriter): it answers whether the store has them, and records the
 // chunks the writer stores. It replaces the lookup given before.
-func (w *Writer) Know(l *Located) { w.known = l }
+func (w *Writer) Know(l chunk.Lookup) { w.known = l }
 
 // Reused counts a chunk the caller did not put because Has said the writer
 // would skip it (for the statistics).
@@ -121,7 +122,7 @@ func (w *Writer) Reused() { w.stats.ReusedChunks++ }
 
 // Put adds data as a chunk of the given kind and returns its ID; isNew says
 // whether it was new to the store.
-func (w *Writer) Put(ctx context.Context, kind Kind, data []byte) (id chunker.ID, isNew bool, err error) {
+func (w *Writer) Put(ctx context.Context, kind chunk.Kind, data []byte) (id chunker.ID, isNew bool, err error) {
 	id = chunker.Sum(data)
 	isNew, err = w.PutID(ctx, kind, id, data)
 	return id, isNew, err
@@ -129,12 +130,12 @@ func (w *Writer) Put(ctx context.Context, kind Kind, data []byte) (id chunker.ID
 
 // PutID is Put for a caller that already has the chunk's ID (the chunker
 // computes it). id must be chunker.Sum(data).
-func (w *Writer) PutID(ctx context.Context, kind Kind, id chunker.ID, data []byte) (isNew bool, err error) {
+func (w *Writer) PutID(ctx context.Context, kind chunk.Kind, id chunker.ID, data []byte) (isNew bool, err error) {
 	if w.enc == nil {
 		return false, errors.New("chunk writer is closed")
 	}
-	if len(data) > MaxChunkSize {
-		return false, fmt.Errorf("chunk %s of %d bytes exceeds the %d-byte limit", id.Short(), len(data), MaxChunkSize)
+	if len(data) > chunk.MaxSize {
+		return false, fmt.Errorf("chunk %s of %d bytes exceeds the %d-byte limit", id.Short(), len(data), chunk.MaxSize)
 	}
 	if w.Has(id) {
 		w.stats.ReusedChunks++
@@ -142,15 +143,15 @@ func (w *Writer) PutID(ctx context.Context, kind Kind, id chunker.ID, data []byt
 	}
 	start := len(w.bodies)
 	w.bodies = w.enc.EncodeAll(data, w.bodies)
-	return true, w.added(ctx, indexEntry{ID: id, Kind: kind, Offset: uint32(start), Length: uint32(len(w.bodies) - start), Raw: uint32(len(data))})
+	return true, w.added(ctx, chunk.Entry{ID: id, Kind: kind, Offset: uint32(start), Length: uint32(len(w.bodies) - start), Raw: uint32(len(data))})
 }
 
 // added records the entry of a body just appended to the pack, and closes
 // the pack once it reached the store's pack size.
-func (w *Writer) added(ctx context.Context, e indexEntry) error {
+func (w *Writer) added(ctx context.Context, e chunk.Entry) error {
 	w.entries = append(w.entries, e)
 	w.pending[e.ID] = true
-	if !w.known.Known(e.ID) {
+	if w.known == nil || !w.known.Known(e.ID) {
 		w.unchecked = append(w.unchecked, e.ID)
 	}
 	if len(w.bodies) >= w.s.cfg.Params.PackSize {
@@ -164,12 +165,15 @@ func (w *Writer) added(ctx context.Context, e indexEntry) error {
 // the lookup given to Know says. A chunk that lookup did not cover is not
 // known to be stored (Flush finds out).
 func (w *Writer) Has(id chunker.ID) bool {
-	return w.pending[id] || (w.stored != nil && w.stored(id)) || w.known.Has(id)
+	return w.pending[id] || (w.stored != nil && w.stored(id)) || (w.known != nil && w.known.Has(id))
 }
 
 // Locate says where the store keeps a chunk, and whether the copy is one a
 // writer may rely on (not condemned), as the lookup given to Know says.
-func (w *Writer) Locate(id chunker.ID) (info ChunkInfo, ok, usable bool) {
+func (w *Writer) Locate(id chunker.ID) (info chunk.Info, ok, usable bool) {
+	if w.known == nil {
+		return chunk.Info{}, false, false
+	}
 	info, ok = w.known.Locate(id)
 	return info, ok, w.known.Has(id)
 }
@@ -210,8 +214,8 @@ func (w *Writer) PutDelta(ctx context.Context, id chunker.ID, data []byte, base 
 		w.stats.ReusedChunks++
 		return false, nil
 	}
-	if b, ok := w.DeltaBase(base); !ok || b != base || base == id || len(data) > MaxChunkSize || chunker.Sum(baseData) != base {
-		return w.PutID(ctx, KindPage, id, data)
+	if b, ok := w.DeltaBase(base); !ok || b != base || base == id || len(data) > chunk.MaxSize || chunker.Sum(baseData) != base {
+		return w.PutID(ctx, chunk.KindPage, id, data)
 	}
 	if w.denc == nil {
 		// A page and its base fit a 128 KiB window (pages are at most 64
@@ -231,7 +235,7 @@ func (w *Writer) PutDelta(ctx context.Context, id chunker.ID, data []byte, base 
 	w.scratch = w.enc.EncodeAll(data, w.scratch[:0])
 	start := len(w.bodies)
 	w.bodies = w.denc.EncodeAll(data, w.bodies)
-	e := indexEntry{ID: id, Kind: KindPage, Offset: uint32(start), Length: uint32(len(w.bodies) - start), Raw: uint32(len(data)), Base: base}
+	e := chunk.Entry{ID: id, Kind: chunk.KindPage, Offset: uint32(start), Length: uint32(len(w.bodies) - start), Raw: uint32(len(data)), Base: base}
 	if float64(e.Length) >= deltaMaxShare*float64(len(w.scratch)) {
 		w.bodies = append(w.bodies[:start], w.scratch...)
 		e.Length, e.Base = uint32(len(w.scratch)), chunker.ID{}
@@ -245,14 +249,14 @@ func (w *Writer) Flush(ctx context.Context) error {
 	if len(w.entries) == 0 {
 		return nil
 	}
-	res, err := w.s.chunks.WritePack(ctx, &PackBatch{Bodies: w.bodies, Entries: w.entries, Unchecked: w.unchecked})
+	res, err := w.s.chunks.WritePack(ctx, &chunk.Batch{Bodies: w.bodies, Entries: w.entries, Unchecked: w.unchecked})
 	if err != nil {
 		return err
 	}
 	for _, e := range res.Entries {
 		w.stats.NewChunks++
 		w.stats.NewRawBytes += int64(e.Raw)
-		if e.delta() {
+		if e.Delta() {
 			w.stats.DeltaChunks++
 		}
 	}
@@ -261,7 +265,7 @@ func (w *Writer) Flush(ctx context.Context) error {
 	w.stats.PackBytes += res.PackBytes
 	w.stats.IndexBytes += res.IndexBytes
 	if w.known != nil && len(res.Entries) > 0 {
-		w.known.stored(res.Pack, res.Entries)
+		w.known.Stored(res.Pack, res.Entries)
 	}
 	w.bodies = w.bodies[:0]
 	w.entries = nil
@@ -277,7 +281,7 @@ func (w *Writer) Stats() WriteStats { return w.stats }
 // Close releases the writer. Chunks not flushed are dropped.
 func (w *Writer) Close() {
 	if w.enc != nil {
-		w.s.codec.putEncoder(w.enc)
+		w.s.codec.PutEncoder(w.enc)
 		w.enc = nil
 	}
 	if w.denc != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/clnbackup/backup/bench/workload"
 	"github.com/clnbackup/backup/chunker"
 	"github.com/clnbackup/backup/store"
+	"github.com/clnbackup/backup/store/chunk"
 	"github.com/clnbackup/backup/store/journal"
 	"github.com/klauspost/compress/zstd"
 )
@@ -172,12 +173,12 @@ func storeContent(ctx context.Context, dir string, by map[string]usage) (content
 			switch {
 			case !ok || info.Pack != pack:
 				c.Dead.add(e)
-			case e.kind == store.KindPage:
+			case e.kind == chunk.KindPage:
 				c.Pages.add(e)
 				if e.delta {
 					c.PageDeltas.add(e)
 				}
-			case e.kind == store.KindChange:
+			case e.kind == chunk.KindChange:
 				c.Changes.add(e)
 			default:
 				c.ListsPatches.add(e)
@@ -202,7 +203,7 @@ func storeContent(ctx context.Context, dir string, by map[string]usage) (content
 
 type packEntry struct {
 	id          chunker.ID
-	kind        store.Kind
+	kind        chunk.Kind
 	length, raw uint32
 	delta       bool
 }
@@ -257,7 +258,7 @@ func readPackTrailer(path string) (entries []packEntry, trailer, size int64, err
 		b := idx[o:]
 		var e packEntry
 		copy(e.id[:], b)
-		e.kind = store.Kind(b[chunker.IDSize] &^ 0x80)
+		e.kind = chunk.Kind(b[chunker.IDSize] &^ 0x80)
 		e.delta = b[chunker.IDSize]&0x80 != 0
 		e.length = binary.BigEndian.Uint32(b[chunker.IDSize+5:])
 		e.raw = binary.BigEndian.Uint32(b[chunker.IDSize+9:])

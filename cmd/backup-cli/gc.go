@@ -6,12 +6,13 @@ import (
 
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/history"
+	"github.com/clnbackup/backup/store/packs"
 	"github.com/spf13/cobra"
 )
 
 type gcResult struct {
 	Store string `json:"store"`
-	store.GCReport
+	packs.GCReport
 	DurationSeconds float64 `json:"duration_seconds"`
 }
 
@@ -57,7 +58,7 @@ writers and repacks left behind.`,
 			defer st.Close()
 			bar := newProgress("gc")
 			start := time.Now()
-			rep, err := history.GC(ctx, st, store.GCOptions{Grace: grace, RepackBelow: repackBelow, DryRun: dryRun, Progress: bar.stage("packs", false)})
+			rep, err := history.GC(ctx, st, packs.GCOptions{Grace: grace, RepackBelow: repackBelow, DryRun: dryRun, Progress: bar.stage("packs", false)})
 			bar.done()
 			if err != nil {
 				return err

@@ -14,6 +14,7 @@ import (
 	"github.com/clnbackup/backup/bench/workload"
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/history"
+	"github.com/clnbackup/backup/store/packs"
 )
 
 // The concurrent test's parameters. The grace period is the shortest gc
@@ -279,7 +280,7 @@ func TestConcurrentNodesForgetGC(t *testing.T) {
 		for pace.next(gcActor) {
 			jitter(r)
 			dry := r.IntN(8) == 0
-			rep, err := history.GC(ctx, gcStore, store.GCOptions{Grace: concGrace, DryRun: dry})
+			rep, err := history.GC(ctx, gcStore, packs.GCOptions{Grace: concGrace, DryRun: dry})
 			if err != nil {
 				fail(fmt.Errorf("gc (dry run %v): %w", dry, err))
 				return

@@ -10,6 +10,7 @@ import (
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/backend"
 	"github.com/clnbackup/backup/store/history"
+	"github.com/clnbackup/backup/store/packs"
 )
 
 func countPacks(t *testing.T, st *store.Store) int {
@@ -69,21 +70,21 @@ func TestGCConsolidatesSmallPacks(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	packs := countPacks(t, st)
-	if packs < 5 {
-		t.Fatalf("%d packs after 5 compactions: want a small pack each", packs)
+	small := countPacks(t, st)
+	if small < 5 {
+		t.Fatalf("%d packs after 5 compactions: want a small pack each", small)
 	}
 	if r := gc(t, st); r.ConsolidatedPacks != 0 {
 		t.Fatalf("young packs consolidated: %+v", r)
 	}
 	clock.Advance(testGrace + time.Minute)
-	dry, err := history.GC(ctx, st, store.GCOptions{Grace: testGrace, DryRun: true})
-	if err != nil || dry.ConsolidatedPacks != packs || countPacks(t, st) != packs {
-		t.Fatalf("dry run: %+v %v; %d packs, had %d", dry, err, countPacks(t, st), packs)
+	dry, err := history.GC(ctx, st, packs.GCOptions{Grace: testGrace, DryRun: true})
+	if err != nil || dry.ConsolidatedPacks != small || countPacks(t, st) != small {
+		t.Fatalf("dry run: %+v %v; %d packs, had %d", dry, err, countPacks(t, st), small)
 	}
 	r := gc(t, st)
-	if r.ConsolidatedPacks != packs || r.ConsolidatedInto != 1 || r.DeletedChunks != 0 {
-		t.Fatalf("gc consolidated %d packs into %d (deleted %d chunks); want all %d into 1", r.ConsolidatedPacks, r.ConsolidatedInto, r.DeletedChunks, packs)
+	if r.ConsolidatedPacks != small || r.ConsolidatedInto != 1 || r.DeletedChunks != 0 {
+		t.Fatalf("gc consolidated %d packs into %d (deleted %d chunks); want all %d into 1", r.ConsolidatedPacks, r.ConsolidatedInto, r.DeletedChunks, small)
 	}
 	if got := countPacks(t, st); got != 1 {
 		t.Fatalf("%d packs after consolidation, want 1", got)

@@ -13,6 +13,7 @@ import (
 	"github.com/clnbackup/backup/chunker"
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/backend"
+	"github.com/clnbackup/backup/store/chunk"
 	"github.com/clnbackup/backup/store/history"
 	"github.com/klauspost/compress/zstd"
 )
@@ -73,12 +74,12 @@ const (
 
 // newChunks counts, by kind, the chunks in index objects that were not in
 // before: what the store gained, read from the store itself.
-func newChunks(t testing.TB, st *store.Store, before map[string]bool) map[store.Kind]int {
+func newChunks(t testing.TB, st *store.Store, before map[string]bool) map[chunk.Kind]int {
 	t.Helper()
 	if err := packsOf(t, st).LoadIndex(ctx); err != nil {
 		t.Fatal(err)
 	}
-	kinds := map[store.Kind]int{}
+	kinds := map[chunk.Kind]int{}
 	for name := range indexNames(t, st) {
 		if before[name] {
 			continue
@@ -204,23 +205,23 @@ func TestDedupOnePercent(t *testing.T) {
 	newPath, _ := restore(t, st, history.RestoreOptions{Manifest: snap.Seq})
 	changed, zstdBytes := changedPages(t, oldPath, newPath)
 	t.Logf("%d pages (%d MB): %d rows touched, %d pages changed; new chunks: %d page, %d list, %d patch, %d change; added %d bytes, changed pages alone in zstd %d bytes: %.3fx",
-		snap.Snapshot.Pages, snap.Snapshot.Size()>>20, touched, changed, kinds[store.KindPage], kinds[store.KindList], kinds[store.KindPatch], kinds[store.KindChange],
+		snap.Snapshot.Pages, snap.Snapshot.Size()>>20, touched, changed, kinds[chunk.KindPage], kinds[chunk.KindList], kinds[chunk.KindPatch], kinds[chunk.KindChange],
 		res.Added, zstdBytes, float64(res.Added)/float64(zstdBytes))
 
 	if changed != touched+2 {
 		t.Errorf("%d pages changed for %d touched rows; want the touched leaves, page 1 and the vars page", changed, touched)
 	}
-	if kinds[store.KindPage] != changed {
-		t.Errorf("store gained %d page chunks, %d pages changed", kinds[store.KindPage], changed)
+	if kinds[chunk.KindPage] != changed {
+		t.Errorf("store gained %d page chunks, %d pages changed", kinds[chunk.KindPage], changed)
 	}
-	if got, want := snap.Stats.NewChunks, changed+kinds[store.KindList]+kinds[store.KindPatch]; got != want {
+	if got, want := snap.Stats.NewChunks, changed+kinds[chunk.KindList]+kinds[chunk.KindPatch]; got != want {
 		t.Errorf("snapshot manifest counts %d new chunks, the store gained %d pages + lists + patches", got, want)
 	}
-	if kinds[store.KindList]+kinds[store.KindPatch] == 0 {
+	if kinds[chunk.KindList]+kinds[chunk.KindPatch] == 0 {
 		t.Error("no list or patch chunk for the new page table")
 	}
-	if res.Sealed.Manifest == nil || kinds[store.KindChange] != res.Sealed.Manifest.Stats.NewChunks {
-		t.Errorf("store gained %d change chunks; seal: %+v", kinds[store.KindChange], res.Sealed)
+	if res.Sealed.Manifest == nil || kinds[chunk.KindChange] != res.Sealed.Manifest.Stats.NewChunks {
+		t.Errorf("store gained %d change chunks; seal: %+v", kinds[chunk.KindChange], res.Sealed)
 	}
 	if ratio := float64(res.Added) / float64(zstdBytes); ratio > 1.3 {
 		t.Errorf("compaction added %d bytes, %.2fx the changed pages' zstd size %d (limit 1.3x)", res.Added, ratio, zstdBytes)
@@ -274,12 +275,12 @@ func TestTwoNodesShareChunks(t *testing.T) {
 			fresh[id] = true
 		}
 	}
-	t.Logf("node b: %d pages, %d of them already stored by node a; %d new page chunks, %d reused chunks", len(idsB), shared, kinds[store.KindPage], mB.Stats.ReusedChunks)
+	t.Logf("node b: %d pages, %d of them already stored by node a; %d new page chunks, %d reused chunks", len(idsB), shared, kinds[chunk.KindPage], mB.Stats.ReusedChunks)
 	if shared == 0 || mB.Stats.ReusedChunks < shared {
 		t.Fatalf("node b shares %d pages with node a but reused %d chunks", shared, mB.Stats.ReusedChunks)
 	}
-	if kinds[store.KindPage] != len(fresh) {
-		t.Fatalf("node b added %d page chunks, has %d distinct pages not in node a", kinds[store.KindPage], len(fresh))
+	if kinds[chunk.KindPage] != len(fresh) {
+		t.Fatalf("node b added %d page chunks, has %d distinct pages not in node a", kinds[chunk.KindPage], len(fresh))
 	}
 
 	for _, tc := range []struct{ node, db string }{{"a-clone", dbA}, {"b-clone", dbB}} {

@@ -12,7 +12,9 @@ import (
 	"github.com/clnbackup/backup/chunker"
 	"github.com/clnbackup/backup/manifest"
 	"github.com/clnbackup/backup/store"
+	"github.com/clnbackup/backup/store/chunk"
 	"github.com/clnbackup/backup/store/history"
+	"github.com/clnbackup/backup/store/packs"
 )
 
 // deltaDBSize is the database of the delta tests (small: they run with -race).
@@ -222,10 +224,10 @@ func deltaFixture(t *testing.T, clock *testClock) (url, want string, m3 *manifes
 func TestGCKeepsDeltaBases(t *testing.T) {
 	for _, rewrite := range []bool{false, true} {
 		name := "keep packs"
-		opts := store.GCOptions{Grace: testGrace, ConsolidateBelow: -1, RepackBelow: 1e-9}
+		opts := packs.GCOptions{Grace: testGrace, ConsolidateBelow: -1, RepackBelow: 1e-9}
 		if rewrite {
 			name = "repack and consolidate"
-			opts = store.GCOptions{Grace: testGrace, ConsolidateBelow: 1 << 30, RepackBelow: 0.999}
+			opts = packs.GCOptions{Grace: testGrace, ConsolidateBelow: 1 << 30, RepackBelow: 0.999}
 		}
 		t.Run(name, func(t *testing.T) {
 			clock := &testClock{}
@@ -304,7 +306,7 @@ func copyToFreshLists(t *testing.T, st *store.Store, m *manifest.Manifest, path,
 	snap := m.Snapshot
 	snap.Lists, snap.Patches = nil, nil
 	for start := 0; start < len(tab); start += 1024 {
-		id, isNew, err := w.Put(ctx, store.KindList, manifest.EncodeList(tab[start:min(len(tab), start+1024)]))
+		id, isNew, err := w.Put(ctx, chunk.KindList, manifest.EncodeList(tab[start:min(len(tab), start+1024)]))
 		if err != nil || !isNew {
 			t.Fatalf("list chunk: %v (new %v)", err, isNew)
 		}
@@ -467,7 +469,7 @@ func TestGCKeepsFullCopyOverFreshDelta(t *testing.T) {
 	baseID, pageID := chunker.Sum(base), chunker.Sum(page)
 	commit := func(st *store.Store, w *store.Writer, node string, id chunker.ID) {
 		t.Helper()
-		list, _, err := w.Put(ctx, store.KindList, manifest.EncodeList([]chunker.ID{id}))
+		list, _, err := w.Put(ctx, chunk.KindList, manifest.EncodeList([]chunker.ID{id}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -488,9 +490,9 @@ func TestGCKeepsFullCopyOverFreshDelta(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.PutID(ctx, store.KindPage, baseID, base)
+	w.PutID(ctx, chunk.KindPage, baseID, base)
 	commit(st, w, "keep", baseID)
-	w.PutID(ctx, store.KindPage, pageID, page)
+	w.PutID(ctx, chunk.KindPage, pageID, page)
 	if err := w.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -9,22 +9,23 @@ import (
 	"github.com/clnbackup/backup/manifest"
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/backend"
+	"github.com/clnbackup/backup/store/packs"
 )
 
 // GC reclaims the chunks no restore point of any node needs, safely while
-// writers keep writing: the store's packs sweep (store.Packs.GC), with the
+// writers keep writing: the store's packs sweep (packs.Packs.GC), with the
 // live chunks found here, from every node's manifests.
-func GC(ctx context.Context, st *store.Store, opts store.GCOptions) (store.GCReport, error) {
+func GC(ctx context.Context, st *store.Store, opts packs.GCOptions) (packs.GCReport, error) {
 	p, err := st.Packs("gc")
 	if err != nil {
-		return store.GCReport{}, err
+		return packs.GCReport{}, err
 	}
 	return p.GC(ctx, opts, LiveChunks(st))
 }
 
 // PlanGC is GC's plan, for those who show it before (or instead of)
 // executing it; the caller closes it.
-func PlanGC(ctx context.Context, st *store.Store, opts store.GCOptions) (*store.GCPlan, error) {
+func PlanGC(ctx context.Context, st *store.Store, opts packs.GCOptions) (*packs.GCPlan, error) {
 	p, err := st.Packs("gc")
 	if err != nil {
 		return nil, err
@@ -36,11 +37,11 @@ func PlanGC(ctx context.Context, st *store.Store, opts store.GCOptions) (*store.
 // by a manifest of any node (changes, list and patch chunks, the pages
 // they list). It remembers the manifests and list chunks it has read, so a
 // second call reads only manifests committed since.
-func LiveChunks(st *store.Store) store.Marker {
+func LiveChunks(st *store.Store) packs.Marker {
 	seen := map[string]bool{}     // manifests marked
 	read := map[chunker.ID]bool{} // list and patch chunks marked
-	var count store.MarkCount
-	return func(ctx context.Context, get func(context.Context, chunker.ID) ([]byte, error), use func(chunker.ID)) (store.MarkCount, error) {
+	var count packs.MarkCount
+	return func(ctx context.Context, get func(context.Context, chunker.ID) ([]byte, error), use func(chunker.ID)) (packs.MarkCount, error) {
 		nodes, err := st.Nodes(ctx)
 		if err != nil {
 			return count, err

@@ -11,6 +11,7 @@ import (
 	"github.com/clnbackup/backup/manifest"
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/history"
+	"github.com/clnbackup/backup/store/packs"
 )
 
 // testClock is an injectable clock: real time plus an offset tests move.
@@ -46,9 +47,9 @@ func openWithClock(t *testing.T, url string, c *testClock) *store.Store {
 	return st
 }
 
-func gc(t *testing.T, st *store.Store) store.GCReport {
+func gc(t *testing.T, st *store.Store) packs.GCReport {
 	t.Helper()
-	rep, err := history.GC(ctx, st, store.GCOptions{Grace: testGrace})
+	rep, err := history.GC(ctx, st, packs.GCOptions{Grace: testGrace})
 	if err != nil {
 		t.Fatalf("gc: %v", err)
 	}
@@ -172,7 +173,7 @@ func TestWriterAgeLimit(t *testing.T) {
 	if _, err := w.Commit(ctx, m); !errors.Is(err, store.ErrWriterTooOld) {
 		t.Fatalf("commit by an old writer: %v", err)
 	}
-	if _, err := history.GC(ctx, st, store.GCOptions{Grace: testWriterAge}); err == nil {
+	if _, err := history.GC(ctx, st, packs.GCOptions{Grace: testWriterAge}); err == nil {
 		t.Fatal("gc accepted a grace period shorter than twice the writer limit")
 	}
 }
@@ -193,7 +194,7 @@ func TestGCKeepsReferencedAndYoung(t *testing.T) {
 		t.Fatalf("young packs: %+v", r)
 	}
 	clock.Advance(testGrace + time.Minute)
-	dry, err := history.GC(ctx, st, store.GCOptions{Grace: testGrace, DryRun: true})
+	dry, err := history.GC(ctx, st, packs.GCOptions{Grace: testGrace, DryRun: true})
 	if err != nil || dry.NewlyCondemned == 0 {
 		t.Fatalf("dry run: %+v %v", dry, err)
 	}

@@ -12,8 +12,10 @@ import (
 	"github.com/clnbackup/backup/manifest"
 	"github.com/clnbackup/backup/replay"
 	"github.com/clnbackup/backup/store"
+	"github.com/clnbackup/backup/store/chunk"
 	"github.com/clnbackup/backup/store/history"
 	"github.com/clnbackup/backup/store/journal"
+	"github.com/clnbackup/backup/store/packs"
 )
 
 var ctx = context.Background()
@@ -332,7 +334,7 @@ func TestRestoreFailsOnDamagedPack(t *testing.T) {
 	}
 	dest := filepath.Join(t.TempDir(), "restored.sqlite3")
 	_, err = history.Restore(ctx, st, history.RestoreOptions{Node: "n1", Dest: dest})
-	if err == nil || !errors.Is(err, store.ErrCorrupt) || !strings.Contains(err.Error(), victim.String()) || !strings.Contains(err.Error(), s) {
+	if err == nil || !errors.Is(err, chunk.ErrCorrupt) || !strings.Contains(err.Error(), victim.String()) || !strings.Contains(err.Error(), s) {
 		t.Fatalf("restore from a damaged pack: %v", err)
 	}
 	if entries, _ := os.ReadDir(filepath.Dir(dest)); len(entries) != 0 {
@@ -341,7 +343,7 @@ func TestRestoreFailsOnDamagedPack(t *testing.T) {
 }
 
 // locate looks a chunk up the way readers do (one pass over the indexes).
-func locate(t testing.TB, st *store.Store, id chunker.ID) (store.ChunkInfo, bool) {
+func locate(t testing.TB, st *store.Store, id chunker.ID) (chunk.Info, bool) {
 	t.Helper()
 	l, err := st.Lookup(ctx, []chunker.ID{id})
 	if err != nil {
@@ -379,7 +381,7 @@ func initNode(t testing.TB, st *store.Store, db, tempDir string) (*manifest.Mani
 }
 
 // packsOf is the packs of a store the test sees whole.
-func packsOf(t testing.TB, st *store.Store) *store.Packs {
+func packsOf(t testing.TB, st *store.Store) *packs.Packs {
 	t.Helper()
 	p, err := st.Packs("test")
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/clnbackup/backup/manifest"
 	"github.com/clnbackup/backup/replay"
 	"github.com/clnbackup/backup/store"
+	"github.com/clnbackup/backup/store/chunk"
 	"github.com/clnbackup/backup/store/journal"
 )
 
@@ -238,7 +239,7 @@ func (n *Node) seal(ctx context.Context, latest *manifest.Manifest) (SealResult,
 		if len(batch) == 0 {
 			return nil
 		}
-		id, _, err := w.Put(ctx, store.KindChange, journal.EncodeChunk(batch))
+		id, _, err := w.Put(ctx, chunk.KindChange, journal.EncodeChunk(batch))
 		if err != nil {
 			return err
 		}

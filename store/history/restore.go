@@ -14,6 +14,7 @@ import (
 	"github.com/clnbackup/backup/manifest"
 	"github.com/clnbackup/backup/replay"
 	"github.com/clnbackup/backup/store"
+	"github.com/clnbackup/backup/store/chunk"
 	"github.com/clnbackup/backup/store/journal"
 )
 
@@ -203,7 +204,7 @@ func forEachChange(ctx context.Context, st *store.Store, m *manifest.Manifest, u
 	for i, c := range m.Changes {
 		ids[i] = c.ID
 	}
-	var l *store.Located
+	var l chunk.Lookup
 	if len(ids) > 0 {
 		var err error
 		if l, err = st.Lookup(ctx, ids); err != nil {

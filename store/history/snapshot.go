@@ -18,6 +18,7 @@ import (
 	"github.com/clnbackup/backup/chunker"
 	"github.com/clnbackup/backup/manifest"
 	"github.com/clnbackup/backup/store"
+	"github.com/clnbackup/backup/store/chunk"
 )
 
 // Progress receives how far a long operation is: done of total bytes.
@@ -198,7 +199,7 @@ func storePageTable(ctx context.Context, w *store.Writer, st *store.Store, snap 
 	}
 	w.Know(l)
 	if canPatch && int64(len(patchBytes))+prevChain <= newListBytes(w, lists) {
-		id, _, err := w.Put(ctx, store.KindPatch, patchBytes)
+		id, _, err := w.Put(ctx, chunk.KindPatch, patchBytes)
 		if err != nil {
 			return fmt.Errorf("store patch chunk: %w", err)
 		}
@@ -207,7 +208,7 @@ func storePageTable(ctx context.Context, w *store.Writer, st *store.Store, snap 
 		return nil
 	}
 	for _, b := range lists {
-		id, _, err := w.Put(ctx, store.KindList, b)
+		id, _, err := w.Put(ctx, chunk.KindList, b)
 		if err != nil {
 			return fmt.Errorf("store list chunk: %w", err)
 		}
@@ -280,7 +281,7 @@ func (ps *pageStorer) storeWindow(ctx context.Context) error {
 
 // storeBatch stores the pages of batch the store lacks, each as a delta of
 // its previous version where that is stored full and the delta pays.
-func (ps *pageStorer) storeBatch(ctx context.Context, l *store.Located, batch []uint32) error {
+func (ps *pageStorer) storeBatch(ctx context.Context, l chunk.Lookup, batch []uint32) error {
 	bases := map[chunker.ID]chunker.ID{} // page -> usable base
 	var want []chunker.ID
 	for _, i := range batch {
@@ -329,7 +330,7 @@ func (ps *pageStorer) storeBatch(ctx context.Context, l *store.Located, batch []
 		if b, ok := bases[id]; ok && len(baseData[b]) == len(data) {
 			_, err = ps.w.PutDelta(ctx, id, data, b, baseData[b])
 		} else {
-			_, err = ps.w.PutID(ctx, store.KindPage, id, data)
+			_, err = ps.w.PutID(ctx, chunk.KindPage, id, data)
 		}
 		if err != nil {
 			return fmt.Errorf("store page %d: %w", i+1, err)

@@ -13,6 +13,7 @@ import (
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/backend"
 	"github.com/clnbackup/backup/store/journal"
+	"github.com/clnbackup/backup/store/packs"
 )
 
 // RestorePoint names what a problem breaks: one manifest of a node, or the
@@ -73,7 +74,7 @@ type VerifyReport struct {
 	Nodes int    `json:"nodes"`
 	// Manifests counts the manifests checked, readable or not.
 	Manifests int `json:"manifests"`
-	// Indexes, Packs, Chunks and UnindexedPacks are as in store.IndexReport.
+	// Indexes, Packs, Chunks and UnindexedPacks are as in packs.IndexReport.
 	Indexes        int `json:"indexes"`
 	Packs          int `json:"packs"`
 	Chunks         int `json:"chunks"`
@@ -83,7 +84,7 @@ type VerifyReport struct {
 	Journals       int `json:"journals"`
 	JournalRecords int `json:"journal_records"`
 	// ReadData is set when packs were read back.
-	ReadData *store.VerifyPacksReport `json:"read_data,omitempty"`
+	ReadData *packs.VerifyPacksReport `json:"read_data,omitempty"`
 	Problems []VerifyProblem          `json:"problems"`
 }
 
@@ -212,7 +213,7 @@ func (v *verifier) readData(nodes []string, seqs map[string][]uint64, w *walk, p
 		for id := range w.packs {
 			ids = append(ids, id)
 		}
-		sample = store.SamplePacks(ids, pct)
+		sample = packs.SamplePacks(ids, pct)
 	}
 	pr, err := v.packs.VerifyPacks(v.ctx, sample, progress)
 	if err != nil {
@@ -245,7 +246,7 @@ func (v *verifier) readData(nodes []string, seqs map[string][]uint64, w *walk, p
 type verifier struct {
 	ctx      context.Context
 	st       *store.Store
-	packs    *store.Packs // with the whole index loaded (VerifyIndex)
+	packs    *packs.Packs // with the whole index loaded (VerifyIndex)
 	problems []*vproblem
 	// bad maps an unreadable chunk to the problem that explains it.
 	bad map[chunker.ID]int
@@ -263,7 +264,7 @@ func (v *verifier) problem(object, what string) int {
 	return len(v.problems) - 1
 }
 
-func (v *verifier) addStoreProblem(p store.VerifyProblem) {
+func (v *verifier) addStoreProblem(p packs.VerifyProblem) {
 	k := v.problem(p.Object, p.Problem)
 	v.problems[k].Chunks = p.Chunks
 	for _, c := range p.Chunks {

@@ -16,6 +16,7 @@ import (
 	"github.com/clnbackup/backup/manifest"
 	"github.com/clnbackup/backup/replay"
 	"github.com/clnbackup/backup/store"
+	"github.com/clnbackup/backup/store/chunk"
 	"github.com/clnbackup/backup/store/history"
 	"github.com/clnbackup/backup/store/journal"
 )
@@ -566,7 +567,7 @@ func TestVerifyDamagedCoveredJournal(t *testing.T) {
 }
 
 // locateChunk looks a chunk up the way readers do.
-func locateChunk(t testing.TB, st *store.Store, id chunker.ID) (store.ChunkInfo, bool) {
+func locateChunk(t testing.TB, st *store.Store, id chunker.ID) (chunk.Info, bool) {
 	t.Helper()
 	l, err := st.Lookup(vctx, []chunker.ID{id})
 	if err != nil {

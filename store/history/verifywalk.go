@@ -6,6 +6,7 @@ import (
 	"github.com/clnbackup/backup/chunker"
 	"github.com/clnbackup/backup/manifest"
 	"github.com/clnbackup/backup/store"
+	"github.com/clnbackup/backup/store/chunk"
 	"github.com/clnbackup/backup/store/journal"
 )
 
@@ -60,7 +61,7 @@ func (v *verifier) newWalk(structural, collectPacks bool) *walk {
 }
 
 // status returns the problem that makes chunk id unusable, or -1.
-func (w *walk) status(id chunker.ID, kind store.Kind) int {
+func (w *walk) status(id chunker.ID, kind chunk.Kind) int {
 	if k, ok := w.v.bad[id]; ok {
 		return k
 	}
@@ -70,7 +71,7 @@ func (w *walk) status(id chunker.ID, kind store.Kind) int {
 	loc, ok := w.v.packs.Locate(id)
 	if !ok {
 		var k int
-		if kind == store.KindPage {
+		if kind == chunk.KindPage {
 			if w.v.missingPages < 0 {
 				w.v.missingPages = w.v.problem("index", "page chunks named by restore points are in no index")
 			}
@@ -97,7 +98,7 @@ func (w *walk) status(id chunker.ID, kind store.Kind) int {
 
 // read fetches a list, patch or change chunk; a failure becomes a problem
 // (structural walk) or -1 with ok false (attribution walk).
-func (w *walk) read(id chunker.ID, kind store.Kind, decode func([]byte) error) (problem int, ok bool) {
+func (w *walk) read(id chunker.ID, kind chunk.Kind, decode func([]byte) error) (problem int, ok bool) {
 	if k := w.status(id, kind); k >= 0 {
 		return k, false
 	}
@@ -123,12 +124,12 @@ func (w *walk) list(id chunker.ID) *listResult {
 	}
 	r := &listResult{n: -1}
 	var ids []chunker.ID
-	k, ok := w.read(id, store.KindList, func(b []byte) (err error) { ids, err = manifest.DecodeList(b); return err })
+	k, ok := w.read(id, chunk.KindList, func(b []byte) (err error) { ids, err = manifest.DecodeList(b); return err })
 	r.err = k
 	if ok {
 		r.n = len(ids)
 		for pos, p := range ids {
-			if k := w.status(p, store.KindPage); k >= 0 {
+			if k := w.status(p, chunk.KindPage); k >= 0 {
 				r.bad = append(r.bad, badPage{uint32(pos), k})
 			}
 		}
@@ -143,12 +144,12 @@ func (w *walk) patch(id chunker.ID) *patchResult {
 	}
 	r := &patchResult{err: -1}
 	var p manifest.Patch
-	k, ok := w.read(id, store.KindPatch, func(b []byte) (err error) { p, err = manifest.DecodePatch(b); return err })
+	k, ok := w.read(id, chunk.KindPatch, func(b []byte) (err error) { p, err = manifest.DecodePatch(b); return err })
 	r.err, r.ok = k, ok
 	if ok {
 		r.patch = p
 		for _, e := range p.Entries {
-			if k := w.status(e.ID, store.KindPage); k >= 0 {
+			if k := w.status(e.ID, chunk.KindPage); k >= 0 {
 				if r.bad == nil {
 					r.bad = map[uint32]int{}
 				}
@@ -165,7 +166,7 @@ func (w *walk) change(id chunker.ID) *changeResult {
 		return r
 	}
 	r := &changeResult{records: -1, count: -1}
-	k, ok := w.read(id, store.KindChange, func(b []byte) error {
+	k, ok := w.read(id, chunk.KindChange, func(b []byte) error {
 		recs, err := journal.DecodeChunk(b)
 		r.records = len(recs)
 		return err

@@ -6,7 +6,7 @@ import (
 	"fmt"
 
 	"github.com/clnbackup/backup/chunker"
-	"github.com/clnbackup/backup/store"
+	"github.com/clnbackup/backup/store/chunk"
 )
 
 // chunks is the ChunkService of a node token.
@@ -54,7 +54,7 @@ const putBatch = 24 << 20
 // PutBodies sends the bodies in batches of about a pack (putBatch); a
 // batch retried after a lost connection stores nothing twice: the store
 // writes only the bodies it lacks.
-func (ch chunks) PutBodies(ctx context.Context, bodies []store.ChunkBody) (int64, error) {
+func (ch chunks) PutBodies(ctx context.Context, bodies []chunk.Body) (int64, error) {
 	var added int64
 	for len(bodies) > 0 {
 		n, size := 0, 4
@@ -88,7 +88,7 @@ const readBatch = 32 << 10
 
 // ReadBodies streams the bodies; after a lost connection it asks again for
 // the ones not delivered yet.
-func (ch chunks) ReadBodies(ctx context.Context, ids []chunker.ID, fn func(store.ChunkBody) error) error {
+func (ch chunks) ReadBodies(ctx context.Context, ids []chunker.ID, fn func(chunk.Body) error) error {
 	distinct := distinctIDs(ids)
 	delivered := make(map[chunker.ID]bool, len(distinct))
 	for start := 0; start < len(distinct); start += readBatch {

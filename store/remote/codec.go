@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/clnbackup/backup/chunker"
-	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/backend"
+	"github.com/clnbackup/backup/store/chunk"
 	"github.com/clnbackup/backup/store/journal"
 )
 
@@ -264,7 +264,7 @@ const bodyDelta = 0x80
 const bodyMinSize = 32 + 1 + 4 + 4
 
 // body is a chunk body: id, u8 kind, [id base,] u32 raw size, str bytes.
-func (e *enc) body(b store.ChunkBody) {
+func (e *enc) body(b chunk.Body) {
 	e.id(b.ID)
 	if b.Base != (chunker.ID{}) {
 		e.u8(byte(b.Kind) | bodyDelta)
@@ -278,10 +278,10 @@ func (e *enc) body(b store.ChunkBody) {
 
 // body decodes one chunk body; Body aliases the payload. A delta flag
 // with a zero base is malformed: the zero id means "no base".
-func (d *dec) body() store.ChunkBody {
-	b := store.ChunkBody{ID: d.id()}
+func (d *dec) body() chunk.Body {
+	b := chunk.Body{ID: d.id()}
 	k := d.u8()
-	b.Kind = store.Kind(k &^ bodyDelta)
+	b.Kind = chunk.Kind(k &^ bodyDelta)
 	if k&bodyDelta != 0 {
 		b.Base = d.id()
 		if d.err == nil && b.Base == (chunker.ID{}) {
@@ -294,7 +294,7 @@ func (d *dec) body() store.ChunkBody {
 }
 
 // bodySize is the encoded size of b.
-func bodySize(b store.ChunkBody) int {
+func bodySize(b chunk.Body) int {
 	n := bodyMinSize + len(b.Body)
 	if b.Base != (chunker.ID{}) {
 		n += len(b.Base)

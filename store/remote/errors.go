@@ -4,8 +4,8 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/backend"
+	"github.com/clnbackup/backup/store/chunk"
 	"github.com/clnbackup/backup/store/journal"
 )
 
@@ -72,9 +72,9 @@ func (e *Error) Unwrap() error {
 	case codeTrimmed:
 		return journal.ErrTrimmed
 	case codeChunkMissing:
-		return store.ErrChunkMissing
+		return chunk.ErrMissing
 	case codeBadChunk:
-		return store.ErrBadChunk
+		return chunk.ErrBad
 	case codeBusy:
 		return ErrBusy
 	case codeCorrupt:
@@ -101,9 +101,9 @@ func codeOf(err error) byte {
 		return codeConflict
 	case errors.Is(err, journal.ErrTrimmed):
 		return codeTrimmed
-	case errors.Is(err, store.ErrChunkMissing):
+	case errors.Is(err, chunk.ErrMissing):
 		return codeChunkMissing
-	case errors.Is(err, store.ErrBadChunk):
+	case errors.Is(err, chunk.ErrBad):
 		return codeBadChunk
 	case errors.Is(err, journal.ErrCorrupt):
 		return codeCorrupt

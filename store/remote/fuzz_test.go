@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/clnbackup/backup/chunker"
-	"github.com/clnbackup/backup/store"
+	"github.com/clnbackup/backup/store/chunk"
 )
 
 // seedFrames are a frame of every message of the protocol doc, and a few
@@ -143,9 +143,9 @@ func FuzzDecodeJournalTrimReply(f *testing.F)    { fuzzDecoder(f, decodeJournalT
 // TestBodyFrameBase: a body frame carries a delta's base id, and one
 // without a base stays as it was (id, kind, raw, bytes).
 func TestBodyFrameBase(t *testing.T) {
-	for _, b := range []store.ChunkBody{
-		{ID: chunker.Sum([]byte("y")), Kind: store.KindPage, Raw: 4096, Body: []byte("full")},
-		{ID: chunker.Sum([]byte("y")), Kind: store.KindPage, Raw: 4096, Base: chunker.Sum([]byte("x")), Body: []byte("delta")},
+	for _, b := range []chunk.Body{
+		{ID: chunker.Sum([]byte("y")), Kind: chunk.KindPage, Raw: 4096, Body: []byte("full")},
+		{ID: chunker.Sum([]byte("y")), Kind: chunk.KindPage, Raw: 4096, Base: chunker.Sum([]byte("x")), Body: []byte("delta")},
 	} {
 		var e enc
 		e.body(b)
@@ -161,7 +161,7 @@ func TestBodyFrameBase(t *testing.T) {
 	// A delta flag with a zero base is refused.
 	var e enc
 	e.id(chunker.Sum([]byte("y")))
-	e.u8(byte(store.KindPage) | bodyDelta)
+	e.u8(byte(chunk.KindPage) | bodyDelta)
 	e.id(chunker.ID{})
 	e.u32(1)
 	e.bytes([]byte("z"))

@@ -5,7 +5,7 @@ import (
 	"slices"
 
 	"github.com/clnbackup/backup/chunker"
-	"github.com/clnbackup/backup/store"
+	"github.com/clnbackup/backup/store/chunk"
 )
 
 // The chunk requests of node tokens (missing, put-bodies, read-bodies) and
@@ -63,7 +63,7 @@ func decodeMissingReply(p []byte) (missingReply, error) {
 
 // putBodiesRequest carries one pack's worth of chunk bodies, so the server
 // writes them as one pack.
-type putBodiesRequest struct{ Bodies []store.ChunkBody }
+type putBodiesRequest struct{ Bodies []chunk.Body }
 
 // appendTo grows b once: the request may be a whole pack.
 func (r putBodiesRequest) appendTo(b []byte) []byte {
@@ -89,7 +89,7 @@ func decodePutBodiesRequest(p []byte) (putBodiesRequest, error) {
 		d.fail(fmt.Sprintf("%d bodies do not fit in %d bytes", n, len(d.b)))
 	}
 	if d.err == nil {
-		r.Bodies = make([]store.ChunkBody, 0, n)
+		r.Bodies = make([]chunk.Body, 0, n)
 		for i := uint32(0); i < n && d.err == nil; i++ {
 			r.Bodies = append(r.Bodies, d.body())
 		}
@@ -116,7 +116,7 @@ func decodePutBodiesReply(p []byte) (putBodiesReply, error) {
 }
 
 // bodyReply is one body frame of a read-bodies answer.
-type bodyReply struct{ Body store.ChunkBody }
+type bodyReply struct{ Body chunk.Body }
 
 // appendTo is the server's side of read-bodies.
 func (r bodyReply) appendTo(b []byte) []byte {

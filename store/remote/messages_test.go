@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/clnbackup/backup/chunker"
-	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/backend"
+	"github.com/clnbackup/backup/store/chunk"
 	"github.com/clnbackup/backup/store/journal"
 )
 
@@ -115,9 +115,9 @@ func chunkGolden() []golden {
 			cat("\x00\x00\x00\x02", idAWire, idBWire)},
 		{"missing ok", msgOK, missingReply{Missing: []bool{true, false, true}}, decodeAs(decodeMissingReply),
 			cat("\x00\x00\x00\x03", "\x01\x00\x01")},
-		{"put-bodies", msgPutBodies, putBodiesRequest{Bodies: []store.ChunkBody{
-			{ID: idA, Kind: store.KindPage, Raw: 4096, Body: []byte("zst")},
-			{ID: idB, Kind: store.KindPage, Raw: 4096, Base: idA, Body: []byte("d")},
+		{"put-bodies", msgPutBodies, putBodiesRequest{Bodies: []chunk.Body{
+			{ID: idA, Kind: chunk.KindPage, Raw: 4096, Body: []byte("zst")},
+			{ID: idB, Kind: chunk.KindPage, Raw: 4096, Base: idA, Body: []byte("d")},
 		}}, decodeAs(decodePutBodiesRequest),
 			cat("\x00\x00\x00\x02",
 				idAWire, "\x01", "\x00\x00\x10\x00", "\x00\x00\x00\x03zst",
@@ -126,9 +126,9 @@ func chunkGolden() []golden {
 			cat("\x00\x00\x00\x00\x00\x00\x0a\x0b")},
 		{"read-bodies", msgReadBodies, idsRequest{IDs: []chunker.ID{idB}}, decodeAs(decodeIDsRequest),
 			cat("\x00\x00\x00\x01", idBWire)},
-		{"body", msgBody, bodyReply{Body: store.ChunkBody{ID: idB, Kind: store.KindList, Raw: 9, Body: []byte("zz")}}, decodeAs(decodeBodyReply),
+		{"body", msgBody, bodyReply{Body: chunk.Body{ID: idB, Kind: chunk.KindList, Raw: 9, Body: []byte("zz")}}, decodeAs(decodeBodyReply),
 			cat(idBWire, "\x02", "\x00\x00\x00\x09", "\x00\x00\x00\x02zz")},
-		{"body delta", msgBody, bodyReply{Body: store.ChunkBody{ID: idB, Kind: store.KindPage, Raw: 4096, Base: idA, Body: []byte("d")}}, decodeAs(decodeBodyReply),
+		{"body delta", msgBody, bodyReply{Body: chunk.Body{ID: idB, Kind: chunk.KindPage, Raw: 4096, Base: idA, Body: []byte("d")}}, decodeAs(decodeBodyReply),
 			cat(idBWire, "\x81", idAWire, "\x00\x00\x10\x00", "\x00\x00\x00\x01d")},
 	}
 }

@@ -1,12 +1,13 @@
 package remote
 
 import (
-	"github.com/clnbackup/backup/store"
+	"github.com/clnbackup/backup/store/chunk"
+	"github.com/clnbackup/backup/store/packs"
 )
 
 // packs is the chunk layer the server serves its node clients from: the
 // packs of its own store.
-func (ss *session) packs() (*store.Packs, error) { return ss.srv.st.Packs("serve chunks") }
+func (ss *session) packs() (*packs.Packs, error) { return ss.srv.st.Packs("serve chunks") }
 
 // missing tells a node client which of its chunks the store lacks, so it
 // uploads only those.
@@ -55,12 +56,12 @@ func (ss *session) readBodies(p []byte) error {
 		return err
 	}
 	var buf []byte
-	send := func(b store.ChunkBody) error {
+	send := func(b chunk.Body) error {
 		buf = bodyReply{Body: b}.appendTo(buf[:0])
 		return ss.send(msgBody, buf)
 	}
 	// One reader: the bodies go out on this one connection, in pack order.
-	_, err = packs.ReadBodies(ss.ctx, nil, req.IDs, 1, false, func() (func(store.ChunkBody) error, func() error) { return send, nil })
+	_, err = packs.ReadBodies(ss.ctx, nil, req.IDs, 1, false, func() (func(chunk.Body) error, func() error) { return send, nil })
 	if err != nil {
 		return err
 	}

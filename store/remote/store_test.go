@@ -15,8 +15,10 @@ import (
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/backend"
 	"github.com/clnbackup/backup/store/backend/backendtest"
+	"github.com/clnbackup/backup/store/chunk"
 	"github.com/clnbackup/backup/store/history"
 	"github.com/clnbackup/backup/store/journal"
+	"github.com/clnbackup/backup/store/packs"
 )
 
 // TestConformance runs the backend suite against an admin client's
@@ -120,7 +122,7 @@ func TestHistoryThroughServer(t *testing.T) {
 	if admin.Config().ID != ts.st.Config().ID {
 		t.Fatal("admin sees another store")
 	}
-	rep, err := history.GC(ctx, admin, store.GCOptions{Grace: 2 * store.DefaultMaxWriterAge})
+	rep, err := history.GC(ctx, admin, packs.GCOptions{Grace: 2 * store.DefaultMaxWriterAge})
 	if err != nil {
 		t.Fatalf("gc through admin token: %v", err)
 	}
@@ -235,8 +237,8 @@ func TestPutDeltaBodyRefused(t *testing.T) {
 	ts := newTestServer(t, testAuth(t))
 	cl := ts.dial(t, tokAlice)
 	page := bytes.Repeat([]byte("p"), 4096)
-	_, err := cl.Chunks().PutBodies(ctx, []store.ChunkBody{{ID: chunker.Sum(page), Kind: store.KindPage, Raw: 4096, Base: chunker.Sum([]byte("base")), Body: []byte("x")}})
-	if !errors.Is(err, store.ErrBadChunk) || !strings.Contains(err.Error(), "delta") {
+	_, err := cl.Chunks().PutBodies(ctx, []chunk.Body{{ID: chunker.Sum(page), Kind: chunk.KindPage, Raw: 4096, Base: chunker.Sum([]byte("base")), Body: []byte("x")}})
+	if !errors.Is(err, chunk.ErrBad) || !strings.Contains(err.Error(), "delta") {
 		t.Fatalf("delta body from a node client: %v", err)
 	}
 }

@@ -1,8 +1,10 @@
-package store
+package packs
 
 import (
 	"context"
 	"fmt"
+
+	"github.com/clnbackup/backup/store/chunk"
 
 	"github.com/clnbackup/backup/chunker"
 	"github.com/clnbackup/backup/store/backend"
@@ -67,8 +69,8 @@ func (g *GCPlan) rewrite(ctx context.Context, packs []*packState) (int, error) {
 	// delta from another: the full copy is (copyLive skips seen chunks).
 	seen := map[chunker.ID]bool{}
 	for _, ps := range packs {
-		err := g.walkPackIndex(ctx, ps, func(e *indexEntry) {
-			if isLive, _, _ := g.run.isLive(e, ps.id); isLive && !e.delta() {
+		err := g.walkPackIndex(ctx, ps, func(e *chunk.Entry) {
+			if isLive, _, _ := g.run.isLive(e, ps.id); isLive && !e.Delta() {
 				seen[e.ID] = false
 			}
 		})
@@ -112,15 +114,15 @@ func (g *GCPlan) copyLive(ctx context.Context, b *packBuilder, ps *packState, se
 		if !live[k] || seen[e.ID] {
 			continue
 		}
-		if _, hasFull := seen[e.ID]; hasFull && e.delta() {
+		if _, hasFull := seen[e.ID]; hasFull && e.Delta() {
 			continue // its full copy is rewritten instead
 		}
 		if int64(e.Offset)+int64(e.Length) > int64(len(old)) {
 			return fmt.Errorf("chunk %s lies beyond the end of pack %s; run backup-cli verify", e.ID, ps.id.Short())
 		}
 		body := old[e.Offset : e.Offset+e.Length]
-		if !e.delta() {
-			if buf, err = p.codec.decode(buf[:0], ChunkBody{ID: e.ID, Kind: e.Kind, Raw: e.Raw, Pack: ps.id, Body: body}, ""); err != nil {
+		if !e.Delta() {
+			if buf, err = p.codec.Decode(buf[:0], chunk.Body{ID: e.ID, Kind: e.Kind, Raw: e.Raw, Pack: ps.id, Body: body}, ""); err != nil {
 				return err
 			}
 		}
@@ -136,11 +138,11 @@ func (g *GCPlan) copyLive(ctx context.Context, b *packBuilder, ps *packState, se
 type packBuilder struct {
 	p       *Packs
 	bodies  []byte
-	entries []indexEntry
+	entries []chunk.Entry
 	packs   int
 }
 
-func (b *packBuilder) add(ctx context.Context, e indexEntry, body []byte) error {
+func (b *packBuilder) add(ctx context.Context, e chunk.Entry, body []byte) error {
 	e.Offset, e.Length = uint32(len(b.bodies)), uint32(len(body))
 	b.bodies = append(b.bodies, body...)
 	b.entries = append(b.entries, e)

@@ -1,4 +1,4 @@
-package store_test
+package packs_test
 
 import (
 	"bufio"
@@ -24,7 +24,9 @@ import (
 	"github.com/clnbackup/backup/chunker"
 	"github.com/clnbackup/backup/manifest"
 	"github.com/clnbackup/backup/store"
+	"github.com/clnbackup/backup/store/chunk"
 	"github.com/clnbackup/backup/store/history"
+	"github.com/clnbackup/backup/store/packs"
 )
 
 // The gc benchmark's store: a million small page chunks (256 random bytes:
@@ -102,19 +104,19 @@ func buildGCBenchStore(dir string) error {
 	}
 	defer w.Close()
 	r := rand.New(rand.NewPCG(1, 2))
-	chunk := make([]byte, gcBenchChunkSize)
+	body := make([]byte, gcBenchChunkSize)
 	var live []chunker.ID
 	for i := range gcBenchChunks {
-		for o := 0; o < len(chunk); o += 8 {
+		for o := 0; o < len(body); o += 8 {
 			v := r.Uint64()
 			if o == 0 {
 				v = uint64(i) // distinct whatever the generator does
 			}
 			for k := range 8 {
-				chunk[o+k] = byte(v >> (8 * k))
+				body[o+k] = byte(v >> (8 * k))
 			}
 		}
-		id, isNew, err := w.Put(ctx, store.KindPage, chunk)
+		id, isNew, err := w.Put(ctx, chunk.KindPage, body)
 		if err != nil {
 			return err
 		}
@@ -130,7 +132,7 @@ func buildGCBenchStore(dir string) error {
 	// as a compaction's new list or patch would).
 	var shared []chunker.ID
 	for lo := 0; lo < len(live); lo += gcBenchListIDs {
-		id, _, err := w.Put(ctx, store.KindList, manifest.EncodeList(live[lo:min(lo+gcBenchListIDs, len(live))]))
+		id, _, err := w.Put(ctx, chunk.KindList, manifest.EncodeList(live[lo:min(lo+gcBenchListIDs, len(live))]))
 		if err != nil {
 			return err
 		}
@@ -142,7 +144,7 @@ func buildGCBenchStore(dir string) error {
 		for k := range ids {
 			ids[k] = live[r.IntN(len(live))]
 		}
-		if own[j], _, err = w.Put(ctx, store.KindList, manifest.EncodeList(ids)); err != nil {
+		if own[j], _, err = w.Put(ctx, chunk.KindList, manifest.EncodeList(ids)); err != nil {
 			return err
 		}
 	}
@@ -254,10 +256,10 @@ type gcPhase struct {
 	secs            float64
 	heapMB, rssMB   float64
 	baseRSS, baseMB float64
-	rep             store.GCReport
+	rep             packs.GCReport
 }
 
-func runGCPhase(b *testing.B, name, url string, now func() time.Time, opts store.GCOptions) gcPhase {
+func runGCPhase(b *testing.B, name, url string, now func() time.Time, opts packs.GCOptions) gcPhase {
 	b.Helper()
 	ctx := context.Background()
 	runtime.GC()
@@ -312,7 +314,7 @@ func BenchmarkGC1MChunks(b *testing.B) {
 		var mu sync.Mutex
 		offset := grace + time.Minute // every pack is older than grace
 		now := func() time.Time { mu.Lock(); defer mu.Unlock(); return time.Now().Add(offset) }
-		opts := store.GCOptions{Grace: grace}
+		opts := packs.GCOptions{Grace: grace}
 
 		dry := opts
 		dry.DryRun = true

@@ -1,9 +1,11 @@
-package store
+package packs
 
 import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/clnbackup/backup/store/chunk"
 
 	"github.com/clnbackup/backup/chunker"
 	"github.com/clnbackup/backup/store/backend"
@@ -23,10 +25,10 @@ func (p *Packs) BeginWrite(ctx context.Context) error {
 // WritePack drops from b the chunks the store holds in a copy gc has not
 // condemned (among those no lookup answered for), then writes the pack and
 // then its index, each durably.
-func (p *Packs) WritePack(ctx context.Context, b *PackBatch) (Written, error) {
+func (p *Packs) WritePack(ctx context.Context, b *chunk.Batch) (chunk.Written, error) {
 	bodies, kept, dropped, err := p.dropStored(ctx, b)
 	if err != nil || len(kept) == 0 {
-		return Written{Dropped: dropped}, err
+		return chunk.Written{Dropped: dropped}, err
 	}
 	w, err := p.writePack(ctx, bodies, kept)
 	w.Dropped = dropped
@@ -36,28 +38,28 @@ func (p *Packs) WritePack(ctx context.Context, b *PackBatch) (Written, error) {
 // writePack writes bodies and their entries as a new pack and its index,
 // whether or not the store holds the chunks (gc's repack moves live chunks
 // out of packs it deletes).
-func (p *Packs) writePack(ctx context.Context, bodies []byte, entries []indexEntry) (Written, error) {
+func (p *Packs) writePack(ctx context.Context, bodies []byte, entries []chunk.Entry) (chunk.Written, error) {
 	pack := buildPack(p.indexVersion, bodies, entries)
 	packID := chunker.Sum(pack)
 	if err := p.be.PutIfAbsent(ctx, packName(packID), pack); err != nil && !errors.Is(err, backend.ErrExists) {
-		return Written{}, fmt.Errorf("write pack %s to store %s: %w", packID.Short(), p.be.Location(), err)
+		return chunk.Written{}, fmt.Errorf("write pack %s to store %s: %w", packID.Short(), p.be.Location(), err)
 	}
 	idx := encodeIndex(p.indexVersion, packID, entries)
 	idxName := indexName(chunker.Sum(idx))
 	if err := p.be.PutIfAbsent(ctx, idxName, idx); err != nil && !errors.Is(err, backend.ErrExists) {
-		return Written{}, fmt.Errorf("write index of pack %s to store %s: %w", packID.Short(), p.be.Location(), err)
+		return chunk.Written{}, fmt.Errorf("write index of pack %s to store %s: %w", packID.Short(), p.be.Location(), err)
 	}
 	if p.isIndexed() {
 		p.addIndex(idxName, packID, entries)
 	}
-	return Written{Entries: entries, Pack: packID, Packs: 1, PackBytes: int64(len(pack)), IndexBytes: int64(len(idx))}, nil
+	return chunk.Written{Entries: entries, Pack: packID, Packs: 1, PackBytes: int64(len(pack)), IndexBytes: int64(len(idx))}, nil
 }
 
 // dropStored looks up the chunks of b no lookup had answered for, and
 // leaves out those the store holds in a copy gc has not condemned: another
 // writer stored them, or they were never looked up. It returns the bodies
 // and entries that remain.
-func (p *Packs) dropStored(ctx context.Context, b *PackBatch) ([]byte, []indexEntry, []indexEntry, error) {
+func (p *Packs) dropStored(ctx context.Context, b *chunk.Batch) ([]byte, []chunk.Entry, []chunk.Entry, error) {
 	if len(b.Unchecked) == 0 {
 		return b.Bodies, b.Entries, nil, nil
 	}
@@ -65,8 +67,8 @@ func (p *Packs) dropStored(ctx context.Context, b *PackBatch) ([]byte, []indexEn
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	var dropped []indexEntry
-	kept := make([]indexEntry, 0, len(b.Entries))
+	var dropped []chunk.Entry
+	kept := make([]chunk.Entry, 0, len(b.Entries))
 	bodies := make([]byte, 0, len(b.Bodies))
 	for _, e := range b.Entries {
 		if l.Has(e.ID) {
@@ -99,26 +101,22 @@ func (p *Packs) Missing(ctx context.Context, ids []chunker.ID) ([]bool, error) {
 	return out, nil
 }
 
-// ErrBadChunk is returned (wrapped) by PutBodies for a body that does not
-// decompress to the bytes its ID names.
-var ErrBadChunk = errors.New("chunk body does not match its id")
-
 // PutBodies stores compressed chunk bodies a client sent: each is first
 // decompressed and checked against its ID (a store never holds data under
 // a name it does not hash to), then the ones the store lacks are written as
 // one pack and its index, durably, before it returns the bytes added.
-func (p *Packs) PutBodies(ctx context.Context, bodies []ChunkBody) (int64, error) {
+func (p *Packs) PutBodies(ctx context.Context, bodies []chunk.Body) (int64, error) {
 	var buf []byte
 	for i, b := range bodies {
-		if !b.Kind.valid() {
-			return 0, fmt.Errorf("chunk %d (%s): %w: unknown kind %d", i, b.ID.Short(), ErrBadChunk, b.Kind)
+		if !b.Kind.Valid() {
+			return 0, fmt.Errorf("chunk %d (%s): %w: unknown kind %d", i, b.ID.Short(), chunk.ErrBad, b.Kind)
 		}
 		if b.Base != (chunker.ID{}) {
-			return 0, fmt.Errorf("chunk %d (%s): %w: a delta body (against %s); a store server takes full chunk bodies only", i, b.ID.Short(), ErrBadChunk, b.Base.Short())
+			return 0, fmt.Errorf("chunk %d (%s): %w: a delta body (against %s); a store server takes full chunk bodies only", i, b.ID.Short(), chunk.ErrBad, b.Base.Short())
 		}
-		data, err := p.codec.decode(buf[:0], b, "client")
+		data, err := p.codec.Decode(buf[:0], b, "client")
 		if err != nil {
-			return 0, fmt.Errorf("chunk %d: %w: %v", i, ErrBadChunk, err)
+			return 0, fmt.Errorf("chunk %d: %w: %v", i, chunk.ErrBad, err)
 		}
 		buf = data
 	}
@@ -126,14 +124,14 @@ func (p *Packs) PutBodies(ctx context.Context, bodies []ChunkBody) (int64, error
 		return 0, err
 	}
 	var packed []byte
-	var entries []indexEntry
+	var entries []chunk.Entry
 	seen := map[chunker.ID]bool{}
 	for _, b := range bodies {
 		if seen[b.ID] || p.Has(b.ID) {
 			continue
 		}
 		seen[b.ID] = true
-		entries = append(entries, indexEntry{ID: b.ID, Kind: b.Kind, Offset: uint32(len(packed)), Length: uint32(len(b.Body)), Raw: b.Raw})
+		entries = append(entries, chunk.Entry{ID: b.ID, Kind: b.Kind, Offset: uint32(len(packed)), Length: uint32(len(b.Body)), Raw: b.Raw})
 		packed = append(packed, b.Body...)
 	}
 	if len(entries) == 0 {
@@ -142,5 +140,3 @@ func (p *Packs) PutBodies(ctx context.Context, bodies []ChunkBody) (int64, error
 	w, err := p.writePack(ctx, packed, entries)
 	return w.PackBytes + w.IndexBytes, err
 }
-
-func (k Kind) valid() bool { return k >= KindPage && k <= KindChange }

@@ -1,4 +1,4 @@
-package store
+package chunk
 
 import (
 	"fmt"
@@ -9,12 +9,12 @@ import (
 	"github.com/klauspost/compress/zstd"
 )
 
-// codec compresses chunk bodies and decodes and verifies stored ones. It is
+// Codec compresses chunk bodies and decodes and verifies stored ones. It is
 // shared by everything that touches bodies (the Writer, reads, gc's repack,
 // verify, a store server checking what clients send), so that every body is
 // checked against its id the same way, wherever it comes from. Encoders and
 // delta decoders are pooled: a new encoder costs megabytes of tables.
-type codec struct {
+type Codec struct {
 	dec *zstd.Decoder // full bodies; safe for concurrent DecodeAll
 
 	mu        sync.Mutex
@@ -23,19 +23,21 @@ type codec struct {
 }
 
 // maxDecoderMemory bounds what one decode may allocate: a hostile frame
-// cannot claim more (chunks are at most MaxChunkSize).
+// cannot claim more (chunks are at most MaxSize).
 const maxDecoderMemory = 64 << 20
 
-func newCodec() (*codec, error) {
+// NewCodec makes a codec; Close releases it.
+func NewCodec() (*Codec, error) {
 	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithDecoderMaxMemory(maxDecoderMemory))
 	if err != nil {
 		return nil, err
 	}
-	return &codec{dec: dec}, nil
+	return &Codec{dec: dec}, nil
 }
 
-// encoder takes a single-threaded encoder from the pool.
-func (c *codec) encoder() (*zstd.Encoder, error) {
+// Encoder takes a single-threaded encoder from the pool; PutEncoder
+// returns it.
+func (c *Codec) Encoder() (*zstd.Encoder, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if n := len(c.encs); n > 0 {
@@ -46,13 +48,14 @@ func (c *codec) encoder() (*zstd.Encoder, error) {
 	return zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedDefault))
 }
 
-func (c *codec) putEncoder(e *zstd.Encoder) {
+// PutEncoder returns an encoder to the pool.
+func (c *Codec) PutEncoder(e *zstd.Encoder) {
 	c.mu.Lock()
 	c.encs = append(c.encs, e)
 	c.mu.Unlock()
 }
 
-func (c *codec) deltaDecoder() (*zstd.Decoder, error) {
+func (c *Codec) deltaDecoder() (*zstd.Decoder, error) {
 	c.mu.Lock()
 	if n := len(c.deltaDecs); n > 0 {
 		d := c.deltaDecs[n-1]
@@ -64,14 +67,14 @@ func (c *codec) deltaDecoder() (*zstd.Decoder, error) {
 	return zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxDecoderMemory))
 }
 
-func (c *codec) putDeltaDecoder(d *zstd.Decoder) {
+func (c *Codec) putDeltaDecoder(d *zstd.Decoder) {
 	c.mu.Lock()
 	c.deltaDecs = append(c.deltaDecs, d)
 	c.mu.Unlock()
 }
 
-// origin names where a body came from, for messages: its pack, else from.
-func origin(b ChunkBody, from string) string {
+// Origin names where a body came from, for messages: its pack, else from.
+func Origin(b Body, from string) string {
 	if b.Pack != (chunker.ID{}) {
 		return "pack " + b.Pack.String()
 	}
@@ -81,31 +84,31 @@ func origin(b ChunkBody, from string) string {
 	return from
 }
 
-// decode decompresses a full chunk body into dst (reusing its capacity) and
+// Decode decompresses a full chunk body into dst (reusing its capacity) and
 // verifies it against its id. from names the body's origin for messages
-// when it did not come from a pack (see origin).
-func (c *codec) decode(dst []byte, b ChunkBody, from string) ([]byte, error) {
-	if b.Raw > MaxChunkSize {
-		return nil, fmt.Errorf("read chunk %s from %s: %w: size %d exceeds the %d-byte limit; run backup-cli verify", b.ID, origin(b, from), ErrCorrupt, b.Raw, MaxChunkSize)
+// when it did not come from a pack (see Origin).
+func (c *Codec) Decode(dst []byte, b Body, from string) ([]byte, error) {
+	if b.Raw > MaxSize {
+		return nil, fmt.Errorf("read chunk %s from %s: %w: size %d exceeds the %d-byte limit; run backup-cli verify", b.ID, Origin(b, from), ErrCorrupt, b.Raw, MaxSize)
 	}
 	if dst == nil {
 		dst = make([]byte, 0, b.Raw)
 	}
 	data, err := c.dec.DecodeAll(b.Body, dst)
 	if err != nil {
-		return nil, fmt.Errorf("read chunk %s from %s: %w: cannot decompress (%v); run backup-cli verify", b.ID, origin(b, from), ErrCorrupt, err)
+		return nil, fmt.Errorf("read chunk %s from %s: %w: cannot decompress (%v); run backup-cli verify", b.ID, Origin(b, from), ErrCorrupt, err)
 	}
 	if uint32(len(data)) != b.Raw || chunker.Sum(data) != b.ID {
-		return nil, fmt.Errorf("read chunk %s from %s: %w: hash mismatch; run backup-cli verify", b.ID, origin(b, from), ErrCorrupt)
+		return nil, fmt.Errorf("read chunk %s from %s: %w: hash mismatch; run backup-cli verify", b.ID, Origin(b, from), ErrCorrupt)
 	}
 	return data, nil
 }
 
-// decodeDelta decompresses a delta body with its base's full bytes as raw
+// DecodeDelta decompresses a delta body with its base's full bytes as raw
 // dictionary into dst and verifies the result against the chunk's id.
-func (c *codec) decodeDelta(dst []byte, b ChunkBody, base []byte, from string) ([]byte, error) {
-	if b.Raw > MaxChunkSize {
-		return nil, fmt.Errorf("read chunk %s from %s: %w: size %d exceeds the %d-byte limit; run backup-cli verify", b.ID, origin(b, from), ErrCorrupt, b.Raw, MaxChunkSize)
+func (c *Codec) DecodeDelta(dst []byte, b Body, base []byte, from string) ([]byte, error) {
+	if b.Raw > MaxSize {
+		return nil, fmt.Errorf("read chunk %s from %s: %w: size %d exceeds the %d-byte limit; run backup-cli verify", b.ID, Origin(b, from), ErrCorrupt, b.Raw, MaxSize)
 	}
 	dec, err := c.deltaDecoder()
 	if err != nil {
@@ -120,15 +123,16 @@ func (c *codec) decodeDelta(dst []byte, b ChunkBody, base []byte, from string) (
 	}
 	data, err := dec.DecodeAll(b.Body, dst)
 	if err != nil {
-		return nil, fmt.Errorf("read chunk %s (a delta of chunk %s) from %s: %w: cannot decompress (%v); run backup-cli verify", b.ID, b.Base, origin(b, from), ErrCorrupt, err)
+		return nil, fmt.Errorf("read chunk %s (a delta of chunk %s) from %s: %w: cannot decompress (%v); run backup-cli verify", b.ID, b.Base, Origin(b, from), ErrCorrupt, err)
 	}
 	if uint32(len(data)) != b.Raw || chunker.Sum(data) != b.ID {
-		return nil, fmt.Errorf("read chunk %s (a delta of chunk %s) from %s: %w: hash mismatch; run backup-cli verify", b.ID, b.Base, origin(b, from), ErrCorrupt)
+		return nil, fmt.Errorf("read chunk %s (a delta of chunk %s) from %s: %w: hash mismatch; run backup-cli verify", b.ID, b.Base, Origin(b, from), ErrCorrupt)
 	}
 	return data, nil
 }
 
-func (c *codec) close() {
+// Close releases the codec's decoders and pooled encoders.
+func (c *Codec) Close() {
 	c.dec.Close()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -139,4 +143,11 @@ func (c *codec) close() {
 		d.Close()
 	}
 	c.encs, c.deltaDecs = nil, nil
+}
+
+// Decompress decompresses a body into dst (reusing its capacity) without
+// checking it, for verify, which tells why a chunk fails; the decoder's
+// memory is bounded whatever the body claims.
+func (c *Codec) Decompress(dst, body []byte) ([]byte, error) {
+	return c.dec.DecodeAll(body, dst)
 }

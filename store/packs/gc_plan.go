@@ -1,9 +1,11 @@
-package store
+package packs
 
 import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/clnbackup/backup/store/chunk"
 
 	"github.com/clnbackup/backup/chunker"
 )
@@ -59,7 +61,7 @@ type gcRun struct {
 // isLive says whether a copy (entry e of pack) is kept: its chunk is needed
 // (marked, or a delta's base), unless the copy is condemned and the chunk
 // has a fresh full copy elsewhere.
-func (r *gcRun) isLive(e *indexEntry, pack chunker.ID) (live, wasCondemned bool, when time.Time) {
+func (r *gcRun) isLive(e *chunk.Entry, pack chunker.ID) (live, wasCondemned bool, when time.Time) {
 	when, wasCondemned = r.prev.lookup(chunkCopy{e.ID, pack})
 	return r.live.has(e.ID) && !(wasCondemned && r.fresh[e.ID]), wasCondemned, when
 }
@@ -201,7 +203,7 @@ func (g *GCPlan) markLive(ctx context.Context, mark Marker, scan *gcScan) (*live
 // before gc condemns it always finds its base. A dead delta keeps its base
 // until its own pack is repacked or deleted; the next run frees the base.
 // Writers make deltas of full copies only, so bases have no bases.
-func markBases(live *liveSet, bases []uint64, extra []DeltaRef) {
+func markBases(live *liveSet, bases []uint64, extra []chunk.DeltaRef) {
 	for _, k := range bases {
 		live.addKey(k)
 	}
@@ -273,7 +275,7 @@ func (g *GCPlan) sortPacks(ctx context.Context, now time.Time, packs []*packStat
 func (g *GCPlan) judge(ctx context.Context, now time.Time, ps *packState) (packVerdict, error) {
 	var v packVerdict
 	rep := &g.report
-	err := g.walkPackIndex(ctx, ps, func(e *indexEntry) {
+	err := g.walkPackIndex(ctx, ps, func(e *chunk.Entry) {
 		c := chunkCopy{e.ID, ps.id}
 		isLive, wasCondemned, when := g.run.isLive(e, ps.id)
 		if isLive {

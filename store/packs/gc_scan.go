@@ -1,10 +1,12 @@
-package store
+package packs
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/clnbackup/backup/store/chunk"
 
 	"github.com/clnbackup/backup/chunker"
 	"github.com/clnbackup/backup/store/backend"
@@ -16,20 +18,20 @@ import (
 // those kinds are kept, a few per thousand pages.
 type chunkFinder struct {
 	p       *Packs
-	at      map[chunker.ID]ChunkInfo
+	at      map[chunker.ID]chunk.Info
 	scanned map[string]bool
 	// deltas are the delta copies in indexes written since the scan.
-	deltas []DeltaRef
+	deltas []chunk.DeltaRef
 }
 
 func newChunkFinder(p *Packs) *chunkFinder {
-	return &chunkFinder{p: p, at: map[chunker.ID]ChunkInfo{}, scanned: map[string]bool{}}
+	return &chunkFinder{p: p, at: map[chunker.ID]chunk.Info{}, scanned: map[string]bool{}}
 }
 
 // add notes where entry e of pack is, if it is a list or patch chunk.
-func (f *chunkFinder) add(pack chunker.ID, e *indexEntry) {
-	if e.Kind == KindList || e.Kind == KindPatch {
-		f.at[e.ID] = ChunkInfo{Pack: pack, Kind: e.Kind, Offset: e.Offset, Length: e.Length, Raw: e.Raw}
+func (f *chunkFinder) add(pack chunker.ID, e *chunk.Entry) {
+	if e.Kind == chunk.KindList || e.Kind == chunk.KindPatch {
+		f.at[e.ID] = chunk.Info{Pack: pack, Kind: e.Kind, Offset: e.Offset, Length: e.Length, Raw: e.Raw}
 	}
 }
 
@@ -50,17 +52,17 @@ func (f *chunkFinder) get(ctx context.Context, id chunker.ID) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read chunk %s from pack %s: %w", id, info.Pack, err)
 	}
-	return f.p.codec.decode(nil, ChunkBody{ID: id, Kind: info.Kind, Raw: info.Raw, Pack: info.Pack, Body: body}, "")
+	return f.p.codec.Decode(nil, chunk.Body{ID: id, Kind: info.Kind, Raw: info.Raw, Pack: info.Pack, Body: body}, "")
 }
 
 // scanNew reads the index objects written since the scan.
 func (f *chunkFinder) scanNew(ctx context.Context) error {
 	_, err := f.p.eachIndex(ctx, indexVisitor{
 		skip: func(in backend.Info) bool { return f.scanned[in.Name] },
-		entry: func(pack chunker.ID, e *indexEntry) {
+		entry: func(pack chunker.ID, e *chunk.Entry) {
 			f.add(pack, e)
-			if e.delta() {
-				f.deltas = append(f.deltas, DeltaRef{e.ID, e.Base})
+			if e.Delta() {
+				f.deltas = append(f.deltas, chunk.DeltaRef{ID: e.ID, Base: e.Base})
 			}
 		},
 		done: func(in backend.Info, _ chunker.ID, _ int) error {
@@ -99,12 +101,12 @@ func (g *GCPlan) scanPacks(ctx context.Context, now time.Time, grace time.Durati
 	scan = &gcScan{finder: newChunkFinder(p), freshFull: map[chunker.ID]bool{}}
 	indexed := map[chunker.ID]bool{}
 	_, err = p.eachIndex(ctx, indexVisitor{
-		entry: func(pack chunker.ID, e *indexEntry) {
+		entry: func(pack chunker.ID, e *chunk.Entry) {
 			scan.finder.add(pack, e)
-			if e.delta() {
+			if e.Delta() {
 				scan.bases = append(scan.bases, idKey(e.Base))
 			}
-			if !e.delta() && prev.hasID(e.ID) && !prev.has(chunkCopy{e.ID, pack}) {
+			if !e.Delta() && prev.hasID(e.ID) && !prev.has(chunkCopy{e.ID, pack}) {
 				scan.freshFull[e.ID] = true
 			}
 		},
@@ -139,7 +141,7 @@ func (g *GCPlan) scanPacks(ctx context.Context, now time.Time, grace time.Durati
 }
 
 // walkPackIndex reads pack ps's index again and calls fn with each entry.
-func (g *GCPlan) walkPackIndex(ctx context.Context, ps *packState, fn func(e *indexEntry)) error {
+func (g *GCPlan) walkPackIndex(ctx context.Context, ps *packState, fn func(e *chunk.Entry)) error {
 	p := g.p
 	data, err := p.readIndexData(ctx, ps.index)
 	if err != nil {
@@ -153,10 +155,10 @@ func (g *GCPlan) walkPackIndex(ctx context.Context, ps *packState, fn func(e *in
 
 // liveEntries reads pack ps's index again and returns its entries, and
 // which of them the run keeps.
-func (g *GCPlan) liveEntries(ctx context.Context, ps *packState) ([]indexEntry, []bool, error) {
-	var entries []indexEntry
+func (g *GCPlan) liveEntries(ctx context.Context, ps *packState) ([]chunk.Entry, []bool, error) {
+	var entries []chunk.Entry
 	var live []bool
-	err := g.walkPackIndex(ctx, ps, func(e *indexEntry) {
+	err := g.walkPackIndex(ctx, ps, func(e *chunk.Entry) {
 		isLive, _, _ := g.run.isLive(e, ps.id)
 		entries = append(entries, *e)
 		live = append(live, isLive)

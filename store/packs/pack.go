@@ -1,4 +1,4 @@
-package store
+package packs
 
 import (
 	"bytes"
@@ -6,37 +6,10 @@ import (
 	"encoding/binary"
 	"fmt"
 
+	"github.com/clnbackup/backup/store/chunk"
+
 	"github.com/clnbackup/backup/chunker"
 )
-
-// Kind says what a chunk holds; the index records it so that verify and gc
-// can report by kind without reading chunks.
-type Kind uint8
-
-// Chunk kinds.
-const (
-	KindPage   Kind = 1 // a database page
-	KindList   Kind = 2 // a list chunk of page IDs (manifest.EncodeList)
-	KindPatch  Kind = 3 // a patch chunk of page IDs (manifest.EncodePatch)
-	KindChange Kind = 4 // sealed journal records (journal.EncodeChunk)
-)
-
-func (k Kind) String() string {
-	switch k {
-	case KindPage:
-		return "page"
-	case KindList:
-		return "list"
-	case KindPatch:
-		return "patch"
-	case KindChange:
-		return "change"
-	}
-	return fmt.Sprintf("kind(%d)", uint8(k))
-}
-
-// MaxChunkSize bounds one chunk's uncompressed size.
-const MaxChunkSize = 16 << 20
 
 // Pack and index layout (see docs/store-format.md):
 //
@@ -63,26 +36,12 @@ const (
 	maxIndexEntries = 1 << 22
 )
 
-// indexEntry locates one chunk inside a pack.
-type indexEntry struct {
-	ID     chunker.ID
-	Kind   Kind
-	Offset uint32
-	Length uint32 // stored (compressed) length
-	Raw    uint32 // uncompressed length
-	// Base is the chunk the body is a delta against (zero: a full body).
-	Base chunker.ID
-}
-
-// delta reports whether the entry is a delta copy.
-func (e indexEntry) delta() bool { return e.Base != (chunker.ID{}) }
-
 // encodeIndex encodes an index in the given index version (1 cannot hold
 // delta entries: the caller never has any for a version-1 store).
-func encodeIndex(version uint16, pack chunker.ID, entries []indexEntry) []byte {
+func encodeIndex(version uint16, pack chunker.ID, entries []chunk.Entry) []byte {
 	n := indexHeaderLen + len(entries)*indexEntryLen
 	for _, e := range entries {
-		if e.delta() {
+		if e.Delta() {
 			n += chunker.IDSize
 		}
 	}
@@ -94,7 +53,7 @@ func encodeIndex(version uint16, pack chunker.ID, entries []indexEntry) []byte {
 	for _, e := range entries {
 		b = append(b, e.ID[:]...)
 		k := byte(e.Kind)
-		if e.delta() {
+		if e.Delta() {
 			if version < indexVersion2 {
 				panic("store: delta entry in a version-1 index")
 			}
@@ -104,7 +63,7 @@ func encodeIndex(version uint16, pack chunker.ID, entries []indexEntry) []byte {
 		b = binary.BigEndian.AppendUint32(b, e.Offset)
 		b = binary.BigEndian.AppendUint32(b, e.Length)
 		b = binary.BigEndian.AppendUint32(b, e.Raw)
-		if e.delta() {
+		if e.Delta() {
 			b = append(b, e.Base[:]...)
 		}
 	}
@@ -113,9 +72,9 @@ func encodeIndex(version uint16, pack chunker.ID, entries []indexEntry) []byte {
 
 // decodeIndex parses an index. packLen, when not negative, is the size of
 // the pack's data area, and every entry must lie inside it.
-func decodeIndex(b []byte, packLen int64) (chunker.ID, []indexEntry, error) {
-	var entries []indexEntry
-	pack, err := walkIndex(b, packLen, func(n int) { entries = make([]indexEntry, 0, n) }, func(e *indexEntry) { entries = append(entries, *e) })
+func decodeIndex(b []byte, packLen int64) (chunker.ID, []chunk.Entry, error) {
+	var entries []chunk.Entry
+	pack, err := walkIndex(b, packLen, func(n int) { entries = make([]chunk.Entry, 0, n) }, func(e *chunk.Entry) { entries = append(entries, *e) })
 	if err != nil {
 		return pack, nil, err
 	}
@@ -125,7 +84,7 @@ func decodeIndex(b []byte, packLen int64) (chunker.ID, []indexEntry, error) {
 // walkIndex checks and parses an index without holding its entries: count
 // is called with the number of entries, then fn with each (the entry is
 // only valid during the call). On error fn may have seen some entries.
-func walkIndex(b []byte, packLen int64, count func(n int), fn func(e *indexEntry)) (chunker.ID, error) {
+func walkIndex(b []byte, packLen int64, count func(n int), fn func(e *chunk.Entry)) (chunker.ID, error) {
 	var pack chunker.ID
 	if len(b) < indexHeaderLen || string(b[:6]) != indexMagic {
 		return pack, fmt.Errorf("not a pack index")
@@ -143,7 +102,7 @@ func walkIndex(b []byte, packLen int64, count func(n int), fn func(e *indexEntry
 	if count != nil {
 		count(int(n))
 	}
-	var e indexEntry
+	var e chunk.Entry
 	o := indexHeaderLen
 	for i := 0; i < int(n); i++ {
 		if len(b)-o < indexEntryLen {
@@ -151,13 +110,13 @@ func walkIndex(b []byte, packLen int64, count func(n int), fn func(e *indexEntry
 		}
 		copy(e.ID[:], b[o:])
 		k := b[o+chunker.IDSize]
-		e.Kind = Kind(k &^ kindDelta)
+		e.Kind = chunk.Kind(k &^ kindDelta)
 		e.Offset = binary.BigEndian.Uint32(b[o+chunker.IDSize+1:])
 		e.Length = binary.BigEndian.Uint32(b[o+chunker.IDSize+5:])
 		e.Raw = binary.BigEndian.Uint32(b[o+chunker.IDSize+9:])
 		e.Base = chunker.ID{}
 		o += indexEntryLen
-		if e.Kind < KindPage || e.Kind > KindChange || (v == indexVersion1 && k&kindDelta != 0) {
+		if e.Kind < chunk.KindPage || e.Kind > chunk.KindChange || (v == indexVersion1 && k&kindDelta != 0) {
 			return pack, fmt.Errorf("pack index: entry %d: unknown chunk kind %d", i, k)
 		}
 		if k&kindDelta != 0 {
@@ -167,15 +126,15 @@ func walkIndex(b []byte, packLen int64, count func(n int), fn func(e *indexEntry
 			copy(e.Base[:], b[o:])
 			o += chunker.IDSize
 			switch {
-			case e.Kind != KindPage:
+			case e.Kind != chunk.KindPage:
 				return pack, fmt.Errorf("pack index: entry %d: a %s chunk stored as a delta (only pages may be)", i, e.Kind)
-			case !e.delta():
+			case !e.Delta():
 				return pack, fmt.Errorf("pack index: entry %d: delta with a zero base id", i)
 			case e.Base == e.ID:
 				return pack, fmt.Errorf("pack index: entry %d: delta against itself", i)
 			}
 		}
-		if e.Raw > MaxChunkSize {
+		if e.Raw > chunk.MaxSize {
 			return pack, fmt.Errorf("pack index: entry %d: chunk of %d bytes exceeds the limit", i, e.Raw)
 		}
 		if packLen >= 0 && int64(e.Offset)+int64(e.Length) > packLen {
@@ -193,7 +152,7 @@ func walkIndex(b []byte, packLen int64, count func(n int), fn func(e *indexEntry
 // chunk bodies, so a pack can be re-indexed from itself alone. The random
 // nonce makes every pack a new object: a writer that stores chunks again
 // must never find its pack "already there" as a copy gc is deleting.
-func buildPack(version uint16, bodies []byte, entries []indexEntry) []byte {
+func buildPack(version uint16, bodies []byte, entries []chunk.Entry) []byte {
 	idx := encodeIndex(version, chunker.ID{}, entries)
 	pack := make([]byte, 0, len(bodies)+len(idx)+packTrailerLen)
 	pack = append(pack, bodies...)
@@ -208,7 +167,7 @@ func buildPack(version uint16, bodies []byte, entries []indexEntry) []byte {
 }
 
 // parsePackTrailer returns the entries recorded in a whole pack's trailer.
-func parsePackTrailer(pack []byte) ([]indexEntry, error) {
+func parsePackTrailer(pack []byte) ([]chunk.Entry, error) {
 	if len(pack) < packTrailerLen || !bytes.Equal(pack[len(pack)-len(packMagic):], []byte(packMagic)) {
 		return nil, fmt.Errorf("not a pack (bad trailer)")
 	}

@@ -1,4 +1,4 @@
-package store
+package packs
 
 import (
 	"cmp"
@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+
+	"github.com/clnbackup/backup/store/chunk"
 
 	"github.com/clnbackup/backup/chunker"
 	"github.com/clnbackup/backup/store/backend"
@@ -33,20 +35,20 @@ const maxSpanGap, maxSpan = 256 << 10, 4 << 20
 // plan groups the chunks ids (each once; all must have been found by the
 // lookup l) into spans of few large reads, in pack order. With skipDeltas,
 // chunks whose copy is a delta are returned apart instead.
-func (l *Located) plan(ids []chunker.ID, skipDeltas bool) ([]readSpan, []DeltaRef, error) {
+func (l *Located) plan(ids []chunker.ID, skipDeltas bool) ([]readSpan, []chunk.DeltaRef, error) {
 	if l == nil {
 		l = newLocated(nil)
 	}
 	wants := make([]wantChunk, 0, len(ids))
-	var deltas []DeltaRef
+	var deltas []chunk.DeltaRef
 	for _, id := range ids {
 		i := l.find(id)
 		if i < 0 || l.state[i] == locAbsent {
-			return nil, nil, fmt.Errorf("read chunk %s: %w", id, ErrChunkMissing)
+			return nil, nil, fmt.Errorf("read chunk %s: %w", id, chunk.ErrMissing)
 		}
 		loc := l.locs[i]
 		if skipDeltas && loc.base != 0 {
-			deltas = append(deltas, DeltaRef{id, l.bases[loc.base]})
+			deltas = append(deltas, chunk.DeltaRef{ID: id, Base: l.bases[loc.base]})
 			continue
 		}
 		wants = append(wants, wantChunk{id, loc})
@@ -76,9 +78,9 @@ func (l *Located) plan(ids []chunker.ID, skipDeltas bool) ([]readSpan, []DeltaRe
 
 // plan is l.plan, looking the chunks up again if l lacks one (gc may have
 // moved it since l was made).
-func (p *Packs) plan(ctx context.Context, l *Located, ids []chunker.ID, skipDeltas bool) ([]readSpan, []DeltaRef, error) {
+func (p *Packs) plan(ctx context.Context, l *Located, ids []chunker.ID, skipDeltas bool) ([]readSpan, []chunk.DeltaRef, error) {
 	spans, deltas, err := l.plan(ids, skipDeltas)
-	if errors.Is(err, ErrChunkMissing) || l == nil {
+	if errors.Is(err, chunk.ErrMissing) || l == nil {
 		if l, err = p.lookupToRead(ctx, ids); err == nil {
 			spans, deltas, err = l.plan(ids, skipDeltas)
 		}
@@ -88,7 +90,8 @@ func (p *Packs) plan(ctx context.Context, l *Located, ids []chunker.ID, skipDelt
 
 // ReadBodies reads the spans of ids with workers goroutines (see
 // ChunkLayer). With deltasLater, delta copies are not read but returned.
-func (p *Packs) ReadBodies(ctx context.Context, l *Located, ids []chunker.ID, workers int, deltasLater bool, sink BodySink) ([]DeltaRef, error) {
+func (p *Packs) ReadBodies(ctx context.Context, lookup chunk.Lookup, ids []chunker.ID, workers int, deltasLater bool, sink chunk.BodySink) ([]chunk.DeltaRef, error) {
+	l, _ := lookup.(*Located) // another layer's lookup says nothing of packs
 	spans, later, err := p.plan(ctx, l, ids, deltasLater)
 	if err != nil {
 		return nil, err
@@ -126,7 +129,7 @@ feed:
 
 // readSpan hands put the stored body of every chunk of sp. If gc deleted
 // the pack since it was looked up, it reads each chunk where it is now.
-func (p *Packs) readSpan(ctx context.Context, sp readSpan, put func(ChunkBody) error) error {
+func (p *Packs) readSpan(ctx context.Context, sp readSpan, put func(chunk.Body) error) error {
 	raw, err := p.be.Get(ctx, packName(sp.pack), sp.start, sp.end-sp.start)
 	if errors.Is(err, backend.ErrNotFound) {
 		for _, w := range sp.wants {
@@ -145,7 +148,7 @@ func (p *Packs) readSpan(ctx context.Context, sp readSpan, put func(ChunkBody) e
 	}
 	for _, w := range sp.wants {
 		o := int64(w.loc.offset) - sp.start
-		b := ChunkBody{ID: w.id, Kind: w.loc.kind, Raw: w.loc.raw, Base: sp.bases[w.loc.base], Pack: sp.pack, Body: raw[o : o+int64(w.loc.length)]}
+		b := chunk.Body{ID: w.id, Kind: w.loc.kind, Raw: w.loc.raw, Base: sp.bases[w.loc.base], Pack: sp.pack, Body: raw[o : o+int64(w.loc.length)]}
 		if err := put(b); err != nil {
 			return err
 		}
@@ -157,29 +160,29 @@ func (p *Packs) readSpan(ctx context.Context, sp readSpan, put func(ChunkBody) e
 // indexes the chunks it moves before it deletes their old pack, so a fresh
 // lookup finds them, unless gc deleted the pack just after the lookup: then
 // once more.
-func (p *Packs) getBody(ctx context.Context, id chunker.ID) (ChunkBody, error) {
+func (p *Packs) getBody(ctx context.Context, id chunker.ID) (chunk.Body, error) {
 	for try := 0; ; try++ {
 		if p.isIndexed() {
 			if err := p.Refresh(ctx); err != nil {
-				return ChunkBody{}, err
+				return chunk.Body{}, err
 			}
 		}
 		l, err := p.lookupToRead(ctx, []chunker.ID{id})
 		if err != nil {
-			return ChunkBody{}, err
+			return chunk.Body{}, err
 		}
 		loc, ok := l.Locate(id)
 		if !ok {
-			return ChunkBody{}, fmt.Errorf("read chunk %s: %w", id, ErrChunkMissing)
+			return chunk.Body{}, fmt.Errorf("read chunk %s: %w", id, chunk.ErrMissing)
 		}
 		body, err := p.be.Get(ctx, packName(loc.Pack), int64(loc.Offset), int64(loc.Length))
 		if errors.Is(err, backend.ErrNotFound) && try < 3 {
 			continue
 		}
 		if err != nil {
-			return ChunkBody{}, fmt.Errorf("read chunk %s from pack %s: %w", id, loc.Pack, err)
+			return chunk.Body{}, fmt.Errorf("read chunk %s from pack %s: %w", id, loc.Pack, err)
 		}
-		return ChunkBody{ID: id, Kind: loc.Kind, Raw: loc.Raw, Base: loc.Base, Pack: loc.Pack, Body: body}, nil
+		return chunk.Body{ID: id, Kind: loc.Kind, Raw: loc.Raw, Base: loc.Base, Pack: loc.Pack, Body: body}, nil
 	}
 }
 
@@ -195,14 +198,14 @@ func (p *Packs) getDepth(ctx context.Context, id chunker.ID, depth int) ([]byte,
 		return nil, err
 	}
 	if b.Base == (chunker.ID{}) {
-		return p.codec.decode(nil, b, "")
+		return p.codec.Decode(nil, b, "")
 	}
-	if depth >= maxDeltaDepth {
-		return nil, fmt.Errorf("read chunk %s: %w: a chain of more than %d delta copies (base %s); run backup-cli verify", id, ErrCorrupt, maxDeltaDepth, b.Base)
+	if depth >= chunk.MaxDeltaDepth {
+		return nil, fmt.Errorf("read chunk %s: %w: a chain of more than %d delta copies (base %s); run backup-cli verify", id, chunk.ErrCorrupt, chunk.MaxDeltaDepth, b.Base)
 	}
 	base, err := p.getDepth(ctx, b.Base, depth+1)
 	if err != nil {
 		return nil, fmt.Errorf("read chunk %s: its base chunk %s: %w", id, b.Base, err)
 	}
-	return p.codec.decodeDelta(nil, b, base, "")
+	return p.codec.DecodeDelta(nil, b, base, "")
 }

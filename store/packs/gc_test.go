@@ -1,13 +1,13 @@
-package store
+package packs
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/clnbackup/backup/store/chunk"
 
 	"github.com/clnbackup/backup/chunker"
 )
@@ -39,40 +39,11 @@ const (
 	gcTestGrace     = 2 * gcTestWriterAge
 )
 
-// newGCStore is a store with a clock of its own and one pack per chunk
-// group put.
-func newGCStore(t *testing.T) (*Store, *gcClock) {
+// newGCPacks is packs on a clock of their own.
+func newGCPacks(t *testing.T) (*Packs, *gcClock) {
 	t.Helper()
 	clock := &gcClock{t: time.Now()}
-	dir := filepath.Join(t.TempDir(), "store")
-	st, _, err := Create(ctx, "file://"+dir, Options{Now: clock.now, MaxWriterAge: gcTestWriterAge})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st, clock
-}
-
-// putGroup stores n new chunks (seeded by seed) as one pack.
-func putGroup(t *testing.T, st *Store, seed byte, n int) []chunker.ID {
-	t.Helper()
-	w, err := st.NewWriter(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	var ids []chunker.ID
-	for i := range n {
-		id, _, err := w.Put(ctx, KindPage, bytes.Repeat([]byte{seed, byte(i), 3}, 1000))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, id)
-	}
-	if err := w.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return ids
+	return newTestPacks(t, clock.now), clock
 }
 
 // marking is a Marker that marks the chunks of live (read when it runs).
@@ -85,12 +56,12 @@ func marking(live *[]chunker.ID) Marker {
 	}
 }
 
-func gcRunOf(t *testing.T, st *Store, opts GCOptions, mark Marker) GCReport {
+func gcRunOf(t *testing.T, p *Packs, opts GCOptions, mark Marker) GCReport {
 	t.Helper()
 	if opts.Grace == 0 {
 		opts.Grace = gcTestGrace
 	}
-	rep, err := st.packs.GC(ctx, opts, mark)
+	rep, err := p.GC(ctx, opts, mark)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,12 +69,12 @@ func gcRunOf(t *testing.T, st *Store, opts GCOptions, mark Marker) GCReport {
 }
 
 // readable reports which of ids a fresh lookup finds and reads back.
-func readable(t *testing.T, st *Store, ids []chunker.ID) (n int) {
+func readable(t *testing.T, p *Packs, ids []chunker.ID) (n int) {
 	t.Helper()
 	for _, id := range ids {
-		if _, err := st.Get(ctx, id); err == nil {
+		if _, err := p.Get(ctx, id); err == nil {
 			n++
-		} else if !errors.Is(err, ErrChunkMissing) {
+		} else if !errors.Is(err, chunk.ErrMissing) {
 			t.Fatalf("read %s: %v", id.Short(), err)
 		}
 	}
@@ -129,35 +100,35 @@ func TestGCPlanExecute(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			st, clock := newGCStore(t)
-			a, b := putGroup(t, st, 1, 10), putGroup(t, st, 2, 10)
+			p, clock := newGCPacks(t)
+			a, b := putPack(t, p, 1, 10), putPack(t, p, 2, 10)
 			live := append(append([]chunker.ID(nil), a[:tc.liveA]...), b[:tc.liveB]...)
 			mark := marking(&live)
 			// Young packs are not touched.
-			if r := gcRunOf(t, st, GCOptions{}, mark); r.YoungChunks != 20-len(live) || r.NewlyCondemned != 0 {
+			if r := gcRunOf(t, p, GCOptions{}, mark); r.YoungChunks != 20-len(live) || r.NewlyCondemned != 0 {
 				t.Fatalf("young run: %+v", r)
 			}
 			clock.advance(gcTestGrace + time.Second)
 			// Run 1 condemns the dead chunks and deletes nothing.
-			r1 := gcRunOf(t, st, GCOptions{}, mark)
+			r1 := gcRunOf(t, p, GCOptions{}, mark)
 			if r1.NewlyCondemned != 20-len(live) || r1.DeletedPacks+r1.RepackedPacks != 0 || r1.LiveChunks != len(live) {
 				t.Fatalf("condemning run: %+v", r1)
 			}
-			if readable(t, st, a) != 10 || readable(t, st, b) != 10 {
+			if readable(t, p, a) != 10 || readable(t, p, b) != 10 {
 				t.Fatal("a condemned chunk was deleted before its grace period")
 			}
 			clock.advance(gcTestGrace + time.Second)
-			r2 := gcRunOf(t, st, GCOptions{}, mark)
+			r2 := gcRunOf(t, p, GCOptions{}, mark)
 			// Packs whose chunks are all live need no grace period to be
 			// consolidated: the first run past their youth does it.
 			if r2.DeletedPacks != tc.deletedPacks || r2.RepackedPacks != tc.repackedPacks || r1.ConsolidatedPacks+r2.ConsolidatedPacks != tc.consolidated {
 				t.Fatalf("deleting run: %+v", r2)
 			}
-			if ra, rb := readable(t, st, a), readable(t, st, b); ra != tc.readableA || rb != tc.readableB {
+			if ra, rb := readable(t, p, a), readable(t, p, b); ra != tc.readableA || rb != tc.readableB {
 				t.Fatalf("readable after gc: %d of A, %d of B; want %d, %d", ra, rb, tc.readableA, tc.readableB)
 			}
 			for _, id := range live {
-				if _, err := st.Get(ctx, id); err != nil {
+				if _, err := p.Get(ctx, id); err != nil {
 					t.Fatalf("live chunk %s: %v", id.Short(), err)
 				}
 			}
@@ -169,21 +140,21 @@ func TestGCPlanExecute(t *testing.T) {
 // period ends (a writer reused it and committed) is rescued.
 func TestGCRescue(t *testing.T) {
 	t.Parallel()
-	st, clock := newGCStore(t)
-	ids := putGroup(t, st, 5, 10)
+	p, clock := newGCPacks(t)
+	ids := putPack(t, p, 5, 10)
 	var live []chunker.ID
 	mark := marking(&live)
 	clock.advance(gcTestGrace + time.Second)
-	if r := gcRunOf(t, st, GCOptions{}, mark); r.NewlyCondemned != 10 {
+	if r := gcRunOf(t, p, GCOptions{}, mark); r.NewlyCondemned != 10 {
 		t.Fatalf("condemning run: %+v", r)
 	}
 	live = ids[:4]
 	clock.advance(gcTestGrace + time.Second)
-	r := gcRunOf(t, st, GCOptions{}, mark)
+	r := gcRunOf(t, p, GCOptions{}, mark)
 	if r.RescuedChunks != 4 || r.RepackedPacks != 1 {
 		t.Fatalf("rescuing run: %+v", r)
 	}
-	if n := readable(t, st, ids); n != 4 {
+	if n := readable(t, p, ids); n != 4 {
 		t.Fatalf("%d chunks readable after the rescue, want 4", n)
 	}
 }
@@ -192,11 +163,11 @@ func TestGCRescue(t *testing.T) {
 // lock, writes nothing, and cannot be executed.
 func TestGCDryRunPlan(t *testing.T) {
 	t.Parallel()
-	st, clock := newGCStore(t)
-	ids := putGroup(t, st, 7, 10)
+	p, clock := newGCPacks(t)
+	ids := putPack(t, p, 7, 10)
 	var live []chunker.ID
 	clock.advance(gcTestGrace + time.Second)
-	plan, err := st.packs.PlanGC(ctx, GCOptions{Grace: gcTestGrace, DryRun: true}, marking(&live))
+	plan, err := p.PlanGC(ctx, GCOptions{Grace: gcTestGrace, DryRun: true}, marking(&live))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,11 +178,11 @@ func TestGCDryRunPlan(t *testing.T) {
 	if _, err := plan.Execute(ctx); err == nil {
 		t.Fatal("a dry run's plan was executed")
 	}
-	if set, name, err := newestCondemned(ctx, st.be); err != nil || name != "" || set.len() != 0 {
+	if set, name, err := newestCondemned(ctx, p.be); err != nil || name != "" || set.len() != 0 {
 		t.Fatalf("a dry run wrote a condemned record: %q %v", name, err)
 	}
 	// A real plan can be made meanwhile: the dry run holds no lock.
-	real, err := st.packs.PlanGC(ctx, GCOptions{Grace: gcTestGrace}, marking(&live))
+	real, err := p.PlanGC(ctx, GCOptions{Grace: gcTestGrace}, marking(&live))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +190,7 @@ func TestGCDryRunPlan(t *testing.T) {
 		t.Fatal(err)
 	}
 	real.Close()
-	if n := readable(t, st, ids); n != 10 {
+	if n := readable(t, p, ids); n != 10 {
 		t.Fatalf("condemning run deleted chunks: %d readable", n)
 	}
 }
@@ -228,18 +199,18 @@ func TestGCDryRunPlan(t *testing.T) {
 // written, and the lock is released.
 func TestGCMarkerError(t *testing.T) {
 	t.Parallel()
-	st, clock := newGCStore(t)
-	putGroup(t, st, 9, 3)
+	p, clock := newGCPacks(t)
+	putPack(t, p, 9, 3)
 	clock.advance(gcTestGrace + time.Second)
 	boom := errors.New("damaged manifest")
 	failing := func(context.Context, func(context.Context, chunker.ID) ([]byte, error), func(chunker.ID)) (MarkCount, error) {
 		return MarkCount{}, boom
 	}
-	if _, err := st.packs.GC(ctx, GCOptions{Grace: gcTestGrace}, failing); !errors.Is(err, boom) {
+	if _, err := p.GC(ctx, GCOptions{Grace: gcTestGrace}, failing); !errors.Is(err, boom) {
 		t.Fatalf("gc with a failing marker: %v", err)
 	}
 	var none []chunker.ID
-	if r := gcRunOf(t, st, GCOptions{}, marking(&none)); r.NewlyCondemned != 3 {
+	if r := gcRunOf(t, p, GCOptions{}, marking(&none)); r.NewlyCondemned != 3 {
 		t.Fatalf("run after a failed one: %+v", r)
 	}
 }
@@ -248,17 +219,17 @@ func TestGCMarkerError(t *testing.T) {
 // is closed one can.
 func TestGCLock(t *testing.T) {
 	t.Parallel()
-	st, _ := newGCStore(t)
+	p, _ := newGCPacks(t)
 	var none []chunker.ID
-	plan, err := st.packs.PlanGC(ctx, GCOptions{Grace: gcTestGrace}, marking(&none))
+	plan, err := p.PlanGC(ctx, GCOptions{Grace: gcTestGrace}, marking(&none))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.packs.PlanGC(ctx, GCOptions{Grace: gcTestGrace}, marking(&none)); err == nil {
+	if _, err := p.PlanGC(ctx, GCOptions{Grace: gcTestGrace}, marking(&none)); err == nil {
 		t.Fatal("two gc runs planned at once")
 	}
 	plan.Close()
-	again, err := st.packs.PlanGC(ctx, GCOptions{Grace: gcTestGrace}, marking(&none))
+	again, err := p.PlanGC(ctx, GCOptions{Grace: gcTestGrace}, marking(&none))
 	if err != nil {
 		t.Fatalf("plan after the lock was released: %v", err)
 	}

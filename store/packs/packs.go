@@ -1,4 +1,10 @@
-package store
+// Package packs is the chunk layer over a backend.Backend: chunks in packs
+// of a few MiB, each with an index object, looked up, read and written in
+// bulk; and the store-wide maintenance only a client that sees every pack
+// can run: gc's sweep (with the live chunks handed in by a Marker) and the
+// verification of packs and indexes. It knows nothing of nodes or
+// manifests.
+package packs
 
 import (
 	"context"
@@ -6,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/clnbackup/backup/store/chunk"
 
 	"github.com/clnbackup/backup/chunker"
 	"github.com/clnbackup/backup/store/backend"
@@ -23,7 +31,7 @@ import (
 // operation, not the store.
 type Packs struct {
 	be           backend.Backend
-	codec        *codec
+	codec        *chunk.Codec
 	indexVersion uint16
 	packSize     int
 	now          func() time.Time
@@ -67,12 +75,29 @@ type location struct {
 	raw    uint32
 	// base is the delta copy's base (index into the bases table; 0: full).
 	base uint32
-	kind Kind
+	kind chunk.Kind
 }
 
-func newPacks(be backend.Backend, cfg Config, c *codec, now func() time.Time, maxWriterAge time.Duration) *Packs {
-	p := &Packs{be: be, codec: c, indexVersion: indexVersion1, packSize: cfg.Params.PackSize, now: now, maxWriterAge: maxWriterAge}
-	if cfg.Version >= 2 {
+// Options are what Packs need to know of their store.
+type Options struct {
+	// StoreVersion is the store's format version: version 2 stores take
+	// delta copies (index format 2).
+	StoreVersion int
+	// PackSize is the size at which a pack is closed.
+	PackSize int
+	// Codec decodes and verifies bodies.
+	Codec *chunk.Codec
+	// Now is the store's clock.
+	Now func() time.Time
+	// MaxWriterAge is how long writers may rely on what they found (gc's
+	// grace period must be at least twice that).
+	MaxWriterAge time.Duration
+}
+
+// New returns the packs of the store kept by be.
+func New(be backend.Backend, o Options) *Packs {
+	p := &Packs{be: be, codec: o.Codec, indexVersion: indexVersion1, packSize: o.PackSize, now: o.Now, maxWriterAge: o.MaxWriterAge}
+	if o.StoreVersion >= 2 {
 		p.indexVersion = indexVersion2
 	}
 	p.resetIndex()
@@ -130,7 +155,7 @@ func (p *Packs) Refresh(ctx context.Context) error {
 	}
 	for pass := 0; ; pass++ {
 		present := map[string]bool{}
-		var entries []indexEntry
+		var entries []chunk.Entry
 		_, err := p.eachIndex(ctx, indexVisitor{
 			skip: func(in backend.Info) bool {
 				present[in.Name] = true
@@ -138,7 +163,7 @@ func (p *Packs) Refresh(ctx context.Context) error {
 				defer p.mu.RUnlock()
 				return p.loaded[in.Name]
 			},
-			entry: func(_ chunker.ID, e *indexEntry) { entries = append(entries, *e) },
+			entry: func(_ chunker.ID, e *chunk.Entry) { entries = append(entries, *e) },
 			done: func(in backend.Info, pack chunker.ID, _ int) error {
 				p.addIndex(in.Name, pack, entries)
 				entries = entries[:0]
@@ -166,7 +191,7 @@ func (p *Packs) Refresh(ctx context.Context) error {
 	}
 }
 
-func (p *Packs) addIndex(name string, pack chunker.ID, entries []indexEntry) {
+func (p *Packs) addIndex(name string, pack chunker.ID, entries []chunk.Entry) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.loaded[name] {
@@ -181,12 +206,12 @@ func (p *Packs) addIndex(name string, pack chunker.ID, entries []indexEntry) {
 			// a delta copy (reads prefer full copies).
 			oldCondemned := p.condemned.has(chunkCopy{e.ID, p.packs[old.pack]})
 			newCondemned := p.condemned.has(chunkCopy{e.ID, pack})
-			if !preferCopy(oldCondemned, old.base != 0, newCondemned, e.delta()) {
+			if !preferCopy(oldCondemned, old.base != 0, newCondemned, e.Delta()) {
 				continue
 			}
 		}
 		var base uint32
-		if e.delta() {
+		if e.Delta() {
 			base = number(&p.bases, p.baseNo, e.Base)
 		}
 		p.chunks[e.ID] = location{pack: no, offset: e.Offset, length: e.Length, raw: e.Raw, kind: e.Kind, base: base}
@@ -207,32 +232,21 @@ func (p *Packs) Has(id chunker.ID) bool {
 	return !p.condemned.has(chunkCopy{id, p.packs[loc.pack]})
 }
 
-// ChunkInfo describes where a stored chunk is.
-type ChunkInfo struct {
-	Pack   chunker.ID
-	Kind   Kind
-	Offset uint32
-	Length uint32 // stored bytes
-	Raw    uint32 // uncompressed bytes
-	// Base is the chunk this copy is a delta against (zero: a full copy).
-	Base chunker.ID
-}
-
 // Locate returns where the loaded index (LoadIndex) says a chunk is stored;
 // without the loaded index it knows nothing: use Lookup.
-func (p *Packs) Locate(id chunker.ID) (ChunkInfo, bool) {
+func (p *Packs) Locate(id chunker.ID) (chunk.Info, bool) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	l, ok := p.chunks[id]
 	if !ok {
-		return ChunkInfo{}, false
+		return chunk.Info{}, false
 	}
 	return p.info(l), true
 }
 
 // info describes a location; p.mu must be held.
-func (p *Packs) info(l location) ChunkInfo {
-	return ChunkInfo{Pack: p.packs[l.pack], Kind: l.kind, Offset: l.offset, Length: l.length, Raw: l.raw, Base: p.bases[l.base]}
+func (p *Packs) info(l location) chunk.Info {
+	return chunk.Info{Pack: p.packs[l.pack], Kind: l.kind, Offset: l.offset, Length: l.length, Raw: l.raw, Base: p.bases[l.base]}
 }
 
 // ChunkCount is the number of distinct chunks in the loaded index.

@@ -1,4 +1,4 @@
-package store
+package packs
 
 import (
 	"bytes"
@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/clnbackup/backup/store/chunk"
 
 	"github.com/clnbackup/backup/chunker"
 	"github.com/clnbackup/backup/store/backend"
@@ -92,19 +94,19 @@ func (l *Located) Has(id chunker.ID) bool {
 }
 
 // Locate returns where id is stored (any copy found, condemned or not).
-func (l *Located) Locate(id chunker.ID) (ChunkInfo, bool) {
+func (l *Located) Locate(id chunker.ID) (chunk.Info, bool) {
 	if l == nil {
-		return ChunkInfo{}, false
+		return chunk.Info{}, false
 	}
 	i := l.find(id)
 	if i < 0 || l.state[i] == locAbsent {
-		return ChunkInfo{}, false
+		return chunk.Info{}, false
 	}
 	return l.info(l.locs[i]), true
 }
 
-func (l *Located) info(loc location) ChunkInfo {
-	return ChunkInfo{Pack: l.packs[loc.pack], Kind: loc.kind, Offset: loc.offset, Length: loc.length, Raw: loc.raw, Base: l.bases[loc.base]}
+func (l *Located) info(loc location) chunk.Info {
+	return chunk.Info{Pack: l.packs[loc.pack], Kind: loc.kind, Offset: loc.offset, Length: loc.length, Raw: loc.raw, Base: l.bases[loc.base]}
 }
 
 // missing returns the ids looked up and not found.
@@ -120,16 +122,16 @@ func (l *Located) missing() []chunker.ID {
 
 // set records a copy of chunk i (in pack, described by e) unless the copy
 // already recorded is to be preferred.
-func (l *Located) set(i int, pack chunker.ID, e *indexEntry, condemned bool) {
+func (l *Located) set(i int, pack chunker.ID, e *chunk.Entry, condemned bool) {
 	if l.state[i] != locAbsent {
 		oldCondemned := l.state[i] == locCondemned
-		if !preferCopy(oldCondemned, l.locs[i].base != 0, condemned, e.delta()) {
+		if !preferCopy(oldCondemned, l.locs[i].base != 0, condemned, e.Delta()) {
 			return
 		}
 	}
 	no := number(&l.packs, l.packNo, pack)
 	var base uint32
-	if e.delta() {
+	if e.Delta() {
 		base = number(&l.bases, l.baseNo, e.Base)
 	}
 	l.locs[i] = location{pack: no, offset: e.Offset, length: e.Length, raw: e.Raw, kind: e.Kind, base: base}
@@ -152,9 +154,9 @@ func number(ids *[]chunker.ID, no map[chunker.ID]uint32, id chunker.ID) uint32 {
 	return n
 }
 
-// stored records copies a writer has just made durable (for the chunks
+// Stored records copies a writer has just made durable (for the chunks
 // that were looked up), so that later Has calls see them.
-func (l *Located) stored(pack chunker.ID, entries []indexEntry) {
+func (l *Located) Stored(pack chunker.ID, entries []chunk.Entry) {
 	for k := range entries {
 		if i := l.find(entries[k].ID); i >= 0 {
 			l.set(i, pack, &entries[k], false)
@@ -176,7 +178,12 @@ func preferCopy(oldCondemned, oldDelta, newCondemned, newDelta bool) bool {
 // (LoadIndex; a store server) it answers from memory; otherwise it reads
 // every index object once and keeps the entries of ids only. Chunks not in
 // the store are reported absent, not as an error.
-func (p *Packs) Lookup(ctx context.Context, ids []chunker.ID) (*Located, error) {
+func (p *Packs) Lookup(ctx context.Context, ids []chunker.ID) (chunk.Lookup, error) {
+	return p.lookup(ctx, ids)
+}
+
+// lookup is Lookup, for those who plan reads from it.
+func (p *Packs) lookup(ctx context.Context, ids []chunker.ID) (*Located, error) {
 	l := newLocated(ids)
 	if len(l.ids) == 0 {
 		return l, nil
@@ -214,7 +221,7 @@ func (p *Packs) Lookup(ctx context.Context, ids []chunker.ID) (*Located, error) 
 // is read, its new index written after the listing passed.
 func (p *Packs) lookupToRead(ctx context.Context, ids []chunker.ID) (*Located, error) {
 	for try := 0; ; try++ {
-		l, err := p.Lookup(ctx, ids)
+		l, err := p.lookup(ctx, ids)
 		if err != nil || try == 2 || len(l.missing()) == 0 {
 			return l, err
 		}
@@ -234,7 +241,7 @@ func (p *Packs) fillFromIndex(l *Located) bool {
 			continue
 		}
 		info := p.info(loc)
-		e := indexEntry{ID: id, Kind: info.Kind, Offset: info.Offset, Length: info.Length, Raw: info.Raw, Base: info.Base}
+		e := chunk.Entry{ID: id, Kind: info.Kind, Offset: info.Offset, Length: info.Length, Raw: info.Raw, Base: info.Base}
 		l.state[i] = locAbsent
 		l.set(i, info.Pack, &e, p.condemned.has(chunkCopy{id, info.Pack}))
 	}
@@ -248,7 +255,7 @@ func (p *Packs) scanIndexes(ctx context.Context, l *Located) (vanished bool, err
 	p.mu.RLock()
 	cond := p.condemned
 	p.mu.RUnlock()
-	return p.walkIndexes(ctx, func(pack chunker.ID, e *indexEntry) {
+	return p.walkIndexes(ctx, func(pack chunker.ID, e *chunk.Entry) {
 		if i := l.find(e.ID); i >= 0 {
 			l.set(i, pack, e, len(cond) > 0 && cond.has(chunkCopy{e.ID, pack}))
 		}
@@ -257,7 +264,7 @@ func (p *Packs) scanIndexes(ctx context.Context, l *Located) (vanished bool, err
 
 // walkIndexes reads every index object and calls fn with each entry and
 // its pack (see eachIndex for vanished).
-func (p *Packs) walkIndexes(ctx context.Context, fn func(pack chunker.ID, e *indexEntry)) (vanished bool, err error) {
+func (p *Packs) walkIndexes(ctx context.Context, fn func(pack chunker.ID, e *chunk.Entry)) (vanished bool, err error) {
 	return p.eachIndex(ctx, indexVisitor{entry: fn})
 }
 
@@ -267,7 +274,7 @@ func (p *Packs) walkIndexes(ctx context.Context, fn func(pack chunker.ID, e *ind
 // object once its entries are seen.
 type indexVisitor struct {
 	skip  func(in backend.Info) bool
-	entry func(pack chunker.ID, e *indexEntry)
+	entry func(pack chunker.ID, e *chunk.Entry)
 	done  func(in backend.Info, pack chunker.ID, entries int) error
 }
 
@@ -294,7 +301,7 @@ func (p *Packs) eachIndex(ctx context.Context, v indexVisitor) (vanished bool, e
 		}
 		var pack chunker.ID
 		n := 0
-		_, err = walkIndex(data, -1, func(count int) { pack, n = packOf(data), count }, func(e *indexEntry) { v.entry(pack, e) })
+		_, err = walkIndex(data, -1, func(count int) { pack, n = packOf(data), count }, func(e *chunk.Entry) { v.entry(pack, e) })
 		if err != nil {
 			return fmt.Errorf("index %s: %w", in.Name, err)
 		}
@@ -374,7 +381,7 @@ func (p *Packs) CountChunks(ctx context.Context) (int, error) {
 		return p.ChunkCount(), nil
 	}
 	seen := &liveSet{}
-	_, err := p.walkIndexes(ctx, func(_ chunker.ID, e *indexEntry) { seen.add(e.ID) })
+	_, err := p.walkIndexes(ctx, func(_ chunker.ID, e *chunk.Entry) { seen.add(e.ID) })
 	if err != nil {
 		return 0, fmt.Errorf("count the chunks of store %s: %w", p.be.Location(), err)
 	}

@@ -1,4 +1,4 @@
-package store
+package packs
 
 import (
 	"bytes"
@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/clnbackup/backup/store/chunk"
 
 	"github.com/clnbackup/backup/chunker"
 	"github.com/clnbackup/backup/store/backend"
@@ -156,7 +158,7 @@ func (c *indexCheck) check(ctx context.Context, name string) {
 			return // gc deleted the index, then the pack
 		}
 		prob := c.problem(packName(pack), "pack is missing; its index %s names %d chunks", name, len(entries))
-		prob.Chunks = entryIDs(entries, func(indexEntry) bool { return true })
+		prob.Chunks = entryIDs(entries, func(chunk.Entry) bool { return true })
 		return
 	}
 	var end int64
@@ -167,7 +169,7 @@ func (c *indexCheck) check(ctx context.Context, name string) {
 	switch {
 	case size < want:
 		prob := c.problem(packName(pack), "pack is %d bytes but its index %s describes %d: truncated", size, name, want)
-		prob.Chunks = entryIDs(entries, func(e indexEntry) bool { return int64(e.Offset)+int64(e.Length) > size })
+		prob.Chunks = entryIDs(entries, func(e chunk.Entry) bool { return int64(e.Offset)+int64(e.Length) > size })
 		if len(prob.Chunks) > 0 {
 			prob.Problem += fmt.Sprintf(", %d chunks lost", len(prob.Chunks))
 		}
@@ -182,16 +184,16 @@ func (c *indexCheck) check(ctx context.Context, name string) {
 // broken. p.mu must be held.
 func (c *indexCheck) orphanedDeltas() {
 	p := c.p
-	orphaned := map[uint32][]DeltaRef{}
+	orphaned := map[uint32][]chunk.DeltaRef{}
 	for id, loc := range p.chunks {
 		if loc.base != 0 {
 			if _, ok := p.chunks[p.bases[loc.base]]; !ok {
-				orphaned[loc.pack] = append(orphaned[loc.pack], DeltaRef{id, p.bases[loc.base]})
+				orphaned[loc.pack] = append(orphaned[loc.pack], chunk.DeltaRef{ID: id, Base: p.bases[loc.base]})
 			}
 		}
 	}
 	for no, ds := range orphaned {
-		slices.SortFunc(ds, func(a, b DeltaRef) int { return bytes.Compare(a.ID[:], b.ID[:]) })
+		slices.SortFunc(ds, func(a, b chunk.DeltaRef) int { return bytes.Compare(a.ID[:], b.ID[:]) })
 		prob := c.problem(packName(p.packs[no]), "%d chunks are stored as deltas of base chunks that are in no sound index (e.g. chunk %s, base %s): they cannot be read", len(ds), ds[0].ID, ds[0].Base)
 		for _, d := range ds {
 			prob.Chunks = append(prob.Chunks, d.ID)
@@ -199,7 +201,7 @@ func (c *indexCheck) orphanedDeltas() {
 	}
 }
 
-func entryIDs(entries []indexEntry, keep func(indexEntry) bool) []chunker.ID {
+func entryIDs(entries []chunk.Entry, keep func(chunk.Entry) bool) []chunker.ID {
 	var ids []chunker.ID
 	for _, e := range entries {
 		if keep(e) {
@@ -446,13 +448,13 @@ func (c *packCheck) unreadable(err error) *VerifyProblem {
 }
 
 // chunk decodes entry e of the pack data and checks it against its id.
-func (c *packCheck) chunk(data []byte, e indexEntry) {
+func (c *packCheck) chunk(data []byte, e chunk.Entry) {
 	end := int64(e.Offset) + int64(e.Length)
 	if end > int64(len(data)) {
 		c.fail(e.ID, "lies beyond the end of the pack")
 		return
 	}
-	if e.delta() {
+	if e.Delta() {
 		// Decoded with its base (read, and verified, the ordinary way);
 		// verify reports a delta whose base is lost.
 		base, err := c.p.Get(c.ctx, e.Base)
@@ -460,7 +462,7 @@ func (c *packCheck) chunk(data []byte, e indexEntry) {
 			c.fail(e.ID, "is stored as a delta of chunk %s, which cannot be read (%v)", e.Base, err)
 			return
 		}
-		out, err := c.p.codec.decodeDelta(c.buf[:0], ChunkBody{ID: e.ID, Kind: e.Kind, Raw: e.Raw, Base: e.Base, Body: data[e.Offset:end]}, base, c.name)
+		out, err := c.p.codec.DecodeDelta(c.buf[:0], chunk.Body{ID: e.ID, Kind: e.Kind, Raw: e.Raw, Base: e.Base, Body: data[e.Offset:end]}, base, c.name)
 		if err != nil {
 			c.fail(e.ID, "delta against chunk %s does not decode to its content (%v)", e.Base, err)
 			return
@@ -468,7 +470,7 @@ func (c *packCheck) chunk(data []byte, e indexEntry) {
 		c.buf = out
 		return
 	}
-	out, err := c.p.codec.dec.DecodeAll(data[e.Offset:end], c.buf[:0])
+	out, err := c.p.codec.Decompress(c.buf[:0], data[e.Offset:end])
 	switch {
 	case err != nil:
 		c.fail(e.ID, "cannot be decompressed (%v)", err)
@@ -508,20 +510,20 @@ func (c *packCheck) problem(hashOK bool, notes []string, chunks int) *VerifyProb
 
 // indexedIn lists the loaded index's entries that point into pack no (a
 // scan of the whole index: only for packs found damaged).
-func (p *Packs) indexedIn(no uint32) []indexEntry {
+func (p *Packs) indexedIn(no uint32) []chunk.Entry {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	var out []indexEntry
+	var out []chunk.Entry
 	for id, loc := range p.chunks {
 		if loc.pack == no {
-			out = append(out, indexEntry{ID: id, Kind: loc.kind, Offset: loc.offset, Length: loc.length, Raw: loc.raw, Base: p.bases[loc.base]})
+			out = append(out, chunk.Entry{ID: id, Kind: loc.kind, Offset: loc.offset, Length: loc.length, Raw: loc.raw, Base: p.bases[loc.base]})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Offset < out[j].Offset })
 	return out
 }
 
-func containsID(entries []indexEntry, id chunker.ID) bool {
+func containsID(entries []chunk.Entry, id chunker.ID) bool {
 	for _, e := range entries {
 		if e.ID == id {
 			return true
