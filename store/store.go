@@ -1,11 +1,13 @@
 // Package store is the content-addressed, deduplicating store that holds the
 // backups of many nodes. Chunks (database pages, list chunks, sealed changes)
-// are named by the BLAKE3-256 of their bytes, zstd-compressed and written in
-// packs of a few MiB, each with an index object written before any manifest
-// that needs it. A chunk already in the store is never written again, and every
-// read re-hashes what it fetched. Per-node objects (node records, manifests,
-// the journal) live under nodes/<name>/. The layout is in docs/store-format.md;
-// this package is the one place that knows it.
+// are named by the BLAKE3-256 of their bytes and kept zstd-compressed by a
+// chunk layer (store/packs, or a store server's); a chunk already in the
+// store is never written again, and every read re-hashes what it fetched.
+// This package knows the per-node objects (node records, manifests, leases
+// under nodes/<name>/; docs/store-format.md), writes chunks and commits the
+// manifests that name them (Writer), and reads chunks back, through three
+// seams: objects (backend.Backend), chunks (chunk.Layer) and journals
+// (Journals), each with its implementations side by side.
 package store
 
 import (
