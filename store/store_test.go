@@ -231,12 +231,13 @@ func TestLookup(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer full.Close()
-	if err := full.packs.LoadIndex(ctx); err != nil {
+	index, err := full.packs.LoadIndex(ctx)
+	if err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range ids {
 		got, ok := l.Locate(id)
-		want, _ := full.packs.Locate(id)
+		want, _ := index.Locate(id)
 		if !ok || !l.Has(id) || got != want {
 			t.Fatalf("chunk %s: lookup says %+v (%v), index says %+v", id.Short(), got, ok, want)
 		}
@@ -266,11 +267,12 @@ func TestCountChunks(t *testing.T) {
 	}
 	full, _ := Open(ctx, "file://"+dir, Options{})
 	defer full.Close()
-	if err := full.packs.LoadIndex(ctx); err != nil {
+	index, err := full.packs.LoadIndex(ctx)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if n, err := full.packs.CountChunks(ctx); err != nil || n != full.packs.ChunkCount() || n != 40 {
-		t.Fatalf("count with the index loaded: %d, %v (index: %d)", n, err, full.packs.ChunkCount())
+	if n, err := full.packs.CountChunks(ctx); err != nil || n != index.Len() || n != 40 {
+		t.Fatalf("count with the index loaded: %d, %v (index: %d)", n, err, index.Len())
 	}
 }
 

@@ -149,10 +149,11 @@ func storeContent(ctx context.Context, dir string, by map[string]usage) (content
 	if err != nil {
 		return c, err
 	}
-	if err := packs.LoadIndex(ctx); err != nil {
+	index, err := packs.LoadIndex(ctx)
+	if err != nil {
 		return c, err
 	}
-	c.IndexedChunks = packs.ChunkCount()
+	c.IndexedChunks = index.Len()
 	var packsApparent int64
 	err = filepath.WalkDir(filepath.Join(dir, "packs"), func(p string, d os.DirEntry, err error) error {
 		if err != nil || !d.Type().IsRegular() {
@@ -169,7 +170,7 @@ func storeContent(ctx context.Context, dir string, by map[string]usage) (content
 		packsApparent += size
 		c.PackTrailers += trailer
 		for _, e := range entries {
-			info, ok := packs.Locate(e.id)
+			info, ok := index.Locate(e.id)
 			switch {
 			case !ok || info.Pack != pack:
 				c.Dead.add(e)

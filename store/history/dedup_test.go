@@ -76,7 +76,7 @@ const (
 // before: what the store gained, read from the store itself.
 func newChunks(t testing.TB, st *store.Store, before map[string]bool) map[chunk.Kind]int {
 	t.Helper()
-	if err := packsOf(t, st).LoadIndex(ctx); err != nil {
+	if _, err := packsOf(t, st).LoadIndex(ctx); err != nil {
 		t.Fatal(err)
 	}
 	kinds := map[chunk.Kind]int{}
@@ -100,7 +100,7 @@ func newChunks(t testing.TB, st *store.Store, before map[string]bool) map[chunk.
 				o += 32
 			}
 			o += indexEntryLen
-			ci, ok := packsOf(t, st).Locate(id)
+			ci, ok := indexOf(t, st).Locate(id)
 			if !ok {
 				t.Fatalf("chunk %s of index %s is not located", id.Short(), name)
 			}

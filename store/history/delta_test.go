@@ -240,11 +240,11 @@ func TestGCKeepsDeltaBases(t *testing.T) {
 				}
 			}
 			basePack := map[chunker.ID]chunker.ID{}
-			if err := packsOf(t, st).LoadIndex(ctx); err != nil {
+			if _, err := packsOf(t, st).LoadIndex(ctx); err != nil {
 				t.Fatal(err)
 			}
 			for _, base := range deltas {
-				info, _ := packsOf(t, st).Locate(base)
+				info, _ := indexOf(t, st).Locate(base)
 				basePack[base] = info.Pack
 			}
 			var rewritten int
@@ -261,11 +261,11 @@ func TestGCKeepsDeltaBases(t *testing.T) {
 				}
 				// A fresh reader: every base is stored, uncondemned.
 				st2 := openWithClock(t, url, clock)
-				if err := packsOf(t, st2).LoadIndex(ctx); err != nil {
+				if _, err := packsOf(t, st2).LoadIndex(ctx); err != nil {
 					t.Fatal(err)
 				}
 				for id, base := range deltas {
-					if !packsOf(t, st2).Has(base) {
+					if !indexOf(t, st2).Has(base) {
 						t.Fatalf("gc %d: base %s of delta %s is gone or condemned", run, base.Short(), id.Short())
 					}
 				}
@@ -276,7 +276,7 @@ func TestGCKeepsDeltaBases(t *testing.T) {
 				if rewrite && run == 3 {
 					moved := 0
 					for base, pack := range basePack {
-						if info, _ := packsOf(t, st2).Locate(base); info.Pack != pack {
+						if info, _ := indexOf(t, st2).Locate(base); info.Pack != pack {
 							moved++
 						}
 					}
@@ -332,15 +332,15 @@ func TestVerifyMissingBase(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	if err := packsOf(t, st).LoadIndex(ctx); err != nil {
+	if _, err := packsOf(t, st).LoadIndex(ctx); err != nil {
 		t.Fatal(err)
 	}
 	var id, base chunker.ID
 	for id, base = range deltas {
 		break
 	}
-	bi, _ := packsOf(t, st).Locate(base)
-	di, _ := packsOf(t, st).Locate(id)
+	bi, _ := indexOf(t, st).Locate(base)
+	di, _ := indexOf(t, st).Locate(id)
 	if bi.Pack == di.Pack {
 		t.Fatal("fixture: the delta and its base share a pack")
 	}
@@ -411,7 +411,7 @@ func TestDeltaRestoreThroughServer(t *testing.T) {
 	}
 	newPath, _ := restore(t, st, history.RestoreOptions{Manifest: res.Manifest.Seq})
 	for id, base := range deltaPages(t, st, newPath) {
-		if info, _ := packsOf(t, st).Locate(id); info.Pack != (chunker.ID{}) {
+		if info, _ := indexOf(t, st).Locate(id); info.Pack != (chunker.ID{}) {
 			// Deltas of manifest 3 are still there; new pages must be full.
 			if _, was := m3Pages(t, st, want)[id]; !was {
 				t.Fatalf("page %s written through the server as a delta of %s", id.Short(), base.Short())
@@ -521,10 +521,10 @@ func TestGCKeepsFullCopyOverFreshDelta(t *testing.T) {
 		clock.Advance(testGrace + time.Minute)
 		gc(t, st)
 		fresh := openWithClock(t, url, clock)
-		if err := packsOf(t, fresh).LoadIndex(ctx); err != nil {
+		if _, err := packsOf(t, fresh).LoadIndex(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if info, ok := packsOf(t, fresh).Locate(pageID); !ok || info.Base != (chunker.ID{}) || !packsOf(t, fresh).Has(pageID) {
+		if info, ok := indexOf(t, fresh).Locate(pageID); !ok || info.Base != (chunker.ID{}) || !indexOf(t, fresh).Has(pageID) {
 			t.Fatalf("gc %d: the page's full copy is gone (located %v as %+v)", run, ok, info)
 		}
 		if data, err := fresh.Get(ctx, pageID); err != nil || !bytes.Equal(data, page) {

@@ -260,14 +260,14 @@ func TestForgetThenGC(t *testing.T) {
 	// Every chunk only dropped manifests named is gone (none waits in a
 	// mostly live pack here), as a fresh reader of the store sees it.
 	fresh := openWithClock(t, url, clock)
-	if err := packsOf(t, fresh).LoadIndex(ctx); err != nil {
+	if _, err := packsOf(t, fresh).LoadIndex(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if r2.BlockedChunks != 0 || len(dead) == 0 || r2.DeletedChunks != len(dead) {
 		t.Fatalf("%d chunks only dropped manifests named; gc deleted %d, kept %d in live packs", len(dead), r2.DeletedChunks, r2.BlockedChunks)
 	}
 	for id := range dead {
-		if _, ok := packsOf(t, fresh).Locate(id); ok {
+		if _, ok := indexOf(t, fresh).Locate(id); ok {
 			t.Fatalf("chunk %s of a dropped snapshot survived gc", id)
 		}
 	}

@@ -390,6 +390,16 @@ func packsOf(t testing.TB, st *store.Store) *packs.Packs {
 	return p
 }
 
+// indexOf is the whole chunk index of a store the test sees whole.
+func indexOf(t testing.TB, st *store.Store) *packs.Index {
+	t.Helper()
+	x, err := packsOf(t, st).LoadIndex(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return x
+}
+
 // putManifest commits m through a writer that stored nothing: the chunks
 // it names are the test's business.
 func putManifest(ctx context.Context, st *store.Store, m *manifest.Manifest) error {

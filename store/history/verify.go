@@ -143,8 +143,12 @@ func Verify(ctx context.Context, st *store.Store, opts VerifyOptions) (VerifyRep
 	if err != nil {
 		return rep, err
 	}
+	index, err := packs.LoadIndex(ctx) // loaded by VerifyIndex from the sound indexes
+	if err != nil {
+		return rep, err
+	}
 	rep.Indexes, rep.Packs, rep.Chunks, rep.UnindexedPacks = ir.Indexes, ir.Packs, ir.Chunks, ir.UnindexedPacks
-	v := &verifier{ctx: ctx, st: st, packs: packs, bad: map[chunker.ID]int{}}
+	v := &verifier{ctx: ctx, st: st, packs: packs, index: index, bad: map[chunker.ID]int{}}
 	for _, p := range ir.Problems {
 		v.addStoreProblem(p)
 	}
@@ -246,7 +250,8 @@ func (v *verifier) readData(nodes []string, seqs map[string][]uint64, w *walk, p
 type verifier struct {
 	ctx      context.Context
 	st       *store.Store
-	packs    *packs.Packs // with the whole index loaded (VerifyIndex)
+	packs    *packs.Packs
+	index    *packs.Index // of the sound index objects (VerifyIndex)
 	problems []*vproblem
 	// bad maps an unreadable chunk to the problem that explains it.
 	bad map[chunker.ID]int

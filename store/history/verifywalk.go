@@ -68,7 +68,7 @@ func (w *walk) status(id chunker.ID, kind chunk.Kind) int {
 	if !w.structural {
 		return -1
 	}
-	loc, ok := w.v.packs.Locate(id)
+	loc, ok := w.v.index.Locate(id)
 	if !ok {
 		var k int
 		if kind == chunk.KindPage {

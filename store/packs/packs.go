@@ -119,15 +119,35 @@ func (p *Packs) resetIndex() {
 	p.condemnedLoaded = map[string]bool{}
 }
 
-// LoadIndex loads the whole chunk index if it is not loaded yet: about 115
-// bytes a chunk, for those that ask about many chunks many times (a store
-// server answering its clients, verify, the benchmark's content report).
-func (p *Packs) LoadIndex(ctx context.Context) error {
-	if p.isIndexed() {
-		return nil
+// LoadIndex loads the whole chunk index if it is not loaded yet, and
+// returns it.
+func (p *Packs) LoadIndex(ctx context.Context) (*Index, error) {
+	if !p.isIndexed() {
+		if err := p.Refresh(ctx); err != nil {
+			return nil, err
+		}
 	}
-	return p.Refresh(ctx)
+	return &Index{p}, nil
 }
+
+// Index is a store's whole chunk index, loaded in memory (about 115 bytes a
+// chunk), for those that ask about many chunks many times: a store server
+// answering its clients, verify, the benchmark's content report. Reads and
+// writers look up the chunks they touch instead (Lookup), so that their
+// memory does not grow with the store. An Index is as fresh as the last
+// LoadIndex or Refresh of its Packs, and gone with ReleaseIndex.
+type Index struct{ p *Packs }
+
+// Has reports whether the index holds a chunk in a copy gc has not
+// condemned (writers store a chunk whose only copy is condemned again
+// rather than reuse a copy gc may delete).
+func (x *Index) Has(id chunker.ID) bool { return x.p.has(id) }
+
+// Locate returns where the index says a chunk is stored.
+func (x *Index) Locate(id chunker.ID) (chunk.Info, bool) { return x.p.locate(id) }
+
+// Len is the number of distinct chunks in the index.
+func (x *Index) Len() int { return x.p.chunkCount() }
 
 // ReleaseIndex drops the in-memory chunk index (the plugin does so after a
 // compaction, to stay small while idle). It must not run concurrently with
@@ -218,11 +238,8 @@ func (p *Packs) addIndex(name string, pack chunker.ID, entries []chunk.Entry) {
 	}
 }
 
-// Has reports whether the loaded index (LoadIndex) holds a chunk in a copy
-// gc has not condemned (writers store a chunk whose only copy is condemned
-// again rather than reuse a copy gc may delete). Without the loaded index
-// it knows nothing: use Lookup.
-func (p *Packs) Has(id chunker.ID) bool {
+// has is Index.Has; the index must be loaded.
+func (p *Packs) has(id chunker.ID) bool {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	loc, ok := p.chunks[id]
@@ -232,9 +249,8 @@ func (p *Packs) Has(id chunker.ID) bool {
 	return !p.condemned.has(chunkCopy{id, p.packs[loc.pack]})
 }
 
-// Locate returns where the loaded index (LoadIndex) says a chunk is stored;
-// without the loaded index it knows nothing: use Lookup.
-func (p *Packs) Locate(id chunker.ID) (chunk.Info, bool) {
+// locate is Index.Locate; the index must be loaded.
+func (p *Packs) locate(id chunker.ID) (chunk.Info, bool) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	l, ok := p.chunks[id]
@@ -249,8 +265,8 @@ func (p *Packs) info(l location) chunk.Info {
 	return chunk.Info{Pack: p.packs[l.pack], Kind: l.kind, Offset: l.offset, Length: l.length, Raw: l.raw, Base: p.bases[l.base]}
 }
 
-// ChunkCount is the number of distinct chunks in the loaded index.
-func (p *Packs) ChunkCount() int {
+// chunkCount is Index.Len; the index must be loaded.
+func (p *Packs) chunkCount() int {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	return len(p.chunks)

@@ -96,7 +96,7 @@ func (p *Packs) Missing(ctx context.Context, ids []chunker.ID) ([]bool, error) {
 	}
 	out := make([]bool, len(ids))
 	for i, id := range ids {
-		out[i] = !p.Has(id)
+		out[i] = !p.has(id)
 	}
 	return out, nil
 }
@@ -127,7 +127,7 @@ func (p *Packs) PutBodies(ctx context.Context, bodies []chunk.Body) (int64, erro
 	var entries []chunk.Entry
 	seen := map[chunker.ID]bool{}
 	for _, b := range bodies {
-		if seen[b.ID] || p.Has(b.ID) {
+		if seen[b.ID] || p.has(b.ID) {
 			continue
 		}
 		seen[b.ID] = true

@@ -278,7 +278,7 @@ func SamplePacks(packs []chunker.ID, percent float64) func(pack chunker.ID) bool
 // damaged index objects (otherwise the index is loaded as by LoadIndex).
 func (p *Packs) VerifyPacks(ctx context.Context, sample func(pack chunker.ID) bool, progress func(done, total int64)) (VerifyPacksReport, error) {
 	var rep VerifyPacksReport
-	if err := p.LoadIndex(ctx); err != nil {
+	if _, err := p.LoadIndex(ctx); err != nil {
 		return rep, err
 	}
 	start := time.Now()
@@ -376,7 +376,7 @@ func (p *Packs) verifyPack(ctx context.Context, no uint32, id chunker.ID, indexe
 	}
 	matched := 0
 	for _, e := range entries {
-		loc, ok := p.Locate(e.ID)
+		loc, ok := p.locate(e.ID)
 		if ok && loc.Pack == id {
 			matched++
 			if terr == nil && (loc.Offset != e.Offset || loc.Length != e.Length || loc.Raw != e.Raw || loc.Kind != e.Kind || loc.Base != e.Base) {
