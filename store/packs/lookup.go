@@ -378,7 +378,7 @@ func packOf(index []byte) (id chunker.ID) {
 // once).
 func (p *Packs) CountChunks(ctx context.Context) (int, error) {
 	if p.isIndexed() {
-		return p.chunkCount(), nil
+		return (&Index{p}).Len(), nil
 	}
 	seen := &liveSet{}
 	_, err := p.walkIndexes(ctx, func(_ chunker.ID, e *chunk.Entry) { seen.add(e.ID) })

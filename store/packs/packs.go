@@ -144,10 +144,22 @@ type Index struct{ p *Packs }
 func (x *Index) Has(id chunker.ID) bool { return x.p.has(id) }
 
 // Locate returns where the index says a chunk is stored.
-func (x *Index) Locate(id chunker.ID) (chunk.Info, bool) { return x.p.locate(id) }
+func (x *Index) Locate(id chunker.ID) (chunk.Info, bool) {
+	x.p.mu.RLock()
+	defer x.p.mu.RUnlock()
+	l, ok := x.p.chunks[id]
+	if !ok {
+		return chunk.Info{}, false
+	}
+	return x.p.info(l), true
+}
 
 // Len is the number of distinct chunks in the index.
-func (x *Index) Len() int { return x.p.chunkCount() }
+func (x *Index) Len() int {
+	x.p.mu.RLock()
+	defer x.p.mu.RUnlock()
+	return len(x.p.chunks)
+}
 
 // ReleaseIndex drops the in-memory chunk index (the plugin does so after a
 // compaction, to stay small while idle). It must not run concurrently with
@@ -249,27 +261,9 @@ func (p *Packs) has(id chunker.ID) bool {
 	return !p.condemned.has(chunkCopy{id, p.packs[loc.pack]})
 }
 
-// locate is Index.Locate; the index must be loaded.
-func (p *Packs) locate(id chunker.ID) (chunk.Info, bool) {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	l, ok := p.chunks[id]
-	if !ok {
-		return chunk.Info{}, false
-	}
-	return p.info(l), true
-}
-
 // info describes a location; p.mu must be held.
 func (p *Packs) info(l location) chunk.Info {
 	return chunk.Info{Pack: p.packs[l.pack], Kind: l.kind, Offset: l.offset, Length: l.length, Raw: l.raw, Base: p.bases[l.base]}
-}
-
-// chunkCount is Index.Len; the index must be loaded.
-func (p *Packs) chunkCount() int {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	return len(p.chunks)
 }
 
 // readIndexData reads one index object and checks it against its name.

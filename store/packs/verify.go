@@ -376,7 +376,7 @@ func (p *Packs) verifyPack(ctx context.Context, no uint32, id chunker.ID, indexe
 	}
 	matched := 0
 	for _, e := range entries {
-		loc, ok := p.locate(e.ID)
+		loc, ok := (&Index{p}).Locate(e.ID)
 		if ok && loc.Pack == id {
 			matched++
 			if terr == nil && (loc.Offset != e.Offset || loc.Length != e.Length || loc.Raw != e.Raw || loc.Kind != e.Kind || loc.Base != e.Base) {
