@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -51,6 +52,9 @@ type globals struct {
 	tokenFile string
 }
 
+// newRootCmd builds the whole command tree with its own flag values and no
+// state outside it, so that main and each in-process test get an
+// independent one; commands write to its output and error writers.
 func newRootCmd() *cobra.Command {
 	g := &globals{}
 	root := &cobra.Command{
@@ -74,9 +78,10 @@ plus the db_write changes the backup plugin records between snapshots.`,
 	return root
 }
 
-// printJSON writes v as indented JSON to stdout.
-func printJSON(v any) error {
-	enc := json.NewEncoder(os.Stdout)
+// printJSON writes v as indented JSON to w (the command's output, so that
+// scripts and in-process callers get it where they asked).
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }
