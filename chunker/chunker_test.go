@@ -29,8 +29,10 @@ func realDatabases(t testing.TB) []string {
 // count of the file size and of the header, IDs that name the bytes, and
 // pages that put back together give the file.
 func TestSplitRealDatabases(t *testing.T) {
+	t.Parallel()
 	for _, path := range realDatabases(t) {
 		t.Run(filepath.Base(path), func(t *testing.T) {
+			t.Parallel()
 			data, err := os.ReadFile(path)
 			if err != nil {
 				t.Fatal(err)
@@ -84,6 +86,7 @@ func header(rawPageSize uint16, pages uint32) []byte {
 // TestParseHeader covers valid page sizes (65536 is stored as 1), invalid
 // ones, and input that is not a SQLite header.
 func TestParseHeader(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name     string
 		in       []byte
@@ -104,6 +107,7 @@ func TestParseHeader(t *testing.T) {
 		{"empty", nil, 0, 0, true, "shorter than"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			h, err := chunker.ParseHeader(tc.in)
 			if tc.errText == "" {
 				if err != nil {
@@ -141,6 +145,7 @@ func (f *failingReader) Read(p []byte) (int, error) {
 // TestSplitRejects checks that non-SQLite input, truncated files and read
 // errors fail with clear errors, and that a callback error stops Split.
 func TestSplitRejects(t *testing.T) {
+	t.Parallel()
 	db, err := os.ReadFile(realDatabases(t)[0])
 	if err != nil {
 		t.Fatal(err)
@@ -164,6 +169,7 @@ func TestSplitRejects(t *testing.T) {
 		{"read error", &failingReader{bytes.NewReader(db[:2*4096]), broken}, false, "disk on fire"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			_, err := chunker.Split(tc.r, func(chunker.Page) error { return nil })
 			if err == nil || !strings.Contains(err.Error(), tc.errText) {
 				t.Fatalf("error %v, want one containing %q", err, tc.errText)
@@ -174,6 +180,7 @@ func TestSplitRejects(t *testing.T) {
 		})
 	}
 	t.Run("callback error stops", func(t *testing.T) {
+		t.Parallel()
 		stop := errors.New("stop")
 		calls := 0
 		_, err := chunker.Split(bytes.NewReader(db), func(p chunker.Page) error {
@@ -191,6 +198,7 @@ func TestSplitRejects(t *testing.T) {
 
 // TestIDText checks the hex form of chunk IDs round-trips and rejects junk.
 func TestIDText(t *testing.T) {
+	t.Parallel()
 	id := chunker.Sum([]byte("page"))
 	back, err := chunker.ParseID(id.String())
 	if err != nil || back != id {

@@ -36,6 +36,7 @@ func collect(t *testing.T, f *File) []Entry {
 // the two PRAGMA-only hooks repeating versions 1 and 2, a header that
 // matches the file exactly.
 func TestRealV1File(t *testing.T) {
+	t.Parallel()
 	f := mustOpenFile(t, realV1)
 	want := Header{FileVersion: 1, Version: 400, OffsetHead: 145989, PrevVersion: 399, OffsetPrev: 145785, VersionCount: 402}
 	if h := f.Header(); h != want {
@@ -66,6 +67,7 @@ func TestRealV1File(t *testing.T) {
 }
 
 func TestEntriesStopsAtHeaderVersion(t *testing.T) {
+	t.Parallel()
 	w := newPyWriter()
 	w.change(1, schema()...)
 	w.change(2, row(2, "a")...)
@@ -94,6 +96,7 @@ func TestEntriesStopsAtHeaderVersion(t *testing.T) {
 }
 
 func TestEmptyBackup(t *testing.T) {
+	t.Parallel()
 	f := mustOpenFile(t, newPyWriter().file(t))
 	if es := collect(t, f); len(es) != 0 {
 		t.Fatalf("%d entries in an empty backup", len(es))
@@ -103,6 +106,7 @@ func TestEmptyBackup(t *testing.T) {
 // A torn entry after the header's head (the plugin died while appending) is
 // not an error: it was never acknowledged.
 func TestTornTailIgnored(t *testing.T) {
+	t.Parallel()
 	w := newPyWriter()
 	w.change(1, schema()...)
 	w.change(2, row(2, "a")...)
@@ -124,6 +128,7 @@ func putU32(data []byte, off int, v uint32) []byte {
 }
 
 func TestFormatErrors(t *testing.T) {
+	t.Parallel()
 	real, err := os.ReadFile(realV1)
 	if err != nil {
 		t.Fatal(err)
@@ -164,6 +169,7 @@ func TestFormatErrors(t *testing.T) {
 		}(), false, "not valid UTF-8"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			path := writeTemp(t, tc.data)
 			f, err := OpenFile(path)
 			if err == nil {
@@ -186,6 +192,7 @@ func TestFormatErrors(t *testing.T) {
 }
 
 // A length field near 4 GiB in a small file allocates nothing of that size.
+// Serial: it counts the whole process's allocations (runtime.MemStats).
 func TestHugeLengthAllocatesLittle(t *testing.T) {
 	w := newPyWriter()
 	w.change(1, schema()...)
@@ -206,6 +213,7 @@ func TestHugeLengthAllocatesLittle(t *testing.T) {
 }
 
 func TestDetect(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	padded := newPyWriter().bytes()
 	padded[100] = 1

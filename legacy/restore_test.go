@@ -55,6 +55,7 @@ func sameDB(t *testing.T, got, want string) {
 }
 
 func TestRestoreRealV1(t *testing.T) {
+	t.Parallel()
 	dest := filepath.Join(t.TempDir(), "lightningd.sqlite3")
 	var calls int
 	var last, total int64
@@ -99,6 +100,7 @@ func snapshotOf(t *testing.T, changes ...[]string) []byte {
 }
 
 func TestRestoreSnapshotThenChanges(t *testing.T) {
+	t.Parallel()
 	history := [][]string{schema(), row(2, "a"), row(3, "b"), row(4, "c"), row(5, "d"), row(6, "e")}
 	want := build(t, history...)
 
@@ -129,6 +131,7 @@ func TestRestoreSnapshotThenChanges(t *testing.T) {
 }
 
 func TestRestoreIgnoresUnacknowledgedEntry(t *testing.T) {
+	t.Parallel()
 	w := newPyWriter()
 	w.change(1, schema()...)
 	w.change(2, row(2, "a")...)
@@ -144,6 +147,7 @@ func TestRestoreIgnoresUnacknowledgedEntry(t *testing.T) {
 // version 4 again with other statements. The Python writer's rewind appends
 // the new entry after the old one and leaves the header's offsets short.
 func TestRestoreCrashBugLaterWins(t *testing.T) {
+	t.Parallel()
 	w := newPyWriter()
 	w.change(1, schema()...)
 	w.change(2, row(2, "a")...)
@@ -189,6 +193,7 @@ func TestRestoreCrashBugLaterWins(t *testing.T) {
 // PRAGMA-only entries repeat the version before them, are kept and run
 // outside a transaction: with foreign keys off, a delete does not cascade.
 func TestRestorePragmaRepeatKept(t *testing.T) {
+	t.Parallel()
 	fk := append(schema(),
 		"CREATE TABLE peers (id INTEGER PRIMARY KEY)",
 		"CREATE TABLE channels (id INTEGER PRIMARY KEY, peer_id INTEGER REFERENCES peers(id) ON DELETE CASCADE)",
@@ -211,6 +216,7 @@ func TestRestorePragmaRepeatKept(t *testing.T) {
 }
 
 func TestRestoreRewritesMissingSpace(t *testing.T) {
+	t.Parallel()
 	s := append(schema(),
 		"CREATE TABLE outputs (prev_out_index INTEGER PRIMARY KEY, reserved_til INTEGER)",
 		"CREATE TABLE channels (id INTEGER PRIMARY KEY, peer_id INTEGER)",
@@ -226,6 +232,7 @@ func TestRestoreRewritesMissingSpace(t *testing.T) {
 }
 
 func TestRestoreErrors(t *testing.T) {
+	t.Parallel()
 	gap := newPyWriter()
 	gap.change(1, schema()...)
 	gap.change(2, row(2, "a")...)
@@ -270,6 +277,7 @@ func TestRestoreErrors(t *testing.T) {
 		{"empty backup", newPyWriter(), "no entries to restore"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			backup := tc.w.file(t)
 			dest := filepath.Join(t.TempDir(), "lightningd.sqlite3")
 			_, err := Restore(backup, dest, nil)
@@ -285,6 +293,7 @@ func TestRestoreErrors(t *testing.T) {
 }
 
 func TestRestoreDest(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	existing := filepath.Join(dir, "existing")
 	os.WriteFile(existing, []byte("x"), 0o600)

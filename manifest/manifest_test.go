@@ -24,6 +24,7 @@ func sample() *Manifest {
 }
 
 func TestRoundTrip(t *testing.T) {
+	t.Parallel()
 	m := sample()
 	b, err := Encode(m)
 	if err != nil {
@@ -43,6 +44,7 @@ func TestRoundTrip(t *testing.T) {
 }
 
 func TestDecodeRejects(t *testing.T) {
+	t.Parallel()
 	good, _ := Encode(sample())
 	flip := bytes.Clone(good)
 	flip[len(flip)/2] ^= 1
@@ -60,6 +62,7 @@ func TestDecodeRejects(t *testing.T) {
 		{"not a manifest", []byte("hello\nworld\n"), "not a manifest"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			_, err := Decode(tc.data)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want it to contain %q", err, tc.want)
@@ -72,6 +75,7 @@ func TestDecodeRejects(t *testing.T) {
 }
 
 func TestValidate(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		edit func(*Manifest)
@@ -94,6 +98,7 @@ func TestValidate(t *testing.T) {
 }
 
 func TestNodeNames(t *testing.T) {
+	t.Parallel()
 	for name, ok := range map[string]bool{
 		"default": true, "alice": true, "node-1.main_2": true, "A": true,
 		"": false, "../x": false, "a/b": false, ".hidden": false, "-x": false, "a b": false,
@@ -106,6 +111,7 @@ func TestNodeNames(t *testing.T) {
 }
 
 func TestListsAndPatches(t *testing.T) {
+	t.Parallel()
 	ids := make([]chunker.ID, 10)
 	for i := range ids {
 		ids[i] = chunker.Sum([]byte{byte(i)})

@@ -14,6 +14,7 @@ import (
 // is still in progress, writes go on, and the result is logged and shown by
 // backup-status.
 func TestBackupCompact(t *testing.T) {
+	t.Parallel()
 	dir, url := newLightningDir(t, "default", "")
 	entries := readTrace(t, "trace1.jsonl")
 	var compacted bool
@@ -147,6 +148,7 @@ func checkStatus(t *testing.T, r *pipeRun, url string) {
 // TestNothingToCompact: a fresh node's backup-compact answers the
 // statistics at once, and backup-status shows an idle, empty history.
 func TestNothingToCompact(t *testing.T) {
+	t.Parallel()
 	dir, _ := newLightningDir(t, "default", "")
 	r := startRun(t, dir, Config{})
 	r.init(nil)

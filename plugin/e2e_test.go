@@ -180,6 +180,7 @@ func restoredEquals(t *testing.T, n *ld.Node, final string) {
 }
 
 func TestManifest(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	l := start(t, dir)
 	res, err := l.GetManifest()
@@ -206,6 +207,7 @@ func TestManifest(t *testing.T) {
 // TestTrace1 plays the recorded trace1 (writes before init, string ids, a
 // clean restart, split and joined writes) through the plugin.
 func TestTrace1(t *testing.T) {
+	t.Parallel()
 	n := newNode(t, "")
 	s := seed(t)
 	t.Logf("seed %d", s)
@@ -244,8 +246,10 @@ func TestTrace1(t *testing.T) {
 // hook for data_version 508 and re-sent 508, before init, with other
 // statements. The restore must not contain the uncommitted change.
 func TestCrash3(t *testing.T) {
+	t.Parallel()
 	for _, every := range []int{0, 50} {
 		t.Run(fmt.Sprintf("compact-every=%d", every), func(t *testing.T) {
+			t.Parallel()
 			n := newNode(t, "")
 			res, err := ld.Play(ctx, pluginBin, n.Dir, readTrace(t, "crash3.jsonl"), ld.PlayOptions{
 				Start: ld.Options{Logf: t.Logf}, Seed: 3, CompactEvery: every,
@@ -264,6 +268,7 @@ func TestCrash3(t *testing.T) {
 // TestExistingNode backs up a node that already has a database: backup-cli
 // init snapshots it, the plugin continues from its data_version.
 func TestExistingNode(t *testing.T) {
+	t.Parallel()
 	hooks := ld.Hooks(readTrace(t, "trace1.jsonl"))
 	m := newModel(t)
 	for _, h := range hooks[:150] {
@@ -296,6 +301,7 @@ func TestExistingNode(t *testing.T) {
 // TestLargeHook sends a change larger than a journal segment (8 MiB): it
 // spans many reads of the plugin's stdin and gets a segment of its own.
 func TestLargeHook(t *testing.T) {
+	t.Parallel()
 	n, m := newNode(t, ""), newModel(t)
 	l := startInit(t, n.Dir)
 	for v := uint32(1); v <= 6; v++ {
@@ -316,6 +322,8 @@ func TestLargeHook(t *testing.T) {
 // the restarted plugin gets the change lightningd re-sends (the same
 // statements or others, before or after init, sometimes crashing again), and
 // then the restore must hold that change.
+// Serial: a long stress of the real plugin (kills at timed points, a
+// restore after each); beside other tests on two cores it starves them.
 func TestKillRestart(t *testing.T) {
 	s := seed(t)
 	t.Logf("seed %d (E2E_SEED=%d repeats this run)", s, s)
@@ -332,6 +340,7 @@ func TestKillRestart(t *testing.T) {
 // the others); then every restore point must restore exactly the database
 // lightningd had at its data_version.
 func TestCompactionsThroughout(t *testing.T) {
+	t.Parallel()
 	all := ld.Hooks(readTrace(t, "long-3000.jsonl"))
 	hooks, more := all[:2100], all[2100:2110]
 	n := newNode(t, "")
@@ -391,7 +400,9 @@ func TestCompactionsThroughout(t *testing.T) {
 // database could drift apart stops lightningd at a db_write (refused,
 // reason logged) and leaves what was acknowledged restorable.
 func TestRefusals(t *testing.T) {
+	t.Parallel()
 	t.Run("gap", func(t *testing.T) {
+		t.Parallel()
 		n, m := newNode(t, ""), newModel(t)
 		l := startInit(t, n.Dir)
 		for v := uint32(1); v <= 5; v++ {
@@ -408,6 +419,7 @@ func TestRefusals(t *testing.T) {
 		mustRestoreMatch(t, n, m, "after 6")
 	})
 	t.Run("regress", func(t *testing.T) {
+		t.Parallel()
 		n, m := newNode(t, ""), newModel(t)
 		l := startInit(t, n.Dir)
 		for v := uint32(1); v <= 5; v++ {
@@ -419,6 +431,7 @@ func TestRefusals(t *testing.T) {
 		mustRestoreMatch(t, n, m, "after the regressions")
 	})
 	t.Run("no backup.lock", func(t *testing.T) {
+		t.Parallel()
 		dir := t.TempDir()
 		l := start(t, dir)
 		refused(t, l, ld.Change(1, 0), "Could not find backup.lock in the lightning-dir")
@@ -449,6 +462,7 @@ func TestRefusals(t *testing.T) {
 	}
 	for name, breakIt := range breakStore {
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			n := newNode(t, "")
 			if err := breakIt(n); err != nil {
 				t.Fatal(err)
@@ -469,6 +483,7 @@ func TestRefusals(t *testing.T) {
 		})
 	}
 	t.Run("node in use", func(t *testing.T) {
+		t.Parallel()
 		n, m := newNode(t, ""), newModel(t)
 		a := startInit(t, n.Dir)
 		write(t, a, m, ld.Change(1, 0))
@@ -510,6 +525,7 @@ func listTree(t testing.TB, dir string) []string {
 // acknowledged restores, and once space is freed a restarted plugin takes
 // the write lightningd re-sends and more.
 func TestDiskFull(t *testing.T) {
+	t.Parallel()
 	if os.Geteuid() != 0 {
 		t.Skip("disk full: needs root to mount a tmpfs")
 	}

@@ -13,12 +13,14 @@ import (
 // over: after `backup-cli unlock` (here its library call), and also without
 // it, since a dead owner on the same host needs no manual step.
 func TestTwoPluginsOneNode(t *testing.T) {
+	t.Parallel()
 	for _, unlock := range []bool{true, false} {
 		name := "restart without unlock"
 		if unlock {
 			name = "unlock then start"
 		}
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			n, m := newNode(t, ""), newModel(t)
 			a := startInit(t, n.Dir)
 			write(t, a, m, ld.Change(1, 0))

@@ -13,6 +13,7 @@ import (
 // TestGetManifest checks the manifest's shape and that answering it touches
 // no file: lightningd may run the plugin only for --help.
 func TestGetManifest(t *testing.T) {
+	t.Parallel()
 	dir, url := newLightningDir(t, "default", "")
 	r := startRun(t, dir, Config{})
 	m := r.callID(`"cln:getmanifest#1"`, "getmanifest", map[string]any{"allow-deprecated-apis": false, "something-new": 1})
@@ -92,6 +93,7 @@ func TestGetManifest(t *testing.T) {
 
 // TestDBWriteBeforeInit: lightningd writes its schema before init.
 func TestDBWriteBeforeInit(t *testing.T) {
+	t.Parallel()
 	dir, url := newLightningDir(t, "default", "")
 	r := startRun(t, dir, Config{})
 	r.call("getmanifest", map[string]any{})
@@ -117,6 +119,7 @@ func TestDBWriteBeforeInit(t *testing.T) {
 
 // TestIDs: ids are echoed byte for byte, numbers and strings alike.
 func TestIDs(t *testing.T) {
+	t.Parallel()
 	dir, _ := newLightningDir(t, "default", "")
 	r := startRun(t, dir, Config{})
 	ids := []string{`0`, `42`, `12345678901234567890`, `"cln:db_write#7"`, `"a<b>&\"c\u00e9/é"`, `"x/cln:init#3/y"`}
@@ -136,6 +139,7 @@ func TestIDs(t *testing.T) {
 // TestFraming: several messages in one write, and one message split over
 // many writes, with and without separators.
 func TestFraming(t *testing.T) {
+	t.Parallel()
 	dir, _ := newLightningDir(t, "default", "")
 	r := startRun(t, dir, Config{})
 	a, b, c := r.expect(`1`), r.expect(`"two"`), r.expect(`3`)
@@ -163,6 +167,7 @@ func TestFraming(t *testing.T) {
 // TestUnknownAndNotifications: unknown methods get a JSON-RPC error,
 // notifications and stray responses get nothing.
 func TestUnknownAndNotifications(t *testing.T) {
+	t.Parallel()
 	dir, _ := newLightningDir(t, "default", "")
 	r := startRun(t, dir, Config{})
 	r.write(`{"jsonrpc":"2.0","method":"shutdown","params":{}}` + `{"jsonrpc":"2.0","method":"db_write","params":{"data_version":1,"writes":[]}}` +
@@ -181,6 +186,7 @@ func TestUnknownAndNotifications(t *testing.T) {
 // TestEOF: closing stdin ends Run with 0 and releases the node, so the next
 // plugin (lightningd restarted) continues where it stopped.
 func TestEOF(t *testing.T) {
+	t.Parallel()
 	dir, url := newLightningDir(t, "n1", "")
 	r := startRun(t, dir, Config{})
 	r.init(nil)
@@ -205,6 +211,7 @@ func TestEOF(t *testing.T) {
 
 // TestGarbage: unreadable input ends Run with 1 after an error log line.
 func TestGarbage(t *testing.T) {
+	t.Parallel()
 	dir, _ := newLightningDir(t, "default", "")
 	r := startRun(t, dir, Config{})
 	r.write(`[1,2]`) // valid JSON, not a request: skipped
@@ -226,6 +233,7 @@ func TestGarbage(t *testing.T) {
 // TestRecoveredLogged: a torn record left by a crash mid-append is dropped
 // when the journal opens, and the plugin says so.
 func TestRecoveredLogged(t *testing.T) {
+	t.Parallel()
 	dir, url := newLightningDir(t, "default", "")
 	r := startRun(t, dir, Config{})
 	r.mustContinue(1, "CREATE TABLE t (x)")

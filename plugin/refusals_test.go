@@ -23,6 +23,7 @@ func refusedAfter(t *testing.T, r *pipeRun, version uint32, reason string) {
 }
 
 func TestRefuseGap(t *testing.T) {
+	t.Parallel()
 	dir, url := newLightningDir(t, "default", "")
 	r := startRun(t, dir, Config{})
 	r.init(nil)
@@ -44,6 +45,7 @@ func TestRefuseGap(t *testing.T) {
 }
 
 func TestRefuseRegress(t *testing.T) {
+	t.Parallel()
 	dir, _ := newLightningDir(t, "default", "")
 	r := startRun(t, dir, Config{})
 	r.mustContinue(1, "CREATE TABLE t (x)")
@@ -64,7 +66,9 @@ func TestRefuseRegress(t *testing.T) {
 // TestRefuseRepeat: a repeated data_version is a rewind only as the first
 // change after a restart, and only of a change the journal holds.
 func TestRefuseRepeat(t *testing.T) {
+	t.Parallel()
 	t.Run("within one run", func(t *testing.T) {
+		t.Parallel()
 		dir, _ := newLightningDir(t, "default", "")
 		r := startRun(t, dir, Config{})
 		r.mustContinue(1, "CREATE TABLE t (x)")
@@ -72,11 +76,13 @@ func TestRefuseRepeat(t *testing.T) {
 		r.mustRefuse(2, "sent data_version 2 twice without restarting", "INSERT INTO t VALUES (2)")
 	})
 	t.Run("of the snapshot's version", func(t *testing.T) {
+		t.Parallel()
 		dir, _ := newLightningDir(t, "default", testdata("trace1-final.sqlite3")) // data_version 385
 		r := startRun(t, dir, Config{})
 		r.mustRefuse(385, "the backup holds data_version 385, but lightningd sent 385", "INSERT INTO datastore VALUES (x'00', x'00', 0)")
 	})
 	t.Run("after the first change", func(t *testing.T) {
+		t.Parallel()
 		dir, _ := newLightningDir(t, "default", "")
 		r := startRun(t, dir, Config{})
 		r.mustContinue(1, "CREATE TABLE t (x)")
@@ -91,6 +97,7 @@ func TestRefuseRepeat(t *testing.T) {
 // hook of the same version; after the restart the re-sent version replaces
 // both, and PRAGMAs repeating a version are kept.
 func TestRewindAfterPragma(t *testing.T) {
+	t.Parallel()
 	dir, url := newLightningDir(t, "default", "")
 	r := startRun(t, dir, Config{})
 	r.mustContinue(1, "CREATE TABLE t (x)")
@@ -112,6 +119,7 @@ func TestRewindAfterPragma(t *testing.T) {
 }
 
 func TestRefuseWithoutLock(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	r := startRun(t, dir, Config{})
 	r.call("getmanifest", map[string]any{})
@@ -138,6 +146,7 @@ func TestRefuseWithoutLock(t *testing.T) {
 // TestRefuseUnopenable: a backup.lock naming something that cannot be
 // written stops lightningd at its first write, saying why.
 func TestRefuseUnopenable(t *testing.T) {
+	t.Parallel()
 	base := t.TempDir()
 	legacy := filepath.Join(base, "backup.dbak")
 	if err := os.WriteFile(legacy, make([]byte, 512), 0o600); err != nil {
@@ -158,6 +167,7 @@ func TestRefuseUnopenable(t *testing.T) {
 		{"not JSON", "{", "Cannot use the backup.lock"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			dir := t.TempDir()
 			if s, ok := tc.lock.(string); ok {
 				os.WriteFile(filepath.Join(dir, LockName), []byte(s), 0o600)
@@ -177,6 +187,8 @@ func TestRefuseUnopenable(t *testing.T) {
 
 // TestRefuseSecondPlugin: two plugins (two lightningd) on one node: the
 // second refuses; once the first is gone a plugin that waits takes over.
+// Serial: the third plugin must reach the lock within the 300 ms before the
+// first lets go, or it never logs its wait.
 func TestRefuseSecondPlugin(t *testing.T) {
 	dir, url := newLightningDir(t, "default", "")
 	first := startRun(t, dir, Config{})
@@ -212,6 +224,7 @@ func TestRefuseSecondPlugin(t *testing.T) {
 // TestRefuseLostJournal: a journal that restarts behind the store's
 // manifests would hide new records from restores: refused.
 func TestRefuseLostJournal(t *testing.T) {
+	t.Parallel()
 	dir, url := newLightningDir(t, "default", "")
 	r := startRun(t, dir, Config{})
 	for v := uint32(1); v <= 5; v++ {
@@ -256,6 +269,7 @@ func (f *failingBackup) Append(version uint32, writes []string) error {
 // TestRefuseJournalError: a failed append refuses that write and every
 // later one; a restart continues from what the journal holds.
 func TestRefuseJournalError(t *testing.T) {
+	t.Parallel()
 	dir, url := newLightningDir(t, "default", "")
 	open := func(ctx context.Context, l Lock) (Backup, Start, error) {
 		b, s, err := OpenStore(ctx, l)
@@ -282,6 +296,7 @@ func TestRefuseJournalError(t *testing.T) {
 // TestNodeInUseError: OpenStore reports a node another writer holds as
 // ErrNodeInUse, wrapping the lease's error, which names the holder.
 func TestNodeInUseError(t *testing.T) {
+	t.Parallel()
 	dir, url := newLightningDir(t, "n", "")
 	_ = dir
 	b, _, err := OpenStore(bg, Lock{URL: url, Node: "n"})

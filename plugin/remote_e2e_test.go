@@ -174,6 +174,7 @@ func remoteNode(t testing.TB, srv *storeServer, name, token string) *ld.Node {
 // TestRemoteTrace1 plays trace1 through the plugin into a store server, with
 // compactions, and restores it through the server.
 func TestRemoteTrace1(t *testing.T) {
+	t.Parallel()
 	srv, tokens := startStoreServer(t, "alice")
 	n := remoteNode(t, srv, "alice", tokens["alice"])
 	res, err := ld.Play(ctx, pluginBin, n.Dir, readTrace(t, "trace1.jsonl"), ld.PlayOptions{
@@ -189,6 +190,7 @@ func TestRemoteTrace1(t *testing.T) {
 
 // TestRemoteFourNodes has four nodes replay at once into one server.
 func TestRemoteFourNodes(t *testing.T) {
+	t.Parallel()
 	names := []string{"n1", "n2", "n3", "n4"}
 	srv, tokens := startStoreServer(t, names...)
 	trace := readTrace(t, "trace1.jsonl")
@@ -218,6 +220,8 @@ func TestRemoteFourNodes(t *testing.T) {
 // replay of real changes, with compactions, and restarts it: hooks wait for
 // it, and at the end the restore holds exactly what lightningd committed:
 // no acknowledged change lost, none applied twice.
+// Serial: each hook must be answered within 30 s and each server restart
+// listen within 15 s, which other tests on two cores can push past.
 func TestRemoteServerKilled(t *testing.T) {
 	srv, tokens := startStoreServer(t, "alice")
 	n := remoteNode(t, srv, "alice", tokens["alice"])
@@ -270,6 +274,7 @@ func TestRemoteServerKilled(t *testing.T) {
 // TestRemoteKillRestart is TestKillRestart (lightningd and the plugin
 // killed at random points, restarted, changes re-sent) with the store on a
 // server.
+// Serial, as TestKillRestart.
 func TestRemoteKillRestart(t *testing.T) {
 	srv, tokens := startStoreServer(t, "alice")
 	n := remoteNode(t, srv, "alice", tokens["alice"])
@@ -283,6 +288,7 @@ func TestRemoteKillRestart(t *testing.T) {
 // TestRemoteServerDown: a server that stays down longer than server_retry
 // makes the db_write be refused (lightningd stops) rather than answered.
 func TestRemoteServerDown(t *testing.T) {
+	t.Parallel()
 	srv, tokens := startStoreServer(t, "alice")
 	n := remoteNode(t, srv, "alice", tokens["alice"])
 	lockPath := filepath.Join(n.Dir, "backup.lock")
@@ -311,6 +317,7 @@ func TestRemoteServerDown(t *testing.T) {
 // store server can be reached; the plugin waits for it within server_retry
 // instead of stopping lightningd.
 func TestRemoteServerLateAtStart(t *testing.T) {
+	t.Parallel()
 	srv, tokens := startStoreServer(t, "alice")
 	n := remoteNode(t, srv, "alice", tokens["alice"])
 	lock := fmt.Sprintf(`{"backend_url": %q, "node": "alice", "token": %q, "server_retry": "20s"}`, n.URL, n.Token)

@@ -8,6 +8,7 @@ import (
 )
 
 func TestDecide(t *testing.T) {
+	t.Parallel()
 	const max = ^uint32(0)
 	for _, tc := range []struct {
 		name    string
@@ -39,6 +40,7 @@ func TestDecide(t *testing.T) {
 }
 
 func TestVersionsAfter(t *testing.T) {
+	t.Parallel()
 	v := versions{held: 7}
 	v = v.after(actAppend, 8, false)
 	if v != (versions{held: 8, replaceable: true, sawChange: true}) {
@@ -59,6 +61,7 @@ func TestVersionsAfter(t *testing.T) {
 }
 
 func TestRefusalMessages(t *testing.T) {
+	t.Parallel()
 	for why, want := range map[refusal][]string{
 		refuseGap:    {"Backup is out of date: it holds data_version 5, lightningd sent 9: 3 writes were lost", "backup-cli init --lightning-dir /ln --node NEW-NAME file:///s"},
 		refuseBehind: {"lightningd lost some state: the backup holds data_version 9, but lightningd sent 5", "backup-cli restore --node n file:///s DEST"},
@@ -82,6 +85,7 @@ func TestRefusalMessages(t *testing.T) {
 
 // TestDefaultNode: a backup.lock without a node means the store's default.
 func TestDefaultNode(t *testing.T) {
+	t.Parallel()
 	if DefaultNode != history.DefaultNode {
 		t.Fatalf("DefaultNode %q, history.DefaultNode %q", DefaultNode, history.DefaultNode)
 	}

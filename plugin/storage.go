@@ -54,7 +54,7 @@ func openStore(ctx context.Context, lock Lock) (*store.Store, error) {
 			"after moving backup.lock away", u.Path)
 	}
 	// One read worker: a compaction must leave lightningd's hook path a
-	// core (measured: p99 hook latency during a 200 MB compaction).
+	// core (docs/benchmark.md, "Plugin compaction read workers").
 	opts := store.Options{ReadWorkers: 1, Token: lock.Token, RetryFor: lock.ServerRetry}
 	if u.Scheme != "file" {
 		return openServer(ctx, url, opts)

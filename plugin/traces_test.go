@@ -112,6 +112,7 @@ func playTrace(t *testing.T, dir string, entries []replay.TraceEntry, o playOpts
 // TestInProcessTrace1 replays a fresh node's real history (two lightningd runs)
 // through the plugin; the restored database equals the node's own.
 func TestInProcessTrace1(t *testing.T) {
+	t.Parallel()
 	dir, url := newLightningDir(t, "default", "")
 	runs := playTrace(t, dir, readTrace(t, "trace1.jsonl"), playOpts{})
 	if len(runs) != 2 {
@@ -133,6 +134,7 @@ func TestInProcessTrace1(t *testing.T) {
 // plugin replaces the uncommitted change: the restore equals the node's own
 // database (the Python plugin keeps the uncommitted change).
 func TestInProcessCrash3(t *testing.T) {
+	t.Parallel()
 	dir, url := newLightningDir(t, "default", "")
 	runs := playTrace(t, dir, readTrace(t, "crash3.jsonl"), playOpts{})
 	if len(runs) != 2 {
@@ -150,6 +152,7 @@ func TestInProcessCrash3(t *testing.T) {
 // TestAutoCompaction replays trace1 with each automatic trigger set low:
 // compactions run during the writes, and every restore point restores.
 func TestAutoCompaction(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		opts map[string]any
@@ -159,6 +162,7 @@ func TestAutoCompaction(t *testing.T) {
 		{"interval", map[string]any{optCompactChanges: 0, optCompactBytes: 0, optCompactEvery: "1ms"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			dir, url := newLightningDir(t, "default", "")
 			runs := playTrace(t, dir, readTrace(t, "trace1.jsonl"), playOpts{initOptions: tc.opts, settle: true})
 			done := 0

@@ -42,6 +42,7 @@ INSERT INTO h VALUES (1, 'r');
 `
 
 func TestDiff(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name         string
 		onlyA, onlyB string
@@ -80,6 +81,7 @@ func TestDiff(t *testing.T) {
 				"table h: row only in B: (_rowid_=7, x=1, rowid=\"r\")"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			a, b := pair(t, diffBase, tc.onlyA, tc.onlyB)
 			got, err := Diff(a, b)
 			if err != nil {
@@ -93,6 +95,7 @@ func TestDiff(t *testing.T) {
 }
 
 func TestDiffBounded(t *testing.T) {
+	t.Parallel()
 	a, b := pair(t, "CREATE TABLE t (x)",
 		"WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c WHERE i < 500) INSERT INTO t SELECT i FROM c",
 		"WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c WHERE i < 500) INSERT INTO t SELECT -i FROM c")
@@ -106,6 +109,7 @@ func TestDiffBounded(t *testing.T) {
 }
 
 func TestDiffErrors(t *testing.T) {
+	t.Parallel()
 	a, _ := pair(t, "CREATE TABLE t (x)", "", "")
 	if _, err := Diff(a, filepath.Join(t.TempDir(), "missing")); err == nil {
 		t.Fatal("no error for a missing file")

@@ -57,6 +57,7 @@ func replayInto(t *testing.T, recs []journal.Record) string {
 }
 
 func TestReadTrace(t *testing.T) {
+	t.Parallel()
 	tr, err := ReadTrace("../testdata/trace1.jsonl")
 	if err != nil {
 		t.Fatal(err)
@@ -94,6 +95,7 @@ func TestReadTrace(t *testing.T) {
 }
 
 func TestTrace1(t *testing.T) {
+	t.Parallel()
 	recs := mustRecords(t, "../testdata/trace1.jsonl")
 	path := filepath.Join(t.TempDir(), "lightningd.sqlite3")
 	d := mustOpen(t, path)
@@ -125,6 +127,7 @@ func TestTrace1(t *testing.T) {
 }
 
 func TestCrash3(t *testing.T) {
+	t.Parallel()
 	recs := mustRecords(t, "../testdata/crash3.jsonl")
 	final := "../testdata/crash3-final.sqlite3"
 
@@ -197,6 +200,7 @@ INSERT INTO child VALUES (10, 1), (20, 2), (30, 3);`
 // `PRAGMA foreign_keys = OFF` really turns foreign keys off for the changes
 // after it, as in lightningd; inside a transaction SQLite ignores it.
 func TestPragmaOutsideTransaction(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "db.sqlite3")
 	d := mustOpen(t, path)
 	mustApply(t, d, rec(1, fkSchema))
@@ -241,6 +245,7 @@ func TestPragmaOutsideTransaction(t *testing.T) {
 }
 
 func TestApplyErrorRollsBack(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "db.sqlite3")
 	d := mustOpen(t, path)
 	mustApply(t, d, rec(1, "CREATE TABLE t (x INTEGER UNIQUE)", "INSERT INTO t VALUES (1)"))
@@ -277,6 +282,7 @@ func TestApplyErrorRollsBack(t *testing.T) {
 }
 
 func TestOpenKeepsHeaderSettings(t *testing.T) {
+	t.Parallel()
 	// An odd file name and a non-default page size.
 	path := filepath.Join(t.TempDir(), "a b?c#d%20.sqlite3")
 	d := mustOpen(t, path)
@@ -306,6 +312,7 @@ func TestOpenKeepsHeaderSettings(t *testing.T) {
 }
 
 func TestOpenErrors(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	notDB := filepath.Join(dir, "text")
 	os.WriteFile(notDB, []byte(strings.Repeat("not a database\n", 100)), 0o600)
@@ -324,6 +331,7 @@ func TestOpenErrors(t *testing.T) {
 }
 
 func TestIntegrityCheckFindsDamage(t *testing.T) {
+	t.Parallel()
 	data, err := os.ReadFile("../testdata/trace1-final.sqlite3")
 	if err != nil {
 		t.Fatal(err)
@@ -345,6 +353,7 @@ func TestIntegrityCheckFindsDamage(t *testing.T) {
 }
 
 func TestRewriteLegacy(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ in, want string }{
 		{"UPDATE outputs SET status=2, reserved_til=1234WHERE prev_out_tx=?",
 			"UPDATE outputs SET status=2, reserved_til=1234 WHERE prev_out_tx=?"},
@@ -369,6 +378,7 @@ func TestRewriteLegacy(t *testing.T) {
 // A database in WAL mode stays in WAL mode (the mode is in the file header),
 // and Close leaves no -wal or -shm behind.
 func TestOpenKeepsWAL(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "wal.sqlite3")
 	d := mustOpen(t, path)
 	mustApply(t, d, rec(0, "PRAGMA journal_mode = WAL"), rec(1, "CREATE TABLE t (x)"))

@@ -50,6 +50,7 @@ func session(t *testing.T, cfg workload.Config) []workload.Hook {
 // TestDeterministic checks that equal configs give byte-identical hooks and
 // that the seed and HotRows change them.
 func TestDeterministic(t *testing.T) {
+	t.Parallel()
 	base := workload.Config{Seed: 7, TargetBytes: 1 << 20, UpdateFrac: 0.02, DeleteFrac: 0.01, InsertFrac: 0.02}
 	want := digest(session(t, base))
 	for _, tc := range []struct {
@@ -62,6 +63,7 @@ func TestDeterministic(t *testing.T) {
 		{"hot rows", workload.Config{Seed: 7, TargetBytes: base.TargetBytes, UpdateFrac: 0.02, DeleteFrac: 0.01, InsertFrac: 0.02, HotRows: true}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			if got := digest(session(t, tc.cfg)); (got == want) != tc.same {
 				t.Fatalf("digest %s, base %s: same=%v, want %v", got, want, got == want, tc.same)
 			}
@@ -73,6 +75,7 @@ func TestDeterministic(t *testing.T) {
 // 1, 2, 3..., the data_version row created in the first, and the guarded
 // bump last in each.
 func TestHookShape(t *testing.T) {
+	t.Parallel()
 	hs := session(t, workload.Config{Seed: 1, TargetBytes: 1 << 20, UpdateFrac: 0.05, DeleteFrac: 0.02, InsertFrac: 0.05})
 	if !strings.Contains(strings.Join(hs[0].Statements, "\n"), "INSERT INTO vars (name, intval) VALUES ('data_version', 0);") {
 		t.Fatal("first hook does not create the data_version row")
@@ -110,8 +113,10 @@ func queryInt(t *testing.T, path, q string) int64 {
 // TestBuildSize builds small databases and checks their size against the
 // target, their data_version against the generator, and their integrity.
 func TestBuildSize(t *testing.T) {
+	t.Parallel()
 	for _, target := range []int64{1 << 20, 6 << 20} {
 		t.Run(fmt.Sprint(target>>20, "MiB"), func(t *testing.T) {
+			t.Parallel()
 			path := filepath.Join(t.TempDir(), "db.sqlite3")
 			g := workload.New(workload.Config{Seed: 3, TargetBytes: target})
 			if err := workload.Build(path, g.Populate); err != nil {
@@ -141,6 +146,7 @@ func TestBuildSize(t *testing.T) {
 // TestReplayMatchesBuild applies the same hooks through replay (as
 // restore does) and through Build: the databases must hold the same rows.
 func TestReplayMatchesBuild(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		cfg  workload.Config
@@ -149,6 +155,7 @@ func TestReplayMatchesBuild(t *testing.T) {
 		{"hot", workload.Config{Seed: 12, TargetBytes: 2 << 20, UpdateFrac: 0.05, DeleteFrac: 0.03, InsertFrac: 0.04, HotRows: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			dir := t.TempDir()
 			g := workload.New(tc.cfg)
 			hs := collect(t, g.Populate)
@@ -206,12 +213,14 @@ func readPages(t *testing.T, path string) [][]byte {
 // TestTouchPages checks that touching changes exactly the chosen leaf pages
 // plus page 1 and the vars page, spread over the file.
 func TestTouchPages(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "db.sqlite3")
 	g := workload.New(workload.Config{Seed: 5, TargetBytes: 8 << 20})
 	if err := workload.Build(path, g.Populate); err != nil {
 		t.Fatal(err)
 	}
+	// The subtests run in order: each touches the same database further.
 	for _, frac := range []float64{0.01, 0.05} {
 		t.Run(fmt.Sprint(frac), func(t *testing.T) {
 			old := readPages(t, path)
@@ -252,6 +261,7 @@ func TestTouchPages(t *testing.T) {
 // TestStepFractions checks that a step inserts, updates and deletes the
 // configured fractions of the rows.
 func TestStepFractions(t *testing.T) {
+	t.Parallel()
 	cfg := workload.Config{Seed: 21, TargetBytes: 4 << 20, UpdateFrac: 0.05, DeleteFrac: 0.03, InsertFrac: 0.04}
 	g := workload.New(cfg)
 	rows := 0
@@ -292,6 +302,7 @@ func TestStepFractions(t *testing.T) {
 // most pages' content: leaf pages that were already full come out identical
 // at new places, which page dedup keeps, as it keeps them after a VACUUM.)
 func TestRebuild(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	g := workload.New(workload.Config{Seed: 5, TargetBytes: 1 << 20, UpdateFrac: 0.02, DeleteFrac: 0.01, InsertFrac: 0.02})
 	hs := collect(t, g.Populate)

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -34,14 +35,18 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:]); err != nil {
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintf(os.Stderr, "backup-bench: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, args []string) error {
+// run runs the benchmark as the command line asks, writing the results to
+// stdout and usage, errors and progress to stderr: main passes the
+// process's, a test its own buffers (no global to swap).
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("backup-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	c := &config{}
 	var size, memSize, workDir string
 	var asJSON, keep, verbose, noSmall bool
@@ -80,7 +85,7 @@ func run(ctx context.Context, args []string) error {
 		if err := json.Unmarshal(data, &res); err != nil {
 			return fmt.Errorf("%s: %w", *fromJSON, err)
 		}
-		res.print(os.Stdout)
+		res.print(stdout)
 		return nil
 	}
 	if c.Size, err = parseSize(size); err != nil {
@@ -114,7 +119,7 @@ func run(ctx context.Context, args []string) error {
 	c.work = workDir
 	c.logf = func(string, ...any) {}
 	if verbose {
-		c.logf = func(f string, a ...any) { fmt.Fprintf(os.Stderr, "backup-bench: "+f+"\n", a...) }
+		c.logf = func(f string, a ...any) { fmt.Fprintf(stderr, "backup-bench: "+f+"\n", a...) }
 	}
 	if err := c.findBinaries(ctx); err != nil {
 		return err
@@ -155,11 +160,11 @@ func run(ctx context.Context, args []string) error {
 	res.Machine = describeMachine(c.storeDir)
 	res.evaluate()
 	if asJSON {
-		enc := json.NewEncoder(os.Stdout)
+		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(res)
 	}
-	res.print(os.Stdout)
+	res.print(stdout)
 	return nil
 }
 

@@ -25,23 +25,12 @@ func TestSmallRun(t *testing.T) {
 		t.Skip("builds the binaries and runs the pipeline")
 	}
 	work := t.TempDir()
-	out := filepath.Join(work, "out.json")
-	f, err := os.Create(out)
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"--nodes", "2", "--size", "1MB", "--steps", "2", "--vacuum-step", "2", "--json", "--work-dir", filepath.Join(work, "w")}, &stdout, &stderr)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v\n%s", err, stderr.Bytes())
 	}
-	stdout := os.Stdout
-	os.Stdout = f
-	err = run(context.Background(), []string{"--nodes", "2", "--size", "1MB", "--steps", "2", "--vacuum-step", "2", "--json", "--work-dir", filepath.Join(work, "w")})
-	os.Stdout = stdout
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := stdout.Bytes()
 	var r map[string]any
 	if err := json.Unmarshal(data, &r); err != nil {
 		t.Fatalf("%v\n%s", err, data)

@@ -1,10 +1,9 @@
-package main_test
+package main
 
 import (
 	"context"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,10 +12,11 @@ import (
 	"github.com/clnbackup/backup/store"
 )
 
-// The admin commands (forget, gc, verify, unlock) run through the real
-// binary against real stores.
+// The admin commands (forget, gc, verify, unlock) run in process against
+// real stores.
 
 func TestAdminHelp(t *testing.T) {
+	t.Parallel()
 	for _, c := range []string{"forget", "gc", "verify", "unlock"} {
 		out := mustRun(t, c, "--help")
 		for _, want := range []string{"Usage:", "backup-cli " + c, "Examples:", "--json"} {
@@ -44,13 +44,7 @@ func historyStore(t *testing.T) (dir, url string) {
 	ldir := filepath.Join(tmp, "lightning")
 	os.Mkdir(ldir, 0o755)
 	mustRun(t, "init", "--lightning-dir", ldir, url)
-	player := filepath.Join(tmp, "trace-player")
-	if out, err := exec.Command("go", "build", "-o", player, "../trace-player").CombinedOutput(); err != nil {
-		t.Fatalf("build trace-player: %v\n%s", err, out)
-	}
-	if out, err := exec.Command(player, "apply", "--compact-every", "100", url, testdata+"trace1.jsonl").CombinedOutput(); err != nil {
-		t.Fatalf("trace-player: %v\n%s", err, out)
-	}
+	applyTrace(t, url, testdata+"trace1.jsonl")
 	bobDir := filepath.Join(tmp, "bob")
 	os.Mkdir(bobDir, 0o755)
 	copyFile(t, testdata+"crash3-final.sqlite3", filepath.Join(bobDir, "lightningd.sqlite3"))
@@ -59,6 +53,7 @@ func historyStore(t *testing.T) (dir, url string) {
 }
 
 func TestVerifyCLI(t *testing.T) {
+	t.Parallel()
 	dir, url := historyStore(t)
 	out := mustRun(t, "verify", url)
 	if !strings.Contains(out, "No problems found") || !strings.Contains(out, "2 nodes, 8 manifests") {
@@ -108,6 +103,7 @@ func TestVerifyCLI(t *testing.T) {
 }
 
 func TestForgetCLI(t *testing.T) {
+	t.Parallel()
 	_, url := historyStore(t)
 	out := mustRun(t, "forget", "--dry-run", "--keep-last", "2", url)
 	for _, want := range []string{"Dry run of forget", "policy: --keep-last 2", "Node default:", "Node bob:",
@@ -155,6 +151,7 @@ func restoreNewest(t *testing.T, url, node string) string {
 }
 
 func TestGCCLI(t *testing.T) {
+	t.Parallel()
 	_, url := historyStore(t)
 	mustRun(t, "forget", "--node", "default", "--keep-last", "1", url)
 	out := mustRun(t, "gc", "--dry-run", "--json", url)
@@ -183,6 +180,7 @@ func TestGCCLI(t *testing.T) {
 }
 
 func TestUnlockCLI(t *testing.T) {
+	t.Parallel()
 	_, url := historyStore(t)
 	mustFail(t, "--node is required", "unlock", url)
 	mustFail(t, "no such node", "unlock", "--node", "carol", url)

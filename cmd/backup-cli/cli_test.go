@@ -1,44 +1,110 @@
-package main_test
+package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/clnbackup/backup/replay"
 )
 
-var cliBin string
+// binDir holds the binaries the tests build: backup-cli for the tests that
+// need a real process (exit status, signals, environment), trace-player to
+// record histories.
+var binDir string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "backup-cli-test")
 	if err != nil {
 		panic(err)
 	}
-	cliBin = filepath.Join(dir, "backup-cli")
-	if out, err := exec.Command("go", "build", "-o", cliBin, ".").CombinedOutput(); err != nil {
-		os.Stderr.Write(out)
-		panic(err)
-	}
+	binDir = dir
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
 
-// run runs backup-cli and returns stdout, stderr and whether it succeeded.
+// builtBin is a command of this module built once per test binary, when
+// the first test that needs it asks: tests that run commands in process
+// never wait for a build.
+type builtBin struct {
+	name, pkg string
+	once      sync.Once
+	path      string
+	err       error
+}
+
+var (
+	cliBin    = &builtBin{name: "backup-cli", pkg: "."}
+	playerBin = &builtBin{name: "trace-player", pkg: "../trace-player"}
+)
+
+// get builds the command (once) and returns its path.
+func (b *builtBin) get(t testing.TB) string {
+	t.Helper()
+	b.once.Do(func() {
+		b.path = filepath.Join(binDir, b.name)
+		if out, err := exec.Command("go", "build", "-o", b.path, b.pkg).CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("build %s: %w\n%s", b.pkg, err, out)
+		}
+	})
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.path
+}
+
+// runCLI runs backup-cli in this process: a fresh command tree with args,
+// its output and error output captured, and the test's context (cancelled
+// when the test ends). err is what main would print and exit 1 for.
+func runCLI(t *testing.T, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	root := newRootCmd()
+	var out, errb bytes.Buffer
+	root.SetArgs(append([]string{}, args...)) // never nil: cobra would read os.Args
+	root.SetOut(&out)
+	root.SetErr(&errb)
+	err = root.ExecuteContext(t.Context())
+	return out.String(), errb.String(), err
+}
+
+// run runs backup-cli in process and returns what the binary prints on
+// stdout and stderr (main adds the error line) and whether it exits 0.
 func run(t *testing.T, args ...string) (string, string, bool) {
 	t.Helper()
-	cmd := exec.Command(cliBin, args...)
+	out, errOut, err := runCLI(t, args...)
+	if err != nil {
+		errOut += "backup-cli: " + err.Error() + "\n"
+	}
+	return out, errOut, err == nil
+}
+
+// runBinary runs the built backup-cli binary with extra environment
+// variables and returns its stdout, stderr and exit status.
+func runBinary(t *testing.T, env []string, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(cliBin.get(t), args...)
+	cmd.Env = append(os.Environ(), env...)
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
-	return out.String(), errb.String(), err == nil
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
+		t.Fatalf("run backup-cli %s: %v", strings.Join(args, " "), err)
+	}
+	return out.String(), errb.String(), cmd.ProcessState.ExitCode()
 }
 
+// mustRun runs backup-cli in process, fails the test unless it succeeds,
+// and returns its stdout.
 func mustRun(t *testing.T, args ...string) string {
 	t.Helper()
 	out, errOut, ok := run(t, args...)
@@ -48,6 +114,8 @@ func mustRun(t *testing.T, args ...string) string {
 	return out
 }
 
+// mustFail runs backup-cli in process and fails the test unless it fails
+// with want in what it prints on stderr.
 func mustFail(t *testing.T, want string, args ...string) {
 	t.Helper()
 	out, errOut, ok := run(t, args...)
@@ -56,6 +124,15 @@ func mustFail(t *testing.T, want string, args ...string) {
 	}
 	if !strings.Contains(errOut, want) {
 		t.Fatalf("backup-cli %s: stderr %q does not contain %q", strings.Join(args, " "), errOut, want)
+	}
+}
+
+// applyTrace records a trace into node "default" of the store with
+// trace-player, compacting every 100 hooks.
+func applyTrace(t *testing.T, url, trace string) {
+	t.Helper()
+	if out, err := exec.Command(playerBin.get(t), "apply", "--compact-every", "100", url, trace).CombinedOutput(); err != nil {
+		t.Fatalf("trace-player: %v\n%s", err, out)
 	}
 }
 
@@ -87,6 +164,7 @@ func sameDB(t *testing.T, a, b string) {
 const testdata = "../../testdata/"
 
 func TestInitRestoreListCompact(t *testing.T) {
+	t.Parallel()
 	tmp := t.TempDir()
 	ldir := filepath.Join(tmp, "lightning")
 	os.Mkdir(ldir, 0o755)
@@ -165,6 +243,7 @@ func TestInitRestoreListCompact(t *testing.T) {
 }
 
 func TestLegacyRestore(t *testing.T) {
+	t.Parallel()
 	tmp := t.TempDir()
 	dest := filepath.Join(tmp, "legacy.sqlite3")
 	abs, _ := filepath.Abs(testdata + "legacy-v1.dbak")
@@ -178,18 +257,13 @@ func TestLegacyRestore(t *testing.T) {
 }
 
 func TestOldStateGuard(t *testing.T) {
+	t.Parallel()
 	tmp := t.TempDir()
 	url := "file://" + filepath.Join(tmp, "store")
 	ldir := filepath.Join(tmp, "lightning")
 	os.Mkdir(ldir, 0o755)
 	mustRun(t, "init", "--lightning-dir", ldir, url)
-	player := filepath.Join(tmp, "trace-player")
-	if out, err := exec.Command("go", "build", "-o", player, "../trace-player").CombinedOutput(); err != nil {
-		t.Fatalf("build trace-player: %v\n%s", err, out)
-	}
-	if out, err := exec.Command(player, "apply", "--compact-every", "100", url, testdata+"trace1.jsonl").CombinedOutput(); err != nil {
-		t.Fatalf("trace-player: %v\n%s", err, out)
-	}
+	applyTrace(t, url, testdata+"trace1.jsonl")
 	// Manifest 3 is a snapshot at data_version 97: an old state.
 	mustFail(t, "refusing to restore the old state", "restore", "--manifest", "3", url, ldir)
 	mustFail(t, "refusing to restore the old state", "restore", "--version", "200", url, ldir)
@@ -218,6 +292,7 @@ func TestOldStateGuard(t *testing.T) {
 }
 
 func TestErrorsAndHelp(t *testing.T) {
+	t.Parallel()
 	tmp := t.TempDir()
 	for _, c := range []string{"init", "restore", "list", "compact"} {
 		out := mustRun(t, c, "--help")
@@ -231,4 +306,33 @@ func TestErrorsAndHelp(t *testing.T) {
 	mustFail(t, "accepts 1 arg", "list")
 	os.WriteFile(filepath.Join(tmp, "junk"), []byte("x"), 0o644)
 	mustFail(t, "is not empty and is not a backup store", "init", "file://"+tmp)
+}
+
+// TestBinary checks what only the real process shows: main's exit status
+// and its one error line on stderr, and that the binary prints byte for
+// byte what the commands print in process.
+func TestBinary(t *testing.T) {
+	t.Parallel()
+	tmp := t.TempDir()
+	url := "file://" + filepath.Join(tmp, "store")
+	mustRun(t, "init", "--node", "alice", url)
+	for _, args := range [][]string{{"--help"}, {"list", url}, {"list", "--json", url}, {"verify", url}} {
+		out, errOut, st := runBinary(t, nil, args...)
+		inOut, inErr, ok := run(t, args...)
+		if st != 0 || !ok {
+			t.Fatalf("backup-cli %s: exit status %d, in process ok=%v\n%s%s", strings.Join(args, " "), st, ok, errOut, inErr)
+		}
+		if out != inOut || errOut != inErr {
+			t.Errorf("backup-cli %s: the binary printed\n%q\n%q\nin process\n%q\n%q", strings.Join(args, " "), out, errOut, inOut, inErr)
+		}
+	}
+	missing := "file://" + filepath.Join(tmp, "nope")
+	out, errOut, st := runBinary(t, nil, "list", missing)
+	_, _, err := runCLI(t, "list", missing)
+	if err == nil {
+		t.Fatal("list of a missing store succeeded in process")
+	}
+	if st != 1 || out != "" || errOut != "backup-cli: "+err.Error()+"\n" {
+		t.Fatalf("list of a missing store: exit status %d, stdout %q, stderr %q; want 1, nothing, %q", st, out, errOut, "backup-cli: "+err.Error()+"\n")
+	}
 }

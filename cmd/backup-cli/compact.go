@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/history"
@@ -45,6 +44,7 @@ holds wrong are read from the store.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
 			st, err := store.Open(ctx, args[0], g.storeOptions())
 			if err != nil {
 				return err
@@ -62,7 +62,7 @@ holds wrong are read from the store.`,
 			}
 			defer n.Close()
 			n.TempDir, n.CacheDir = tmpDir, cacheDir
-			bar := newProgress("compact")
+			bar := newProgress(stderr, "compact")
 			r, err := n.Compact(ctx, bar.fn())
 			bar.done()
 			if err != nil {
@@ -77,19 +77,19 @@ holds wrong are read from the store.`,
 				out.Manifest, out.DataVersion, out.DatabaseBytes = r.Manifest.Seq, r.Manifest.Snapshot.Version, r.Manifest.Snapshot.Size()
 			}
 			if g.json {
-				return printJSON(out)
+				return printJSON(stdout, out)
 			}
 			if r.Manifest == nil {
-				fmt.Printf("Nothing to compact for node %q: its newest restore point is a snapshot and the journal holds no sealable change\n", node)
+				fmt.Fprintf(stdout, "Nothing to compact for node %q: its newest restore point is a snapshot and the journal holds no sealable change\n", node)
 				return nil
 			}
 			if r.Sealed.Manifest != nil {
-				fmt.Printf("Sealed %d changes of node %q (manifest %d)\n", r.Sealed.Records, node, r.Sealed.Manifest.Seq)
+				fmt.Fprintf(stdout, "Sealed %d changes of node %q (manifest %d)\n", r.Sealed.Records, node, r.Sealed.Manifest.Seq)
 			}
-			fmt.Printf("Compacted node %q: snapshot at data_version %d (%s) in manifest %d; %s added to the store, %s of pages read from it, in %.2fs\n",
+			fmt.Fprintf(stdout, "Compacted node %q: snapshot at data_version %d (%s) in manifest %d; %s added to the store, %s of pages read from it, in %.2fs\n",
 				node, out.DataVersion, formatBytes(out.DatabaseBytes), out.Manifest, formatBytes(out.AddedBytes), formatBytes(out.FetchedBytes), out.DurationSecond)
 			if r.CacheErr != nil {
-				fmt.Fprintf(os.Stderr, "warning: %v\n", r.CacheErr)
+				fmt.Fprintf(stderr, "warning: %v\n", r.CacheErr)
 			}
 			return nil
 		},

@@ -2,7 +2,7 @@ package main
 
 import (
 	"fmt"
-	"os"
+	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -44,6 +44,7 @@ plugins write. Use --dry-run first to see what it would drop and why.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
 			st, err := store.Open(ctx, args[0], g.storeOptions())
 			if err != nil {
 				return err
@@ -52,16 +53,16 @@ plugins write. Use --dry-run first to see what it would drop and why.`,
 			if err := st.NeedFullAccess("forget"); err != nil {
 				return err
 			}
-			bar := newProgress("forget")
+			bar := newProgress(stderr, "forget")
 			rep, err := history.Forget(ctx, st, history.ForgetOptions{Node: node, Policy: policy, DryRun: dryRun, Progress: bar.stage("manifests", false)})
 			bar.done()
 			if err != nil {
 				return err
 			}
 			if g.json {
-				return printJSON(rep)
+				return printJSON(stdout, rep)
 			}
-			printForget(st.Location(), rep)
+			printForget(stdout, st.Location(), rep)
 			return nil
 		},
 	}
@@ -76,21 +77,24 @@ plugins write. Use --dry-run first to see what it would drop and why.`,
 	return cmd
 }
 
-func printForget(location string, r history.ForgetReport) {
+// printForget writes forget's report for people: per node, every restore
+// point with what happened to it and why, so that a policy can be checked
+// with --dry-run before it deletes anything.
+func printForget(stdout io.Writer, location string, r history.ForgetReport) {
 	verb := "Dropped"
 	if r.DryRun {
 		verb = "Would drop"
-		fmt.Printf("Dry run of forget on store %s (nothing was deleted), policy: %s\n", location, r.Policy)
+		fmt.Fprintf(stdout, "Dry run of forget on store %s (nothing was deleted), policy: %s\n", location, r.Policy)
 	} else {
-		fmt.Printf("forget on store %s, policy: %s\n", location, r.Policy)
+		fmt.Fprintf(stdout, "forget on store %s, policy: %s\n", location, r.Policy)
 	}
 	if r.Policy.IsZero() {
-		fmt.Println("No --keep rule given: every restore point is kept.")
+		fmt.Fprintln(stdout, "No --keep rule given: every restore point is kept.")
 	}
 	for i := 0; i < len(r.Decisions); {
 		node := r.Decisions[i].Node
-		fmt.Printf("\nNode %s:\n", node)
-		tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
+		fmt.Fprintf(stdout, "\nNode %s:\n", node)
+		tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "  MANIFEST\tCREATED (UTC)\tAGE\tDATA_VERSION\tACTION\tWHY")
 		for ; i < len(r.Decisions) && r.Decisions[i].Node == node; i++ {
 			d := r.Decisions[i]
@@ -107,11 +111,11 @@ func printForget(location string, r history.ForgetReport) {
 		}
 		tw.Flush()
 	}
-	fmt.Printf("\nKept %d restore points. %s %d.", r.Kept, verb, r.Dropped)
+	fmt.Fprintf(stdout, "\nKept %d restore points. %s %d.", r.Kept, verb, r.Dropped)
 	if r.Dropped > 0 && !r.DryRun {
-		fmt.Print(" Run backup-cli gc to reclaim the space they alone used.")
+		fmt.Fprint(stdout, " Run backup-cli gc to reclaim the space they alone used.")
 	}
-	fmt.Println()
+	fmt.Fprintln(stdout)
 }
 
 // formatAge writes a duration for people: "45s", "3h12m", "4d2h".

@@ -51,12 +51,13 @@ writers and repacks left behind.`,
 				return fmt.Errorf("--repack-below %v: give a fraction between 0 and 1 (e.g. 0.5)", repackBelow)
 			}
 			ctx := cmd.Context()
+			stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
 			st, err := store.Open(ctx, args[0], g.storeOptions())
 			if err != nil {
 				return err
 			}
 			defer st.Close()
-			bar := newProgress("gc")
+			bar := newProgress(stderr, "gc")
 			start := time.Now()
 			rep, err := history.GC(ctx, st, packs.GCOptions{Grace: grace, RepackBelow: repackBelow, DryRun: dryRun, Progress: bar.stage("packs", false)})
 			bar.done()
@@ -65,15 +66,15 @@ writers and repacks left behind.`,
 			}
 			out := gcResult{Store: st.Location(), GCReport: rep, DurationSeconds: time.Since(start).Seconds()}
 			if g.json {
-				return printJSON(out)
+				return printJSON(stdout, out)
 			}
 			if dryRun {
-				fmt.Printf("Dry run of gc on store %s (nothing was changed):\n", out.Store)
+				fmt.Fprintf(stdout, "Dry run of gc on store %s (nothing was changed):\n", out.Store)
 			} else {
-				fmt.Printf("gc of store %s (%.1fs):\n", out.Store, out.DurationSeconds)
+				fmt.Fprintf(stdout, "gc of store %s (%.1fs):\n", out.Store, out.DurationSeconds)
 			}
 			for _, l := range rep.Lines() {
-				fmt.Println("  " + l)
+				fmt.Fprintln(stdout, "  "+l)
 			}
 			return nil
 		},

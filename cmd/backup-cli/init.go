@@ -68,6 +68,7 @@ server); init writes it into backup.lock, readable only by its owner.`,
 				}
 			}
 			ctx := cmd.Context()
+			stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
 			st, created, err := store.Create(ctx, url, g.storeOptions())
 			if err != nil {
 				return err
@@ -76,9 +77,9 @@ server); init writes it into backup.lock, readable only by its owner.`,
 			out := initResult{Store: st.Location(), StoreCreated: created, Node: node}
 			if !g.json {
 				if created {
-					fmt.Printf("Created store %s\n", st.Location())
+					fmt.Fprintf(stdout, "Created store %s\n", st.Location())
 				} else {
-					fmt.Printf("Using existing store %s\n", st.Location())
+					fmt.Fprintf(stdout, "Using existing store %s\n", st.Location())
 				}
 			}
 			if dbPath != "" {
@@ -88,10 +89,10 @@ server); init writes it into backup.lock, readable only by its owner.`,
 				}
 				out.Database = dbPath
 				if !g.json {
-					fmt.Printf("Found an existing database at %s (data_version %d)\n", dbPath, v)
+					fmt.Fprintf(stdout, "Found an existing database at %s (data_version %d)\n", dbPath, v)
 				}
 			}
-			bar := newProgress("snapshot")
+			bar := newProgress(stderr, "snapshot")
 			m, err := history.Init(ctx, st, node, dbPath, bar.fn())
 			bar.done()
 			if err != nil {
@@ -109,16 +110,16 @@ server); init writes it into backup.lock, readable only by its owner.`,
 				out.LockFile = lockPath
 			}
 			if g.json {
-				return printJSON(out)
+				return printJSON(stdout, out)
 			}
 			if dbPath != "" {
-				fmt.Printf("Successfully written initial snapshot of node %q: data_version %d, %s in %d pages, %s new to the store (manifest %d)\n",
+				fmt.Fprintf(stdout, "Successfully written initial snapshot of node %q: data_version %d, %s in %d pages, %s new to the store (manifest %d)\n",
 					node, m.Snapshot.Version, formatBytes(m.Snapshot.Size()), m.Snapshot.Pages, formatBytes(m.Stats.AddedBytes), m.Seq)
 			} else {
-				fmt.Printf("Added node %q with an empty database (manifest %d): the plugin will record every change from the first\n", node, m.Seq)
+				fmt.Fprintf(stdout, "Added node %q with an empty database (manifest %d): the plugin will record every change from the first\n", node, m.Seq)
 			}
 			if lockPath != "" {
-				fmt.Printf("Wrote %s\n", lockPath)
+				fmt.Fprintf(stdout, "Wrote %s\n", lockPath)
 			}
 			return nil
 		},

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"text/tabwriter"
 
 	"github.com/clnbackup/backup/store"
@@ -39,6 +38,7 @@ store really uses.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			stdout := cmd.OutOrStdout()
 			st, err := store.Open(ctx, args[0], g.storeOptions())
 			if err != nil {
 				return err
@@ -74,12 +74,12 @@ store really uses.`,
 				res.StoredBytes, res.JournalFileBytes, res.Objects = u.Bytes-u.JournalBytes, u.JournalBytes, u.Objects
 			}
 			if g.json {
-				return printJSON(res)
+				return printJSON(stdout, res)
 			}
-			fmt.Printf("Store %s\n", res.Store)
+			fmt.Fprintf(stdout, "Store %s\n", res.Store)
 			for _, n := range res.Nodes {
-				fmt.Printf("\nNode %s: newest data_version %d\n", n.Name, n.NewestVersion)
-				tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', tabwriter.AlignRight)
+				fmt.Fprintf(stdout, "\nNode %s: newest data_version %d\n", n.Name, n.NewestVersion)
+				tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', tabwriter.AlignRight)
 				fmt.Fprintln(tw, "MANIFEST\tCREATED (UTC)\tDATA_VERSION\tSNAPSHOT_AT\tCHANGES\tDB SIZE\tNEW TO STORE\t")
 				for _, m := range n.Manifests {
 					fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%s\t%s\t\n", m.Seq, m.Created.UTC().Format("2006-01-02 15:04:05"),
@@ -87,13 +87,13 @@ store really uses.`,
 				}
 				tw.Flush()
 				if n.Journal.Records > 0 {
-					fmt.Printf("  journal: %d changes, data_version %d..%d (%s of statements)\n", n.Journal.Records, n.Journal.FirstVersion, n.Journal.LastVersion, formatBytes(n.Journal.Bytes))
+					fmt.Fprintf(stdout, "  journal: %d changes, data_version %d..%d (%s of statements)\n", n.Journal.Records, n.Journal.FirstVersion, n.Journal.LastVersion, formatBytes(n.Journal.Bytes))
 				} else {
-					fmt.Printf("  journal: no changes after the newest manifest\n")
+					fmt.Fprintf(stdout, "  journal: no changes after the newest manifest\n")
 				}
 			}
 			if !st.FullAccess() {
-				fmt.Printf("\nTotal: %d restore points of %d nodes, %s logical (the store's size is known to the server and admin tokens)\n",
+				fmt.Fprintf(stdout, "\nTotal: %d restore points of %d nodes, %s logical (the store's size is known to the server and admin tokens)\n",
 					countManifests(res.Nodes), len(res.Nodes), formatBytes(res.LogicalBytes))
 				return nil
 			}
@@ -101,7 +101,7 @@ store really uses.`,
 			if res.StoredBytes > 0 {
 				ratio = float64(res.LogicalBytes) / float64(res.StoredBytes)
 			}
-			fmt.Printf("\nTotal: %d restore points of %d nodes, %s logical; %s stored in %d objects (%.1fx smaller), plus %s of journal files\n",
+			fmt.Fprintf(stdout, "\nTotal: %d restore points of %d nodes, %s logical; %s stored in %d objects (%.1fx smaller), plus %s of journal files\n",
 				countManifests(res.Nodes), len(res.Nodes), formatBytes(res.LogicalBytes), formatBytes(res.StoredBytes), res.Objects, ratio, formatBytes(res.JournalFileBytes))
 			return nil
 		},

@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -19,16 +20,11 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// memoryLimit is backup-cli's soft memory limit (GOMEMLIMIT overrides it),
-// as the plugin has one. Without it the Go heap grows to twice what is live,
-// and what is live grows with the database and the store. Measured with
-// backup-bench (docs/benchmark.md): restore of a 168 MB database peaks at
-// 48-49 MB RSS without a limit, 39 MB with 32 MiB, 29-34 MB with 20 MiB,
-// in 0.72-0.86 s, 0.76-0.87 s and 0.89-0.97 s; 3 nodes x 40 MB, compact
-// 60 -> 34 MB and gc 51 -> 26 MB. 48 MiB is above what the heap reaches
-// there; 20 MiB makes the collector run often enough to cost time. The
-// runtime caps the collector at half the CPU, so a live set larger than
-// the limit (a very large store's index) makes the CLI slower, never fail.
+// memoryLimit is backup-cli's soft memory limit (GOMEMLIMIT overrides it):
+// without one the heap grows to twice what is live. It is as low as it
+// goes before the collector costs time (docs/benchmark.md, "backup-cli
+// memory limit"); a larger live set makes the CLI slower, never fail (the
+// runtime caps the collector at half the CPU).
 const memoryLimit = 32 << 20
 
 func main() {
@@ -51,6 +47,9 @@ type globals struct {
 	tokenFile string
 }
 
+// newRootCmd builds the whole command tree with its own flag values and no
+// state outside it, so that main and each in-process test get an
+// independent one; commands write to its output and error writers.
 func newRootCmd() *cobra.Command {
 	g := &globals{}
 	root := &cobra.Command{
@@ -74,9 +73,10 @@ plus the db_write changes the backup plugin records between snapshots.`,
 	return root
 }
 
-// printJSON writes v as indented JSON to stdout.
-func printJSON(v any) error {
-	enc := json.NewEncoder(os.Stdout)
+// printJSON writes v as indented JSON to w (the command's output, so that
+// scripts and in-process callers get it where they asked).
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"sync"
 	"time"
@@ -9,21 +10,25 @@ import (
 	"golang.org/x/term"
 )
 
-// progressBar draws one updating line on stderr when stderr is a terminal,
-// and does nothing otherwise (logs and pipes stay clean). A nil bar is
-// valid and draws nothing.
+// progressBar draws one updating line on the command's error output when
+// that is a terminal, and does nothing otherwise (logs, pipes and
+// in-process callers stay clean). A nil bar is valid and draws nothing.
 type progressBar struct {
+	w     io.Writer
 	label string
 	mu    sync.Mutex
 	last  time.Time
 	drawn bool
 }
 
-func newProgress(label string) *progressBar {
-	if !term.IsTerminal(int(os.Stderr.Fd())) {
+// newProgress returns a bar drawing on w, or nil (no progress) unless w is
+// a terminal: only an *os.File can be one, so a buffer or a pipe given by
+// a caller never receives the control sequences.
+func newProgress(w io.Writer, label string) *progressBar {
+	if f, ok := w.(*os.File); !ok || !term.IsTerminal(int(f.Fd())) {
 		return nil
 	}
-	return &progressBar{label: label}
+	return &progressBar{w: w, label: label}
 }
 
 // fn returns the callback for an operation counted in bytes (nil when
@@ -62,7 +67,7 @@ func (p *progressBar) update(stage string, done, total int64, bytes bool) {
 	if stage != "" {
 		amount = stage + " " + amount
 	}
-	fmt.Fprintf(os.Stderr, "\r\033[K%s %5.1f%% %s", p.label, pct, amount)
+	fmt.Fprintf(p.w, "\r\033[K%s %5.1f%% %s", p.label, pct, amount)
 	p.drawn = true
 }
 
@@ -74,7 +79,7 @@ func (p *progressBar) done() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.drawn {
-		fmt.Fprint(os.Stderr, "\r\033[K")
+		fmt.Fprint(p.w, "\r\033[K")
 	}
 }
 

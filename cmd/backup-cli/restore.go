@@ -47,6 +47,7 @@ URL may also name a backup file of the Python backup plugin
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
 			versionSet = cmd.Flags().Changed("version")
 			if versionSet && seq != 0 {
 				return fmt.Errorf("--manifest and --version exclusive: choose one restore point")
@@ -66,16 +67,16 @@ URL may also name a backup file of the Python backup plugin
 				if node != "" || seq != 0 || versionSet {
 					return fmt.Errorf("--node, --manifest and --version do not apply to a legacy backup file")
 				}
-				bar := newProgress("restore")
+				bar := newProgress(stderr, "restore")
 				res, err := history.RestoreLegacy(ctx, u.Path, dest, bar.fn())
 				bar.done()
 				if err != nil {
 					return err
 				}
 				if g.json {
-					return printJSON(res)
+					return printJSON(stdout, res)
 				}
-				fmt.Printf("Restored legacy backup %s (%d entries) to %s: data_version %d, %s\n", u.Path, res.Entries, dest, res.Version, formatBytes(res.Bytes))
+				fmt.Fprintf(stdout, "Restored legacy backup %s (%d entries) to %s: data_version %d, %s\n", u.Path, res.Entries, dest, res.Version, formatBytes(res.Bytes))
 				return nil
 			}
 			st, err := store.Open(ctx, args[0], g.storeOptions())
@@ -95,7 +96,7 @@ URL may also name a backup file of the Python backup plugin
 					return err
 				}
 			}
-			bar := newProgress("restore")
+			bar := newProgress(stderr, "restore")
 			opts.Progress = bar.fn()
 			res, err := history.Restore(ctx, st, opts)
 			bar.done()
@@ -103,12 +104,12 @@ URL may also name a backup file of the Python backup plugin
 				return err
 			}
 			if g.json {
-				return printJSON(res)
+				return printJSON(stdout, res)
 			}
-			fmt.Printf("Restored node %q manifest %d at data_version %d to %s (%s, %d changes applied after the snapshot)\n",
+			fmt.Fprintf(stdout, "Restored node %q manifest %d at data_version %d to %s (%s, %d changes applied after the snapshot)\n",
 				res.Node, res.Manifest, res.Version, res.Dest, formatBytes(res.Bytes), res.Changes)
 			if res.Version < res.NewestVersion {
-				fmt.Fprintf(os.Stderr, "WARNING: this is an OLD state (data_version %d; the store holds %d). Starting a node on it can broadcast revoked channel states and lose funds.\n", res.Version, res.NewestVersion)
+				fmt.Fprintf(stderr, "WARNING: this is an OLD state (data_version %d; the store holds %d). Starting a node on it can broadcast revoked channel states and lose funds.\n", res.Version, res.NewestVersion)
 			}
 			return nil
 		},

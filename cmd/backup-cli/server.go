@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/signal"
@@ -51,7 +52,7 @@ answered, and closes the journals.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			url, addr := args[0], args[1]
-			infof, errorf, err := serverLoggers(logFormat)
+			infof, errorf, err := serverLoggers(cmd.ErrOrStderr(), logFormat)
 			if err != nil {
 				return err
 			}
@@ -138,13 +139,14 @@ func reloadAuth(srv *remote.Server, authFile string, infof, errorf func(string, 
 	infof("reloaded %s: new connections use its tokens", authFile)
 }
 
-// serverLoggers returns the server's info and error loggers, to stderr.
-func serverLoggers(format string) (infof, errorf func(string, ...any), err error) {
+// serverLoggers returns the server's info and error loggers, writing to
+// stderr (the command's error output: a service manager's journal).
+func serverLoggers(stderr io.Writer, format string) (infof, errorf func(string, ...any), err error) {
 	switch format {
 	case "plain":
 		logf := func(level string) func(string, ...any) {
 			return func(f string, args ...any) {
-				fmt.Fprintf(os.Stderr, "%s %s%s\n", time.Now().UTC().Format(time.RFC3339), level, fmt.Sprintf(f, args...))
+				fmt.Fprintf(stderr, "%s %s%s\n", time.Now().UTC().Format(time.RFC3339), level, fmt.Sprintf(f, args...))
 			}
 		}
 		return logf(""), logf("error: "), nil
@@ -152,7 +154,7 @@ func serverLoggers(format string) (infof, errorf func(string, ...any), err error
 		logf := func(prio int) func(string, ...any) {
 			return func(f string, args ...any) {
 				msg := strings.ReplaceAll(fmt.Sprintf(f, args...), "\n", " | ")
-				fmt.Fprintf(os.Stderr, "<%d>%s\n", prio, msg)
+				fmt.Fprintf(stderr, "<%d>%s\n", prio, msg)
 			}
 		}
 		return logf(6), logf(3), nil
@@ -201,15 +203,16 @@ A running server reads the auth file when it starts: restart it.`,
 			if err := remote.AddToken(authFile, tok, list, admin); err != nil {
 				return err
 			}
+			stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
 			if g.json {
-				return printJSON(addTokenResult{Token: tok, AuthFile: authFile, Admin: admin, Nodes: list})
+				return printJSON(stdout, addTokenResult{Token: tok, AuthFile: authFile, Admin: admin, Nodes: list})
 			}
 			what := "admin token"
 			if !admin {
 				what = "token for nodes " + strings.Join(list, ",")
 			}
-			fmt.Fprintf(os.Stderr, "Added a %s to %s (send the running server SIGHUP to use it: kill -HUP PID):\n", what, authFile)
-			fmt.Println(tok)
+			fmt.Fprintf(stderr, "Added a %s to %s (send the running server SIGHUP to use it: kill -HUP PID):\n", what, authFile)
+			fmt.Fprintln(stdout, tok)
 			return nil
 		},
 	}

@@ -1,4 +1,4 @@
-package main_test
+package main
 
 import (
 	"encoding/json"
@@ -13,9 +13,12 @@ import (
 	"time"
 )
 
-// TestServerCommand: tokens from add-token, a server process, init,
-// restore, list and gc through it, and a graceful stop on SIGTERM.
+// TestServerCommand: tokens from add-token, a server process (signals are
+// the process's: SIGHUP reloads, SIGTERM stops gracefully), and init,
+// restore, list and gc through it, in process but for a restore with the
+// token in the environment.
 func TestServerCommand(t *testing.T) {
+	t.Parallel()
 	tmp := t.TempDir()
 	auth := filepath.Join(tmp, "auth")
 	var tok struct {
@@ -38,7 +41,7 @@ func TestServerCommand(t *testing.T) {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	srv := exec.Command(cliBin, "server", "--auth", auth, "--log-format", "systemd", "file://"+filepath.Join(tmp, "store"), addr)
+	srv := exec.Command(cliBin.get(t), "server", "--auth", auth, "--log-format", "systemd", "file://"+filepath.Join(tmp, "store"), addr)
 	logs := &syncBuffer{}
 	srv.Stderr = logs
 	logsString := logs.String
@@ -64,10 +67,10 @@ func TestServerCommand(t *testing.T) {
 	mustRun(t, "init", "--token-file", tokFile, "--node", "alice", url)
 	mustFail(t, "denied", "init", "--token-file", tokFile, "--node", "bob", url)
 	mustFail(t, "does not know this token", "list", "--token", strings.Repeat("0", 64), url)
-	cmd := exec.Command(cliBin, "restore", url, filepath.Join(tmp, "r.sqlite3"))
-	cmd.Env = append(os.Environ(), "CLNBACKUP_TOKEN="+tok.Token)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("restore with $CLNBACKUP_TOKEN: %v\n%s", err, out)
+	// The environment is the process's: a real one, so that tests need
+	// not change this one's (and may run in parallel).
+	if out, errOut, st := runBinary(t, []string{"CLNBACKUP_TOKEN=" + tok.Token}, "restore", url, filepath.Join(tmp, "r.sqlite3")); st != 0 {
+		t.Fatalf("restore with $CLNBACKUP_TOKEN: exit status %d\n%s%s", st, out, errOut)
 	}
 	if out := mustRun(t, "list", "--token", admin, url); !strings.Contains(out, "alice") {
 		t.Fatalf("list: %s", out)

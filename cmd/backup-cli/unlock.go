@@ -42,6 +42,7 @@ writers for one node corrupt its history.`,
 				return errors.New("--node is required: name the node whose lease to clear")
 			}
 			ctx := cmd.Context()
+			stdout := cmd.OutOrStdout()
 			st, err := store.Open(ctx, args[0], g.storeOptions())
 			if err != nil {
 				return err
@@ -60,15 +61,15 @@ writers for one node corrupt its history.`,
 				return err
 			}
 			if g.json {
-				return printJSON(out)
+				return printJSON(stdout, out)
 			}
 			switch {
 			case out.Cleared == nil:
-				fmt.Printf("Node %q holds no lease: nothing to clear\n", node)
+				fmt.Fprintf(stdout, "Node %q holds no lease: nothing to clear\n", node)
 			case out.Forced:
-				fmt.Printf("Forced: cleared the live lease of node %q held by %s\n", node, out.Cleared)
+				fmt.Fprintf(stdout, "Forced: cleared the live lease of node %q held by %s\n", node, out.Cleared)
 			default:
-				fmt.Printf("Cleared the lease of node %q held by %s (not live: expired, or its process is gone)\n", node, out.Cleared)
+				fmt.Fprintf(stdout, "Cleared the lease of node %q held by %s (not live: expired, or its process is gone)\n", node, out.Cleared)
 			}
 			return nil
 		},

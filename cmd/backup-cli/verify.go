@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/clnbackup/backup/store"
@@ -49,6 +50,7 @@ It may run while the backup plugins write.`,
 				opts.ReadData, opts.Percent = true, readData
 			}
 			ctx := cmd.Context()
+			stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
 			st, err := store.Open(ctx, args[0], g.storeOptions())
 			if err != nil {
 				return err
@@ -57,7 +59,7 @@ It may run while the backup plugins write.`,
 			if err := st.NeedFullAccess("verify"); err != nil {
 				return err
 			}
-			bar := newProgress("verify")
+			bar := newProgress(stderr, "verify")
 			if bar != nil {
 				opts.Progress = func(stage string, done, total int64) { bar.update(stage, done, total, stage == "read") }
 			}
@@ -67,11 +69,11 @@ It may run while the backup plugins write.`,
 				return err
 			}
 			if g.json {
-				if err := printJSON(rep); err != nil {
+				if err := printJSON(stdout, rep); err != nil {
 					return err
 				}
 			} else {
-				printVerify(rep)
+				printVerify(stdout, rep)
 			}
 			if !rep.OK() {
 				return fmt.Errorf("store %s: %d problems found (see the report); restore points not named there are intact", rep.Store, len(rep.Problems))
@@ -85,23 +87,26 @@ It may run while the backup plugins write.`,
 	return cmd
 }
 
-func printVerify(r history.VerifyReport) {
-	fmt.Printf("Verified store %s: %d nodes, %d manifests, %d indexes, %d packs, %d chunks; journals: %d (%d records after the newest manifests)\n",
+// printVerify writes verify's report for people: the counts checked, then
+// every problem with the restore points it breaks, so that an operator
+// knows which restores still work.
+func printVerify(stdout io.Writer, r history.VerifyReport) {
+	fmt.Fprintf(stdout, "Verified store %s: %d nodes, %d manifests, %d indexes, %d packs, %d chunks; journals: %d (%d records after the newest manifests)\n",
 		r.Store, r.Nodes, r.Manifests, r.Indexes, r.Packs, r.Chunks, r.Journals, r.JournalRecords)
 	if r.UnindexedPacks > 0 {
-		fmt.Printf("  %d packs without an index (left by interrupted writers; gc removes them)\n", r.UnindexedPacks)
+		fmt.Fprintf(stdout, "  %d packs without an index (left by interrupted writers; gc removes them)\n", r.UnindexedPacks)
 	}
 	if d := r.ReadData; d != nil {
-		fmt.Printf("Read back %d of %d packs: %s, %d chunks decompressed and re-hashed in %.2fs (%.1f MB/s)\n",
+		fmt.Fprintf(stdout, "Read back %d of %d packs: %s, %d chunks decompressed and re-hashed in %.2fs (%.1f MB/s)\n",
 			d.Packs, d.Packs+d.SampledOut, formatBytes(d.Bytes), d.Chunks, d.Duration.Seconds(), d.MBPerSecond())
 	}
 	if r.OK() {
-		fmt.Println("No problems found.")
+		fmt.Fprintln(stdout, "No problems found.")
 		return
 	}
-	fmt.Printf("\n%d problems found:\n", len(r.Problems))
+	fmt.Fprintf(stdout, "\n%d problems found:\n", len(r.Problems))
 	for _, p := range r.Problems {
-		fmt.Printf("\n%s: %s\n", p.Object, p.Problem)
+		fmt.Fprintf(stdout, "\n%s: %s\n", p.Object, p.Problem)
 		if len(p.Chunks) > 0 && !strings.HasPrefix(p.Object, "chunk ") {
 			ids := make([]string, len(p.Chunks))
 			for i, c := range p.Chunks {
@@ -111,9 +116,9 @@ func printVerify(r history.VerifyReport) {
 			if p.ChunkCount > len(p.Chunks) {
 				more = fmt.Sprintf(" and %d more", p.ChunkCount-len(p.Chunks))
 			}
-			fmt.Printf("  unreadable chunks: %s%s\n", strings.Join(ids, " "), more)
+			fmt.Fprintf(stdout, "  unreadable chunks: %s%s\n", strings.Join(ids, " "), more)
 		}
-		fmt.Printf("  breaks: %s\n", describeAffects(p.Affects))
+		fmt.Fprintf(stdout, "  breaks: %s\n", describeAffects(p.Affects))
 	}
 }
 

@@ -45,8 +45,10 @@ func startNoop(t *testing.T, mode string) *Lightningd {
 }
 
 func TestProtocol(t *testing.T) {
+	t.Parallel()
 	for _, mode := range []string{"", "fragment"} {
 		t.Run("mode="+mode, func(t *testing.T) {
+			t.Parallel()
 			l := startNoop(t, mode)
 			m, err := l.GetManifest()
 			if err != nil {
@@ -125,6 +127,7 @@ func TestProtocol(t *testing.T) {
 	}
 }
 
+// TestViolations is serial: an answer must arrive within a 500 ms timeout.
 func TestViolations(t *testing.T) {
 	t.Run("badid", func(t *testing.T) {
 		l := startNoop(t, "badid")
@@ -157,6 +160,7 @@ func TestViolations(t *testing.T) {
 }
 
 func TestKillFailsPending(t *testing.T) {
+	t.Parallel()
 	l := startNoop(t, "fragment")
 	if _, err := l.GetManifest(); err != nil {
 		t.Fatal(err)
@@ -175,6 +179,8 @@ func TestKillFailsPending(t *testing.T) {
 	}
 }
 
+// TestHoldOutput is serial: it expects the plugin to answer within the
+// 20 and 50 ms it sleeps.
 func TestHoldOutput(t *testing.T) {
 	l := startNoop(t, "")
 	if _, err := l.GetManifest(); err != nil {
@@ -211,6 +217,7 @@ func TestHoldOutput(t *testing.T) {
 }
 
 func TestPlayTrace(t *testing.T) {
+	t.Parallel()
 	entries, err := replay.ReadTrace("../../testdata/crash3.jsonl")
 	if err != nil {
 		t.Fatal(err)
@@ -226,6 +233,7 @@ func TestPlayTrace(t *testing.T) {
 }
 
 func TestPercentiles(t *testing.T) {
+	t.Parallel()
 	var ds []time.Duration
 	for i := 100; i >= 1; i-- {
 		ds = append(ds, time.Duration(i))
@@ -243,6 +251,7 @@ func TestPercentiles(t *testing.T) {
 }
 
 func TestModel(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	m, err := NewModel(filepath.Join(dir, "model.sqlite3"))
 	if err != nil {

@@ -24,6 +24,7 @@ func segSizes(t *testing.T, dir string) []int64 {
 // removes the sealed records new segments shrink back; every record stays
 // readable across reopen; and a record larger than the spare still fits.
 func TestAdaptiveSegments(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	j := mustOpen(t, dir, Options{})
 	if s := segSizes(t, dir); len(s) != 1 || s[0] != MinSegmentSize {

@@ -22,6 +22,7 @@ func chunkSamples() [][]Record {
 }
 
 func TestChunkRoundTrip(t *testing.T) {
+	t.Parallel()
 	for _, recs := range chunkSamples() {
 		b := EncodeChunk(recs)
 		got, err := DecodeChunk(b)
@@ -41,6 +42,7 @@ func TestChunkRoundTrip(t *testing.T) {
 }
 
 func TestDecodeChunkRejects(t *testing.T) {
+	t.Parallel()
 	valid := EncodeChunk(chunkSamples()[2])
 	mod := func(f func(b []byte) []byte) []byte {
 		return f(append([]byte(nil), valid...))
@@ -62,6 +64,7 @@ func TestDecodeChunkRejects(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			_, err := DecodeChunk(tc.b)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("DecodeChunk: %v, want an error saying %q", err, tc.want)
@@ -93,6 +96,8 @@ func FuzzDecodeChunk(f *testing.F) {
 	})
 }
 
+// TestDecodeChunkAllocation is serial: testing.AllocsPerRun counts the
+// allocations of the whole process.
 func TestDecodeChunkAllocation(t *testing.T) {
 	// A header claiming the most records the input can hold, each with the
 	// most statements: allocation must stay proportional to the input.

@@ -12,6 +12,7 @@ import (
 )
 
 func TestAppendReopen(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name     string
 		segSize  int64
@@ -26,6 +27,7 @@ func TestAppendReopen(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			dir := filepath.Join(t.TempDir(), "journal", "node") // Open creates it
 			j := mustOpen(t, dir, Options{SegmentSize: tc.segSize})
 			if j.Recovered() != 0 || j.NextSeq() != 1 || j.Size() != 0 {
@@ -91,6 +93,7 @@ func encodeForTest(t testing.TB, kind byte, r Record) []byte {
 }
 
 func TestAppendFields(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	j := mustOpen(t, dir, Options{SegmentSize: 4096})
 	defer mustClose(t, j)
@@ -123,6 +126,7 @@ func TestAppendFields(t *testing.T) {
 }
 
 func TestFirstSeqAndClosed(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	j := mustOpen(t, dir, Options{SegmentSize: 4096, FirstSeq: 1000})
 	if r := mustAppend(t, j, mkRec(1, 10)); r.Seq != 1000 {
@@ -149,6 +153,7 @@ func TestFirstSeqAndClosed(t *testing.T) {
 }
 
 func TestLocked(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	j := mustOpen(t, dir, Options{SegmentSize: 4096})
 	_, err := Open(dir, Options{SegmentSize: 4096})
@@ -161,6 +166,7 @@ func TestLocked(t *testing.T) {
 }
 
 func TestReplace(t *testing.T) {
+	t.Parallel()
 	type step struct {
 		replace bool
 		rec     Record
@@ -196,6 +202,7 @@ func TestReplace(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			dir := t.TempDir()
 			j := mustOpen(t, dir, Options{SegmentSize: tc.segSize})
 			var want []Record
@@ -243,6 +250,7 @@ func TestReplace(t *testing.T) {
 		})
 	}
 	t.Run("empty journal", func(t *testing.T) {
+		t.Parallel()
 		j := mustOpen(t, t.TempDir(), Options{SegmentSize: 4096})
 		defer mustClose(t, j)
 		if _, err := j.Replace(mkRec(1, 1)); err == nil {
@@ -252,6 +260,7 @@ func TestReplace(t *testing.T) {
 }
 
 func TestTrim(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	opts := Options{SegmentSize: 1024}
 	j := mustOpen(t, dir, opts)
@@ -307,6 +316,7 @@ func TestTrim(t *testing.T) {
 // empty newest segment: Trim must keep the segment holding the last record,
 // and a record bigger than a segment replaces the empty one.
 func TestEmptyNewestSegment(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	opts := Options{SegmentSize: 512}
 	j := mustOpen(t, dir, opts)
@@ -355,6 +365,7 @@ func TestEmptyNewestSegment(t *testing.T) {
 // Records runs while another goroutine appends (rolling over segments) and
 // a third trims; each call sees a gap-free prefix of what was appended.
 func TestRecordsConcurrentWithAppend(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	j := mustOpen(t, dir, Options{SegmentSize: 2048})
 	defer mustClose(t, j)
@@ -427,6 +438,7 @@ func TestRecordsConcurrentWithAppend(t *testing.T) {
 }
 
 func TestOpenRejects(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if _, err := Open(dir, Options{SegmentSize: 10}); err == nil {
 		t.Fatal("tiny segment size accepted")
@@ -442,6 +454,7 @@ func TestOpenRejects(t *testing.T) {
 // Read, the lock-free view for tools, runs while the writer appends and
 // rolls over: it sees a gap-free prefix and never reports damage.
 func TestReadConcurrentWithAppend(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	j := mustOpen(t, dir, Options{SegmentSize: 4096})
 	defer mustClose(t, j)

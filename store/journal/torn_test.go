@@ -52,6 +52,7 @@ func writeAt(t testing.TB, path string, off int64, b []byte) {
 // stops before it without modifying anything, Open drops exactly that
 // record, and the journal goes on from there.
 func TestTornTail(t *testing.T) {
+	t.Parallel()
 	configs := []struct {
 		name    string
 		segSize int64
@@ -61,7 +62,6 @@ func TestTornTail(t *testing.T) {
 		{"last record mid-segment", 8192, 6, 300, false},
 		{"last record first of a new segment", 1024, 3, 300, true},
 	}
-	rng := rand.New(rand.NewPCG(1, 2))
 	damages := []struct {
 		name string
 		do   func(t *testing.T, seg string, start, c, end int64)
@@ -75,6 +75,7 @@ func TestTornTail(t *testing.T) {
 			writeAt(t, seg, c, make([]byte, end-c))
 		}},
 		{"garbage from cut", func(t *testing.T, seg string, start, c, end int64) {
+			rng := rand.New(rand.NewPCG(1, uint64(c))) // the subtests run in parallel: one source each
 			g := make([]byte, end-c)
 			for i := range g {
 				g[i] = byte(rng.Uint32())
@@ -99,6 +100,7 @@ func TestTornTail(t *testing.T) {
 					continue
 				}
 				t.Run(fmt.Sprintf("%s/%s/%d", cfg.name, dmg.name, c-start), func(t *testing.T) {
+					t.Parallel()
 					dir := copyDir(t, src)
 					segPath := filepath.Join(dir, filepath.Base(seg))
 					dmg.do(t, segPath, start, c, end)
@@ -137,6 +139,7 @@ func TestTornTail(t *testing.T) {
 // TestCorruption damages acknowledged records: Open and Read must refuse,
 // naming the file, and Open must not modify anything.
 func TestCorruption(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name    string
 		segSize int64
@@ -198,6 +201,7 @@ func TestCorruption(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			dir := t.TempDir()
 			j := mustOpen(t, dir, Options{SegmentSize: tc.segSize})
 			var offs []int64

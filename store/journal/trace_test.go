@@ -16,6 +16,7 @@ import (
 // reopened at each lightningd restart; the logical history must hold every
 // version once, with the re-sent 508, and keep the PRAGMA hooks.
 func TestCrashTrace(t *testing.T) {
+	t.Parallel()
 	f, err := os.Open("../../testdata/crash3.jsonl")
 	if err != nil {
 		t.Fatal(err)
