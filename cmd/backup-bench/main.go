@@ -45,13 +45,53 @@ func main() {
 // stdout and usage, errors and progress to stderr: main passes the
 // process's, a test its own buffers (no global to swap).
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c, f, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	if f.tableFrom != "" {
+		return printSaved(stdout, f.tableFrom)
+	}
+	memCheck, err := c.checkFlags(f)
+	if err != nil {
+		return err
+	}
+	workDir, cleanup, err := makeWorkDir(f.workDir, f.keep)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	if err := c.prepare(ctx, workDir, f.verbose, stderr); err != nil {
+		return err
+	}
+	res, err := c.runAll(ctx, f.noSmall, memCheck)
+	if err != nil {
+		return err
+	}
+	if f.asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
+	}
+	res.print(stdout)
+	return nil
+}
+
+// flags are the command line's values that shape the invocation rather
+// than a pipeline run (those go to config).
+type flags struct {
+	size, memSize, workDir, tableFrom string
+	asJSON, keep, verbose, noSmall    bool
+}
+
+// parseFlags reads the command line into a run's config and the
+// invocation's flags; usage and flag errors go to stderr.
+func parseFlags(args []string, stderr io.Writer) (*config, *flags, error) {
 	fs := flag.NewFlagSet("backup-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	c := &config{}
-	var size, memSize, workDir string
-	var asJSON, keep, verbose, noSmall bool
+	c, f := &config{}, &flags{}
 	fs.IntVar(&c.Nodes, "nodes", 3, "nodes sharing the store")
-	fs.StringVar(&size, "size", "40MB", "database size of each node (MB = 2^20 bytes; KB, GB or plain bytes also)")
+	fs.StringVar(&f.size, "size", "40MB", "database size of each node (MB = 2^20 bytes; KB, GB or plain bytes also)")
 	fs.IntVar(&c.Steps, "steps", 12, "evolution steps, each followed by a compaction of every node")
 	fs.Uint64Var(&c.Seed, "seed", 1, "workload seed (node i uses seed+i-1)")
 	fs.Float64Var(&c.Update, "update", 0.01, "fraction of each table's rows updated per step")
@@ -62,60 +102,80 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&c.VacuumStep, "vacuum-step", 0, "make this step a VACUUM-like rebuild of every bulk table (0: none)")
 	fs.DurationVar(&c.GCAge, "gc-age", 48*time.Hour, "date packs and indexes back this much before gc, so that gc (grace 24h) may repack them; 0: gc sees them as new")
 	fs.StringVar(&c.storeDir, "store-dir", "", "store directory (default: in the work directory)")
-	fs.StringVar(&workDir, "work-dir", "", "work directory (default: a new temporary directory)")
-	fs.BoolVar(&keep, "keep", false, "keep the work directory")
+	fs.StringVar(&f.workDir, "work-dir", "", "work directory (default: a new temporary directory)")
+	fs.BoolVar(&f.keep, "keep", false, "keep the work directory")
 	fs.StringVar(&c.plugin, "plugin", "", "backup-plugin binary (default: next to this binary, else built with go build)")
 	fs.StringVar(&c.cli, "cli", "", "backup-cli binary (default: next to this binary, else built with go build)")
 	fs.StringVar(&c.noop, "noop", "", "no-op plugin binary (default: next to this binary, else built with go build)")
-	fs.BoolVar(&noSmall, "no-small", false, "skip the second run (same nodes, another database size) that checks the CLI's memory against the database size")
-	fs.StringVar(&memSize, "memory-check-size", "", "database size of the second run (default: 4x --size; at most 3 steps)")
-	fs.BoolVar(&asJSON, "json", false, "print the results as JSON")
-	fs.BoolVar(&verbose, "v", false, "log progress to stderr")
-	fromJSON := fs.String("table-from", "", "print the table of a run saved with --json (FILE) and exit")
+	fs.BoolVar(&f.noSmall, "no-small", false, "skip the second run (same nodes, another database size) that checks the CLI's memory against the database size")
+	fs.StringVar(&f.memSize, "memory-check-size", "", "database size of the second run (default: 4x --size; at most 3 steps)")
+	fs.BoolVar(&f.asJSON, "json", false, "print the results as JSON")
+	fs.BoolVar(&f.verbose, "v", false, "log progress to stderr")
+	fs.StringVar(&f.tableFrom, "table-from", "", "print the table of a run saved with --json (FILE) and exit")
 	if err := fs.Parse(args); err != nil {
+		return nil, nil, err
+	}
+	return c, f, nil
+}
+
+// printSaved prints the table of a run saved with --json, so that a table
+// can be made again without running the benchmark.
+func printSaved(stdout io.Writer, file string) error {
+	data, err := os.ReadFile(file)
+	if err != nil {
 		return err
 	}
-	var err error
-	if *fromJSON != "" {
-		data, err := os.ReadFile(*fromJSON)
-		if err != nil {
-			return err
-		}
-		var res result
-		if err := json.Unmarshal(data, &res); err != nil {
-			return fmt.Errorf("%s: %w", *fromJSON, err)
-		}
-		res.print(stdout)
-		return nil
+	var res result
+	if err := json.Unmarshal(data, &res); err != nil {
+		return fmt.Errorf("%s: %w", file, err)
 	}
-	if c.Size, err = parseSize(size); err != nil {
-		return err
+	res.print(stdout)
+	return nil
+}
+
+// checkFlags sets the database size and rejects sizes, counts and steps the
+// pipeline cannot run, before any work starts; it returns the memory-check
+// run's database size.
+func (c *config) checkFlags(f *flags) (memCheck int64, err error) {
+	if c.Size, err = parseSize(f.size); err != nil {
+		return 0, err
 	}
 	if c.Nodes < 1 || c.Steps < 1 || c.Size < 64<<10 {
-		return errors.New("need at least 1 node, 1 step and 64 KB")
+		return 0, errors.New("need at least 1 node, 1 step and 64 KB")
 	}
-	memCheck := c.Size * 4
-	if memSize != "" {
-		if memCheck, err = parseSize(memSize); err != nil {
-			return err
+	memCheck = c.Size * 4
+	if f.memSize != "" {
+		if memCheck, err = parseSize(f.memSize); err != nil {
+			return 0, err
 		}
 	}
-	if !noSmall && (memCheck < 64<<10 || memCheck == c.Size) {
-		return fmt.Errorf("--memory-check-size %s: want at least 64 KB and not --size", mb(memCheck))
+	if !f.noSmall && (memCheck < 64<<10 || memCheck == c.Size) {
+		return 0, fmt.Errorf("--memory-check-size %s: want at least 64 KB and not --size", mb(memCheck))
 	}
 	if c.VacuumStep > c.Steps {
-		return fmt.Errorf("--vacuum-step %d is after the last step %d", c.VacuumStep, c.Steps)
+		return 0, fmt.Errorf("--vacuum-step %d is after the last step %d", c.VacuumStep, c.Steps)
 	}
-	if workDir == "" {
-		if workDir, err = os.MkdirTemp("", "backup-bench-"); err != nil {
-			return err
-		}
-		if !keep {
-			defer os.RemoveAll(workDir)
-		}
-	} else if err := os.MkdirAll(workDir, 0o700); err != nil {
-		return err
+	return memCheck, nil
+}
+
+// makeWorkDir creates the work directory (a new temporary one when dir is
+// ""); cleanup removes a temporary one unless keep, and never a directory
+// the user named.
+func makeWorkDir(dir string, keep bool) (string, func(), error) {
+	if dir != "" {
+		return dir, func() {}, os.MkdirAll(dir, 0o700)
 	}
+	dir, err := os.MkdirTemp("", "backup-bench-")
+	if err != nil || keep {
+		return dir, func() {}, err
+	}
+	return dir, func() { os.RemoveAll(dir) }, nil
+}
+
+// prepare sets what every pipeline run needs beyond the flags: the work
+// directory, the progress log, the binaries it runs and this binary for
+// rssWrap.
+func (c *config) prepare(ctx context.Context, workDir string, verbose bool, stderr io.Writer) error {
 	c.work = workDir
 	c.logf = func(string, ...any) {}
 	if verbose {
@@ -124,33 +184,28 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := c.findBinaries(ctx); err != nil {
 		return err
 	}
+	var err error
 	if c.self, err = os.Executable(); err != nil {
 		return err
 	}
 	// The last step's compaction is backup-cli's (offline), so that its
 	// memory is measured too.
 	c.cliCompactLast = true
+	return nil
+}
+
+// runAll runs the pipeline, then (unless noSmall) the memory-check run at
+// memCheck bytes, and adds what only the whole invocation knows: its
+// duration, the RSS floor, the machine and the targets.
+func (c *config) runAll(ctx context.Context, noSmall bool, memCheck int64) (*result, error) {
 	start := time.Now()
 	res, err := c.run(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if !noSmall {
-		sc := *c
-		// The same nodes and workload at another size (4x by default),
-		// with at most 3 steps to keep the run short: the CLI's memory
-		// compared at two database sizes.
-		sc.Size, sc.noNoop = memCheck, true
-		if sc.Steps > 3 {
-			sc.Steps = 3
-		}
-		if sc.VacuumStep > sc.Steps {
-			sc.VacuumStep = 0
-		}
-		sc.work, sc.storeDir = filepath.Join(c.work, "small"), ""
-		c.logf("second run at %s for the CLI's memory", mb(sc.Size))
-		if res.Small, err = sc.run(ctx); err != nil {
-			return fmt.Errorf("second run at %s: %w", mb(sc.Size), err)
+		if res.Small, err = c.runMemoryCheck(ctx, memCheck); err != nil {
+			return nil, err
 		}
 	}
 	res.Seconds = time.Since(start).Seconds()
@@ -159,13 +214,28 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	res.Machine = describeMachine(c.storeDir)
 	res.evaluate()
-	if asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(res)
+	return res, nil
+}
+
+// runMemoryCheck runs the same nodes and workload at another size (4x by
+// default), with at most 3 steps to keep the run short: the CLI's memory
+// compared at two database sizes.
+func (c *config) runMemoryCheck(ctx context.Context, size int64) (*result, error) {
+	sc := *c
+	sc.Size, sc.noNoop = size, true
+	if sc.Steps > 3 {
+		sc.Steps = 3
 	}
-	res.print(stdout)
-	return nil
+	if sc.VacuumStep > sc.Steps {
+		sc.VacuumStep = 0
+	}
+	sc.work, sc.storeDir = filepath.Join(c.work, "small"), ""
+	c.logf("second run at %s for the CLI's memory", mb(sc.Size))
+	res, err := sc.run(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("second run at %s: %w", mb(sc.Size), err)
+	}
+	return res, nil
 }
 
 // parseSize reads 40MB, 512KB, 1GB (powers of 1024) or bytes.
