@@ -151,218 +151,317 @@ func (c *config) run(ctx context.Context) (*result, error) {
 	if c.storeDir == "" {
 		c.storeDir = filepath.Join(c.work, "store")
 	}
-	url := "file://" + c.storeDir
-	bound := newPageBound()
-	py := &res.Storage.Python
-	var hooks, during, noop []time.Duration
+	p := &pipeline{c: c, res: res, url: "file://" + c.storeDir, bound: newPageBound(), py: &res.Storage.Python}
+	defer p.kill()
+	if err := p.setUpNodes(ctx); err != nil {
+		return nil, err
+	}
+	if err := p.startNoop(ctx); err != nil {
+		return nil, err
+	}
+	if err := p.startPlugins(ctx); err != nil {
+		return nil, err
+	}
+	for step := 1; step <= c.Steps; step++ {
+		if err := p.step(step); err != nil {
+			return nil, err
+		}
+	}
+	if err := p.stopPlugins(); err != nil {
+		return nil, err
+	}
+	if c.cliCompactLast {
+		if err := p.compactByCLI(ctx); err != nil {
+			return nil, err
+		}
+	}
+	res.Hooks.Latency = latencies(p.hooks)
+	res.Hooks.DuringCompaction = latencies(p.during)
+	res.Hooks.Noop = latencies(p.noopRTTs)
+	if err := p.gc(ctx); err != nil {
+		return nil, err
+	}
+	if err := p.restoreAll(ctx); err != nil {
+		return nil, err
+	}
+	res.Storage.Bound = *p.bound
+	return res, nil
+}
 
-	// Populate each node's database and init the node from it, as an
-	// operator installing the backup on an existing node does.
-	nodes := make([]*node, c.Nodes)
-	for i := range nodes {
+// pipeline is one config.run in progress: the state its phases share, so
+// that each phase is a method instead of a closure over run's variables.
+type pipeline struct {
+	c     *config
+	res   *result
+	url   string // the store, as backup-cli takes it
+	bound *pageBound
+	py    *pythonCost // &res.Storage.Python
+	nodes []*node
+	// noop is the plugin that stores nothing (the floor); nil with noNoop.
+	noop *ld.Lightningd
+	// Round trips: hooks outside compactions, hooks during them, and the
+	// no-op plugin's for the same hooks.
+	hooks, during, noopRTTs []time.Duration
+}
+
+// kill stops every plugin still running when run returns (in the reverse
+// order of their start, the floor's last), so that a failed run leaves no
+// process behind; plugins already closed are not hurt.
+func (p *pipeline) kill() {
+	for i := len(p.nodes) - 1; i >= 0; i-- {
+		if n := p.nodes[i]; n != nil && n.l != nil {
+			n.l.Kill()
+		}
+	}
+	if p.noop != nil {
+		p.noop.Kill()
+	}
+}
+
+// setUpNodes populates each node's database and inits the node from it,
+// as an operator installing the backup on an existing node does.
+func (p *pipeline) setUpNodes(ctx context.Context) error {
+	c, res := p.c, p.res
+	p.nodes = make([]*node, c.Nodes)
+	for i := range p.nodes {
 		n := &node{name: fmt.Sprintf("node%d", i+1), log: newChangeLog()}
 		n.dir = filepath.Join(c.work, n.name, "lightning")
 		n.db = filepath.Join(n.dir, "lightningd.sqlite3")
 		if err := os.MkdirAll(n.dir, 0o700); err != nil {
-			return nil, err
+			return err
 		}
 		n.gen = workload.New(workload.Config{Seed: c.Seed + uint64(i), TargetBytes: c.Size,
 			UpdateFrac: c.Update, DeleteFrac: c.Delete, InsertFrac: c.Insert, HotRows: c.Hot, StepHookStatements: c.HookStatements})
 		start := time.Now()
 		if err := workload.Build(n.db, n.gen.Populate); err != nil {
-			return nil, err
+			return err
 		}
 		c.logf("%s: database of %s built in %v", n.name, mb(fileSize(n.db)), time.Since(start).Round(time.Millisecond))
 		var out struct {
 			AddedBytes int64 `json:"added_bytes"`
 		}
-		r, err := c.runCLI(ctx, &out, "init", "--lightning-dir", n.dir, "--node", n.name, url)
+		r, err := c.runCLI(ctx, &out, "init", "--lightning-dir", n.dir, "--node", n.name, p.url)
 		if err != nil {
-			return nil, err
-		}
-		res.CLI.Init = append(res.CLI.Init, r)
-		if err := c.snapshot(n, bound, py, res); err != nil {
-			return nil, err
-		}
-		nodes[i] = n
-	}
-
-	var noopL *ld.Lightningd
-	if !c.noNoop {
-		dir := filepath.Join(c.work, "noop")
-		os.MkdirAll(dir, 0o700)
-		var err error
-		if noopL, err = startPlugin(ctx, c.noop, dir, nil); err != nil {
-			return nil, err
-		}
-		defer noopL.Kill()
-	}
-	// send sends a hook to the node's plugin (and the same to the floor).
-	send := func(n *node, h workload.Hook, lat *[]time.Duration) error {
-		ok, rtt, err := n.l.DBWriteTimed(h.Version, h.Statements)
-		if err != nil || !ok {
-			return fmt.Errorf("%s: db_write %d: continue=%v %v (plugin stderr: %q)", n.name, h.Version, ok, err, n.l.Stderr())
-		}
-		*lat = append(*lat, rtt)
-		n.log.add(h)
-		py.LogBytes += zlibSize(legacyChange(h.Statements))
-		for _, s := range h.Statements {
-			res.Storage.StatementBytes += int64(len(s))
-		}
-		res.Hooks.Count++
-		if noopL != nil {
-			ok, rtt, err := noopL.DBWriteTimed(h.Version, h.Statements)
-			if err != nil || !ok {
-				return fmt.Errorf("noop plugin: db_write %d: %v %v", h.Version, ok, err)
-			}
-			noop = append(noop, rtt)
-		}
-		return nil
-	}
-	// feed sends a generator's hooks and commits them to lightningd's
-	// database.
-	feed := func(n *node, gen func(func(workload.Hook) error) error, lat *[]time.Duration) error {
-		var hs []workload.Hook
-		if err := gen(func(h workload.Hook) error {
-			hs = append(hs, h)
-			return send(n, h, lat)
-		}); err != nil {
 			return err
 		}
-		return workload.Build(n.db, workload.Hooks(hs...))
-	}
-
-	for _, n := range nodes {
-		var err error
-		if n.l, err = startPlugin(ctx, c.plugin, n.dir, pluginOptions); err != nil {
-			return nil, err
+		res.CLI.Init = append(res.CLI.Init, r)
+		if err := c.snapshot(n, p.bound, p.py, res); err != nil {
+			return err
 		}
-		defer n.l.Kill()
+		p.nodes[i] = n
+	}
+	return nil
+}
+
+// startNoop starts the plugin that stores nothing, whose round trips for
+// the same hooks are the floor the backup plugin's are measured against.
+func (p *pipeline) startNoop(ctx context.Context) error {
+	if p.c.noNoop {
+		return nil
+	}
+	dir := filepath.Join(p.c.work, "noop")
+	os.MkdirAll(dir, 0o700)
+	var err error
+	p.noop, err = startPlugin(ctx, p.c.noop, dir, nil)
+	return err
+}
+
+// startPlugins starts each node's backup plugin and warms it up with 20
+// blocks' hooks before its idle memory is read.
+func (p *pipeline) startPlugins(ctx context.Context) error {
+	for _, n := range p.nodes {
+		var err error
+		if n.l, err = startPlugin(ctx, p.c.plugin, n.dir, pluginOptions); err != nil {
+			return err
+		}
 		for range 20 {
-			if err := feed(n, n.gen.Block, &hooks); err != nil {
-				return nil, err
+			if err := p.feed(n, n.gen.Block, &p.hooks); err != nil {
+				return err
 			}
 		}
 		if n.idle, err = n.l.Memory(); err != nil {
-			return nil, err
+			return err
 		}
-		res.Memory.PluginIdleRSS = max(res.Memory.PluginIdleRSS, n.idle.RSS)
+		p.res.Memory.PluginIdleRSS = max(p.res.Memory.PluginIdleRSS, n.idle.RSS)
 	}
+	return nil
+}
 
-	for step := 1; step <= c.Steps; step++ {
-		st := stepStat{Step: step}
-		for _, n := range nodes {
-			gen := n.gen.Step
-			if step == c.VacuumStep {
-				gen = n.gen.Rebuild
-				st.Vacuum = true
-			}
-			if err := feed(n, gen, &hooks); err != nil {
-				return nil, err
-			}
-			newPages, err := c.snapshotCount(n, bound, py, res)
-			if err != nil {
-				return nil, err
-			}
-			st.NewPages += newPages
-			// The newest change is never sealed (lightningd may re-send
-			// it): one more, so the snapshot holds the whole step.
-			if err := feed(n, n.gen.Block, &hooks); err != nil {
-				return nil, err
-			}
-			if step == c.Steps && c.cliCompactLast {
-				continue // compacted by backup-cli once the plugins stop
-			}
-			n.log.seal()
-			secs, added, err := c.compact(n, feed, &during)
-			if err != nil {
-				return nil, err
-			}
-			st.Seconds += secs
-			st.MaxSeconds = max(st.MaxSeconds, secs)
-			st.AddedBytes += added
-		}
-		if step < c.Steps || !c.cliCompactLast {
-			c.finishStep(&st, len(nodes))
-		}
-		res.Steps = append(res.Steps, st)
+// send sends a hook to the node's plugin (and the same to the floor).
+func (p *pipeline) send(n *node, h workload.Hook, lat *[]time.Duration) error {
+	res := p.res
+	ok, rtt, err := n.l.DBWriteTimed(h.Version, h.Statements)
+	if err != nil || !ok {
+		return fmt.Errorf("%s: db_write %d: continue=%v %v (plugin stderr: %q)", n.name, h.Version, ok, err, n.l.Stderr())
 	}
-	for _, n := range nodes {
+	*lat = append(*lat, rtt)
+	n.log.add(h)
+	p.py.LogBytes += zlibSize(legacyChange(h.Statements))
+	for _, s := range h.Statements {
+		res.Storage.StatementBytes += int64(len(s))
+	}
+	res.Hooks.Count++
+	if p.noop != nil {
+		ok, rtt, err := p.noop.DBWriteTimed(h.Version, h.Statements)
+		if err != nil || !ok {
+			return fmt.Errorf("noop plugin: db_write %d: %v %v", h.Version, ok, err)
+		}
+		p.noopRTTs = append(p.noopRTTs, rtt)
+	}
+	return nil
+}
+
+// feed sends a generator's hooks and commits them to lightningd's
+// database.
+func (p *pipeline) feed(n *node, gen func(func(workload.Hook) error) error, lat *[]time.Duration) error {
+	var hs []workload.Hook
+	if err := gen(func(h workload.Hook) error {
+		hs = append(hs, h)
+		return p.send(n, h, lat)
+	}); err != nil {
+		return err
+	}
+	return workload.Build(n.db, workload.Hooks(hs...))
+}
+
+// step runs one evolution step (step counts from 1) on every node: its
+// hooks, its snapshot counted in the bounds, and a compaction through the
+// plugin, but for the last step's when backup-cli compacts it.
+func (p *pipeline) step(step int) error {
+	c := p.c
+	st := stepStat{Step: step}
+	for _, n := range p.nodes {
+		gen := n.gen.Step
+		if step == c.VacuumStep {
+			gen = n.gen.Rebuild
+			st.Vacuum = true
+		}
+		if err := p.feed(n, gen, &p.hooks); err != nil {
+			return err
+		}
+		newPages, err := c.snapshotCount(n, p.bound, p.py, p.res)
+		if err != nil {
+			return err
+		}
+		st.NewPages += newPages
+		// The newest change is never sealed (lightningd may re-send
+		// it): one more, so the snapshot holds the whole step.
+		if err := p.feed(n, n.gen.Block, &p.hooks); err != nil {
+			return err
+		}
+		if step == c.Steps && c.cliCompactLast {
+			continue // compacted by backup-cli once the plugins stop
+		}
+		n.log.seal()
+		secs, added, err := p.compact(n)
+		if err != nil {
+			return err
+		}
+		st.Seconds += secs
+		st.MaxSeconds = max(st.MaxSeconds, secs)
+		st.AddedBytes += added
+	}
+	if step < c.Steps || !c.cliCompactLast {
+		c.finishStep(&st, len(p.nodes))
+	}
+	p.res.Steps = append(p.res.Steps, st)
+	return nil
+}
+
+// stopPlugins reads each plugin's peak memory and closes it as lightningd's
+// exit does: a plugin that fails to exit cleanly or broke the protocol
+// fails the run.
+func (p *pipeline) stopPlugins() error {
+	for _, n := range p.nodes {
 		m, err := n.l.Memory()
 		if err != nil {
-			return nil, err
+			return err
 		}
-		res.Memory.PluginPeakRSS = max(res.Memory.PluginPeakRSS, m.Peak)
+		p.res.Memory.PluginPeakRSS = max(p.res.Memory.PluginPeakRSS, m.Peak)
 		if err := n.l.Close(); err != nil {
-			return nil, fmt.Errorf("%s: plugin exit: %w", n.name, err)
+			return fmt.Errorf("%s: plugin exit: %w", n.name, err)
 		}
 		if v := n.l.Violations(); len(v) > 0 {
-			return nil, fmt.Errorf("%s: plugin broke the protocol: %q", n.name, v)
+			return fmt.Errorf("%s: plugin broke the protocol: %q", n.name, v)
 		}
 	}
-	if c.cliCompactLast {
-		st := &res.Steps[len(res.Steps)-1]
-		for _, n := range nodes {
-			var out struct {
-				AddedBytes int64   `json:"added_bytes"`
-				Seconds    float64 `json:"duration_seconds"`
-				Compacted  bool    `json:"compacted"`
-			}
-			n.log.seal()
-			r, err := c.runCLI(ctx, &out, "compact", "--node", n.name, url)
-			if err != nil {
-				return nil, err
-			}
-			if !out.Compacted {
-				return nil, fmt.Errorf("%s: backup-cli compact found nothing to compact", n.name)
-			}
-			res.CLI.Compact = append(res.CLI.Compact, r)
-			st.Seconds += out.Seconds
-			st.MaxSeconds = max(st.MaxSeconds, out.Seconds)
-			st.AddedBytes += out.AddedBytes
-		}
-		st.CLI = true
-		c.finishStep(st, len(nodes))
-	}
-	res.Hooks.Latency = latencies(hooks)
-	res.Hooks.DuringCompaction = latencies(during)
-	res.Hooks.Noop = latencies(noop)
+	return nil
+}
 
+// compactByCLI compacts the last step with backup-cli compact (offline,
+// the plugins stopped), so that the CLI's memory is measured too.
+func (p *pipeline) compactByCLI(ctx context.Context) error {
+	st := &p.res.Steps[len(p.res.Steps)-1]
+	for _, n := range p.nodes {
+		var out struct {
+			AddedBytes int64   `json:"added_bytes"`
+			Seconds    float64 `json:"duration_seconds"`
+			Compacted  bool    `json:"compacted"`
+		}
+		n.log.seal()
+		r, err := p.c.runCLI(ctx, &out, "compact", "--node", n.name, p.url)
+		if err != nil {
+			return err
+		}
+		if !out.Compacted {
+			return fmt.Errorf("%s: backup-cli compact found nothing to compact", n.name)
+		}
+		p.res.CLI.Compact = append(p.res.CLI.Compact, r)
+		st.Seconds += out.Seconds
+		st.MaxSeconds = max(st.MaxSeconds, out.Seconds)
+		st.AddedBytes += out.AddedBytes
+	}
+	st.CLI = true
+	p.c.finishStep(st, len(p.nodes))
+	return nil
+}
+
+// gc measures the store, dates its packs back (GCAge) so that gc may
+// repack them, runs backup-cli gc twice (the second finds what the first
+// left), and measures the store again, by kind and by content.
+func (p *pipeline) gc(ctx context.Context) error {
+	c, res := p.c, p.res
 	var err error
 	if res.Storage.BeforeGC, res.Storage.BeforeGCBy, err = storeUsage(c.storeDir); err != nil {
-		return nil, err
+		return err
 	}
 	if c.GCAge > 0 {
 		if err := age(c.storeDir, c.GCAge); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	for range 2 {
 		var rep map[string]any
-		r, err := c.runCLI(ctx, &rep, "gc", url)
+		r, err := c.runCLI(ctx, &rep, "gc", p.url)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		res.CLI.GC = append(res.CLI.GC, r)
 		res.GC = append(res.GC, rep)
 	}
 	if res.Storage.Stored, res.Storage.By, err = storeUsage(c.storeDir); err != nil {
-		return nil, err
+		return err
 	}
 	if res.Storage.Content, err = storeContent(ctx, c.storeDir, res.Storage.By); err != nil {
-		return nil, fmt.Errorf("stored bytes by content: %w", err)
+		return fmt.Errorf("stored bytes by content: %w", err)
 	}
-	for _, n := range nodes {
+	for _, n := range p.nodes {
 		n.log.addTo(&res.Storage.ChangeBound)
 	}
+	return nil
+}
 
-	for _, n := range nodes {
-		dest := filepath.Join(c.work, n.name, "restored.sqlite3")
-		r, err := c.runCLI(ctx, nil, "restore", "--node", n.name, url, dest)
+// restoreAll restores every node with backup-cli and checks each against
+// lightningd's database table by table: a mismatch is recorded, not an
+// error, so that the report shows it.
+func (p *pipeline) restoreAll(ctx context.Context) error {
+	for _, n := range p.nodes {
+		dest := filepath.Join(p.c.work, n.name, "restored.sqlite3")
+		r, err := p.c.runCLI(ctx, nil, "restore", "--node", n.name, p.url, dest)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		res.CLI.Restore = append(res.CLI.Restore, r)
+		p.res.CLI.Restore = append(p.res.CLI.Restore, r)
 		rr := restoreStat{Node: n.name, Bytes: fileSize(dest), Seconds: r.Seconds, MaxRSS: r.MaxRSS}
 		rr.MBps = float64(rr.Bytes) / 1e6 / r.Seconds
 		if err := ld.SameDB(dest, n.db); err != nil {
@@ -370,11 +469,10 @@ func (c *config) run(ctx context.Context) (*result, error) {
 		} else {
 			rr.Matched = true
 		}
-		res.Restores = append(res.Restores, rr)
+		p.res.Restores = append(p.res.Restores, rr)
 		os.Remove(dest)
 	}
-	res.Storage.Bound = *bound
-	return res, nil
+	return nil
 }
 
 // startPlugin starts a plugin as lightningd does and initializes it.
@@ -397,7 +495,7 @@ func startPlugin(ctx context.Context, bin, dir string, opts map[string]any) (*ld
 // compact asks the node's plugin to compact and, while it does, goes on
 // sending small hooks as lightningd would (their round trips are kept
 // apart). It returns the compaction's duration and bytes added.
-func (c *config) compact(n *node, feed func(*node, func(func(workload.Hook) error) error, *[]time.Duration) error, during *[]time.Duration) (float64, int64, error) {
+func (p *pipeline) compact(n *node) (float64, int64, error) {
 	a, err := n.l.Compact()
 	if err != nil {
 		return 0, 0, fmt.Errorf("%s: backup-compact: %w", n.name, err)
@@ -406,7 +504,7 @@ func (c *config) compact(n *node, feed func(*node, func(func(workload.Hook) erro
 		return 0, 0, fmt.Errorf("%s: backup-compact answered %q", n.name, a)
 	}
 	for {
-		if err := feed(n, n.gen.Block, during); err != nil {
+		if err := p.feed(n, n.gen.Block, &p.during); err != nil {
 			return 0, 0, err
 		}
 		running, last, err := n.l.CompactionState()
