@@ -196,6 +196,17 @@ func mb(n int64) string { return fmt.Sprintf("%.1f MB", float64(n)/1e6) }
 
 // print writes the human table.
 func (r *result) print(w io.Writer) {
+	r.printHeader(w)
+	r.printHooks(w)
+	r.printStorage(w)
+	r.printSteps(w)
+	r.printRuns(w)
+	r.printTargets(w)
+}
+
+// printHeader says what was run and on what machine, so that a table read
+// alone can be compared with another.
+func (r *result) printHeader(w io.Writer) {
 	c := r.Config
 	fmt.Fprintf(w, "backup-bench: %d nodes x %s x %d steps (seed %d, update %.3g, delete %.3g, insert %.3g per step, hot rows %v", c.Nodes, mb(c.Size), c.Steps, c.Seed, c.Update, c.Delete, c.Insert, c.Hot)
 	if c.VacuumStep > 0 {
@@ -204,40 +215,28 @@ func (r *result) print(w io.Writer) {
 	fmt.Fprintf(w, ") in %.0fs\n", r.Seconds)
 	m := r.Machine
 	fmt.Fprintf(w, "machine: %d CPUs, %s, kernel %s, disk %s, %s\n\n", m.CPUs, m.CPU, m.Kernel, m.Disk, m.Go)
+}
 
+// printHooks shows the plugin's round trips next to the no-op plugin's,
+// the floor any plugin pays.
+func (r *result) printHooks(w io.Writer) {
 	h := r.Hooks
 	fmt.Fprintf(w, "%-44s %10s %10s %10s\n", "hook round trip (ms)", "p50", "p99", "max")
 	fmt.Fprintf(w, "%-44s %10.3f %10.3f %10.3f\n", fmt.Sprintf("backup plugin (%d hooks)", h.Latency.Count), h.Latency.P50, h.Latency.P99, h.Latency.Max)
 	fmt.Fprintf(w, "%-44s %10.3f %10.3f %10.3f\n", "no-op plugin, same hooks (the floor)", h.Noop.P50, h.Noop.P99, h.Noop.Max)
 	fmt.Fprintf(w, "%-44s %10.3f %10.3f %10.3f\n\n", fmt.Sprintf("backup plugin while compacting (%d hooks)", h.DuringCompaction.Count), h.DuringCompaction.P50, h.DuringCompaction.P99, h.DuringCompaction.Max)
+}
 
+// printStorage sets the stored bytes against the bounds and the Python
+// plugin's approach, each relative to what is stored.
+func (r *result) printStorage(w io.Writer) {
 	s := r.Storage
 	st := s.Stored.Allocated
 	rel := func(n int64) string { return fmt.Sprintf("%.2fx", float64(n)/float64(max(st, 1))) }
 	fmt.Fprintf(w, "%-44s %14s %10s\n", "bytes", "", "vs stored")
 	fmt.Fprintf(w, "%-44s %14s %10s\n", fmt.Sprintf("stored after gc (%d files)", s.Stored.Files), mb(st), "1.00x")
-	if k := s.Content; k.IndexedChunks > 0 {
-		row := func(name string, n int64, note string) {
-			fmt.Fprintf(w, "%-44s %14s %10s  %s\n", name, fmt.Sprintf("%.2f MB", float64(n)/1e6), rel(n), note)
-		}
-		vs := func(n, bound int64) string { return fmt.Sprintf("%.3fx", float64(n)/float64(max(bound, 1))) }
-		row(fmt.Sprintf("  page chunks (%d)", k.Pages.Count), k.Pages.Bytes, "the page bound's part ("+vs(k.Pages.Bytes, s.Bound.Bytes)+" of it)")
-		row(fmt.Sprintf("  change chunks (%d)", k.Changes.Count), k.Changes.Bytes, fmt.Sprintf("above the page bound: the sealed db_write log (%s of the change-log bound)", vs(k.Changes.Bytes, s.ChangeBound.Bytes)))
-		row(fmt.Sprintf("  list + patch chunks (%d)", k.ListsPatches.Count), k.ListsPatches.Bytes, "above: the manifests' page ID lists")
-		if k.Dead.Count > 0 {
-			row(fmt.Sprintf("  dead chunk copies (%d)", k.Dead.Count), k.Dead.Bytes, "above: copies gc has not reclaimed")
-		}
-		row("  pack trailers", k.PackTrailers, "above: each pack's copy of its index")
-		row("  pack block slack", k.PackSlack, "above: partial last blocks")
-		row("  index files", k.Index, "above: chunk index")
-		row("  manifests", k.Manifests, "above: restore points")
-		row("  journal segments", k.Journal, "above: unsealed records + preallocated zeros")
-		row("  node records, leases, gc, config", k.Other, "above")
-		if d := st - k.total(); d != 0 {
-			row("  unaccounted", d, "")
-		}
-		row("  above the page bound", st-s.Bound.Bytes, "stored - page bound")
-		row("  above page + change-log bounds", st-s.Bound.Bytes-s.ChangeBound.Bytes, "stored - (page bound + change-log bound)")
+	if s.Content.IndexedChunks > 0 {
+		r.printContent(w, rel)
 	}
 	fmt.Fprintf(w, "%-44s %14s %10s\n", fmt.Sprintf("stored before gc (%d files)", s.BeforeGC.Files), mb(s.BeforeGC.Allocated), rel(s.BeforeGC.Allocated))
 	fmt.Fprintf(w, "%-44s %14s %10s\n", fmt.Sprintf("raw snapshots (%d)", s.Snapshots), mb(s.Bound.RawBytes), rel(s.Bound.RawBytes))
@@ -247,7 +246,40 @@ func (r *result) print(w io.Writer) {
 	fmt.Fprintf(w, "%-44s %14s %10s\n", "python approach (zlib copies + zlib log)", mb(s.Python.Total()), rel(s.Python.Total()))
 	fmt.Fprintf(w, "%-44s %14s %10s\n", "  of which statement log", mb(s.Python.LogBytes), rel(s.Python.LogBytes))
 	fmt.Fprintf(w, "%-44s %14s %10s\n\n", "  uncompressed copies (its file backend)", mb(s.Python.Uncompressed+s.StatementBytes), rel(s.Python.Uncompressed+s.StatementBytes))
+}
 
+// printContent breaks the stored bytes down by what they hold, so that
+// what lies above the page bound is accounted for (rel: relative to the
+// stored bytes).
+func (r *result) printContent(w io.Writer, rel func(int64) string) {
+	s, k := r.Storage, r.Storage.Content
+	st := s.Stored.Allocated
+	row := func(name string, n int64, note string) {
+		fmt.Fprintf(w, "%-44s %14s %10s  %s\n", name, fmt.Sprintf("%.2f MB", float64(n)/1e6), rel(n), note)
+	}
+	vs := func(n, bound int64) string { return fmt.Sprintf("%.3fx", float64(n)/float64(max(bound, 1))) }
+	row(fmt.Sprintf("  page chunks (%d)", k.Pages.Count), k.Pages.Bytes, "the page bound's part ("+vs(k.Pages.Bytes, s.Bound.Bytes)+" of it)")
+	row(fmt.Sprintf("  change chunks (%d)", k.Changes.Count), k.Changes.Bytes, fmt.Sprintf("above the page bound: the sealed db_write log (%s of the change-log bound)", vs(k.Changes.Bytes, s.ChangeBound.Bytes)))
+	row(fmt.Sprintf("  list + patch chunks (%d)", k.ListsPatches.Count), k.ListsPatches.Bytes, "above: the manifests' page ID lists")
+	if k.Dead.Count > 0 {
+		row(fmt.Sprintf("  dead chunk copies (%d)", k.Dead.Count), k.Dead.Bytes, "above: copies gc has not reclaimed")
+	}
+	row("  pack trailers", k.PackTrailers, "above: each pack's copy of its index")
+	row("  pack block slack", k.PackSlack, "above: partial last blocks")
+	row("  index files", k.Index, "above: chunk index")
+	row("  manifests", k.Manifests, "above: restore points")
+	row("  journal segments", k.Journal, "above: unsealed records + preallocated zeros")
+	row("  node records, leases, gc, config", k.Other, "above")
+	if d := st - k.total(); d != 0 {
+		row("  unaccounted", d, "")
+	}
+	row("  above the page bound", st-s.Bound.Bytes, "stored - page bound")
+	row("  above page + change-log bounds", st-s.Bound.Bytes-s.ChangeBound.Bytes, "stored - (page bound + change-log bound)")
+}
+
+// printSteps shows each step's compaction and the store's growth, so that
+// a step that costs more (a VACUUM, the CLI's) stands out.
+func (r *result) printSteps(w io.Writer) {
 	fmt.Fprintf(w, "%-6s %12s %12s %12s %12s %14s %8s\n", "step", "compact s", "max s", "added", "new pages", "store", "files")
 	for _, x := range r.Steps {
 		tag := ""
@@ -260,11 +292,16 @@ func (r *result) print(w io.Writer) {
 		fmt.Fprintf(w, "%-6d %12.2f %12.2f %12s %12d %14s %8d%s\n", x.Step, x.Seconds, x.MaxSeconds, mb(x.AddedBytes), x.NewPages, mb(x.StoreBytes), x.StoreFiles, tag)
 	}
 	fmt.Fprintln(w)
+}
+
+// printRuns shows the restores, the memory of the plugin and the CLI (at
+// both sizes) and what each gc did: the figures that are not bytes stored.
+func (r *result) printRuns(w io.Writer) {
 	for _, x := range r.Restores {
 		fmt.Fprintf(w, "restore %s: %s in %.2fs = %.0f MB/s, CLI peak RSS %s, matches lightningd's database table by table: %v\n", x.Node, mb(x.Bytes), x.Seconds, x.MBps, mb(x.MaxRSS), x.Matched)
 	}
 	fmt.Fprintf(w, "plugin RSS: idle %s, peak %s\n", mb(r.Memory.PluginIdleRSS), mb(r.Memory.PluginPeakRSS))
-	fmt.Fprintf(w, "CLI peak RSS (floor of the measurement %s) at %s: init %s, compact %s, gc %s, restore %s\n", mb(r.CLI.RSSFloor), mb(c.Size), mb(maxRSS(r.CLI.Init)), mb(maxRSS(r.CLI.Compact)), mb(maxRSS(r.CLI.GC)), mb(maxRSS(r.CLI.Restore)))
+	fmt.Fprintf(w, "CLI peak RSS (floor of the measurement %s) at %s: init %s, compact %s, gc %s, restore %s\n", mb(r.CLI.RSSFloor), mb(r.Config.Size), mb(maxRSS(r.CLI.Init)), mb(maxRSS(r.CLI.Compact)), mb(maxRSS(r.CLI.GC)), mb(maxRSS(r.CLI.Restore)))
 	if sm := r.Small; sm != nil {
 		fmt.Fprintf(w, "CLI peak RSS at %s (memory-check run, %d steps): init %s, compact %s, gc %s, restore %s\n", mb(sm.Config.Size), sm.Config.Steps, mb(maxRSS(sm.CLI.Init)), mb(maxRSS(sm.CLI.Compact)), mb(maxRSS(sm.CLI.GC)), mb(maxRSS(sm.CLI.Restore)))
 	}
@@ -272,6 +309,11 @@ func (r *result) print(w io.Writer) {
 		rw, _ := g["rewritten_bytes"].(float64)
 		fmt.Fprintf(w, "gc %d: %v packs, %v repacked, %v deleted, %v small packs consolidated into %v, %s rewritten\n", i+1, g["packs"], g["repacked_packs"], g["deleted_packs"], g["consolidated_packs"], g["consolidated_into"], mb(int64(rw)))
 	}
+}
+
+// printTargets shows each target with PASS or FAIL, and the definitions
+// the figures are measured by, so that the table states its terms.
+func (r *result) printTargets(w io.Writer) {
 	if len(r.Targets) > 0 {
 		fmt.Fprintf(w, "\n%-36s %-52s %-40s %s\n", "target", "wanted", "measured", "")
 		for _, t := range r.Targets {
