@@ -13,14 +13,19 @@ import (
 	"github.com/spf13/cobra"
 )
 
+// restoreOpts are restore's flags.
+type restoreOpts struct {
+	node     string
+	seq      uint64 // --manifest
+	version  uint32
+	allowOld bool
+	// versionSet: --version was given (data_version 0 is a state too).
+	versionSet bool
+}
+
+// newRestoreCmd declares restore's flags and help; runRestore does the work.
 func newRestoreCmd(g *globals) *cobra.Command {
-	var (
-		node       string
-		seq        uint64
-		version    uint32
-		allowOld   bool
-		versionSet bool
-	)
+	o := &restoreOpts{}
 	cmd := &cobra.Command{
 		Use:   "restore [--node NAME] [--manifest SEQ | --version N] URL DEST",
 		Short: "Restore a node's database from the store",
@@ -46,79 +51,100 @@ URL may also name a backup file of the Python backup plugin
   backup-cli restore file:///mnt/old/backup.dbak /tmp/restored.sqlite3`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
-			versionSet = cmd.Flags().Changed("version")
-			if versionSet && seq != 0 {
-				return fmt.Errorf("--manifest and --version exclusive: choose one restore point")
-			}
-			dest, inLightningDir, err := restoreTarget(args[1])
-			if err != nil {
-				return err
-			}
-			u, err := store.ParseURL(args[0])
-			if err != nil {
-				return err
-			}
-			if fileExists(u.Path) {
-				if !legacy.Detect(u.Path) {
-					return fmt.Errorf("%s is a file but not a backup file of the Python backup plugin (format v1), nor a store", u.Path)
-				}
-				if node != "" || seq != 0 || versionSet {
-					return fmt.Errorf("--node, --manifest and --version do not apply to a legacy backup file")
-				}
-				bar := newProgress(stderr, "restore")
-				res, err := history.RestoreLegacy(ctx, u.Path, dest, bar.fn())
-				bar.done()
-				if err != nil {
-					return err
-				}
-				if g.json {
-					return printJSON(stdout, res)
-				}
-				fmt.Fprintf(stdout, "Restored legacy backup %s (%d entries) to %s: data_version %d, %s\n", u.Path, res.Entries, dest, res.Version, formatBytes(res.Bytes))
-				return nil
-			}
-			st, err := store.Open(ctx, args[0], g.storeOptions())
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			if node, err = pickNode(ctx, st, node); err != nil {
-				return err
-			}
-			opts := history.RestoreOptions{Node: node, Manifest: seq, Dest: dest}
-			if versionSet {
-				opts.Version = &version
-			}
-			if seq != 0 || versionSet {
-				if err := checkOldState(ctx, st, opts, inLightningDir, allowOld); err != nil {
-					return err
-				}
-			}
-			bar := newProgress(stderr, "restore")
-			opts.Progress = bar.fn()
-			res, err := history.Restore(ctx, st, opts)
-			bar.done()
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return printJSON(stdout, res)
-			}
-			fmt.Fprintf(stdout, "Restored node %q manifest %d at data_version %d to %s (%s, %d changes applied after the snapshot)\n",
-				res.Node, res.Manifest, res.Version, res.Dest, formatBytes(res.Bytes), res.Changes)
-			if res.Version < res.NewestVersion {
-				fmt.Fprintf(stderr, "WARNING: this is an OLD state (data_version %d; the store holds %d). Starting a node on it can broadcast revoked channel states and lose funds.\n", res.Version, res.NewestVersion)
-			}
-			return nil
+			o.versionSet = cmd.Flags().Changed("version")
+			return runRestore(cmd, g, o, args[0], args[1])
 		},
 	}
-	cmd.Flags().StringVar(&node, "node", "", "node to restore (may be left out when the store holds one node)")
-	cmd.Flags().Uint64Var(&seq, "manifest", 0, "restore exactly this restore point (manifest sequence number)")
-	cmd.Flags().Uint32Var(&version, "version", 0, "restore the state at this data_version")
-	cmd.Flags().BoolVar(&allowOld, "allow-old-state", false, "allow restoring an older state into a lightning directory")
+	cmd.Flags().StringVar(&o.node, "node", "", "node to restore (may be left out when the store holds one node)")
+	cmd.Flags().Uint64Var(&o.seq, "manifest", 0, "restore exactly this restore point (manifest sequence number)")
+	cmd.Flags().Uint32Var(&o.version, "version", 0, "restore the state at this data_version")
+	cmd.Flags().BoolVar(&o.allowOld, "allow-old-state", false, "allow restoring an older state into a lightning directory")
 	return cmd
+}
+
+// runRestore checks the restore point asked for and the target, then
+// restores from a legacy backup file or from a store, as URL names.
+func runRestore(cmd *cobra.Command, g *globals, o *restoreOpts, url, destArg string) error {
+	if o.versionSet && o.seq != 0 {
+		return fmt.Errorf("--manifest and --version exclusive: choose one restore point")
+	}
+	dest, inLightningDir, err := restoreTarget(destArg)
+	if err != nil {
+		return err
+	}
+	u, err := store.ParseURL(url)
+	if err != nil {
+		return err
+	}
+	if fileExists(u.Path) {
+		return restoreLegacy(cmd, g, o, u.Path, dest)
+	}
+	return restoreStore(cmd, g, o, url, dest, inLightningDir)
+}
+
+// restoreLegacy restores the committed state of a Python-plugin backup
+// file, which holds one node and no restore points to choose from.
+func restoreLegacy(cmd *cobra.Command, g *globals, o *restoreOpts, path, dest string) error {
+	ctx := cmd.Context()
+	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
+	if !legacy.Detect(path) {
+		return fmt.Errorf("%s is a file but not a backup file of the Python backup plugin (format v1), nor a store", path)
+	}
+	if o.node != "" || o.seq != 0 || o.versionSet {
+		return fmt.Errorf("--node, --manifest and --version do not apply to a legacy backup file")
+	}
+	bar := newProgress(stderr, "restore")
+	res, err := history.RestoreLegacy(ctx, path, dest, bar.fn())
+	bar.done()
+	if err != nil {
+		return err
+	}
+	if g.json {
+		return printJSON(stdout, res)
+	}
+	fmt.Fprintf(stdout, "Restored legacy backup %s (%d entries) to %s: data_version %d, %s\n", path, res.Entries, dest, res.Version, formatBytes(res.Bytes))
+	return nil
+}
+
+// restoreStore restores a node from the store at url, refusing an old
+// state where a node would start from it, and warns when the state
+// restored is older than the newest.
+func restoreStore(cmd *cobra.Command, g *globals, o *restoreOpts, url, dest string, inLightningDir bool) error {
+	ctx := cmd.Context()
+	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
+	st, err := store.Open(ctx, url, g.storeOptions())
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if o.node, err = pickNode(ctx, st, o.node); err != nil {
+		return err
+	}
+	opts := history.RestoreOptions{Node: o.node, Manifest: o.seq, Dest: dest}
+	if o.versionSet {
+		opts.Version = &o.version
+	}
+	if o.seq != 0 || o.versionSet {
+		if err := checkOldState(ctx, st, opts, inLightningDir, o.allowOld); err != nil {
+			return err
+		}
+	}
+	bar := newProgress(stderr, "restore")
+	opts.Progress = bar.fn()
+	res, err := history.Restore(ctx, st, opts)
+	bar.done()
+	if err != nil {
+		return err
+	}
+	if g.json {
+		return printJSON(stdout, res)
+	}
+	fmt.Fprintf(stdout, "Restored node %q manifest %d at data_version %d to %s (%s, %d changes applied after the snapshot)\n",
+		res.Node, res.Manifest, res.Version, res.Dest, formatBytes(res.Bytes), res.Changes)
+	if res.Version < res.NewestVersion {
+		fmt.Fprintf(stderr, "WARNING: this is an OLD state (data_version %d; the store holds %d). Starting a node on it can broadcast revoked channel states and lose funds.\n", res.Version, res.NewestVersion)
+	}
+	return nil
 }
 
 // restoreTarget resolves DEST: a directory means DEST/lightningd.sqlite3.
