@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -25,8 +26,14 @@ type lockFile struct {
 	Token string `json:"token,omitempty"`
 }
 
+// initOpts are init's flags.
+type initOpts struct {
+	lightningDir, node string
+}
+
+// newInitCmd declares init's flags and help; runInit does the work.
 func newInitCmd(g *globals) *cobra.Command {
-	var lightningDir, node string
+	o := &initOpts{}
 	cmd := &cobra.Command{
 		Use:   "init [--lightning-dir DIR] [--node NAME] URL",
 		Short: "Create the store if needed and add a node to it",
@@ -49,84 +56,120 @@ server); init writes it into backup.lock, readable only by its owner.`,
   backup-cli init --lightning-dir ~/.lightning/bitcoin --node alice --token-file alice.token socket:backup.example.org:9737`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			url := args[0]
-			if err := manifest.ValidNodeName(node); err != nil {
-				return err
-			}
-			var lockPath, dbPath string
-			if lightningDir != "" {
-				st, err := os.Stat(lightningDir)
-				if err != nil || !st.IsDir() {
-					return fmt.Errorf("lightning directory %s does not exist or is not a directory", lightningDir)
-				}
-				lockPath = filepath.Join(lightningDir, "backup.lock")
-				if _, err := os.Stat(lockPath); err == nil {
-					return fmt.Errorf("%s already exists: this lightning directory is already set up for backups (remove the file to set it up again)", lockPath)
-				}
-				if p := filepath.Join(lightningDir, "lightningd.sqlite3"); fileExists(p) {
-					dbPath = p
-				}
-			}
-			ctx := cmd.Context()
-			stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
-			st, created, err := store.Create(ctx, url, g.storeOptions())
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			out := initResult{Store: st.Location(), StoreCreated: created, Node: node}
-			if !g.json {
-				if created {
-					fmt.Fprintf(stdout, "Created store %s\n", st.Location())
-				} else {
-					fmt.Fprintf(stdout, "Using existing store %s\n", st.Location())
-				}
-			}
-			if dbPath != "" {
-				v, _, err := replay.DataVersionOf(dbPath)
-				if err != nil {
-					return fmt.Errorf("read %s: %w", dbPath, err)
-				}
-				out.Database = dbPath
-				if !g.json {
-					fmt.Fprintf(stdout, "Found an existing database at %s (data_version %d)\n", dbPath, v)
-				}
-			}
-			bar := newProgress(stderr, "snapshot")
-			m, err := history.Init(ctx, st, node, dbPath, bar.fn())
-			bar.done()
-			if err != nil {
-				return err
-			}
-			out.Manifest, out.DataVersion, out.DatabaseBytes, out.AddedBytes = m.Seq, m.Snapshot.Version, m.Snapshot.Size(), m.Stats.AddedBytes
-			if lockPath != "" {
-				var token string
-				if u, _ := store.ParseURL(url); u.Scheme == "socket" {
-					token = g.token
-				}
-				if err := writeLock(lockPath, lockFile{BackendURL: url, Node: node, Token: token}); err != nil {
-					return fmt.Errorf("node %q was added to the store, but writing %s failed: %w; fix the cause and write the file by hand ({\"backend_url\": %q, \"node\": %q, and \"token\" for a store server}, mode 0600)", node, lockPath, err, url, node)
-				}
-				out.LockFile = lockPath
-			}
-			if g.json {
-				return printJSON(stdout, out)
-			}
-			if dbPath != "" {
-				fmt.Fprintf(stdout, "Successfully written initial snapshot of node %q: data_version %d, %s in %d pages, %s new to the store (manifest %d)\n",
-					node, m.Snapshot.Version, formatBytes(m.Snapshot.Size()), m.Snapshot.Pages, formatBytes(m.Stats.AddedBytes), m.Seq)
-			} else {
-				fmt.Fprintf(stdout, "Added node %q with an empty database (manifest %d): the plugin will record every change from the first\n", node, m.Seq)
-			}
-			if lockPath != "" {
-				fmt.Fprintf(stdout, "Wrote %s\n", lockPath)
-			}
-			return nil
+			return runInit(cmd, g, o, args[0])
 		},
 	}
-	cmd.Flags().StringVar(&lightningDir, "lightning-dir", "", "lightning network directory (e.g. ~/.lightning/bitcoin) to set up")
-	cmd.Flags().StringVar(&node, "node", history.DefaultNode, "name of the node in the store")
+	cmd.Flags().StringVar(&o.lightningDir, "lightning-dir", "", "lightning network directory (e.g. ~/.lightning/bitcoin) to set up")
+	cmd.Flags().StringVar(&o.node, "node", history.DefaultNode, "name of the node in the store")
 	return cmd
+}
+
+// runInit adds the node to the store (created if needed) with its first
+// snapshot, then points the lightning directory's plugin at it: the lock
+// file is written last, so that the plugin never writes to a node the
+// store does not have.
+func runInit(cmd *cobra.Command, g *globals, o *initOpts, url string) error {
+	node := o.node
+	if err := manifest.ValidNodeName(node); err != nil {
+		return err
+	}
+	lockPath, dbPath, err := initPaths(o.lightningDir)
+	if err != nil {
+		return err
+	}
+	ctx := cmd.Context()
+	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
+	st, created, err := store.Create(ctx, url, g.storeOptions())
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	out := initResult{Store: st.Location(), StoreCreated: created, Node: node}
+	if !g.json {
+		if created {
+			fmt.Fprintf(stdout, "Created store %s\n", st.Location())
+		} else {
+			fmt.Fprintf(stdout, "Using existing store %s\n", st.Location())
+		}
+	}
+	if dbPath != "" {
+		v, _, err := replay.DataVersionOf(dbPath)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", dbPath, err)
+		}
+		out.Database = dbPath
+		if !g.json {
+			fmt.Fprintf(stdout, "Found an existing database at %s (data_version %d)\n", dbPath, v)
+		}
+	}
+	bar := newProgress(stderr, "snapshot")
+	m, err := history.Init(ctx, st, node, dbPath, bar.fn())
+	bar.done()
+	if err != nil {
+		return err
+	}
+	out.Manifest, out.DataVersion, out.DatabaseBytes, out.AddedBytes = m.Seq, m.Snapshot.Version, m.Snapshot.Size(), m.Stats.AddedBytes
+	if lockPath != "" {
+		if err := writeNodeLock(g, lockPath, url, node); err != nil {
+			return err
+		}
+		out.LockFile = lockPath
+	}
+	if g.json {
+		return printJSON(stdout, out)
+	}
+	printInit(stdout, node, m, dbPath, lockPath)
+	return nil
+}
+
+// initPaths checks the lightning directory before the store is touched:
+// it returns where backup.lock goes (refusing a directory already set up)
+// and the database to snapshot, if there is one ("" for both without a
+// directory).
+func initPaths(lightningDir string) (lockPath, dbPath string, err error) {
+	if lightningDir == "" {
+		return "", "", nil
+	}
+	st, err := os.Stat(lightningDir)
+	if err != nil || !st.IsDir() {
+		return "", "", fmt.Errorf("lightning directory %s does not exist or is not a directory", lightningDir)
+	}
+	lockPath = filepath.Join(lightningDir, "backup.lock")
+	if _, err := os.Stat(lockPath); err == nil {
+		return "", "", fmt.Errorf("%s already exists: this lightning directory is already set up for backups (remove the file to set it up again)", lockPath)
+	}
+	if p := filepath.Join(lightningDir, "lightningd.sqlite3"); fileExists(p) {
+		dbPath = p
+	}
+	return lockPath, dbPath, nil
+}
+
+// writeNodeLock writes the plugin's lock file, with the token only for a
+// store server; its error says how to write the file by hand, since the
+// node is already in the store.
+func writeNodeLock(g *globals, lockPath, url, node string) error {
+	var token string
+	if u, _ := store.ParseURL(url); u.Scheme == "socket" {
+		token = g.token
+	}
+	if err := writeLock(lockPath, lockFile{BackendURL: url, Node: node, Token: token}); err != nil {
+		return fmt.Errorf("node %q was added to the store, but writing %s failed: %w; fix the cause and write the file by hand ({\"backend_url\": %q, \"node\": %q, and \"token\" for a store server}, mode 0600)", node, lockPath, err, url, node)
+	}
+	return nil
+}
+
+// printInit tells the operator what init stored and wrote (the JSON
+// output says the same in initResult).
+func printInit(stdout io.Writer, node string, m *manifest.Manifest, dbPath, lockPath string) {
+	if dbPath != "" {
+		fmt.Fprintf(stdout, "Successfully written initial snapshot of node %q: data_version %d, %s in %d pages, %s new to the store (manifest %d)\n",
+			node, m.Snapshot.Version, formatBytes(m.Snapshot.Size()), m.Snapshot.Pages, formatBytes(m.Stats.AddedBytes), m.Seq)
+	} else {
+		fmt.Fprintf(stdout, "Added node %q with an empty database (manifest %d): the plugin will record every change from the first\n", node, m.Seq)
+	}
+	if lockPath != "" {
+		fmt.Fprintf(stdout, "Wrote %s\n", lockPath)
+	}
 }
 
 type initResult struct {
