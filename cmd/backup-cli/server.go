@@ -21,12 +21,16 @@ import (
 // long to finish before connections are closed.
 const shutdownGrace = 30 * time.Second
 
+// serverOpts are server's flags.
+type serverOpts struct {
+	authFile  string
+	logFormat string
+	maxConns  int
+}
+
+// newServerCmd declares server's flags and help; runServer does the work.
 func newServerCmd(g *globals) *cobra.Command {
-	var (
-		authFile  string
-		logFormat string
-		maxConns  int
-	)
+	o := &serverOpts{}
 	cmd := &cobra.Command{
 		Use:   "server [--auth FILE] [--log-format plain|systemd] [--max-conns N] URL LISTEN_ADDR",
 		Short: "Serve a store to backup plugins and backup-cli over TCP (socket: URLs)",
@@ -51,72 +55,85 @@ answered, and closes the journals.`,
   backup-cli init --token-file alice.token --lightning-dir ~/.lightning/bitcoin --node alice socket:backup.example:7000`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			url, addr := args[0], args[1]
-			infof, errorf, err := serverLoggers(cmd.ErrOrStderr(), logFormat)
-			if err != nil {
-				return err
-			}
-			u, err := store.ParseURL(url)
-			if err != nil {
-				return err
-			}
-			if u.Scheme != "file" {
-				return fmt.Errorf("server serves a local store (file:///path), not %s", url)
-			}
-			var auth *remote.Auth
-			if authFile != "" {
-				if auth, err = remote.LoadAuth(authFile); err != nil {
-					return err
-				}
-			}
-			ctx := cmd.Context()
-			st, created, err := store.Create(ctx, url, store.Options{})
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			if created {
-				infof("created store %s", st.Location())
-			}
-			l, err := net.Listen("tcp", addr)
-			if err != nil {
-				return fmt.Errorf("listen on %s: %w", addr, err)
-			}
-			srv := remote.NewServer(st, auth, remote.ServerOptions{Infof: infof, Errorf: errorf, MaxConns: maxConns})
-			served := make(chan error, 1)
-			go func() { served <- srv.Serve(l) }()
-			hup := make(chan os.Signal, 1)
-			signal.Notify(hup, syscall.SIGHUP)
-			defer signal.Stop(hup)
-		serving:
-			for {
-				select {
-				case err := <-served:
-					srv.Shutdown(context.Background())
-					return fmt.Errorf("serve on %s: %w", addr, err)
-				case <-hup:
-					reloadAuth(srv, authFile, infof, errorf)
-				case <-ctx.Done():
-					break serving
-				}
-			}
-			infof("shutting down: finishing requests in progress (at most %s)", shutdownGrace)
-			sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-			defer cancel()
-			err = srv.Shutdown(sctx)
-			<-served
-			if err != nil {
-				errorf("shutdown: %v: connections closed with requests in progress", err)
-			}
-			infof("stopped")
-			return nil
+			return runServer(cmd, o, args[0], args[1])
 		},
 	}
-	cmd.Flags().StringVar(&authFile, "auth", "", "auth file: lines \"TOKEN NODE[,NODE...]\" or \"TOKEN *\" (admin)")
-	cmd.Flags().StringVar(&logFormat, "log-format", "plain", "log lines as plain (with time stamps) or systemd (with <N> priority prefixes)")
-	cmd.Flags().IntVar(&maxConns, "max-conns", 256, "most client connections served at once")
+	cmd.Flags().StringVar(&o.authFile, "auth", "", "auth file: lines \"TOKEN NODE[,NODE...]\" or \"TOKEN *\" (admin)")
+	cmd.Flags().StringVar(&o.logFormat, "log-format", "plain", "log lines as plain (with time stamps) or systemd (with <N> priority prefixes)")
+	cmd.Flags().IntVar(&o.maxConns, "max-conns", 256, "most client connections served at once")
 	cmd.AddCommand(newAddTokenCmd(g))
 	return cmd
+}
+
+// runServer checks the flags and the store, opens it (creating it as init
+// does) and listens before serving, so that a bad setup fails at once
+// instead of at the first client.
+func runServer(cmd *cobra.Command, o *serverOpts, url, addr string) error {
+	infof, errorf, err := serverLoggers(cmd.ErrOrStderr(), o.logFormat)
+	if err != nil {
+		return err
+	}
+	u, err := store.ParseURL(url)
+	if err != nil {
+		return err
+	}
+	if u.Scheme != "file" {
+		return fmt.Errorf("server serves a local store (file:///path), not %s", url)
+	}
+	var auth *remote.Auth
+	if o.authFile != "" {
+		if auth, err = remote.LoadAuth(o.authFile); err != nil {
+			return err
+		}
+	}
+	ctx := cmd.Context()
+	st, created, err := store.Create(ctx, url, store.Options{})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if created {
+		infof("created store %s", st.Location())
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	srv := remote.NewServer(st, auth, remote.ServerOptions{Infof: infof, Errorf: errorf, MaxConns: o.maxConns})
+	return serve(ctx, srv, l, addr, o.authFile, infof, errorf)
+}
+
+// serve serves on l until ctx ends (SIGTERM, SIGINT), then shuts down
+// gracefully; SIGHUP reloads the auth file meanwhile. A failure of Serve
+// itself ends it with an error, the connections closed at once.
+func serve(ctx context.Context, srv *remote.Server, l net.Listener, addr, authFile string, infof, errorf func(string, ...any)) error {
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+serving:
+	for {
+		select {
+		case err := <-served:
+			srv.Shutdown(context.Background())
+			return fmt.Errorf("serve on %s: %w", addr, err)
+		case <-hup:
+			reloadAuth(srv, authFile, infof, errorf)
+		case <-ctx.Done():
+			break serving
+		}
+	}
+	infof("shutting down: finishing requests in progress (at most %s)", shutdownGrace)
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	<-served
+	if err != nil {
+		errorf("shutdown: %v: connections closed with requests in progress", err)
+	}
+	infof("stopped")
+	return nil
 }
 
 // reloadAuth reads the auth file again (SIGHUP), so tokens added with
