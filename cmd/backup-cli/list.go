@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"text/tabwriter"
 
 	"github.com/clnbackup/backup/store"
@@ -25,6 +27,7 @@ type listResult struct {
 	SizeKnown bool `json:"size_known"`
 }
 
+// newListCmd declares list's flags and help; runList does the work.
 func newListCmd(g *globals) *cobra.Command {
 	var node string
 	cmd := &cobra.Command{
@@ -37,77 +40,101 @@ and the totals: the logical size of all restore points against the bytes the
 store really uses.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			stdout := cmd.OutOrStdout()
-			st, err := store.Open(ctx, args[0], g.storeOptions())
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			nodes := []string{node}
-			if node == "" {
-				if nodes, err = st.Nodes(ctx); err != nil {
-					return err
-				}
-			}
-			// Only a client that sees the packs can count the chunks.
-			chunks := 0
-			if packs, err := st.Packs("count chunks"); err == nil {
-				if chunks, err = packs.CountChunks(ctx); err != nil {
-					return err
-				}
-			}
-			res := listResult{Store: st.Location(), Nodes: []history.NodeSummary{}, Chunks: chunks}
-			for _, n := range nodes {
-				s, err := history.Summarize(ctx, st, n)
-				if err != nil {
-					return err
-				}
-				res.Nodes = append(res.Nodes, s)
-				res.LogicalBytes += s.LogicalBytes
-			}
-			if res.SizeKnown = st.FullAccess(); res.SizeKnown {
-				u, err := st.Usage(ctx)
-				if err != nil {
-					return err
-				}
-				res.StoredBytes, res.JournalFileBytes, res.Objects = u.Bytes-u.JournalBytes, u.JournalBytes, u.Objects
-			}
-			if g.json {
-				return printJSON(stdout, res)
-			}
-			fmt.Fprintf(stdout, "Store %s\n", res.Store)
-			for _, n := range res.Nodes {
-				fmt.Fprintf(stdout, "\nNode %s: newest data_version %d\n", n.Name, n.NewestVersion)
-				tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', tabwriter.AlignRight)
-				fmt.Fprintln(tw, "MANIFEST\tCREATED (UTC)\tDATA_VERSION\tSNAPSHOT_AT\tCHANGES\tDB SIZE\tNEW TO STORE\t")
-				for _, m := range n.Manifests {
-					fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%s\t%s\t\n", m.Seq, m.Created.UTC().Format("2006-01-02 15:04:05"),
-						m.Version, m.SnapshotVersion, m.ChangeRecords, formatBytes(m.DatabaseBytes), formatBytes(m.AddedBytes))
-				}
-				tw.Flush()
-				if n.Journal.Records > 0 {
-					fmt.Fprintf(stdout, "  journal: %d changes, data_version %d..%d (%s of statements)\n", n.Journal.Records, n.Journal.FirstVersion, n.Journal.LastVersion, formatBytes(n.Journal.Bytes))
-				} else {
-					fmt.Fprintf(stdout, "  journal: no changes after the newest manifest\n")
-				}
-			}
-			if !st.FullAccess() {
-				fmt.Fprintf(stdout, "\nTotal: %d restore points of %d nodes, %s logical (the store's size is known to the server and admin tokens)\n",
-					countManifests(res.Nodes), len(res.Nodes), formatBytes(res.LogicalBytes))
-				return nil
-			}
-			ratio := 0.0
-			if res.StoredBytes > 0 {
-				ratio = float64(res.LogicalBytes) / float64(res.StoredBytes)
-			}
-			fmt.Fprintf(stdout, "\nTotal: %d restore points of %d nodes, %s logical; %s stored in %d objects (%.1fx smaller), plus %s of journal files\n",
-				countManifests(res.Nodes), len(res.Nodes), formatBytes(res.LogicalBytes), formatBytes(res.StoredBytes), res.Objects, ratio, formatBytes(res.JournalFileBytes))
-			return nil
+			return runList(cmd, g, node, args[0])
 		},
 	}
 	cmd.Flags().StringVar(&node, "node", "", "show only this node")
 	return cmd
+}
+
+// runList gathers the summary of every node asked for (node "": all) and
+// prints it as a table or as JSON.
+func runList(cmd *cobra.Command, g *globals, node, url string) error {
+	ctx := cmd.Context()
+	stdout := cmd.OutOrStdout()
+	st, err := store.Open(ctx, url, g.storeOptions())
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	res, err := summarizeStore(ctx, st, node)
+	if err != nil {
+		return err
+	}
+	if g.json {
+		return printJSON(stdout, res)
+	}
+	printList(stdout, res, st.FullAccess())
+	return nil
+}
+
+// summarizeStore summarizes the nodes and, for a client that sees the
+// whole store, counts its chunks and bytes: a node token sees neither.
+func summarizeStore(ctx context.Context, st *store.Store, node string) (listResult, error) {
+	var err error
+	nodes := []string{node}
+	if node == "" {
+		if nodes, err = st.Nodes(ctx); err != nil {
+			return listResult{}, err
+		}
+	}
+	// Only a client that sees the packs can count the chunks.
+	chunks := 0
+	if packs, err := st.Packs("count chunks"); err == nil {
+		if chunks, err = packs.CountChunks(ctx); err != nil {
+			return listResult{}, err
+		}
+	}
+	res := listResult{Store: st.Location(), Nodes: []history.NodeSummary{}, Chunks: chunks}
+	for _, n := range nodes {
+		s, err := history.Summarize(ctx, st, n)
+		if err != nil {
+			return listResult{}, err
+		}
+		res.Nodes = append(res.Nodes, s)
+		res.LogicalBytes += s.LogicalBytes
+	}
+	if res.SizeKnown = st.FullAccess(); res.SizeKnown {
+		u, err := st.Usage(ctx)
+		if err != nil {
+			return listResult{}, err
+		}
+		res.StoredBytes, res.JournalFileBytes, res.Objects = u.Bytes-u.JournalBytes, u.JournalBytes, u.Objects
+	}
+	return res, nil
+}
+
+// printList writes the table of each node's restore points and journal,
+// then the totals; fullAccess says whether the store's size is known to
+// this client.
+func printList(stdout io.Writer, res listResult, fullAccess bool) {
+	fmt.Fprintf(stdout, "Store %s\n", res.Store)
+	for _, n := range res.Nodes {
+		fmt.Fprintf(stdout, "\nNode %s: newest data_version %d\n", n.Name, n.NewestVersion)
+		tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "MANIFEST\tCREATED (UTC)\tDATA_VERSION\tSNAPSHOT_AT\tCHANGES\tDB SIZE\tNEW TO STORE\t")
+		for _, m := range n.Manifests {
+			fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%s\t%s\t\n", m.Seq, m.Created.UTC().Format("2006-01-02 15:04:05"),
+				m.Version, m.SnapshotVersion, m.ChangeRecords, formatBytes(m.DatabaseBytes), formatBytes(m.AddedBytes))
+		}
+		tw.Flush()
+		if n.Journal.Records > 0 {
+			fmt.Fprintf(stdout, "  journal: %d changes, data_version %d..%d (%s of statements)\n", n.Journal.Records, n.Journal.FirstVersion, n.Journal.LastVersion, formatBytes(n.Journal.Bytes))
+		} else {
+			fmt.Fprintf(stdout, "  journal: no changes after the newest manifest\n")
+		}
+	}
+	if !fullAccess {
+		fmt.Fprintf(stdout, "\nTotal: %d restore points of %d nodes, %s logical (the store's size is known to the server and admin tokens)\n",
+			countManifests(res.Nodes), len(res.Nodes), formatBytes(res.LogicalBytes))
+		return
+	}
+	ratio := 0.0
+	if res.StoredBytes > 0 {
+		ratio = float64(res.LogicalBytes) / float64(res.StoredBytes)
+	}
+	fmt.Fprintf(stdout, "\nTotal: %d restore points of %d nodes, %s logical; %s stored in %d objects (%.1fx smaller), plus %s of journal files\n",
+		countManifests(res.Nodes), len(res.Nodes), formatBytes(res.LogicalBytes), formatBytes(res.StoredBytes), res.Objects, ratio, formatBytes(res.JournalFileBytes))
 }
 
 func countManifests(nodes []history.NodeSummary) int {
