@@ -101,128 +101,174 @@ func Play(ctx context.Context, path, dir string, entries []replay.TraceEntry, op
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	rng := rand.New(rand.NewPCG(opts.Seed, opts.Seed^0x9e3779b97f4a7c15))
-	var (
-		res       PlayResult
-		l         *Lightningd
-		inited    bool
-		pid       int
-		rtts      []time.Duration
-		prev      journal.Record
-		havePrev  bool
-		sinceComp int
-	)
-	stop := func() error {
-		if l == nil {
-			return nil
+	p := &player{ctx: ctx, path: path, dir: dir, opts: opts, logf: logf,
+		rng: rand.New(rand.NewPCG(opts.Seed, opts.Seed^0x9e3779b97f4a7c15))}
+	for i, e := range entries {
+		if err := p.entry(i, e); err != nil {
+			return p.fail(start, err)
 		}
-		err := l.Close()
-		res.Logs = append(res.Logs, l.Logs()...)
-		v := l.Violations()
-		l, inited = nil, false
-		if len(v) > 0 {
-			return fmt.Errorf("protocol violations: %s", strings.Join(v, "; "))
-		}
-		return err
 	}
-	run := func() error {
-		var err error
-		if l, err = Start(ctx, path, dir, opts.Start); err != nil {
+	if err := p.stop(); err != nil {
+		return p.fail(start, err)
+	}
+	p.res.P50, p.res.P99, p.res.Max = Percentiles(p.rtts)
+	p.res.Duration = time.Since(start)
+	return p.res, nil
+}
+
+// player is one Play in progress: the plugin process of the lightningd run
+// being replayed and what the replay counted so far, shared by its steps.
+type player struct {
+	ctx       context.Context
+	path, dir string
+	opts      PlayOptions
+	logf      func(string, ...any)
+	rng       *rand.Rand
+	res       PlayResult
+	l         *Lightningd // nil between two lightningd runs
+	inited    bool
+	pid       int             // lightningd's pid of the entries being played
+	rtts      []time.Duration // round trips of hooks sent in one write
+	prev      journal.Record  // the previous hook, to count rewinds
+	havePrev  bool
+	sinceComp int // hooks since the last backup-compact
+}
+
+// entry plays trace entry i as lightningd would: a new lightningd pid
+// restarts the plugin first, and any entry but "eof" needs a plugin.
+func (p *player) entry(i int, e replay.TraceEntry) error {
+	if p.l != nil && e.PID != p.pid {
+		p.logf("lightningdtest: lightningd pid %d -> %d: restarting the plugin", p.pid, e.PID)
+		if err := p.stop(); err != nil {
 			return err
 		}
-		res.Runs++
-		m, err := l.GetManifest()
-		if err != nil {
+	}
+	p.pid = e.PID
+	if p.l == nil && e.Event != "eof" {
+		if err := p.run(); err != nil {
 			return err
 		}
-		if !m.HasHook("db_write") {
-			return fmt.Errorf("the plugin's manifest does not register the db_write hook: %s", m.Raw)
-		}
+	}
+	switch e.Event {
+	case "getmanifest":
+	case "init":
+		return p.init()
+	case "eof":
+		return p.stop()
+	case "":
+		return p.hook(i, e)
+	}
+	return nil
+}
+
+// stop closes the plugin as lightningd's exit does and keeps its logs;
+// protocol violations fail the replay as a failed exit does.
+func (p *player) stop() error {
+	if p.l == nil {
 		return nil
 	}
-	fail := func(err error) (PlayResult, error) {
-		if l != nil {
-			l.Close()
-			res.Logs = append(res.Logs, l.Logs()...)
-		}
-		res.Duration = time.Since(start)
-		return res, err
+	err := p.l.Close()
+	p.res.Logs = append(p.res.Logs, p.l.Logs()...)
+	v := p.l.Violations()
+	p.l, p.inited = nil, false
+	if len(v) > 0 {
+		return fmt.Errorf("protocol violations: %s", strings.Join(v, "; "))
 	}
-	for i, e := range entries {
-		if l != nil && e.PID != pid {
-			logf("lightningdtest: lightningd pid %d -> %d: restarting the plugin", pid, e.PID)
-			if err := stop(); err != nil {
-				return fail(err)
-			}
+	return err
+}
+
+// run starts a plugin process and checks that its manifest registers the
+// db_write hook, without which nothing could be replayed.
+func (p *player) run() error {
+	var err error
+	if p.l, err = Start(p.ctx, p.path, p.dir, p.opts.Start); err != nil {
+		return err
+	}
+	p.res.Runs++
+	m, err := p.l.GetManifest()
+	if err != nil {
+		return err
+	}
+	if !m.HasHook("db_write") {
+		return fmt.Errorf("the plugin's manifest does not register the db_write hook: %s", m.Raw)
+	}
+	return nil
+}
+
+// init sends init once per plugin process, as lightningd does.
+func (p *player) init() error {
+	if !p.inited {
+		if err := p.l.Init(p.opts.InitOptions); err != nil {
+			return err
 		}
-		pid = e.PID
-		if l == nil && e.Event != "eof" {
-			if err := run(); err != nil {
-				return fail(err)
-			}
-		}
-		switch e.Event {
-		case "getmanifest":
-		case "init":
-			if !inited {
-				if err := l.Init(opts.InitOptions); err != nil {
-					return fail(err)
-				}
-				inited = true
-			}
-		case "eof":
-			if err := stop(); err != nil {
-				return fail(err)
-			}
-		case "":
-			if !e.BeforeInit && !inited {
-				if err := l.Init(opts.InitOptions); err != nil {
-					return fail(err)
-				}
-				inited = true
-			}
-			rec := journal.Record{Version: e.Version, Statements: e.Writes}
-			if havePrev && rec.Version == prev.Version && !rec.PragmaOnly() && !prev.PragmaOnly() {
-				res.Rewinds++
-			}
-			ok, answer, rtt, mode, err := sendHook(l, rng, inited, opts, e)
-			if err != nil {
-				return fail(fmt.Errorf("trace entry %d (data_version %d): %w", i, e.Version, err))
-			}
-			if !ok {
-				return fail(&RefusedError{Index: i, Version: e.Version, Answer: answer})
-			}
-			switch mode {
-			case "split":
-				res.Split++
-			case "joined":
-				res.Joined++
-			default:
-				rtts = append(rtts, rtt)
-			}
-			res.Hooks++
-			if !inited {
-				res.BeforeInit++
-			}
-			res.LastVersion = e.Version
-			prev, havePrev = rec, true
-			if inited && opts.CompactEvery > 0 {
-				if sinceComp++; sinceComp >= opts.CompactEvery {
-					sinceComp = 0
-					if _, err := l.Call("backup-compact", nil); err != nil {
-						return fail(fmt.Errorf("backup-compact after data_version %d: %w", e.Version, err))
-					}
-					res.Compactions++
-				}
-			}
+		p.inited = true
+	}
+	return nil
+}
+
+// fail ends the replay with err, closing the plugin still running so that
+// its logs are in the result too.
+func (p *player) fail(start time.Time, err error) (PlayResult, error) {
+	if p.l != nil {
+		p.l.Close()
+		p.res.Logs = append(p.res.Logs, p.l.Logs()...)
+	}
+	p.res.Duration = time.Since(start)
+	return p.res, err
+}
+
+// hook sends trace entry i's db_write (sending init first if it was
+// recorded after init) and counts it; a refused hook ends the replay as it
+// ends lightningd.
+func (p *player) hook(i int, e replay.TraceEntry) error {
+	if !e.BeforeInit {
+		if err := p.init(); err != nil {
+			return err
 		}
 	}
-	if err := stop(); err != nil {
-		return fail(err)
+	res := &p.res
+	rec := journal.Record{Version: e.Version, Statements: e.Writes}
+	if p.havePrev && rec.Version == p.prev.Version && !rec.PragmaOnly() && !p.prev.PragmaOnly() {
+		res.Rewinds++
 	}
-	res.P50, res.P99, res.Max = Percentiles(rtts)
-	res.Duration = time.Since(start)
-	return res, nil
+	ok, answer, rtt, mode, err := sendHook(p.l, p.rng, p.inited, p.opts, e)
+	if err != nil {
+		return fmt.Errorf("trace entry %d (data_version %d): %w", i, e.Version, err)
+	}
+	if !ok {
+		return &RefusedError{Index: i, Version: e.Version, Answer: answer}
+	}
+	switch mode {
+	case "split":
+		res.Split++
+	case "joined":
+		res.Joined++
+	default:
+		p.rtts = append(p.rtts, rtt)
+	}
+	res.Hooks++
+	if !p.inited {
+		res.BeforeInit++
+	}
+	res.LastVersion = e.Version
+	p.prev, p.havePrev = rec, true
+	return p.maybeCompact(e)
+}
+
+// maybeCompact calls backup-compact after every CompactEvery hooks sent
+// after init (e: the hook just sent), as an operator or a timer would.
+func (p *player) maybeCompact(e replay.TraceEntry) error {
+	if !p.inited || p.opts.CompactEvery <= 0 {
+		return nil
+	}
+	if p.sinceComp++; p.sinceComp >= p.opts.CompactEvery {
+		p.sinceComp = 0
+		if _, err := p.l.Call("backup-compact", nil); err != nil {
+			return fmt.Errorf("backup-compact after data_version %d: %w", e.Version, err)
+		}
+		p.res.Compactions++
+	}
+	return nil
 }
 
 // sendHook sends one hook, in one write, split in two, or joined with an RPC
