@@ -115,15 +115,42 @@ func (c *crashRun) check(what string) {
 // it and re-sends what lightningd never committed; it reports whether next
 // was sent.
 func (c *crashRun) crash(k int, next journal.Record) (sentNext bool) {
-	t := c.t
-	mode := crashModes[c.rng.IntN(len(crashModes))]
-	if mode == CrashNotCommitted && (c.last.PragmaOnly() || c.last.Version == 0) {
-		mode = CrashIdle
-	}
+	mode := c.pickMode()
 	what := fmt.Sprintf("kill %d (%s) at data_version %d", k, mode, c.m.Version())
 	c.stats[mode]++
 	var inflight *journal.Record
 	var p *Pending
+	c.prepareCrash(mode)
+	if mode != CrashIdle && mode != CrashNotCommitted {
+		p = c.sendInFlight(mode, next)
+		inflight, sentNext = &next, true
+	}
+	c.l.Kill()
+	if p != nil && c.answeredFirst(what, p) { // answered just before the kill: committed
+		c.commit(*inflight)
+		inflight = nil
+		c.stats[crashAnsweredFirst+" ("+mode+")"]++
+	}
+	durable := c.checkKilled(what, mode, inflight)
+	c.restart(what, mode, inflight, durable)
+	return sentNext
+}
+
+// pickMode draws the crash mode; without a change to re-send with other
+// statements (none yet, or PRAGMAs only) CrashNotCommitted becomes
+// CrashIdle.
+func (c *crashRun) pickMode() string {
+	mode := crashModes[c.rng.IntN(len(crashModes))]
+	if mode == CrashNotCommitted && (c.last.PragmaOnly() || c.last.Version == 0) {
+		mode = CrashIdle
+	}
+	return mode
+}
+
+// prepareCrash brings the plugin into the state mode kills it in: a
+// compaction running, or (CrashAnswerStuck) its output pipe full.
+func (c *crashRun) prepareCrash(mode string) {
+	t := c.t
 	switch mode {
 	case CrashCompacting:
 		c.init()
@@ -152,41 +179,60 @@ func (c *crashRun) crash(k int, next journal.Record) (sentNext bool) {
 			t.Fatal(err)
 		}
 	}
-	if mode != CrashIdle && mode != CrashNotCommitted {
-		var err error
-		if p, err = c.l.Send("db_write", DBWriteParams{DataVersion: next.Version, Writes: next.Statements}); err != nil {
-			t.Fatal(err)
-		}
-		inflight, sentNext = &next, true
-		if mode == CrashDelayed {
-			time.Sleep(time.Duration(c.rng.IntN(400)) * time.Microsecond)
-		}
-		if mode == CrashAnswerStuck {
-			c.waitJournal(next.Version)
-		}
+}
+
+// sendInFlight sends next as the write the kill catches in flight, then
+// waits as mode asks: a random pause, or until the write is durable.
+func (c *crashRun) sendInFlight(mode string, next journal.Record) *Pending {
+	p, err := c.l.Send("db_write", DBWriteParams{DataVersion: next.Version, Writes: next.Statements})
+	if err != nil {
+		c.t.Fatal(err)
 	}
-	c.l.Kill()
-	if p != nil {
-		switch ok, err := p.Continued(); {
-		case err == nil && ok: // answered just before the kill: committed
-			c.commit(*inflight)
-			inflight = nil
-			c.stats[crashAnsweredFirst+" ("+mode+")"]++
-		case err == nil:
-			t.Fatalf("%s: the write in flight was refused; log: %v", what, c.l.Logs())
-		case !errors.Is(err, ErrExited):
-			t.Fatalf("%s: %v", what, err)
-		}
+	if mode == CrashDelayed {
+		time.Sleep(time.Duration(c.rng.IntN(400)) * time.Microsecond)
 	}
-	var durable []journal.Record // what the journal may hold beyond the model
+	if mode == CrashAnswerStuck {
+		c.waitJournal(next.Version)
+	}
+	return p
+}
+
+// answeredFirst reports whether the write in flight was answered before
+// the kill (lightningd then committed it); a refusal, or any failure but
+// the plugin's exit, fails the test.
+func (c *crashRun) answeredFirst(what string, p *Pending) bool {
+	t := c.t
+	switch ok, err := p.Continued(); {
+	case err == nil && ok:
+		return true
+	case err == nil:
+		t.Fatalf("%s: the write in flight was refused; log: %v", what, c.l.Logs())
+	case !errors.Is(err, ErrExited):
+		t.Fatalf("%s: %v", what, err)
+	}
+	return false
+}
+
+// checkKilled checks the restore after the kill: it holds what lightningd
+// committed, or that plus the write in flight if it became durable (which
+// CrashAnswerStuck waited for). It returns what the journal may hold beyond
+// the model.
+func (c *crashRun) checkKilled(what, mode string, inflight *journal.Record) (durable []journal.Record) {
 	if err := c.n.Matches(c.m, 0); err != nil || (mode == CrashAnswerStuck && inflight != nil) {
 		if inflight == nil || c.n.Matches(c.m, 0, *inflight) != nil {
-			t.Fatalf("%s: the restore does not hold what lightningd committed (data_version %d, or the write in flight): %v", what, c.m.Version(), err)
+			c.t.Fatalf("%s: the restore does not hold what lightningd committed (data_version %d, or the write in flight): %v", what, c.m.Version(), err)
 		}
 		durable = []journal.Record{*inflight}
 		c.stats[crashDurable]++
 	}
-	// lightningd restarts and re-sends what it never committed.
+	return durable
+}
+
+// restart is lightningd's restart: a new plugin, init before or after the
+// re-send of what lightningd never committed (the write in flight, or the
+// last change with CrashNotCommitted), at random with other statements or
+// crashing again; the restore must then hold the re-sent change.
+func (c *crashRun) restart(what, mode string, inflight *journal.Record, durable []journal.Record) {
 	c.boot()
 	if c.rng.IntN(2) == 0 {
 		c.init()
@@ -213,7 +259,6 @@ func (c *crashRun) crash(k int, next journal.Record) (sentNext bool) {
 		c.check(what + ", after the re-sent change")
 	}
 	c.init()
-	return sentNext
 }
 
 // crashAgain kills the plugin while it takes the re-sent change r (a crash
