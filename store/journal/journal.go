@@ -157,19 +157,7 @@ func (j *Journal) load(firstSeq uint64) error {
 		return err
 	}
 	if len(list) == 0 {
-		tmp := filepath.Join(j.dir, segName(firstSeq)+tmpSuffix)
-		f, err := preallocate(tmp, j.minSize())
-		if err != nil {
-			return fmt.Errorf("journal %s: create first segment: %w", j.dir, err)
-		}
-		j.f = f
-		name, err := installSegment(j.dir, f, tmp, firstSeq)
-		if err != nil {
-			return fmt.Errorf("journal %s: create first segment: %w", j.dir, err)
-		}
-		j.segs = []segment{{name: name, first: firstSeq, end: headerSize}}
-		j.off, j.cap, j.nextSeq = headerSize, j.minSize(), firstSeq
-		return nil
+		return j.createFirst(firstSeq)
 	}
 
 	var lastP []byte
@@ -180,32 +168,7 @@ func (j *Journal) load(firstSeq uint64) error {
 	}
 	var next uint64
 	for i, s := range list {
-		newest := i == len(list)-1
-		flag := os.O_RDONLY
-		if newest {
-			flag = os.O_RDWR
-		}
-		f, err := os.OpenFile(filepath.Join(j.dir, s.name), flag, 0)
-		if err != nil {
-			return fmt.Errorf("journal %s: open segment %s: %w", j.dir, s.name, err)
-		}
-		if newest {
-			j.f = f // closed by Open on error
-		}
-		sc, err := scanSegment(j.dir, f, s, emit)
-		if err == nil && i > 0 && sc.first != next {
-			err = fmt.Errorf("journal %s: segment %s starts at seq %d, but the seq after the previous segment's records is %d (segment missing or damaged): %w", j.dir, s.name, sc.first, next, ErrCorrupt)
-		}
-		if err == nil && sc.bad != nil {
-			if newest {
-				err = j.repairTail(f, s.name, &sc)
-			} else {
-				err = fmt.Errorf("journal %s: segment %s %s (not the newest segment, so not a torn append): %w", j.dir, s.name, sc.bad, ErrCorrupt)
-			}
-		}
-		if !newest {
-			f.Close()
-		}
+		sc, err := j.loadSegment(i, s, i == len(list)-1, next, emit)
 		if err != nil {
 			return err
 		}
@@ -216,20 +179,81 @@ func (j *Journal) load(firstSeq uint64) error {
 		j.off, j.cap = sc.end, sc.size
 	}
 	if j.cap < j.minSize() {
-		// Shorter than preallocated (truncated, or made with a smaller
-		// SegmentSize): extend with written zeros.
-		if err := zeroRange(j.f, j.cap, j.minSize()); err != nil {
-			return fmt.Errorf("journal %s: extend segment %s: %w", j.dir, list[len(list)-1].name, err)
+		if err := j.extendNewest(list[len(list)-1].name); err != nil {
+			return err
 		}
-		if err := j.f.Sync(); err != nil {
-			return fmt.Errorf("journal %s: extend segment %s: %w", j.dir, list[len(list)-1].name, err)
-		}
-		j.cap = j.minSize()
 	}
 	j.nextSeq = next
 	if j.hasLast {
 		j.last = decodePayload(lastP, lastH)
 	}
+	return nil
+}
+
+// createFirst creates the first segment of a journal that has none,
+// starting at seq firstSeq, so that appending can begin at once.
+func (j *Journal) createFirst(firstSeq uint64) error {
+	tmp := filepath.Join(j.dir, segName(firstSeq)+tmpSuffix)
+	f, err := preallocate(tmp, j.minSize())
+	if err != nil {
+		return fmt.Errorf("journal %s: create first segment: %w", j.dir, err)
+	}
+	j.f = f
+	name, err := installSegment(j.dir, f, tmp, firstSeq)
+	if err != nil {
+		return fmt.Errorf("journal %s: create first segment: %w", j.dir, err)
+	}
+	j.segs = []segment{{name: name, first: firstSeq, end: headerSize}}
+	j.off, j.cap, j.nextSeq = headerSize, j.minSize(), firstSeq
+	return nil
+}
+
+// loadSegment opens and scans segment s, the i-th listed (newest: the
+// last, opened for writing and kept in j.f), passing its valid records to
+// emit. Its first seq must follow the previous segment's records (next):
+// a gap means a segment is missing. An invalid record is a torn append,
+// repaired, only in the newest segment; anywhere else it is corruption.
+func (j *Journal) loadSegment(i int, s segment, newest bool, next uint64, emit func([]byte, payloadHead) error) (segScan, error) {
+	flag := os.O_RDONLY
+	if newest {
+		flag = os.O_RDWR
+	}
+	f, err := os.OpenFile(filepath.Join(j.dir, s.name), flag, 0)
+	if err != nil {
+		return segScan{}, fmt.Errorf("journal %s: open segment %s: %w", j.dir, s.name, err)
+	}
+	if newest {
+		j.f = f // closed by Open on error
+	}
+	sc, err := scanSegment(j.dir, f, s, emit)
+	if err == nil && i > 0 && sc.first != next {
+		err = fmt.Errorf("journal %s: segment %s starts at seq %d, but the seq after the previous segment's records is %d (segment missing or damaged): %w", j.dir, s.name, sc.first, next, ErrCorrupt)
+	}
+	if err == nil && sc.bad != nil {
+		if newest {
+			err = j.repairTail(f, s.name, &sc)
+		} else {
+			err = fmt.Errorf("journal %s: segment %s %s (not the newest segment, so not a torn append): %w", j.dir, s.name, sc.bad, ErrCorrupt)
+		}
+	}
+	if !newest {
+		f.Close()
+	}
+	return sc, err
+}
+
+// extendNewest extends the newest segment (name), shorter than
+// preallocated (truncated, or made with a smaller SegmentSize), with
+// written zeros, so that it is like a preallocated one: the fdatasyncs of
+// records written over the zeros carry no metadata.
+func (j *Journal) extendNewest(name string) error {
+	if err := zeroRange(j.f, j.cap, j.minSize()); err != nil {
+		return fmt.Errorf("journal %s: extend segment %s: %w", j.dir, name, err)
+	}
+	if err := j.f.Sync(); err != nil {
+		return fmt.Errorf("journal %s: extend segment %s: %w", j.dir, name, err)
+	}
+	j.cap = j.minSize()
 	return nil
 }
 
