@@ -94,12 +94,20 @@ func (s *storeServer) url() string { return "socket:" + s.addr }
 
 func (s *storeServer) start() {
 	s.t.Helper()
+	if err := s.startErr(); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// startErr is start for a goroutine other than the test's, which must not
+// call t.Fatal: it returns what went wrong.
+func (s *storeServer) startErr() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cmd := exec.Command(s.bin, "server", "file://"+s.storeDir, s.addr, "--auth", s.auth)
 	cmd.Stdout, cmd.Stderr = &lockedWriter{mu: &s.mu, w: &s.logs}, &lockedWriter{mu: &s.mu, w: &s.logs}
 	if err := cmd.Start(); err != nil {
-		s.t.Fatal(err)
+		return err
 	}
 	s.cmd = cmd
 	s.starts++
@@ -108,10 +116,10 @@ func (s *storeServer) start() {
 		c, err := net.DialTimeout("tcp", s.addr, time.Second)
 		if err == nil {
 			c.Close()
-			return
+			return nil
 		}
 		if time.Now().After(deadline) {
-			s.t.Fatalf("store server on %s did not start listening: %v\n%s", s.addr, err, s.logs.String())
+			return fmt.Errorf("store server on %s did not start listening: %v\n%s", s.addr, err, s.logs.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -249,16 +257,22 @@ func TestRemoteServerKilled(t *testing.T) {
 			srv.kill()
 			kills++
 			time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond)
-			srv.start()
+			if err := srv.startErr(); err != nil {
+				t.Error(err) // t.Fatal belongs to the test's goroutine
+				return
+			}
 		}
 	}()
+	// However the test ends, the killer is stopped first: it must not
+	// outlive the test.
+	stopKiller := sync.OnceFunc(func() { close(done); killer.Wait() })
+	defer stopKiller()
 	writeHooks(t, l, m, hooks, func(i int) {
 		if i%400 == 399 {
 			compact(t, l)
 		}
 	})
-	close(done)
-	killer.Wait()
+	stopKiller()
 	compactionIdle(t, l)
 	t.Logf("%d hooks, %d server kills", len(hooks), kills)
 	if kills < 3 {

@@ -26,6 +26,7 @@ func deltaPair(seed byte) (base, page []byte) {
 // full copy of the same chunk, and never made against a delta, a missing
 // base or in a version-1 store.
 func TestPutDelta(t *testing.T) {
+	t.Parallel()
 	st, _ := newTestStore(t)
 	base, page := deltaPair(1)
 	baseID, pageID := chunker.Sum(base), chunker.Sum(page)
@@ -121,6 +122,7 @@ func TestPutDelta(t *testing.T) {
 // TestVersion1StoreNoDeltas: a version-1 store opens, writes index format
 // 1 and stores PutDelta pages full.
 func TestVersion1StoreNoDeltas(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir() + "/store"
 	st, _, err := Create(ctx, "file://"+dir, Options{FormatVersion: 1})
 	if err != nil {

@@ -20,6 +20,7 @@ func (c *fakeClock) now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); ret
 func (c *fakeClock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
 func TestLease(t *testing.T) {
+	t.Parallel()
 	st, dir := newTestStore(t)
 	clock := &fakeClock{t: time.Now()}
 	st.now = clock.now
@@ -77,6 +78,7 @@ func TestLease(t *testing.T) {
 // TestLeaseDeadOwnerSameHost: a lease whose owner process on this host is
 // gone is taken over at once, before it expires.
 func TestLeaseDeadOwnerSameHost(t *testing.T) {
+	t.Parallel()
 	st, _ := newTestStore(t)
 	cmd := exec.Command("true")
 	if err := cmd.Run(); err != nil {
@@ -107,6 +109,7 @@ func TestLeaseDeadOwnerSameHost(t *testing.T) {
 
 // TestPidAliveZombie: a killed process its parent has not reaped yet is dead.
 func TestPidAliveZombie(t *testing.T) {
+	t.Parallel()
 	cmd := exec.Command("sleep", "30")
 	if err := cmd.Start(); err != nil {
 		t.Skip("cannot start sleep:", err)

@@ -72,6 +72,7 @@ func putChunks(t *testing.T, st *Store, n int) []chunker.ID {
 }
 
 func TestPutGetDedup(t *testing.T) {
+	t.Parallel()
 	st, dir := newTestStore(t)
 	ids := putChunks(t, st, 100)
 	for i, id := range ids {
@@ -126,6 +127,7 @@ func TestPutGetDedup(t *testing.T) {
 // TestFlippedByteNamesChunk damages one byte of a pack: reads fail, naming
 // the chunk and the pack.
 func TestFlippedByteNamesChunk(t *testing.T) {
+	t.Parallel()
 	st, dir := newTestStore(t)
 	ids := putChunks(t, st, 10)
 	loc, _ := locate(t, st, ids[3])
@@ -156,6 +158,7 @@ func TestFlippedByteNamesChunk(t *testing.T) {
 }
 
 func TestOpenRefusals(t *testing.T) {
+	t.Parallel()
 	_, dir := newTestStore(t)
 	edit := func(t *testing.T, f func(c map[string]any)) string {
 		d := filepath.Join(t.TempDir(), "s")
@@ -212,6 +215,7 @@ func TestOpenRefusals(t *testing.T) {
 // same answer as the loaded index) and reports the others absent (packs'
 // TestLookupCondemned tells condemned copies from usable ones).
 func TestLookup(t *testing.T) {
+	t.Parallel()
 	st, dir := newTestStore(t)
 	ids := putChunks(t, st, 50)
 	absent := chunker.Sum([]byte("never stored"))
@@ -250,6 +254,7 @@ func TestLookup(t *testing.T) {
 // TestCountChunks: list's count of distinct chunks, in one pass, equals
 // the loaded index's.
 func TestCountChunks(t *testing.T) {
+	t.Parallel()
 	st, dir := newTestStore(t)
 	putChunks(t, st, 30)
 	w, _ := st.NewWriter(ctx)
@@ -279,6 +284,7 @@ func TestCountChunks(t *testing.T) {
 // TestReadChunksTo: every chunk reaches one worker's put once, and each
 // worker that took a put flushes once, after its last put.
 func TestReadChunksTo(t *testing.T) {
+	t.Parallel()
 	st, _ := newTestStore(t)
 	ids := putChunks(t, st, 300)
 	var mu sync.Mutex

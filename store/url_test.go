@@ -9,6 +9,7 @@ import (
 
 // TestParseURL checks the URL forms the legacy plugin accepted and refused.
 func TestParseURL(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		raw          string
 		scheme, addr string

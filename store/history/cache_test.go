@@ -106,6 +106,7 @@ func assertCacheIsSnapshot(t testing.TB, st *store.Store, cacheFile string, m ui
 // and with a warm cache a compaction after 1% of pages changed fetches no
 // page from the store.
 func TestCompactCacheSameSnapshots(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	dbPath, g := buildDB(t, dir, 1, cacheSize(t))
 	cacheDir := filepath.Join(dir, "cache") // created by the compaction
@@ -160,6 +161,7 @@ func TestCompactCacheSameSnapshots(t *testing.T) {
 // a file can be wrong: each is found page by page, only what is needed is
 // fetched, and the node's newest state restores equal to its database.
 func TestCompactCacheDamaged(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	dbPath, g := buildDB(t, dir, 1, cacheSize(t))
 	otherDB, _ := buildDB(t, t.TempDir(), 2, cacheSize(t))
@@ -261,6 +263,7 @@ func want(ok bool, what string) string {
 // cache: no cache and no temporary file are left, and the next compaction
 // rebuilds from the store alone.
 func TestCompactCacheFailedCompaction(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	dbPath, g := buildDB(t, dir, 1, cacheSize(t))
 	cacheDir := filepath.Join(dir, "cache")

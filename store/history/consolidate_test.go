@@ -27,6 +27,7 @@ func countPacks(t *testing.T, st *store.Store) int {
 // full packs and deletes them, and every restore point restores exactly as
 // before; the store verifies clean; a young pack is left alone.
 func TestGCConsolidatesSmallPacks(t *testing.T) {
+	t.Parallel()
 	clock := &testClock{}
 	dir := t.TempDir()
 	_, url := newStore(t)

@@ -188,6 +188,7 @@ func touchAndCompact(t testing.TB, n *history.Node, g *workload.Generator, dbPat
 // list or patch chunks and the change chunk), and no more bytes than 1.3x the
 // changed pages compressed one by one.
 func TestDedupOnePercent(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	dbPath, g := buildDB(t, dir, 1, dedupSize(t))
 	st, _ := newStore(t)
@@ -242,6 +243,7 @@ func TestDedupOnePercent(t *testing.T) {
 // same schema: the second reuses the pages they have in common, and a node
 // inited from a copy of an existing node's database adds nothing.
 func TestTwoNodesShareChunks(t *testing.T) {
+	t.Parallel()
 	size := int64(4 << 20)
 	if testing.Short() {
 		size = 2 << 20

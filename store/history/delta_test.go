@@ -222,6 +222,7 @@ func deltaFixture(t *testing.T, clock *testClock) (url, want string, m3 *manifes
 // delete them, also when it repacks or consolidates the base's pack; n2's
 // manifest restores byte-identical throughout.
 func TestGCKeepsDeltaBases(t *testing.T) {
+	t.Parallel()
 	for _, rewrite := range []bool{false, true} {
 		name := "keep packs"
 		opts := packs.GCOptions{Grace: testGrace, ConsolidateBelow: -1, RepackBelow: 1e-9}
@@ -326,6 +327,7 @@ func copyToFreshLists(t *testing.T, st *store.Store, m *manifest.Manifest, path,
 // TestVerifyMissingBase: verify reports a delta whose base's pack is gone,
 // naming the delta's pack and the restore points that need the delta.
 func TestVerifyMissingBase(t *testing.T) {
+	t.Parallel()
 	url, _, m3, deltas, _, _ := deltaFixture(t, nil)
 	st, err := store.Open(ctx, url, store.Options{})
 	if err != nil {
@@ -384,6 +386,7 @@ func TestVerifyMissingBase(t *testing.T) {
 // ids; the client asks for the bases), and compacts through it with full
 // pages only.
 func TestDeltaRestoreThroughServer(t *testing.T) {
+	t.Parallel()
 	url, want, m3, _, g, dbPath := deltaFixture(t, nil)
 	st, err := store.Open(ctx, url, store.Options{})
 	if err != nil {
@@ -457,6 +460,7 @@ func containsRP(rps []history.RestorePoint, r history.RestorePoint) bool {
 // rescues the full copy rather than let the delta copy replace it (a base
 // must keep a full copy), and the chunk reads back.
 func TestGCKeepsFullCopyOverFreshDelta(t *testing.T) {
+	t.Parallel()
 	clock := &testClock{}
 	_, url := newVersionStore(t, 0, clock)
 	st := openWithClock(t, url, clock)

@@ -69,6 +69,7 @@ func kept(r history.ForgetReport, node string) []uint64 {
 }
 
 func TestForgetPolicies(t *testing.T) {
+	t.Parallel()
 	day := 24 * time.Hour
 	for _, tc := range []struct {
 		name   string
@@ -141,6 +142,7 @@ func TestForgetPolicies(t *testing.T) {
 // when it cannot be read and when its clock went backwards; --node limits
 // forget to one node.
 func TestForgetNeverNewest(t *testing.T) {
+	t.Parallel()
 	st, url := newStore(t)
 	times := slices.Clone(forgetTimes)
 	times[9] = "2025-06-01 00:00" // newest by seq, oldest by clock
@@ -189,6 +191,7 @@ func TestForgetNeverNewest(t *testing.T) {
 // to the expected database, and the newest state to the node's own final
 // database.
 func TestForgetThenGC(t *testing.T) {
+	t.Parallel()
 	clock := &testClock{}
 	_, url := newStore(t)
 	st := openWithClock(t, url, clock)
@@ -334,6 +337,7 @@ func chunksOf(t *testing.T, st *store.Store, seq uint64) []chunker.ID {
 }
 
 func TestParseDuration(t *testing.T) {
+	t.Parallel()
 	day := 24 * time.Hour
 	for in, want := range map[string]time.Duration{
 		"36h": 36 * time.Hour, "7d": 7 * day, "2w": 14 * day, "1w3d12h": 10*day + 12*time.Hour,

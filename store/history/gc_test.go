@@ -76,6 +76,7 @@ func orphanNode(t *testing.T, st *store.Store, node, db string) *manifest.Manife
 // writing them; gc then decides those chunks are garbage; the writer commits
 // a manifest naming them. The manifest must still restore.
 func TestGCWriterReusedCondemnedChunk(t *testing.T) {
+	t.Parallel()
 	clock := &testClock{}
 	_, url := newStore(t)
 	st := openWithClock(t, url, clock)
@@ -128,6 +129,7 @@ func TestGCWriterReusedCondemnedChunk(t *testing.T) {
 // chunks stores them again instead of reusing the condemned copies, and the
 // next gc deletes the old copies without harm.
 func TestGCWriterAfterCondemnation(t *testing.T) {
+	t.Parallel()
 	clock := &testClock{}
 	_, url := newStore(t)
 	st := openWithClock(t, url, clock)
@@ -160,6 +162,7 @@ func TestGCWriterAfterCondemnation(t *testing.T) {
 
 // TestWriterAgeLimit: a writer older than MaxWriterAge may not commit.
 func TestWriterAgeLimit(t *testing.T) {
+	t.Parallel()
 	clock := &testClock{}
 	_, url := newStore(t)
 	st := openWithClock(t, url, clock)
@@ -181,6 +184,7 @@ func TestWriterAgeLimit(t *testing.T) {
 // TestGCKeepsReferencedAndYoung: referenced chunks are never touched; young
 // packs are kept with a reason; dry runs change nothing.
 func TestGCKeepsReferencedAndYoung(t *testing.T) {
+	t.Parallel()
 	clock := &testClock{}
 	_, url := newStore(t)
 	st := openWithClock(t, url, clock)

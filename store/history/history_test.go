@@ -170,6 +170,7 @@ func restore(t testing.TB, st *store.Store, opts history.RestoreOptions) (string
 // compacting at several points, then restores every manifest, several
 // versions, and the newest state.
 func TestRoundTripTraces(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		trace, final string
 		compactAt    map[int]bool // compact before the hook with this index
@@ -239,6 +240,7 @@ func TestRoundTripTraces(t *testing.T) {
 }
 
 func TestRestoreRefusals(t *testing.T) {
+	t.Parallel()
 	st, _ := newStore(t)
 	if _, err := history.Init(ctx, st, "n1", "", nil); err != nil {
 		t.Fatal(err)
@@ -273,6 +275,7 @@ func TestRestoreRefusals(t *testing.T) {
 
 // TestInitFromDatabase snapshots an existing database and restores it.
 func TestInitFromDatabase(t *testing.T) {
+	t.Parallel()
 	st, _ := newStore(t)
 	src := filepath.Join("..", "..", "testdata", "trace1-final.sqlite3")
 	m, err := history.Init(ctx, st, "n1", src, nil)
@@ -301,6 +304,7 @@ func TestInitFromDatabase(t *testing.T) {
 // TestRestoreFailsOnDamagedPack flips one byte inside a page chunk of a
 // pack: restore fails, naming the chunk and its pack, and leaves no file.
 func TestRestoreFailsOnDamagedPack(t *testing.T) {
+	t.Parallel()
 	st, url := newStore(t)
 	src := filepath.Join("..", "..", "testdata", "trace1-final.sqlite3")
 	m, err := history.Init(ctx, st, "n1", src, nil)

@@ -265,6 +265,7 @@ func packPath(dir string, id chunker.ID) string {
 }
 
 func TestVerifyHealthy(t *testing.T) {
+	t.Parallel()
 	_, url := fixtureStore(t)
 	for _, opts := range []history.VerifyOptions{{}, {ReadData: true}, {Node: "a", ReadData: true, Percent: 50}} {
 		rep := verify(t, url, opts)
@@ -285,6 +286,7 @@ func TestVerifyHealthy(t *testing.T) {
 }
 
 func TestVerifyDeletedPack(t *testing.T) {
+	t.Parallel()
 	dir, url := fixtureStore(t)
 	st := mustOpen(t, url)
 	// A page of node a's first snapshot with data.
@@ -308,6 +310,7 @@ func TestVerifyDeletedPack(t *testing.T) {
 }
 
 func TestVerifyFlippedByte(t *testing.T) {
+	t.Parallel()
 	dir, url := fixtureStore(t)
 	st := mustOpen(t, url)
 	victim := pageOf(t, st, "b", 1, 20)
@@ -332,6 +335,7 @@ func TestVerifyFlippedByte(t *testing.T) {
 // and compacts (new packs, indexes and manifests, trimmed segments), and
 // never reports a problem.
 func TestVerifyWhileWriting(t *testing.T) {
+	t.Parallel()
 	_, url := fixtureStore(t)
 	st := mustOpen(t, url)
 	recs := replayRecords(t)
@@ -417,6 +421,7 @@ func flipChunk(t *testing.T, dir string, st *store.Store, id chunker.ID) {
 // pages the patches set, not the ones they replace; verify names exactly
 // the restore points whose final page table holds a damaged page.
 func TestVerifyPatchedPages(t *testing.T) {
+	t.Parallel()
 	_, url := fixtureStore(t)
 	st := mustOpen(t, url)
 	seqs, _ := st.ManifestSeqs(vctx, "a")
@@ -465,6 +470,7 @@ func TestVerifyPatchedPages(t *testing.T) {
 }
 
 func TestVerifyTruncatedManifest(t *testing.T) {
+	t.Parallel()
 	dir, url := fixtureStore(t)
 	path := filepath.Join(dir, filepath.FromSlash(store.ManifestObject("a", 3)))
 	raw, err := os.ReadFile(path)
@@ -479,6 +485,7 @@ func TestVerifyTruncatedManifest(t *testing.T) {
 }
 
 func TestVerifyMissingListChunk(t *testing.T) {
+	t.Parallel()
 	_, url := fixtureStore(t)
 	st := mustOpen(t, url)
 	m, err := st.Manifest(vctx, "b", 1)
@@ -501,6 +508,7 @@ func TestVerifyMissingListChunk(t *testing.T) {
 }
 
 func TestVerifyDamagedJournal(t *testing.T) {
+	t.Parallel()
 	dir, url := fixtureStore(t)
 	segs, err := filepath.Glob(filepath.Join(dir, "nodes", "j", "journal", "*.seg"))
 	if err != nil || len(segs) < 3 {
@@ -539,6 +547,7 @@ func TestVerifyDamagedJournal(t *testing.T) {
 // already covers breaks no restore point, but is reported (the plugin's
 // journal refuses to open with it).
 func TestVerifyDamagedCoveredJournal(t *testing.T) {
+	t.Parallel()
 	dir, url := fixtureStore(t)
 	st := mustOpen(t, url)
 	// A manifest of j covering the first 100 journal records.
