@@ -188,6 +188,7 @@ func (w *concWriter) round() error {
 // database its hooks give, the newest state of every node to all its hooks,
 // and verify --read-data finds nothing broken; gc must have deleted data.
 func TestConcurrentNodesForgetGC(t *testing.T) {
+	t.Parallel() // the longest test: it overlaps the others (its clock is its own)
 	start := time.Now()
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("CLNBACKUP_SEED"); s != "" {
