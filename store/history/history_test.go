@@ -312,15 +312,7 @@ func TestRestoreFailsOnDamagedPack(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Find page 10's chunk and damage it in its pack.
-	data, err := st.Get(ctx, m.Snapshot.Lists[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	ids, err := manifest.DecodeList(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	victim := ids[9]
+	victim := pageOf(t, st, "n1", m.Seq, 9)
 	loc, ok := locate(t, st, victim)
 	if !ok {
 		t.Fatal("page chunk not indexed")

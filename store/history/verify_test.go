@@ -16,7 +16,6 @@ import (
 	"github.com/clnbackup/backup/manifest"
 	"github.com/clnbackup/backup/replay"
 	"github.com/clnbackup/backup/store"
-	"github.com/clnbackup/backup/store/chunk"
 	"github.com/clnbackup/backup/store/history"
 	"github.com/clnbackup/backup/store/journal"
 )
@@ -298,7 +297,7 @@ func TestVerifyDeletedPack(t *testing.T) {
 			break
 		}
 	}
-	loc, ok := locateChunk(t, st, victim)
+	loc, ok := locate(t, st, victim)
 	if !ok {
 		t.Fatal("page not indexed")
 	}
@@ -402,7 +401,7 @@ func replayRecords(t *testing.T) []journal.Record {
 // flipChunk damages one chunk's body inside its pack.
 func flipChunk(t *testing.T, dir string, st *store.Store, id chunker.ID) {
 	t.Helper()
-	loc, ok := locateChunk(t, st, id)
+	loc, ok := locate(t, st, id)
 	if !ok {
 		t.Fatalf("chunk %s not indexed", id)
 	}
@@ -460,7 +459,7 @@ func TestVerifyPatchedPages(t *testing.T) {
 			expectBroken(t, url, rep, "packs/")
 			// The page a patch sets may be stored as a delta of the page
 			// it replaces: then damage to the replaced page breaks it too.
-			loc, _ := locateChunk(t, st, e.ID)
+			loc, _ := locate(t, st, e.ID)
 			want := tc.name == "page set by a patch" || loc.Base == id
 			if slices.Contains(affected(rep), history.RestorePoint{Node: "a", Manifest: m.Seq}) != want {
 				t.Fatalf("manifest %d (patched at page %d) wrongly judged: %v", m.Seq, e.Page, affected(rep))
@@ -573,14 +572,4 @@ func TestVerifyDamagedCoveredJournal(t *testing.T) {
 	if rep.JournalRecords != 50 {
 		t.Fatalf("%d journal records after manifest 2, want 50", rep.JournalRecords)
 	}
-}
-
-// locateChunk looks a chunk up the way readers do.
-func locateChunk(t testing.TB, st *store.Store, id chunker.ID) (chunk.Info, bool) {
-	t.Helper()
-	l, err := st.Lookup(vctx, []chunker.ID{id})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l.Locate(id)
 }
