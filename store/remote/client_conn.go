@@ -237,6 +237,10 @@ func (cl *Client) do(ctx context.Context, p *pool, fn func(c *conn, attempt int)
 				continue
 			}
 			sl.c = c
+			// The server answered: a later failure is a new outage,
+			// retried quickly again (the retry period still runs from the
+			// first failure).
+			delay = 100 * time.Millisecond
 		}
 		err := cl.run(ctx, sl.c, func(c *conn) error { return fn(c, attempt) })
 		attempt++

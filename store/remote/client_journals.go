@@ -171,18 +171,17 @@ func (j *remoteJournal) write(typ byte, r journal.Record) (journal.Record, error
 	return r, nil
 }
 
+// Records reads on a general connection, not the journal's lane: a long
+// read (a compaction's seal, whose fn may store chunks) never holds up
+// the appends that lightningd waits for. The server reads the journal
+// this client holds open through its handle.
 func (j *remoteJournal) Records(afterSeq uint64, fn func(journal.Record) error) error {
-	j.mu.Lock()
-	defer j.mu.Unlock()
 	if err := j.checkOpen("records"); err != nil {
 		return err
 	}
 	after := afterSeq
-	err := j.cl.do(context.Background(), j.cl.jlane, func(c *conn, _ int) error {
-		if err := j.ensureOpen(c); err != nil {
-			return err
-		}
-		return readRecords(c, msgJRecords, j.node, &after, fn)
+	err := j.cl.do(context.Background(), j.cl.general, func(c *conn, _ int) error {
+		return readRecords(c, msgJRead, j.node, &after, fn)
 	})
 	var re *Error
 	if errors.As(err, &re) {

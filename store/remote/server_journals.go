@@ -38,6 +38,19 @@ func (s *Server) openJournal(ctx context.Context, node string) (*sharedJournal, 
 	return sj, nil
 }
 
+// holdJournal returns the node's shared journal with a reference taken
+// (release it with releaseJournal), or nil when no session has it open.
+func (s *Server) holdJournal(node string) *sharedJournal {
+	s.jmu.Lock()
+	defer s.jmu.Unlock()
+	sj, ok := s.journals[node]
+	if !ok {
+		return nil
+	}
+	sj.refs++
+	return sj
+}
+
 func (s *Server) releaseJournal(node string) {
 	s.jmu.Lock()
 	defer s.jmu.Unlock()
@@ -203,7 +216,14 @@ func (ss *session) jrecords(p []byte, unopened bool) error {
 		return ss.send(msgRecord, buf)
 	}
 	if unopened {
-		err = ss.srv.st.ReadJournal(ss.ctx, req.Node, req.After, fn)
+		// A journal open on the server is read through its handle, in step
+		// with its appends; otherwise from the store.
+		if sj := ss.srv.holdJournal(req.Node); sj != nil {
+			err = sj.j.Records(req.After, fn)
+			ss.srv.releaseJournal(req.Node)
+		} else {
+			err = ss.srv.st.ReadJournal(ss.ctx, req.Node, req.After, fn)
+		}
 	} else {
 		var sj *sharedJournal
 		if sj, err = ss.openedJournal(req.Node, op); err != nil {
