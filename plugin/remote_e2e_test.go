@@ -233,6 +233,11 @@ func TestRemoteFourNodes(t *testing.T) {
 func TestRemoteServerKilled(t *testing.T) {
 	srv, tokens := startStoreServer(t, "alice")
 	n := remoteNode(t, srv, "alice", tokens["alice"])
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("server log (%d starts):\n%s", srv.starts, srv.log())
+		}
+	})
 	s := seed(t)
 	t.Logf("seed %d (E2E_SEED=%d repeats the kill times)", s, s)
 	rng := rand.New(rand.NewPCG(s, 1))

@@ -238,7 +238,10 @@ func (l *Lightningd) DBWriteTimed(version uint32, writes []string) (continued bo
 		return false, 0, err
 	}
 	continued, err = p.Continued()
-	return continued, p.resp.RTT, err
+	if err != nil {
+		return false, 0, err // no answer: p.resp may still be written
+	}
+	return continued, p.resp.RTT, nil
 }
 
 // Manifest is the plugin's answer to getmanifest.

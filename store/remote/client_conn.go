@@ -10,6 +10,12 @@ import (
 	"time"
 )
 
+// maxBackoff caps the pause between connection attempts. A node's
+// lightningd waits in db_write meanwhile, and an attempt on a server that
+// is down costs a refused TCP connect: a server back between two attempts
+// is found within a second.
+const maxBackoff = time.Second
+
 // connectTimeout bounds one connection attempt (TCP or SOCKS5, and the
 // handshake).
 const connectTimeout = 30 * time.Second
@@ -182,7 +188,7 @@ func retriable(err error) bool {
 
 // do runs fn on a connection of p. A lost connection is replaced and fn
 // retried (attempt counts the tries) with backoff, 100 ms doubling to
-// 5 s, until the server has been unreachable for the retry period. fn must
+// maxBackoff, until the server has been unreachable for the retry period. fn must
 // make its request safe to repeat.
 func (cl *Client) do(ctx context.Context, p *pool, fn func(c *conn, attempt int) error) error {
 	sl, err := p.get(ctx)
@@ -226,7 +232,7 @@ func (cl *Client) do(ctx context.Context, p *pool, fn func(c *conn, attempt int)
 					return ferr
 				}
 				wait := min(delay, time.Until(failedAt.Add(cl.retryFor)))
-				delay = min(2*delay, 5*time.Second)
+				delay = min(2*delay, maxBackoff)
 				t := time.NewTimer(max(wait, time.Millisecond))
 				select {
 				case <-t.C:
