@@ -312,16 +312,45 @@ func (cl *Client) startTLS(ctx context.Context, nc net.Conn) (net.Conn, error) {
 			return nil
 		}
 	}
-	tc := tls.Client(nc, cfg)
+	rec := &recordConn{Conn: nc}
+	tc := tls.Client(rec, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
-		return nil, cl.tlsFailure(err)
+		return nil, cl.tlsFailure(err, rec.first)
 	}
 	return tc, nil
 }
 
+// recordConn keeps the first bytes the server sent, so that a plaintext
+// server's error frame, which the TLS handshake rejects, can be shown.
+type recordConn struct {
+	net.Conn
+	first []byte
+}
+
+func (c *recordConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if keep := frameHeaderSize + MaxHandshakeFrame - len(c.first); keep > 0 {
+		c.first = append(c.first, p[:min(n, keep)]...)
+	}
+	return n, err
+}
+
+// plaintextAnswer is the message of a store server's error frame at the
+// start of first, or "".
+func plaintextAnswer(first []byte) string {
+	if len(first) < frameHeaderSize || first[0] != msgError {
+		return ""
+	}
+	n := binary.BigEndian.Uint32(first[1:frameHeaderSize])
+	if uint64(len(first)-frameHeaderSize) < uint64(n) {
+		return ""
+	}
+	return decodeError(first[frameHeaderSize : frameHeaderSize+int(n)]).Msg
+}
+
 // tlsFailure says what a failed handshake means and what to do; failures
 // a retry may fix (a lost connection, a timeout) stay retriable.
-func (cl *Client) tlsFailure(err error) error {
+func (cl *Client) tlsFailure(err error, first []byte) error {
 	var te tlsError
 	if errors.As(err, &te) {
 		return te
@@ -329,16 +358,8 @@ func (cl *Client) tlsFailure(err error) error {
 	var rh tls.RecordHeaderError
 	if errors.As(err, &rh) {
 		msg := ""
-		if rh.RecordHeader[0] == msgError && rh.Conn != nil {
-			// A store server's error frame: read its message.
-			n := binary.BigEndian.Uint32(rh.RecordHeader[1:])
-			if n <= MaxHandshakeFrame {
-				rh.Conn.SetReadDeadline(time.Now().Add(2 * time.Second))
-				p := make([]byte, n)
-				if _, rerr := io.ReadFull(rh.Conn, p); rerr == nil {
-					msg = " (it says: " + decodeError(p).Msg + ")"
-				}
-			}
+		if m := plaintextAnswer(first); m != "" {
+			msg = " (it says: " + m + ")"
 		}
 		return tlsError{fmt.Errorf("TLS handshake: the server answered without TLS%s: it is a store server started without --tls-self-signed or --tls-cert, or not a store server; remove tls= from the URL to connect in plaintext (only on loopback or through a tunnel), or start the server with TLS", msg)}
 	}
