@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -124,7 +125,11 @@ func runServer(cmd *cobra.Command, o *serverOpts, url, addr string) error {
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
 	if tlsCfg != nil {
-		infof("TLS: clients connect with socket:%s?tls=%s (the SHA-256 of this server key's SubjectPublicKeyInfo)", addr, fingerprint)
+		shown := addr
+		if ta, ok := l.Addr().(*net.TCPAddr); ok && ta.IP.IsUnspecified() {
+			shown = net.JoinHostPort("HOST", strconv.Itoa(ta.Port)) // any of this machine's names
+		}
+		infof("TLS: clients connect with socket:%s?tls=%s (the SHA-256 of this server key's SubjectPublicKeyInfo)", shown, fingerprint)
 	} else if !loopbackOnly(l.Addr()) {
 		errorf("warning: serving without TLS on %s, which is not a loopback address: tokens and node data cross the network in clear; restart with --tls-self-signed DIR (clients add ?tls=FINGERPRINT to the URL), or reach the server through Tor, WireGuard or an SSH tunnel and listen on 127.0.0.1", l.Addr())
 	}
