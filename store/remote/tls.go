@@ -31,6 +31,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/clnbackup/backup/internal/secretfile"
@@ -205,6 +206,7 @@ type sniffConn struct {
 	net.Conn // the TCP connection: deadlines, addresses, Close
 	cfg      *tls.Config
 	once     sync.Once
+	sniffed  atomic.Bool   // sniff has run
 	inner    io.ReadWriter // TLS or the TCP connection again
 	err      error
 }
@@ -218,6 +220,11 @@ func (c *sniffConn) Read(p []byte) (int, error) {
 }
 
 func (c *sniffConn) Write(p []byte) (int, error) {
+	if c.cfg == nil && !c.sniffed.Load() {
+		// A plaintext server may answer before reading (the busy
+		// refusal): it needs nothing from the client for that.
+		return c.Conn.Write(p)
+	}
 	c.once.Do(c.sniff)
 	if c.err != nil {
 		return 0, c.err
@@ -226,6 +233,7 @@ func (c *sniffConn) Write(p []byte) (int, error) {
 }
 
 func (c *sniffConn) sniff() {
+	defer c.sniffed.Store(true)
 	var first [1]byte
 	if _, err := io.ReadFull(c.Conn, first[:]); err != nil {
 		c.err = err
@@ -317,18 +325,33 @@ func (cl *Client) startTLS(ctx context.Context, nc net.Conn) (net.Conn, error) {
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return nil, cl.tlsFailure(err, rec.first)
 	}
-	return tc, nil
+	rec.first, rec.done = nil, true
+	return clientTLSConn{Conn: tc, raw: nc}, nil
 }
+
+// clientTLSConn closes the TCP connection without TLS's close_notify,
+// whose write may wait seconds on a stalled server: connections are
+// dropped on a stall, and closing the client must not hang.
+type clientTLSConn struct {
+	*tls.Conn
+	raw net.Conn
+}
+
+func (c clientTLSConn) Close() error { return c.raw.Close() }
 
 // recordConn keeps the first bytes the server sent, so that a plaintext
 // server's error frame, which the TLS handshake rejects, can be shown.
 type recordConn struct {
 	net.Conn
 	first []byte
+	done  bool // the handshake is over: nothing more to keep
 }
 
 func (c *recordConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
+	if c.done {
+		return n, err
+	}
 	if keep := frameHeaderSize + MaxHandshakeFrame - len(c.first); keep > 0 {
 		c.first = append(c.first, p[:min(n, keep)]...)
 	}
