@@ -30,18 +30,21 @@ demo: build
 	$(BIN)/trace-player compare $(DEMO)/legacy.sqlite3 testdata/legacy-v1-live.sqlite3
 
 # The same through a store server on loopback: backup-cli server with an
-# auth file, a node set up with its token over socket:, the real plugin fed
-# trace1, restore through the server, compare; then SIGTERM.
+# auth file and TLS (a self-signed key the client pins), a node set up with
+# its token (a 0600 file from add-token --out) over socket:...?tls=, the real
+# plugin fed trace1, restore through the server, compare; then SIGTERM.
 DEMO_ADDR ?= 127.0.0.1:19737
+DEMO_URL = socket:$(DEMO_ADDR)?tls=$$(cat $(DEMO)-remote/fingerprint)
 demo-remote: build
 	rm -rf $(DEMO)-remote && mkdir -p $(DEMO)-remote/lightning
-	$(BIN)/backup-cli server add-token --auth $(DEMO)-remote/auth --node alice > $(DEMO)-remote/alice.token
-	$(BIN)/backup-cli server --auth $(DEMO)-remote/auth file://$(DEMO)-remote/store $(DEMO_ADDR) > $(DEMO)-remote/server.log 2>&1 & echo $$! > $(DEMO)-remote/server.pid
+	$(BIN)/backup-cli server add-token --auth $(DEMO)-remote/auth --node alice --out $(DEMO)-remote/alice.token
+	$(BIN)/backup-cli server tls-fingerprint --tls-self-signed $(DEMO)-remote/tls > $(DEMO)-remote/fingerprint
+	$(BIN)/backup-cli server --auth $(DEMO)-remote/auth --tls-self-signed $(DEMO)-remote/tls file://$(DEMO)-remote/store $(DEMO_ADDR) > $(DEMO)-remote/server.log 2>&1 & echo $$! > $(DEMO)-remote/server.pid
 	sleep 1
-	$(BIN)/backup-cli init --lightning-dir $(DEMO)-remote/lightning --node alice --token-file $(DEMO)-remote/alice.token socket:$(DEMO_ADDR)
+	$(BIN)/backup-cli init --lightning-dir $(DEMO)-remote/lightning --node alice --token-file $(DEMO)-remote/alice.token "$(DEMO_URL)"
 	$(BIN)/trace-player play --plugin $(BIN)/backup-plugin --lightning-dir $(DEMO)-remote/lightning --compact-every 100 testdata/trace1.jsonl
-	$(BIN)/backup-cli list --token-file $(DEMO)-remote/alice.token socket:$(DEMO_ADDR)
-	$(BIN)/backup-cli restore --node alice --token-file $(DEMO)-remote/alice.token socket:$(DEMO_ADDR) $(DEMO)-remote/restored.sqlite3
+	$(BIN)/backup-cli list --token-file $(DEMO)-remote/alice.token "$(DEMO_URL)"
+	$(BIN)/backup-cli restore --node alice --token-file $(DEMO)-remote/alice.token "$(DEMO_URL)" $(DEMO)-remote/restored.sqlite3
 	$(BIN)/trace-player compare $(DEMO)-remote/restored.sqlite3 testdata/trace1-final.sqlite3
 	kill -TERM $$(cat $(DEMO)-remote/server.pid)
 	cat $(DEMO)-remote/server.log

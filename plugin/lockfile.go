@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/clnbackup/backup/internal/secretfile"
 )
 
 // LockName is the file in the lightning directory that names the backup:
@@ -56,8 +58,8 @@ func readLock(dir string) (Lock, error) {
 		l.ServerRetry = d
 	}
 	if l.Token != "" {
-		if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
-			return Lock{}, fmt.Errorf("%s holds the store server token but can be read by other users (mode %o): run `chmod 600 %s`", path, fi.Mode().Perm(), path)
+		if err := secretfile.Check(path, "the store server token"); err != nil {
+			return Lock{}, err
 		}
 	}
 	if raw.Node != nil {

@@ -68,7 +68,8 @@ func openStore(ctx context.Context, lock Lock) (*store.Store, error) {
 
 // openServer connects to a store server, retrying for opts.RetryFor while
 // it cannot be reached (lightningd starting at boot before the network or
-// Tor is up), but not when the server refused the token or the protocol.
+// Tor is up), but not when the server refused the token or the protocol,
+// or TLS cannot work (a wrong pin, a TLS/plaintext mismatch).
 func openServer(ctx context.Context, url string, opts store.Options) (*store.Store, error) {
 	retry := opts.RetryFor
 	if retry <= 0 {
@@ -81,7 +82,8 @@ func openServer(ctx context.Context, url string, opts store.Options) (*store.Sto
 		if err == nil {
 			return st, nil
 		}
-		if errors.Is(err, remote.ErrDenied) || errors.Is(err, remote.ErrVersion) || errors.Is(err, store.ErrNotStore) {
+		if errors.Is(err, remote.ErrDenied) || errors.Is(err, remote.ErrVersion) || errors.Is(err, store.ErrNotStore) ||
+			errors.Is(err, remote.ErrTLS) || errors.Is(err, remote.ErrBadRequest) {
 			return nil, err
 		}
 		left := time.Until(deadline)

@@ -1,6 +1,8 @@
 package store
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"net/url"
@@ -18,6 +20,14 @@ type URL struct {
 	// Proxy the HOST:PORT of its SOCKS5 proxy ("" for none).
 	Addr  string
 	Proxy string
+	// TLS is how a socket: URL's connection is encrypted: "" for none
+	// (plaintext, for loopback, Tor, WireGuard or SSH tunnels), "system"
+	// to verify the server's certificate against the system's roots and
+	// the host name, or a pin: the SHA-256 of the server key's
+	// SubjectPublicKeyInfo as 64 lowercase hex digits (what backup-cli
+	// server --tls-self-signed prints), checked instead of any chain, so
+	// a self-signed server is safe to reach over the internet.
+	TLS string
 	// Raw is the URL as given.
 	Raw string
 }
@@ -28,9 +38,10 @@ func (u URL) String() string { return u.Raw }
 // ParseURL parses a store URL:
 //   - file:///absolute/path and file://relative/path: a directory store, or
 //     a legacy v1 backup file;
-//   - socket:HOST:PORT[?proxy=socks5:PHOST:PPORT]: a store server, as the
-//     legacy plugin wrote it (IPv6 addresses in brackets; unknown parameters,
-//     a missing port and proxies other than socks5 are errors).
+//   - socket:HOST:PORT[?proxy=socks5:PHOST:PPORT][&tls=FINGERPRINT|system]:
+//     a store server, as the legacy plugin wrote it (IPv6 addresses in
+//     brackets; unknown parameters, a missing port and proxies other than
+//     socks5 are errors), with TLS when tls= is given (see URL.TLS).
 func ParseURL(raw string) (URL, error) {
 	if rest, ok := strings.CutPrefix(raw, "socket:"); ok {
 		return parseSocket(raw, rest)
@@ -73,11 +84,17 @@ func parseSocket(raw, rest string) (URL, error) {
 		return URL{}, fmt.Errorf("store URL %q: bad query: %w", raw, err)
 	}
 	for k, vs := range q {
-		if k != "proxy" {
-			return URL{}, fmt.Errorf("store URL %q: unknown parameter %q (the only one is proxy=socks5:HOST:PORT)", raw, k)
+		if k != "proxy" && k != "tls" {
+			return URL{}, fmt.Errorf("store URL %q: unknown parameter %q (the parameters are proxy=socks5:HOST:PORT and tls=FINGERPRINT or tls=system)", raw, k)
 		}
 		if len(vs) != 1 {
-			return URL{}, fmt.Errorf("store URL %q: proxy given %d times", raw, len(vs))
+			return URL{}, fmt.Errorf("store URL %q: %s given %d times", raw, k, len(vs))
+		}
+		if k == "tls" {
+			if u.TLS, err = checkTLS(vs[0]); err != nil {
+				return URL{}, fmt.Errorf("store URL %q: %w", raw, err)
+			}
+			continue
 		}
 		typ, paddr, ok := strings.Cut(vs[0], ":")
 		if !ok || typ != "socks5" {
@@ -88,6 +105,21 @@ func parseSocket(raw, rest string) (URL, error) {
 		}
 	}
 	return u, nil
+}
+
+// checkTLS checks a tls= value: "system" or a SHA-256 fingerprint in hex
+// (either case; returned in lowercase).
+func checkTLS(v string) (string, error) {
+	if v == "system" {
+		return v, nil
+	}
+	if len(v) != 2*sha256.Size {
+		return "", fmt.Errorf("tls=%q: want tls=system or the server's 64-hex-digit SHA-256 key fingerprint (backup-cli server --tls-self-signed prints it)", v)
+	}
+	if _, err := hex.DecodeString(v); err != nil {
+		return "", fmt.Errorf("tls=%q: the fingerprint is not hex: copy it from the server's log (backup-cli server --tls-self-signed prints it)", v)
+	}
+	return strings.ToLower(v), nil
 }
 
 // checkHostPort checks HOST:PORT with a bracketed IPv6 host and a port.

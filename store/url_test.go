@@ -14,6 +14,7 @@ func TestParseURL(t *testing.T) {
 		raw          string
 		scheme, addr string
 		proxy        string
+		tls          string
 		err          string
 	}{
 		{raw: "socket:127.0.0.1:1234", scheme: "socket", addr: "127.0.0.1:1234"},
@@ -21,6 +22,13 @@ func TestParseURL(t *testing.T) {
 		{raw: "socket:backup.example.org:9737", scheme: "socket", addr: "backup.example.org:9737"},
 		{raw: "socket:abcdef.onion:1234?proxy=socks5:127.0.0.1:9050", scheme: "socket", addr: "abcdef.onion:1234", proxy: "127.0.0.1:9050"},
 		{raw: "socket:abcdef.onion:1234?proxy=socks5:[::1]:9050", scheme: "socket", addr: "abcdef.onion:1234", proxy: "[::1]:9050"},
+		{raw: "socket:h:1234?tls=system", scheme: "socket", addr: "h:1234", tls: "system"},
+		{raw: "socket:h:1234?tls=abababababababababababababababababababababababababababababababab", scheme: "socket", addr: "h:1234", tls: "abababababababababababababababababababababababababababababababab"},
+		{raw: "socket:h:1234?tls=ABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABAB", scheme: "socket", addr: "h:1234", tls: "abababababababababababababababababababababababababababababababab"},
+		{raw: "socket:abcdef.onion:1234?proxy=socks5:127.0.0.1:9050&tls=abababababababababababababababababababababababababababababababab", scheme: "socket", addr: "abcdef.onion:1234", proxy: "127.0.0.1:9050", tls: "abababababababababababababababababababababababababababababababab"},
+		{raw: "socket:h:1234?tls=abcd", err: "64-hex-digit"},
+		{raw: "socket:h:1234?tls=zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz", err: "not hex"},
+		{raw: "socket:h:1234?tls=system&tls=system", err: "tls given 2 times"},
 		{raw: "socket:127.0.0.1", err: "missing port"},
 		{raw: "socket:::1:1234", err: "brackets"},
 		{raw: "socket:127.0.0.1:99999", err: "port"},
@@ -44,7 +52,7 @@ func TestParseURL(t *testing.T) {
 			t.Errorf("%s: %v", tc.raw, err)
 			continue
 		}
-		if u.Scheme != tc.scheme || (tc.scheme == "socket" && (u.Addr != tc.addr || u.Proxy != tc.proxy)) {
+		if u.Scheme != tc.scheme || (tc.scheme == "socket" && (u.Addr != tc.addr || u.Proxy != tc.proxy || u.TLS != tc.tls)) {
 			t.Errorf("%s: got %+v", tc.raw, u)
 		}
 	}

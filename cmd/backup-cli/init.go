@@ -48,12 +48,15 @@ an empty one and the plugin records every change from the first.
 
 The node name defaults to "` + history.DefaultNode + `"; give each node sharing a store its own.
 
-For a store server (socket:HOST:PORT), pass the node's token (--token,
---token-file or $CLNBACKUP_TOKEN, from backup-cli server add-token on the
-server); init writes it into backup.lock, readable only by its owner.`,
+For a store server (socket:HOST:PORT), pass the node's token (--token-file,
+a file of mode 0600 from backup-cli server add-token --out on the server, or
+$CLNBACKUP_TOKEN; --token shows it to every user in ps); init writes it into
+backup.lock, readable only by its owner, with the URL as given: a tls= pin
+(socket:HOST:PORT?tls=FINGERPRINT) is kept, so the plugin checks the server's
+key too.`,
 		Example: `  backup-cli init --lightning-dir ~/.lightning/bitcoin file:///mnt/backup/store
   backup-cli init --lightning-dir ~/.lightning/bitcoin --node alice file:///mnt/backup/store
-  backup-cli init --lightning-dir ~/.lightning/bitcoin --node alice --token-file alice.token socket:backup.example.org:9737`,
+  backup-cli init --lightning-dir ~/.lightning/bitcoin --node alice --token-file alice.token 'socket:backup.example.org:9737?tls=FINGERPRINT'`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runInit(cmd, g, o, args[0])

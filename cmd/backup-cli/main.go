@@ -57,7 +57,8 @@ func newRootCmd() *cobra.Command {
 		Short: "Back up and restore Core Lightning databases in a deduplicating store",
 		Long: `backup-cli manages backups of Core Lightning node databases kept in a
 content-addressed store (a local directory or NFS mount: file:///path), or
-in a store served by backup-cli server (socket:HOST:PORT, with --token).
+in a store served by backup-cli server (socket:HOST:PORT[?tls=FINGERPRINT],
+with --token-file or $CLNBACKUP_TOKEN).
 
 A store holds the histories of many nodes: snapshots of each node's
 lightningd.sqlite3 cut into page chunks shared by every snapshot and node,

@@ -2,9 +2,11 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
+	"github.com/clnbackup/backup/internal/secretfile"
 	"github.com/clnbackup/backup/store"
 	_ "github.com/clnbackup/backup/store/remote" // socket: URLs
 	"github.com/spf13/cobra"
@@ -17,22 +19,40 @@ const tokenEnv = "CLNBACKUP_TOKEN"
 // addTokenFlags adds --token and --token-file, which every command passes
 // to a store server (socket: URLs).
 func addTokenFlags(root *cobra.Command, g *globals) {
-	root.PersistentFlags().StringVar(&g.token, "token", "", "token for a store server (socket: URLs); also --token-file or $"+tokenEnv)
-	root.PersistentFlags().StringVar(&g.tokenFile, "token-file", "", "file holding the token for a store server (socket: URLs)")
+	root.PersistentFlags().StringVar(&g.token, "token", "", "token for a store server (socket: URLs); visible to other users in ps: prefer --token-file or $"+tokenEnv)
+	root.PersistentFlags().StringVar(&g.tokenFile, "token-file", "", "file (mode 0600) holding the token for a store server (socket: URLs)")
 	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
-		return g.resolveToken()
+		return g.resolveToken(cmd.ErrOrStderr())
 	}
 }
 
-// resolveToken settles the token: --token, else --token-file, else the
+// tokenFlagWarning is printed when --token is used: the command line of
+// a process is world-readable (ps, /proc/PID/cmdline).
+const tokenFlagWarning = "warning: --token is visible to every user of this machine (ps, /proc/PID/cmdline): use --token-file FILE (mode 0600, e.g. from add-token --out) or $" + tokenEnv + " instead"
+
+// resolveToken settles the token: --token (with a warning on stderr),
+// else --token-file (refused when other users may read it), else the
 // environment.
-func (g *globals) resolveToken() error {
+func (g *globals) resolveToken(stderr io.Writer) error {
 	switch {
 	case g.token != "" && g.tokenFile != "":
 		return fmt.Errorf("give --token or --token-file, not both")
 	case g.token != "":
+		fmt.Fprintln(stderr, tokenFlagWarning)
 	case g.tokenFile != "":
-		data, err := os.ReadFile(g.tokenFile)
+		f, err := os.Open(g.tokenFile)
+		if err != nil {
+			return fmt.Errorf("--token-file: %w", err)
+		}
+		defer f.Close()
+		fi, err := f.Stat()
+		if err != nil {
+			return fmt.Errorf("--token-file: %w", err)
+		}
+		if err := secretfile.CheckMode(g.tokenFile, "a store server token", fi.Mode()); err != nil {
+			return fmt.Errorf("--token-file: %w", err)
+		}
+		data, err := io.ReadAll(io.LimitReader(f, 64<<10))
 		if err != nil {
 			return fmt.Errorf("--token-file: %w", err)
 		}

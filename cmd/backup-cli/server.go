@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -26,33 +28,49 @@ type serverOpts struct {
 	authFile  string
 	logFormat string
 	maxConns  int
+	// TLS: a key pair kept (and made the first time) in a directory, or
+	// given as files.
+	tlsSelfSigned, tlsCert, tlsKey string
 }
 
 // newServerCmd declares server's flags and help; runServer does the work.
 func newServerCmd(g *globals) *cobra.Command {
 	o := &serverOpts{}
 	cmd := &cobra.Command{
-		Use:   "server [--auth FILE] [--log-format plain|systemd] [--max-conns N] URL LISTEN_ADDR",
+		Use:   "server [--auth FILE] [--tls-self-signed DIR | --tls-cert FILE --tls-key FILE] [--log-format plain|systemd] [--max-conns N] URL LISTEN_ADDR",
 		Short: "Serve a store to backup plugins and backup-cli over TCP (socket: URLs)",
 		Long: `server serves the store at URL (file://, created when missing or empty, as
 init does) on LISTEN_ADDR (HOST:PORT) to many clients at once: backup plugins
-and backup-cli commands given socket:HOST:PORT[?proxy=socks5:PHOST:PPORT].
+and backup-cli commands given socket:HOST:PORT[?proxy=socks5:PHOST:PPORT]
+[&tls=FINGERPRINT|system].
 
 Clients send only the chunks the server lacks; a journal append is answered
 only once it is durable on the server. With --auth FILE each client must
 present a token from the file: a line "TOKEN NODE[,NODE...]" lets a client
 write and read those nodes only (never delete anything but its lease), a line
 "TOKEN *" is an admin token (gc, forget, verify over the wire). Make tokens
-with "backup-cli server add-token". Without --auth every client is admin: use
-that only on a trusted network.
+with "backup-cli server add-token --out FILE". Without --auth every client is
+admin: use that only on a trusted network. The auth file must be readable by
+its owner only (chmod 600).
 
-The protocol is not encrypted: over the internet, reach the server through Tor
-(a .onion address and the proxy= parameter), WireGuard or an SSH tunnel.
+With --tls-self-signed DIR the server speaks TLS 1.3 with a key pair kept in
+DIR (made the first time: key.pem, mode 0600, and cert.pem) and logs its
+fingerprint, the SHA-256 of the key's SubjectPublicKeyInfo in hex: clients pin
+it with socket:HOST:PORT?tls=FINGERPRINT (a renewed certificate for the same
+key keeps the pin). With --tls-cert and --tls-key it uses a certificate of
+your own: clients pin its fingerprint too, or, for a certificate from a
+public CA, verify it with tls=system. Without TLS the protocol is plaintext:
+tokens and node data cross the network in clear, so the server warns when it
+listens on an address that is not loopback; over the internet use TLS, or
+reach the server through Tor (a .onion address and the proxy= parameter),
+WireGuard or an SSH tunnel.
+
 SIGTERM or SIGINT stops accepting, lets requests in progress finish and be
 answered, and closes the journals.`,
-		Example: `  backup-cli server --auth /etc/clnbackup/auth file:///srv/backup/store 0.0.0.0:7000
-  backup-cli server add-token --auth /etc/clnbackup/auth --node alice
-  backup-cli init --token-file alice.token --lightning-dir ~/.lightning/bitcoin --node alice socket:backup.example:7000`,
+		Example: `  backup-cli server --auth /etc/clnbackup/auth --tls-self-signed /etc/clnbackup/tls file:///srv/backup/store 0.0.0.0:7000
+  backup-cli server add-token --auth /etc/clnbackup/auth --node alice --out alice.token
+  backup-cli server tls-fingerprint --tls-self-signed /etc/clnbackup/tls
+  backup-cli init --token-file alice.token --lightning-dir ~/.lightning/bitcoin --node alice 'socket:backup.example:7000?tls=FINGERPRINT'`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runServer(cmd, o, args[0], args[1])
@@ -61,7 +79,10 @@ answered, and closes the journals.`,
 	cmd.Flags().StringVar(&o.authFile, "auth", "", "auth file: lines \"TOKEN NODE[,NODE...]\" or \"TOKEN *\" (admin)")
 	cmd.Flags().StringVar(&o.logFormat, "log-format", "plain", "log lines as plain (with time stamps) or systemd (with <N> priority prefixes)")
 	cmd.Flags().IntVar(&o.maxConns, "max-conns", 256, "most client connections served at once")
-	cmd.AddCommand(newAddTokenCmd(g))
+	cmd.Flags().StringVar(&o.tlsSelfSigned, "tls-self-signed", "", "speak TLS with the key pair kept in this directory (made the first time); clients pin the fingerprint the server logs")
+	cmd.Flags().StringVar(&o.tlsCert, "tls-cert", "", "speak TLS with this PEM certificate (chain); needs --tls-key")
+	cmd.Flags().StringVar(&o.tlsKey, "tls-key", "", "PEM private key of --tls-cert (mode 0600)")
+	cmd.AddCommand(newAddTokenCmd(g), newTLSFingerprintCmd())
 	return cmd
 }
 
@@ -86,6 +107,10 @@ func runServer(cmd *cobra.Command, o *serverOpts, url, addr string) error {
 			return err
 		}
 	}
+	tlsCfg, fingerprint, err := serverTLS(o, infof)
+	if err != nil {
+		return err
+	}
 	ctx := cmd.Context()
 	st, created, err := store.Create(ctx, url, store.Options{})
 	if err != nil {
@@ -99,8 +124,102 @@ func runServer(cmd *cobra.Command, o *serverOpts, url, addr string) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
+	if tlsCfg != nil {
+		shown := addr
+		if ta, ok := l.Addr().(*net.TCPAddr); ok && ta.IP.IsUnspecified() {
+			shown = net.JoinHostPort("HOST", strconv.Itoa(ta.Port)) // any of this machine's names
+		}
+		infof("TLS: clients connect with socket:%s?tls=%s (the SHA-256 of this server key's SubjectPublicKeyInfo)", shown, fingerprint)
+	} else if !loopbackOnly(l.Addr()) {
+		errorf("warning: serving without TLS on %s, which is not a loopback address: tokens and node data cross the network in clear; restart with --tls-self-signed DIR (clients add ?tls=FINGERPRINT to the URL), or reach the server through Tor, WireGuard or an SSH tunnel and listen on 127.0.0.1", l.Addr())
+	}
+	l = remote.NewListener(l, tlsCfg)
 	srv := remote.NewServer(st, auth, remote.ServerOptions{Infof: infof, Errorf: errorf, MaxConns: o.maxConns})
 	return serve(ctx, srv, l, addr, o.authFile, infof, errorf)
+}
+
+// serverTLS loads or makes the server's key pair as its flags ask; it
+// returns a nil configuration for a plaintext server.
+func serverTLS(o *serverOpts, infof func(string, ...any)) (*tls.Config, string, error) {
+	var (
+		c   tls.Certificate
+		err error
+	)
+	switch {
+	case o.tlsSelfSigned != "" && (o.tlsCert != "" || o.tlsKey != ""):
+		return nil, "", errors.New("give --tls-self-signed DIR or --tls-cert FILE --tls-key FILE, not both")
+	case (o.tlsCert == "") != (o.tlsKey == ""):
+		return nil, "", errors.New("--tls-cert and --tls-key go together: give both (or --tls-self-signed DIR)")
+	case o.tlsSelfSigned != "":
+		var made bool
+		if c, made, err = remote.LoadOrCreateSelfSigned(o.tlsSelfSigned); err != nil {
+			return nil, "", fmt.Errorf("--tls-self-signed: %w", err)
+		}
+		if made {
+			infof("made a TLS key pair in %s (%s, %s): back it up with the store; a new key means a new fingerprint for every client", o.tlsSelfSigned, remote.SelfSignedKey, remote.SelfSignedCert)
+		}
+	case o.tlsCert != "":
+		if c, err = remote.LoadKeyPair(o.tlsCert, o.tlsKey); err != nil {
+			return nil, "", fmt.Errorf("--tls-cert, --tls-key: %w", err)
+		}
+	default:
+		return nil, "", nil
+	}
+	fp, err := remote.CertFingerprint(c)
+	if err != nil {
+		return nil, "", fmt.Errorf("TLS certificate: %w", err)
+	}
+	return remote.ServerTLSConfig(c), fp, nil
+}
+
+// loopbackOnly reports whether a listener's address is reachable only from
+// this machine.
+func loopbackOnly(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
+}
+
+// writeTokenFile writes the token to its new file durably.
+func writeTokenFile(f *os.File, tok string) error {
+	if _, err := fmt.Fprintln(f, tok); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// newTLSFingerprintCmd prints a server's pin without starting it, for
+// setting up clients after the server's first log lines are gone.
+func newTLSFingerprintCmd() *cobra.Command {
+	o := &serverOpts{}
+	cmd := &cobra.Command{
+		Use:   "tls-fingerprint (--tls-self-signed DIR | --tls-cert FILE --tls-key FILE)",
+		Short: "Print the TLS fingerprint clients pin with ?tls= (making the key pair of --tls-self-signed if needed)",
+		Long: `tls-fingerprint prints the SHA-256 of the server key's SubjectPublicKeyInfo, in
+hex: the value clients put after tls= in socket:HOST:PORT?tls=FINGERPRINT.
+With --tls-self-signed DIR it makes the key pair first when DIR has none, as
+the server would.`,
+		Example: `  backup-cli server tls-fingerprint --tls-self-signed /etc/clnbackup/tls`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.tlsSelfSigned == "" && o.tlsCert == "" {
+				return errors.New("give --tls-self-signed DIR or --tls-cert FILE --tls-key FILE")
+			}
+			infof := func(f string, args ...any) { fmt.Fprintf(cmd.ErrOrStderr(), f+"\n", args...) }
+			_, fp, err := serverTLS(o, infof)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), fp)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&o.tlsSelfSigned, "tls-self-signed", "", "directory of the server's key pair")
+	cmd.Flags().StringVar(&o.tlsCert, "tls-cert", "", "PEM certificate")
+	cmd.Flags().StringVar(&o.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+	return cmd
 }
 
 // serve serves on l until ctx ends (SIGTERM, SIGINT), then shuts down
@@ -180,10 +299,12 @@ func serverLoggers(stderr io.Writer, format string) (infof, errorf func(string, 
 }
 
 type addTokenResult struct {
-	Token    string   `json:"token"`
-	AuthFile string   `json:"auth_file"`
-	Admin    bool     `json:"admin"`
-	Nodes    []string `json:"nodes,omitempty"`
+	// Token is left out when it went to a file (--out).
+	Token     string   `json:"token,omitempty"`
+	TokenFile string   `json:"token_file,omitempty"`
+	AuthFile  string   `json:"auth_file"`
+	Admin     bool     `json:"admin"`
+	Nodes     []string `json:"nodes,omitempty"`
 }
 
 func newAddTokenCmd(g *globals) *cobra.Command {
@@ -191,16 +312,20 @@ func newAddTokenCmd(g *globals) *cobra.Command {
 		authFile string
 		nodes    string
 		admin    bool
+		out      string
 	)
 	cmd := &cobra.Command{
-		Use:   "add-token --auth FILE (--node NAME[,NAME...] | --admin)",
+		Use:   "add-token --auth FILE (--node NAME[,NAME...] | --admin) [--out FILE]",
 		Short: "Make a new client token and add it to the server's auth file",
 		Long: `add-token makes a random token (32 bytes, hex), appends it to the auth file
-(created with mode 0600) and prints it. A node token may write and read only
-the nodes given; an admin token may do everything (gc, forget, verify).
-A running server reads the auth file when it starts: restart it.`,
-		Example: `  backup-cli server add-token --auth /etc/clnbackup/auth --node alice > alice.token
-  backup-cli server add-token --auth /etc/clnbackup/auth --admin`,
+(created with mode 0600) and prints it, or with --out FILE writes it to FILE,
+made with mode 0600 (an existing FILE is refused): give that file to the
+client's --token-file (a shell redirection would make it readable by every
+user, and the client refuses such a token file). A node token may write and
+read only the nodes given; an admin token may do everything (gc, forget,
+verify). A running server uses the new token once sent SIGHUP.`,
+		Example: `  backup-cli server add-token --auth /etc/clnbackup/auth --node alice --out alice.token
+  backup-cli server add-token --auth /etc/clnbackup/auth --admin --out admin.token`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if authFile == "" {
@@ -217,16 +342,41 @@ A running server reads the auth file when it starts: restart it.`,
 			if err != nil {
 				return err
 			}
+			var f *os.File
+			if out != "" {
+				// Made before the auth file is touched, so a token is
+				// never added that nobody can read back.
+				if f, err = os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600); err != nil {
+					return fmt.Errorf("--out: %w (add-token does not overwrite a token file: give a new name)", err)
+				}
+				defer f.Close()
+			}
 			if err := remote.AddToken(authFile, tok, list, admin); err != nil {
+				if f != nil {
+					os.Remove(out)
+				}
 				return err
 			}
+			if f != nil {
+				if err := writeTokenFile(f, tok); err != nil {
+					return fmt.Errorf("the token was added to %s, but writing it to %s failed: %w; remove its line from the auth file and run add-token again", authFile, out, err)
+				}
+			}
 			stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
+			res := addTokenResult{Token: tok, TokenFile: out, AuthFile: authFile, Admin: admin, Nodes: list}
+			if out != "" {
+				res.Token = ""
+			}
 			if g.json {
-				return printJSON(stdout, addTokenResult{Token: tok, AuthFile: authFile, Admin: admin, Nodes: list})
+				return printJSON(stdout, res)
 			}
 			what := "admin token"
 			if !admin {
 				what = "token for nodes " + strings.Join(list, ",")
+			}
+			if out != "" {
+				fmt.Fprintf(stdout, "Added a %s to %s and wrote it to %s (mode 0600; send the running server SIGHUP to use it: kill -HUP PID)\n", what, authFile, out)
+				return nil
 			}
 			fmt.Fprintf(stderr, "Added a %s to %s (send the running server SIGHUP to use it: kill -HUP PID):\n", what, authFile)
 			fmt.Fprintln(stdout, tok)
@@ -236,5 +386,6 @@ A running server reads the auth file when it starts: restart it.`,
 	cmd.Flags().StringVar(&authFile, "auth", "", "auth file to add the token to")
 	cmd.Flags().StringVar(&nodes, "node", "", "node(s) the token may use, comma-separated")
 	cmd.Flags().BoolVar(&admin, "admin", false, "make an admin token")
+	cmd.Flags().StringVar(&out, "out", "", "write the token to this new file (mode 0600) instead of printing it")
 	return cmd
 }

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/clnbackup/backup/internal/secretfile"
 	"github.com/clnbackup/backup/manifest"
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/backend"
@@ -58,13 +59,21 @@ var anyone = Identity{Label: "anyone (no auth file)", Admin: true}
 
 // LoadAuth reads an auth file: one token per line, "TOKEN NODE[,NODE...]"
 // for a node token or "TOKEN *" for an admin token; blank lines and lines
-// starting with # are ignored. Tokens are at least 32 characters.
+// starting with # are ignored. Tokens are at least 32 characters. A file
+// other users may read is refused: its tokens would be theirs.
 func LoadAuth(path string) (*Auth, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("auth file: %w", err)
 	}
 	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("auth file: %w", err)
+	}
+	if err := secretfile.CheckMode(path, "the store server's client tokens", fi.Mode()); err != nil {
+		return nil, fmt.Errorf("auth file: %w", err)
+	}
 	a, err := ParseAuth(f)
 	if err != nil {
 		return nil, fmt.Errorf("auth file %s: %w", path, err)

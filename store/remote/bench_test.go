@@ -1,6 +1,8 @@
 package remote
 
 import (
+	"net"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -13,7 +15,8 @@ import (
 
 // BenchmarkJournalAppend is the plugin's hook round trip: one journal
 // append, durable before it returns, through a server on loopback and on
-// the local store in the same run. p50/p99 are per append.
+// the local store in the same run, and through a TLS server (pinned key) as
+// backup-cli server --tls-self-signed serves it. p50/p99 are per append.
 func BenchmarkJournalAppend(b *testing.B) {
 	stmt := "UPDATE channels SET state = 2, msatoshi_to_us = 123456789, last_tx = x'" + strings.Repeat("ab", 300) + "' WHERE id = 42"
 	rec := func(i int) journal.Record {
@@ -52,4 +55,44 @@ func BenchmarkJournalAppend(b *testing.B) {
 		st := ts.open(b, tokAlice)
 		run(b, st)
 	})
+	b.Run("tls", func(b *testing.B) {
+		run(b, openTLSServer(b, tokAlice))
+	})
+}
+
+// openTLSServer serves a new store over TLS with a self-signed key, as
+// backup-cli server --tls-self-signed does, and opens it with token
+// through the pinned fingerprint.
+func openTLSServer(b *testing.B, token string) *store.Store {
+	b.Helper()
+	srvStore, _, err := store.Create(ctx, "file://"+filepath.Join(b.TempDir(), "store"), store.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	cert, _, err := LoadOrCreateSelfSigned(filepath.Join(b.TempDir(), "tls"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	fp, err := CertFingerprint(cert)
+	if err != nil {
+		b.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := NewServer(srvStore, testAuth(b), ServerOptions{})
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(NewListener(l, ServerTLSConfig(cert))) }()
+	b.Cleanup(func() {
+		srv.Shutdown(ctx)
+		<-done
+		srvStore.Close()
+	})
+	st, err := store.Open(ctx, "socket:"+l.Addr().String()+"?tls="+fp, store.Options{Token: token, RetryFor: 10 * time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	return st
 }

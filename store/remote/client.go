@@ -75,7 +75,7 @@ func DialClient(ctx context.Context, u store.URL, opts store.Options) (*Client, 
 // describe adds what to do to a connection failure.
 func (cl *Client) describe(err error) error {
 	var re *Error
-	if errors.As(err, &re) {
+	if errors.As(err, &re) || errors.Is(err, ErrTLS) {
 		return fmt.Errorf("store server %s: %w", cl.u.Addr, err)
 	}
 	via := ""

@@ -16,8 +16,8 @@ import (
 // is found within a second.
 const maxBackoff = time.Second
 
-// connectTimeout bounds one connection attempt (TCP or SOCKS5, and the
-// handshake).
+// connectTimeout bounds one connection attempt (TCP or SOCKS5, TLS, and
+// the handshake).
 const connectTimeout = 30 * time.Second
 
 // pool is a fixed set of connection slots; a nil connection is dialled on
@@ -113,6 +113,14 @@ func (cl *Client) connect(ctx context.Context) (*conn, helloOK, error) {
 	if err != nil {
 		return nil, helloOK{}, err
 	}
+	if cl.u.TLS != "" {
+		tc, err := cl.startTLS(ctx, nc)
+		if err != nil {
+			nc.Close()
+			return nil, helloOK{}, err
+		}
+		nc = tc
+	}
 	c := &conn{id: cl.connID.Add(1), nc: nc, br: bufio.NewReaderSize(nc, 64<<10), bw: bufio.NewWriterSize(nc, 64<<10)}
 	dl, _ := ctx.Deadline()
 	nc.SetDeadline(dl)
@@ -183,7 +191,7 @@ func retriable(err error) bool {
 	if errors.As(err, &re) {
 		return re.Code == codeBusy
 	}
-	return !errors.Is(err, errMalformed) && !errors.Is(err, errClientClosed)
+	return !errors.Is(err, errMalformed) && !errors.Is(err, errClientClosed) && !errors.Is(err, ErrTLS)
 }
 
 // do runs fn on a connection of p. A lost connection is replaced and fn
