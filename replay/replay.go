@@ -199,8 +199,15 @@ func (d *DB) stmtError(r journal.Record, i int, err error) error {
 func (d *DB) exec(ctx context.Context, stmt string) error {
 	d.sb.refused = ""
 	_, err := d.conn.ExecContext(ctx, stmt)
-	if err != nil && d.sb.refused != "" {
+	switch {
+	case err == nil:
+	case d.sb.refused != "":
 		err = fmt.Errorf("%w: %s; %s (SQLite: %v)", ErrRefused, d.sb.refused, refusedAdvice, err)
+	case strings.HasPrefix(err.Error(), "unsafe use of "):
+		// trusted_schema OFF: a trigger, view, default or index in the
+		// database uses a function or virtual table only top-level
+		// statements may.
+		err = fmt.Errorf("%w: the database's schema (a trigger, view, default or index) makes an %v; %s", ErrRefused, err, refusedAdvice)
 	}
 	d.sb.refused = ""
 	return err
