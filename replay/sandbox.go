@@ -40,7 +40,7 @@ var ErrRefused = errors.New("statement refused by the replay sandbox")
 // refusedAdvice tells the operator what a refusal means and what to do.
 const refusedAdvice = "lightningd never sends this: the history holds a record lightningd did not write " +
 	"(a tampered store, a leaked node token or a crafted backup file); nothing was written outside the database being rebuilt. " +
-	"Investigate the store before trusting this node's history; an earlier data_version or manifest may still restore"
+	"Find out where the record came from before trusting this history; a restore point before it may still restore"
 
 // driverName is the database/sql driver whose connections are hardened.
 const driverName = "sqlite3-replay-sandbox"
