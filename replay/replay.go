@@ -158,7 +158,15 @@ func stmtPrefix(s string) string {
 // ErrRefused, before it has any effect outside the database's own
 // (rolled back) transaction.
 func (d *DB) Apply(r journal.Record) error {
-	ctx := context.Background()
+	return d.ApplyContext(context.Background(), r)
+}
+
+// ApplyContext is Apply with a context that, when cancelled, interrupts the
+// statement running (SQLite's sqlite3_interrupt): a record from an untrusted
+// store can hold a statement that runs for ever (a recursive query, a
+// cross join), and an operator's Ctrl-C must still stop the restore. The
+// change is then rolled back like any failed one.
+func (d *DB) ApplyContext(ctx context.Context, r journal.Record) error {
 	for i, s := range r.Statements {
 		if reason := precheck(s); reason != "" {
 			return d.stmtError(r, i, fmt.Errorf("%w: %s; %s", ErrRefused, reason, refusedAdvice))
@@ -174,7 +182,7 @@ func (d *DB) Apply(r journal.Record) error {
 		}
 		return nil
 	}
-	if err := d.own(ctx, "BEGIN"); err != nil {
+	if err := d.own(context.Background(), "BEGIN"); err != nil {
 		return fmt.Errorf("replay: change data_version %d seq %d: begin: %w", r.Version, r.Seq, err)
 	}
 	for i, s := range r.Statements {
@@ -182,7 +190,7 @@ func (d *DB) Apply(r journal.Record) error {
 			return d.rollback(d.stmtError(r, i, err))
 		}
 	}
-	if err := d.own(ctx, "COMMIT"); err != nil {
+	if err := d.own(context.Background(), "COMMIT"); err != nil {
 		err = fmt.Errorf("replay: change data_version %d seq %d: commit: %w", r.Version, r.Seq, err)
 		return d.rollback(err)
 	}

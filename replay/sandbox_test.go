@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/clnbackup/backup/store/journal"
 	"github.com/mattn/go-sqlite3"
@@ -413,4 +414,28 @@ func TestFirstWord(t *testing.T) {
 			t.Errorf("firstWord(%q) = %q, want %q", tc.in, got, tc.want)
 		}
 	}
+}
+
+// A statement that runs for ever (a record from an untrusted store can hold
+// one) is interrupted when ApplyContext's context is cancelled, and the
+// change is rolled back.
+func TestApplyContextInterrupts(t *testing.T) {
+	t.Parallel()
+	d, _ := sandboxDB(t, t.TempDir())
+	before := kvState(t, d)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := d.ApplyContext(ctx, rec(2, "INSERT INTO kv VALUES ('b', 'y')",
+		"INSERT INTO kv SELECT 'n' || x, x FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c WHERE x < 0)"))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("ApplyContext: %v; want the context's error", err)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("interrupt took %v", took)
+	}
+	if after := kvState(t, d); after != before {
+		t.Fatalf("database changed: %s, was %s", after, before)
+	}
+	mustApply(t, d, rec(2, "INSERT INTO kv VALUES ('c', 'z')"))
 }

@@ -181,7 +181,7 @@ func applyChanges(ctx context.Context, st *store.Store, m *manifest.Manifest, pa
 			done = true
 			return nil
 		}
-		if err := db.Apply(r); err != nil {
+		if err := db.ApplyContext(ctx, r); err != nil {
 			return err
 		}
 		version = r.Version
