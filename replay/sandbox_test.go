@@ -128,41 +128,55 @@ func TestSandboxRefuses(t *testing.T) {
 		{"temporary table", []string{"CREATE TEMP TABLE tt (x)"}, "temporary schema object"},
 		{"temporary trigger", []string{"CREATE TEMP TRIGGER tr AFTER INSERT ON kv BEGIN DELETE FROM kv; END"}, "temporary schema object"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			dir, out := t.TempDir(), t.TempDir()
-			d, _ := sandboxDB(t, dir)
-			before := kvState(t, d)
-			stmts := make([]string, len(tc.stmts))
-			for i, s := range tc.stmts {
-				stmts[i] = strings.ReplaceAll(s, "OUT", out)
+		// go-sqlite3 runs statements one way without a cancellable
+		// context and another way with one (backup-cli's restore).
+		for _, cancellable := range []bool{false, true} {
+			name := tc.name
+			if cancellable {
+				name += " with a cancellable context"
 			}
-			err := d.Apply(journal.Record{Version: 2, Seq: 7, Statements: stmts})
-			if !errors.Is(err, ErrRefused) {
-				t.Fatalf("Apply: %v; want ErrRefused", err)
-			}
-			msg := err.Error()
-			reason := strings.ReplaceAll(tc.reason, "OUT", out)
-			for _, want := range []string{"data_version 2 seq 7", "statement ", reason, "lightningd never sends this"} {
-				if !strings.Contains(msg, want) {
-					t.Errorf("error %q does not say %q", msg, want)
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				ctx := context.Background()
+				if cancellable {
+					var cancel func()
+					ctx, cancel = context.WithCancel(ctx)
+					defer cancel()
 				}
-			}
-			if after := kvState(t, d); after != before {
-				t.Errorf("database changed: %s, was %s", after, before)
-			}
-			if names := listDir(t, out); len(names) > 0 {
-				t.Errorf("files appeared outside the database: %v", names)
-			}
-			// The replay goes on: the next genuine change applies.
-			mustApply(t, d, rec(2, "INSERT INTO kv VALUES ('c', 'z')", "UPDATE vars SET intval = 2 WHERE name = 'data_version'"))
-			if err := d.Close(); err != nil {
-				t.Fatal(err)
-			}
-			if names := listDir(t, dir); !slices.Equal(names, []string{"lightningd.sqlite3"}) {
-				t.Errorf("database directory holds %v", names)
-			}
-		})
+				dir, out := t.TempDir(), t.TempDir()
+				d, _ := sandboxDB(t, dir)
+				before := kvState(t, d)
+				stmts := make([]string, len(tc.stmts))
+				for i, s := range tc.stmts {
+					stmts[i] = strings.ReplaceAll(s, "OUT", out)
+				}
+				err := d.ApplyContext(ctx, journal.Record{Version: 2, Seq: 7, Statements: stmts})
+				if !errors.Is(err, ErrRefused) {
+					t.Fatalf("Apply: %v; want ErrRefused", err)
+				}
+				msg := err.Error()
+				reason := strings.ReplaceAll(tc.reason, "OUT", out)
+				for _, want := range []string{"data_version 2 seq 7", "statement ", reason, "lightningd never sends this"} {
+					if !strings.Contains(msg, want) {
+						t.Errorf("error %q does not say %q", msg, want)
+					}
+				}
+				if after := kvState(t, d); after != before {
+					t.Errorf("database changed: %s, was %s", after, before)
+				}
+				if names := listDir(t, out); len(names) > 0 {
+					t.Errorf("files appeared outside the database: %v", names)
+				}
+				// The replay goes on: the next genuine change applies.
+				mustApply(t, d, rec(2, "INSERT INTO kv VALUES ('c', 'z')", "UPDATE vars SET intval = 2 WHERE name = 'data_version'"))
+				if err := d.Close(); err != nil {
+					t.Fatal(err)
+				}
+				if names := listDir(t, dir); !slices.Equal(names, []string{"lightningd.sqlite3"}) {
+					t.Errorf("database directory holds %v", names)
+				}
+			})
+		}
 	}
 }
 
@@ -438,4 +452,26 @@ func TestApplyContextInterrupts(t *testing.T) {
 		t.Fatalf("database changed: %s, was %s", after, before)
 	}
 	mustApply(t, d, rec(2, "INSERT INTO kv VALUES ('c', 'z')"))
+}
+
+// With a cancellable context go-sqlite3 runs statements another way
+// (prepared one by one, with an interrupt watcher): the real trace still
+// replays to the node's own database.
+func TestApplyContextTrace1(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	path := filepath.Join(t.TempDir(), "lightningd.sqlite3")
+	d := mustOpen(t, path)
+	for _, r := range mustRecords(t, "../testdata/trace1.jsonl") {
+		if err := d.ApplyContext(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if diff, err := Diff(path, "../testdata/trace1-final.sqlite3"); err != nil || len(diff) > 0 {
+		t.Fatalf("diff with the node's database: %v\n%s", err, strings.Join(diff, "\n"))
+	}
 }
