@@ -19,12 +19,14 @@ import (
 // itself sends: row and schema changes of the main database and
 // PRAGMA foreign_keys. Everything else fails the replay with ErrRefused.
 //
-// The layers, each enough against file creation on its own:
+// The layers (the last three each stop ATTACH and VACUUM INTO on their own):
 //   - statements beginning with transaction control, ATTACH, DETACH or VACUUM
-//     are refused before anything runs (precheck), with a clear reason;
+//     are refused before anything of their record runs (precheck), with a
+//     clear reason;
 //   - an authorizer (sandbox.authorize) checks every statement SQLite
-//     prepares, including each statement of a multi-statement string and the
-//     bodies of triggers stored in the database;
+//     prepares, including each statement of a multi-statement string, the
+//     internal ATTACH of VACUUM and the bodies of triggers and views stored
+//     in the database;
 //   - SQLITE_LIMIT_ATTACHED is 0, so no ATTACH (VACUUM's included) can
 //     succeed even if it were authorized;
 //   - SQLITE_DBCONFIG_DEFENSIVE, trusted_schema OFF and extension loading
@@ -190,18 +192,18 @@ func checkFunction(name string) string {
 	return ""
 }
 
-// AllowedPragmas are the PRAGMAs a replayed statement may run, with the
+// allowedPragmas are the PRAGMAs a replayed statement may run, with the
 // values it may set: only what lightningd sends through db_write. Its
 // SQLite backend emits PRAGMA foreign_keys = OFF and = ON around migrations
 // that rebuild tables (testdata/trace1.jsonl, crash3.jsonl, long-3000.jsonl
 // and legacy-v1.dbak hold no other PRAGMA). Reading a pragma's value
 // (no value given) is allowed for the same names.
-var AllowedPragmas = map[string][]string{
+var allowedPragmas = map[string][]string{
 	"foreign_keys": {"on", "off", "1", "0", "true", "false", "yes", "no"},
 }
 
 func checkPragma(name, value string) string {
-	values, ok := AllowedPragmas[strings.ToLower(name)]
+	values, ok := allowedPragmas[strings.ToLower(name)]
 	if !ok {
 		if value != "" {
 			return fmt.Sprintf("PRAGMA %s = %s", name, value)
