@@ -17,7 +17,7 @@ import (
 	"strings"
 
 	"github.com/clnbackup/backup/store/journal"
-	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
+	"github.com/mattn/go-sqlite3"
 )
 
 // DB is a SQLite database file being rebuilt from changes. It holds exactly one
@@ -28,6 +28,7 @@ type DB struct {
 	path string
 	db   *sql.DB
 	conn *sql.Conn
+	sb   *sandbox
 }
 
 // Open opens the database file at path for replay, creating an empty database
@@ -36,6 +37,11 @@ type DB struct {
 // synchronous is OFF: a crash during Apply can corrupt the file, so callers
 // rebuild into a temporary file and fsync it themselves when done. Persistent
 // settings in the file header (page size, WAL mode, ...) are left untouched.
+//
+// The connection is the replay sandbox (see ErrRefused): changes may only do
+// what lightningd's statements do. A database holding a virtual table is
+// refused: lightningd's never does, and a crafted one would expose SQLite's
+// virtual table modules to hostile data.
 func Open(path string) (*DB, error) {
 	db, err := openSQL(path, false)
 	if err != nil {
@@ -55,10 +61,20 @@ func setup(db *sql.DB, path string) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &DB{path: path, db: db, conn: conn}
+	d := &DB{path: path, db: db, conn: conn, sb: &sandbox{}}
 	// Reading the schema makes SQLite check that the file is a database.
 	var n int
 	if err := conn.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_master").Scan(&n); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	var vtab string
+	err = conn.QueryRowContext(ctx,
+		"SELECT name FROM sqlite_master WHERE type = 'table' AND sql LIKE 'CREATE VIRTUAL TABLE%' LIMIT 1").Scan(&vtab)
+	if err == nil {
+		conn.Close()
+		return nil, fmt.Errorf("%w: the database holds virtual table %q; lightningd's never does (%s)", ErrRefused, vtab, refusedAdvice)
+	} else if !errors.Is(err, sql.ErrNoRows) {
 		conn.Close()
 		return nil, err
 	}
@@ -79,6 +95,19 @@ func setup(db *sql.DB, path string) (*DB, error) {
 			return nil, fmt.Errorf("%s: %w", p, err)
 		}
 	}
+	// From here on every statement is checked; the DB's own run trusted.
+	err = conn.Raw(func(dc any) error {
+		c, ok := dc.(*sqlite3.SQLiteConn)
+		if !ok {
+			return fmt.Errorf("replay sandbox: driver connection is a %T, not a go-sqlite3 connection", dc)
+		}
+		c.RegisterAuthorizer(d.sb.authorize)
+		return nil
+	})
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
 	return d, nil
 }
 
@@ -94,7 +123,7 @@ func openSQL(path string, readOnly bool) (*sql.DB, error) {
 		mode = "ro"
 	}
 	u := url.URL{Scheme: "file", Path: filepath.ToSlash(abs), RawQuery: "mode=" + mode}
-	db, err := sql.Open("sqlite3", u.String())
+	db, err := sql.Open(driverName, u.String())
 	if err != nil {
 		return nil, err
 	}
@@ -119,41 +148,91 @@ func stmtPrefix(s string) string {
 // Apply applies one change. A PRAGMA-only record (r.PragmaOnly()) runs its
 // statements in order outside any transaction, since SQLite ignores some
 // pragmas (foreign_keys) inside one. Every other record runs all its
-// statements in one transaction: either the whole change is applied or, on an
-// error, none of it is, and the error names the record's data_version and seq
-// and the index and beginning of the failing statement.
+// statements in one transaction the DB owns: either the whole change is
+// applied or, on an error, none of it is, and the error names the record's
+// data_version and seq and the index and beginning of the failing statement.
+//
+// Statements run in the replay sandbox: one that does anything lightningd's
+// statements do not (transaction control, ATTACH, VACUUM, a PRAGMA other
+// than foreign_keys, ...) fails the change with an error wrapping
+// ErrRefused, before it has any effect outside the database's own
+// (rolled back) transaction.
 func (d *DB) Apply(r journal.Record) error {
-	ctx := context.Background()
+	return d.ApplyContext(context.Background(), r)
+}
+
+// ApplyContext is Apply with a context that, when cancelled, interrupts the
+// statement running (SQLite's sqlite3_interrupt): a record from an untrusted
+// store can hold a statement that runs for ever (a recursive query, a
+// cross join), and an operator's Ctrl-C must still stop the restore. The
+// change is then rolled back like any failed one.
+func (d *DB) ApplyContext(ctx context.Context, r journal.Record) error {
+	for i, s := range r.Statements {
+		if reason := precheck(s); reason != "" {
+			return d.stmtError(r, i, fmt.Errorf("%w: %s; %s", ErrRefused, reason, refusedAdvice))
+		}
+	}
 	if r.PragmaOnly() {
+		d.sb.pragmaOnly = true
+		defer func() { d.sb.pragmaOnly = false }()
 		for i, s := range r.Statements {
-			if _, err := d.conn.ExecContext(ctx, s); err != nil {
-				return fmt.Errorf("replay: change data_version %d seq %d: statement %d of %d %q: %w",
-					r.Version, r.Seq, i, len(r.Statements), stmtPrefix(s), err)
+			if err := d.exec(ctx, s); err != nil {
+				return d.stmtError(r, i, err)
 			}
 		}
 		return nil
 	}
-	if _, err := d.conn.ExecContext(ctx, "BEGIN"); err != nil {
+	if err := d.own(context.Background(), "BEGIN"); err != nil {
 		return fmt.Errorf("replay: change data_version %d seq %d: begin: %w", r.Version, r.Seq, err)
 	}
 	for i, s := range r.Statements {
-		if _, err := d.conn.ExecContext(ctx, s); err != nil {
-			err = fmt.Errorf("replay: change data_version %d seq %d: statement %d of %d %q: %w",
-				r.Version, r.Seq, i, len(r.Statements), stmtPrefix(s), err)
-			return d.rollback(err)
+		if err := d.exec(ctx, s); err != nil {
+			return d.rollback(d.stmtError(r, i, err))
 		}
 	}
-	if _, err := d.conn.ExecContext(ctx, "COMMIT"); err != nil {
+	if err := d.own(context.Background(), "COMMIT"); err != nil {
 		err = fmt.Errorf("replay: change data_version %d seq %d: commit: %w", r.Version, r.Seq, err)
 		return d.rollback(err)
 	}
 	return nil
 }
 
+func (d *DB) stmtError(r journal.Record, i int, err error) error {
+	return fmt.Errorf("replay: change data_version %d seq %d: statement %d of %d %q: %w",
+		r.Version, r.Seq, i, len(r.Statements), stmtPrefix(r.Statements[i]), err)
+}
+
+// exec runs a statement of a record under the sandbox's checks; a denial
+// becomes an error wrapping ErrRefused that says what was refused.
+func (d *DB) exec(ctx context.Context, stmt string) error {
+	d.sb.refused = ""
+	_, err := d.conn.ExecContext(ctx, stmt)
+	switch {
+	case err == nil:
+	case d.sb.refused != "":
+		err = fmt.Errorf("%w: %s; %s (SQLite: %v)", ErrRefused, d.sb.refused, refusedAdvice, err)
+	case strings.HasPrefix(err.Error(), "unsafe use of "):
+		// trusted_schema OFF: a trigger, view, default or index in the
+		// database uses a function or virtual table only top-level
+		// statements may.
+		err = fmt.Errorf("%w: the database's schema (a trigger, view, default or index) makes an %v; %s", ErrRefused, err, refusedAdvice)
+	}
+	d.sb.refused = ""
+	return err
+}
+
+// own runs one of the DB's own statements, which the sandbox trusts.
+func (d *DB) own(ctx context.Context, stmt string) error {
+	d.sb.trusted = true
+	defer func() { d.sb.trusted = false }()
+	_, err := d.conn.ExecContext(ctx, stmt)
+	return err
+}
+
 // rollback ends the open transaction after cause. Some errors make SQLite
 // roll back by itself; a ROLLBACK that finds no transaction is not an error.
 func (d *DB) rollback(cause error) error {
-	_, err := d.conn.ExecContext(context.Background(), "ROLLBACK")
+	err := d.own(context.Background(), "ROLLBACK")
 	if err != nil && !strings.Contains(err.Error(), "no transaction is active") {
 		return fmt.Errorf("%w (and rollback failed: %v)", cause, err)
 	}

@@ -352,8 +352,7 @@ func (n *Node) snapshotFrom(ctx context.Context, from *manifest.Manifest, res *C
 		return nil, fmt.Errorf("temporary database: %w", err)
 	}
 	defer func() {
-		os.Remove(tmpName) // gone already when it became the cache
-		os.Remove(tmpName + "-journal")
+		removeDatabase(tmpName) // gone already when it became the cache
 	}()
 	var prevTab manifest.PageTable
 	var prevChain int64

@@ -84,8 +84,7 @@ func Restore(ctx context.Context, st *store.Store, opts RestoreOptions) (Restore
 	defer func() {
 		if !ok {
 			tmp.Close()
-			os.Remove(tmpName)
-			os.Remove(tmpName + "-journal")
+			removeDatabase(tmpName)
 		}
 	}()
 	if err := buildAt(ctx, st, m, tmp, opts.Progress); err != nil {
@@ -182,7 +181,7 @@ func applyChanges(ctx context.Context, st *store.Store, m *manifest.Manifest, pa
 			done = true
 			return nil
 		}
-		if err := db.Apply(r); err != nil {
+		if err := db.ApplyContext(ctx, r); err != nil {
 			return err
 		}
 		version = r.Version
@@ -301,6 +300,15 @@ func finishFile(tmp, dest string) error {
 	return syncDir(filepath.Dir(dest))
 }
 
+// removeDatabase removes a temporary database file and the files SQLite
+// keeps beside it (a rebuilt snapshot may be in WAL mode), so that a failed
+// restore or compaction leaves nothing behind.
+func removeDatabase(path string) {
+	for _, suffix := range []string{"", "-journal", "-wal", "-shm"} {
+		os.Remove(path + suffix)
+	}
+}
+
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
@@ -340,8 +348,7 @@ func RestoreLegacy(ctx context.Context, path, dest string, progress Progress) (L
 	ok := false
 	defer func() {
 		if !ok {
-			os.Remove(tmpName)
-			os.Remove(tmpName + "-journal")
+			removeDatabase(tmpName)
 		}
 	}()
 	r, err := legacy.Restore(path, tmpName, progress)
