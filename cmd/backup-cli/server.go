@@ -26,13 +26,21 @@ type serverOpts struct {
 	authFile  string
 	logFormat string
 	maxConns  int
+	// The limits on what clients may make the server hold
+	// (remote.ServerOptions); 0 takes the default.
+	maxConnsPerToken     int
+	maxHandshakes        int
+	maxHandshakesPerAddr int
+	maxConnsPerAddr      int
+	handshakeTimeout     time.Duration
+	maxMemoryMiB         int
 }
 
 // newServerCmd declares server's flags and help; runServer does the work.
 func newServerCmd(g *globals) *cobra.Command {
 	o := &serverOpts{}
 	cmd := &cobra.Command{
-		Use:   "server [--auth FILE] [--log-format plain|systemd] [--max-conns N] URL LISTEN_ADDR",
+		Use:   "server [--auth FILE] [--log-format plain|systemd] [--max-conns N] [limits] URL LISTEN_ADDR",
 		Short: "Serve a store to backup plugins and backup-cli over TCP (socket: URLs)",
 		Long: `server serves the store at URL (file://, created when missing or empty, as
 init does) on LISTEN_ADDR (HOST:PORT) to many clients at once: backup plugins
@@ -49,7 +57,17 @@ that only on a trusted network.
 The protocol is not encrypted: over the internet, reach the server through Tor
 (a .onion address and the proxy= parameter), WireGuard or an SSH tunnel.
 SIGTERM or SIGINT stops accepting, lets requests in progress finish and be
-answered, and closes the journals.`,
+answered, and closes the journals. SIGHUP reloads the auth file: connections
+of a token removed from it (or whose nodes shrank) are closed at once.
+
+Limits keep one client, or anyone who can reach the port, from exhausting the
+server: connections still logging in (--max-handshakes, at most
+--max-handshakes-per-addr from one address, each for --handshake-timeout) do
+not count against --max-conns; one token holds at most --max-conns-per-token
+connections; request frames over 64 KiB wait for a share of --max-memory MiB
+before they are read (refused as busy after 2 minutes of waiting; clients
+retry). Refused connections are logged once a minute per address, with a
+count.`,
 		Example: `  backup-cli server --auth /etc/clnbackup/auth file:///srv/backup/store 0.0.0.0:7000
   backup-cli server add-token --auth /etc/clnbackup/auth --node alice
   backup-cli init --token-file alice.token --lightning-dir ~/.lightning/bitcoin --node alice socket:backup.example:7000`,
@@ -60,7 +78,13 @@ answered, and closes the journals.`,
 	}
 	cmd.Flags().StringVar(&o.authFile, "auth", "", "auth file: lines \"TOKEN NODE[,NODE...]\" or \"TOKEN *\" (admin)")
 	cmd.Flags().StringVar(&o.logFormat, "log-format", "plain", "log lines as plain (with time stamps) or systemd (with <N> priority prefixes)")
-	cmd.Flags().IntVar(&o.maxConns, "max-conns", 256, "most client connections served at once")
+	cmd.Flags().IntVar(&o.maxConns, "max-conns", 256, "most authenticated client connections served at once")
+	cmd.Flags().IntVar(&o.maxConnsPerToken, "max-conns-per-token", 32, "most connections of one token at once (a node's plugin uses a few)")
+	cmd.Flags().IntVar(&o.maxHandshakes, "max-handshakes", 64, "most connections logging in (not yet authenticated) at once")
+	cmd.Flags().IntVar(&o.maxHandshakesPerAddr, "max-handshakes-per-addr", 8, "most connections logging in at once from one address")
+	cmd.Flags().IntVar(&o.maxConnsPerAddr, "max-conns-per-addr", 0, "most connections at once from one address (0: no limit; behind Tor or a tunnel every client has the same address)")
+	cmd.Flags().DurationVar(&o.handshakeTimeout, "handshake-timeout", 5*time.Second, "time a new connection has to log in")
+	cmd.Flags().IntVar(&o.maxMemoryMiB, "max-memory", remote.DefaultMaxMemory>>20, "MiB of request frames held at once across all connections (at least 200 for the largest requests to run)")
 	cmd.AddCommand(newAddTokenCmd(g))
 	return cmd
 }
@@ -72,6 +96,16 @@ func runServer(cmd *cobra.Command, o *serverOpts, url, addr string) error {
 	infof, errorf, err := serverLoggers(cmd.ErrOrStderr(), o.logFormat)
 	if err != nil {
 		return err
+	}
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{{"max-conns", int64(o.maxConns)}, {"max-conns-per-token", int64(o.maxConnsPerToken)}, {"max-handshakes", int64(o.maxHandshakes)},
+		{"max-handshakes-per-addr", int64(o.maxHandshakesPerAddr)}, {"max-conns-per-addr", int64(o.maxConnsPerAddr)},
+		{"handshake-timeout", int64(o.handshakeTimeout)}, {"max-memory", int64(o.maxMemoryMiB)}} {
+		if f.v < 0 {
+			return fmt.Errorf("server: --%s is negative: give a positive limit (or 0 for its default)", f.name)
+		}
 	}
 	u, err := store.ParseURL(url)
 	if err != nil {
@@ -99,7 +133,9 @@ func runServer(cmd *cobra.Command, o *serverOpts, url, addr string) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
-	srv := remote.NewServer(st, auth, remote.ServerOptions{Infof: infof, Errorf: errorf, MaxConns: o.maxConns})
+	srv := remote.NewServer(st, auth, remote.ServerOptions{Infof: infof, Errorf: errorf, MaxConns: o.maxConns,
+		MaxConnsPerToken: o.maxConnsPerToken, MaxHandshakes: o.maxHandshakes, MaxHandshakesPerAddr: o.maxHandshakesPerAddr,
+		MaxConnsPerAddr: o.maxConnsPerAddr, HandshakeTimeout: o.handshakeTimeout, MaxMemory: int64(o.maxMemoryMiB) << 20})
 	return serve(ctx, srv, l, addr, o.authFile, infof, errorf)
 }
 
@@ -153,7 +189,7 @@ func reloadAuth(srv *remote.Server, authFile string, infof, errorf func(string, 
 		errorf("SIGHUP: %v", err)
 		return
 	}
-	infof("reloaded %s: new connections use its tokens", authFile)
+	infof("reloaded %s: new connections use its tokens; connections of tokens it no longer has (or that lost nodes) were closed", authFile)
 }
 
 // serverLoggers returns the server's info and error loggers, writing to
