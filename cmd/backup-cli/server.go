@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -133,10 +134,27 @@ func runServer(cmd *cobra.Command, o *serverOpts, url, addr string) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// backup-cli's own soft limit (32 MiB) would make the collector
+		// run without pause under the requests --max-memory allows.
+		debug.SetMemoryLimit(serverMemoryLimit(o.maxMemoryMiB))
+	}
 	srv := remote.NewServer(st, auth, remote.ServerOptions{Infof: infof, Errorf: errorf, MaxConns: o.maxConns,
 		MaxConnsPerToken: o.maxConnsPerToken, MaxHandshakes: o.maxHandshakes, MaxHandshakesPerAddr: o.maxHandshakesPerAddr,
 		MaxConnsPerAddr: o.maxConnsPerAddr, HandshakeTimeout: o.handshakeTimeout, MaxMemory: int64(o.maxMemoryMiB) << 20})
 	return serve(ctx, srv, l, addr, o.authFile, infof, errorf)
+}
+
+// serverMemoryLimit is the server's soft memory limit: the request budget
+// (--max-memory MiB, 0 for the default) and room for the rest (the index,
+// connection buffers, decompression), so the heap stays near what is live
+// without the collector running all the time.
+func serverMemoryLimit(maxMemoryMiB int) int64 {
+	budget := int64(maxMemoryMiB) << 20
+	if budget <= 0 {
+		budget = remote.DefaultMaxMemory
+	}
+	return budget + 128<<20
 }
 
 // serve serves on l until ctx ends (SIGTERM, SIGINT), then shuts down

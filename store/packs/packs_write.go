@@ -109,13 +109,15 @@ func (p *Packs) Missing(ctx context.Context, ids []chunker.ID) ([]bool, error) {
 // under a kind its content denies, so each body it keeps is first
 // decompressed and checked against its id and declared kind. The work is
 // bounded by what the request declares, checked before any is done: at
-// most chunk.MaxSize bytes a body and chunk.MaxBatchRaw in all; bodies
+// most chunk.MaxSize bytes a body and chunk.MaxBatchRaw for the distinct
+// ones; bodies
 // already stored, or repeated, are skipped without being decompressed; a
 // body never inflates past its declared size; ctx is checked between
 // bodies (a store server cancels it when its client goes away); and at most
 // DecodeSlots requests decompress at once, whatever the number of clients.
 func (p *Packs) PutBodies(ctx context.Context, bodies []chunk.Body) (int64, error) {
 	var raw int64
+	distinct := make(map[chunker.ID]bool, len(bodies))
 	for i, b := range bodies {
 		if !b.Kind.Valid() {
 			return 0, fmt.Errorf("chunk %d (%s): %w: unknown kind %d", i, b.ID.Short(), chunk.ErrBad, b.Kind)
@@ -126,7 +128,12 @@ func (p *Packs) PutBodies(ctx context.Context, bodies []chunk.Body) (int64, erro
 		if b.Raw > chunk.MaxSize {
 			return 0, fmt.Errorf("chunk %d (%s): %w: it declares %d bytes uncompressed, over the %d-byte chunk limit", i, b.ID.Short(), chunk.ErrBad, b.Raw, chunk.MaxSize)
 		}
-		raw += int64(b.Raw)
+		// Repeats cost nothing (skipped below): only distinct bodies
+		// count.
+		if !distinct[b.ID] {
+			distinct[b.ID] = true
+			raw += int64(b.Raw)
+		}
 	}
 	if raw > chunk.MaxBatchRaw {
 		return 0, fmt.Errorf("%d chunk bodies: %w: they declare %d bytes uncompressed, over the %d bytes one request may carry; send them in smaller batches (a client of the same release does)", len(bodies), chunk.ErrBad, raw, chunk.MaxBatchRaw)

@@ -34,6 +34,7 @@ func TestPutBodies(t *testing.T) {
 	list := manifest.EncodeList([]chunker.ID{stored})
 	change := journal.EncodeChunk([]journal.Record{{Seq: 1, Version: 1, Statements: []string{"UPDATE vars SET intval=1;"}}})
 	garbage := chunk.Body{ID: stored, Kind: chunk.KindPage, Raw: 6000, Body: []byte("not zstd")}
+	hugeStored := chunk.Body{ID: stored, Kind: chunk.KindPage, Raw: chunk.MaxSize, Body: []byte("x")}
 	huge := func(id byte) chunk.Body {
 		return chunk.Body{ID: chunker.ID{id}, Kind: chunk.KindPage, Raw: chunk.MaxSize, Body: []byte("x")}
 	}
@@ -49,6 +50,7 @@ func TestPutBodies(t *testing.T) {
 	}{
 		{name: "new page", bodies: []chunk.Body{page(1)}, stored: []int{0}},
 		{name: "repeated page stored once", bodies: []chunk.Body{page(2), page(2), page(2)}, stored: []int{0}},
+		{name: "repeats do not count against the request limit", bodies: []chunk.Body{hugeStored, hugeStored, hugeStored, hugeStored, hugeStored}, noWrite: true},
 		{name: "garbage under a stored id skipped", bodies: []chunk.Body{garbage}, noWrite: true},
 		{name: "list and change chunks", bodies: []chunk.Body{body(chunk.KindList, list), body(chunk.KindChange, change)}, stored: []int{0, 1}},
 		{name: "a page declared a list", bodies: []chunk.Body{{ID: page(3).ID, Kind: chunk.KindList, Raw: page(3).Raw, Body: page(3).Body}}, want: chunk.ErrBad},
