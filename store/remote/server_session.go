@@ -87,8 +87,13 @@ func (ss *session) run() {
 		s.connWG.Done()
 	}()
 	if err := ss.handshake(); err != nil {
-		// Rate-limited: anyone may open connections that fail here.
-		s.logRefusal(ss.host, "handshake", fmt.Sprintf("connection %s refused: %v", remote, err))
+		// Rate-limited: anyone may open connections that fail here. Unknown
+		// tokens are counted apart from other failures (a port probe's EOF).
+		class := "handshake"
+		if errors.Is(err, errUnknownToken) {
+			class = "unknown token"
+		}
+		s.logRefusal(ss.host, class, fmt.Sprintf("connection %s refused: %v", remote, err))
 		return
 	}
 	s.opt.Infof("connection %s opened: %s, client %q", remote, ss.id, ss.client)
@@ -126,7 +131,7 @@ func (ss *session) handshake() error {
 		if errors.As(err, &re) {
 			ss.fail(re.Code, re.Msg)
 			if re.Code == codeDenied {
-				return fmt.Errorf("unknown token from client %q", h.Client)
+				return fmt.Errorf("%w from client %q", errUnknownToken, h.Client)
 			}
 		}
 		return fmt.Errorf("client %q: %w", h.Client, err)
@@ -148,6 +153,10 @@ func (ss *session) fail(code byte, msg string) {
 	writeFrame(ss.bw, msgError, encodeError(code, msg))
 	ss.bw.Flush()
 }
+
+// errUnknownToken is wrapped by the handshake's error for a token the auth
+// file does not hold.
+var errUnknownToken = errors.New("unknown token")
 
 // wireErr marks an error of the connection itself: the session ends.
 type wireErr struct{ err error }
