@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -31,13 +32,21 @@ type serverOpts struct {
 	// TLS: a key pair kept (and made the first time) in a directory, or
 	// given as files.
 	tlsSelfSigned, tlsCert, tlsKey string
+	// The limits on what clients may make the server hold
+	// (remote.ServerOptions); 0 takes the default.
+	maxConnsPerToken     int
+	maxHandshakes        int
+	maxHandshakesPerAddr int
+	maxConnsPerAddr      int
+	handshakeTimeout     time.Duration
+	maxMemoryMiB         int
 }
 
 // newServerCmd declares server's flags and help; runServer does the work.
 func newServerCmd(g *globals) *cobra.Command {
 	o := &serverOpts{}
 	cmd := &cobra.Command{
-		Use:   "server [--auth FILE] [--tls-self-signed DIR | --tls-cert FILE --tls-key FILE] [--log-format plain|systemd] [--max-conns N] URL LISTEN_ADDR",
+		Use:   "server [--auth FILE] [--tls-self-signed DIR | --tls-cert FILE --tls-key FILE] [--log-format plain|systemd] [--max-conns N] [limits] URL LISTEN_ADDR",
 		Short: "Serve a store to backup plugins and backup-cli over TCP (socket: URLs)",
 		Long: `server serves the store at URL (file://, created when missing or empty, as
 init does) on LISTEN_ADDR (HOST:PORT) to many clients at once: backup plugins
@@ -66,7 +75,17 @@ reach the server through Tor (a .onion address and the proxy= parameter),
 WireGuard or an SSH tunnel.
 
 SIGTERM or SIGINT stops accepting, lets requests in progress finish and be
-answered, and closes the journals.`,
+answered, and closes the journals. SIGHUP reloads the auth file: connections
+of a token removed from it (or whose nodes shrank) are closed at once.
+
+Limits keep one client, or anyone who can reach the port, from exhausting the
+server: connections still logging in (--max-handshakes, at most
+--max-handshakes-per-addr from one address, each for --handshake-timeout) do
+not count against --max-conns; one token holds at most --max-conns-per-token
+connections; request frames over 64 KiB wait for a share of --max-memory MiB
+before they are read (refused as busy after 2 minutes of waiting; clients
+retry). Refused connections are logged once a minute per address, with a
+count.`,
 		Example: `  backup-cli server --auth /etc/clnbackup/auth --tls-self-signed /etc/clnbackup/tls file:///srv/backup/store 0.0.0.0:7000
   backup-cli server add-token --auth /etc/clnbackup/auth --node alice --out alice.token
   backup-cli server tls-fingerprint --tls-self-signed /etc/clnbackup/tls
@@ -78,7 +97,13 @@ answered, and closes the journals.`,
 	}
 	cmd.Flags().StringVar(&o.authFile, "auth", "", "auth file: lines \"TOKEN NODE[,NODE...]\" or \"TOKEN *\" (admin)")
 	cmd.Flags().StringVar(&o.logFormat, "log-format", "plain", "log lines as plain (with time stamps) or systemd (with <N> priority prefixes)")
-	cmd.Flags().IntVar(&o.maxConns, "max-conns", 256, "most client connections served at once")
+	cmd.Flags().IntVar(&o.maxConns, "max-conns", 256, "most authenticated client connections served at once")
+	cmd.Flags().IntVar(&o.maxConnsPerToken, "max-conns-per-token", 32, "most connections of one token at once (a node's plugin uses a few)")
+	cmd.Flags().IntVar(&o.maxHandshakes, "max-handshakes", 64, "most connections logging in (not yet authenticated) at once")
+	cmd.Flags().IntVar(&o.maxHandshakesPerAddr, "max-handshakes-per-addr", 8, "most connections logging in at once from one address")
+	cmd.Flags().IntVar(&o.maxConnsPerAddr, "max-conns-per-addr", 0, "most connections at once from one address (0: no limit; behind Tor or a tunnel every client has the same address)")
+	cmd.Flags().DurationVar(&o.handshakeTimeout, "handshake-timeout", 5*time.Second, "time a new connection has to log in")
+	cmd.Flags().IntVar(&o.maxMemoryMiB, "max-memory", remote.DefaultMaxMemory>>20, "MiB of request frames held at once across all connections (at least 200 for the largest requests to run)")
 	cmd.Flags().StringVar(&o.tlsSelfSigned, "tls-self-signed", "", "speak TLS with the key pair kept in this directory (made the first time); clients pin the fingerprint the server logs")
 	cmd.Flags().StringVar(&o.tlsCert, "tls-cert", "", "speak TLS with this PEM certificate (chain); needs --tls-key")
 	cmd.Flags().StringVar(&o.tlsKey, "tls-key", "", "PEM private key of --tls-cert (mode 0600)")
@@ -93,6 +118,16 @@ func runServer(cmd *cobra.Command, o *serverOpts, url, addr string) error {
 	infof, errorf, err := serverLoggers(cmd.ErrOrStderr(), o.logFormat)
 	if err != nil {
 		return err
+	}
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{{"max-conns", int64(o.maxConns)}, {"max-conns-per-token", int64(o.maxConnsPerToken)}, {"max-handshakes", int64(o.maxHandshakes)},
+		{"max-handshakes-per-addr", int64(o.maxHandshakesPerAddr)}, {"max-conns-per-addr", int64(o.maxConnsPerAddr)},
+		{"handshake-timeout", int64(o.handshakeTimeout)}, {"max-memory", int64(o.maxMemoryMiB)}} {
+		if f.v < 0 {
+			return fmt.Errorf("server: --%s is negative: give a positive limit (or 0 for its default)", f.name)
+		}
 	}
 	u, err := store.ParseURL(url)
 	if err != nil {
@@ -134,7 +169,14 @@ func runServer(cmd *cobra.Command, o *serverOpts, url, addr string) error {
 		errorf("warning: serving without TLS on %s, which is not a loopback address: tokens and node data cross the network in clear; restart with --tls-self-signed DIR (clients add ?tls=FINGERPRINT to the URL), or reach the server through Tor, WireGuard or an SSH tunnel and listen on 127.0.0.1", l.Addr())
 	}
 	l = remote.NewListener(l, tlsCfg)
-	srv := remote.NewServer(st, auth, remote.ServerOptions{Infof: infof, Errorf: errorf, MaxConns: o.maxConns})
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// backup-cli's own soft limit (32 MiB) would make the collector
+		// run without pause under the requests --max-memory allows.
+		debug.SetMemoryLimit(serverMemoryLimit(o.maxMemoryMiB))
+	}
+	srv := remote.NewServer(st, auth, remote.ServerOptions{Infof: infof, Errorf: errorf, MaxConns: o.maxConns,
+		MaxConnsPerToken: o.maxConnsPerToken, MaxHandshakes: o.maxHandshakes, MaxHandshakesPerAddr: o.maxHandshakesPerAddr,
+		MaxConnsPerAddr: o.maxConnsPerAddr, HandshakeTimeout: o.handshakeTimeout, MaxMemory: int64(o.maxMemoryMiB) << 20})
 	return serve(ctx, srv, l, addr, o.authFile, infof, errorf)
 }
 
@@ -222,6 +264,18 @@ the server would.`,
 	return cmd
 }
 
+// serverMemoryLimit is the server's soft memory limit: the request budget
+// (--max-memory MiB, 0 for the default) and room for the rest (the index,
+// connection buffers, decompression), so the heap stays near what is live
+// without the collector running all the time.
+func serverMemoryLimit(maxMemoryMiB int) int64 {
+	budget := int64(maxMemoryMiB) << 20
+	if budget <= 0 {
+		budget = remote.DefaultMaxMemory
+	}
+	return budget + 128<<20
+}
+
 // serve serves on l until ctx ends (SIGTERM, SIGINT), then shuts down
 // gracefully; SIGHUP reloads the auth file meanwhile. A failure of Serve
 // itself ends it with an error, the connections closed at once.
@@ -272,7 +326,7 @@ func reloadAuth(srv *remote.Server, authFile string, infof, errorf func(string, 
 		errorf("SIGHUP: %v", err)
 		return
 	}
-	infof("reloaded %s: new connections use its tokens", authFile)
+	infof("reloaded %s: new connections use its tokens; connections of tokens it no longer has (or that lost nodes) were closed", authFile)
 }
 
 // serverLoggers returns the server's info and error loggers, writing to

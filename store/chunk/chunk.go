@@ -45,6 +45,12 @@ func (k Kind) Valid() bool { return k >= KindPage && k <= KindChange }
 // MaxSize bounds one chunk's uncompressed size.
 const MaxSize = 16 << 20
 
+// MaxBatchRaw bounds the uncompressed bytes of the chunk bodies one
+// request to a store server may carry (a client batches by it): the server
+// decompresses and hashes every body it keeps, so this bounds the work one
+// small request can ask for, whatever the bodies compress to.
+const MaxBatchRaw = 64 << 20
+
 // ErrMissing is returned (wrapped) for a chunk the store does not hold.
 var ErrMissing = errors.New("chunk not in the store")
 

@@ -3,6 +3,7 @@ package chunk
 import (
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 
 	"github.com/clnbackup/backup/chunker"
@@ -15,7 +16,11 @@ import (
 // checked against its id the same way, wherever it comes from. Encoders and
 // delta decoders are pooled: a new encoder costs megabytes of tables.
 type Codec struct {
-	dec *zstd.Decoder // full bodies; safe for concurrent DecodeAll
+	dec *zstd.Decoder // full bodies, unchecked (Decompress); safe for concurrent DecodeAll
+	// bounded decodes full bodies (Decode) into at most the capacity it
+	// is given: a body never inflates past the size it declares, so a
+	// small hostile body cannot cost the decompression of 16 MiB.
+	bounded *zstd.Decoder
 
 	mu        sync.Mutex
 	encs      []*zstd.Encoder
@@ -30,9 +35,14 @@ const maxDecoderMemory = 64 << 20
 func NewCodec() (*Codec, error) {
 	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithDecoderMaxMemory(maxDecoderMemory))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("chunk codec: make a zstd decoder: %w", err)
 	}
-	return &Codec{dec: dec}, nil
+	bounded, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithDecoderMaxMemory(maxDecoderMemory), zstd.WithDecodeAllCapLimit(true))
+	if err != nil {
+		dec.Close()
+		return nil, fmt.Errorf("chunk codec: make a bounded zstd decoder: %w", err)
+	}
+	return &Codec{dec: dec, bounded: bounded}, nil
 }
 
 // Encoder takes a single-threaded encoder from the pool; PutEncoder
@@ -86,22 +96,28 @@ func Origin(b Body, from string) string {
 
 // Decode decompresses a full chunk body into dst (reusing its capacity) and
 // verifies it against its id. from names the body's origin for messages
-// when it did not come from a pack (see Origin).
+// when it did not come from a pack (see Origin). The body is decompressed
+// into at most b.Raw bytes: one that inflates to more fails as soon as it
+// passes its declared size (a frame header announcing more fails before
+// any work), so the work is bounded by the size declared, which is at most
+// MaxSize.
 func (c *Codec) Decode(dst []byte, b Body, from string) ([]byte, error) {
 	if b.Raw > MaxSize {
 		return nil, fmt.Errorf("read chunk %s from %s: %w: size %d exceeds the %d-byte limit; run backup-cli verify", b.ID, Origin(b, from), ErrCorrupt, b.Raw, MaxSize)
 	}
-	if dst == nil {
-		dst = make([]byte, 0, b.Raw)
-	}
-	data, err := c.dec.DecodeAll(b.Body, dst)
+	raw := int(b.Raw)
+	dst = slices.Grow(dst, raw)
+	full := dst
+	data, err := c.bounded.DecodeAll(b.Body, dst[:len(dst):len(dst)+raw])
 	if err != nil {
-		return nil, fmt.Errorf("read chunk %s from %s: %w: cannot decompress (%v); run backup-cli verify", b.ID, Origin(b, from), ErrCorrupt, err)
+		return nil, fmt.Errorf("read chunk %s from %s: %w: cannot decompress into its declared %d bytes (%v); run backup-cli verify", b.ID, Origin(b, from), ErrCorrupt, b.Raw, err)
 	}
-	if uint32(len(data)) != b.Raw || chunker.Sum(data) != b.ID {
+	if len(data) != raw || chunker.Sum(data) != b.ID {
 		return nil, fmt.Errorf("read chunk %s from %s: %w: hash mismatch; run backup-cli verify", b.ID, Origin(b, from), ErrCorrupt)
 	}
-	return data, nil
+	// The decoder could not grow past the capacity given: data is full's
+	// array; returning it with full's capacity keeps that for reuse.
+	return full[:len(data)], nil
 }
 
 // DecodeDelta decompresses a delta body with its base's full bytes as raw
@@ -134,6 +150,7 @@ func (c *Codec) DecodeDelta(dst []byte, b Body, base []byte, from string) ([]byt
 // Close releases the codec's decoders and pooled encoders.
 func (c *Codec) Close() {
 	c.dec.Close()
+	c.bounded.Close()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, e := range c.encs {

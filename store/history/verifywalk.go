@@ -85,11 +85,12 @@ func (w *walk) status(id chunker.ID, kind chunk.Kind) int {
 		w.v.bad[id] = k
 		return k
 	}
-	if loc.Kind != kind {
-		k := w.v.problem("chunk "+id.String(), fmt.Sprintf("named by a manifest as a %s chunk, indexed as a %s chunk", kind, loc.Kind))
-		w.v.bad[id] = k
-		return k
-	}
+	// The kind the index records is the one the first writer of these
+	// bytes declared, and any node may store the same bytes first: it is
+	// not this node's to answer for. A chunk is judged by the role its
+	// manifest names it in: any bytes may be a page, and list, patch and
+	// change chunks are decoded as such (read), whatever they are indexed
+	// as.
 	if w.packs != nil {
 		w.packs[loc.Pack] = true
 	}

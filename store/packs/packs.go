@@ -9,6 +9,7 @@ package packs
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -57,7 +58,16 @@ type Packs struct {
 	// refreshMu serialises Refresh: one may reset the index while
 	// another is loading into it.
 	refreshMu sync.Mutex
+	// decodeSlots bounds the PutBodies that decompress clients' bodies at
+	// once (DecodeSlots), so that many clients uploading at once leave CPU
+	// for the others' requests.
+	decodeSlots chan struct{}
 }
+
+// DecodeSlots is the number of PutBodies that may decompress and check
+// bodies at once: half the CPUs, at least one. A store server's other
+// requests (journal appends a node's lightningd waits for) keep the rest.
+func DecodeSlots() int { return max(1, runtime.GOMAXPROCS(0)/2) }
 
 // chunkCopy is one stored copy of a chunk: the same chunk may be stored in
 // more than one pack.
@@ -96,7 +106,7 @@ type Options struct {
 
 // New returns the packs of the store kept by be.
 func New(be backend.Backend, o Options) *Packs {
-	p := &Packs{be: be, codec: o.Codec, indexVersion: indexVersion1, packSize: o.PackSize, now: o.Now, maxWriterAge: o.MaxWriterAge}
+	p := &Packs{be: be, codec: o.Codec, indexVersion: indexVersion1, packSize: o.PackSize, now: o.Now, maxWriterAge: o.MaxWriterAge, decodeSlots: make(chan struct{}, DecodeSlots())}
 	if o.StoreVersion >= 2 {
 		p.indexVersion = indexVersion2
 	}

@@ -8,7 +8,9 @@ import (
 	"github.com/clnbackup/backup/store/chunk"
 
 	"github.com/clnbackup/backup/chunker"
+	"github.com/clnbackup/backup/manifest"
 	"github.com/clnbackup/backup/store/backend"
+	"github.com/clnbackup/backup/store/journal"
 )
 
 // BeginWrite readies the packs for a writer that starts now. With the whole
@@ -101,12 +103,21 @@ func (p *Packs) Missing(ctx context.Context, ids []chunker.ID) ([]bool, error) {
 	return out, nil
 }
 
-// PutBodies stores compressed chunk bodies a client sent: each is first
-// decompressed and checked against its ID (a store never holds data under
-// a name it does not hash to), then the ones the store lacks are written as
-// one pack and its index, durably, before it returns the bytes added.
+// PutBodies stores compressed chunk bodies a client sent, the ones the
+// store lacks, as one pack and its index, durably, and returns the bytes
+// added. A store never holds data under a name it does not hash to, nor
+// under a kind its content denies, so each body it keeps is first
+// decompressed and checked against its id and declared kind. The work is
+// bounded by what the request declares, checked before any is done: at
+// most chunk.MaxSize bytes a body and chunk.MaxBatchRaw for the distinct
+// ones; bodies
+// already stored, or repeated, are skipped without being decompressed; a
+// body never inflates past its declared size; ctx is checked between
+// bodies (a store server cancels it when its client goes away); and at most
+// DecodeSlots requests decompress at once, whatever the number of clients.
 func (p *Packs) PutBodies(ctx context.Context, bodies []chunk.Body) (int64, error) {
-	var buf []byte
+	var raw int64
+	distinct := make(map[chunker.ID]bool, len(bodies))
 	for i, b := range bodies {
 		if !b.Kind.Valid() {
 			return 0, fmt.Errorf("chunk %d (%s): %w: unknown kind %d", i, b.ID.Short(), chunk.ErrBad, b.Kind)
@@ -114,29 +125,84 @@ func (p *Packs) PutBodies(ctx context.Context, bodies []chunk.Body) (int64, erro
 		if b.Base != (chunker.ID{}) {
 			return 0, fmt.Errorf("chunk %d (%s): %w: a delta body (against %s); a store server takes full chunk bodies only", i, b.ID.Short(), chunk.ErrBad, b.Base.Short())
 		}
-		data, err := p.codec.Decode(buf[:0], b, "client")
-		if err != nil {
-			return 0, fmt.Errorf("chunk %d: %w: %v", i, chunk.ErrBad, err)
+		if b.Raw > chunk.MaxSize {
+			return 0, fmt.Errorf("chunk %d (%s): %w: it declares %d bytes uncompressed, over the %d-byte chunk limit", i, b.ID.Short(), chunk.ErrBad, b.Raw, chunk.MaxSize)
 		}
-		buf = data
+		// Repeats cost nothing (skipped below): only distinct bodies
+		// count.
+		if !distinct[b.ID] {
+			distinct[b.ID] = true
+			raw += int64(b.Raw)
+		}
+	}
+	if raw > chunk.MaxBatchRaw {
+		return 0, fmt.Errorf("%d chunk bodies: %w: they declare %d bytes uncompressed, over the %d bytes one request may carry; send them in smaller batches (a client of the same release does)", len(bodies), chunk.ErrBad, raw, chunk.MaxBatchRaw)
 	}
 	if err := p.Refresh(ctx); err != nil {
 		return 0, err
 	}
-	var packed []byte
-	var entries []chunk.Entry
+	todo := make([]int, 0, len(bodies))
 	seen := map[chunker.ID]bool{}
-	for _, b := range bodies {
+	for i, b := range bodies {
 		if seen[b.ID] || p.has(b.ID) {
 			continue
 		}
 		seen[b.ID] = true
+		todo = append(todo, i)
+	}
+	if len(todo) == 0 {
+		return 0, nil
+	}
+	select {
+	case p.decodeSlots <- struct{}{}:
+	case <-ctx.Done():
+		return 0, fmt.Errorf("store %d chunk bodies: waiting for a decompression slot: %w", len(todo), ctx.Err())
+	}
+	defer func() { <-p.decodeSlots }()
+	var buf []byte
+	size := 0
+	for n, i := range todo {
+		if err := ctx.Err(); err != nil {
+			return 0, fmt.Errorf("store chunk bodies: stopped after checking %d of %d: %w", n, len(todo), err)
+		}
+		b := bodies[i]
+		data, err := p.codec.Decode(buf[:0], b, "client")
+		if err != nil {
+			return 0, fmt.Errorf("chunk %d: %w: %v", i, chunk.ErrBad, err)
+		}
+		if err := checkKind(b.Kind, data); err != nil {
+			return 0, fmt.Errorf("chunk %d (%s): %w: declared a %s chunk, but %v", i, b.ID.Short(), chunk.ErrBad, b.Kind, err)
+		}
+		buf = data
+		size += len(b.Body)
+	}
+	packed := make([]byte, 0, size)
+	entries := make([]chunk.Entry, 0, len(todo))
+	for _, i := range todo {
+		b := bodies[i]
 		entries = append(entries, chunk.Entry{ID: b.ID, Kind: b.Kind, Offset: uint32(len(packed)), Length: uint32(len(b.Body)), Raw: b.Raw})
 		packed = append(packed, b.Body...)
 	}
-	if len(entries) == 0 {
-		return 0, nil
-	}
 	w, err := p.writePack(ctx, packed, entries)
 	return w.PackBytes + w.IndexBytes, err
+}
+
+// checkKind refuses a chunk whose content is not what its kind says, where
+// the content can tell: list, patch and change chunks have formats of
+// their own and must decode. Any bytes may be a page. Verify judges a
+// chunk by the role its manifest names it in, not by this recorded kind
+// (two nodes may store the same bytes), so this check keeps the index
+// honest for gc's scan of list and patch chunks rather than guarding
+// another node's verify.
+func checkKind(k chunk.Kind, data []byte) error {
+	var err error
+	switch k {
+	case chunk.KindList:
+		_, err = manifest.DecodeList(data)
+	case chunk.KindPatch:
+		_, err = manifest.DecodePatch(data)
+	case chunk.KindChange:
+		_, err = journal.DecodeChunk(data)
+	}
+	return err
 }

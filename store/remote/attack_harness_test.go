@@ -70,6 +70,7 @@ type procServer struct {
 	addr     string
 	auth     string // auth file
 	args     []string
+	bin      string // the backup-cli to run (serverBinary when empty)
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -86,6 +87,16 @@ func authLines() string {
 // 0600) and extra flags; it is killed when the test ends.
 func startProcServer(t testing.TB, extra ...string) *procServer {
 	t.Helper()
+	ps := newProcServer(t, extra...)
+	ps.start()
+	t.Cleanup(ps.kill)
+	return ps
+}
+
+// newProcServer prepares a server process (its directory, auth file,
+// address and arguments) without starting it.
+func newProcServer(t testing.TB, extra ...string) *procServer {
+	t.Helper()
 	dir := t.TempDir()
 	ps := &procServer{t: t, dir: dir, storeURL: "file://" + filepath.Join(dir, "store"), auth: filepath.Join(dir, "auth")}
 	if err := os.WriteFile(ps.auth, []byte(authLines()), 0o600); err != nil {
@@ -98,14 +109,16 @@ func startProcServer(t testing.TB, extra ...string) *procServer {
 	ps.addr = l.Addr().String()
 	l.Close()
 	ps.args = append([]string{"server", ps.storeURL, ps.addr, "--auth", ps.auth}, extra...)
-	ps.start()
-	t.Cleanup(ps.kill)
 	return ps
 }
 
 func (ps *procServer) start() {
 	ps.t.Helper()
-	cmd := exec.Command(serverBinary(ps.t), ps.args...)
+	bin := ps.bin
+	if bin == "" {
+		bin = serverBinary(ps.t)
+	}
+	cmd := exec.Command(bin, ps.args...)
 	cmd.Stdout, cmd.Stderr = &syncWriter{mu: &ps.mu, w: &ps.logs}, &syncWriter{mu: &ps.mu, w: &ps.logs}
 	if err := cmd.Start(); err != nil {
 		ps.t.Fatal(err)

@@ -148,6 +148,34 @@ func (a *Auth) Lookup(token string) (Identity, bool) {
 	return a.entries[found].id, true
 }
 
+// lookupHash returns what the token of hash allows (SetAuth checks the
+// live sessions, which keep their token's hash only, against a new table).
+func (a *Auth) lookupHash(h [sha256.Size]byte) (Identity, bool) {
+	for i := range a.entries {
+		if a.entries[i].hash == h {
+			return a.entries[i].id, true
+		}
+	}
+	return Identity{}, false
+}
+
+// covers reports whether id allows everything old did: a session that
+// logged in with old may go on under id.
+func (id Identity) covers(old Identity) bool {
+	if id.Admin {
+		return true
+	}
+	if old.Admin {
+		return false
+	}
+	for _, n := range old.Nodes {
+		if !slices.Contains(id.Nodes, n) {
+			return false
+		}
+	}
+	return true
+}
+
 // NewToken returns a fresh random token: 32 bytes, hex.
 func NewToken() (string, error) {
 	var b [32]byte

@@ -256,7 +256,10 @@ func TestBadInput(t *testing.T) {
 		ts2.start()
 		c := dialRaw(t, ts2.addr)
 		c.login("")
+		// The limit counts authenticated connections: the second is
+		// refused once it says hello.
 		c2 := dialRaw(t, ts2.addr)
+		c2.hello(ProtocolVersion, "")
 		c2.expectError("second connection", codeBusy, true)
 	})
 }
@@ -295,6 +298,10 @@ func TestMemoryBoundedUnderLargeFrames(t *testing.T) {
 	if _, err := history.Init(ctx, ts.st, "alice", "", nil); err != nil {
 		t.Fatal(err)
 	}
+	const conns = 40
+	ts.opt.MaxConnsPerToken = conns + 1 // all on alice's token
+	ts.stop()
+	ts.start()
 	heap := func() uint64 {
 		runtime.GC()
 		var m runtime.MemStats
@@ -302,7 +309,6 @@ func TestMemoryBoundedUnderLargeFrames(t *testing.T) {
 		return m.HeapInuse
 	}
 	before := heap()
-	const conns = 40
 	var cs []*rawConn
 	for i := 0; i < conns; i++ {
 		c := dialRaw(t, ts.addr)

@@ -51,15 +51,17 @@ func (ch chunks) Missing(ctx context.Context, ids []chunker.ID) ([]bool, error) 
 // travels alone.
 const putBatch = 24 << 20
 
-// PutBodies sends the bodies in batches of about a pack (putBatch); a
-// batch retried after a lost connection stores nothing twice: the store
-// writes only the bodies it lacks.
+// PutBodies sends the bodies in batches of about a pack (putBatch), and of
+// at most chunk.MaxBatchRaw bytes uncompressed (the server refuses more in
+// one request); a batch retried after a lost connection stores nothing
+// twice: the store writes only the bodies it lacks.
 func (ch chunks) PutBodies(ctx context.Context, bodies []chunk.Body) (int64, error) {
 	var added int64
 	for len(bodies) > 0 {
-		n, size := 0, 4
-		for n < len(bodies) && (n == 0 || size+45+len(bodies[n].Body) <= putBatch) {
+		n, size, raw := 0, 4, int64(0)
+		for n < len(bodies) && (n == 0 || size+45+len(bodies[n].Body) <= putBatch && raw+int64(bodies[n].Raw) <= chunk.MaxBatchRaw) {
 			size += 45 + len(bodies[n].Body)
+			raw += int64(bodies[n].Raw)
 			n++
 		}
 		req := encode(putBodiesRequest{Bodies: bodies[:n]})

@@ -136,6 +136,9 @@ func (j *remoteJournal) write(typ byte, r journal.Record) (journal.Record, error
 	if typ == msgJReplace {
 		op = "replace"
 	}
+	if len(r.Statements) > maxRecordStatements {
+		return journal.Record{}, fmt.Errorf("journal %s of node %q: a record of %d statements exceeds the %d a store server takes in one record", op, j.node, len(r.Statements), maxRecordStatements)
+	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if err := j.checkOpen(op); err != nil {

@@ -23,6 +23,11 @@ import (
 const (
 	maxNameLen = 1024 // an object name or list prefix
 	maxNodeLen = 256  // a node name
+	// maxRecordStatements bounds the statements of one journal record on
+	// the wire: 64 MiB of empty statements would otherwise decode into 16.7
+	// million strings (over a gigabyte). lightningd's transactions hold far
+	// fewer (the schema creation, the largest, about a thousand).
+	maxRecordStatements = 1 << 20
 )
 
 // enc builds a payload.
@@ -226,7 +231,12 @@ func (d *dec) record() journal.Record {
 	if d.err != nil {
 		return r
 	}
-	// Every statement takes at least its 4-byte length.
+	// Every statement takes at least its 4-byte length; each costs a
+	// string header (16 bytes) once decoded, so the count is bounded too.
+	if n > maxRecordStatements {
+		d.fail(fmt.Sprintf("statement count %d exceeds the %d a record may hold", n, maxRecordStatements))
+		return r
+	}
 	if uint64(n) > uint64(len(d.b))/4 {
 		d.fail(fmt.Sprintf("statement count %d does not fit in %d bytes", n, len(d.b)))
 		return r

@@ -171,3 +171,18 @@ func TestBodyFrameBase(t *testing.T) {
 		t.Fatal("zero base accepted")
 	}
 }
+
+// FuzzPeekJournalWriteNode: the node the server checks before decoding a
+// journal write is the node of the write it then decodes.
+func FuzzPeekJournalWriteNode(f *testing.F) {
+	for _, g := range goldenMessages() {
+		f.Add(g.want)
+	}
+	f.Fuzz(func(t *testing.T, p []byte) {
+		node, perr := peekJournalWriteNode(p)
+		req, err := decodeJournalWriteRequest(p)
+		if err == nil && (perr != nil || node != req.Node) {
+			t.Fatalf("peek gave node %q (%v), the request decodes with node %q", node, perr, req.Node)
+		}
+	})
+}

@@ -1,6 +1,7 @@
 package remote
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/clnbackup/backup/store/journal"
@@ -79,6 +80,18 @@ func (r journalWriteRequest) appendTo(b []byte) []byte {
 	e.u64(r.Expected)
 	e.record(r.Record)
 	return e.b
+}
+
+// peekJournalWriteNode decodes only the node of a journal-append or
+// journal-replace, so the server checks the token's rights and the open
+// journal before it decodes (allocates) the record.
+func peekJournalWriteNode(p []byte) (string, error) {
+	d := dec{b: p}
+	node := d.str(maxNodeLen)
+	if d.err != nil {
+		return "", fmt.Errorf("journal write request: %w", d.err)
+	}
+	return node, nil
 }
 
 // decodeJournalWriteRequest is the server's side of journal-append and journal-replace.

@@ -234,6 +234,8 @@ func TestDecodeLimits(t *testing.T) {
 		{"node over the limit", decodeAs(decodeNodeRequest), cat(str(maxNodeLen + 1)), "string of 257 bytes exceeds 256"},
 		{"append node over the limit", decodeAs(decodeJournalWriteRequest), cat(str(maxNodeLen+1), "\x00\x00\x00\x00\x00\x00\x00\x00", recordWire), "exceeds 256"},
 		{"statements beyond the payload", decodeAs(decodeRecordReply), cat(recordWire[:20], "\x00\x00\x00\x03", "\x00\x00\x00\x00", "\x00\x00\x00\x00"), "statement count 3"},
+		{"statements over the count limit", decodeAs(decodeRecordReply), cat(recordWire[:20], "\x00\x10\x00\x01", strings.Repeat("\x00\x00\x00\x00", maxRecordStatements+1)), "statement count 1048577 exceeds"},
+		{"statements at the count limit", decodeAs(decodeRecordReply), cat(recordWire[:20], "\x00\x10\x00\x00", strings.Repeat("\x00\x00\x00\x00", maxRecordStatements)), ""},
 		{"statement over the limit", decodeAs(decodeRecordReply), cat(recordWire[:20], "\x00\x00\x00\x01", "\x04\x00\x00\x01"), "exceeds 67108864"},
 		{"has last 2", decodeAs(decodeJournalStateReply), cat(strings.Repeat("\x00", 24), "\x02"), "bool"},
 		{"hello token over the limit", decodeAs(decodeHello), cat("CLNBSTOR", "\x00\x01", "\x00\x00\x10\x01"+strings.Repeat("t", MaxHandshakeFrame+1), "\x00\x00\x00\x00"), "exceeds 4096"},

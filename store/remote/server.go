@@ -3,6 +3,7 @@ package remote
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net"
@@ -19,12 +20,35 @@ type ServerOptions struct {
 	// discards.
 	Infof  func(format string, args ...any)
 	Errorf func(format string, args ...any)
-	// MaxConns bounds concurrent connections (default 256); clients over
-	// the limit are refused with a "busy" error and retry.
+	// MaxConns bounds concurrent authenticated connections (default
+	// 256); clients over the limit are refused with a "busy" error and
+	// retry. Connections still in their handshake have limits of their
+	// own (MaxHandshakes), so unauthenticated sockets cannot take these
+	// slots.
 	MaxConns int
+	// MaxConnsPerToken bounds the authenticated connections of one token
+	// (default 32: a node's plugin uses a few), so one token, or a thief
+	// of it, cannot hold every slot.
+	MaxConnsPerToken int
+	// MaxHandshakes bounds the connections accepted but not yet
+	// authenticated (default 64); MaxHandshakesPerAddr bounds those from
+	// one address (default 8), so idle sockets from one address cannot
+	// keep others from logging in.
+	MaxHandshakes        int
+	MaxHandshakesPerAddr int
+	// MaxConnsPerAddr bounds all connections from one address, when set
+	// (default 0: no limit; behind Tor or a tunnel every client comes
+	// from the same address).
+	MaxConnsPerAddr int
 	// HandshakeTimeout bounds the time from accept to an authenticated
-	// hello (default 10 s).
+	// hello (default 5 s).
 	HandshakeTimeout time.Duration
+	// MaxMemory bounds the bytes of request frames held at once across
+	// every connection (default 256 MiB; at least what the largest frame
+	// costs is needed for it to run alone): a frame over 64 KiB waits for
+	// its share before its payload is read, and is refused as busy after
+	// IOTimeout of waiting.
+	MaxMemory int64
 	// IdleTimeout closes a connection that sends no request for that long
 	// (default 10 min).
 	IdleTimeout time.Duration
@@ -51,7 +75,16 @@ type Server struct {
 	conns     map[*session]bool
 	shutdown  bool
 	connWG    sync.WaitGroup
-	nconns    atomic.Int64
+	// Connection counts (under mu): in the handshake (all, by address),
+	// authenticated (all, by token), and all by address.
+	handshaking int
+	hsByAddr    map[string]int
+	authed      int
+	byToken     map[[sha256.Size]byte]int
+	byAddr      map[string]int
+
+	mem      *memBudget
+	refusals *refusalLog
 
 	jmu      sync.Mutex
 	journals map[string]*sharedJournal
@@ -62,14 +95,37 @@ type Server struct {
 }
 
 // SetAuth replaces the token table (the auth file was edited: backup-cli
-// server reloads it on SIGHUP). New connections use it; connections
-// already authenticated keep what their token allowed when they logged in.
-// A server started without authentication cannot be given one.
+// server reloads it on SIGHUP). New connections use it; a connection whose
+// token is gone from it, or allows less than when it logged in, is closed
+// at once (requests in progress are cut short), so revoking a token takes
+// effect on reload. A server started without authentication cannot be
+// given one.
 func (s *Server) SetAuth(a *Auth) error {
 	if s.open || a == nil {
 		return errors.New("authentication can only be changed on a server started with an auth file, and not removed: restart the server")
 	}
+	var cut []*session
+	var why []string
+	s.mu.Lock()
 	s.auth.Store(a)
+	for ss := range s.conns {
+		if !ss.authed {
+			continue
+		}
+		now, ok := a.lookupHash(ss.tokenHash)
+		switch {
+		case !ok:
+			cut, why = append(cut, ss), append(why, "its token was removed from the auth file")
+		case !now.covers(ss.id):
+			cut, why = append(cut, ss), append(why, fmt.Sprintf("its token now allows only %s", now))
+		}
+	}
+	s.mu.Unlock()
+	for i, ss := range cut {
+		s.opt.Infof("connection %s (%s) closed: %s", ss.nc.RemoteAddr(), ss.id, why[i])
+		ss.cancel()
+		ss.nc.Close()
+	}
 	return nil
 }
 
@@ -85,8 +141,20 @@ func NewServer(st *store.Store, auth *Auth, opt ServerOptions) *Server {
 	if opt.MaxConns <= 0 {
 		opt.MaxConns = 256
 	}
+	if opt.MaxConnsPerToken <= 0 {
+		opt.MaxConnsPerToken = 32
+	}
+	if opt.MaxHandshakes <= 0 {
+		opt.MaxHandshakes = 64
+	}
+	if opt.MaxHandshakesPerAddr <= 0 {
+		opt.MaxHandshakesPerAddr = 8
+	}
 	if opt.HandshakeTimeout <= 0 {
-		opt.HandshakeTimeout = 10 * time.Second
+		opt.HandshakeTimeout = 5 * time.Second
+	}
+	if opt.MaxMemory <= 0 {
+		opt.MaxMemory = DefaultMaxMemory
 	}
 	if opt.IdleTimeout <= 0 {
 		opt.IdleTimeout = 10 * time.Minute
@@ -97,10 +165,17 @@ func NewServer(st *store.Store, auth *Auth, opt ServerOptions) *Server {
 	if opt.MaxObjectSize <= 0 {
 		opt.MaxObjectSize = 2 << 30
 	}
-	srv := &Server{st: st, open: auth == nil, opt: opt, listeners: map[net.Listener]bool{}, conns: map[*session]bool{}, journals: map[string]*sharedJournal{}}
+	srv := &Server{st: st, open: auth == nil, opt: opt, listeners: map[net.Listener]bool{}, conns: map[*session]bool{}, journals: map[string]*sharedJournal{},
+		hsByAddr: map[string]int{}, byAddr: map[string]int{}, byToken: map[[sha256.Size]byte]int{},
+		mem: newMemBudget(opt.MaxMemory), refusals: newRefusalLog(time.Minute)}
 	srv.auth.Store(auth)
 	return srv
 }
+
+// DefaultMaxMemory is ServerOptions.MaxMemory's default: room for the
+// largest request (a 64 MiB journal record or put-bodies, costed three
+// times) and the small ones beside it.
+const DefaultMaxMemory = 256 << 20
 
 // ErrServerClosed is returned by Serve after Shutdown.
 var ErrServerClosed = errors.New("store server closed")
@@ -145,9 +220,12 @@ func (s *Server) Serve(l net.Listener) error {
 	}
 }
 
+// start serves a new connection unless it would pass a limit on
+// connections not yet authenticated (or on one address's connections).
 func (s *Server) start(nc net.Conn) {
 	ctx, cancel := context.WithCancel(context.Background())
-	ss := &session{srv: s, nc: nc, br: bufio.NewReaderSize(nc, 64<<10), bw: bufio.NewWriterSize(nc, 64<<10), ctx: ctx, cancel: cancel, opened: map[string]bool{}}
+	host := hostOf(nc.RemoteAddr())
+	ss := &session{srv: s, nc: nc, host: host, br: bufio.NewReaderSize(nc, 64<<10), bw: bufio.NewWriterSize(nc, 64<<10), ctx: ctx, cancel: cancel, opened: map[string]bool{}}
 	s.mu.Lock()
 	if s.shutdown {
 		s.mu.Unlock()
@@ -155,24 +233,84 @@ func (s *Server) start(nc net.Conn) {
 		cancel()
 		return
 	}
-	over := len(s.conns) >= s.opt.MaxConns
-	if !over {
+	var limit, reason string
+	switch {
+	case s.handshaking >= s.opt.MaxHandshakes:
+		limit, reason = "--max-handshakes", fmt.Sprintf("%d connections are logging in (the --max-handshakes limit)", s.handshaking)
+	case s.hsByAddr[host] >= s.opt.MaxHandshakesPerAddr:
+		limit, reason = "--max-handshakes-per-addr", fmt.Sprintf("%d connections from %s are logging in (the --max-handshakes-per-addr limit)", s.hsByAddr[host], host)
+	case s.opt.MaxConnsPerAddr > 0 && s.byAddr[host] >= s.opt.MaxConnsPerAddr:
+		limit, reason = "--max-conns-per-addr", fmt.Sprintf("%d connections from %s (the --max-conns-per-addr limit)", s.byAddr[host], host)
+	default:
+		s.handshaking++
+		s.hsByAddr[host]++
+		s.byAddr[host]++
 		s.conns[ss] = true
 		s.connWG.Add(1)
 	}
 	s.mu.Unlock()
-	if over {
-		s.opt.Errorf("connection from %s refused: %d connections (the --max-conns limit)", nc.RemoteAddr(), s.opt.MaxConns)
-		go func() {
-			defer cancel()
-			nc.SetDeadline(time.Now().Add(s.opt.HandshakeTimeout))
-			writeFrame(ss.bw, msgError, encodeError(codeBusy, fmt.Sprintf("store server busy: %d connections; retry later", s.opt.MaxConns)))
-			ss.bw.Flush()
-			nc.Close()
-		}()
+	if limit != "" {
+		cancel()
+		s.refuse(nc, host, limit, reason)
 		return
 	}
 	go ss.run()
+}
+
+// admit authenticates a session that sent its hello and counts it among
+// the authenticated connections, under the limits on those (all, one
+// token's). It holds mu, so SetAuth sees every session either before
+// (and it logs in with the new table) or after (and is checked).
+func (s *Server) admit(ss *session, token, client string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	id := anyone
+	var hash [sha256.Size]byte
+	if !s.open {
+		var ok bool
+		if id, ok = s.auth.Load().Lookup(token); !ok {
+			return &Error{Code: codeDenied, Msg: "the store server does not know this token: check --token/--token-file (or backup.lock) against the server's auth file"}
+		}
+		hash = sha256.Sum256([]byte(token))
+	}
+	switch {
+	case s.authed >= s.opt.MaxConns:
+		return &Error{Code: codeBusy, Msg: fmt.Sprintf("store server busy: %d connections (the --max-conns limit); retry later", s.authed)}
+	case !s.open && s.byToken[hash] >= s.opt.MaxConnsPerToken:
+		return &Error{Code: codeBusy, Msg: fmt.Sprintf("store server busy: %d connections with this token (%s, the --max-conns-per-token limit); close other clients using it or retry later", s.byToken[hash], id.Label)}
+	}
+	s.leaveHandshake(ss.host)
+	s.authed++
+	s.byToken[hash]++
+	ss.id, ss.tokenHash, ss.authed = id, hash, true
+	return nil
+}
+
+// leaveHandshake uncounts a connection of host from those logging in;
+// the caller holds mu.
+func (s *Server) leaveHandshake(host string) {
+	s.handshaking--
+	if s.hsByAddr[host]--; s.hsByAddr[host] <= 0 {
+		delete(s.hsByAddr, host)
+	}
+}
+
+// forget uncounts a session that ended.
+func (s *Server) forget(ss *session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.conns, ss)
+	if ss.authed {
+		s.authed--
+		if s.byToken[ss.tokenHash]--; s.byToken[ss.tokenHash] <= 0 {
+			delete(s.byToken, ss.tokenHash)
+		}
+	} else {
+		s.leaveHandshake(ss.host)
+	}
+	if s.byAddr[ss.host]--; s.byAddr[ss.host] <= 0 {
+		delete(s.byAddr, ss.host)
+	}
 }
 
 // Shutdown stops accepting, lets requests in progress finish and be

@@ -138,14 +138,20 @@ func (ss *session) jwrite(p []byte, replace bool) error {
 	if replace {
 		op = "journal replace"
 	}
-	req, err := decodeJournalWriteRequest(p)
+	// The rights and the open journal are checked before the record is
+	// decoded: a refused write costs no allocation.
+	node, err := peekJournalWriteNode(p)
 	if err != nil {
 		return err
 	}
-	if err := ss.checkNode(req.Node, op); err != nil {
+	if err := ss.checkNode(node, op); err != nil {
 		return err
 	}
-	sj, err := ss.openedJournal(req.Node, op)
+	sj, err := ss.openedJournal(node, op)
+	if err != nil {
+		return err
+	}
+	req, err := decodeJournalWriteRequest(p)
 	if err != nil {
 		return err
 	}

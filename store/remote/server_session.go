@@ -3,6 +3,7 @@ package remote
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -20,8 +21,13 @@ type session struct {
 	bw     *bufio.Writer
 	ctx    context.Context
 	cancel context.CancelFunc
+	host   string // the remote address without its port
 	id     Identity
 	client string
+	// tokenHash and authed are set (under srv.mu) once the hello is
+	// accepted: SetAuth finds the sessions of a revoked token by them.
+	tokenHash [sha256.Size]byte
+	authed    bool
 
 	// stateMu guards idle and stopping: Shutdown interrupts an idle
 	// session's wait for a request, and lets a busy one finish.
@@ -70,23 +76,27 @@ func (ss *session) run() {
 		for node := range ss.opened {
 			s.releaseJournal(node)
 		}
-		s.mu.Lock()
-		delete(s.conns, ss)
-		s.mu.Unlock()
+		s.forget(ss)
 		if ss.id.Label != "" {
 			how := "closed"
 			if endErr != nil {
 				how = "closed: " + endErr.Error()
 			}
-			s.opt.Infof("connection %s (%s, %s) %s after %d requests in %s", remote, ss.id, ss.client, how, ss.requests, time.Since(start).Round(time.Millisecond))
+			s.opt.Infof("connection %s (%s, client %q) %s after %d requests in %s", remote, ss.id, ss.client, how, ss.requests, time.Since(start).Round(time.Millisecond))
 		}
 		s.connWG.Done()
 	}()
 	if err := ss.handshake(); err != nil {
-		s.opt.Errorf("connection %s refused: %v", remote, err)
+		// Rate-limited: anyone may open connections that fail here. Unknown
+		// tokens are counted apart from other failures (a port probe's EOF).
+		class := "handshake"
+		if errors.Is(err, errUnknownToken) {
+			class = "unknown token"
+		}
+		s.logRefusal(ss.host, class, fmt.Sprintf("connection %s refused: %v", remote, err))
 		return
 	}
-	s.opt.Infof("connection %s opened: %s, client %s", remote, ss.id, ss.client)
+	s.opt.Infof("connection %s opened: %s, client %q", remote, ss.id, ss.client)
 	endErr = ss.loop()
 }
 
@@ -116,15 +126,15 @@ func (ss *session) handshake() error {
 		return errors.New(msg)
 	}
 	ss.client = h.Client
-	if s.open {
-		ss.id = anyone
-	} else {
-		id, ok := s.auth.Load().Lookup(h.Token)
-		if !ok {
-			ss.fail(codeDenied, "the store server does not know this token: check --token/--token-file (or backup.lock) against the server's auth file")
-			return fmt.Errorf("unknown token from client %q", h.Client)
+	if err := s.admit(ss, h.Token, h.Client); err != nil {
+		var re *Error
+		if errors.As(err, &re) {
+			ss.fail(re.Code, re.Msg)
+			if re.Code == codeDenied {
+				return fmt.Errorf("%w from client %q", errUnknownToken, h.Client)
+			}
 		}
-		ss.id = id
+		return fmt.Errorf("client %q: %w", h.Client, err)
 	}
 	ok := helloOK{Version: ProtocolVersion, Admin: ss.id.Admin, Label: ss.id.Label, Nodes: ss.id.Nodes}
 	if err := writeFrame(ss.bw, msgHelloOK, encode(ok)); err != nil {
@@ -143,6 +153,10 @@ func (ss *session) fail(code byte, msg string) {
 	writeFrame(ss.bw, msgError, encodeError(code, msg))
 	ss.bw.Flush()
 }
+
+// errUnknownToken is wrapped by the handshake's error for a token the auth
+// file does not hold.
+var errUnknownToken = errors.New("unknown token")
 
 // wireErr marks an error of the connection itself: the session ends.
 type wireErr struct{ err error }
@@ -186,16 +200,50 @@ func (ss *session) loop() error {
 			}
 			continue
 		}
+		cost := s.mem.frameCost(typ, int64(n))
+		if err := s.mem.acquire(ss.ctx, cost, s.opt.IOTimeout); err != nil {
+			if ss.ctx.Err() != nil {
+				return ss.ctx.Err()
+			}
+			// Refused unread: the payload is skipped, the connection
+			// stays usable and the client retries.
+			if _, err := io.CopyN(io.Discard, ss.br, int64(n)); err != nil {
+				return err
+			}
+			s.logRefusal(ss.host, "--max-memory", fmt.Sprintf("connection %s (%s): %s of %d bytes refused: the --max-memory budget (%d bytes) stayed taken for %s", ss.nc.RemoteAddr(), ss.id, msgName(typ), n, s.opt.MaxMemory, s.opt.IOTimeout))
+			busy := &Error{Code: codeBusy, Msg: fmt.Sprintf("store server busy: requests in progress hold its --max-memory budget of %d bytes; retry later", s.opt.MaxMemory)}
+			if err := ss.reply(busy); err != nil {
+				return err
+			}
+			continue
+		}
+		ss.progress()
 		ss.buf, err = readPayload(ss.br, int(n), ss.buf, ss.progress)
 		if err != nil {
+			s.mem.release(cost)
 			return err
 		}
 		ss.requests++
 		ss.nc.SetWriteDeadline(time.Now().Add(s.opt.IOTimeout))
+		if typ == msgPut {
+			// The object's data frames follow: its size is held too. They
+			// cannot be skipped unread here, so a put that cannot have it
+			// ends the connection; the client retries on a new one.
+			extra := s.mem.frameCost(msgData, ss.putSize(ss.buf))
+			if err := s.mem.acquire(ss.ctx, extra, s.opt.IOTimeout); err != nil {
+				s.mem.release(cost)
+				ss.fail(codeBusy, fmt.Sprintf("store server busy: requests in progress hold its --max-memory budget of %d bytes; retry later", s.opt.MaxMemory))
+				return fmt.Errorf("put of %d bytes refused: the --max-memory budget stayed taken: %w", extra, err)
+			}
+			cost += extra
+		}
 		err = ss.handle(typ, ss.buf)
-		if cap(ss.buf) > 1<<20 {
+		// Only a small buffer is kept for the next request: the budget
+		// counts what requests hold, not what idle connections keep.
+		if cap(ss.buf) > smallFrame {
 			ss.buf = nil
 		}
+		s.mem.release(cost)
 		var we wireErr
 		if errors.As(err, &we) {
 			return we.err
@@ -249,6 +297,9 @@ func (ss *session) handle(typ byte, p []byte) error {
 	case msgMissing:
 		return ss.missing(p)
 	case msgPutBodies:
+		// The longest work a node may ask for: stopped if the client
+		// goes away meanwhile.
+		defer ss.watchPeer()()
 		return ss.putBodies(p)
 	case msgReadBodies:
 		return ss.readBodies(p)
@@ -264,4 +315,36 @@ func (ss *session) handle(typ byte, p []byte) error {
 		return ss.jclose(p)
 	}
 	return badRequest("unknown request type %s", msgName(typ))
+}
+
+// putSize is the size a put request declares (0 if malformed: its handler
+// refuses it), bounded by the largest object a put may carry.
+func (ss *session) putSize(p []byte) int64 {
+	req, err := decodePutRequest(p)
+	if err != nil {
+		return 0
+	}
+	return int64(min(req.Size, uint64(ss.srv.opt.MaxObjectSize)))
+}
+
+// watchPeer watches the connection while a request runs without reading
+// from it, and cancels the session's work if the client closes it (a
+// client sends nothing while it waits for its answer). The returned stop
+// ends the watch before the session reads again.
+func (ss *session) watchPeer() (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if _, err := ss.br.Peek(1); err != nil {
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				ss.cancel()
+			}
+		}
+	}()
+	return func() {
+		ss.nc.SetReadDeadline(time.Unix(1, 0))
+		<-done
+		ss.nc.SetReadDeadline(time.Now().Add(ss.srv.opt.IOTimeout))
+	}
 }
