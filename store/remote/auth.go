@@ -198,6 +198,9 @@ func (id Identity) checkName(name string) error {
 	return nil
 }
 
+// ownObject allows a node token an object of one of its nodes that the
+// store layout defines (store.ParseNodeObject), never a journal file: a
+// name the layout does not have is refused before any backend sees it.
 func (id Identity) ownObject(op, name string) error {
 	node, ok := store.NodeOfObject(name)
 	if !ok {
@@ -206,7 +209,11 @@ func (id Identity) ownObject(op, name string) error {
 	if !id.hasNode(node) {
 		return denied("%s %s: denied to %s: the object belongs to node %q", op, name, id, node)
 	}
-	if store.IsJournalObject(name) {
+	_, kind, _, err := store.ParseNodeObject(name)
+	if err != nil {
+		return badRequest("%s %s: refused to %s: %v", op, name, id, err)
+	}
+	if kind == store.NodeJournal {
 		return denied("%s %s: denied to %s: journal files are only reached through the journal operations", op, name, id)
 	}
 	return nil
@@ -239,10 +246,26 @@ func (id Identity) canDelete(name string) error {
 	return nil
 }
 
+// checkPrefix refuses a list prefix that is not the start of a valid
+// object name (backend.ValidPrefix): "..", empty segments, absolute
+// prefixes, backslashes, NUL, overlong. It is checked for every token,
+// admin included, before anything else looks at the prefix: a backend
+// that joins it into a path must never see one that walks out of the
+// store.
+func checkPrefix(prefix string) error {
+	if err := backend.ValidPrefix(prefix); err != nil {
+		return badRequest("list: %v", err)
+	}
+	return nil
+}
+
 // listPlan is how a node token's List of prefix is served: the config
 // object when it matches, then the listed prefixes in order, each filtered
 // by canRead. An admin lists prefix as is.
 func (id Identity) listPlan(prefix string) (config bool, prefixes []string, err error) {
+	if err := checkPrefix(prefix); err != nil {
+		return false, nil, err
+	}
 	if id.Admin {
 		return false, []string{prefix}, nil
 	}
