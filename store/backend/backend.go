@@ -16,6 +16,11 @@ import (
 // ErrNotFound is returned (wrapped) for an object that does not exist.
 var ErrNotFound = errors.New("object not found")
 
+// ErrRange is returned (wrapped) by Get for an offset or length outside
+// the object, so a server can answer it as the client's mistake rather
+// than its own failure.
+var ErrRange = errors.New("range outside the object")
+
 // ErrExists is returned (wrapped) by PutIfAbsent when the name is taken.
 var ErrExists = errors.New("object already exists")
 
@@ -122,13 +127,13 @@ func validSegment(name, what, seg string) error {
 // rule), and backendtest holds them to it.
 func CheckRange(name string, off, length, size int64) (int64, error) {
 	if off < 0 || off > size {
-		return 0, fmt.Errorf("get %s: offset %d outside object of %d bytes", name, off, size)
+		return 0, fmt.Errorf("get %s: offset %d outside object of %d bytes: %w", name, off, size, ErrRange)
 	}
 	if length < 0 {
 		return size - off, nil
 	}
 	if length > size-off {
-		return 0, fmt.Errorf("get %s: range %d+%d past end of object (%d bytes): %w", name, off, length, size, io.ErrUnexpectedEOF)
+		return 0, fmt.Errorf("get %s: range %d+%d past end of object (%d bytes): %w (%w)", name, off, length, size, ErrRange, io.ErrUnexpectedEOF)
 	}
 	return length, nil
 }

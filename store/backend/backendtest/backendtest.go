@@ -239,6 +239,8 @@ func testHostileRanges(t *testing.T, b backend.Backend) {
 	} {
 		if data, err := b.Get(ctx, "h", r.off, r.n); err == nil {
 			t.Errorf("get [%d,+%d) of a 10-byte object: got %d bytes and no error", r.off, r.n, len(data))
+		} else if !errors.Is(err, backend.ErrRange) {
+			t.Errorf("get [%d,+%d) of a 10-byte object: %v, want an error wrapping backend.ErrRange", r.off, r.n, err)
 		}
 	}
 	if got := get(t, b, "h", 9, 1); string(got) != "9" {
