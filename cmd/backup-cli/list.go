@@ -29,6 +29,9 @@ type listResult struct {
 	// Unreadable are the nodes with objects list could not read (their
 	// summaries name them): list shows everything else and then fails.
 	Unreadable []string `json:"unreadable_nodes,omitempty"`
+	// Quota is what the store server counts against this client's token
+	// (absent: no quota, or not through a server).
+	Quota *store.Quota `json:"quota,omitempty"`
 }
 
 // newListCmd declares list's flags and help; runList does the work.
@@ -99,13 +102,20 @@ func summarizeStore(ctx context.Context, st *store.Store, node string) (listResu
 		// (Summarize keeps what it could read); the others still are.
 		s, err := history.Summarize(ctx, st, n)
 		if err != nil {
-			if ctx.Err() != nil {
-				return listResult{}, ctx.Err()
+			if ctx.Err() != nil || len(s.Errors) == 0 {
+				return listResult{}, err // the node could not be listed at all (denied, unreachable)
 			}
 			res.Unreadable = append(res.Unreadable, n)
 		}
 		res.Nodes = append(res.Nodes, s)
 		res.LogicalBytes += s.LogicalBytes
+	}
+	q, ok, err := st.Quota(ctx)
+	if err != nil {
+		return listResult{}, err
+	}
+	if ok && q.Limit > 0 {
+		res.Quota = &q
 	}
 	if res.SizeKnown = st.FullAccess(); res.SizeKnown {
 		u, err := st.Usage(ctx)
@@ -139,6 +149,14 @@ func printList(stdout io.Writer, res listResult, fullAccess bool) {
 		} else {
 			fmt.Fprintf(stdout, "  journal: no changes after the newest manifest\n")
 		}
+	}
+	if q := res.Quota; q != nil {
+		counted := fmt.Sprintf("counted at %s", q.CountedAt.UTC().Format("2006-01-02 15:04:05"))
+		if !q.Counted {
+			counted = "the server is still counting what the nodes reference"
+		}
+		fmt.Fprintf(stdout, "\nQuota: %s of %s used (%.0f%%): %s referenced by this token's nodes, %s stored since (%s)\n",
+			formatBytes(q.Used), formatBytes(q.Limit), 100*float64(q.Used)/float64(q.Limit), formatBytes(q.Referenced), formatBytes(q.Added), counted)
 	}
 	if !fullAccess {
 		fmt.Fprintf(stdout, "\nTotal: %d restore points of %d nodes, %s logical (the store's size is known to the server and admin tokens)\n",

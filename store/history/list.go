@@ -51,13 +51,13 @@ type NodeSummary struct {
 // Summarize describes a node's restore points and journal. It reads the
 // journal without locking it, so it works while the plugin writes. A
 // manifest that cannot be read is skipped and named in Errors and in the
-// error returned, beside the summary of everything else.
+// error returned, beside the summary of everything else; an error with no
+// Errors means the node could not be listed at all.
 func Summarize(ctx context.Context, st *store.Store, node string) (NodeSummary, error) {
 	s := NodeSummary{Name: node, Manifests: []ManifestSummary{}}
 	seqs, err := st.ManifestSeqs(ctx, node)
 	if err != nil {
-		s.Errors = append(s.Errors, err.Error())
-		return s, err
+		return s, err // the node itself is out of reach (denied, no store): nothing to summarize
 	}
 	var errs []error
 	var journalSeq uint64

@@ -40,6 +40,12 @@ type Identity struct {
 	Admin bool
 	// Nodes are the nodes a node token may write and read.
 	Nodes []string
+	// Quota bounds what a node token may make the store hold (bytes; 0:
+	// no quota): see quota.go for what counts.
+	Quota int64
+	// key identifies the token (hex of its hash) to the quota count,
+	// across connections and auth file reloads.
+	key string
 }
 
 func (id Identity) String() string {
@@ -57,8 +63,9 @@ func (id Identity) hasNode(node string) bool {
 var anyone = Identity{Label: "anyone (no auth file)", Admin: true}
 
 // LoadAuth reads an auth file: one token per line, "TOKEN NODE[,NODE...]"
-// for a node token or "TOKEN *" for an admin token; blank lines and lines
-// starting with # are ignored. Tokens are at least 32 characters.
+// for a node token, optionally followed by "quota=SIZE" (10GiB, 500MB,
+// bytes), or "TOKEN *" for an admin token; blank lines and lines starting
+// with # are ignored. Tokens are at least 32 characters.
 func LoadAuth(path string) (*Auth, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -86,8 +93,8 @@ func ParseAuth(r io.Reader) (*Auth, error) {
 			continue
 		}
 		fields := strings.Fields(text)
-		if len(fields) != 2 {
-			return nil, fmt.Errorf("line %d: want \"TOKEN NODE[,NODE...]\" or \"TOKEN *\", got %d fields", line, len(fields))
+		if len(fields) != 2 && len(fields) != 3 {
+			return nil, fmt.Errorf("line %d: want \"TOKEN NODE[,NODE...] [quota=SIZE]\" or \"TOKEN *\", got %d fields", line, len(fields))
 		}
 		tok, who := fields[0], fields[1]
 		if len(tok) < MinTokenLength {
@@ -98,7 +105,21 @@ func ParseAuth(r io.Reader) (*Auth, error) {
 			return nil, fmt.Errorf("line %d: the token of line %d again", line, prev)
 		}
 		seen[h] = line
-		id := Identity{Label: fmt.Sprintf("token %s (line %d)", hex.EncodeToString(h[:4]), line)}
+		id := Identity{Label: fmt.Sprintf("token %s (line %d)", hex.EncodeToString(h[:4]), line), key: hex.EncodeToString(h[:])}
+		if len(fields) == 3 {
+			if who == "*" {
+				return nil, fmt.Errorf("line %d: quotas are for node tokens; an admin token has none", line)
+			}
+			size, ok := strings.CutPrefix(fields[2], "quota=")
+			if !ok {
+				return nil, fmt.Errorf("line %d: third field %q: want quota=SIZE (e.g. quota=10GiB)", line, fields[2])
+			}
+			q, err := parseSize(size)
+			if err != nil || q <= 0 {
+				return nil, fmt.Errorf("line %d: quota=%s: want a size above 0 (e.g. 10GiB): %v", line, size, err)
+			}
+			id.Quota = q
+		}
 		if who == "*" {
 			id.Admin = true
 		} else {

@@ -53,6 +53,11 @@ type Server struct {
 	connWG    sync.WaitGroup
 	nconns    atomic.Int64
 
+	// quotas counts what quota tokens use; quotaStop ends its counts.
+	quotas    *quotaBook
+	quotaStop context.CancelFunc
+	quotaCtx  context.Context
+
 	jmu      sync.Mutex
 	journals map[string]*sharedJournal
 
@@ -70,6 +75,7 @@ func (s *Server) SetAuth(a *Auth) error {
 		return errors.New("authentication can only be changed on a server started with an auth file, and not removed: restart the server")
 	}
 	s.auth.Store(a)
+	go s.quotas.count(s.quotaCtx, s.st, a, s.opt.Errorf)
 	return nil
 }
 
@@ -99,6 +105,9 @@ func NewServer(st *store.Store, auth *Auth, opt ServerOptions) *Server {
 	}
 	srv := &Server{st: st, open: auth == nil, opt: opt, listeners: map[net.Listener]bool{}, conns: map[*session]bool{}, journals: map[string]*sharedJournal{}}
 	srv.auth.Store(auth)
+	srv.quotaCtx, srv.quotaStop = context.WithCancel(context.Background())
+	srv.quotas = newQuotaBook()
+	go srv.quotas.count(srv.quotaCtx, st, auth, opt.Errorf)
 	return srv
 }
 
@@ -179,6 +188,7 @@ func (s *Server) start(nc net.Conn) {
 // answered, closes every connection and then the journals. When ctx ends
 // first, the remaining connections are closed at once.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.quotaStop()
 	s.mu.Lock()
 	s.shutdown = true
 	for l := range s.listeners {

@@ -48,9 +48,15 @@ func (ss *session) put(p []byte) error {
 			return badRequest("put %s refused to %s: %v (a node's client stores only well-formed node records, leases and manifests of its nodes)", req.Name, ss.id, err)
 		}
 	}
-	if err := ss.be().PutIfAbsent(ss.ctx, req.Name, data); err != nil {
+	settle, err := ss.srv.quotas.reserve(ss.id, "put "+req.Name, int64(len(data)))
+	if err != nil {
 		return err
 	}
+	if err := ss.be().PutIfAbsent(ss.ctx, req.Name, data); err != nil {
+		settle(0)
+		return err
+	}
+	settle(int64(len(data)))
 	return ss.ok(nil)
 }
 
