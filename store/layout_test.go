@@ -155,3 +155,34 @@ func TestCheckNodeObject(t *testing.T) {
 		}
 	}
 }
+
+// FuzzCheckNodeObject: whatever name and bytes a node's client puts, the
+// check never panics, and what it accepts is an object of the layout that
+// the store's readers decode.
+func FuzzCheckNodeObject(f *testing.F) {
+	f.Add("nodes/alice/node.json", []byte(`{"name":"alice","created":"2026-01-01T00:00:00Z"}`))
+	f.Add("nodes/alice/lease/00000000000000000003", []byte(`{"node":"alice","gen":3}`))
+	f.Add("nodes/alice/manifests/00000000000000000001", []byte("clnbackup-manifest 1\n{}\nblake3 00\n"))
+	f.Add("nodes/alice/junk", []byte("x"))
+	dir := f.TempDir()
+	st, _, err := Create(ctx, "file://"+dir, Options{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer st.Close()
+	f.Fuzz(func(t *testing.T, name string, data []byte) {
+		if err := st.CheckNodeObject(ctx, name, data); err != nil {
+			return
+		}
+		node, kind, seq, err := ParseNodeObject(name)
+		if err != nil {
+			t.Fatalf("accepted %q, which the layout refuses: %v", name, err)
+		}
+		if kind == NodeManifest {
+			m, err := manifest.Decode(data)
+			if err != nil || m.Node != node || m.Seq != seq {
+				t.Fatalf("accepted manifest %q that readers refuse: %v", name, err)
+			}
+		}
+	})
+}
