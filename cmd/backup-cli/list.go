@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/clnbackup/backup/store"
@@ -25,6 +26,12 @@ type listResult struct {
 	// stored bytes, objects and chunks are then 0 (only the server and
 	// admin tokens see the whole store).
 	SizeKnown bool `json:"size_known"`
+	// Unreadable are the nodes with objects list could not read (their
+	// summaries name them): list shows everything else and then fails.
+	Unreadable []string `json:"unreadable_nodes,omitempty"`
+	// Quota is what the store server counts against this client's token
+	// (absent: no quota, or not through a server).
+	Quota *store.Quota `json:"quota,omitempty"`
 }
 
 // newListCmd declares list's flags and help; runList does the work.
@@ -62,10 +69,14 @@ func runList(cmd *cobra.Command, g *globals, node, url string) error {
 		return err
 	}
 	if g.json {
-		return printJSON(stdout, res)
+		err = printJSON(stdout, res)
+	} else {
+		printList(stdout, res, st.FullAccess())
 	}
-	printList(stdout, res, st.FullAccess())
-	return nil
+	if err == nil && len(res.Unreadable) > 0 {
+		err = fmt.Errorf("list of store %s: node(s) %s have objects that cannot be read (shown above; the other nodes are complete): run backup-cli verify", st.Location(), strings.Join(res.Unreadable, ", "))
+	}
+	return err
 }
 
 // summarizeStore summarizes the nodes and, for a client that sees the
@@ -87,12 +98,24 @@ func summarizeStore(ctx context.Context, st *store.Store, node string) (listResu
 	}
 	res := listResult{Store: st.Location(), Nodes: []history.NodeSummary{}, Chunks: chunks}
 	for _, n := range nodes {
+		// A node with an unreadable object is listed with its errors
+		// (Summarize keeps what it could read); the others still are.
 		s, err := history.Summarize(ctx, st, n)
 		if err != nil {
-			return listResult{}, err
+			if ctx.Err() != nil || len(s.Errors) == 0 {
+				return listResult{}, err // the node could not be listed at all (denied, unreachable)
+			}
+			res.Unreadable = append(res.Unreadable, n)
 		}
 		res.Nodes = append(res.Nodes, s)
 		res.LogicalBytes += s.LogicalBytes
+	}
+	q, ok, err := st.Quota(ctx)
+	if err != nil {
+		return listResult{}, err
+	}
+	if ok && q.Limit > 0 {
+		res.Quota = &q
 	}
 	if res.SizeKnown = st.FullAccess(); res.SizeKnown {
 		u, err := st.Usage(ctx)
@@ -118,11 +141,22 @@ func printList(stdout io.Writer, res listResult, fullAccess bool) {
 				m.Version, m.SnapshotVersion, m.ChangeRecords, formatBytes(m.DatabaseBytes), formatBytes(m.AddedBytes))
 		}
 		tw.Flush()
+		for _, e := range n.Errors {
+			fmt.Fprintf(stdout, "  UNREADABLE: %s\n", e)
+		}
 		if n.Journal.Records > 0 {
 			fmt.Fprintf(stdout, "  journal: %d changes, data_version %d..%d (%s of statements)\n", n.Journal.Records, n.Journal.FirstVersion, n.Journal.LastVersion, formatBytes(n.Journal.Bytes))
 		} else {
 			fmt.Fprintf(stdout, "  journal: no changes after the newest manifest\n")
 		}
+	}
+	if q := res.Quota; q != nil {
+		counted := fmt.Sprintf("counted at %s", q.CountedAt.UTC().Format("2006-01-02 15:04:05"))
+		if !q.Counted {
+			counted = "the server is still counting what the nodes reference"
+		}
+		fmt.Fprintf(stdout, "\nQuota: %s of %s used (%.0f%%): %s referenced by this token's nodes, %s stored since (%s)\n",
+			formatBytes(q.Used), formatBytes(q.Limit), 100*float64(q.Used)/float64(q.Limit), formatBytes(q.Referenced), formatBytes(q.Added), counted)
 	}
 	if !fullAccess {
 		fmt.Fprintf(stdout, "\nTotal: %d restore points of %d nodes, %s logical (the store's size is known to the server and admin tokens)\n",

@@ -57,10 +57,20 @@ Clients send only the chunks the server lacks; a journal append is answered
 only once it is durable on the server. With --auth FILE each client must
 present a token from the file: a line "TOKEN NODE[,NODE...]" lets a client
 write and read those nodes only (never delete anything but its lease), a line
-"TOKEN *" is an admin token (gc, forget, verify over the wire). Make tokens
-with "backup-cli server add-token --out FILE". Without --auth every client is
+"TOKEN *" is an admin token (gc, forget, verify over the wire); # starts a
+comment. A node token's line may end in "quota=SIZE" (10GiB, 500MiB, 1TB,
+bytes): the server then refuses the uploads that would take the stored bytes
+its nodes reference (counted from the store at start and on SIGHUP) plus what
+it stored since over SIZE; backup-cli list shows the count. Make tokens with
+"backup-cli server add-token --out FILE". Without --auth every client is
 admin: use that only on a trusted network. The auth file must be readable by
-its owner only (chmod 600).
+its owner only (chmod 600). SIGHUP reloads the auth file and counts the
+quotas again.
+
+Node tokens reach only the objects the store layout defines under their
+nodes, and what they put is checked by kind (a manifest must decode, be of its
+node and name stored chunks): one node's client cannot stop gc or list for
+the others.
 
 With --tls-self-signed DIR the server speaks TLS 1.3 with a key pair kept in
 DIR (made the first time: key.pem, mode 0600, and cert.pem) and logs its
@@ -95,7 +105,7 @@ count.`,
 			return runServer(cmd, o, args[0], args[1])
 		},
 	}
-	cmd.Flags().StringVar(&o.authFile, "auth", "", "auth file: lines \"TOKEN NODE[,NODE...]\" or \"TOKEN *\" (admin)")
+	cmd.Flags().StringVar(&o.authFile, "auth", "", "auth file: lines \"TOKEN NODE[,NODE...] [quota=SIZE]\" or \"TOKEN *\" (admin)")
 	cmd.Flags().StringVar(&o.logFormat, "log-format", "plain", "log lines as plain (with time stamps) or systemd (with <N> priority prefixes)")
 	cmd.Flags().IntVar(&o.maxConns, "max-conns", 256, "most authenticated client connections served at once")
 	cmd.Flags().IntVar(&o.maxConnsPerToken, "max-conns-per-token", 32, "most connections of one token at once (a node's plugin uses a few)")

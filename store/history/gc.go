@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 
 	"github.com/clnbackup/backup/chunker"
 	"github.com/clnbackup/backup/manifest"
@@ -33,10 +36,50 @@ func PlanGC(ctx context.Context, st *store.Store, opts packs.GCOptions) (*packs.
 	return p.PlanGC(ctx, opts, LiveChunks(st))
 }
 
+// UnreadableError is gc's refusal to sweep: the manifests of the nodes it
+// names could not be read (or named list and patch chunks that do not
+// decode), so nobody can tell which chunks they need. Every node was
+// marked, the others' objects are fine, and nothing was condemned or
+// deleted this round.
+type UnreadableError struct {
+	// Nodes maps each node to what could not be read, in node order.
+	Nodes map[string][]error
+}
+
+// ErrUnreadable is wrapped by UnreadableError, for errors.Is.
+var ErrUnreadable = errors.New("unreadable manifests")
+
+func (e *UnreadableError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "gc: %d node(s) have manifests gc cannot read: ", len(e.Nodes))
+	for i, n := range slices.Sorted(maps.Keys(e.Nodes)) {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "node %q: %v", n, errors.Join(e.Nodes[n]...))
+	}
+	b.WriteString(". gc deleted and condemned nothing: a chunk only those manifests name cannot be told from garbage. " +
+		"Run backup-cli verify; a damaged manifest is restored from a copy, and an object the node's client should never have written " +
+		"(junk) is removed from the store's directory on the server; then run gc again")
+	return b.String()
+}
+
+// Unwrap lets errors.Is find ErrUnreadable.
+func (e *UnreadableError) Unwrap() error { return ErrUnreadable }
+
 // LiveChunks is the Marker of a store's restore points: every chunk named
 // by a manifest of any node (changes, list and patch chunks, the pages
 // they list). It remembers the manifests and list chunks it has read, so a
 // second call reads only manifests committed since.
+//
+// The safe rule for what it cannot read: it marks every node it can, then
+// fails with an UnreadableError naming each node whose manifests (or
+// their list and patch chunks) it could not read, so gc sweeps nothing
+// that round. A manifest that does not decode, or decodes but names a list
+// chunk that does not, might name any chunk of the store; no age or
+// ownership rule proves a chunk is not one of them (manifests name chunks
+// years old, and chunks are shared between nodes). The node is reported,
+// and repaired or cleaned by the operator, before space is reclaimed.
 func LiveChunks(st *store.Store) packs.Marker {
 	seen := map[string]bool{}     // manifests marked
 	read := map[chunker.ID]bool{} // list and patch chunks marked
@@ -47,10 +90,15 @@ func LiveChunks(st *store.Store) packs.Marker {
 			return count, err
 		}
 		count.Nodes = len(nodes)
+		bad := map[string][]error{}
 		for _, node := range nodes {
 			seqs, err := st.ManifestSeqs(ctx, node)
 			if err != nil {
-				return count, err
+				if ctx.Err() != nil {
+					return count, ctx.Err()
+				}
+				bad[node] = append(bad[node], err)
+				continue
 			}
 			for _, seq := range seqs {
 				key := store.ManifestObject(node, seq)
@@ -61,15 +109,24 @@ func LiveChunks(st *store.Store) packs.Marker {
 				if errors.Is(err, backend.ErrNotFound) {
 					continue // forgotten meanwhile: it names nothing any more
 				}
+				if err == nil {
+					if err = markManifest(ctx, get, use, read, m); err != nil {
+						err = fmt.Errorf("manifest %d of node %q: %w", seq, node, err)
+					}
+				}
 				if err != nil {
-					return count, fmt.Errorf("gc: %w (gc stops rather than guess what a damaged manifest names; run backup-cli verify)", err)
+					if ctx.Err() != nil {
+						return count, ctx.Err()
+					}
+					bad[node] = append(bad[node], err)
+					continue
 				}
 				seen[key] = true
 				count.Manifests++
-				if err := markManifest(ctx, get, use, read, m); err != nil {
-					return count, fmt.Errorf("gc: manifest %d of node %q: %w", seq, node, err)
-				}
 			}
+		}
+		if len(bad) > 0 {
+			return count, &UnreadableError{Nodes: bad}
 		}
 		return count, nil
 	}

@@ -2,6 +2,7 @@ package history
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/clnbackup/backup/store"
@@ -41,21 +42,33 @@ type NodeSummary struct {
 	NewestVersion uint32 `json:"newest_data_version"`
 	// LogicalBytes is the size of all its restore points' databases.
 	LogicalBytes int64 `json:"logical_bytes"`
+	// Errors are what could not be read (a damaged or foreign manifest,
+	// the journal): the rest of the summary holds what could, so one bad
+	// object hides nothing else of the node or of other nodes.
+	Errors []string `json:"errors,omitempty"`
 }
 
 // Summarize describes a node's restore points and journal. It reads the
-// journal without locking it, so it works while the plugin writes.
+// journal without locking it, so it works while the plugin writes. A
+// manifest that cannot be read is skipped and named in Errors and in the
+// error returned, beside the summary of everything else; an error with no
+// Errors means the node could not be listed at all.
 func Summarize(ctx context.Context, st *store.Store, node string) (NodeSummary, error) {
 	s := NodeSummary{Name: node, Manifests: []ManifestSummary{}}
 	seqs, err := st.ManifestSeqs(ctx, node)
 	if err != nil {
-		return s, err
+		return s, err // the node itself is out of reach (denied, no store): nothing to summarize
 	}
+	var errs []error
 	var journalSeq uint64
 	for _, seq := range seqs {
 		m, err := st.Manifest(ctx, node, seq)
 		if err != nil {
-			return s, err
+			if ctx.Err() != nil {
+				return s, ctx.Err()
+			}
+			errs = append(errs, err)
+			continue
 		}
 		records := 0
 		for _, c := range m.Changes {
@@ -79,5 +92,11 @@ func Summarize(ctx context.Context, st *store.Store, node string) (NodeSummary, 
 		s.NewestVersion = r.Version
 		return nil
 	})
-	return s, err
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, e := range errs {
+		s.Errors = append(s.Errors, e.Error())
+	}
+	return s, errors.Join(errs...)
 }

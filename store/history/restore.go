@@ -119,7 +119,16 @@ func Restore(ctx context.Context, st *store.Store, opts RestoreOptions) (Restore
 func chooseRestorePoint(ctx context.Context, st *store.Store, opts RestoreOptions, seqs []uint64, res *RestoreResult) (m *manifest.Manifest, useJournal bool, err error) {
 	latest, err := st.Manifest(ctx, opts.Node, seqs[len(seqs)-1])
 	if err != nil {
-		return nil, false, err
+		if opts.Manifest == 0 || opts.Version != nil {
+			return nil, false, err
+		}
+		// The newest manifest is unreadable (damaged, or junk): a chosen
+		// restore point does not need it.
+		if m, err = st.Manifest(ctx, opts.Node, opts.Manifest); err != nil {
+			return nil, false, err
+		}
+		res.NewestVersion = m.LastVersion()
+		return m, false, nil
 	}
 	newest, err := newestVersion(ctx, st, latest)
 	if err != nil {

@@ -41,6 +41,12 @@ type Identity struct {
 	Admin bool
 	// Nodes are the nodes a node token may write and read.
 	Nodes []string
+	// Quota bounds what a node token may make the store hold (bytes; 0:
+	// no quota): see quota.go for what counts.
+	Quota int64
+	// key identifies the token (hex of its hash) to the quota count,
+	// across connections and auth file reloads.
+	key string
 }
 
 func (id Identity) String() string {
@@ -58,9 +64,10 @@ func (id Identity) hasNode(node string) bool {
 var anyone = Identity{Label: "anyone (no auth file)", Admin: true}
 
 // LoadAuth reads an auth file: one token per line, "TOKEN NODE[,NODE...]"
-// for a node token or "TOKEN *" for an admin token; blank lines and lines
-// starting with # are ignored. Tokens are at least 32 characters. A file
-// other users may read is refused: its tokens would be theirs.
+// for a node token, optionally followed by "quota=SIZE" (10GiB, 500MB,
+// bytes), or "TOKEN *" for an admin token; blank lines and lines starting
+// with # are ignored. Tokens are at least 32 characters. A file other users
+// may read is refused: its tokens would be theirs.
 func LoadAuth(path string) (*Auth, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -95,8 +102,8 @@ func ParseAuth(r io.Reader) (*Auth, error) {
 			continue
 		}
 		fields := strings.Fields(text)
-		if len(fields) != 2 {
-			return nil, fmt.Errorf("line %d: want \"TOKEN NODE[,NODE...]\" or \"TOKEN *\", got %d fields", line, len(fields))
+		if len(fields) != 2 && len(fields) != 3 {
+			return nil, fmt.Errorf("line %d: want \"TOKEN NODE[,NODE...] [quota=SIZE]\" or \"TOKEN *\", got %d fields", line, len(fields))
 		}
 		tok, who := fields[0], fields[1]
 		if len(tok) < MinTokenLength {
@@ -107,7 +114,21 @@ func ParseAuth(r io.Reader) (*Auth, error) {
 			return nil, fmt.Errorf("line %d: the token of line %d again", line, prev)
 		}
 		seen[h] = line
-		id := Identity{Label: fmt.Sprintf("token %s (line %d)", hex.EncodeToString(h[:4]), line)}
+		id := Identity{Label: fmt.Sprintf("token %s (line %d)", hex.EncodeToString(h[:4]), line), key: hex.EncodeToString(h[:])}
+		if len(fields) == 3 {
+			if who == "*" {
+				return nil, fmt.Errorf("line %d: quotas are for node tokens; an admin token has none", line)
+			}
+			size, ok := strings.CutPrefix(fields[2], "quota=")
+			if !ok {
+				return nil, fmt.Errorf("line %d: third field %q: want quota=SIZE (e.g. quota=10GiB)", line, fields[2])
+			}
+			q, err := parseSize(size)
+			if err != nil || q <= 0 {
+				return nil, fmt.Errorf("line %d: quota=%s: want a size above 0 (e.g. 10GiB): %v", line, size, err)
+			}
+			id.Quota = q
+		}
 		if who == "*" {
 			id.Admin = true
 		} else {
@@ -235,6 +256,9 @@ func (id Identity) checkName(name string) error {
 	return nil
 }
 
+// ownObject allows a node token an object of one of its nodes that the
+// store layout defines (store.ParseNodeObject), never a journal file: a
+// name the layout does not have is refused before any backend sees it.
 func (id Identity) ownObject(op, name string) error {
 	node, ok := store.NodeOfObject(name)
 	if !ok {
@@ -243,7 +267,11 @@ func (id Identity) ownObject(op, name string) error {
 	if !id.hasNode(node) {
 		return denied("%s %s: denied to %s: the object belongs to node %q", op, name, id, node)
 	}
-	if store.IsJournalObject(name) {
+	_, kind, _, err := store.ParseNodeObject(name)
+	if err != nil {
+		return badRequest("%s %s: refused to %s: %v", op, name, id, err)
+	}
+	if kind == store.NodeJournal {
 		return denied("%s %s: denied to %s: journal files are only reached through the journal operations", op, name, id)
 	}
 	return nil
@@ -276,10 +304,26 @@ func (id Identity) canDelete(name string) error {
 	return nil
 }
 
+// checkPrefix refuses a list prefix that is not the start of a valid
+// object name (backend.ValidPrefix): "..", empty segments, absolute
+// prefixes, backslashes, NUL, overlong. It is checked for every token,
+// admin included, before anything else looks at the prefix: a backend
+// that joins it into a path must never see one that walks out of the
+// store.
+func checkPrefix(prefix string) error {
+	if err := backend.ValidPrefix(prefix); err != nil {
+		return badRequest("list: %v", err)
+	}
+	return nil
+}
+
 // listPlan is how a node token's List of prefix is served: the config
 // object when it matches, then the listed prefixes in order, each filtered
 // by canRead. An admin lists prefix as is.
 func (id Identity) listPlan(prefix string) (config bool, prefixes []string, err error) {
+	if err := checkPrefix(prefix); err != nil {
+		return false, nil, err
+	}
 	if id.Admin {
 		return false, []string{prefix}, nil
 	}

@@ -23,6 +23,7 @@ const (
 	codeBadChunk     byte = 10
 	codeBusy         byte = 11 // too many connections, or shutting down: retry later
 	codeCorrupt      byte = 12
+	codeRange        byte = 13 // a get's offset or length outside the object
 )
 
 var (
@@ -65,6 +66,8 @@ func (e *Error) Unwrap() error {
 		return ErrDenied
 	case codeBadRequest:
 		return ErrBadRequest
+	case codeRange:
+		return backend.ErrRange
 	case codeConflict:
 		return ErrConflict
 	case codeBadVersion:
@@ -95,6 +98,8 @@ func codeOf(err error) byte {
 		return codeExists
 	case errors.Is(err, ErrDenied):
 		return codeDenied
+	case errors.Is(err, backend.ErrRange):
+		return codeRange
 	case errors.Is(err, errMalformed), errors.Is(err, ErrBadRequest):
 		return codeBadRequest
 	case errors.Is(err, ErrConflict):

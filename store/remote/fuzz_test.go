@@ -67,6 +67,7 @@ var decoders = []func([]byte) (message, error){
 	decodeAs(decodeNodeRequest), decodeAs(decodeJournalStateReply), decodeAs(decodeJournalWriteRequest),
 	decodeAs(decodeJournalWriteReply), decodeAs(decodeJournalReadRequest), decodeAs(decodeRecordReply),
 	decodeAs(decodeJournalTrimRequest), decodeAs(decodeJournalTrimReply),
+	decodeAs(decodeQuotaReply),
 }
 
 // decodeAny decodes p as every message the server or the client reads.
@@ -139,6 +140,7 @@ func FuzzDecodeJournalReadRequest(f *testing.F)  { fuzzDecoder(f, decodeJournalR
 func FuzzDecodeRecordReply(f *testing.F)         { fuzzDecoder(f, decodeRecordReply) }
 func FuzzDecodeJournalTrimRequest(f *testing.F)  { fuzzDecoder(f, decodeJournalTrimRequest) }
 func FuzzDecodeJournalTrimReply(f *testing.F)    { fuzzDecoder(f, decodeJournalTrimReply) }
+func FuzzDecodeQuotaReply(f *testing.F)          { fuzzDecoder(f, decodeQuotaReply) }
 
 // TestBodyFrameBase: a body frame carries a delta's base id, and one
 // without a base stays as it was (id, kind, raw, bytes).

@@ -90,6 +90,8 @@ func objectGolden() []golden {
 			cat("\x00\x00\x00\x06config", "\x00\x00\x00\x00\x00\x00\x01\x02")},
 		{"get", msgGet, getRequest{Name: "a/b", Off: 5, Length: -1}, decodeAs(decodeGetRequest),
 			cat("\x00\x00\x00\x03a/b", "\x00\x00\x00\x00\x00\x00\x00\x05", "\xff\xff\xff\xff\xff\xff\xff\xff")},
+		{"quota ok", msgOK, quotaReply{Limit: 0x0a, Referenced: 3, Added: -1, Counted: true, CountedAt: goldenTime}, decodeAs(decodeQuotaReply),
+			cat("\x00\x00\x00\x00\x00\x00\x00\x0a", "\x00\x00\x00\x00\x00\x00\x00\x03", "\xff\xff\xff\xff\xff\xff\xff\xff", "\x01", t1)},
 		{"stat", msgStat, nameRequest{Name: "a/b"}, decodeAs(decodeNameRequest),
 			cat("\x00\x00\x00\x03a/b")},
 		{"stat ok", msgOK, statReply{Info: backend.Info{Name: "a/b", Size: 7, ModTime: goldenTime}}, decodeAs(decodeStatReply),

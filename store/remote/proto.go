@@ -55,6 +55,7 @@ const (
 	msgStat   byte = 0x12 // name
 	msgList   byte = 0x13 // prefix, after
 	msgDelete byte = 0x14 // name
+	msgQuota  byte = 0x15 // nothing: what the server counts against the token
 
 	msgMissing    byte = 0x20 // u32 n, n ids
 	msgPutBodies  byte = 0x21 // u32 n, n bodies
@@ -82,7 +83,7 @@ func frameLimit(typ byte) int {
 	switch typ {
 	case msgJAppend, msgJReplace, msgRecord, msgBody, msgPutBodies:
 		return MaxRecordFrame
-	case msgPut, msgGet, msgStat, msgList, msgDelete, msgMissing, msgReadBodies,
+	case msgPut, msgGet, msgStat, msgList, msgDelete, msgQuota, msgMissing, msgReadBodies,
 		msgJOpen, msgJRecords, msgJTrim, msgJClose, msgJRead,
 		msgData, msgOK, msgItems, msgError:
 		return MaxFrame
@@ -98,6 +99,8 @@ func msgName(typ byte) string {
 		return "hello"
 	case msgHelloOK:
 		return "hello-ok"
+	case msgQuota:
+		return "quota"
 	case msgPut:
 		return "put"
 	case msgGet:

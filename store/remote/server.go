@@ -86,6 +86,11 @@ type Server struct {
 	mem      *memBudget
 	refusals *refusalLog
 
+	// quotas counts what quota tokens use; quotaStop ends its counts.
+	quotas    *quotaBook
+	quotaStop context.CancelFunc
+	quotaCtx  context.Context
+
 	jmu      sync.Mutex
 	journals map[string]*sharedJournal
 
@@ -126,6 +131,7 @@ func (s *Server) SetAuth(a *Auth) error {
 		ss.cancel()
 		ss.nc.Close()
 	}
+	go s.quotas.count(s.quotaCtx, s.st, a, s.opt.Errorf)
 	return nil
 }
 
@@ -169,6 +175,9 @@ func NewServer(st *store.Store, auth *Auth, opt ServerOptions) *Server {
 		hsByAddr: map[string]int{}, byAddr: map[string]int{}, byToken: map[[sha256.Size]byte]int{},
 		mem: newMemBudget(opt.MaxMemory), refusals: newRefusalLog(time.Minute)}
 	srv.auth.Store(auth)
+	srv.quotaCtx, srv.quotaStop = context.WithCancel(context.Background())
+	srv.quotas = newQuotaBook()
+	go srv.quotas.count(srv.quotaCtx, st, auth, opt.Errorf)
 	return srv
 }
 
@@ -317,6 +326,7 @@ func (s *Server) forget(ss *session) {
 // answered, closes every connection and then the journals. When ctx ends
 // first, the remaining connections are closed at once.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.quotaStop()
 	s.mu.Lock()
 	s.shutdown = true
 	for l := range s.listeners {

@@ -38,7 +38,16 @@ func (ss *session) putBodies(p []byte) error {
 	if err != nil {
 		return err
 	}
+	var size int64
+	for _, b := range req.Bodies {
+		size += int64(len(b.Body))
+	}
+	settle, err := ss.srv.quotas.reserve(ss.id, "put chunks", size)
+	if err != nil {
+		return err
+	}
 	added, err := packs.PutBodies(ss.ctx, req.Bodies)
+	settle(added)
 	if err != nil {
 		return err
 	}

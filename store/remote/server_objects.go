@@ -41,9 +41,22 @@ func (ss *session) put(p []byte) error {
 	if authErr != nil {
 		return authErr
 	}
-	if err := ss.be().PutIfAbsent(ss.ctx, req.Name, data); err != nil {
+	if !ss.id.Admin {
+		// A node token's object is checked by kind before it is stored:
+		// one that does not decode would stop gc and list for every node.
+		if err := ss.srv.st.CheckNodeObject(ss.ctx, req.Name, data); err != nil {
+			return badRequest("put %s refused to %s: %v (a node's client stores only well-formed node records, leases and manifests of its nodes)", req.Name, ss.id, err)
+		}
+	}
+	settle, err := ss.srv.quotas.reserve(ss.id, "put "+req.Name, int64(len(data)))
+	if err != nil {
 		return err
 	}
+	if err := ss.be().PutIfAbsent(ss.ctx, req.Name, data); err != nil {
+		settle(0)
+		return err
+	}
+	settle(int64(len(data)))
 	return ss.ok(nil)
 }
 

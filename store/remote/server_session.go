@@ -294,6 +294,8 @@ func (ss *session) handle(typ byte, p []byte) error {
 		return ss.list(p)
 	case msgDelete:
 		return ss.delete(p)
+	case msgQuota:
+		return ss.quota(p)
 	case msgMissing:
 		return ss.missing(p)
 	case msgPutBodies:

@@ -198,7 +198,13 @@ func TestNodeTokenLimits(t *testing.T) {
 	if err != nil || fmt.Sprint(nodes) != "[alice]" {
 		t.Fatalf("nodes = %v, %v", nodes, err)
 	}
-	if err := o.PutIfAbsent(ctx, "nodes/alice/lease/00000000000000000042", []byte("{}")); err != nil {
+	// A lease must decode and be alice's at its generation (the server
+	// checks a node token's objects by kind).
+	if err := o.PutIfAbsent(ctx, "nodes/alice/lease/00000000000000000042", []byte("{}")); !errors.Is(err, ErrBadRequest) {
+		t.Fatalf("put of a lease naming no node: %v, want a bad request", err)
+	}
+	lease := `{"node":"alice","owner":"test","host":"h","pid":1,"acquired":"2026-01-01T00:00:00Z","expires":"2026-01-01T00:01:00Z","gen":42}`
+	if err := o.PutIfAbsent(ctx, "nodes/alice/lease/00000000000000000042", []byte(lease)); err != nil {
 		t.Fatal(err)
 	}
 	if err := o.Delete(ctx, "nodes/alice/lease/00000000000000000042"); err != nil {

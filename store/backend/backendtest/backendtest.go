@@ -8,7 +8,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand"
+	"strings"
 	"sync"
 	"testing"
 
@@ -33,6 +35,8 @@ func Run(t *testing.T, newBackend NewFunc) {
 		{"ListPrefixOrdered", testList},
 		{"Delete", testDelete},
 		{"InvalidNames", testInvalidNames},
+		{"InvalidPrefixes", testInvalidPrefixes},
+		{"HostileRanges", testHostileRanges},
 		{"EmptyAndLargeObjects", testSizes},
 	}
 	for _, tc := range tests {
@@ -214,6 +218,36 @@ func testInvalidNames(t *testing.T, b backend.Backend) {
 	}
 }
 
+func testInvalidPrefixes(t *testing.T, b backend.Backend) {
+	put(t, b, "nodes/a/manifests/1", []byte("x"))
+	for _, prefix := range []string{"/", "/etc/", "nodes/a/../../../../usr/", "../", "..", "nodes//", "nodes/a/./", "nodes\\a", "nul\x00/", "nodes/a/.hid", strings.Repeat("a/", 300)} {
+		called := false
+		err := b.List(ctx, prefix, func(backend.Info) error { called = true; return nil })
+		if err == nil || called {
+			t.Errorf("list %q: accepted an invalid prefix (err %v, listed something: %v)", prefix, err, called)
+		}
+	}
+}
+
+// testHostileRanges: offsets and lengths whose sum overflows an int64, or
+// that are negative, fail with an error (never a panic, never a huge
+// allocation).
+func testHostileRanges(t *testing.T, b backend.Backend) {
+	put(t, b, "h", []byte("0123456789"))
+	for _, r := range []struct{ off, n int64 }{
+		{1, math.MaxInt64}, {math.MaxInt64, 1}, {math.MaxInt64, math.MaxInt64}, {-1, 1}, {math.MinInt64, 2}, {11, -1}, {10, 1}, {0, 11},
+	} {
+		if data, err := b.Get(ctx, "h", r.off, r.n); err == nil {
+			t.Errorf("get [%d,+%d) of a 10-byte object: got %d bytes and no error", r.off, r.n, len(data))
+		} else if !errors.Is(err, backend.ErrRange) {
+			t.Errorf("get [%d,+%d) of a 10-byte object: %v, want an error wrapping backend.ErrRange", r.off, r.n, err)
+		}
+	}
+	if got := get(t, b, "h", 9, 1); string(got) != "9" {
+		t.Fatalf("get [9,+1) = %q", got)
+	}
+}
+
 func testSizes(t *testing.T, b backend.Backend) {
 	put(t, b, "empty", nil)
 	if got := get(t, b, "empty", 0, -1); len(got) != 0 {
@@ -238,6 +272,33 @@ func Bench(b *testing.B, newBackend NewFunc) {
 		b.SetBytes(int64(len(data)))
 		for i := 0; i < b.N; i++ {
 			if err := be.PutIfAbsent(ctx, fmt.Sprintf("p/%08d", i), data); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	// The small reads and stats of a deep name (a pack's) measure what a
+	// backend spends per call on the name (path checks), not on the bytes.
+	deep := "packs/ab/ab" + strings.Repeat("0123456789abcdef", 3) + "0123456789abcd"
+	b.Run("Get4KiBDeep", func(b *testing.B) {
+		be := newBackend(b)
+		defer be.Close()
+		if err := be.PutIfAbsent(ctx, deep, data[:1<<20]); err != nil {
+			b.Fatal(err)
+		}
+		for i := 0; b.Loop(); i++ {
+			if _, err := be.Get(ctx, deep, int64(i%256)<<12, 4<<10); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("StatDeep", func(b *testing.B) {
+		be := newBackend(b)
+		defer be.Close()
+		if err := be.PutIfAbsent(ctx, deep, data[:4<<10]); err != nil {
+			b.Fatal(err)
+		}
+		for b.Loop() {
+			if _, err := be.Stat(ctx, deep); err != nil {
 				b.Fatal(err)
 			}
 		}
