@@ -88,10 +88,15 @@ func (ss *session) run() {
 	}()
 	if err := ss.handshake(); err != nil {
 		// Rate-limited: anyone may open connections that fail here. Unknown
-		// tokens are counted apart from other failures (a port probe's EOF).
+		// tokens and TLS failures are counted apart from other failures (a
+		// port probe's EOF).
 		class := "handshake"
-		if errors.Is(err, errUnknownToken) {
+		var te transportError
+		switch {
+		case errors.Is(err, errUnknownToken):
 			class = "unknown token"
+		case errors.As(err, &te):
+			class = te.kind
 		}
 		s.logRefusal(ss.host, class, fmt.Sprintf("connection %s refused: %v", remote, err))
 		return

@@ -216,8 +216,25 @@ func (c *sniffConn) Read(p []byte) (int, error) {
 	if c.err != nil {
 		return 0, c.err
 	}
-	return c.inner.Read(p)
+	n, err := c.inner.Read(p)
+	if tc, ok := c.inner.(*tls.Conn); ok && err != nil && !tc.ConnectionState().HandshakeComplete {
+		err = transportError{kind: "TLS handshake", err: err}
+	}
+	return n, err
 }
+
+// transportError is a connection that failed below the protocol: the
+// client spoke TLS to a plaintext port or the reverse, or the TLS handshake
+// failed (a client refusing the server's key). The server logs these apart
+// from other failed logins, so that a port probe's log line does not hide
+// them.
+type transportError struct {
+	kind string // what failed, the class of the log's rate limit
+	err  error
+}
+
+func (e transportError) Error() string { return e.err.Error() }
+func (e transportError) Unwrap() error { return e.err }
 
 func (c *sniffConn) Write(p []byte) (int, error) {
 	if c.cfg == nil && !c.sniffed.Load() {
@@ -251,10 +268,10 @@ func (c *sniffConn) sniff() {
 		if first[0] != msgHello {
 			what = fmt.Sprintf("a client that does not speak TLS (first byte 0x%02x)", first[0])
 		}
-		c.err = fmt.Errorf("%s connected to this TLS port: the client's URL needs tls=FINGERPRINT (this server's, as logged at start)", what)
+		c.err = transportError{kind: "plaintext on the TLS port", err: fmt.Errorf("%s connected to this TLS port: the client's URL needs tls=FINGERPRINT (this server's, as logged at start)", what)}
 	default:
 		c.refuse("this store server does not use TLS: remove tls= from the store URL, or start the server with --tls-self-signed DIR (or --tls-cert and --tls-key)")
-		c.err = errors.New("a TLS client (its first bytes are a TLS ClientHello) connected to this plaintext port: remove tls= from the client's URL, or restart the server with --tls-self-signed DIR")
+		c.err = transportError{kind: "TLS on the plaintext port", err: errors.New("a TLS client (its first bytes are a TLS ClientHello) connected to this plaintext port: remove tls= from the client's URL, or restart the server with --tls-self-signed DIR")}
 	}
 }
 
