@@ -281,7 +281,7 @@ func open(ctx context.Context, be backend.Backend, opts Options, journals Journa
 	if s.maxWriterAge <= 0 {
 		s.maxWriterAge = DefaultMaxWriterAge
 	}
-	s.packs = packs.New(be, packs.Options{StoreVersion: cfg.Version, PackSize: cfg.Params.PackSize, Codec: c, Now: s.now, MaxWriterAge: s.maxWriterAge})
+	s.packs = packs.New(be, packs.Options{StoreVersion: cfg.Version, PackSize: cfg.Params.PackSize, Codec: c, Now: s.now, MaxWriterAge: s.maxWriterAge, CheckContent: CheckChunkContent})
 	s.chunks = s.packs
 	if journals == nil {
 		if journals, err = newDirJournals(be); err != nil {

@@ -62,6 +62,8 @@ type Packs struct {
 	// once (DecodeSlots), so that many clients uploading at once leave CPU
 	// for the others' requests.
 	decodeSlots chan struct{}
+	// checkContent is Options.CheckContent.
+	checkContent func(chunk.Kind, []byte) error
 }
 
 // DecodeSlots is the number of PutBodies that may decompress and check
@@ -102,11 +104,15 @@ type Options struct {
 	// MaxWriterAge is how long writers may rely on what they found (gc's
 	// grace period must be at least twice that).
 	MaxWriterAge time.Duration
+	// CheckContent, when set, refuses a client's body whose content is not
+	// what its declared kind says (PutBodies). The chunk formats belong to
+	// the layers above, which hand the check down.
+	CheckContent func(k chunk.Kind, data []byte) error
 }
 
 // New returns the packs of the store kept by be.
 func New(be backend.Backend, o Options) *Packs {
-	p := &Packs{be: be, codec: o.Codec, indexVersion: indexVersion1, packSize: o.PackSize, now: o.Now, maxWriterAge: o.MaxWriterAge, decodeSlots: make(chan struct{}, DecodeSlots())}
+	p := &Packs{be: be, codec: o.Codec, indexVersion: indexVersion1, packSize: o.PackSize, now: o.Now, maxWriterAge: o.MaxWriterAge, decodeSlots: make(chan struct{}, DecodeSlots()), checkContent: o.CheckContent}
 	if o.StoreVersion >= 2 {
 		p.indexVersion = indexVersion2
 	}
