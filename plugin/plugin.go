@@ -27,6 +27,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/clnbackup/backup/internal/version"
 	"github.com/clnbackup/backup/store/journal"
 )
 
@@ -215,8 +216,8 @@ func (p *plugin) open() {
 	}
 	p.backup, p.start = b, start
 	p.ver = versions{held: start.Held, replaceable: start.Replaceable}
-	p.out.logf(levelInfo, "Backing up node %q to %s: the backup holds data_version %d (manifest %d at data_version %d, then %d journal records)",
-		start.Node, start.Store, start.Held, start.Manifest, start.ManifestVersion, start.JournalRecords)
+	p.out.logf(levelInfo, "Backing up node %q to %s: the backup holds data_version %d (manifest %d at data_version %d, then %d journal records); backup-plugin %s",
+		start.Node, start.Store, start.Held, start.Manifest, start.ManifestVersion, start.JournalRecords, version.String())
 	if start.Recovered > 0 {
 		p.out.logf(levelWarn, "Journal recovered: dropped %d bytes of a torn last record, a change the plugin was writing when it stopped and never "+
 			"acknowledged; nothing lightningd committed was lost", start.Recovered)

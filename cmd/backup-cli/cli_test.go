@@ -336,3 +336,41 @@ func TestBinary(t *testing.T) {
 		t.Fatalf("list of a missing store: exit status %d, stdout %q, stderr %q; want 1, nothing, %q", st, out, errOut, "backup-cli: "+err.Error()+"\n")
 	}
 }
+
+// TestVersion: --version and the version command print the same
+// non-empty line naming the module, in process and from the built binary
+// (whose build information is the real one), and version --json the
+// same fields.
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	const module = "github.com/clnbackup/backup"
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"flag", []string{"--version"}},
+		{"command", []string{"version"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			out := mustRun(t, tc.args...)
+			if !strings.HasPrefix(out, "backup-cli ") || !strings.Contains(out, module) || strings.Count(out, "\n") != 1 {
+				t.Errorf("backup-cli %s printed %q, want one line naming %s", tc.args[0], out, module)
+			}
+			bin, errOut, st := runBinary(t, nil, tc.args...)
+			if st != 0 || errOut != "" || !strings.HasPrefix(bin, "backup-cli "+module+" ") {
+				t.Errorf("binary backup-cli %s: exit status %d, stdout %q, stderr %q", tc.args[0], st, bin, errOut)
+			}
+		})
+	}
+	var info struct{ Module, Version, Go string }
+	if err := json.Unmarshal([]byte(mustRun(t, "version", "--json")), &info); err != nil {
+		t.Fatalf("version --json: %v", err)
+	}
+	if !strings.Contains(info.Module, module) || info.Version == "" || info.Go == "" {
+		t.Errorf("version --json: %+v", info)
+	}
+	if flag, cmd := mustRun(t, "--version"), mustRun(t, "version"); flag != cmd {
+		t.Errorf("--version printed %q, version %q", flag, cmd)
+	}
+}

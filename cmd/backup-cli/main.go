@@ -3,8 +3,9 @@
 // node's database (restore), shows what a store holds (list), compacts a
 // node's history offline (compact), drops restore points by policy (forget),
 // reclaims unreferenced chunks while plugins write (gc), checks the store
-// (verify) and clears a dead writer's lease (unlock). Every failure exits
-// non-zero and says what failed and what to do.
+// (verify), clears a dead writer's lease (unlock) and says which build it is
+// (version, --version). Every failure exits non-zero and says what failed and
+// what to do.
 package main
 
 import (
@@ -17,6 +18,7 @@ import (
 	"runtime/debug"
 	"syscall"
 
+	"github.com/clnbackup/backup/internal/version"
 	"github.com/spf13/cobra"
 )
 
@@ -65,12 +67,14 @@ lightningd.sqlite3 cut into page chunks shared by every snapshot and node,
 plus the db_write changes the backup plugin records between snapshots.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version.String(),
 	}
+	root.SetVersionTemplate("{{.Name}} {{.Version}}\n")
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print results as JSON")
 	addTokenFlags(root, g)
 	root.AddCommand(newInitCmd(g), newRestoreCmd(g), newListCmd(g), newCompactCmd(g))
 	root.AddCommand(newForgetCmd(g), newGCCmd(g), newVerifyCmd(g), newUnlockCmd(g))
-	root.AddCommand(newServerCmd(g))
+	root.AddCommand(newServerCmd(g), newVersionCmd(g))
 	return root
 }
 

@@ -19,7 +19,9 @@
 //
 // lightningd starts the plugin in its network directory and speaks JSON-RPC
 // over its stdin and stdout; the plugin reads backup.lock there. It exits 0
-// when lightningd closes its stdin. It must not be run by hand.
+// when lightningd closes its stdin. It must not be run by hand, except as
+// `backup-plugin --version`, which prints which build it is and exits
+// (lightningd never passes it; the plugin also logs its version at start).
 package main
 
 import (
@@ -29,6 +31,7 @@ import (
 	"runtime/debug"
 	"syscall"
 
+	"github.com/clnbackup/backup/internal/version"
 	"github.com/clnbackup/backup/plugin"
 	"golang.org/x/term"
 )
@@ -39,6 +42,10 @@ import (
 const memoryLimit = 48 << 20
 
 func main() {
+	if len(os.Args) == 2 && os.Args[1] == "--version" {
+		fmt.Println("backup-plugin " + version.String())
+		return
+	}
 	if term.IsTerminal(int(os.Stdin.Fd())) {
 		fmt.Fprintln(os.Stderr, "backup-plugin is a Core Lightning plugin: lightningd starts it. "+
 			"Add `important-plugin="+os.Args[0]+"` to lightningd's config (after `backup-cli init --lightning-dir DIR URL`).")
