@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/clnbackup/backup/legacy"
 	"github.com/clnbackup/backup/store"
@@ -21,13 +23,17 @@ type restoreOpts struct {
 	allowOld bool
 	// versionSet: --version was given (data_version 0 is a state too).
 	versionSet bool
+	// timeArg is --time as given; at is the time it means (zero: not
+	// chosen).
+	timeArg string
+	at      time.Time
 }
 
 // newRestoreCmd declares restore's flags and help; runRestore does the work.
 func newRestoreCmd(g *globals) *cobra.Command {
 	o := &restoreOpts{}
 	cmd := &cobra.Command{
-		Use:   "restore [--node NAME] [--manifest SEQ | --version N] URL DEST",
+		Use:   "restore [--node NAME] [--manifest SEQ | --version N | --time T] URL DEST",
 		Short: "Restore a node's database from the store",
 		Long: `restore rebuilds a node's lightningd.sqlite3 from the store at URL into DEST.
 DEST is a file, or a directory (then DEST/lightningd.sqlite3); an existing
@@ -36,7 +42,10 @@ file is never replaced.
 By default it restores the newest state the store holds: the newest manifest
 plus every change recorded after it. --manifest restores exactly one restore
 point (see backup-cli list); --version restores the state at that
-data_version. A Lightning node started on an old state can lose its channel
+data_version; --time restores the newest state whose last change the plugin
+received at or before T (RFC 3339, e.g. 2026-12-01T14:00:00Z, or a duration
+meaning that long ago: 90m, 2h, 3d, 1d12h); a T before the oldest state the
+store holds is refused, naming it. A Lightning node started on an old state can lose its channel
 funds to penalty transactions: restoring an older state prints a warning, and
 restoring it into a lightning directory needs --allow-old-state.
 
@@ -48,16 +57,25 @@ URL may also name a backup file of the Python backup plugin
 --node may be left out when the store holds one node.`,
 		Example: `  backup-cli restore file:///mnt/backup/store ~/.lightning/bitcoin
   backup-cli restore --node alice --manifest 3 file:///mnt/backup/store /tmp/alice-3.sqlite3
+  backup-cli restore --node alice --time 2h file:///mnt/backup/store /tmp/alice-2h-ago.sqlite3
   backup-cli restore file:///mnt/old/backup.dbak /tmp/restored.sqlite3`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.versionSet = cmd.Flags().Changed("version")
+			if cmd.Flags().Changed("time") {
+				at, err := parseRestoreTime(o.timeArg, time.Now())
+				if err != nil {
+					return err
+				}
+				o.at = at
+			}
 			return runRestore(cmd, g, o, args[0], args[1])
 		},
 	}
 	cmd.Flags().StringVar(&o.node, "node", "", "node to restore (may be left out when the store holds one node)")
 	cmd.Flags().Uint64Var(&o.seq, "manifest", 0, "restore exactly this restore point (manifest sequence number)")
 	cmd.Flags().Uint32Var(&o.version, "version", 0, "restore the state at this data_version")
+	cmd.Flags().StringVar(&o.timeArg, "time", "", "restore the newest state received at or before T (RFC 3339, or a duration ago: 90m, 2h, 3d)")
 	cmd.Flags().BoolVar(&o.allowOld, "allow-old-state", false, "allow restoring an older state into a lightning directory")
 	return cmd
 }
@@ -65,8 +83,14 @@ URL may also name a backup file of the Python backup plugin
 // runRestore checks the restore point asked for and the target, then
 // restores from a legacy backup file or from a store, as URL names.
 func runRestore(cmd *cobra.Command, g *globals, o *restoreOpts, url, destArg string) error {
-	if o.versionSet && o.seq != 0 {
-		return fmt.Errorf("--manifest and --version exclusive: choose one restore point")
+	chosen := 0
+	for _, set := range []bool{o.versionSet, o.seq != 0, !o.at.IsZero()} {
+		if set {
+			chosen++
+		}
+	}
+	if chosen > 1 {
+		return fmt.Errorf("--manifest, --version and --time are exclusive: choose one restore point")
 	}
 	dest, inLightningDir, err := restoreTarget(destArg)
 	if err != nil {
@@ -90,8 +114,8 @@ func restoreLegacy(cmd *cobra.Command, g *globals, o *restoreOpts, path, dest st
 	if !legacy.Detect(path) {
 		return fmt.Errorf("%s is a file but not a backup file of the Python backup plugin (format v1), nor a store", path)
 	}
-	if o.node != "" || o.seq != 0 || o.versionSet {
-		return fmt.Errorf("--node, --manifest and --version do not apply to a legacy backup file")
+	if o.node != "" || o.seq != 0 || o.versionSet || !o.at.IsZero() {
+		return fmt.Errorf("--node, --manifest, --version and --time do not apply to a legacy backup file (it holds only its committed state): drop them")
 	}
 	bar := newProgress(stderr, "restore")
 	res, err := history.RestoreLegacy(ctx, path, dest, bar.fn())
@@ -124,7 +148,16 @@ func restoreStore(cmd *cobra.Command, g *globals, o *restoreOpts, url, dest stri
 	if o.versionSet {
 		opts.Version = &o.version
 	}
-	if o.seq != 0 || o.versionSet {
+	var point history.TimePoint
+	if !o.at.IsZero() {
+		// --time is --version of the state it maps to: the same checks
+		// and the same old-state guard.
+		if point, err = history.StateAt(ctx, st, o.node, o.at); err != nil {
+			return err
+		}
+		opts.Version = &point.Version
+	}
+	if opts.Manifest != 0 || opts.Version != nil {
 		if err := checkOldState(ctx, st, opts, inLightningDir, o.allowOld); err != nil {
 			return err
 		}
@@ -137,10 +170,17 @@ func restoreStore(cmd *cobra.Command, g *globals, o *restoreOpts, url, dest stri
 		return err
 	}
 	if g.json {
+		if !o.at.IsZero() {
+			return printJSON(stdout, timeRestoreResult{res, o.at.UTC(), point.Received.UTC(), point.From})
+		}
 		return printJSON(stdout, res)
 	}
 	fmt.Fprintf(stdout, "Restored node %q manifest %d at data_version %d to %s (%s, %d changes applied after the snapshot)\n",
 		res.Node, res.Manifest, res.Version, res.Dest, formatBytes(res.Bytes), res.Changes)
+	if !o.at.IsZero() {
+		fmt.Fprintf(stdout, "This is the newest state received at or before %s: its last change was received at %s (%s)\n",
+			o.at.UTC().Format(time.RFC3339Nano), point.Received.UTC().Format(time.RFC3339Nano), point.From)
+	}
 	if res.Version < res.NewestVersion {
 		fmt.Fprintf(stderr, "WARNING: this is an OLD state (data_version %d; the store holds %d). Starting a node on it can broadcast revoked channel states and lose funds.\n", res.Version, res.NewestVersion)
 	}
@@ -206,4 +246,57 @@ func pickNode(ctx context.Context, st *store.Store, flag string) (string, error)
 		return nodes[0], nil
 	}
 	return "", fmt.Errorf("store %s holds %d nodes (%s): choose one with --node", st.Location(), len(nodes), strings.Join(nodes, ", "))
+}
+
+// timeRestoreResult is restore --time --json: the restore's result, plus
+// the time asked for and when the state restored was received, so that a
+// script can check what it got.
+type timeRestoreResult struct {
+	history.RestoreResult
+	// Time is --time, resolved (a duration is taken back from now).
+	Time time.Time `json:"time"`
+	// Received is when the plugin received the restored state's last
+	// change (or when its restore point was written): at or before Time.
+	Received time.Time `json:"received"`
+	// From names where Received comes from: "record SEQ" or "manifest SEQ".
+	From string `json:"received_from"`
+}
+
+// parseRestoreTime parses --time: an RFC 3339 time, or a duration meaning
+// that long before now, in Go's units (90m, 2h30m) plus d for days of 24
+// hours (3d, 1d12h, 1.5d).
+func parseRestoreTime(s string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	d, err := parseAgo(s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("--time %q is neither an RFC 3339 time (2026-12-01T14:00:00Z) nor a duration ago (90m, 2h, 3d): %v", s, err)
+	}
+	return now.Add(-d), nil
+}
+
+// parseAgo parses a non-negative duration with an optional leading days
+// part (NUMBERd).
+func parseAgo(s string) (time.Duration, error) {
+	var d time.Duration
+	rest := s
+	if i := strings.IndexByte(s, 'd'); i >= 0 {
+		days, err := strconv.ParseFloat(s[:i], 64)
+		if err != nil || days < 0 || days > 365*100 {
+			return 0, fmt.Errorf("bad number of days %q", s[:i])
+		}
+		d, rest = time.Duration(days*24*float64(time.Hour)), s[i+1:]
+		if rest == "" {
+			return d, nil
+		}
+	}
+	r, err := time.ParseDuration(rest)
+	if err != nil {
+		return 0, err
+	}
+	if r < 0 {
+		return 0, fmt.Errorf("a duration ago cannot be negative")
+	}
+	return d + r, nil
 }

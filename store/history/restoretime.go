@@ -31,7 +31,7 @@ type TimePoint struct {
 
 // ErrBeforeOldest is returned (wrapped) by StateAt when the time asked for
 // is before every state the store holds for the node.
-var ErrBeforeOldest = errors.New("no state received at or before that time")
+var ErrBeforeOldest = errors.New("no state received at or before the time asked for")
 
 // StateAt maps a time to the state restore --time restores: the newest
 // state of the node whose last change was received at or before t. The
@@ -100,7 +100,7 @@ func StateAt(ctx context.Context, st *store.Store, node string, t time.Time) (Ti
 		return TimePoint{}, fmt.Errorf("find the state of node %q at %s: journal after manifest %d: %w", node, t.Format(time.RFC3339), latest.Seq, err)
 	}
 	if !found {
-		return TimePoint{}, fmt.Errorf("node %q: %w %s: the oldest state the store holds is data_version %d, received at %s (%s); choose a time at or after it, or restore it with --version %d",
+		return TimePoint{}, fmt.Errorf("node %q: %w (%s): the oldest state the store holds is data_version %d, received at %s (%s); choose a time at or after it, or restore it with --version %d",
 			node, ErrBeforeOldest, t.Format(time.RFC3339Nano), oldest.Version, oldest.Received.Format(time.RFC3339Nano), oldest.From, oldest.Version)
 	}
 	return best, nil
