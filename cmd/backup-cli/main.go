@@ -3,7 +3,8 @@
 // node's database (restore), shows what a store holds (list), compacts a
 // node's history offline (compact), drops restore points by policy (forget),
 // reclaims unreferenced chunks while plugins write (gc), checks the store
-// (verify) and clears a dead writer's lease (unlock). Every failure exits
+// (verify), shows whether each node is being backed up (status) and clears
+// a dead writer's lease (unlock). Every failure exits
 // non-zero and says what failed and what to do.
 package main
 
@@ -69,7 +70,7 @@ plus the db_write changes the backup plugin records between snapshots.`,
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print results as JSON")
 	addTokenFlags(root, g)
 	root.AddCommand(newInitCmd(g), newRestoreCmd(g), newListCmd(g), newCompactCmd(g))
-	root.AddCommand(newForgetCmd(g), newGCCmd(g), newVerifyCmd(g), newUnlockCmd(g))
+	root.AddCommand(newForgetCmd(g), newGCCmd(g), newVerifyCmd(g), newUnlockCmd(g), newStatusCmd(g))
 	root.AddCommand(newServerCmd(g))
 	return root
 }
