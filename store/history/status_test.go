@@ -1,7 +1,10 @@
 package history_test
 
 import (
+	"encoding/json"
 	"fmt"
+	"os"
+	"os/exec"
 	"slices"
 	"testing"
 	"time"
@@ -125,6 +128,43 @@ func TestStatus(t *testing.T) {
 		{time.Minute, []string{"live", "never", "sealed"}},
 		{time.Hour, []string{"never", "sealed"}},
 	} {
+		if got := staleNames(s, tc.max); !slices.Equal(got, tc.want) {
+			t.Errorf("stale for more than %s: %v, want %v", tc.max, got, tc.want)
+		}
+	}
+}
+
+// TestStatusDeadOwner: a lease not yet expired whose owner process on this
+// host is gone (a lightningd that crashed) shows dead, stale since its last
+// refresh, as a new writer would judge it (it takes such a lease over).
+func TestStatusDeadOwner(t *testing.T) {
+	t.Parallel()
+	st, _ := newStore(t)
+	addNode(t, st, "crashed", 0)
+	p := exec.Command("true")
+	if err := p.Run(); err != nil {
+		t.Fatal(err)
+	}
+	host, _ := os.Hostname()
+	now := st.Now().UTC()
+	l := store.Lease{Node: "crashed", Owner: "0123456789abcdef", Host: host, PID: p.Process.Pid,
+		Acquired: now.Add(-10 * time.Second), Expires: now.Add(50 * time.Second), Gen: 1}
+	data, err := json.Marshal(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Objects().PutIfAbsent(ctx, "nodes/crashed/lease/00000000000000000001", data); err != nil {
+		t.Fatal(err)
+	}
+	s, nodes := statusOf(t, st)
+	w := nodes["crashed"].Writer
+	if w.State != history.WriterDead || !w.StaleSince.Equal(l.Acquired) {
+		t.Fatalf("writer whose process is gone: %+v", w)
+	}
+	for _, tc := range []struct {
+		max  time.Duration
+		want []string
+	}{{5 * time.Second, []string{"crashed"}}, {time.Minute, nil}} {
 		if got := staleNames(s, tc.max); !slices.Equal(got, tc.want) {
 			t.Errorf("stale for more than %s: %v, want %v", tc.max, got, tc.want)
 		}
