@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -168,5 +170,28 @@ func TestStatusDeadOwner(t *testing.T) {
 		if got := staleNames(s, tc.max); !slices.Equal(got, tc.want) {
 			t.Errorf("stale for more than %s: %v, want %v", tc.max, got, tc.want)
 		}
+	}
+}
+
+// TestStatusLastSealedChange: with no journal record after the newest
+// restore point (here its journal is gone), the last change is the newest
+// sealed change's time, read from its change chunk.
+func TestStatusLastSealedChange(t *testing.T) {
+	t.Parallel()
+	st, url := newStore(t)
+	n := addNode(t, st, "lost", 4)
+	if _, err := n.Seal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(strings.TrimPrefix(url, "file://"), "nodes", "lost", "journal")); err != nil {
+		t.Fatal(err)
+	}
+	_, nodes := statusOf(t, st)
+	got := nodes["lost"]
+	if got.LastChangeFrom != "sealed change" || got.LastChange.IsZero() || got.LastChange.After(time.Now()) || !got.LastChange.After(got.Snapshot) || got.NewestVersion != 3 {
+		t.Fatalf("status after the journal went: %+v", got)
 	}
 }
