@@ -174,6 +174,7 @@ func TestStatusCLI(t *testing.T) {
 			}
 		})
 	}
+	mustFail(t, "no such node", "status", "--node", "dave", url)
 	// Only live writers: --max-stale passes.
 	mustRun(t, "status", "--node", "alice", "--max-stale", "1m", url)
 }

@@ -99,6 +99,12 @@ type StoreStatus struct {
 // SummarizeStore, a node with an unreadable object is reported with its
 // errors and named in Unreadable.
 func Status(ctx context.Context, st *store.Store, node string) (StoreStatus, error) {
+	if node != "" {
+		if _, err := st.Node(ctx, node); err != nil {
+			// A misspelt name must not pass for a node without a writer.
+			return StoreStatus{}, fmt.Errorf("%w (backup-cli list names the store's nodes)", err)
+		}
+	}
 	sum, err := SummarizeStore(ctx, st, node)
 	if err != nil {
 		return StoreStatus{}, err
