@@ -143,6 +143,10 @@ type StoreStatus struct {
 	// of this node's restore points' database sizes.
 	StoredBytes  int64
 	LogicalBytes int64
+	// FreeBytes is the free space of the store's file system, known
+	// (FreeKnown) for a file:// store: a full disk refuses db_writes.
+	FreeBytes uint64
+	FreeKnown bool
 }
 
 // ManifestStatus is one restore point.

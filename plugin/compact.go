@@ -192,6 +192,9 @@ type statusReply struct {
 	Compaction     compactionStatus `json:"compaction"`
 	StoredBytes    int64            `json:"stored_bytes"`
 	LogicalBytes   int64            `json:"logical_bytes"`
+	// FreeBytes is the free space of a file:// store's file system
+	// (absent through a store server, whose disk the plugin cannot see).
+	FreeBytes *uint64 `json:"free_bytes,omitempty"`
 }
 
 type manifestAge struct {
@@ -284,6 +287,9 @@ func (p *plugin) statusRPC(req *request) {
 		}
 		now := time.Now()
 		r.Manifests, r.StoredBytes, r.LogicalBytes = s.Manifests, s.StoredBytes, s.LogicalBytes
+		if s.FreeKnown {
+			r.FreeBytes = &s.FreeBytes
+		}
 		if s.Manifests > 0 {
 			r.NewestManifest = &manifestAge{ManifestStatus: s.Newest, AgeSeconds: int64(now.Sub(s.Newest.Created).Seconds())}
 		}

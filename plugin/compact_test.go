@@ -109,11 +109,15 @@ func checkStatus(t *testing.T, r *pipeRun, url string) {
 				Changes int64 `json:"changes"`
 			} `json:"since_snapshot"`
 		} `json:"compaction"`
-		StoredBytes  int64 `json:"stored_bytes"`
-		LogicalBytes int64 `json:"logical_bytes"`
+		StoredBytes  int64   `json:"stored_bytes"`
+		LogicalBytes int64   `json:"logical_bytes"`
+		FreeBytes    *uint64 `json:"free_bytes"`
 	}
 	if err := json.Unmarshal(m.Result, &s); err != nil {
 		t.Fatalf("backup-status %s: %v", m.raw, err)
+	}
+	if s.FreeBytes == nil || *s.FreeBytes == 0 {
+		t.Errorf("free space of the file:// store: %s", m.Result)
 	}
 	nm := s.NewestManifest
 	if s.State != "backing up" || s.Node != "default" || s.Store != url {

@@ -302,6 +302,9 @@ func (b *storeBackup) Status(ctx context.Context) (StoreStatus, error) {
 	}
 	s := StoreStatus{Manifests: len(sum.Manifests), JournalRecords: sum.Journal.Records, JournalBytes: sum.Journal.Bytes,
 		StoredBytes: u.Bytes, LogicalBytes: sum.LogicalBytes}
+	if s.FreeBytes, s.FreeKnown, err = b.st.FreeBytes(); err != nil {
+		return StoreStatus{}, err
+	}
 	if n := len(sum.Manifests); n > 0 {
 		m := sum.Manifests[n-1]
 		s.Newest = ManifestStatus{Seq: m.Seq, DataVersion: m.Version, SnapshotVersion: m.SnapshotVersion, Created: m.Created}

@@ -286,3 +286,9 @@ func (s *Store) BreakLease(ctx context.Context, node string, force bool) (*Lease
 	}
 	return cur, nil
 }
+
+// LeaseLive reports whether a lease's owner may still be writing, by the
+// rule AcquireLease and unlock apply (not expired by the store's clock, and
+// on this host its process exists), so that status reports what a new
+// writer would find.
+func (s *Store) LeaseLive(l *Lease) bool { return s.live(l) }

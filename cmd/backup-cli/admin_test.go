@@ -17,7 +17,7 @@ import (
 
 func TestAdminHelp(t *testing.T) {
 	t.Parallel()
-	for _, c := range []string{"forget", "gc", "verify", "unlock"} {
+	for _, c := range []string{"forget", "gc", "verify", "unlock", "status"} {
 		out := mustRun(t, c, "--help")
 		for _, want := range []string{"Usage:", "backup-cli " + c, "Examples:", "--json"} {
 			if !strings.Contains(out, want) {
@@ -26,7 +26,7 @@ func TestAdminHelp(t *testing.T) {
 		}
 	}
 	out := mustRun(t, "--help")
-	for _, c := range []string{"forget", "gc", "verify", "unlock"} {
+	for _, c := range []string{"forget", "gc", "verify", "unlock", "status"} {
 		if !strings.Contains(out, "\n  "+c+" ") {
 			t.Errorf("backup-cli --help does not list %s:\n%s", c, out)
 		}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"strings"
@@ -12,27 +11,9 @@ import (
 	"github.com/spf13/cobra"
 )
 
-type listResult struct {
-	Store        string                `json:"store"`
-	Nodes        []history.NodeSummary `json:"nodes"`
-	LogicalBytes int64                 `json:"logical_bytes"`
-	// StoredBytes is every object but the journal files.
-	StoredBytes int64 `json:"stored_bytes"`
-	// JournalFileBytes is the journals' files on disk (preallocated).
-	JournalFileBytes int64 `json:"journal_file_bytes"`
-	Objects          int   `json:"objects"`
-	Chunks           int   `json:"chunks"`
-	// SizeKnown is false through a store server with a node token: the
-	// stored bytes, objects and chunks are then 0 (only the server and
-	// admin tokens see the whole store).
-	SizeKnown bool `json:"size_known"`
-	// Unreadable are the nodes with objects list could not read (their
-	// summaries name them): list shows everything else and then fails.
-	Unreadable []string `json:"unreadable_nodes,omitempty"`
-	// Quota is what the store server counts against this client's token
-	// (absent: no quota, or not through a server).
-	Quota *store.Quota `json:"quota,omitempty"`
-}
+// listResult is what list prints: history.StoreSummary, whose JSON is
+// list's --json output.
+type listResult = history.StoreSummary
 
 // newListCmd declares list's flags and help; runList does the work.
 func newListCmd(g *globals) *cobra.Command {
@@ -64,7 +45,7 @@ func runList(cmd *cobra.Command, g *globals, node, url string) error {
 		return err
 	}
 	defer st.Close()
-	res, err := summarizeStore(ctx, st, node)
+	res, err := history.SummarizeStore(ctx, st, node)
 	if err != nil {
 		return err
 	}
@@ -77,54 +58,6 @@ func runList(cmd *cobra.Command, g *globals, node, url string) error {
 		err = fmt.Errorf("list of store %s: node(s) %s have objects that cannot be read (shown above; the other nodes are complete): run backup-cli verify", st.Location(), strings.Join(res.Unreadable, ", "))
 	}
 	return err
-}
-
-// summarizeStore summarizes the nodes and, for a client that sees the
-// whole store, counts its chunks and bytes: a node token sees neither.
-func summarizeStore(ctx context.Context, st *store.Store, node string) (listResult, error) {
-	var err error
-	nodes := []string{node}
-	if node == "" {
-		if nodes, err = st.Nodes(ctx); err != nil {
-			return listResult{}, err
-		}
-	}
-	// Only a client that sees the packs can count the chunks.
-	chunks := 0
-	if packs, err := st.Packs("count chunks"); err == nil {
-		if chunks, err = packs.CountChunks(ctx); err != nil {
-			return listResult{}, err
-		}
-	}
-	res := listResult{Store: st.Location(), Nodes: []history.NodeSummary{}, Chunks: chunks}
-	for _, n := range nodes {
-		// A node with an unreadable object is listed with its errors
-		// (Summarize keeps what it could read); the others still are.
-		s, err := history.Summarize(ctx, st, n)
-		if err != nil {
-			if ctx.Err() != nil || len(s.Errors) == 0 {
-				return listResult{}, err // the node could not be listed at all (denied, unreachable)
-			}
-			res.Unreadable = append(res.Unreadable, n)
-		}
-		res.Nodes = append(res.Nodes, s)
-		res.LogicalBytes += s.LogicalBytes
-	}
-	q, ok, err := st.Quota(ctx)
-	if err != nil {
-		return listResult{}, err
-	}
-	if ok && q.Limit > 0 {
-		res.Quota = &q
-	}
-	if res.SizeKnown = st.FullAccess(); res.SizeKnown {
-		u, err := st.Usage(ctx)
-		if err != nil {
-			return listResult{}, err
-		}
-		res.StoredBytes, res.JournalFileBytes, res.Objects = u.Bytes-u.JournalBytes, u.JournalBytes, u.Objects
-	}
-	return res, nil
 }
 
 // printList writes the table of each node's restore points and journal,

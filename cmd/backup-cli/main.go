@@ -3,9 +3,10 @@
 // node's database (restore), shows what a store holds (list), compacts a
 // node's history offline (compact), drops restore points by policy (forget),
 // reclaims unreferenced chunks while plugins write (gc), checks the store
-// (verify), clears a dead writer's lease (unlock) and says which build it is
-// (version, --version). Every failure exits non-zero and says what failed and
-// what to do.
+// (verify), shows whether each node is being backed up (status), clears a
+// dead writer's lease (unlock) and says which build it is (version,
+// --version). Every failure exits non-zero and says what failed and what to
+// do.
 package main
 
 import (
@@ -73,7 +74,7 @@ plus the db_write changes the backup plugin records between snapshots.`,
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print results as JSON")
 	addTokenFlags(root, g)
 	root.AddCommand(newInitCmd(g), newRestoreCmd(g), newListCmd(g), newCompactCmd(g))
-	root.AddCommand(newForgetCmd(g), newGCCmd(g), newVerifyCmd(g), newUnlockCmd(g))
+	root.AddCommand(newForgetCmd(g), newGCCmd(g), newVerifyCmd(g), newUnlockCmd(g), newStatusCmd(g))
 	root.AddCommand(newServerCmd(g), newVersionCmd(g))
 	return root
 }

@@ -31,6 +31,9 @@ type JournalSummary struct {
 	FirstVersion uint32 `json:"first_data_version,omitempty"`
 	LastVersion  uint32 `json:"last_data_version,omitempty"`
 	Bytes        int64  `json:"bytes"`
+	// LastTime is when the plugin received the newest record (absent
+	// without records): status tells from it when the node last changed.
+	LastTime time.Time `json:"last_time,omitzero"`
 }
 
 // NodeSummary is one node as `backup-cli list` shows it.
@@ -86,6 +89,7 @@ func Summarize(ctx context.Context, st *store.Store, node string) (NodeSummary, 
 		}
 		s.Journal.Records++
 		s.Journal.LastVersion = r.Version
+		s.Journal.LastTime = r.Time
 		for _, st := range r.Statements {
 			s.Journal.Bytes += int64(len(st))
 		}
@@ -99,4 +103,79 @@ func Summarize(ctx context.Context, st *store.Store, node string) (NodeSummary, 
 		s.Errors = append(s.Errors, e.Error())
 	}
 	return s, errors.Join(errs...)
+}
+
+// StoreSummary is every node of a store and the store's size, as
+// `backup-cli list` shows it and `backup-cli status` reuses it.
+type StoreSummary struct {
+	Store        string        `json:"store"`
+	Nodes        []NodeSummary `json:"nodes"`
+	LogicalBytes int64         `json:"logical_bytes"`
+	// StoredBytes is every object but the journal files.
+	StoredBytes int64 `json:"stored_bytes"`
+	// JournalFileBytes is the journals' files on disk (preallocated).
+	JournalFileBytes int64 `json:"journal_file_bytes"`
+	Objects          int   `json:"objects"`
+	Chunks           int   `json:"chunks"`
+	// SizeKnown is false through a store server with a node token: the
+	// stored bytes, objects and chunks are then 0 (only the server and
+	// admin tokens see the whole store).
+	SizeKnown bool `json:"size_known"`
+	// Unreadable are the nodes with objects list could not read (their
+	// summaries name them): list shows everything else and then fails.
+	Unreadable []string `json:"unreadable_nodes,omitempty"`
+	// Quota is what the store server counts against this client's token
+	// (absent: no quota, or not through a server).
+	Quota *store.Quota `json:"quota,omitempty"`
+}
+
+// SummarizeStore summarizes the nodes (node "": every node of the store)
+// and, for a client that sees the whole store, counts its chunks and bytes:
+// a node token sees neither. A node with an unreadable object is summarized
+// with its errors and named in Unreadable; an error means the store or a
+// node could not be listed at all.
+func SummarizeStore(ctx context.Context, st *store.Store, node string) (StoreSummary, error) {
+	var err error
+	nodes := []string{node}
+	if node == "" {
+		if nodes, err = st.Nodes(ctx); err != nil {
+			return StoreSummary{}, err
+		}
+	}
+	// Only a client that sees the packs can count the chunks.
+	chunks := 0
+	if packs, err := st.Packs("count chunks"); err == nil {
+		if chunks, err = packs.CountChunks(ctx); err != nil {
+			return StoreSummary{}, err
+		}
+	}
+	res := StoreSummary{Store: st.Location(), Nodes: []NodeSummary{}, Chunks: chunks}
+	for _, n := range nodes {
+		// A node with an unreadable object is listed with its errors
+		// (Summarize keeps what it could read); the others still are.
+		s, err := Summarize(ctx, st, n)
+		if err != nil {
+			if ctx.Err() != nil || len(s.Errors) == 0 {
+				return StoreSummary{}, err // the node could not be listed at all (denied, unreachable)
+			}
+			res.Unreadable = append(res.Unreadable, n)
+		}
+		res.Nodes = append(res.Nodes, s)
+		res.LogicalBytes += s.LogicalBytes
+	}
+	q, ok, err := st.Quota(ctx)
+	if err != nil {
+		return StoreSummary{}, err
+	}
+	if ok && q.Limit > 0 {
+		res.Quota = &q
+	}
+	if res.SizeKnown = st.FullAccess(); res.SizeKnown {
+		u, err := st.Usage(ctx)
+		if err != nil {
+			return StoreSummary{}, err
+		}
+		res.StoredBytes, res.JournalFileBytes, res.Objects = u.Bytes-u.JournalBytes, u.JournalBytes, u.Objects
+	}
+	return res, nil
 }

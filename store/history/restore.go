@@ -220,20 +220,9 @@ func forEachChange(ctx context.Context, st *store.Store, m *manifest.Manifest, u
 		}
 	}
 	for _, c := range m.Changes {
-		var data []byte
-		err := st.ReadLocated(ctx, l, []chunker.ID{c.ID}, func(_ chunker.ID, d []byte) error {
-			data = bytes.Clone(d)
-			return nil
-		})
+		recs, err := readChangeChunk(ctx, st, l, c)
 		if err != nil {
-			return fmt.Errorf("change chunk for data_version %d..%d: %w", c.FirstVersion, c.LastVersion, err)
-		}
-		recs, err := journal.DecodeChunk(data)
-		if err != nil {
-			return fmt.Errorf("change chunk %s: %w", c.ID, err)
-		}
-		if len(recs) != c.Records {
-			return fmt.Errorf("change chunk %s holds %d records, manifest says %d", c.ID, len(recs), c.Records)
+			return err
 		}
 		for _, r := range recs {
 			if err := fn(r); err != nil {
@@ -249,6 +238,27 @@ func forEachChange(ctx context.Context, st *store.Store, m *manifest.Manifest, u
 		return fmt.Errorf("journal of node %q after manifest %d: %w", m.Node, m.Seq, err)
 	}
 	return nil
+}
+
+// readChangeChunk reads and decodes the sealed change chunk c names (l
+// locates it), checking it holds the records the manifest says.
+func readChangeChunk(ctx context.Context, st *store.Store, l chunk.Lookup, c manifest.ChangeRef) ([]journal.Record, error) {
+	var data []byte
+	err := st.ReadLocated(ctx, l, []chunker.ID{c.ID}, func(_ chunker.ID, d []byte) error {
+		data = bytes.Clone(d)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("change chunk for data_version %d..%d: %w", c.FirstVersion, c.LastVersion, err)
+	}
+	recs, err := journal.DecodeChunk(data)
+	if err != nil {
+		return nil, fmt.Errorf("change chunk %s: %w", c.ID, err)
+	}
+	if len(recs) != c.Records {
+		return nil, fmt.Errorf("change chunk %s holds %d records, manifest says %d", c.ID, len(recs), c.Records)
+	}
+	return recs, nil
 }
 
 // newestVersion is the newest data_version the store holds for the node.
