@@ -48,10 +48,10 @@ func Init(ctx context.Context, st *store.Store, node, dbPath string, progress Pr
 		}
 		defer os.RemoveAll(tmpDir)
 		if dbCopy, err = copyNodeDatabase(ctx, dbPath, tmpDir); err != nil {
-			return nil, fmt.Errorf("init node %q: copy %s: %w (the store was not changed)", node, dbPath, err)
+			return nil, fmt.Errorf("init node %q: copy %s: %w (no node was added: fix the cause and run init again)", node, dbPath, err)
 		}
 		if version, _, err = replay.DataVersionOf(dbCopy); err != nil {
-			return nil, fmt.Errorf("init node %q: read data_version of %s: %w (the store was not changed)", node, dbPath, err)
+			return nil, fmt.Errorf("init node %q: read data_version of %s: %w (no node was added: fix the cause and run init again)", node, dbPath, err)
 		}
 	}
 	host, _ := os.Hostname()
