@@ -2,11 +2,25 @@
 GO      ?= go
 BIN     := bin
 DEMO    ?= $(CURDIR)/demo-store
+# make install puts the two binaries a node needs into $(DESTDIR)$(PREFIX)/bin
+# (DESTDIR stages a package's file tree).
+PREFIX  ?= /usr/local
+BINDIR  ?= $(PREFIX)/bin
+INSTALLED := backup-cli backup-plugin
 
-.PHONY: build test demo bench benchmark fuzz clean
+.PHONY: build test demo bench benchmark fuzz clean install install-bin
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
+
+# The installed binaries are built with -trimpath, so that they hold no path
+# of the machine that built them.
+install-bin:
+	$(GO) build -trimpath -o $(BIN)/ $(addprefix ./cmd/,$(INSTALLED))
+
+install: install-bin
+	install -d $(DESTDIR)$(BINDIR)
+	install -m 0755 $(addprefix $(BIN)/,$(INSTALLED)) $(DESTDIR)$(BINDIR)/
 
 # The test suite CI runs (.ci/run).
 test:

@@ -22,6 +22,10 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
+	if db := os.Getenv(hotWriterEnv); db != "" {
+		hotWriter(db) // the test binary re-executed as a writer to SIGKILL
+		return
+	}
 	dir, err := os.MkdirTemp("", "backup-cli-test")
 	if err != nil {
 		panic(err)

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 
 	"github.com/clnbackup/backup/manifest"
-	"github.com/clnbackup/backup/replay"
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/history"
 	"github.com/spf13/cobra"
@@ -43,7 +42,11 @@ directory that is not a store) and adds a node to it.
 With --lightning-dir it also writes DIR/backup.lock, which tells the backup
 plugin where to write, and, when DIR/lightningd.sqlite3 exists, stores its
 first snapshot (a page-identical copy made with SQLite's online backup API).
-Stop lightningd before running it. Without a database the node starts from
+Stop lightningd before running it. If lightningd died mid-transaction and
+left a hot journal (lightningd.sqlite3-journal), init copies the database and
+the journal into a private directory and rolls the copy back to the last
+commit: the node's own files are never written. A failed init leaves no
+node behind, or says to run it again to finish the node it added. Without a database the node starts from
 an empty one and the plugin records every change from the first.
 
 The node name defaults to "` + history.DefaultNode + `"; give each node sharing a store its own.
@@ -96,13 +99,11 @@ func runInit(cmd *cobra.Command, g *globals, o *initOpts, url string) error {
 		}
 	}
 	if dbPath != "" {
-		v, _, err := replay.DataVersionOf(dbPath)
-		if err != nil {
-			return fmt.Errorf("read %s: %w", dbPath, err)
-		}
+		// The node's database is read only through history.Init's private
+		// copy: opened here, a hot journal would make SQLite refuse it.
 		out.Database = dbPath
 		if !g.json {
-			fmt.Fprintf(stdout, "Found an existing database at %s (data_version %d)\n", dbPath, v)
+			fmt.Fprintf(stdout, "Found an existing database at %s\n", dbPath)
 		}
 	}
 	bar := newProgress(stderr, "snapshot")

@@ -28,11 +28,32 @@ const DefaultNode = "default"
 const maxChangeChunk = 256 << 10
 
 // Init adds a node to the store and writes its first restore point: a
-// snapshot of the database at dbPath taken with SQLite's online backup API
-// (page-identical to the original), or an empty database when dbPath is "".
-// It refuses a node name already in use, except to finish an init that
-// stopped before writing any manifest.
+// snapshot of the database at dbPath, or an empty database when dbPath is
+// "". The snapshot is taken from a private copy made next to dbPath, never
+// by writing the node's files: SQLite's online backup API (page-identical
+// to the original), or, when lightningd left the database with a hot
+// rollback journal, a byte copy of both rolled back to the last commit.
+//
+// The copy is made before the node is added, so that a database init
+// cannot read leaves no node behind. It refuses a node name already in
+// use, except to finish an init that stopped before writing any manifest
+// (a failure after the node was added says to run init again).
 func Init(ctx context.Context, st *store.Store, node, dbPath string, progress Progress) (*manifest.Manifest, error) {
+	var dbCopy string
+	var version uint32
+	if dbPath != "" {
+		tmpDir, err := os.MkdirTemp(filepath.Dir(dbPath), ".backup-init-*")
+		if err != nil {
+			return nil, fmt.Errorf("init node %q: private directory for a copy of %s: %w", node, dbPath, err)
+		}
+		defer os.RemoveAll(tmpDir)
+		if dbCopy, err = copyNodeDatabase(ctx, dbPath, tmpDir); err != nil {
+			return nil, fmt.Errorf("init node %q: copy %s: %w (no node was added: fix the cause and run init again)", node, dbPath, err)
+		}
+		if version, _, err = replay.DataVersionOf(dbCopy); err != nil {
+			return nil, fmt.Errorf("init node %q: read data_version of %s: %w (no node was added: fix the cause and run init again)", node, dbPath, err)
+		}
+	}
 	host, _ := os.Hostname()
 	err := st.CreateNode(ctx, store.NodeInfo{Name: node, Created: st.Now().UTC(), Host: host})
 	if errors.Is(err, store.ErrNodeExists) {
@@ -43,34 +64,24 @@ func Init(ctx context.Context, st *store.Store, node, dbPath string, progress Pr
 	} else if err != nil {
 		return nil, err
 	}
+	// From here the node exists without a restore point until Commit.
+	unfinished := func(err error) error {
+		return fmt.Errorf("init node %q: %w; the node is in the store without a restore point: run init again with the same arguments to finish it", node, err)
+	}
 	w, err := st.NewWriter(ctx)
 	if err != nil {
-		return nil, err
+		return nil, unfinished(err)
 	}
 	defer w.Close()
 	snap := manifest.Snapshot{}
-	if dbPath != "" {
-		tmp, err := os.CreateTemp(filepath.Dir(dbPath), ".backup-init-*.sqlite3")
-		if err != nil {
-			return nil, fmt.Errorf("init node %q: temporary copy of %s: %w", node, dbPath, err)
-		}
-		tmpName := tmp.Name()
-		tmp.Close()
-		defer os.Remove(tmpName)
-		if err := copyDatabase(ctx, dbPath, tmpName); err != nil {
-			return nil, fmt.Errorf("init node %q: copy %s: %w", node, dbPath, err)
-		}
-		version, _, err := replay.DataVersionOf(tmpName)
-		if err != nil {
-			return nil, fmt.Errorf("init node %q: read data_version of %s: %w", node, dbPath, err)
-		}
-		if snap, err = snapshotFile(ctx, w, st, tmpName, version, nil, nil, 0, progress); err != nil {
-			return nil, fmt.Errorf("init node %q: %w", node, err)
+	if dbCopy != "" {
+		if snap, err = snapshotFile(ctx, w, st, dbCopy, version, nil, nil, 0, progress); err != nil {
+			return nil, unfinished(err)
 		}
 	}
 	m := &manifest.Manifest{Format: manifest.FormatVersion, Node: node, Seq: 1, Created: st.Now().UTC(), Snapshot: snap}
 	if _, err := w.Commit(ctx, m); err != nil {
-		return nil, fmt.Errorf("init node %q: %w", node, err)
+		return nil, unfinished(err)
 	}
 	return m, nil
 }
