@@ -142,8 +142,10 @@ func TestKeyObjectTampered(t *testing.T) {
 
 // TestHostileKeyObjects: absurd KDF parameters are refused by Parse and by
 // Unwrap before the KDF allocates anything.
+//
+// Not parallel: it measures the memory allocated, which is process-wide (a
+// top-level test without t.Parallel runs while every parallel one waits).
 func TestHostileKeyObjects(t *testing.T) {
-	t.Parallel()
 	mk := NewMasterKey()
 	good, err := WrapWithPassphrase(mk, "alice", []byte("pass"), testKDF)
 	if err != nil {
@@ -169,7 +171,6 @@ func TestHostileKeyObjects(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			// Not parallel: it measures the memory allocated.
 			data, _ := good.Marshal()
 			o, _ := ParseKeyObject(data)
 			tc.edit(o.KDF)
