@@ -165,14 +165,15 @@ const Overhead = 1 + NonceSize + TagSize
 var ErrAuth = errors.New("decrypt-and-verify failed: the object was altered, swapped, or the key is wrong")
 
 // Seal encrypts and authenticates plaintext bound to ad (one of ObjectAD,
-// ChunkAD, RecordAD) and appends the envelope to dst. Compress before
-// sealing: ciphertext does not compress.
+// ChunkAD, RecordAD) and appends the envelope to dst, which must not
+// overlap plaintext. Compress before sealing: ciphertext does not compress.
 func (k *Keys) Seal(dst, plaintext, ad []byte) []byte {
 	return seal(k.aead, dst, plaintext, ad)
 }
 
 // Open checks and decrypts an envelope made by Seal with the same ad, and
-// appends the plaintext to dst. Any failure wraps ErrAuth.
+// appends the plaintext to dst. Any failure wraps ErrAuth and returns dst
+// with its length unchanged (its spare capacity may have been written).
 func (k *Keys) Open(dst, sealed, ad []byte) ([]byte, error) {
 	return open(k.aead, dst, sealed, ad)
 }

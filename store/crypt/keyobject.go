@@ -48,15 +48,15 @@ const (
 
 // KeyObject is one wrapped copy of a store's master key.
 type KeyObject struct {
-	Format  string     `json:"format"`
-	Version int        `json:"version"`
-	ID      string     `json:"id"`
-	Created time.Time  `json:"created"`
-	Label   string     `json:"label"`
-	Kind    string     `json:"kind"`
-	KDF     *KDFParams `json:"kdf,omitempty"`
-	Master  string     `json:"master"`
-	Wrapped []byte     `json:"wrapped"`
+	Format  string     `json:"format"`        // "clnbackup-key"
+	Version int        `json:"version"`       // 1
+	ID      string     `json:"id"`            // random, 16 hex; the object is keys/<id>
+	Created time.Time  `json:"created"`       // when it was wrapped (UTC, seconds)
+	Label   string     `json:"label"`         // who or where it is for, shown by key list
+	Kind    string     `json:"kind"`          // KindPassphrase or KindKeyFile
+	KDF     *KDFParams `json:"kdf,omitempty"` // passphrase only
+	Master  string     `json:"master"`        // fingerprint of the master key it wraps
+	Wrapped []byte     `json:"wrapped"`       // envelope of the master key under the key-encryption key
 }
 
 // KDFParams are the argon2id parameters a passphrase key object records:
