@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -149,6 +150,10 @@ type LeaseHolder struct {
 	s     *Store
 	ttl   time.Duration
 	lease Lease
+	node  string
+	// expires is the expiry of the generation written last (unix ns), read
+	// by Check while a refresher writes it.
+	expires atomic.Int64
 }
 
 // AcquireLease takes a node's lease for this process. It fails with
@@ -165,7 +170,7 @@ func (s *Store) AcquireLease(ctx context.Context, node string, ttl time.Duration
 	var id [8]byte
 	rand.Read(id[:])
 	_, started, _ := procStat(os.Getpid())
-	h := &LeaseHolder{s: s, ttl: ttl, lease: Lease{Node: node, Owner: hex.EncodeToString(id[:]), Host: host, PID: os.Getpid(), Start: started}}
+	h := &LeaseHolder{s: s, ttl: ttl, node: node, lease: Lease{Node: node, Owner: hex.EncodeToString(id[:]), Host: host, PID: os.Getpid(), Start: started}}
 	for try := 0; try < 3; try++ {
 		cur, old, err := s.currentLease(ctx, node)
 		if err != nil {
@@ -212,6 +217,7 @@ func (h *LeaseHolder) put(ctx context.Context, gen uint64) error {
 		return fmt.Errorf("write lease of node %q: %w", l.Node, err)
 	}
 	h.lease = l
+	h.expires.Store(l.Expires.UnixNano())
 	return nil
 }
 
@@ -223,6 +229,26 @@ func (h *LeaseHolder) cleanup(ctx context.Context, gen uint64) {
 		}
 		return nil
 	})
+}
+
+// ErrLeaseExpired is returned (wrapped) by LeaseHolder.Check when the
+// holder's lease ran out without a refresh.
+var ErrLeaseExpired = errors.New("lease expired")
+
+// Check says whether the holder may still act on the lease: it fails with
+// ErrLeaseExpired once less than a sixth of the lease's lifetime is left on
+// the generation it wrote last (by this host's clock). Writers call it just
+// before committing a manifest: once a lease has expired anyone may take it
+// (another writer, or gc --exclusive, which deletes every chunk no manifest
+// names), so a holder that could not refresh in time must not commit. The
+// margin covers the commit itself.
+func (h *LeaseHolder) Check() error {
+	exp := time.Unix(0, h.expires.Load())
+	if left := exp.Sub(h.s.now()); left < h.ttl/6 {
+		return fmt.Errorf("node %q: %w at %s (not refreshed in time: store unreachable?); another writer or gc --exclusive may hold the node now, so nothing was committed; reopen the node",
+			h.node, ErrLeaseExpired, exp.UTC().Format(time.RFC3339))
+	}
+	return nil
 }
 
 // Lease is the generation this holder wrote last.
