@@ -151,9 +151,10 @@ type LeaseHolder struct {
 	ttl   time.Duration
 	lease Lease
 	node  string
-	// expires is the expiry of the generation written last (unix ns), read
-	// by Check while a refresher writes it.
-	expires atomic.Int64
+	// written is when (this process's monotonic clock) the put of the
+	// generation written last began, read by Check while a refresher
+	// writes it.
+	written atomic.Pointer[time.Time]
 }
 
 // AcquireLease takes a node's lease for this process. It fails with
@@ -213,11 +214,12 @@ func (h *LeaseHolder) put(ctx context.Context, gen uint64) error {
 		return err
 	}
 	name := fmt.Sprintf("%s%020d", leasePrefix(l.Node), gen)
+	began := time.Now()
 	if err := h.s.be.PutIfAbsent(ctx, name, data); err != nil {
 		return fmt.Errorf("write lease of node %q: %w", l.Node, err)
 	}
 	h.lease = l
-	h.expires.Store(l.Expires.UnixNano())
+	h.written.Store(&began)
 	return nil
 }
 
@@ -236,17 +238,22 @@ func (h *LeaseHolder) cleanup(ctx context.Context, gen uint64) {
 var ErrLeaseExpired = errors.New("lease expired")
 
 // Check says whether the holder may still act on the lease: it fails with
-// ErrLeaseExpired once less than a sixth of the lease's lifetime is left on
-// the generation it wrote last (by this host's clock). Writers call it just
+// ErrLeaseExpired once five sixths of the lease's lifetime have passed since
+// the holder began writing its newest generation. Writers call it just
 // before committing a manifest: once a lease has expired anyone may take it
 // (another writer, or gc --exclusive, which deletes every chunk no manifest
 // names), so a holder that could not refresh in time must not commit. The
-// margin covers the commit itself.
+// last sixth covers the commit itself and some clock skew between hosts.
+// It counts on this process's monotonic clock, which a jump of the wall
+// clock (or the store's injected clock) does not move.
 func (h *LeaseHolder) Check() error {
-	exp := time.Unix(0, h.expires.Load())
-	if left := exp.Sub(h.s.now()); left < h.ttl/6 {
-		return fmt.Errorf("node %q: %w at %s (not refreshed in time: store unreachable?); another writer or gc --exclusive may hold the node now, so nothing was committed; reopen the node",
-			h.node, ErrLeaseExpired, exp.UTC().Format(time.RFC3339))
+	written := h.written.Load()
+	if written == nil {
+		return fmt.Errorf("node %q: %w: never written", h.node, ErrLeaseExpired)
+	}
+	if age := time.Since(*written); age > h.ttl-h.ttl/6 {
+		return fmt.Errorf("node %q: %w: last refreshed %s ago, lifetime %s (store unreachable?); another writer or gc --exclusive may hold the node now, so nothing was committed; reopen the node",
+			h.node, ErrLeaseExpired, age.Round(time.Second), h.ttl)
 	}
 	return nil
 }
