@@ -105,6 +105,11 @@ func (s *Store) live(l *Lease) bool {
 	return true
 }
 
+// LeaseLive reports whether a lease's owner may still be writing (not
+// expired, and on this host its process exists), for those who must not
+// act while it does: gc --exclusive names such holders and refuses.
+func (s *Store) LeaseLive(l *Lease) bool { return s.live(l) }
+
 // pidAlive reports whether process pid exists and is not a zombie (a
 // killed process whose parent has not reaped it yet is dead for us), and,
 // when start is known, whether it is the same process (not a reused pid).
