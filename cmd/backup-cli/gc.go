@@ -61,8 +61,9 @@ chunk and repacks at once, with no grace period, and gives the leases back
 at the end (on failure and on Ctrl-C too). It refuses, naming each node,
 its holder and when its lease was last refreshed, if any node's writer is
 live; it never breaks a lease (backup-cli unlock is for dead writers). A
-plugin that starts meanwhile is refused its lease until gc ends; a node
-created meanwhile stops the run before anything is deleted. Packs without
+plugin that starts meanwhile is refused its lease and does not start (start
+lightningd after gc); a node created meanwhile stops the run before anything
+is deleted. Packs without
 an index (a crashed writer's) still wait a grace period.`,
 		Example: `  backup-cli gc file:///mnt/backup/store
   backup-cli gc --dry-run --json file:///mnt/backup/store
