@@ -117,6 +117,15 @@ func GCExclusive(ctx context.Context, st *store.Store, opts packs.GCOptions) (pa
 			if err := k.check(); err != nil {
 				return fmt.Errorf("gc --exclusive no longer holds the lease of node %q: %w", n, err)
 			}
+			// The refresher notices a lease removed (unlock --force)
+			// only at its next tick: read each one now.
+			l, err := st.Lease(ctx, n)
+			if err != nil {
+				return fmt.Errorf("read the lease of node %q again before deleting: %w", n, err)
+			}
+			if l == nil || l.Owner != k.owner {
+				return fmt.Errorf("gc --exclusive lost the lease of node %q (removed, or taken by %v): a writer may be running; run gc --exclusive again when it is not", n, l)
+			}
 		}
 		return nil
 	}

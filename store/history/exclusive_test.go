@@ -44,9 +44,11 @@ func TestGCExclusive(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		// during: what happens during the run: nothing, a writer opens n2
-		// ("open"), a node n3 is created ("init").
+		// ("open"), a node n3 is created ("init"), n2's lease is removed
+		// with unlock --force ("unlock").
 		during string
-	}{{"quiet", ""}, {"writer opens a node during the run", "open"}, {"node created during the run", "init"}} {
+	}{{"quiet", ""}, {"writer opens a node during the run", "open"}, {"node created during the run", "init"},
+		{"lease forced away during the run", "unlock"}} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
@@ -125,6 +127,8 @@ func TestGCExclusive(t *testing.T) {
 						during = err
 					case "init":
 						_, during = history.Init(ctx, st, "n3", dbPath, nil)
+					case "unlock":
+						_, during = st.BreakLease(ctx, "n2", true)
 					}
 				})
 			}}
@@ -143,6 +147,17 @@ func TestGCExclusive(t *testing.T) {
 				}
 				p, _ := restore(t, st, history.RestoreOptions{Node: "n3"})
 				wants["n3"] = p
+				before = storeBytes(t, url)
+				if rep, err = history.GCExclusive(ctx, st, packs.GCOptions{}); err != nil {
+					t.Fatal(err)
+				}
+			case "unlock":
+				if during != nil || err == nil || !strings.Contains(err.Error(), `lost the lease of node "n2"`) {
+					t.Fatalf("unlock --force during gc --exclusive: %v; gc: %v (want stopped before deleting)", during, err)
+				}
+				if got := storeBytes(t, url); got < before {
+					t.Fatalf("gc --exclusive deleted after losing a lease: %d -> %d bytes", before, got)
+				}
 				before = storeBytes(t, url)
 				if rep, err = history.GCExclusive(ctx, st, packs.GCOptions{}); err != nil {
 					t.Fatal(err)

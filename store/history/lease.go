@@ -13,7 +13,10 @@ import (
 // its lifetime, until stop: what a writer (a Node, Init) holds while it may
 // commit manifests, and what gc --exclusive holds of every node.
 type keptLease struct {
-	h       *store.LeaseHolder
+	h *store.LeaseHolder
+	// owner is the holder's owner id (it never changes; read here so
+	// that nobody reads h.Lease() while the refresher writes it).
+	owner   string
 	lost    atomic.Pointer[error]
 	stop    chan struct{}
 	stopped chan struct{}
@@ -26,7 +29,7 @@ func keepLease(ctx context.Context, st *store.Store, node string) (*keptLease, e
 	if err != nil {
 		return nil, err
 	}
-	k := &keptLease{h: h, stop: make(chan struct{}), stopped: make(chan struct{})}
+	k := &keptLease{h: h, owner: h.Lease().Owner, stop: make(chan struct{}), stopped: make(chan struct{})}
 	go k.refresh()
 	return k, nil
 }
