@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -104,6 +105,12 @@ func (s *Store) live(l *Lease) bool {
 	return true
 }
 
+// LeaseLive reports whether a lease's owner may still be writing, by the
+// rule AcquireLease and unlock apply (not expired by the store's clock, and
+// on this host its process exists): status reports what a new writer would
+// find, and gc --exclusive names such holders and refuses.
+func (s *Store) LeaseLive(l *Lease) bool { return s.live(l) }
+
 // pidAlive reports whether process pid exists and is not a zombie (a
 // killed process whose parent has not reaped it yet is dead for us), and,
 // when start is known, whether it is the same process (not a reused pid).
@@ -149,6 +156,11 @@ type LeaseHolder struct {
 	s     *Store
 	ttl   time.Duration
 	lease Lease
+	node  string
+	// written is when (this process's monotonic clock) the put of the
+	// generation written last began, read by Check while a refresher
+	// writes it.
+	written atomic.Pointer[time.Time]
 }
 
 // AcquireLease takes a node's lease for this process. It fails with
@@ -165,7 +177,7 @@ func (s *Store) AcquireLease(ctx context.Context, node string, ttl time.Duration
 	var id [8]byte
 	rand.Read(id[:])
 	_, started, _ := procStat(os.Getpid())
-	h := &LeaseHolder{s: s, ttl: ttl, lease: Lease{Node: node, Owner: hex.EncodeToString(id[:]), Host: host, PID: os.Getpid(), Start: started}}
+	h := &LeaseHolder{s: s, ttl: ttl, node: node, lease: Lease{Node: node, Owner: hex.EncodeToString(id[:]), Host: host, PID: os.Getpid(), Start: started}}
 	for try := 0; try < 3; try++ {
 		cur, old, err := s.currentLease(ctx, node)
 		if err != nil {
@@ -208,10 +220,12 @@ func (h *LeaseHolder) put(ctx context.Context, gen uint64) error {
 		return err
 	}
 	name := fmt.Sprintf("%s%020d", leasePrefix(l.Node), gen)
+	began := time.Now()
 	if err := h.s.be.PutIfAbsent(ctx, name, data); err != nil {
 		return fmt.Errorf("write lease of node %q: %w", l.Node, err)
 	}
 	h.lease = l
+	h.written.Store(&began)
 	return nil
 }
 
@@ -223,6 +237,31 @@ func (h *LeaseHolder) cleanup(ctx context.Context, gen uint64) {
 		}
 		return nil
 	})
+}
+
+// ErrLeaseExpired is returned (wrapped) by LeaseHolder.Check when the
+// holder's lease ran out without a refresh.
+var ErrLeaseExpired = errors.New("lease expired")
+
+// Check says whether the holder may still act on the lease: it fails with
+// ErrLeaseExpired once five sixths of the lease's lifetime have passed since
+// the holder began writing its newest generation. Writers call it just
+// before committing a manifest: once a lease has expired anyone may take it
+// (another writer, or gc --exclusive, which deletes every chunk no manifest
+// names), so a holder that could not refresh in time must not commit. The
+// last sixth covers the commit itself and some clock skew between hosts.
+// It counts on this process's monotonic clock, which a jump of the wall
+// clock (or the store's injected clock) does not move.
+func (h *LeaseHolder) Check() error {
+	written := h.written.Load()
+	if written == nil {
+		return fmt.Errorf("node %q: %w: never written", h.node, ErrLeaseExpired)
+	}
+	if age := time.Since(*written); age > h.ttl-h.ttl/6 {
+		return fmt.Errorf("node %q: %w: last refreshed %s ago, lifetime %s (store unreachable?); another writer or gc --exclusive may hold the node now, so nothing was committed; reopen the node",
+			h.node, ErrLeaseExpired, age.Round(time.Second), h.ttl)
+	}
+	return nil
 }
 
 // Lease is the generation this holder wrote last.
@@ -286,9 +325,3 @@ func (s *Store) BreakLease(ctx context.Context, node string, force bool) (*Lease
 	}
 	return cur, nil
 }
-
-// LeaseLive reports whether a lease's owner may still be writing, by the
-// rule AcquireLease and unlock apply (not expired by the store's clock, and
-// on this host its process exists), so that status reports what a new
-// writer would find.
-func (s *Store) LeaseLive(l *Lease) bool { return s.live(l) }

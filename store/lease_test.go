@@ -132,3 +132,38 @@ func TestPidAliveZombie(t *testing.T) {
 	}
 	cmd.Wait()
 }
+
+// TestLeaseCheck: a holder may commit while its newest generation is
+// younger than five sixths of the lifetime (by the monotonic clock, which
+// the store's injected clock does not move), and again after a refresh.
+func TestLeaseCheck(t *testing.T) {
+	t.Parallel()
+	st, _ := newTestStore(t)
+	clock := &fakeClock{t: time.Now()}
+	st.now = clock.now
+	const ttl = 600 * time.Millisecond
+	h, err := st.AcquireLease(ctx, "n1", ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		name    string
+		do      func()
+		expired bool
+	}{
+		{"just taken", func() {}, false},
+		{"store clock jumps a day", func() { clock.add(24 * time.Hour) }, false},
+		{"not refreshed for the lifetime", func() { time.Sleep(ttl) }, true},
+		{"refreshed", func() {
+			if err := h.Refresh(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}, false},
+	}
+	for _, s := range steps {
+		s.do()
+		if err := h.Check(); errors.Is(err, ErrLeaseExpired) != s.expired || (err != nil && !s.expired) {
+			t.Fatalf("%s: Check() = %v, want expired %v", s.name, err, s.expired)
+		}
+	}
+}

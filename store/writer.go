@@ -37,6 +37,8 @@ type Writer struct {
 	known chunk.Lookup
 	// unchecked are the chunks put that known did not answer for.
 	unchecked []chunker.ID
+	// fence is checked just before the manifest is written (Fence).
+	fence func() error
 }
 
 // WriteStats counts what a writer stored.
@@ -101,8 +103,20 @@ func (w *Writer) Commit(ctx context.Context, m *manifest.Manifest) (int64, error
 	if err := w.checkAge(); err != nil {
 		return 0, err
 	}
+	if w.fence != nil {
+		if err := w.fence(); err != nil {
+			return 0, err
+		}
+	}
 	return w.s.putManifest(ctx, m)
 }
+
+// Fence makes Commit call check just before it writes the manifest, and
+// commit nothing if check fails. history sets it to the node's lease check
+// (LeaseHolder.Check): a writer whose lease expired may have been
+// overtaken by gc --exclusive, which deletes every chunk no manifest names
+// with no grace period, so the chunks this writer reused may be gone.
+func (w *Writer) Fence(check func() error) { w.fence = check }
 
 // Assume tells the writer that the store holds, and gc keeps, every chunk
 // for which stored returns true: the chunks the node's newest manifest

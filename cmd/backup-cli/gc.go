@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -16,14 +17,24 @@ type gcResult struct {
 	DurationSeconds float64 `json:"duration_seconds"`
 }
 
+// gcRefusal is what gc --exclusive --json prints when live writers hold
+// leases, so that a script can name them.
+type gcRefusal struct {
+	Store   string        `json:"store"`
+	Refused bool          `json:"refused"`
+	Reason  string        `json:"reason"`
+	Held    []store.Lease `json:"held"`
+}
+
 func newGCCmd(g *globals) *cobra.Command {
 	var (
 		dryRun      bool
+		exclusive   bool
 		grace       = 24 * time.Hour
 		repackBelow float64
 	)
 	cmd := &cobra.Command{
-		Use:   "gc [--dry-run] [--grace DURATION] [--repack-below FRACTION] URL",
+		Use:   "gc [--exclusive] [--dry-run] [--grace DURATION] [--repack-below FRACTION] URL",
 		Short: "Reclaim the chunks and packs no restore point of any node uses",
 		Long: `gc deletes the chunks, list chunks and packs that no manifest of any node
 names, while the backup plugins keep writing: nothing has to be stopped.
@@ -41,10 +52,24 @@ The grace period must be longer than any writer runs between looking chunks
 up and committing its manifest (at least twice that limit, one hour by
 default). gc reports what it deleted and what it kept and why. Drop restore
 points first with backup-cli forget; without it, gc only reclaims what crashed
-writers and repacks left behind.`,
+writers and repacks left behind.
+
+With --exclusive, gc does it all in one run when no node is being written
+(lightningd stopped, or before a migration): it takes every node's lease, so
+no writer can commit a restore point meanwhile, deletes every unreferenced
+chunk and repacks at once, with no grace period, and gives the leases back
+at the end (on failure and on Ctrl-C too). It refuses, naming each node,
+its holder and when its lease was last refreshed, if any node's writer is
+live; it never breaks a lease (backup-cli unlock is for dead writers). A
+plugin that starts meanwhile is refused its lease and does not start (start
+lightningd after gc); a node created meanwhile stops the run before anything
+is deleted. Packs without
+an index (a crashed writer's) still wait a grace period.`,
 		Example: `  backup-cli gc file:///mnt/backup/store
   backup-cli gc --dry-run --json file:///mnt/backup/store
-  backup-cli gc --grace 3d --repack-below 0.3 file:///mnt/backup/store`,
+  backup-cli gc --grace 3d --repack-below 0.3 file:///mnt/backup/store
+  backup-cli gc --exclusive file:///mnt/backup/store
+  backup-cli gc --exclusive --dry-run --json socket:backup.example:9737`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if repackBelow < 0 || repackBelow > 1 {
@@ -59,8 +84,18 @@ writers and repacks left behind.`,
 			defer st.Close()
 			bar := newProgress(stderr, "gc")
 			start := time.Now()
-			rep, err := history.GC(ctx, st, packs.GCOptions{Grace: grace, RepackBelow: repackBelow, DryRun: dryRun, Progress: bar.stage("packs", false)})
+			opts := packs.GCOptions{Grace: grace, RepackBelow: repackBelow, DryRun: dryRun, Progress: bar.stage("packs", false)}
+			run := history.GC
+			if exclusive {
+				run = history.GCExclusive
+			}
+			rep, err := run(ctx, st, opts)
 			bar.done()
+			var held *history.LeasesHeldError
+			if g.json && errors.As(err, &held) {
+				// Scripts learn who holds what; the exit status is still 1.
+				printJSON(stdout, gcRefusal{Store: st.Location(), Refused: true, Reason: "nodes are being written", Held: held.Held})
+			}
 			if err != nil {
 				return err
 			}
@@ -68,10 +103,14 @@ writers and repacks left behind.`,
 			if g.json {
 				return printJSON(stdout, out)
 			}
+			kind := "gc"
+			if exclusive {
+				kind = "gc --exclusive (every node's lease held, no grace period)"
+			}
 			if dryRun {
-				fmt.Fprintf(stdout, "Dry run of gc on store %s (nothing was changed):\n", out.Store)
+				fmt.Fprintf(stdout, "Dry run of %s on store %s (nothing was changed):\n", kind, out.Store)
 			} else {
-				fmt.Fprintf(stdout, "gc of store %s (%.1fs):\n", out.Store, out.DurationSeconds)
+				fmt.Fprintf(stdout, "%s of store %s (%.1fs):\n", kind, out.Store, out.DurationSeconds)
 			}
 			for _, l := range rep.Lines() {
 				fmt.Fprintln(stdout, "  "+l)
@@ -79,6 +118,7 @@ writers and repacks left behind.`,
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&exclusive, "exclusive", false, "take every node's lease (refused if a writer is live) and reclaim everything in one run, with no grace period")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "report what would be condemned, deleted and repacked; change nothing")
 	cmd.Flags().Var(durationFlag{&grace}, "grace", "how long an unreferenced chunk stays condemned before deletion, and how old a pack must be before gc touches it (e.g. 24h, 3d, 1w)")
 	cmd.Flags().Float64Var(&repackBelow, "repack-below", 0.5, "rewrite a pack whose live share of bytes fell below this fraction")

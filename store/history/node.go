@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/clnbackup/backup/chunker"
@@ -68,11 +67,20 @@ func Init(ctx context.Context, st *store.Store, node, dbPath string, progress Pr
 	unfinished := func(err error) error {
 		return fmt.Errorf("init node %q: %w; the node is in the store without a restore point: run init again with the same arguments to finish it", node, err)
 	}
+	// Init writes the node's first manifest, so it holds the node's lease
+	// like every writer: gc --exclusive, which takes every node's lease,
+	// must not run while a new node's chunks are being looked up.
+	lease, err := keepLease(ctx, st, node)
+	if err != nil {
+		return nil, unfinished(err)
+	}
+	defer lease.release(context.Background())
 	w, err := st.NewWriter(ctx)
 	if err != nil {
 		return nil, unfinished(err)
 	}
 	defer w.Close()
+	w.Fence(lease.check)
 	snap := manifest.Snapshot{}
 	if dbCopy != "" {
 		if snap, err = snapshotFile(ctx, w, st, dbCopy, version, nil, nil, 0, progress); err != nil {
@@ -105,10 +113,7 @@ type Node struct {
 	// The directory is created (0700) if missing.
 	CacheDir string
 
-	lease    *store.LeaseHolder
-	leaseErr atomic.Pointer[error]
-	stop     chan struct{}
-	stopped  chan struct{}
+	lease *keptLease
 }
 
 // OpenNode opens a node of the store for writing. It takes the node's lease
@@ -119,54 +124,22 @@ func OpenNode(ctx context.Context, st *store.Store, name string) (*Node, error) 
 	if _, err := st.Node(ctx, name); err != nil {
 		return nil, err
 	}
-	lease, err := st.AcquireLease(ctx, name, store.DefaultLeaseTTL)
+	lease, err := keepLease(ctx, st, name)
 	if err != nil {
 		return nil, err
 	}
 	j, err := st.OpenJournal(ctx, name)
 	if err != nil {
-		lease.Release(ctx)
+		lease.release(ctx)
 		return nil, err
 	}
-	n := &Node{st: st, name: name, j: j, lease: lease, stop: make(chan struct{}), stopped: make(chan struct{})}
-	go n.refreshLease()
-	return n, nil
-}
-
-// refreshLease keeps the lease alive, every third of its lifetime. If the
-// lease is lost (another writer took it after it expired, say while the
-// store was unreachable), LeaseErr reports it and writers must stop.
-func (n *Node) refreshLease() {
-	defer close(n.stopped)
-	t := time.NewTicker(n.lease.TTL() / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-n.stop:
-			return
-		case <-t.C:
-			ctx, cancel := context.WithTimeout(context.Background(), n.lease.TTL()/3)
-			err := n.lease.Refresh(ctx)
-			cancel()
-			if errors.Is(err, store.ErrLeaseLost) {
-				n.leaseErr.Store(&err)
-				return
-			}
-			// Other errors (store unreachable): try again next tick;
-			// the lease stays ours until it expires.
-		}
-	}
+	return &Node{st: st, name: name, j: j, lease: lease}, nil
 }
 
 // LeaseErr is non-nil once the node's lease was lost: another writer may be
 // writing the node, so this one must stop. It is cheap (an atomic load), for
 // the db_write hot path.
-func (n *Node) LeaseErr() error {
-	if p := n.leaseErr.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
+func (n *Node) LeaseErr() error { return n.lease.err() }
 
 // Name is the node's name.
 func (n *Node) Name() string { return n.name }
@@ -176,10 +149,8 @@ func (n *Node) Journal() store.Journal { return n.j }
 
 // Close closes the journal.
 func (n *Node) Close() error {
-	close(n.stop)
-	<-n.stopped
 	err := n.j.Close()
-	if lerr := n.lease.Release(context.Background()); err == nil {
+	if lerr := n.lease.release(context.Background()); err == nil {
 		err = lerr
 	}
 	return err
@@ -241,6 +212,7 @@ func (n *Node) seal(ctx context.Context, latest *manifest.Manifest) (SealResult,
 		return SealResult{}, err
 	}
 	defer w.Close()
+	w.Fence(n.lease.check)
 	m := *latest
 	m.Seq, m.Created = latest.Seq+1, n.st.Now().UTC()
 	m.Changes = append([]manifest.ChangeRef(nil), latest.Changes...)
@@ -407,6 +379,7 @@ func (n *Node) snapshotFrom(ctx context.Context, from *manifest.Manifest, res *C
 		return nil, err
 	}
 	defer w.Close()
+	w.Fence(n.lease.check)
 	// The pages and lists of the node's newest manifest are stored and kept.
 	w.Assume(liveIn(from.Snapshot, prevTab))
 	snap, err := snapshotFile(ctx, w, n.st, tmpName, version, &from.Snapshot, prevTab, prevChain, scaled(progress, 1, 2))

@@ -1,6 +1,9 @@
 package packs
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // Garbage collection while writers keep writing (see docs/design.md, "gc").
 // The chunk layer sweeps; what is live is handed in from above (a Marker:
@@ -44,6 +47,22 @@ type GCOptions struct {
 	// compaction leaves one partial pack (and its index); consolidation
 	// keeps the store's object count proportional to its size.
 	ConsolidateBelow int64
+	// Exclusive deletes every unreferenced chunk copy at once, with no
+	// grace period and whatever its pack's age: the caller guarantees that
+	// no writer commits a manifest from before the run's final mark until
+	// it ends (history.GCExclusive holds every node's lease, and checks in
+	// BeforeDelete that no node appeared without one). Then nothing can
+	// come to name a chunk the run found unreferenced, and the two phases
+	// below are not needed. Packs without an index still wait a grace
+	// period: a writer that died may not be the only one that leaves them,
+	// and deleting a pack whose index is about to be written would leave an
+	// index naming a missing pack.
+	Exclusive bool
+	// BeforeDelete, if set, is called by Execute after the condemned
+	// record is written and before anything is rewritten or deleted; an
+	// error stops the run with nothing deleted. An exclusive run checks
+	// there that it still holds what makes it exclusive.
+	BeforeDelete func(ctx context.Context) error
 	// DryRun reports what would be done and changes nothing.
 	DryRun bool
 	// Progress, if set, is told about packs examined.

@@ -29,6 +29,11 @@ func (g *GCPlan) Execute(ctx context.Context) (GCReport, error) {
 		return *rep, err
 	}
 	rep.CondemnedRecord = name
+	if g.opts.BeforeDelete != nil {
+		if err := g.opts.BeforeDelete(ctx); err != nil {
+			return *rep, fmt.Errorf("gc: nothing was deleted: %w", err)
+		}
+	}
 	for _, ps := range g.repacks {
 		if _, err := g.rewrite(ctx, []*packState{ps}); err != nil {
 			return *rep, fmt.Errorf("gc: repack %s: %w", ps.id.Short(), err)

@@ -87,7 +87,7 @@ func (p *Packs) GC(ctx context.Context, opts GCOptions, mark Marker) (GCReport, 
 // its report what was found so far.
 func (p *Packs) PlanGC(ctx context.Context, opts GCOptions, mark Marker) (*GCPlan, error) {
 	opts = p.gcDefaults(opts)
-	g := &GCPlan{p: p, opts: opts, report: GCReport{DryRun: opts.DryRun, Grace: opts.Grace}, release: func() {}}
+	g := &GCPlan{p: p, opts: opts, report: GCReport{DryRun: opts.DryRun, Exclusive: opts.Exclusive, Grace: opts.Grace}, release: func() {}}
 	if opts.Grace < 2*p.maxWriterAge {
 		return g, fmt.Errorf("gc grace period %s is too short: it must be at least twice the writers' limit of %s", opts.Grace, p.maxWriterAge)
 	}
@@ -286,6 +286,17 @@ func (g *GCPlan) judge(ctx context.Context, now time.Time, ps *packState) (packV
 			return
 		}
 		switch {
+		case g.opts.Exclusive:
+			// No writer can come to name it (GCOptions.Exclusive):
+			// deleted now, and on the new record like every copy
+			// deleted (stamped now if it was not condemned before).
+			var stamp int64
+			if wasCondemned {
+				stamp = when.UnixNano()
+			}
+			g.pending.add(c, stamp)
+			v.eligible++
+			v.deadBytes += int64(e.Length)
 		case ps.young:
 			rep.YoungChunks++
 			v.blocked++

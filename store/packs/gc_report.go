@@ -32,9 +32,12 @@ type GCReport struct {
 	// WaitingPacks are packs without an index (a writer died between the
 	// pack and its index, or is writing it right now): like unreferenced
 	// chunks, they are condemned first and deleted a grace period later.
-	WaitingPacks    int           `json:"kept_unindexed_packs"`
-	RecheckedAdded  int           `json:"manifests_found_on_recheck"`
-	DryRun          bool          `json:"dry_run"`
+	WaitingPacks   int  `json:"kept_unindexed_packs"`
+	RecheckedAdded int  `json:"manifests_found_on_recheck"`
+	DryRun         bool `json:"dry_run"`
+	// Exclusive: the run held every node's lease and deleted unreferenced
+	// chunks with no grace period (GCOptions.Exclusive).
+	Exclusive       bool          `json:"exclusive"`
 	Grace           time.Duration `json:"grace_ns"`
 	CondemnedRecord string        `json:"condemned_record,omitempty"`
 }

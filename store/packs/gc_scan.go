@@ -123,7 +123,9 @@ func (g *GCPlan) scanPacks(ctx context.Context, now time.Time, grace time.Durati
 					return err
 				}
 			}
-			young := now.Sub(pi.ModTime) < grace || now.Sub(in.ModTime) < grace
+			// An exclusive run has no young packs: no writer commits
+			// during it (GCOptions.Exclusive).
+			young := !g.opts.Exclusive && (now.Sub(pi.ModTime) < grace || now.Sub(in.ModTime) < grace)
 			packs = append(packs, &packState{id: pack, index: in.Name, size: pi.Size, young: young, entries: n})
 			indexed[pack] = true
 			return nil

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clnbackup/backup/store/backend"
 	"github.com/clnbackup/backup/store/chunk"
 
 	"github.com/clnbackup/backup/chunker"
@@ -234,4 +235,59 @@ func TestGCLock(t *testing.T) {
 		t.Fatalf("plan after the lock was released: %v", err)
 	}
 	again.Close()
+}
+
+// TestGCExclusive: an exclusive run (the caller holds off every writer)
+// deletes and repacks in one run what the two phases take two runs and
+// two grace periods for, young packs included, and still writes the
+// condemned record before anything goes; BeforeDelete failing deletes
+// nothing.
+func TestGCExclusive(t *testing.T) {
+	tests := []struct {
+		name                                      string
+		liveA, liveB                              int
+		refuse                                    bool
+		deletedPacks, repackedPacks, consolidated int
+		readableA, readableB                      int
+	}{
+		{name: "nothing live", liveA: 0, liveB: 0, deletedPacks: 2},
+		{name: "one pack live", liveA: 10, liveB: 0, deletedPacks: 1, readableA: 10},
+		{name: "mostly dead pack repacked", liveA: 2, liveB: 10, repackedPacks: 1, readableA: 2, readableB: 10},
+		{name: "small live packs consolidated", liveA: 10, liveB: 10, consolidated: 2, readableA: 10, readableB: 10},
+		{name: "BeforeDelete refuses", liveA: 0, liveB: 0, refuse: true, readableA: 10, readableB: 10},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			p, _ := newGCPacks(t) // packs just written: young for a normal run
+			a, b := putPack(t, p, 1, 10), putPack(t, p, 2, 10)
+			live := append(append([]chunker.ID(nil), a[:tc.liveA]...), b[:tc.liveB]...)
+			var checked bool
+			opts := GCOptions{Grace: gcTestGrace, Exclusive: true, BeforeDelete: func(ctx context.Context) error {
+				checked = true
+				n := 0
+				if err := p.be.List(ctx, condemnedPrefix, func(backend.Info) error { n++; return nil }); err != nil || n == 0 {
+					t.Errorf("no condemned record before deleting: %d, %v", n, err)
+				}
+				if tc.refuse {
+					return errors.New("a node appeared")
+				}
+				return nil
+			}}
+			r, err := p.GC(ctx, opts, marking(&live))
+			if tc.refuse != (err != nil) || !checked {
+				t.Fatalf("err %v, BeforeDelete called %v", err, checked)
+			}
+			if !tc.refuse && (r.DeletedPacks != tc.deletedPacks || r.RepackedPacks != tc.repackedPacks || r.ConsolidatedPacks != tc.consolidated ||
+				r.YoungChunks+r.NewlyCondemned+r.WaitingChunks != 0 || !r.Exclusive) {
+				t.Fatalf("exclusive run: %+v", r)
+			}
+			if got := readable(t, p, a); got != tc.readableA {
+				t.Errorf("pack A: %d chunks readable, want %d", got, tc.readableA)
+			}
+			if got := readable(t, p, b); got != tc.readableB {
+				t.Errorf("pack B: %d chunks readable, want %d", got, tc.readableB)
+			}
+		})
+	}
 }
