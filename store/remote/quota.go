@@ -255,32 +255,6 @@ func referencedBytes(ctx context.Context, st *store.Store, nodes []string, error
 	return total, nil
 }
 
-// quotaReply is the OK payload of a quota request: what the server counts
-// against the token (all zero: no quota).
-type quotaReply struct {
-	Limit, Referenced, Added int64
-	Counted                  bool
-	CountedAt                time.Time
-}
-
-// appendTo is the server's side of quota.
-func (r quotaReply) appendTo(b []byte) []byte {
-	e := enc{b: b}
-	e.i64(r.Limit)
-	e.i64(r.Referenced)
-	e.i64(r.Added)
-	e.bool(r.Counted)
-	e.time(r.CountedAt)
-	return e.b
-}
-
-// decodeQuotaReply is the client's side of quota.
-func decodeQuotaReply(p []byte) (quotaReply, error) {
-	d := dec{b: p}
-	r := quotaReply{Limit: d.i64(), Referenced: d.i64(), Added: d.i64(), Counted: d.bool(), CountedAt: d.time()}
-	return r, d.finish("quota reply")
-}
-
 // quota answers what the server counts against the session's token.
 func (ss *session) quota(p []byte) error {
 	if len(p) != 0 {
