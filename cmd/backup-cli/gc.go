@@ -27,12 +27,7 @@ type gcRefusal struct {
 }
 
 func newGCCmd(g *globals) *cobra.Command {
-	var (
-		dryRun      bool
-		exclusive   bool
-		grace       = 24 * time.Hour
-		repackBelow float64
-	)
+	o := &gcOpts{grace: 24 * time.Hour}
 	cmd := &cobra.Command{
 		Use:   "gc [--exclusive] [--dry-run] [--grace DURATION] [--repack-below FRACTION] URL",
 		Short: "Reclaim the chunks and packs no restore point of any node uses",
@@ -72,57 +67,69 @@ an index (a crashed writer's) still wait a grace period.`,
   backup-cli gc --exclusive --dry-run --json socket:backup.example:9737`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if repackBelow < 0 || repackBelow > 1 {
-				return fmt.Errorf("--repack-below %v: give a fraction between 0 and 1 (e.g. 0.5)", repackBelow)
-			}
-			ctx := cmd.Context()
-			stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
-			st, err := store.Open(ctx, args[0], g.storeOptions())
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			bar := newProgress(stderr, "gc")
-			start := time.Now()
-			opts := packs.GCOptions{Grace: grace, RepackBelow: repackBelow, DryRun: dryRun, Progress: bar.stage("packs", false)}
-			run := history.GC
-			if exclusive {
-				run = history.GCExclusive
-			}
-			rep, err := run(ctx, st, opts)
-			bar.done()
-			var held *history.LeasesHeldError
-			if g.json && errors.As(err, &held) {
-				// Scripts learn who holds what; the exit status is still 1.
-				printJSON(stdout, gcRefusal{Store: st.Location(), Refused: true, Reason: "nodes are being written", Held: held.Held})
-			}
-			if err != nil {
-				return err
-			}
-			out := gcResult{Store: st.Location(), GCReport: rep, DurationSeconds: time.Since(start).Seconds()}
-			if g.json {
-				return printJSON(stdout, out)
-			}
-			kind := "gc"
-			if exclusive {
-				kind = "gc --exclusive (every node's lease held, no grace period)"
-			}
-			if dryRun {
-				fmt.Fprintf(stdout, "Dry run of %s on store %s (nothing was changed):\n", kind, out.Store)
-			} else {
-				fmt.Fprintf(stdout, "%s of store %s (%.1fs):\n", kind, out.Store, out.DurationSeconds)
-			}
-			for _, l := range rep.Lines() {
-				fmt.Fprintln(stdout, "  "+l)
-			}
-			return nil
+			return runGC(cmd, g, o, args[0])
 		},
 	}
-	cmd.Flags().BoolVar(&exclusive, "exclusive", false, "take every node's lease (refused if a writer is live) and reclaim everything in one run, with no grace period")
-	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "report what would be condemned, deleted and repacked; change nothing")
-	cmd.Flags().Var(durationFlag{&grace}, "grace", "how long an unreferenced chunk stays condemned before deletion, and how old a pack must be before gc touches it (e.g. 24h, 3d, 1w)")
-	cmd.Flags().Float64Var(&repackBelow, "repack-below", 0.5, "rewrite a pack whose live share of bytes fell below this fraction")
+	cmd.Flags().BoolVar(&o.exclusive, "exclusive", false, "take every node's lease (refused if a writer is live) and reclaim everything in one run, with no grace period")
+	cmd.Flags().BoolVar(&o.dryRun, "dry-run", false, "report what would be condemned, deleted and repacked; change nothing")
+	cmd.Flags().Var(durationFlag{&o.grace}, "grace", "how long an unreferenced chunk stays condemned before deletion, and how old a pack must be before gc touches it (e.g. 24h, 3d, 1w)")
+	cmd.Flags().Float64Var(&o.repackBelow, "repack-below", 0.5, "rewrite a pack whose live share of bytes fell below this fraction")
 	return cmd
+}
+
+// gcOpts are gc's flags.
+type gcOpts struct {
+	dryRun, exclusive bool
+	grace             time.Duration
+	repackBelow       float64
+}
+
+// runGC runs gc (or gc --exclusive) on the store at url and reports it.
+func runGC(cmd *cobra.Command, g *globals, o *gcOpts, url string) error {
+	if o.repackBelow < 0 || o.repackBelow > 1 {
+		return fmt.Errorf("--repack-below %v: give a fraction between 0 and 1 (e.g. 0.5)", o.repackBelow)
+	}
+	ctx := cmd.Context()
+	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
+	st, err := store.Open(ctx, url, g.storeOptions())
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	bar := newProgress(stderr, "gc")
+	start := time.Now()
+	opts := packs.GCOptions{Grace: o.grace, RepackBelow: o.repackBelow, DryRun: o.dryRun, Progress: bar.stage("packs", false)}
+	run := history.GC
+	if o.exclusive {
+		run = history.GCExclusive
+	}
+	rep, err := run(ctx, st, opts)
+	bar.done()
+	var held *history.LeasesHeldError
+	if g.json && errors.As(err, &held) {
+		// Scripts learn who holds what; the exit status is still 1.
+		printJSON(stdout, gcRefusal{Store: st.Location(), Refused: true, Reason: "nodes are being written", Held: held.Held})
+	}
+	if err != nil {
+		return err
+	}
+	out := gcResult{Store: st.Location(), GCReport: rep, DurationSeconds: time.Since(start).Seconds()}
+	if g.json {
+		return printJSON(stdout, out)
+	}
+	kind := "gc"
+	if o.exclusive {
+		kind = "gc --exclusive (every node's lease held, no grace period)"
+	}
+	if o.dryRun {
+		fmt.Fprintf(stdout, "Dry run of %s on store %s (nothing was changed):\n", kind, out.Store)
+	} else {
+		fmt.Fprintf(stdout, "%s of store %s (%.1fs):\n", kind, out.Store, out.DurationSeconds)
+	}
+	for _, l := range rep.Lines() {
+		fmt.Fprintln(stdout, "  "+l)
+	}
+	return nil
 }
 
 // durationFlag is a flag value that takes Go durations plus days and weeks
