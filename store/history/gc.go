@@ -176,3 +176,37 @@ func markManifest(ctx context.Context, get func(context.Context, chunker.ID) ([]
 	}
 	return nil
 }
+
+// ReferencedChunks returns every chunk the manifests of nodes name (their
+// change, list and patch chunks and the pages those lists and patches
+// name), each once: what those nodes make the store keep, by the marking
+// gc uses (a store server counts a token's quota with it). A manifest that
+// cannot be read is handed to skip and left out.
+func ReferencedChunks(ctx context.Context, st *store.Store, nodes []string, skip func(error)) ([]chunker.ID, error) {
+	ids := map[chunker.ID]bool{}
+	read := map[chunker.ID]bool{}
+	use := func(id chunker.ID) { ids[id] = true }
+	for _, node := range nodes {
+		seqs, err := st.ManifestSeqs(ctx, node)
+		if err != nil {
+			return nil, err
+		}
+		for _, seq := range seqs {
+			m, err := st.Manifest(ctx, node, seq)
+			if err == nil {
+				err = markManifest(ctx, st.Get, use, read, m)
+			}
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				skip(fmt.Errorf("manifest %d of node %q: %w", seq, node, err))
+			}
+		}
+	}
+	out := make([]chunker.ID, 0, len(ids))
+	for id := range ids {
+		out = append(out, id)
+	}
+	return out, nil
+}

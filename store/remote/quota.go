@@ -8,10 +8,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/clnbackup/backup/chunker"
-	"github.com/clnbackup/backup/manifest"
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/backend"
+	"github.com/clnbackup/backup/store/history"
 )
 
 // Quotas. A node token's auth line may end in quota=SIZE (10GiB, 500MiB,
@@ -175,7 +174,6 @@ func referencedBytes(ctx context.Context, st *store.Store, nodes []string, error
 		return 0, err
 	}
 	var total int64
-	ids := map[chunker.ID]bool{}
 	for _, node := range nodes {
 		err := st.Objects().List(ctx, store.NodesPrefix+node+"/", func(in backend.Info) error {
 			if !store.IsJournalObject(in.Name) {
@@ -186,68 +184,16 @@ func referencedBytes(ctx context.Context, st *store.Store, nodes []string, error
 		if err != nil {
 			return 0, err
 		}
-		seqs, err := st.ManifestSeqs(ctx, node)
-		if err != nil {
-			return 0, err
-		}
-		for _, seq := range seqs {
-			m, err := st.Manifest(ctx, node, seq)
-			if err != nil {
-				errorf("quota count: %v (skipped)", err)
-				continue
-			}
-			for _, c := range m.Changes {
-				ids[c.ID] = true
-			}
-			for _, id := range m.Snapshot.Lists {
-				if ids[id] {
-					continue // read for an earlier manifest
-				}
-				ids[id] = true
-				data, err := st.Get(ctx, id)
-				if err != nil {
-					errorf("quota count: node %q manifest %d: list chunk %s: %v (skipped)", node, seq, id.Short(), err)
-					continue
-				}
-				pages, err := manifest.DecodeList(data)
-				if err != nil {
-					errorf("quota count: node %q manifest %d: list chunk %s: %v (skipped)", node, seq, id.Short(), err)
-					continue
-				}
-				for _, pg := range pages {
-					ids[pg] = true
-				}
-			}
-			for _, id := range m.Snapshot.Patches {
-				if ids[id] {
-					continue
-				}
-				ids[id] = true
-				data, err := st.Get(ctx, id)
-				if err != nil {
-					errorf("quota count: node %q manifest %d: patch chunk %s: %v (skipped)", node, seq, id.Short(), err)
-					continue
-				}
-				pt, err := manifest.DecodePatch(data)
-				if err != nil {
-					errorf("quota count: node %q manifest %d: patch chunk %s: %v (skipped)", node, seq, id.Short(), err)
-					continue
-				}
-				for _, e := range pt.Entries {
-					ids[e.ID] = true
-				}
-			}
-		}
 	}
-	list := make([]chunker.ID, 0, len(ids))
-	for id := range ids {
-		list = append(list, id)
-	}
-	l, err := p.Lookup(ctx, list)
+	ids, err := history.ReferencedChunks(ctx, st, nodes, func(err error) { errorf("quota count: %v (skipped)", err) })
 	if err != nil {
 		return 0, err
 	}
-	for _, id := range list {
+	l, err := p.Lookup(ctx, ids)
+	if err != nil {
+		return 0, err
+	}
+	for _, id := range ids {
 		if in, ok := l.Locate(id); ok {
 			total += int64(in.Length)
 		}
