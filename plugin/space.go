@@ -168,16 +168,16 @@ func (w *spaceWatch) state() (threshold uint64, low, known bool) {
 }
 
 func lowSpaceMessage(free, threshold, floor uint64, rate float64) string {
-	growth, full := "no journal growth measured yet", "cannot be estimated yet"
+	growth := fmt.Sprintf("the journal's growth rate is not known yet (it is measured over at least %s)", spaceRateMinSpan)
 	if rate > 0 {
-		growth = fmt.Sprintf("journal growing by %s/day", formatBytes(uint64(rate*spaceHorizon.Seconds())))
-		full = "at this rate the disk is full in about " + formatSeconds(float64(free)/rate)
+		growth = fmt.Sprintf("the journal grows by %s/day: at this rate the disk is full in about %s",
+			formatBytes(uint64(rate*spaceHorizon.Seconds())), formatSeconds(float64(free)/rate))
 	}
 	return fmt.Sprintf("Low free space on the backup store: %s free, below the warning threshold of %s (a day of journal growth, "+
-		"at least %s=%d); %s, %s. When it is full every db_write is refused and lightningd stops. "+
+		"at least %s=%d); %s. When it is full every db_write is refused and lightningd stops. "+
 		"Free space now: run `lightning-cli backup-compact`, drop old restore points with `backup-cli forget` and reclaim them with `backup-cli gc`, "+
 		"or grow the store's file system.",
-		formatBytes(free), formatBytes(threshold), optFreeSpaceFloor, floor, growth, full)
+		formatBytes(free), formatBytes(threshold), optFreeSpaceFloor, floor, growth)
 }
 
 // formatBytes is n in binary units, for messages.

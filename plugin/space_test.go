@@ -60,7 +60,7 @@ func TestSpaceWatch(t *testing.T) {
 		appended = int64(m) * MiB
 		w.record(at(time.Duration(m)*time.Minute), appended)
 	}
-	check(30*time.Minute, 1000*MiB, levelWarn, "journal growing by 1.41 GiB/day, at this rate the disk is full in about 16h40m0s")
+	check(30*time.Minute, 1000*MiB, levelWarn, "the journal grows by 1.41 GiB/day: at this rate the disk is full in about 16h40m0s")
 	if th, _, _ := w.state(); th != 1440*MiB {
 		t.Fatalf("threshold %d MiB, want a day at 1 MiB/min = 1440", th/MiB)
 	}
