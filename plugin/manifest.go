@@ -95,7 +95,7 @@ func getManifest() manifestReply {
 					"Answers \"compaction started\", \"compaction still in progress\", or the backup's size and version count when there is nothing to compact."},
 			{Name: "backup-status", Usage: "",
 				Description: "Show the backup: node, store, newest data_version, newest restore point and its age, journal size, " +
-					"compaction state and last result, stored and logical bytes."},
+					"compaction state and last result, stored and logical bytes, and for a file:// store its free space and the low-space warning's threshold and state."},
 		},
 		Hooks:         []manifestHook{{Name: "db_write"}},
 		Subscriptions: []string{},
