@@ -98,6 +98,10 @@ type Pending struct {
 	JournalBytes int64
 	// SnapshotTime is when the newest restore point was written.
 	SnapshotTime time.Time
+	// Appended is the journal bytes appended since the backup was
+	// opened, never lowered by a compaction: the low-space warning
+	// measures the journal's growth rate with it.
+	Appended int64
 }
 
 // LegacyStats is backup-compact's answer when there is nothing to compact,

@@ -195,6 +195,12 @@ type statusReply struct {
 	// FreeBytes is the free space of a file:// store's file system
 	// (absent through a store server, whose disk the plugin cannot see).
 	FreeBytes *uint64 `json:"free_bytes,omitempty"`
+	// FreeThreshold is the low-space warning's threshold at its last
+	// check (a day of journal growth, at least backup-free-space-floor),
+	// and LowSpace whether free space is below it (warned, not yet
+	// recovered): absent when the plugin does not watch (a store server).
+	FreeThreshold *uint64 `json:"free_threshold_bytes,omitempty"`
+	LowSpace      *bool   `json:"low_space,omitempty"`
 }
 
 type manifestAge struct {
@@ -289,6 +295,11 @@ func (p *plugin) statusRPC(req *request) {
 		r.Manifests, r.StoredBytes, r.LogicalBytes = s.Manifests, s.StoredBytes, s.LogicalBytes
 		if s.FreeKnown {
 			r.FreeBytes = &s.FreeBytes
+		}
+		if w := p.space.Load(); w != nil {
+			if threshold, low, known := w.state(); known {
+				r.FreeThreshold, r.LowSpace = &threshold, &low
+			}
 		}
 		if s.Manifests > 0 {
 			r.NewestManifest = &manifestAge{ManifestStatus: s.Newest, AgeSeconds: int64(now.Sub(s.Newest.Created).Seconds())}

@@ -112,12 +112,18 @@ func checkStatus(t *testing.T, r *pipeRun, url string) {
 		StoredBytes  int64   `json:"stored_bytes"`
 		LogicalBytes int64   `json:"logical_bytes"`
 		FreeBytes    *uint64 `json:"free_bytes"`
+		// The low-space watch's state (its first check is at init).
+		FreeThreshold *uint64 `json:"free_threshold_bytes"`
+		LowSpace      *bool   `json:"low_space"`
 	}
 	if err := json.Unmarshal(m.Result, &s); err != nil {
 		t.Fatalf("backup-status %s: %v", m.raw, err)
 	}
 	if s.FreeBytes == nil || *s.FreeBytes == 0 {
 		t.Errorf("free space of the file:// store: %s", m.Result)
+	}
+	if s.FreeThreshold == nil || *s.FreeThreshold < DefaultFreeSpaceFloor || s.LowSpace == nil {
+		t.Errorf("low-space watch state: %s", m.Result)
 	}
 	nm := s.NewestManifest
 	if s.State != "backing up" || s.Node != "default" || s.Store != url {

@@ -16,6 +16,7 @@ const (
 	optCompactBytes   = "backup-compact-journal-bytes"
 	optCompactEvery   = "backup-compact-interval"
 	optDestination    = "backup-destination"
+	optFreeSpaceFloor = "backup-free-space-floor"
 )
 
 // Defaults of the automatic compaction options.
@@ -32,10 +33,13 @@ type options struct {
 	compactChanges int64
 	compactBytes   int64
 	compactEvery   time.Duration
+	// freeFloor is the low-space warning's least threshold (bytes).
+	freeFloor uint64
 }
 
 func defaultOptions() options {
-	return options{compactChanges: DefaultCompactChanges, compactBytes: DefaultCompactJournalBytes, compactEvery: DefaultCompactInterval}
+	return options{compactChanges: DefaultCompactChanges, compactBytes: DefaultCompactJournalBytes, compactEvery: DefaultCompactInterval,
+		freeFloor: DefaultFreeSpaceFloor}
 }
 
 type manifestOption struct {
@@ -78,6 +82,9 @@ func getManifest() manifestReply {
 			{Name: optCompactEvery, Type: "string", Default: "24h",
 				Description: "Compact the backup automatically when the newest snapshot is older than this and changes were recorded since " +
 					"(a duration such as 24h, 90m or 1h30m; 0 disables). Default 24h."},
+			{Name: optFreeSpaceFloor, Type: "int", Default: DefaultFreeSpaceFloor,
+				Description: "Log a warning when the free space of a file:// store's file system falls below a day of journal growth at " +
+					"the current rate, or below this many bytes, whichever is larger (a full store stops lightningd). Default 1073741824 (1 GiB)."},
 			{Name: optDestination, Type: "string",
 				Description: "Deprecated and ignored: the backup goes to the store that backup.lock in the lightning-dir names " +
 					"(written by backup-cli init). Accepted so that old configurations still start; remove it."},
@@ -88,7 +95,7 @@ func getManifest() manifestReply {
 					"Answers \"compaction started\", \"compaction still in progress\", or the backup's size and version count when there is nothing to compact."},
 			{Name: "backup-status", Usage: "",
 				Description: "Show the backup: node, store, newest data_version, newest restore point and its age, journal size, " +
-					"compaction state and last result, stored and logical bytes."},
+					"compaction state and last result, stored and logical bytes, and for a file:// store its free space and the low-space warning's threshold and state."},
 		},
 		Hooks:         []manifestHook{{Name: "db_write"}},
 		Subscriptions: []string{},
@@ -104,6 +111,7 @@ func parseOptions(raw map[string]json.RawMessage, warn func(string)) options {
 	o := defaultOptions()
 	o.compactChanges = intOption(raw, optCompactChanges, o.compactChanges, warn)
 	o.compactBytes = intOption(raw, optCompactBytes, o.compactBytes, warn)
+	o.freeFloor = uint64(intOption(raw, optFreeSpaceFloor, int64(o.freeFloor), warn))
 	if v, ok := raw[optCompactEvery]; ok {
 		s, err := stringValue(v)
 		var d time.Duration

@@ -25,6 +25,7 @@ import (
 	"io"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/clnbackup/backup/internal/version"
@@ -84,6 +85,8 @@ type plugin struct {
 	comp   compactor
 	// statusMu serializes backup-status's reads of the store.
 	statusMu sync.Mutex
+	// space is the low-space watch (nil: not watching), for backup-status.
+	space atomic.Pointer[spaceWatch]
 
 	// read loop state
 	opened   bool   // backup.lock was read (at the first init or db_write)
@@ -178,6 +181,9 @@ func (p *plugin) init(req *request) {
 	}
 	p.opts = parseOptions(params.Options, func(msg string) { p.out.log(levelWarn, msg) })
 	p.initDone = true
+	if p.backup != nil && p.space.Load() == nil {
+		p.watchSpace(p.backup) // after init: its floor is an option
+	}
 	p.out.reply(req.ID, struct{}{})
 }
 

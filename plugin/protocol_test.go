@@ -42,6 +42,7 @@ func TestGetManifest(t *testing.T) {
 		"backup-compact-journal-bytes": "int:67108864",
 		"backup-compact-interval":      `string:"24h"`,
 		"backup-destination":           "string:",
+		"backup-free-space-floor":      "int:1073741824",
 	}
 	for _, o := range got.Options {
 		if want, ok := wantOpts[o.Name]; !ok || want != o.Type+":"+string(o.Default) {

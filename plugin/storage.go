@@ -134,6 +134,7 @@ type storeBackup struct {
 	mu       sync.Mutex
 	changes  int64 // change records since the newest snapshot
 	bytes    int64 // journal frame bytes since the newest snapshot
+	appended int64 // journal frame bytes appended since opened
 	snapTime time.Time
 }
 
@@ -216,15 +217,23 @@ func (b *storeBackup) Replace(version uint32, writes []string) error {
 
 func (b *storeBackup) count(writes []string) {
 	b.mu.Lock()
+	n := frameBytes(writes)
 	b.changes++
-	b.bytes += frameBytes(writes)
+	b.bytes += n
+	b.appended += n
 	b.mu.Unlock()
 }
 
 func (b *storeBackup) Pending() Pending {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return Pending{Changes: b.changes, JournalBytes: b.bytes, SnapshotTime: b.snapTime}
+	return Pending{Changes: b.changes, JournalBytes: b.bytes, SnapshotTime: b.snapTime, Appended: b.appended}
+}
+
+// FreeSpace is the free space of a file:// store's file system (statfs);
+// known is false through a store server.
+func (b *storeBackup) FreeSpace() (free uint64, known bool, err error) {
+	return b.st.FreeBytes()
 }
 
 // errEnough stops a journal scan early.
