@@ -526,21 +526,7 @@ func listTree(t testing.TB, dir string) []string {
 // the write lightningd re-sends and more.
 func TestDiskFull(t *testing.T) {
 	t.Parallel()
-	if os.Geteuid() != 0 {
-		t.Skip("disk full: needs root to mount a tmpfs")
-	}
-	mnt := filepath.Join(t.TempDir(), "mnt")
-	if err := os.Mkdir(mnt, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", mnt).CombinedOutput(); err != nil {
-		t.Skipf("disk full: cannot mount a tmpfs (%v: %s)", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", mnt, err, out)
-		}
-	})
+	mnt := mountTmpfs(t, "24m")
 	n, m := newNode(t, filepath.Join(mnt, "store")), newModel(t)
 	l := startInit(t, n.Dir)
 	write(t, l, m, ld.Change(1, 0))
