@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/clnbackup/backup/store"
+	"github.com/clnbackup/backup/store/monitor"
 	"github.com/clnbackup/backup/store/remote"
 	"github.com/spf13/cobra"
 )
@@ -40,6 +41,9 @@ type serverOpts struct {
 	maxConnsPerAddr      int
 	handshakeTimeout     time.Duration
 	maxMemoryMiB         int
+	// The status page and metrics (--http).
+	httpAddr, httpAuth string
+	httpStale          time.Duration
 }
 
 // newServerCmd declares server's flags and help; runServer does the work.
@@ -117,6 +121,9 @@ count.`,
 	cmd.Flags().StringVar(&o.tlsSelfSigned, "tls-self-signed", "", "speak TLS with the key pair kept in this directory (made the first time); clients pin the fingerprint the server logs")
 	cmd.Flags().StringVar(&o.tlsCert, "tls-cert", "", "speak TLS with this PEM certificate (chain); needs --tls-key")
 	cmd.Flags().StringVar(&o.tlsKey, "tls-key", "", "PEM private key of --tls-cert (mode 0600)")
+	cmd.Flags().StringVar(&o.httpAddr, "http", "", "serve a status page (/) and Prometheus metrics (/metrics) on this HOST:PORT, read-only")
+	cmd.Flags().StringVar(&o.httpAuth, "http-auth", "", "file of tokens (one a line, mode 0600) that may read --http; without it, admin tokens of --auth may (required unless --http is loopback-only)")
+	cmd.Flags().DurationVar(&o.httpStale, "http-stale", monitor.DefaultStale, "--http marks a node stale when it has had no live writer for longer (as status --max-stale)")
 	cmd.AddCommand(newAddTokenCmd(g), newTLSFingerprintCmd())
 	return cmd
 }
@@ -156,6 +163,13 @@ func runServer(cmd *cobra.Command, o *serverOpts, url, addr string) error {
 	if err != nil {
 		return err
 	}
+	web, err := listenStatusHTTP(o, auth, tlsCfg, errorf)
+	if err != nil {
+		return err
+	}
+	if web != nil {
+		defer web.l.Close()
+	}
 	ctx := cmd.Context()
 	st, created, err := store.Create(ctx, url, store.Options{})
 	if err != nil {
@@ -187,6 +201,10 @@ func runServer(cmd *cobra.Command, o *serverOpts, url, addr string) error {
 	srv := remote.NewServer(st, auth, remote.ServerOptions{Infof: infof, Errorf: errorf, MaxConns: o.maxConns,
 		MaxConnsPerToken: o.maxConnsPerToken, MaxHandshakes: o.maxHandshakes, MaxHandshakesPerAddr: o.maxHandshakesPerAddr,
 		MaxConnsPerAddr: o.maxConnsPerAddr, HandshakeTimeout: o.handshakeTimeout, MaxMemory: int64(o.maxMemoryMiB) << 20})
+	if web != nil {
+		web.serve(st, srv, o.httpStale, infof, errorf)
+		defer web.shutdown(context.Background())
+	}
 	return serve(ctx, srv, l, addr, o.authFile, infof, errorf)
 }
 
