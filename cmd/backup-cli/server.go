@@ -50,7 +50,7 @@ type serverOpts struct {
 func newServerCmd(g *globals) *cobra.Command {
 	o := &serverOpts{}
 	cmd := &cobra.Command{
-		Use:   "server [--auth FILE] [--tls-self-signed DIR | --tls-cert FILE --tls-key FILE] [--log-format plain|systemd] [--max-conns N] [limits] URL LISTEN_ADDR",
+		Use:   "server [--auth FILE] [--tls-self-signed DIR | --tls-cert FILE --tls-key FILE] [--log-format plain|systemd] [--max-conns N] [limits] [--http ADDR [--http-auth FILE]] URL LISTEN_ADDR",
 		Short: "Serve a store to backup plugins and backup-cli over TCP (socket: URLs)",
 		Long: `server serves the store at URL (file://, created when missing or empty, as
 init does) on LISTEN_ADDR (HOST:PORT) to many clients at once: backup plugins
@@ -99,10 +99,21 @@ not count against --max-conns; one token holds at most --max-conns-per-token
 connections; request frames over 64 KiB wait for a share of --max-memory MiB
 before they are read (refused as busy after 2 minutes of waiting; clients
 retry). Refused connections are logged once a minute per address, with a
-count.`,
+count.
+
+With --http HOST:PORT the server also serves, read-only, a status page (/)
+listing the nodes, those without a live writer for longer than --http-stale
+marked stale, and Prometheus metrics (/metrics: every node's status, taken at
+most every 5 seconds, and the server's counters; docs/metrics.md lists them).
+A request needs "Authorization: Bearer TOKEN" with a token of --http-auth
+FILE (one a line, chmod 600) or, without it, an admin token of --auth; on a
+loopback-only address without --http-auth no token is needed, and on any
+other address the server refuses to start without a token to check. Under
+TLS the page speaks HTTPS with the same key pair.`,
 		Example: `  backup-cli server --auth /etc/clnbackup/auth --tls-self-signed /etc/clnbackup/tls file:///srv/backup/store 0.0.0.0:7000
   backup-cli server add-token --auth /etc/clnbackup/auth --node alice --out alice.token
   backup-cli server tls-fingerprint --tls-self-signed /etc/clnbackup/tls
+  backup-cli server --auth /etc/clnbackup/auth --http 127.0.0.1:9738 file:///srv/backup/store 0.0.0.0:7000
   backup-cli init --token-file alice.token --lightning-dir ~/.lightning/bitcoin --node alice 'socket:backup.example:7000?tls=FINGERPRINT'`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
