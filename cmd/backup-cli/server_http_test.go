@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net"
 	"net/http"
@@ -156,5 +158,57 @@ func TestServerHTTP(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "status page on http://") || !strings.Contains(logs.String(), "admin tokens of the auth file") {
 		t.Errorf("log lacks the status page line:\n%s", logs.String())
+	}
+}
+
+// TestServerHTTPS: under --tls-self-signed the page speaks HTTPS with the
+// server's key pair, and a client that trusts cert.pem and names this
+// machine's host name (the README's scrape job: ca_file, server_name)
+// verifies it; plain HTTP is not answered with the page.
+func TestServerHTTPS(t *testing.T) {
+	t.Parallel()
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		t.Skip("no host name: the self-signed certificate names none")
+	}
+	tmp := t.TempDir()
+	tlsDir := filepath.Join(tmp, "tls")
+	addr, web := "127.0.0.1:"+freePort(t), "127.0.0.1:"+freePort(t)
+	srv := exec.Command(cliBin.get(t), "server", "--tls-self-signed", tlsDir, "--http", web, "file://"+filepath.Join(tmp, "store"), addr)
+	logs := &syncBuffer{}
+	srv.Stderr = logs
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Process.Kill()
+	for i := 0; !strings.Contains(logs.String(), "status page on"); i++ {
+		if i > 300 {
+			t.Fatalf("server did not start: %s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	pemBytes, err := os.ReadFile(filepath.Join(tlsDir, "cert.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pemBytes) {
+		t.Fatal("cert.pem holds no certificate")
+	}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: host}}}
+	resp, err := client.Get("https://" + web + "/metrics")
+	if err != nil {
+		t.Fatalf("HTTPS with cert.pem as CA and server name %q: %v", host, err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "clnbackup_status_up 1") {
+		t.Errorf("HTTPS /metrics: %d\n%s", resp.StatusCode, body)
+	}
+	if resp, err := http.Get("http://" + web + "/metrics"); err == nil {
+		if resp.StatusCode == 200 {
+			t.Error("plain HTTP served the metrics of a TLS server")
+		}
+		resp.Body.Close()
 	}
 }
