@@ -1,9 +1,7 @@
 package monitor
 
 import (
-	"context"
-	"time"
-
+	"github.com/clnbackup/backup/store/history"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -57,9 +55,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter := func(d *prometheus.Desc, v int64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	st, taken, err := c.h.status(ctx)
+	st, taken, err := c.h.status()
 	if err != nil {
 		gauge(descUp, 0)
 	} else {
@@ -73,7 +69,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			if !n.LastChange.IsZero() {
 				gauge(descLastChange, float64(n.LastChange.UnixMilli())/1000, n.Name)
 			}
-			gauge(descWriterAlive, b2f(n.Writer.State == "live"), n.Name)
+			gauge(descWriterAlive, b2f(n.Writer.State == history.WriterLive), n.Name)
 			gauge(descStale, b2f(stale[n.Name]), n.Name)
 			gauge(descBacklogRecords, float64(n.Backlog.Records), n.Name)
 			gauge(descBacklogBytes, float64(n.Backlog.Bytes), n.Name)

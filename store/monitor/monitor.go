@@ -103,14 +103,22 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.mux.ServeHTTP(w, r)
 }
 
+// statusTimeout bounds the taking of one status: a scrape waits no longer.
+const statusTimeout = time.Minute
+
 // status returns the store's status, taken at most CacheFor ago; a failure
-// is kept as long, so a broken store is not read on every request.
-func (h *Handler) status(ctx context.Context) (history.StoreStatus, time.Time, error) {
+// is kept as long, so a broken store is not read on every request. Requests
+// arriving while it is taken wait for it and share it. It is taken with a
+// context of its own, so that a scraper that hangs up does not leave the
+// others a cancelled status.
+func (h *Handler) status() (history.StoreStatus, time.Time, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.taken.IsZero() && time.Since(h.taken) < h.opt.CacheFor {
 		return h.cached, h.taken, h.err
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), statusTimeout)
+	defer cancel()
 	st, err := history.Status(ctx, h.opt.Store, "")
 	h.cached, h.taken, h.err = st, time.Now(), err
 	if err != nil {

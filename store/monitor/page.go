@@ -36,7 +36,7 @@ type pageRow struct {
 }
 
 func (h *Handler) page(w http.ResponseWriter, r *http.Request) {
-	st, taken, err := h.status(r.Context())
+	st, taken, err := h.status()
 	data := struct {
 		Store, At, Stale, CacheFor, Stored, Free string
 		Err                                      error
