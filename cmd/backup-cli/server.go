@@ -108,8 +108,9 @@ most every 5 seconds, and the server's counters; docs/metrics.md lists them).
 A request needs "Authorization: Bearer TOKEN" with a token of --http-auth
 FILE (one a line, chmod 600) or, without it, an admin token of --auth; on a
 loopback-only address without --http-auth no token is needed, and on any
-other address the server refuses to start without a token to check. Under
-TLS the page speaks HTTPS with the same key pair.`,
+other address the server refuses to start without a token to check. SIGHUP
+reloads the --http-auth file too. Under TLS the page speaks HTTPS with the
+same key pair.`,
 		Example: `  backup-cli server --auth /etc/clnbackup/auth --tls-self-signed /etc/clnbackup/tls file:///srv/backup/store 0.0.0.0:7000
   backup-cli server add-token --auth /etc/clnbackup/auth --node alice --out alice.token
   backup-cli server tls-fingerprint --tls-self-signed /etc/clnbackup/tls
@@ -216,7 +217,7 @@ func runServer(cmd *cobra.Command, o *serverOpts, url, addr string) error {
 		web.serve(st, srv, o.httpStale, infof, errorf)
 		defer web.shutdown(context.Background())
 	}
-	return serve(ctx, srv, l, addr, o.authFile, infof, errorf)
+	return serve(ctx, srv, l, addr, o.authFile, func() { web.reload(infof, errorf) }, infof, errorf)
 }
 
 // serverTLS loads or makes the server's key pair as its flags ask; it
@@ -316,9 +317,10 @@ func serverMemoryLimit(maxMemoryMiB int) int64 {
 }
 
 // serve serves on l until ctx ends (SIGTERM, SIGINT), then shuts down
-// gracefully; SIGHUP reloads the auth file meanwhile. A failure of Serve
-// itself ends it with an error, the connections closed at once.
-func serve(ctx context.Context, srv *remote.Server, l net.Listener, addr, authFile string, infof, errorf func(string, ...any)) error {
+// gracefully; SIGHUP reloads the auth file meanwhile, and calls onHUP (the
+// status page's tokens). A failure of Serve itself ends it with an error,
+// the connections closed at once.
+func serve(ctx context.Context, srv *remote.Server, l net.Listener, addr, authFile string, onHUP func(), infof, errorf func(string, ...any)) error {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 	hup := make(chan os.Signal, 1)
@@ -332,6 +334,7 @@ serving:
 			return fmt.Errorf("serve on %s: %w", addr, err)
 		case <-hup:
 			reloadAuth(srv, authFile, infof, errorf)
+			onHUP()
 		case <-ctx.Done():
 			break serving
 		}

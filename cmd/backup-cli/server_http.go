@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/clnbackup/backup/store"
@@ -26,7 +27,11 @@ type statusHTTP struct {
 	// adminTokens is set when the --auth file's admin tokens are checked:
 	// they need the running server, which is made later.
 	adminTokens bool
-	srv         *http.Server
+	// authFile and tokens are the --http-auth file and its tokens in
+	// force (reloaded on SIGHUP).
+	authFile string
+	tokens   atomic.Pointer[monitor.TokenFile]
+	srv      *http.Server
 }
 
 // listenStatusHTTP checks --http's access rule and listens: a token is
@@ -49,7 +54,9 @@ func listenStatusHTTP(o *serverOpts, auth *remote.Auth, tlsCfg *tls.Config, erro
 		if err != nil {
 			return nil, err
 		}
-		h.authorize = tf.Allows
+		h.authFile = o.httpAuth
+		h.tokens.Store(tf)
+		h.authorize = func(tok string) bool { return h.tokens.Load().Allows(tok) }
 	}
 	l, err := net.Listen("tcp", o.httpAddr)
 	if err != nil {
@@ -104,6 +111,21 @@ func (h *statusHTTP) serve(st *store.Store, srv *remote.Server, stale time.Durat
 			errorf("--http on %s stopped: %v; the store server goes on serving", h.l.Addr(), err)
 		}
 	}()
+}
+
+// reload reads the --http-auth file again (SIGHUP); a file that fails to
+// load leaves the tokens in use unchanged.
+func (h *statusHTTP) reload(infof, errorf func(string, ...any)) {
+	if h == nil || h.authFile == "" {
+		return
+	}
+	tf, err := monitor.LoadTokens(h.authFile)
+	if err != nil {
+		errorf("SIGHUP: %v; keeping the status page's tokens in use", err)
+		return
+	}
+	h.tokens.Store(tf)
+	infof("reloaded %s: the status page takes its tokens", h.authFile)
 }
 
 // logWriter passes each write (a log line) to a logger.

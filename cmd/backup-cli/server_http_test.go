@@ -164,7 +164,8 @@ func TestServerHTTP(t *testing.T) {
 // TestServerHTTPS: under --tls-self-signed the page speaks HTTPS with the
 // server's key pair, and a client that trusts cert.pem and names this
 // machine's host name (the README's scrape job: ca_file, server_name)
-// verifies it; plain HTTP is not answered with the page.
+// verifies it; plain HTTP is not answered with the page. The --http-auth
+// file's tokens are asked for even on loopback, and SIGHUP reloads it.
 func TestServerHTTPS(t *testing.T) {
 	t.Parallel()
 	host, err := os.Hostname()
@@ -174,7 +175,12 @@ func TestServerHTTPS(t *testing.T) {
 	tmp := t.TempDir()
 	tlsDir := filepath.Join(tmp, "tls")
 	addr, web := "127.0.0.1:"+freePort(t), "127.0.0.1:"+freePort(t)
-	srv := exec.Command(cliBin.get(t), "server", "--tls-self-signed", tlsDir, "--http", web, "file://"+filepath.Join(tmp, "store"), addr)
+	httpAuth := filepath.Join(tmp, "http-auth")
+	first, second := strings.Repeat("f", 40), strings.Repeat("s", 40)
+	if err := os.WriteFile(httpAuth, []byte(first+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := exec.Command(cliBin.get(t), "server", "--tls-self-signed", tlsDir, "--http", web, "--http-auth", httpAuth, "file://"+filepath.Join(tmp, "store"), addr)
 	logs := &syncBuffer{}
 	srv.Stderr = logs
 	if err := srv.Start(); err != nil {
@@ -196,14 +202,39 @@ func TestServerHTTPS(t *testing.T) {
 		t.Fatal("cert.pem holds no certificate")
 	}
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: host}}}
-	resp, err := client.Get("https://" + web + "/metrics")
-	if err != nil {
-		t.Fatalf("HTTPS with cert.pem as CA and server name %q: %v", host, err)
+	scrape := func(token string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", "https://"+web+"/metrics", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("HTTPS with cert.pem as CA and server name %q: %v", host, err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || !strings.Contains(string(body), "clnbackup_status_up 1") {
-		t.Errorf("HTTPS /metrics: %d\n%s", resp.StatusCode, body)
+	if code, body := scrape(first); code != 200 || !strings.Contains(body, "clnbackup_status_up 1") {
+		t.Errorf("HTTPS /metrics: %d\n%s", code, body)
+	}
+	if code, _ := scrape(second); code != 401 {
+		t.Errorf("a token not in --http-auth: status %d, want 401", code)
+	}
+	if err := os.WriteFile(httpAuth, []byte(second+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv.Process.Signal(syscall.SIGHUP)
+	for i := 0; !strings.Contains(logs.String(), "reloaded "+httpAuth); i++ {
+		if i > 300 {
+			t.Fatalf("no reload of %s logged after SIGHUP:\n%s", httpAuth, logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if code, _ := scrape(second); code != 200 {
+		t.Errorf("the token added by the reload: status %d, want 200", code)
+	}
+	if code, _ := scrape(first); code != 401 {
+		t.Errorf("the token removed by the reload: status %d, want 401", code)
 	}
 	if resp, err := http.Get("http://" + web + "/metrics"); err == nil {
 		if resp.StatusCode == 200 {
