@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/clnbackup/backup/store"
+	"github.com/clnbackup/backup/store/monitor"
 	"github.com/clnbackup/backup/store/remote"
 	"github.com/spf13/cobra"
 )
@@ -40,13 +41,16 @@ type serverOpts struct {
 	maxConnsPerAddr      int
 	handshakeTimeout     time.Duration
 	maxMemoryMiB         int
+	// The status page and metrics (--http).
+	httpAddr, httpAuth string
+	httpStale          time.Duration
 }
 
 // newServerCmd declares server's flags and help; runServer does the work.
 func newServerCmd(g *globals) *cobra.Command {
 	o := &serverOpts{}
 	cmd := &cobra.Command{
-		Use:   "server [--auth FILE] [--tls-self-signed DIR | --tls-cert FILE --tls-key FILE] [--log-format plain|systemd] [--max-conns N] [limits] URL LISTEN_ADDR",
+		Use:   "server [--auth FILE] [--tls-self-signed DIR | --tls-cert FILE --tls-key FILE] [--log-format plain|systemd] [--max-conns N] [limits] [--http ADDR [--http-auth FILE]] URL LISTEN_ADDR",
 		Short: "Serve a store to backup plugins and backup-cli over TCP (socket: URLs)",
 		Long: `server serves the store at URL (file://, created when missing or empty, as
 init does) on LISTEN_ADDR (HOST:PORT) to many clients at once: backup plugins
@@ -95,10 +99,22 @@ not count against --max-conns; one token holds at most --max-conns-per-token
 connections; request frames over 64 KiB wait for a share of --max-memory MiB
 before they are read (refused as busy after 2 minutes of waiting; clients
 retry). Refused connections are logged once a minute per address, with a
-count.`,
+count.
+
+With --http HOST:PORT the server also serves, read-only, a status page (/)
+listing the nodes, those without a live writer for longer than --http-stale
+marked stale, and Prometheus metrics (/metrics: every node's status, taken at
+most every 5 seconds, and the server's counters; docs/metrics.md lists them).
+A request needs "Authorization: Bearer TOKEN" with a token of --http-auth
+FILE (one a line, chmod 600) or, without it, an admin token of --auth; on a
+loopback-only address without --http-auth no token is needed, and on any
+other address the server refuses to start without a token to check. SIGHUP
+reloads the --http-auth file too. Under TLS the page speaks HTTPS with the
+same key pair.`,
 		Example: `  backup-cli server --auth /etc/clnbackup/auth --tls-self-signed /etc/clnbackup/tls file:///srv/backup/store 0.0.0.0:7000
   backup-cli server add-token --auth /etc/clnbackup/auth --node alice --out alice.token
   backup-cli server tls-fingerprint --tls-self-signed /etc/clnbackup/tls
+  backup-cli server --auth /etc/clnbackup/auth --http 127.0.0.1:9738 file:///srv/backup/store 0.0.0.0:7000
   backup-cli init --token-file alice.token --lightning-dir ~/.lightning/bitcoin --node alice 'socket:backup.example:7000?tls=FINGERPRINT'`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -117,6 +133,9 @@ count.`,
 	cmd.Flags().StringVar(&o.tlsSelfSigned, "tls-self-signed", "", "speak TLS with the key pair kept in this directory (made the first time); clients pin the fingerprint the server logs")
 	cmd.Flags().StringVar(&o.tlsCert, "tls-cert", "", "speak TLS with this PEM certificate (chain); needs --tls-key")
 	cmd.Flags().StringVar(&o.tlsKey, "tls-key", "", "PEM private key of --tls-cert (mode 0600)")
+	cmd.Flags().StringVar(&o.httpAddr, "http", "", "serve a status page (/) and Prometheus metrics (/metrics) on this HOST:PORT, read-only")
+	cmd.Flags().StringVar(&o.httpAuth, "http-auth", "", "file of tokens (one a line, mode 0600) that may read --http; without it, admin tokens of --auth may (required unless --http is loopback-only)")
+	cmd.Flags().DurationVar(&o.httpStale, "http-stale", monitor.DefaultStale, "--http marks a node stale when it has had no live writer for longer (as status --max-stale)")
 	cmd.AddCommand(newAddTokenCmd(g), newTLSFingerprintCmd())
 	return cmd
 }
@@ -156,6 +175,13 @@ func runServer(cmd *cobra.Command, o *serverOpts, url, addr string) error {
 	if err != nil {
 		return err
 	}
+	web, err := listenStatusHTTP(o, auth, tlsCfg, errorf)
+	if err != nil {
+		return err
+	}
+	if web != nil {
+		defer web.l.Close()
+	}
 	ctx := cmd.Context()
 	st, created, err := store.Create(ctx, url, store.Options{})
 	if err != nil {
@@ -187,7 +213,11 @@ func runServer(cmd *cobra.Command, o *serverOpts, url, addr string) error {
 	srv := remote.NewServer(st, auth, remote.ServerOptions{Infof: infof, Errorf: errorf, MaxConns: o.maxConns,
 		MaxConnsPerToken: o.maxConnsPerToken, MaxHandshakes: o.maxHandshakes, MaxHandshakesPerAddr: o.maxHandshakesPerAddr,
 		MaxConnsPerAddr: o.maxConnsPerAddr, HandshakeTimeout: o.handshakeTimeout, MaxMemory: int64(o.maxMemoryMiB) << 20})
-	return serve(ctx, srv, l, addr, o.authFile, infof, errorf)
+	if web != nil {
+		web.serve(st, srv, o.httpStale, infof, errorf)
+		defer web.shutdown(context.Background())
+	}
+	return serve(ctx, srv, l, addr, o.authFile, func() { web.reload(infof, errorf) }, infof, errorf)
 }
 
 // serverTLS loads or makes the server's key pair as its flags ask; it
@@ -287,9 +317,10 @@ func serverMemoryLimit(maxMemoryMiB int) int64 {
 }
 
 // serve serves on l until ctx ends (SIGTERM, SIGINT), then shuts down
-// gracefully; SIGHUP reloads the auth file meanwhile. A failure of Serve
-// itself ends it with an error, the connections closed at once.
-func serve(ctx context.Context, srv *remote.Server, l net.Listener, addr, authFile string, infof, errorf func(string, ...any)) error {
+// gracefully; SIGHUP reloads the auth file meanwhile, and calls onHUP (the
+// status page's tokens). A failure of Serve itself ends it with an error,
+// the connections closed at once.
+func serve(ctx context.Context, srv *remote.Server, l net.Listener, addr, authFile string, onHUP func(), infof, errorf func(string, ...any)) error {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 	hup := make(chan os.Signal, 1)
@@ -303,6 +334,7 @@ serving:
 			return fmt.Errorf("serve on %s: %w", addr, err)
 		case <-hup:
 			reloadAuth(srv, authFile, infof, errorf)
+			onHUP()
 		case <-ctx.Done():
 			break serving
 		}

@@ -85,6 +85,8 @@ type Server struct {
 
 	mem      *memBudget
 	refusals *refusalLog
+	// counters are the monitoring counters (Stats).
+	counters serverCounters
 
 	// quotas counts what quota tokens use; quotaStop ends its counts.
 	quotas    *quotaBook
@@ -234,7 +236,9 @@ func (s *Server) Serve(l net.Listener) error {
 func (s *Server) start(nc net.Conn) {
 	ctx, cancel := context.WithCancel(context.Background())
 	host := hostOf(nc.RemoteAddr())
-	ss := &session{srv: s, nc: nc, host: host, br: bufio.NewReaderSize(nc, 64<<10), bw: bufio.NewWriterSize(nc, 64<<10), ctx: ctx, cancel: cancel, opened: map[string]bool{}}
+	cc := countingConn{Conn: nc, in: &s.counters.bytesIn, out: &s.counters.bytesOut}
+	ss := &session{srv: s, nc: nc, host: host, br: bufio.NewReaderSize(cc, 64<<10), bw: bufio.NewWriterSize(cc, 64<<10), ctx: ctx, cancel: cancel,
+		opened: map[string]bool{}, refusedBy: -1}
 	s.mu.Lock()
 	if s.shutdown {
 		s.mu.Unlock()
@@ -260,6 +264,7 @@ func (s *Server) start(nc net.Conn) {
 	s.mu.Unlock()
 	if limit != "" {
 		cancel()
+		s.counters.refused[refusalOfLimit(limit)].Add(1)
 		s.refuse(nc, host, limit, reason)
 		return
 	}
@@ -284,13 +289,16 @@ func (s *Server) admit(ss *session, token, client string) error {
 	}
 	switch {
 	case s.authed >= s.opt.MaxConns:
+		ss.refusedBy = refusedMaxConns
 		return &Error{Code: codeBusy, Msg: fmt.Sprintf("store server busy: %d connections (the --max-conns limit); retry later", s.authed)}
 	case !s.open && s.byToken[hash] >= s.opt.MaxConnsPerToken:
+		ss.refusedBy = refusedMaxConnsPerToken
 		return &Error{Code: codeBusy, Msg: fmt.Sprintf("store server busy: %d connections with this token (%s, the --max-conns-per-token limit); close other clients using it or retry later", s.byToken[hash], id.Label)}
 	}
 	s.leaveHandshake(ss.host)
 	s.authed++
 	s.byToken[hash]++
+	s.counters.accepted.Add(1)
 	ss.id, ss.tokenHash, ss.authed = id, hash, true
 	return nil
 }

@@ -151,6 +151,7 @@ func hostOf(a net.Addr) string {
 // host and limit), sends it a busy error, best effort, and closes it.
 func (s *Server) refuse(nc net.Conn, host, limit, reason string) {
 	s.logRefusal(host, limit, fmt.Sprintf("connection from %s refused: %s", nc.RemoteAddr(), reason))
+	s.counters.errors[codeBusy].Add(1)
 	go func() {
 		nc.SetWriteDeadline(time.Now().Add(time.Second))
 		w := bufio.NewWriterSize(nc, 512)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"maps"
 	"net"
 	"strings"
 	"testing"
@@ -227,5 +228,25 @@ func TestConnLimits(t *testing.T) {
 	fifth.hello(ProtocolVersion, tokAdmin)
 	if msg := fifth.expectError("fifth connection", codeBusy, true); !strings.Contains(msg, "--max-conns") {
 		t.Fatalf("fifth connection refused with %q", msg)
+	}
+	// Stats counts each refusal by its reason, the idle sockets that
+	// went away as failed handshakes, and the busy replies.
+	want := ServerStats{Accepted: 4, Authenticated: 4, Refused: map[string]int64{"max-handshakes": 1, "max-handshakes-per-addr": 1,
+		"max-conns-per-addr": 0, "max-conns": 1, "max-conns-per-token": 1, "unknown-token": 0, "bad-version": 0, "tls": 0, "handshake": 5},
+		Errors: map[string]int64{"busy": 4}}
+	var got ServerStats
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		ts.mu.Lock()
+		got = ts.srv.Stats()
+		ts.mu.Unlock()
+		if got.Accepted == want.Accepted && got.Authenticated == want.Authenticated && maps.Equal(got.Refused, want.Refused) && maps.Equal(got.Errors, want.Errors) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v, want %+v", got, want)
+		}
+	}
+	if got.BytesIn == 0 || got.BytesOut == 0 || got.Handshaking != 0 || len(got.Requests) != 0 {
+		t.Errorf("stats %+v: want bytes both ways, no connection logging in, no request", got)
 	}
 }

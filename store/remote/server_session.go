@@ -28,6 +28,9 @@ type session struct {
 	// accepted: SetAuth finds the sessions of a revoked token by them.
 	tokenHash [sha256.Size]byte
 	authed    bool
+	// refusedBy is the refusal reason (refused*) of a handshake refused
+	// for a limit or a protocol version, -1 otherwise: for Stats.
+	refusedBy int
 
 	// stateMu guards idle and stopping: Shutdown interrupts an idle
 	// session's wait for a request, and lets a busy one finish.
@@ -98,6 +101,7 @@ func (ss *session) run() {
 		case errors.As(err, &te):
 			class = te.kind
 		}
+		s.counters.refused[refusalOfHandshake(ss, err)].Add(1)
 		s.logRefusal(ss.host, class, fmt.Sprintf("connection %s refused: %v", remote, err))
 		return
 	}
@@ -127,6 +131,7 @@ func (ss *session) handshake() error {
 	}
 	if h.Version != ProtocolVersion {
 		msg := fmt.Sprintf("protocol version %d is not supported: this store server speaks version %d; use a backup-cli and plugin of the same release as the server", h.Version, ProtocolVersion)
+		ss.refusedBy = refusedBadVersion
 		ss.fail(codeBadVersion, msg)
 		return errors.New(msg)
 	}
@@ -154,6 +159,7 @@ func (ss *session) handshake() error {
 
 // fail sends a final error frame, best effort (the connection closes next).
 func (ss *session) fail(code byte, msg string) {
+	ss.srv.counters.errors[code].Add(1)
 	ss.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	writeFrame(ss.bw, msgError, encodeError(code, msg))
 	ss.bw.Flush()
@@ -229,6 +235,7 @@ func (ss *session) loop() error {
 			return err
 		}
 		ss.requests++
+		s.counters.requests[typ].Add(1)
 		ss.nc.SetWriteDeadline(time.Now().Add(s.opt.IOTimeout))
 		if typ == msgPut {
 			// The object's data frames follow: its size is held too. They
@@ -266,7 +273,9 @@ func (ss *session) loop() error {
 // (handlers send their OK themselves), and flushes.
 func (ss *session) reply(err error) error {
 	if err != nil {
-		if werr := writeFrame(ss.bw, msgError, encodeError(codeOf(err), err.Error())); werr != nil {
+		code := codeOf(err)
+		ss.srv.counters.errors[code].Add(1)
+		if werr := writeFrame(ss.bw, msgError, encodeError(code, err.Error())); werr != nil {
 			return werr
 		}
 	}
