@@ -46,6 +46,11 @@ func TestImportCommand(t *testing.T) {
 	if res.Node != "old" || res.Version != 400 || res.FirstVersion != 1 || res.JournalRecords != 1 || !res.StoreCreated {
 		t.Fatalf("import: %+v", res)
 	}
+	for _, args := range [][]string{{"list", storeURL}, {"verify", storeURL}, {"status", "--node", "old", storeURL}} {
+		if _, errOut, ok := run(t, args...); !ok {
+			t.Fatalf("%v after the import: %s", args, errOut)
+		}
+	}
 	dest := filepath.Join(dir, "at57.sqlite3")
 	if _, errOut, ok := run(t, "restore", "--node", "old", "--version", "57", storeURL, dest); !ok {
 		t.Fatalf("restore --version 57: %s", errOut)

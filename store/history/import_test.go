@@ -173,6 +173,9 @@ func TestImportLegacy(t *testing.T) {
 			if res.Version != tc.version || res.Snapshots != tc.snapshots || res.JournalRecords != tc.journal {
 				t.Fatalf("import: %+v", res)
 			}
+			if vr, err := history.Verify(ctx, st, history.VerifyOptions{ReadData: true}); err != nil || len(vr.Problems) > 0 {
+				t.Fatalf("verify after the import: %v; problems: %+v", err, vr.Problems)
+			}
 			for _, v := range tc.versions {
 				v := v
 				got, rr := restore(t, st, history.RestoreOptions{Version: &v})
