@@ -1,6 +1,7 @@
 package history_test
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -276,5 +277,42 @@ func TestImportLegacyRefuses(t *testing.T) {
 				t.Fatalf("the backup wrote %d files outside the import", len(ents))
 			}
 		})
+	}
+}
+
+// TestImportLegacyInterrupted: an import stopped after it added the node
+// (here canceled halfway through writing restore points) removes the node
+// and its manifests, so the same import can run again.
+func TestImportLegacyInterrupted(t *testing.T) {
+	t.Parallel()
+	st, _ := newStore(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "backup.dbak")
+	writeDbak(t, path, midSnapshot(t, readRaw(t, realLegacy)), 300)
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	written := -1 // manifests the import had written when it was canceled
+	stop := func(done, total int64) {
+		if 4*done > 3*total && written < 0 { // halfway through the import, after the check
+			seqs, _ := st.ManifestSeqs(ctx, "n1")
+			written = len(seqs)
+			cancel()
+		}
+	}
+	_, err := history.ImportLegacy(cctx, st, "n1", path, history.ImportOptions{TempDir: dir, Progress: stop})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("canceled import: %v", err)
+	}
+	if written < 1 {
+		t.Fatalf("canceled with %d manifests written: the test must stop the import after it wrote some", written)
+	}
+	if _, err := st.Node(ctx, "n1"); !errors.Is(err, store.ErrNoNode) {
+		t.Fatalf("node after a canceled import: %v", err)
+	}
+	if seqs, err := st.ManifestSeqs(ctx, "n1"); err != nil || len(seqs) > 0 {
+		t.Fatalf("manifests after a canceled import: %v, %v", seqs, err)
+	}
+	if _, err := history.ImportLegacy(ctx, st, "n1", path, history.ImportOptions{TempDir: dir}); err != nil {
+		t.Fatalf("import again: %v", err)
 	}
 }
