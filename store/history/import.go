@@ -170,6 +170,13 @@ func (im *importer) item(it legacy.Item) error {
 	if it.Kind == legacy.Snapshot {
 		return im.snapshot(it)
 	}
+	if im.cur == nil {
+		// A backup that starts with changes starts from an empty database,
+		// as a node init'ed without one: that is the first manifest.
+		if err := im.commit(&manifest.Manifest{}); err != nil {
+			return err
+		}
+	}
 	if len(im.group) > 0 && im.group[0].Version != it.Record.Version {
 		if err := im.sealGroup(); err != nil {
 			return err
@@ -265,8 +272,6 @@ func (im *importer) commit(m *manifest.Manifest) error {
 
 // seal commits the sealed records since the newest manifest, as Seal does:
 // the newest manifest's snapshot and changes plus the new change chunks.
-// A backup that starts with changes gets an empty snapshot first, as init
-// of a node without a database writes.
 func (im *importer) seal() error {
 	if err := im.flushBatch(); err != nil {
 		return err
@@ -295,7 +300,7 @@ func (im *importer) snapshot(it legacy.Item) error {
 	if err := im.sealGroup(); err != nil {
 		return err
 	}
-	if im.cur != nil || len(im.batch) > 0 || len(im.changes) > 0 {
+	if im.cur != nil {
 		if err := im.seal(); err != nil {
 			return err
 		}
