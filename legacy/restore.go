@@ -65,7 +65,7 @@ func Restore(path, dest string, progress func(done, total int64)) (res Result, e
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return Result{}, fmt.Errorf("legacy restore: %w", err)
 	}
-	r := &restorer{f: f, dest: dest, progress: progress}
+	r := &restorer{f: f, dest: dest}
 	defer func() {
 		if r.db != nil {
 			r.db.Close()
@@ -87,20 +87,11 @@ func Restore(path, dest string, progress func(done, total int64)) (res Result, e
 	if r.db, err = replay.Open(dest); err != nil {
 		return Result{}, fmt.Errorf("legacy restore: %w", err)
 	}
-	r.report(0)
-	s, err := f.entries(r.entry)
+	res, err = f.Committed(r.item, progress)
 	if err != nil {
 		return Result{}, err
 	}
-	if err := r.flush(); err != nil {
-		return Result{}, err
-	}
-	if s.entries == 0 {
-		return Result{}, fmt.Errorf("legacy backup %s: no entries to restore", path)
-	}
-	r.res.Entries, r.res.Ignored = s.entries, s.ignored
-	hv := f.Header().Version
-	r.res.Version = hv
+	hv := res.Version
 	v, ok, err := r.db.DataVersion()
 	if err != nil {
 		return Result{}, fmt.Errorf("legacy restore %s: %w", path, err)
@@ -116,43 +107,90 @@ func Restore(path, dest string, progress func(done, total int64)) (res Result, e
 	if err := syncFile(dest); err != nil {
 		return Result{}, fmt.Errorf("legacy restore: %w", err)
 	}
-	r.report(f.Size())
-	return r.res, nil
+	return res, nil
 }
 
-// restorer applies entries as Entries hands them over. The last change (and
-// PRAGMA-only entries with its version) waits in pending until an entry shows
-// whether it was committed: a later change with the same version replaces it.
-type restorer struct {
+// Item is one entry of a backup that counts for its committed state, as
+// Committed hands it over: a snapshot, or a change lightningd committed
+// (rewound changes are left out). It lets an importer turn a backup into
+// restore points with exactly the rules Restore applies.
+type Item struct {
+	// Offset is where the entry starts in the file, for messages.
+	Offset int64
+	// Kind is Change or Snapshot.
+	Kind EntryKind
+	// Record is a change's data_version and statements, rewritten with
+	// replay.RewriteLegacy (Seq and Time are zero: the format has neither).
+	// For a snapshot only Version is set.
+	Record journal.Record
+	// Pragma reports a PRAGMA-only change (replayed outside a transaction).
+	Pragma bool
+	// Snapshot reads a snapshot's database file (Length bytes) from the
+	// backup; valid until the File is closed. Its first bytes were checked
+	// to be SQLite's magic.
+	Snapshot *io.SectionReader
+	Length   int64
+}
+
+// Committed calls fn, in file order, for every snapshot and every committed
+// change of the backup, applying Restore's rules: a change whose version the
+// next change repeats was never committed and is dropped with the
+// PRAGMA-only entries after it; versions must otherwise go up by one per
+// change after the first entry or a snapshot, and the walk must end at the
+// header's version. A change is handed over only once the next entry shows it
+// was committed. progress, if not nil, is called with the bytes of the file
+// consumed so far and the file's size. An error from fn is returned as is.
+// The statements are not executed: the caller learns that they apply only by
+// applying them (Restore does).
+func (f *File) Committed(fn func(Item) error, progress func(done, total int64)) (Result, error) {
+	w := &walker{f: f, fn: fn, progress: progress}
+	w.report(0)
+	s, err := f.entries(w.entry)
+	if err != nil {
+		return Result{}, err
+	}
+	if err := w.flush(); err != nil {
+		return Result{}, err
+	}
+	if s.entries == 0 {
+		return Result{}, fmt.Errorf("legacy backup %s: no entries to restore", f.name)
+	}
+	w.res.Entries, w.res.Ignored = s.entries, s.ignored
+	w.res.Version = f.Header().Version
+	if w.hasState && w.state != w.res.Version {
+		return Result{}, fmt.Errorf("legacy backup %s: the entries end at version %d, the header says %d", f.name, w.state, w.res.Version)
+	}
+	w.report(f.Size())
+	return w.res, nil
+}
+
+// walker hands over the committed entries as Entries reads them. The last
+// change (and PRAGMA-only entries with its version) waits in pending until
+// an entry shows whether it was committed: a later change with the same
+// version replaces it.
+type walker struct {
 	f        *File
-	dest     string
-	db       *replay.DB
+	fn       func(Item) error
 	progress func(done, total int64)
 	res      Result
 
-	pending []pending
+	pending []Item
 	// state is the database's version once pending is applied.
 	state    uint32
 	hasState bool
 }
 
-type pending struct {
-	rec    journal.Record
-	off    int64
-	pragma bool
-}
-
-func (r *restorer) report(done int64) {
+func (r *walker) report(done int64) {
 	if r.progress != nil {
 		r.progress(done, r.f.Size())
 	}
 }
 
-func (r *restorer) errorf(off int64, format string, args ...any) error {
+func (r *walker) errorf(off int64, format string, args ...any) error {
 	return fmt.Errorf("legacy backup %s: entry at offset %d: %w", r.f.name, off, fmt.Errorf(format, args...))
 }
 
-func (r *restorer) entry(e Entry) error {
+func (r *walker) entry(e Entry) error {
 	defer r.report(e.End())
 	if e.Kind == Snapshot {
 		return r.snapshot(e)
@@ -161,14 +199,14 @@ func (r *restorer) entry(e Entry) error {
 	for i, s := range e.Statements {
 		stmts[i] = replay.RewriteLegacy(s)
 	}
-	p := pending{rec: journal.Record{Version: e.Version, Statements: stmts}, off: e.Offset}
-	p.pragma = p.rec.PragmaOnly()
-	samePending := len(r.pending) > 0 && e.Version == r.pending[0].rec.Version
+	p := Item{Offset: e.Offset, Kind: Change, Record: journal.Record{Version: e.Version, Statements: stmts}}
+	p.Pragma = p.Record.PragmaOnly()
+	samePending := len(r.pending) > 0 && e.Version == r.pending[0].Record.Version
 	switch {
-	case p.pragma && samePending:
+	case p.Pragma && samePending:
 		r.pending = append(r.pending, p)
 		return nil
-	case p.pragma:
+	case p.Pragma:
 		// A PRAGMA-only change carries the version of the change before it.
 		if r.hasState && e.Version != r.state {
 			return r.errorf(e.Offset, "PRAGMA-only change has version %d, but the database is at version %d", e.Version, r.state)
@@ -197,8 +235,8 @@ func (r *restorer) entry(e Entry) error {
 	return nil
 }
 
-// flush applies the pending entries: nothing later can replace them.
-func (r *restorer) flush() error {
+// flush hands over the pending entries: nothing later can replace them.
+func (r *walker) flush() error {
 	for _, p := range r.pending {
 		if err := r.apply(p); err != nil {
 			return err
@@ -208,11 +246,11 @@ func (r *restorer) flush() error {
 	return nil
 }
 
-func (r *restorer) apply(p pending) error {
-	if err := r.db.Apply(p.rec); err != nil {
-		return fmt.Errorf("legacy backup %s: entry at offset %d: %w", r.f.name, p.off, err)
+func (r *walker) apply(p Item) error {
+	if err := r.fn(p); err != nil {
+		return err
 	}
-	if p.pragma {
+	if p.Pragma {
 		r.res.Pragmas++
 	} else {
 		r.res.Changes++
@@ -220,8 +258,7 @@ func (r *restorer) apply(p pending) error {
 	return nil
 }
 
-// snapshot makes the entry's database file the new dest.
-func (r *restorer) snapshot(e Entry) error {
+func (r *walker) snapshot(e Entry) error {
 	if err := r.flush(); err != nil {
 		return err
 	}
@@ -229,6 +266,37 @@ func (r *restorer) snapshot(e Entry) error {
 	if _, err := e.Snapshot.ReadAt(magic[:], 0); err != nil || !bytes.Equal(magic[:], sqliteMagic) {
 		return r.errorf(e.Offset, "snapshot of %d bytes is not a SQLite database", e.Length)
 	}
+	if err := r.fn(Item{Offset: e.Offset, Kind: Snapshot, Record: journal.Record{Version: e.Version}, Snapshot: e.Snapshot, Length: e.Length}); err != nil {
+		return err
+	}
+	r.res.Snapshots++
+	r.state, r.hasState = e.Version, true
+	return nil
+}
+
+// restorer applies the committed entries to dest.
+type restorer struct {
+	f    *File
+	dest string
+	db   *replay.DB
+}
+
+func (r *restorer) item(it Item) error {
+	if it.Kind == Snapshot {
+		return r.snapshot(it)
+	}
+	if err := r.db.Apply(it.Record); err != nil {
+		return fmt.Errorf("legacy backup %s: entry at offset %d: %w", r.f.name, it.Offset, err)
+	}
+	return nil
+}
+
+func (r *restorer) errorf(off int64, format string, args ...any) error {
+	return fmt.Errorf("legacy backup %s: entry at offset %d: %w", r.f.name, off, fmt.Errorf(format, args...))
+}
+
+// snapshot makes the entry's database file the new dest.
+func (r *restorer) snapshot(e Item) error {
 	if err := r.db.Close(); err != nil {
 		return r.errorf(e.Offset, "%w", err)
 	}
@@ -252,8 +320,6 @@ func (r *restorer) snapshot(e Entry) error {
 	if r.db, err = replay.Open(r.dest); err != nil {
 		return r.errorf(e.Offset, "%w", err)
 	}
-	r.res.Snapshots++
-	r.state, r.hasState = e.Version, true
 	return nil
 }
 

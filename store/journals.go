@@ -143,3 +143,59 @@ func (s *Store) CheckJournal(ctx context.Context, node string) (held bool, err e
 	}
 	return s.journals.CheckJournal(ctx, node)
 }
+
+// ErrJournalStartUnsupported is returned (wrapped) by StartJournal when the
+// store's journals cannot start a journal at a chosen seq (a store server's,
+// whose protocol has no such request yet).
+var ErrJournalStartUnsupported = errors.New("this store's journals cannot start a journal at a chosen record number")
+
+// journalStarter is implemented by the Journals that can create a node's
+// journal whose numbering starts at a given seq.
+type journalStarter interface {
+	StartJournal(ctx context.Context, node string, firstSeq uint64) (Journal, error)
+}
+
+// CanStartJournal reports whether StartJournal works on this store, so that
+// an import can refuse before it writes anything.
+func (s *Store) CanStartJournal() bool {
+	_, ok := s.journals.(journalStarter)
+	return ok
+}
+
+// StartJournal creates and opens a node's journal whose first record gets
+// seq firstSeq: a node imported with manifests covering records 1 to
+// firstSeq-1 (history.ImportLegacy) must continue that numbering, because
+// the plugin refuses a journal that ends before the newest manifest's
+// JournalSeq and sealing skips records at or below it. It fails if the node
+// already has a journal. The caller must hold the node's lease.
+func (s *Store) StartJournal(ctx context.Context, node string, firstSeq uint64) (Journal, error) {
+	if err := manifest.ValidNodeName(node); err != nil {
+		return nil, err
+	}
+	js, ok := s.journals.(journalStarter)
+	if !ok {
+		return nil, fmt.Errorf("start the journal of node %q in store %s: %w", node, s.Location(), ErrJournalStartUnsupported)
+	}
+	return js.StartJournal(ctx, node, firstSeq)
+}
+
+func (j *dirJournals) StartJournal(_ context.Context, node string, firstSeq uint64) (Journal, error) {
+	dir, err := j.dir(node)
+	if err != nil {
+		return nil, err
+	}
+	if ents, err := os.ReadDir(dir); err == nil && len(ents) > 0 {
+		return nil, fmt.Errorf("start the journal of node %q at record %d: %s already holds a journal (the node is in use: choose another node name)", node, firstSeq, dir)
+	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("start the journal of node %q: %w", node, err)
+	}
+	jr, err := journal.Open(dir, journal.Options{FirstSeq: firstSeq})
+	if err != nil {
+		return nil, fmt.Errorf("start the journal of node %q at record %d: %w", node, firstSeq, err)
+	}
+	if next := jr.NextSeq(); next != firstSeq {
+		jr.Close()
+		return nil, fmt.Errorf("start the journal of node %q at record %d: it continues at record %d (another writer created it first?)", node, firstSeq, next)
+	}
+	return jr, nil
+}

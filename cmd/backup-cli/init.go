@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/clnbackup/backup/legacy"
 	"github.com/clnbackup/backup/manifest"
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/history"
@@ -28,6 +29,9 @@ type lockFile struct {
 // initOpts are init's flags.
 type initOpts struct {
 	lightningDir, node string
+	// importLegacy is the Python plugin's backup to import instead of
+	// snapshotting the database (--import-legacy).
+	importLegacy, tmpDir string
 }
 
 // newInitCmd declares init's flags and help; runInit does the work.
@@ -56,9 +60,17 @@ a file of mode 0600 from backup-cli server add-token --out on the server, or
 $CLNBACKUP_TOKEN; --token shows it to every user in ps); init writes it into
 backup.lock, readable only by its owner, with the URL as given: a tls= pin
 (socket:HOST:PORT?tls=FINGERPRINT) is kept, so the plugin checks the server's
-key too.`,
+key too.
+
+With --import-legacy LEGACY_URL (a file:// backup of the Python backup
+plugin), init imports that backup's history as the node (see backup-cli
+import) instead of snapshotting the database, then renames the Python
+plugin's DIR/backup.lock to DIR/backup.lock.legacy and writes its own: after
+switching the plugin in lightningd's config, lightningd continues from the
+imported data_version with no gap. Stop lightningd first.`,
 		Example: `  backup-cli init --lightning-dir ~/.lightning/bitcoin file:///mnt/backup/store
   backup-cli init --lightning-dir ~/.lightning/bitcoin --node alice file:///mnt/backup/store
+  backup-cli init --lightning-dir ~/.lightning/bitcoin --import-legacy file:///mnt/backup/backup.dbak file:///mnt/backup/store
   backup-cli init --lightning-dir ~/.lightning/bitcoin --node alice --token-file alice.token 'socket:backup.example.org:9737?tls=FINGERPRINT'`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -67,6 +79,8 @@ key too.`,
 	}
 	cmd.Flags().StringVar(&o.lightningDir, "lightning-dir", "", "lightning network directory (e.g. ~/.lightning/bitcoin) to set up")
 	cmd.Flags().StringVar(&o.node, "node", history.DefaultNode, "name of the node in the store")
+	cmd.Flags().StringVar(&o.importLegacy, "import-legacy", "", "import this backup of the Python backup plugin (file:///path/backup.dbak) as the node, and replace that plugin's backup.lock")
+	cmd.Flags().StringVar(&o.tmpDir, "tmpdir", "", "with --import-legacy: directory for scratch copies of the database (default: the system temp dir)")
 	return cmd
 }
 
@@ -78,6 +92,9 @@ func runInit(cmd *cobra.Command, g *globals, o *initOpts, url string) error {
 	node := o.node
 	if err := manifest.ValidNodeName(node); err != nil {
 		return err
+	}
+	if o.importLegacy != "" {
+		return runInitImport(cmd, g, o, url)
 	}
 	lockPath, dbPath, err := initPaths(o.lightningDir)
 	if err != nil {
@@ -140,6 +157,9 @@ func initPaths(lightningDir string) (lockPath, dbPath string, err error) {
 	}
 	lockPath = filepath.Join(lightningDir, "backup.lock")
 	if _, err := os.Stat(lockPath); err == nil {
+		if l, err := readLock(lockPath); err == nil && isPythonLock(l) {
+			return "", "", fmt.Errorf("%s is the Python backup plugin's: bring its backup over with --import-legacy file:///path/to/its/backup.dbak (its backend_url %q)", lockPath, l.BackendURL)
+		}
 		return "", "", fmt.Errorf("%s already exists: this lightning directory is already set up for backups (remove the file to set it up again)", lockPath)
 	}
 	if p := filepath.Join(lightningDir, "lightningd.sqlite3"); fileExists(p) {
@@ -233,3 +253,103 @@ func fileExists(p string) bool {
 }
 
 func isNotExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }
+
+// readLock reads a backup.lock, ours or the Python plugin's (which has
+// only backend_url).
+func readLock(path string) (lockFile, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return lockFile{}, err
+	}
+	var l lockFile
+	if err := json.Unmarshal(data, &l); err != nil {
+		return lockFile{}, fmt.Errorf("%s is not a backup lock file: %w", path, err)
+	}
+	return l, nil
+}
+
+// isPythonLock reports whether a backup.lock is the Python plugin's: only
+// backend_url, naming a v1 backup file or a socket: backup server (ours
+// always names the node).
+func isPythonLock(l lockFile) bool {
+	if l.Node != "" || l.Token != "" {
+		return false
+	}
+	u, err := store.ParseURL(l.BackendURL)
+	if err != nil {
+		return false
+	}
+	return u.Scheme == "socket" || (fileExists(u.Path) && legacy.Detect(u.Path))
+}
+
+// runInitImport is init --import-legacy: the node's history comes from the
+// Python plugin's backup, and that plugin's lock file is kept as
+// backup.lock.legacy (renaming it back undoes the switch).
+func runInitImport(cmd *cobra.Command, g *globals, o *initOpts, url string) error {
+	if o.lightningDir == "" {
+		return fmt.Errorf("--import-legacy needs --lightning-dir (to import a backup without one, use backup-cli import)")
+	}
+	if u, err := store.ParseURL(url); err == nil && u.Scheme == "socket" {
+		return fmt.Errorf("--import-legacy works with a file:// store only: import into the store's directory on the server's machine")
+	}
+	if fi, err := os.Stat(o.lightningDir); err != nil || !fi.IsDir() {
+		return fmt.Errorf("lightning directory %s does not exist or is not a directory", o.lightningDir)
+	}
+	lockPath := filepath.Join(o.lightningDir, "backup.lock")
+	oldLock := lockPath + ".legacy"
+	hasOld := false
+	if l, err := readLock(lockPath); err == nil {
+		if !isPythonLock(l) {
+			return fmt.Errorf("%s is not the Python backup plugin's lock file (it names node %q of %s): the directory is set up for this backup already", lockPath, l.Node, l.BackendURL)
+		}
+		hasOld = true
+	} else if !isNotExist(err) {
+		return fmt.Errorf("read %s: %w (move it away if it is not the Python backup plugin's)", lockPath, err)
+	}
+	if hasOld {
+		if _, err := os.Lstat(oldLock); err == nil {
+			return fmt.Errorf("%s exists: a switch from the Python plugin was started before; move it away to switch again", oldLock)
+		}
+	}
+	ctx := cmd.Context()
+	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
+	st, created, err := store.Create(ctx, url, g.storeOptions())
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	out, err := importLegacy(ctx, st, o.node, o.importLegacy, o.tmpDir, stderr)
+	if err != nil {
+		return err
+	}
+	out.Store, out.StoreCreated = st.Location(), created
+	if hasOld {
+		if err := os.Rename(lockPath, oldLock); err != nil {
+			return fmt.Errorf("node %q was imported, but renaming the Python plugin's %s to %s failed: %w; rename it by hand, then write %s as {\"backend_url\": %q, \"node\": %q} (mode 0600)",
+				o.node, lockPath, oldLock, err, lockPath, url, o.node)
+		}
+	}
+	if err := writeNodeLock(g, lockPath, url, o.node); err != nil {
+		return err
+	}
+	res := initImportResult{importResult: out, LockFile: lockPath}
+	if hasOld {
+		res.LegacyLockFile = oldLock
+	}
+	if g.json {
+		return printJSON(stdout, res)
+	}
+	printImport(stdout, out)
+	if hasOld {
+		fmt.Fprintf(stdout, "Renamed the Python plugin's lock file to %s\n", oldLock)
+	}
+	fmt.Fprintf(stdout, "Wrote %s; now point lightningd's important-plugin= at this project's backup plugin and start it\n", lockPath)
+	return nil
+}
+
+// initImportResult is what init --import-legacy prints with --json.
+type initImportResult struct {
+	importResult
+	LockFile       string `json:"lock_file"`
+	LegacyLockFile string `json:"legacy_lock_file,omitempty"`
+}
