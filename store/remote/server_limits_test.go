@@ -239,14 +239,16 @@ func TestConnLimits(t *testing.T) {
 		ts.mu.Lock()
 		got = ts.srv.Stats()
 		ts.mu.Unlock()
-		if got.Accepted == want.Accepted && got.Authenticated == want.Authenticated && maps.Equal(got.Refused, want.Refused) && maps.Equal(got.Errors, want.Errors) {
+		// The refused fifth connection leaves the handshake count when its
+		// session ends, just after its refusal is counted.
+		if got.Accepted == want.Accepted && got.Authenticated == want.Authenticated && maps.Equal(got.Refused, want.Refused) && maps.Equal(got.Errors, want.Errors) && got.Handshaking == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("stats %+v, want %+v", got, want)
 		}
 	}
-	if got.BytesIn == 0 || got.BytesOut == 0 || got.Handshaking != 0 || len(got.Requests) != 0 {
-		t.Errorf("stats %+v: want bytes both ways, no connection logging in, no request", got)
+	if got.BytesIn == 0 || got.BytesOut == 0 || len(got.Requests) != 0 {
+		t.Errorf("stats %+v: want bytes both ways, no request", got)
 	}
 }
