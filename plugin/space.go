@@ -12,6 +12,8 @@ import (
 	"math"
 	"sync"
 	"time"
+
+	"github.com/clnbackup/backup/internal/units"
 )
 
 // DefaultFreeSpaceFloor is the least free space the plugin is content with
@@ -154,7 +156,7 @@ func (w *spaceWatch) check(now time.Time, appended int64, free uint64) (level, m
 	case w.low && free >= threshold+threshold/10:
 		w.low = false
 		return levelInfo, fmt.Sprintf("Free space on the backup store recovered: %s free, above the warning threshold of %s",
-			formatBytes(free), formatBytes(threshold))
+			units.Bytes(int64(free)), units.Bytes(int64(threshold)))
 	}
 	return "", ""
 }
@@ -171,26 +173,13 @@ func lowSpaceMessage(free, threshold, floor uint64, rate float64) string {
 	growth := fmt.Sprintf("the journal's growth rate is not known yet (it is measured over at least %s)", spaceRateMinSpan)
 	if rate > 0 {
 		growth = fmt.Sprintf("the journal grows by %s/day: at this rate the disk is full in about %s",
-			formatBytes(uint64(rate*spaceHorizon.Seconds())), formatSeconds(float64(free)/rate))
+			units.Bytes(int64(rate*spaceHorizon.Seconds())), formatSeconds(float64(free)/rate))
 	}
 	return fmt.Sprintf("Low free space on the backup store: %s free, below the warning threshold of %s (a day of journal growth, "+
 		"at least %s=%d); %s. When it is full every db_write is refused and lightningd stops. "+
 		"Free space now: run `lightning-cli backup-compact`, drop old restore points with `backup-cli forget` and reclaim them with `backup-cli gc`, "+
 		"or grow the store's file system.",
-		formatBytes(free), formatBytes(threshold), optFreeSpaceFloor, floor, growth)
-}
-
-// formatBytes is n in binary units, for messages.
-func formatBytes(n uint64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
+		units.Bytes(int64(free)), units.Bytes(int64(threshold)), optFreeSpaceFloor, floor, growth)
 }
 
 // formatSeconds is a duration in seconds for a human: days and hours, or

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/clnbackup/backup/internal/units"
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/history"
 	"github.com/clnbackup/backup/store/journal"
@@ -87,7 +88,7 @@ holds wrong are read from the store.`,
 				fmt.Fprintf(stdout, "Sealed %d changes of node %q (manifest %d)\n", r.Sealed.Records, node, r.Sealed.Manifest.Seq)
 			}
 			fmt.Fprintf(stdout, "Compacted node %q: snapshot at data_version %d (%s) in manifest %d; %s added to the store, %s of pages read from it, in %.2fs\n",
-				node, out.DataVersion, formatBytes(out.DatabaseBytes), out.Manifest, formatBytes(out.AddedBytes), formatBytes(out.FetchedBytes), out.DurationSecond)
+				node, out.DataVersion, units.Bytes(out.DatabaseBytes), out.Manifest, units.Bytes(out.AddedBytes), units.Bytes(out.FetchedBytes), out.DurationSecond)
 			if r.CacheErr != nil {
 				fmt.Fprintf(stderr, "warning: %v\n", r.CacheErr)
 			}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/clnbackup/backup/internal/units"
 	"github.com/clnbackup/backup/legacy"
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/history"
@@ -107,7 +108,7 @@ func printImport(w io.Writer, r importResult) {
 	if r.Dropped > 0 {
 		fmt.Fprintf(w, ", %d rewound changes left out", r.Dropped)
 	}
-	fmt.Fprintf(w, ") in %d restore points, %s added to the store, in %.2fs\n", r.Manifests, formatBytes(r.Added), r.Duration.Seconds())
+	fmt.Fprintf(w, ") in %d restore points, %s added to the store, in %.2fs\n", r.Manifests, units.Bytes(r.Added), r.Duration.Seconds())
 	fmt.Fprintf(w, "The node's journal continues at record %d; every data_version from %d on can be restored with backup-cli restore --node %s --version N\n",
 		r.NextSeq, r.FirstVersion, r.Node)
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/clnbackup/backup/internal/units"
 	"github.com/clnbackup/backup/legacy"
 	"github.com/clnbackup/backup/manifest"
 	"github.com/clnbackup/backup/store"
@@ -187,7 +188,7 @@ func writeNodeLock(g *globals, lockPath, url, node string) error {
 func printInit(stdout io.Writer, node string, m *manifest.Manifest, dbPath, lockPath string) {
 	if dbPath != "" {
 		fmt.Fprintf(stdout, "Successfully written initial snapshot of node %q: data_version %d, %s in %d pages, %s new to the store (manifest %d)\n",
-			node, m.Snapshot.Version, formatBytes(m.Snapshot.Size()), m.Snapshot.Pages, formatBytes(m.Stats.AddedBytes), m.Seq)
+			node, m.Snapshot.Version, units.Bytes(m.Snapshot.Size()), m.Snapshot.Pages, units.Bytes(m.Stats.AddedBytes), m.Seq)
 	} else {
 		fmt.Fprintf(stdout, "Added node %q with an empty database (manifest %d): the plugin will record every change from the first\n", node, m.Seq)
 	}

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/clnbackup/backup/internal/units"
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/history"
 	"github.com/spf13/cobra"
@@ -71,14 +72,14 @@ func printList(stdout io.Writer, res listResult, fullAccess bool) {
 		fmt.Fprintln(tw, "MANIFEST\tCREATED (UTC)\tDATA_VERSION\tSNAPSHOT_AT\tCHANGES\tDB SIZE\tNEW TO STORE\t")
 		for _, m := range n.Manifests {
 			fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%s\t%s\t\n", m.Seq, m.Created.UTC().Format("2006-01-02 15:04:05"),
-				m.Version, m.SnapshotVersion, m.ChangeRecords, formatBytes(m.DatabaseBytes), formatBytes(m.AddedBytes))
+				m.Version, m.SnapshotVersion, m.ChangeRecords, units.Bytes(m.DatabaseBytes), units.Bytes(m.AddedBytes))
 		}
 		tw.Flush()
 		for _, e := range n.Errors {
 			fmt.Fprintf(stdout, "  UNREADABLE: %s\n", e)
 		}
 		if n.Journal.Records > 0 {
-			fmt.Fprintf(stdout, "  journal: %d changes, data_version %d..%d (%s of statements)\n", n.Journal.Records, n.Journal.FirstVersion, n.Journal.LastVersion, formatBytes(n.Journal.Bytes))
+			fmt.Fprintf(stdout, "  journal: %d changes, data_version %d..%d (%s of statements)\n", n.Journal.Records, n.Journal.FirstVersion, n.Journal.LastVersion, units.Bytes(n.Journal.Bytes))
 		} else {
 			fmt.Fprintf(stdout, "  journal: no changes after the newest manifest\n")
 		}
@@ -89,11 +90,11 @@ func printList(stdout io.Writer, res listResult, fullAccess bool) {
 			counted = "the server is still counting what the nodes reference"
 		}
 		fmt.Fprintf(stdout, "\nQuota: %s of %s used (%.0f%%): %s referenced by this token's nodes, %s stored since (%s)\n",
-			formatBytes(q.Used), formatBytes(q.Limit), 100*float64(q.Used)/float64(q.Limit), formatBytes(q.Referenced), formatBytes(q.Added), counted)
+			units.Bytes(q.Used), units.Bytes(q.Limit), 100*float64(q.Used)/float64(q.Limit), units.Bytes(q.Referenced), units.Bytes(q.Added), counted)
 	}
 	if !fullAccess {
 		fmt.Fprintf(stdout, "\nTotal: %d restore points of %d nodes, %s logical (the store's size is known to the server and admin tokens)\n",
-			countManifests(res.Nodes), len(res.Nodes), formatBytes(res.LogicalBytes))
+			countManifests(res.Nodes), len(res.Nodes), units.Bytes(res.LogicalBytes))
 		return
 	}
 	ratio := 0.0
@@ -101,7 +102,7 @@ func printList(stdout io.Writer, res listResult, fullAccess bool) {
 		ratio = float64(res.LogicalBytes) / float64(res.StoredBytes)
 	}
 	fmt.Fprintf(stdout, "\nTotal: %d restore points of %d nodes, %s logical; %s stored in %d objects (%.1fx smaller), plus %s of journal files\n",
-		countManifests(res.Nodes), len(res.Nodes), formatBytes(res.LogicalBytes), formatBytes(res.StoredBytes), res.Objects, ratio, formatBytes(res.JournalFileBytes))
+		countManifests(res.Nodes), len(res.Nodes), units.Bytes(res.LogicalBytes), units.Bytes(res.StoredBytes), res.Objects, ratio, units.Bytes(res.JournalFileBytes))
 }
 
 func countManifests(nodes []history.NodeSummary) int {

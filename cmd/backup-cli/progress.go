@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/clnbackup/backup/internal/units"
 	"golang.org/x/term"
 )
 
@@ -62,7 +63,7 @@ func (p *progressBar) update(stage string, done, total int64, bytes bool) {
 	}
 	amount := fmt.Sprintf("%d/%d", done, total)
 	if bytes {
-		amount = formatBytes(done) + " / " + formatBytes(total)
+		amount = units.Bytes(done) + " / " + units.Bytes(total)
 	}
 	if stage != "" {
 		amount = stage + " " + amount
@@ -81,16 +82,4 @@ func (p *progressBar) done() {
 	if p.drawn {
 		fmt.Fprint(p.w, "\r\033[K")
 	}
-}
-
-func formatBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/clnbackup/backup/internal/units"
 	"github.com/clnbackup/backup/legacy"
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/history"
@@ -126,7 +127,7 @@ func restoreLegacy(cmd *cobra.Command, g *globals, o *restoreOpts, path, dest st
 	if g.json {
 		return printJSON(stdout, res)
 	}
-	fmt.Fprintf(stdout, "Restored legacy backup %s (%d entries) to %s: data_version %d, %s\n", path, res.Entries, dest, res.Version, formatBytes(res.Bytes))
+	fmt.Fprintf(stdout, "Restored legacy backup %s (%d entries) to %s: data_version %d, %s\n", path, res.Entries, dest, res.Version, units.Bytes(res.Bytes))
 	return nil
 }
 
@@ -176,7 +177,7 @@ func restoreStore(cmd *cobra.Command, g *globals, o *restoreOpts, url, dest stri
 		return printJSON(stdout, res)
 	}
 	fmt.Fprintf(stdout, "Restored node %q manifest %d at data_version %d to %s (%s, %d changes applied after the snapshot)\n",
-		res.Node, res.Manifest, res.Version, res.Dest, formatBytes(res.Bytes), res.Changes)
+		res.Node, res.Manifest, res.Version, res.Dest, units.Bytes(res.Bytes), res.Changes)
 	if !o.at.IsZero() {
 		fmt.Fprintf(stdout, "This is the newest state received at or before %s: its last change was received at %s (%s)\n",
 			o.at.UTC().Format(time.RFC3339Nano), point.Received.UTC().Format(time.RFC3339Nano), point.From)

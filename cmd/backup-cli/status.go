@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/clnbackup/backup/internal/units"
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/history"
 	"github.com/spf13/cobra"
@@ -160,10 +161,10 @@ func printStatus(w io.Writer, s history.StoreStatus) {
 		}
 		backlog := "0"
 		if n.Backlog.Records > 0 {
-			backlog = fmt.Sprintf("%d change%s, %s", n.Backlog.Records, plural(n.Backlog.Records), formatBytes(n.Backlog.Bytes))
+			backlog = fmt.Sprintf("%d change%s, %s", n.Backlog.Records, plural(n.Backlog.Records), units.Bytes(n.Backlog.Bytes))
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t\n", n.Name, writerText(s.At, n.Writer), lastChange, n.NewestVersion,
-			snapshot, backlog, formatBytes(n.LogicalBytes), formatBytes(n.AddedBytes))
+			snapshot, backlog, units.Bytes(n.LogicalBytes), units.Bytes(n.AddedBytes))
 	}
 	tw.Flush()
 	for _, n := range s.Nodes {
@@ -173,11 +174,11 @@ func printStatus(w io.Writer, s history.StoreStatus) {
 	}
 	size := "size known to the server and admin tokens"
 	if s.SizeKnown {
-		size = fmt.Sprintf("%s stored in %d objects, plus %s of journal files", formatBytes(s.StoredBytes), s.Objects, formatBytes(s.JournalFileBytes))
+		size = fmt.Sprintf("%s stored in %d objects, plus %s of journal files", units.Bytes(s.StoredBytes), s.Objects, units.Bytes(s.JournalFileBytes))
 	}
 	free := "free space unknown (the store server's disk)"
 	if s.FreeKnown {
-		free = fmt.Sprintf("%s free", formatBytes(int64(s.FreeBytes)))
+		free = fmt.Sprintf("%s free", units.Bytes(int64(s.FreeBytes)))
 	}
 	fmt.Fprintf(w, "\n%d nodes; %s; %s\n", len(s.Nodes), size, free)
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/clnbackup/backup/internal/units"
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/history"
 	"github.com/spf13/cobra"
@@ -98,7 +99,7 @@ func printVerify(stdout io.Writer, r history.VerifyReport) {
 	}
 	if d := r.ReadData; d != nil {
 		fmt.Fprintf(stdout, "Read back %d of %d packs: %s, %d chunks decompressed and re-hashed in %.2fs (%.1f MB/s)\n",
-			d.Packs, d.Packs+d.SampledOut, formatBytes(d.Bytes), d.Chunks, d.Duration.Seconds(), d.MBPerSecond())
+			d.Packs, d.Packs+d.SampledOut, units.Bytes(d.Bytes), d.Chunks, d.Duration.Seconds(), d.MBPerSecond())
 	}
 	if r.OK() {
 		fmt.Fprintln(stdout, "No problems found.")

@@ -3,6 +3,8 @@ package packs
 import (
 	"fmt"
 	"time"
+
+	"github.com/clnbackup/backup/internal/units"
 )
 
 // GCReport says what a gc run did and why it kept what it kept.
@@ -50,22 +52,10 @@ func (r GCReport) Lines() []string {
 	}
 	return []string{
 		fmt.Sprintf("%d nodes, %d manifests reference %d chunks; the store holds %d chunk copies in %d packs", r.Nodes, r.Manifests, r.LiveChunks, r.StoredChunks, r.Packs),
-		fmt.Sprintf("%sdeleted: %d packs entirely unreferenced, %d chunks, %s reclaimed", verb, r.DeletedPacks, r.DeletedChunks, fmtBytes(r.ReclaimedBytes)),
-		fmt.Sprintf("%srepacked: %d packs, consolidated: %d small packs into %d (%s of live chunks rewritten)", verb, r.RepackedPacks, r.ConsolidatedPacks, r.ConsolidatedInto, fmtBytes(r.RewrittenBytes)),
+		fmt.Sprintf("%sdeleted: %d packs entirely unreferenced, %d chunks, %s reclaimed", verb, r.DeletedPacks, r.DeletedChunks, units.Bytes(r.ReclaimedBytes)),
+		fmt.Sprintf("%srepacked: %d packs, consolidated: %d small packs into %d (%s of live chunks rewritten)", verb, r.RepackedPacks, r.ConsolidatedPacks, r.ConsolidatedInto, units.Bytes(r.RewrittenBytes)),
 		fmt.Sprintf("kept: %d chunks younger than the grace period (%s)", r.YoungChunks, r.Grace),
 		fmt.Sprintf("kept: %d unreferenced chunks %scondemned now, %d condemned less than the grace period ago (deleted by a later gc)", r.NewlyCondemned, verb, r.WaitingChunks),
 		fmt.Sprintf("kept: %d unreferenced chunks in packs that are mostly live; %d condemned chunks referenced again (rescued); %d packs without an index condemned less than the grace period ago", r.BlockedChunks, r.RescuedChunks, r.WaitingPacks),
 	}
-}
-
-func fmtBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/clnbackup/backup/internal/units"
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/backend"
 	"github.com/clnbackup/backup/store/history"
@@ -56,20 +57,6 @@ func parseSize(s string) (int64, error) {
 	return n * mul, nil
 }
 
-// sizeString formats bytes for messages (binary units).
-func sizeString(n int64) string {
-	const unit = 1 << 10
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 4; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
-}
-
 // quotaBook is the server's count of what each quota token uses, by token
 // hash (Identity.key): connections of one token share it.
 type quotaBook struct {
@@ -114,7 +101,7 @@ func (b *quotaBook) reserve(id Identity, op string, n int64) (settle func(stored
 		}
 		return nil, denied("%s: refused to %s: its quota of %s would be exceeded: it uses %s%s and the request adds %s; "+
 			"forget restore points and run gc (then send the server SIGHUP to count again), or raise quota= on its line of the auth file and send SIGHUP",
-			op, id, sizeString(id.Quota), sizeString(used), counted, sizeString(n))
+			op, id, units.Bytes(id.Quota), units.Bytes(used), counted, units.Bytes(n))
 	}
 	u.added += n
 	return func(stored int64) {
