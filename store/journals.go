@@ -145,14 +145,20 @@ func (s *Store) CheckJournal(ctx context.Context, node string) (held bool, err e
 }
 
 // ErrJournalStartUnsupported is returned (wrapped) by StartJournal when the
-// store's journals cannot start a journal at a chosen seq (a store server's,
-// whose protocol has no such request yet).
+// store's journals cannot start a journal at a chosen seq (a store server
+// older than the journal-start request answers an unknown request instead).
 var ErrJournalStartUnsupported = errors.New("this store's journals cannot start a journal at a chosen record number")
 
+// ErrJournalExists is returned (wrapped) by StartJournal when the node
+// already has a journal: numbering cannot be chosen for records already
+// written.
+var ErrJournalExists = errors.New("the node already has a journal")
+
 // journalStarter is implemented by the Journals that can create a node's
-// journal whose numbering starts at a given seq.
+// journal whose numbering starts at a given seq. owner is the lease owner
+// the caller holds the node as: a store server checks it in its own store.
 type journalStarter interface {
-	StartJournal(ctx context.Context, node string, firstSeq uint64) (Journal, error)
+	StartJournal(ctx context.Context, node string, firstSeq uint64, owner string) (Journal, error)
 }
 
 // CanStartJournal reports whether StartJournal works on this store, so that
@@ -166,9 +172,11 @@ func (s *Store) CanStartJournal() bool {
 // seq firstSeq: a node imported with manifests covering records 1 to
 // firstSeq-1 (history.ImportLegacy) must continue that numbering, because
 // the plugin refuses a journal that ends before the newest manifest's
-// JournalSeq and sealing skips records at or below it. It fails if the node
-// already has a journal. The caller must hold the node's lease.
-func (s *Store) StartJournal(ctx context.Context, node string, firstSeq uint64) (Journal, error) {
+// JournalSeq and sealing skips records at or below it. The caller must
+// hold the node's lease as owner (checked here, and again by a store
+// server in its own store); it fails wrapping ErrJournalExists if the node
+// already has a journal.
+func (s *Store) StartJournal(ctx context.Context, node string, firstSeq uint64, owner string) (Journal, error) {
 	if err := manifest.ValidNodeName(node); err != nil {
 		return nil, err
 	}
@@ -176,16 +184,19 @@ func (s *Store) StartJournal(ctx context.Context, node string, firstSeq uint64) 
 	if !ok {
 		return nil, fmt.Errorf("start the journal of node %q in store %s: %w", node, s.Location(), ErrJournalStartUnsupported)
 	}
-	return js.StartJournal(ctx, node, firstSeq)
+	if err := s.CheckLeaseOwner(ctx, node, owner); err != nil {
+		return nil, fmt.Errorf("start the journal of node %q at record %d: %w", node, firstSeq, err)
+	}
+	return js.StartJournal(ctx, node, firstSeq, owner)
 }
 
-func (j *dirJournals) StartJournal(_ context.Context, node string, firstSeq uint64) (Journal, error) {
+func (j *dirJournals) StartJournal(_ context.Context, node string, firstSeq uint64, _ string) (Journal, error) {
 	dir, err := j.dir(node)
 	if err != nil {
 		return nil, err
 	}
 	if ents, err := os.ReadDir(dir); err == nil && len(ents) > 0 {
-		return nil, fmt.Errorf("start the journal of node %q at record %d: %s already holds a journal (the node is in use: choose another node name)", node, firstSeq, dir)
+		return nil, fmt.Errorf("start the journal of node %q at record %d: %w: %s holds one (the node is in use: choose another node name)", node, firstSeq, ErrJournalExists, dir)
 	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("start the journal of node %q: %w", node, err)
 	}

@@ -325,3 +325,22 @@ func (s *Store) BreakLease(ctx context.Context, node string, force bool) (*Lease
 	}
 	return cur, nil
 }
+
+// CheckLeaseOwner fails, wrapping ErrLeaseHeld, unless the node's lease in
+// force is live and owner's: what a request that only the node's writer may
+// make (starting its journal) checks, wherever it arrives.
+func (s *Store) CheckLeaseOwner(ctx context.Context, node, owner string) error {
+	cur, _, err := s.currentLease(ctx, node)
+	if err != nil {
+		return err
+	}
+	switch {
+	case cur == nil:
+		return fmt.Errorf("node %q: nobody holds its lease, and only its writer may do this: take the lease first", node)
+	case cur.Owner != owner:
+		return fmt.Errorf("node %q: %w: %s, not the caller (owner %s)", node, ErrLeaseHeld, cur, owner)
+	case !s.live(cur):
+		return fmt.Errorf("node %q: %w: the caller's lease expired at %s; take it again", node, ErrLeaseExpired, cur.Expires.UTC().Format(time.RFC3339))
+	}
+	return nil
+}

@@ -38,8 +38,9 @@ numbers on from there, so the plugin continues from the backup with no gap.
 The backup file is only read. It is first restored whole into a scratch file
 (--tmpdir, room for about twice the database) and checked, so a damaged or
 hostile file fails before the node is added. A node name in use is refused.
-Importing into a store server (socket:) is not supported: import into the
-store's directory on the server's machine.
+STORE_URL may be a store server (socket:HOST:PORT, with the node's token or
+an admin token): the server starts the node's journal where the import
+leaves off.
 
 To switch a lightning directory over in one step, use
 "backup-cli init --lightning-dir DIR --import-legacy LEGACY_URL STORE_URL".`,

@@ -290,9 +290,6 @@ func runInitImport(cmd *cobra.Command, g *globals, o *initOpts, url string) erro
 	if o.lightningDir == "" {
 		return fmt.Errorf("--import-legacy needs --lightning-dir (to import a backup without one, use backup-cli import)")
 	}
-	if u, err := store.ParseURL(url); err == nil && u.Scheme == "socket" {
-		return fmt.Errorf("--import-legacy works with a file:// store only: import into the store's directory on the server's machine")
-	}
 	if fi, err := os.Stat(o.lightningDir); err != nil || !fi.IsDir() {
 		return fmt.Errorf("lightning directory %s does not exist or is not a directory", o.lightningDir)
 	}

@@ -85,7 +85,7 @@ func ImportLegacy(ctx context.Context, st *store.Store, node, legacyPath string,
 		return res, fail(err)
 	}
 	if !st.CanStartJournal() {
-		return res, fail(fmt.Errorf("%w: import into the store's directory on the server's machine (backup-cli import --node %s %s file:///path/to/store)",
+		return res, fail(fmt.Errorf("%w: import into the store's directory on the server's machine (backup-cli import --node %s file://%s file:///path/to/store)",
 			store.ErrJournalStartUnsupported, node, legacyPath))
 	}
 	tmpDir, err := os.MkdirTemp(opts.TempDir, ".backup-import-*")
@@ -342,7 +342,7 @@ func (im *importer) finish() error {
 	if err := im.seal(); err != nil {
 		return err
 	}
-	j, err := im.st.StartJournal(im.ctx, im.node, im.seq)
+	j, err := im.st.StartJournal(im.ctx, im.node, im.seq, im.lease.owner)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,6 +22,28 @@ func (js journals) OpenJournal(ctx context.Context, node string) (store.Journal,
 	err := js.cl.do(ctx, js.cl.jlane, func(c *conn, _ int) error { return j.ensureOpen(c) })
 	if err != nil {
 		return nil, fmt.Errorf("open journal of node %q on store server %s: %w", node, js.cl.u.Addr, err)
+	}
+	return j, nil
+}
+
+// StartJournal creates the node's journal on the server numbering from
+// firstSeq (journal-start), for the writer holding the node's lease as
+// owner. A start retried after a lost answer is answered with the journal
+// the first try created.
+func (js journals) StartJournal(ctx context.Context, node string, firstSeq uint64, owner string) (store.Journal, error) {
+	j := &remoteJournal{cl: js.cl, node: node}
+	err := js.cl.do(ctx, js.cl.jlane, func(c *conn, _ int) error {
+		p, err := c.call(msgJStart, encode(journalStartRequest{Node: node, FirstSeq: firstSeq, Owner: owner}), nil)
+		if err != nil {
+			return err
+		}
+		return j.takeState(c, p)
+	})
+	if err != nil {
+		if errors.Is(err, ErrBadRequest) && strings.Contains(err.Error(), "unknown request type") {
+			err = fmt.Errorf("%w (%w: upgrade the store server to this release)", err, store.ErrJournalStartUnsupported)
+		}
+		return nil, fmt.Errorf("start journal of node %q at record %d on store server %s: %w", node, firstSeq, js.cl.u.Addr, err)
 	}
 	return j, nil
 }
@@ -97,6 +120,11 @@ func (j *remoteJournal) ensureOpen(c *conn) error {
 	if err != nil {
 		return err
 	}
+	return j.takeState(c, p)
+}
+
+// takeState takes the journal-open (or journal-start) answer p received on c.
+func (j *remoteJournal) takeState(c *conn, p []byte) error {
 	st, err := decodeJournalStateReply(p)
 	if err != nil {
 		return protoErr(err)

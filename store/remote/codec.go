@@ -21,8 +21,9 @@ import (
 // nothing: twice what a valid value may hold (backend.ValidName allows 512
 // bytes, manifest.ValidNodeName 64); the handlers validate the value itself.
 const (
-	maxNameLen = 1024 // an object name or list prefix
-	maxNodeLen = 256  // a node name
+	maxNameLen  = 1024 // an object name or list prefix
+	maxNodeLen  = 256  // a node name
+	maxOwnerLen = 64   // a lease owner id (16 hex digits today)
 	// maxRecordStatements bounds the statements of one journal record on
 	// the wire: 64 MiB of empty statements would otherwise decode into 16.7
 	// million strings (over a gigabyte). lightningd's transactions hold far

@@ -67,7 +67,7 @@ var decoders = []func([]byte) (message, error){
 	decodeAs(decodeNodeRequest), decodeAs(decodeJournalStateReply), decodeAs(decodeJournalWriteRequest),
 	decodeAs(decodeJournalWriteReply), decodeAs(decodeJournalReadRequest), decodeAs(decodeRecordReply),
 	decodeAs(decodeJournalTrimRequest), decodeAs(decodeJournalTrimReply),
-	decodeAs(decodeQuotaReply),
+	decodeAs(decodeQuotaReply), decodeAs(decodeJournalStartRequest),
 }
 
 // decodeAny decodes p as every message the server or the client reads.
@@ -141,6 +141,7 @@ func FuzzDecodeRecordReply(f *testing.F)         { fuzzDecoder(f, decodeRecordRe
 func FuzzDecodeJournalTrimRequest(f *testing.F)  { fuzzDecoder(f, decodeJournalTrimRequest) }
 func FuzzDecodeJournalTrimReply(f *testing.F)    { fuzzDecoder(f, decodeJournalTrimReply) }
 func FuzzDecodeQuotaReply(f *testing.F)          { fuzzDecoder(f, decodeQuotaReply) }
+func FuzzDecodeJournalStartRequest(f *testing.F) { fuzzDecoder(f, decodeJournalStartRequest) }
 
 // TestBodyFrameBase: a body frame carries a delta's base id, and one
 // without a base stays as it was (id, kind, raw, bytes).

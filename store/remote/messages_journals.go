@@ -208,3 +208,30 @@ func decodeJournalTrimReply(p []byte) (journalTrimReply, error) {
 	r := journalTrimReply{Size: d.i64()}
 	return r, d.finish("journal trim reply")
 }
+
+// journalStartRequest is the payload of journal-start: create the node's
+// journal numbering from FirstSeq (an imported node continues the
+// numbering of its sealed records), for the writer that holds the node's
+// lease as Owner.
+type journalStartRequest struct {
+	Node     string
+	FirstSeq uint64
+	Owner    string
+}
+
+// appendTo is the client's side of journal-start.
+func (r journalStartRequest) appendTo(b []byte) []byte {
+	e := enc{b: b}
+	e.str(r.Node)
+	e.u64(r.FirstSeq)
+	e.str(r.Owner)
+	return e.b
+}
+
+// decodeJournalStartRequest is the server's side of journal-start (its OK
+// payload is a journalStateReply, as journal-open's).
+func decodeJournalStartRequest(p []byte) (journalStartRequest, error) {
+	d := dec{b: p}
+	r := journalStartRequest{Node: d.str(maxNodeLen), FirstSeq: d.u64(), Owner: d.str(maxOwnerLen)}
+	return r, d.finish("journal start request")
+}

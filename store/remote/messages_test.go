@@ -172,6 +172,8 @@ func journalGolden() []golden {
 			cat("\x00\x00\x00\x00\x00\x00\x03\x00")},
 		{"journal-close", msgJClose, nodeRequest{Node: "alice"}, decodeAs(decodeNodeRequest),
 			cat("\x00\x00\x00\x05alice")},
+		{"journal-start", msgJStart, journalStartRequest{Node: "alice", FirstSeq: 0x0193, Owner: "0123456789abcdef"}, decodeAs(decodeJournalStartRequest),
+			cat("\x00\x00\x00\x05alice", "\x00\x00\x00\x00\x00\x00\x01\x93", "\x00\x00\x00\x100123456789abcdef")},
 	}
 }
 
@@ -239,6 +241,8 @@ func TestDecodeLimits(t *testing.T) {
 		{"statements over the count limit", decodeAs(decodeRecordReply), cat(recordWire[:20], "\x00\x10\x00\x01", strings.Repeat("\x00\x00\x00\x00", maxRecordStatements+1)), "statement count 1048577 exceeds"},
 		{"statements at the count limit", decodeAs(decodeRecordReply), cat(recordWire[:20], "\x00\x10\x00\x00", strings.Repeat("\x00\x00\x00\x00", maxRecordStatements)), ""},
 		{"statement over the limit", decodeAs(decodeRecordReply), cat(recordWire[:20], "\x00\x00\x00\x01", "\x04\x00\x00\x01"), "exceeds 67108864"},
+		{"owner at the limit", decodeAs(decodeJournalStartRequest), cat(str(1), "\x00\x00\x00\x00\x00\x00\x00\x01", str(maxOwnerLen)), ""},
+		{"owner over the limit", decodeAs(decodeJournalStartRequest), cat(str(1), "\x00\x00\x00\x00\x00\x00\x00\x01", str(maxOwnerLen+1)), "string of 65 bytes exceeds 64"},
 		{"has last 2", decodeAs(decodeJournalStateReply), cat(strings.Repeat("\x00", 24), "\x02"), "bool"},
 		{"hello token over the limit", decodeAs(decodeHello), cat("CLNBSTOR", "\x00\x01", "\x00\x00\x10\x01"+strings.Repeat("t", MaxHandshakeFrame+1), "\x00\x00\x00\x00"), "exceeds 4096"},
 	} {

@@ -68,6 +68,7 @@ const (
 	msgJTrim    byte = 0x34 // node, u64 upto
 	msgJClose   byte = 0x35 // node
 	msgJRead    byte = 0x36 // node, u64 after (without opening)
+	msgJStart   byte = 0x37 // node, u64 first seq, lease owner
 
 	msgData   byte = 0x40 // a piece of an object, either direction
 	msgOK     byte = 0x80
@@ -84,7 +85,7 @@ func frameLimit(typ byte) int {
 	case msgJAppend, msgJReplace, msgRecord, msgBody, msgPutBodies:
 		return MaxRecordFrame
 	case msgPut, msgGet, msgStat, msgList, msgDelete, msgQuota, msgMissing, msgReadBodies,
-		msgJOpen, msgJRecords, msgJTrim, msgJClose, msgJRead,
+		msgJOpen, msgJRecords, msgJTrim, msgJClose, msgJRead, msgJStart,
 		msgData, msgOK, msgItems, msgError:
 		return MaxFrame
 	case msgHello, msgHelloOK:
@@ -131,6 +132,8 @@ func msgName(typ byte) string {
 		return "journal-close"
 	case msgJRead:
 		return "journal-read"
+	case msgJStart:
+		return "journal-start"
 	case msgData:
 		return "data"
 	case msgOK:

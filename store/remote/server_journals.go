@@ -286,3 +286,74 @@ func (ss *session) jclose(p []byte) error {
 	}
 	return ss.ok(nil)
 }
+
+// jstart creates the node's journal numbering from the requested seq and
+// opens it for this session, with the rules of store.StartJournal: only
+// for the token's nodes, only for the writer holding the node's lease (as
+// the server's store has it), only for a node with no journal. A start
+// retried after a lost answer finds the journal it created (empty, at the
+// requested seq) and is answered with it.
+func (ss *session) jstart(p []byte) error {
+	req, err := decodeJournalStartRequest(p)
+	if err != nil {
+		return err
+	}
+	if err := ss.checkNode(req.Node, "start journal"); err != nil {
+		return err
+	}
+	if ss.opened[req.Node] {
+		return conflict("start the journal of node %q: it is open on this connection already", req.Node)
+	}
+	sj, err := ss.srv.startJournal(ss.ctx, req)
+	if err != nil {
+		return err
+	}
+	ss.opened[req.Node] = true
+	sj.mu.Lock()
+	state := journalState(sj.j)
+	sj.mu.Unlock()
+	return ss.ok(encode(state))
+}
+
+// startJournal creates the shared journal of req.Node; no session may have
+// it open.
+func (s *Server) startJournal(ctx context.Context, req journalStartRequest) (*sharedJournal, error) {
+	s.jmu.Lock()
+	defer s.jmu.Unlock()
+	if _, ok := s.journals[req.Node]; ok {
+		return nil, conflict("start the journal of node %q: %v: another connection has it open", req.Node, store.ErrJournalExists)
+	}
+	j, err := s.st.StartJournal(ctx, req.Node, req.FirstSeq, req.Owner)
+	if errors.Is(err, store.ErrJournalExists) {
+		j, err = s.retriedStart(ctx, req, err)
+	}
+	if err != nil {
+		if errors.Is(err, store.ErrLeaseHeld) || errors.Is(err, store.ErrLeaseExpired) || errors.Is(err, store.ErrJournalExists) {
+			return nil, conflict("%v", err)
+		}
+		return nil, err
+	}
+	sj := &sharedJournal{node: req.Node, j: j, refs: 1}
+	s.journals[req.Node] = sj
+	return sj, nil
+}
+
+// retriedStart opens the node's existing journal if it is the one a start
+// with req created (no record, numbering at req.FirstSeq); else it returns
+// exists, the start's refusal. The lease was checked before.
+func (s *Server) retriedStart(ctx context.Context, req journalStartRequest, exists error) (store.Journal, error) {
+	j, err := s.st.OpenJournal(ctx, req.Node)
+	if err != nil {
+		return nil, exists
+	}
+	if _, has := j.Last(); has || j.NextSeq() != req.FirstSeq {
+		j.Close()
+		return nil, exists
+	}
+	return j, nil
+}
+
+// conflict is a codeConflict error.
+func conflict(format string, args ...any) error {
+	return &Error{Code: codeConflict, Msg: fmt.Sprintf(format, args...)}
+}

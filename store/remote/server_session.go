@@ -329,6 +329,8 @@ func (ss *session) handle(typ byte, p []byte) error {
 		return ss.jtrim(p)
 	case msgJClose:
 		return ss.jclose(p)
+	case msgJStart:
+		return ss.jstart(p)
 	}
 	return badRequest("unknown request type %s", msgName(typ))
 }
