@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"github.com/clnbackup/backup/plugin"
 	"github.com/clnbackup/backup/replay"
 	"github.com/clnbackup/backup/store/history"
+	"github.com/clnbackup/backup/store/journal"
 )
 
 var legacyDbak = filepath.Join("..", "..", "testdata", "legacy-v1.dbak")
@@ -138,5 +140,77 @@ func TestInitImportLegacy(t *testing.T) {
 	}
 	if v, _, err := replay.DataVersionOf(dest); err != nil || v != 401 {
 		t.Fatalf("restored data_version %d (%v), want 401", v, err)
+	}
+}
+
+// setDataVersion sets the data_version of the database at path.
+func setDataVersion(t *testing.T, path string, v uint32) {
+	t.Helper()
+	db, err := replay.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stmt := fmt.Sprintf("UPDATE vars SET intval = %d WHERE name = 'data_version'", v)
+	if err := db.Apply(journal.Record{Version: v, Statements: []string{stmt}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestInitImportLegacyVersions: init --import-legacy compares the live
+// database's data_version with the backup's (400): equal, or one behind
+// (the change lightningd re-sends), imports; a database ahead of the
+// backup (changes it misses) or further behind is refused before anything
+// is imported, saying what to do.
+func TestInitImportLegacyVersions(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		live uint32 // 0: no database
+		want string // "" for success
+	}{
+		{"no database", 0, ""},
+		{"same version", 400, ""},
+		{"one behind", 399, ""},
+		{"database ahead", 405, "the backup misses 5 changes"},
+		{"database far behind", 300, "the database is older than its backup"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			dbak := copyLegacy(t, dir)
+			ldir := filepath.Join(dir, "lightning")
+			if err := os.Mkdir(ldir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if tc.live != 0 {
+				db := filepath.Join(ldir, "lightningd.sqlite3")
+				if _, err := history.RestoreLegacy(t.Context(), dbak, db, nil); err != nil {
+					t.Fatal(err)
+				}
+				if tc.live != 400 {
+					setDataVersion(t, db, tc.live)
+				}
+			}
+			storeDir := filepath.Join(dir, "store")
+			_, errOut, ok := run(t, "init", "--lightning-dir", ldir, "--import-legacy", "file://"+dbak, "file://"+storeDir)
+			if tc.want == "" {
+				if !ok {
+					t.Fatalf("init --import-legacy: %s", errOut)
+				}
+				return
+			}
+			if ok || !strings.Contains(errOut, tc.want) || !strings.Contains(errOut, "nothing was imported") {
+				t.Fatalf("init --import-legacy: ok %v, %s; want %q", ok, errOut, tc.want)
+			}
+			if _, err := os.Stat(storeDir); err == nil {
+				t.Fatalf("a refused init created the store %s", storeDir)
+			}
+			if _, err := os.Stat(filepath.Join(ldir, "backup.lock")); err == nil {
+				t.Fatal("a refused init wrote backup.lock")
+			}
+		})
 	}
 }

@@ -68,7 +68,10 @@ plugin), init imports that backup's history as the node (see backup-cli
 import) instead of snapshotting the database, then renames the Python
 plugin's DIR/backup.lock to DIR/backup.lock.legacy and writes its own: after
 switching the plugin in lightningd's config, lightningd continues from the
-imported data_version with no gap. Stop lightningd first.`,
+imported data_version with no gap. Stop lightningd first. The database's
+data_version is checked against the backup's first: a database ahead of the
+backup (changes the backup misses) or more than one change behind it is
+refused before anything is imported.`,
 		Example: `  backup-cli init --lightning-dir ~/.lightning/bitcoin file:///mnt/backup/store
   backup-cli init --lightning-dir ~/.lightning/bitcoin --node alice file:///mnt/backup/store
   backup-cli init --lightning-dir ~/.lightning/bitcoin --import-legacy file:///mnt/backup/backup.dbak file:///mnt/backup/store
@@ -290,27 +293,19 @@ func runInitImport(cmd *cobra.Command, g *globals, o *initOpts, url string) erro
 	if o.lightningDir == "" {
 		return fmt.Errorf("--import-legacy needs --lightning-dir (to import a backup without one, use backup-cli import)")
 	}
-	if fi, err := os.Stat(o.lightningDir); err != nil || !fi.IsDir() {
-		return fmt.Errorf("lightning directory %s does not exist or is not a directory", o.lightningDir)
-	}
-	lockPath := filepath.Join(o.lightningDir, "backup.lock")
-	oldLock := lockPath + ".legacy"
-	hasOld := false
-	if l, err := readLock(lockPath); err == nil {
-		if !isPythonLock(l) {
-			return fmt.Errorf("%s is not the Python backup plugin's lock file (it names node %q of %s): the directory is set up for this backup already", lockPath, l.Node, l.BackendURL)
-		}
-		hasOld = true
-	} else if !isNotExist(err) {
-		return fmt.Errorf("read %s: %w (move it away if it is not the Python backup plugin's)", lockPath, err)
-	}
-	if hasOld {
-		if _, err := os.Lstat(oldLock); err == nil {
-			return fmt.Errorf("%s exists: a switch from the Python plugin was started before; move it away to switch again", oldLock)
-		}
+	lockPath, hasOld, err := legacyLockOf(o.lightningDir)
+	if err != nil {
+		return err
 	}
 	ctx := cmd.Context()
 	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
+	path, err := legacyPath(o.importLegacy)
+	if err != nil {
+		return err
+	}
+	if err := checkLiveVersion(cmd, o.lightningDir, path); err != nil {
+		return err
+	}
 	st, created, err := store.Create(ctx, url, g.storeOptions())
 	if err != nil {
 		return err
@@ -321,28 +316,91 @@ func runInitImport(cmd *cobra.Command, g *globals, o *initOpts, url string) erro
 		return err
 	}
 	out.Store, out.StoreCreated = st.Location(), created
-	if hasOld {
-		if err := os.Rename(lockPath, oldLock); err != nil {
-			return fmt.Errorf("node %q was imported, but renaming the Python plugin's %s to %s failed: %w; rename it by hand, then write %s as {\"backend_url\": %q, \"node\": %q} (mode 0600)",
-				o.node, lockPath, oldLock, err, lockPath, url, o.node)
-		}
-	}
-	if err := writeNodeLock(g, lockPath, url, o.node); err != nil {
-		return err
-	}
 	res := initImportResult{importResult: out, LockFile: lockPath}
 	if hasOld {
-		res.LegacyLockFile = oldLock
+		res.LegacyLockFile = lockPath + ".legacy"
+	}
+	if err := switchLocks(g, res, url, o.node); err != nil {
+		return err
 	}
 	if g.json {
 		return printJSON(stdout, res)
 	}
 	printImport(stdout, out)
 	if hasOld {
-		fmt.Fprintf(stdout, "Renamed the Python plugin's lock file to %s\n", oldLock)
+		fmt.Fprintf(stdout, "Renamed the Python plugin's lock file to %s\n", res.LegacyLockFile)
 	}
 	fmt.Fprintf(stdout, "Wrote %s; now point lightningd's important-plugin= at this project's backup plugin and start it\n", lockPath)
 	return nil
+}
+
+// legacyLockOf checks the lightning directory before an import: its
+// backup.lock, if any, must be the Python plugin's (hasOld), and no earlier
+// switch may have left backup.lock.legacy.
+func legacyLockOf(lightningDir string) (lockPath string, hasOld bool, err error) {
+	if fi, err := os.Stat(lightningDir); err != nil || !fi.IsDir() {
+		return "", false, fmt.Errorf("lightning directory %s does not exist or is not a directory", lightningDir)
+	}
+	lockPath = filepath.Join(lightningDir, "backup.lock")
+	if l, err := readLock(lockPath); err == nil {
+		if !isPythonLock(l) {
+			return "", false, fmt.Errorf("%s is not the Python backup plugin's lock file (it names node %q of %s): the directory is set up for this backup already", lockPath, l.Node, l.BackendURL)
+		}
+		hasOld = true
+	} else if !isNotExist(err) {
+		return "", false, fmt.Errorf("read %s: %w (move it away if it is not the Python backup plugin's)", lockPath, err)
+	}
+	if hasOld {
+		if _, err := os.Lstat(lockPath + ".legacy"); err == nil {
+			return "", false, fmt.Errorf("%s.legacy exists: a switch from the Python plugin was started before; move it away to switch again", lockPath)
+		}
+	}
+	return lockPath, hasOld, nil
+}
+
+// checkLiveVersion compares the data_version of the lightning directory's
+// database (if it has one) with the newest version of the legacy backup at
+// path: the plugin continues from the backup, so a database ahead of it
+// (changes the backup misses) is refused, as is one more than a change
+// behind it (the database is older than its backup). One behind is the
+// Python plugin's "last change not applied": lightningd re-sends it and the
+// plugin replaces it.
+func checkLiveVersion(cmd *cobra.Command, lightningDir, path string) error {
+	dbPath := filepath.Join(lightningDir, "lightningd.sqlite3")
+	if !fileExists(dbPath) {
+		return nil
+	}
+	f, err := legacy.OpenFile(path)
+	if err != nil {
+		return err
+	}
+	backup := f.Header().Version
+	f.Close()
+	live, _, err := history.LiveDataVersion(cmd.Context(), dbPath)
+	if err != nil {
+		return fmt.Errorf("%w (stop lightningd and run init again; nothing was imported)", err)
+	}
+	switch {
+	case live > backup:
+		return fmt.Errorf("%s is at data_version %d but the legacy backup %s ends at %d: the backup misses %d changes, so the node cannot continue from it (nothing was imported). Set the node up from its database instead: backup-cli init --lightning-dir %s STORE_URL after moving the Python plugin's backup.lock away; keep the old backup's history with backup-cli import --node old-history file://%s STORE_URL",
+			dbPath, live, path, backup, live-backup, lightningDir, path)
+	case live+1 < backup:
+		return fmt.Errorf("%s is at data_version %d but the legacy backup %s is at %d: the database is older than its backup (restored from an old copy?) and lightningd would run on old state (nothing was imported). Restore the newest state from the backup (backup-cli restore file://%s DEST) and compare before switching",
+			dbPath, live, path, backup, path)
+	}
+	return nil
+}
+
+// switchLocks renames the Python plugin's lock file to
+// backup.lock.legacy (if there is one) and writes this plugin's.
+func switchLocks(g *globals, res initImportResult, url, node string) error {
+	if res.LegacyLockFile != "" {
+		if err := os.Rename(res.LockFile, res.LegacyLockFile); err != nil {
+			return fmt.Errorf("node %q was imported, but renaming the Python plugin's %s to %s failed: %w; rename it by hand, then write %s as {\"backend_url\": %q, \"node\": %q} (mode 0600)",
+				node, res.LockFile, res.LegacyLockFile, err, res.LockFile, url, node)
+		}
+	}
+	return writeNodeLock(g, res.LockFile, url, node)
 }
 
 // initImportResult is what init --import-legacy prints with --json.
