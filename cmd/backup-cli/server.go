@@ -403,13 +403,16 @@ type addTokenResult struct {
 	Nodes     []string `json:"nodes,omitempty"`
 }
 
+// addTokenOpts are add-token's flags.
+type addTokenOpts struct {
+	authFile, nodes, out string
+	admin                bool
+}
+
+// newAddTokenCmd declares add-token's flags and help; runAddToken does the
+// work.
 func newAddTokenCmd(g *globals) *cobra.Command {
-	var (
-		authFile string
-		nodes    string
-		admin    bool
-		out      string
-	)
+	o := &addTokenOpts{}
 	cmd := &cobra.Command{
 		Use:   "add-token --auth FILE (--node NAME[,NAME...] | --admin) [--out FILE]",
 		Short: "Make a new client token and add it to the server's auth file",
@@ -424,64 +427,86 @@ verify). A running server uses the new token once sent SIGHUP.`,
   backup-cli server add-token --auth /etc/clnbackup/auth --admin --out admin.token`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if authFile == "" {
-				return errors.New("give the auth file with --auth FILE")
-			}
-			if admin == (nodes != "") {
-				return errors.New("give either --node NAME[,NAME...] or --admin")
-			}
-			var list []string
-			if nodes != "" {
-				list = strings.Split(nodes, ",")
-			}
-			tok, err := remote.NewToken()
-			if err != nil {
-				return err
-			}
-			var f *os.File
-			if out != "" {
-				// Made before the auth file is touched, so a token is
-				// never added that nobody can read back.
-				if f, err = os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600); err != nil {
-					return fmt.Errorf("--out: %w (add-token does not overwrite a token file: give a new name)", err)
-				}
-				defer f.Close()
-			}
-			if err := remote.AddToken(authFile, tok, list, admin); err != nil {
-				if f != nil {
-					os.Remove(out)
-				}
-				return err
-			}
-			if f != nil {
-				if err := writeTokenFile(f, tok); err != nil {
-					return fmt.Errorf("the token was added to %s, but writing it to %s failed: %w; remove its line from the auth file and run add-token again", authFile, out, err)
-				}
-			}
-			stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
-			res := addTokenResult{Token: tok, TokenFile: out, AuthFile: authFile, Admin: admin, Nodes: list}
-			if out != "" {
-				res.Token = ""
-			}
-			if g.json {
-				return printJSON(stdout, res)
-			}
-			what := "admin token"
-			if !admin {
-				what = "token for nodes " + strings.Join(list, ",")
-			}
-			if out != "" {
-				fmt.Fprintf(stdout, "Added a %s to %s and wrote it to %s (mode 0600; send the running server SIGHUP to use it: kill -HUP PID)\n", what, authFile, out)
-				return nil
-			}
-			fmt.Fprintf(stderr, "Added a %s to %s (send the running server SIGHUP to use it: kill -HUP PID):\n", what, authFile)
-			fmt.Fprintln(stdout, tok)
-			return nil
+			return runAddToken(cmd, g, o)
 		},
 	}
-	cmd.Flags().StringVar(&authFile, "auth", "", "auth file to add the token to")
-	cmd.Flags().StringVar(&nodes, "node", "", "node(s) the token may use, comma-separated")
-	cmd.Flags().BoolVar(&admin, "admin", false, "make an admin token")
-	cmd.Flags().StringVar(&out, "out", "", "write the token to this new file (mode 0600) instead of printing it")
+	cmd.Flags().StringVar(&o.authFile, "auth", "", "auth file to add the token to")
+	cmd.Flags().StringVar(&o.nodes, "node", "", "node(s) the token may use, comma-separated")
+	cmd.Flags().BoolVar(&o.admin, "admin", false, "make an admin token")
+	cmd.Flags().StringVar(&o.out, "out", "", "write the token to this new file (mode 0600) instead of printing it")
 	return cmd
+}
+
+// runAddToken checks the flags, adds a new token to the auth file (and
+// writes it to --out) and says what it did.
+func runAddToken(cmd *cobra.Command, g *globals, o *addTokenOpts) error {
+	if o.authFile == "" {
+		return errors.New("give the auth file with --auth FILE")
+	}
+	if o.admin == (o.nodes != "") {
+		return errors.New("give either --node NAME[,NAME...] or --admin")
+	}
+	var list []string
+	if o.nodes != "" {
+		list = strings.Split(o.nodes, ",")
+	}
+	tok, err := addToken(o, list)
+	if err != nil {
+		return err
+	}
+	res := addTokenResult{Token: tok, TokenFile: o.out, AuthFile: o.authFile, Admin: o.admin, Nodes: list}
+	if o.out != "" {
+		res.Token = ""
+	}
+	return printAddToken(cmd, g, res, tok)
+}
+
+// addToken makes a token, appends it to the auth file and writes it to
+// --out, if given.
+func addToken(o *addTokenOpts, nodes []string) (string, error) {
+	tok, err := remote.NewToken()
+	if err != nil {
+		return "", err
+	}
+	var f *os.File
+	if o.out != "" {
+		// Made before the auth file is touched, so a token is never added
+		// that nobody can read back.
+		if f, err = os.OpenFile(o.out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600); err != nil {
+			return "", fmt.Errorf("--out: %w (add-token does not overwrite a token file: give a new name)", err)
+		}
+		defer f.Close()
+	}
+	if err := remote.AddToken(o.authFile, tok, nodes, o.admin); err != nil {
+		if f != nil {
+			os.Remove(o.out)
+		}
+		return "", err
+	}
+	if f != nil {
+		if err := writeTokenFile(f, tok); err != nil {
+			return "", fmt.Errorf("the token was added to %s, but writing it to %s failed: %w; remove its line from the auth file and run add-token again", o.authFile, o.out, err)
+		}
+	}
+	return tok, nil
+}
+
+// printAddToken says which token was added where; the token itself goes
+// to stdout only when it went to no file.
+func printAddToken(cmd *cobra.Command, g *globals, res addTokenResult, tok string) error {
+	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
+	if g.json {
+		return printJSON(stdout, res)
+	}
+	what := "admin token"
+	if !res.Admin {
+		what = "token for nodes " + strings.Join(res.Nodes, ",")
+	}
+	if res.TokenFile != "" {
+		fmt.Fprintf(stdout, "Added a %s to %s and wrote it to %s (mode 0600; send the running server SIGHUP to use it: kill -HUP PID)\n", what, res.AuthFile, res.TokenFile)
+		return nil
+	}
+	fmt.Fprintf(stderr, "Added a %s to %s (send the running server SIGHUP to use it: kill -HUP PID):\n", what, res.AuthFile)
+	fmt.Fprintln(stdout, tok)
+	return nil
 }

@@ -177,8 +177,9 @@ func (e wireErr) Unwrap() error { return e.err }
 
 func (ss *session) progress() { ss.nc.SetReadDeadline(time.Now().Add(ss.srv.opt.IOTimeout)) }
 
+// loop serves requests until the client leaves, the connection fails or
+// the server stops.
 func (ss *session) loop() error {
-	s := ss.srv
 	for {
 		if !ss.setIdle(true) {
 			return nil
@@ -191,82 +192,109 @@ func (ss *session) loop() error {
 			}
 			return err
 		}
-		ss.progress()
-		limit := frameLimit(typ)
-		isRequest := typ >= 0x10 && typ < 0x40
-		if int64(n) > int64(max(limit, MaxFrame)) {
-			ss.fail(codeBadRequest, fmt.Sprintf("%s frame of %d bytes exceeds the %d-byte limit", msgName(typ), n, max(limit, MaxFrame)))
-			return fmt.Errorf("%s frame of %d bytes refused", msgName(typ), n)
+		if err := ss.serve(typ, n); err != nil {
+			return err
 		}
-		if limit == 0 || !isRequest {
-			// Skip the payload without keeping it; the connection stays
-			// usable.
-			if _, err := io.CopyN(io.Discard, ss.br, int64(n)); err != nil {
-				return err
-			}
-			err := badRequest("unknown request type %s", msgName(typ))
-			s.opt.Errorf("connection %s (%s): %v", ss.nc.RemoteAddr(), ss.id, err)
-			if err := ss.reply(err); err != nil {
-				return err
-			}
-			continue
-		}
-		cost := s.mem.frameCost(typ, int64(n))
-		if err := s.mem.acquire(ss.ctx, cost, s.opt.IOTimeout); err != nil {
-			if ss.ctx.Err() != nil {
-				return ss.ctx.Err()
-			}
-			// Refused unread: the payload is skipped, the connection
-			// stays usable and the client retries.
-			if _, err := io.CopyN(io.Discard, ss.br, int64(n)); err != nil {
-				return err
-			}
-			s.logRefusal(ss.host, "--max-memory", fmt.Sprintf("connection %s (%s): %s of %d bytes refused: the --max-memory budget (%d bytes) stayed taken for %s", ss.nc.RemoteAddr(), ss.id, msgName(typ), n, s.opt.MaxMemory, s.opt.IOTimeout))
-			busy := &Error{Code: codeBusy, Msg: fmt.Sprintf("store server busy: requests in progress hold its --max-memory budget of %d bytes; retry later", s.opt.MaxMemory)}
-			if err := ss.reply(busy); err != nil {
-				return err
-			}
-			continue
-		}
-		ss.progress()
-		ss.buf, err = readPayload(ss.br, int(n), ss.buf, ss.progress)
+	}
+}
+
+// serve reads and answers one request whose header (typ, n payload bytes)
+// was read, within the server's memory budget. An error ends the session.
+func (ss *session) serve(typ byte, n uint32) error {
+	s := ss.srv
+	ss.progress()
+	limit := frameLimit(typ)
+	isRequest := typ >= 0x10 && typ < 0x40
+	if int64(n) > int64(max(limit, MaxFrame)) {
+		ss.fail(codeBadRequest, fmt.Sprintf("%s frame of %d bytes exceeds the %d-byte limit", msgName(typ), n, max(limit, MaxFrame)))
+		return fmt.Errorf("%s frame of %d bytes refused", msgName(typ), n)
+	}
+	if limit == 0 || !isRequest {
+		return ss.skipUnknown(typ, n)
+	}
+	cost := s.mem.frameCost(typ, int64(n))
+	if err := s.mem.acquire(ss.ctx, cost, s.opt.IOTimeout); err != nil {
+		return ss.refuseBusy(typ, n)
+	}
+	ss.progress()
+	var err error
+	ss.buf, err = readPayload(ss.br, int(n), ss.buf, ss.progress)
+	if err != nil {
+		s.mem.release(cost)
+		return err
+	}
+	ss.requests++
+	s.counters.requests[typ].Add(1)
+	ss.nc.SetWriteDeadline(time.Now().Add(s.opt.IOTimeout))
+	if typ == msgPut {
+		extra, err := ss.holdPutData()
 		if err != nil {
 			s.mem.release(cost)
 			return err
 		}
-		ss.requests++
-		s.counters.requests[typ].Add(1)
-		ss.nc.SetWriteDeadline(time.Now().Add(s.opt.IOTimeout))
-		if typ == msgPut {
-			// The object's data frames follow: its size is held too. They
-			// cannot be skipped unread here, so a put that cannot have it
-			// ends the connection; the client retries on a new one.
-			extra := s.mem.frameCost(msgData, ss.putSize(ss.buf))
-			if err := s.mem.acquire(ss.ctx, extra, s.opt.IOTimeout); err != nil {
-				s.mem.release(cost)
-				ss.fail(codeBusy, fmt.Sprintf("store server busy: requests in progress hold its --max-memory budget of %d bytes; retry later", s.opt.MaxMemory))
-				return fmt.Errorf("put of %d bytes refused: the --max-memory budget stayed taken: %w", extra, err)
-			}
-			cost += extra
-		}
-		err = ss.handle(typ, ss.buf)
-		// Only a small buffer is kept for the next request: the budget
-		// counts what requests hold, not what idle connections keep.
-		if cap(ss.buf) > smallFrame {
-			ss.buf = nil
-		}
-		s.mem.release(cost)
-		var we wireErr
-		if errors.As(err, &we) {
-			return we.err
-		}
-		if err != nil {
-			s.opt.Errorf("connection %s (%s): %s: %v", ss.nc.RemoteAddr(), ss.id, msgName(typ), err)
-		}
-		if err := ss.reply(err); err != nil {
-			return err
-		}
+		cost += extra
 	}
+	err = ss.handle(typ, ss.buf)
+	// Only a small buffer is kept for the next request: the budget
+	// counts what requests hold, not what idle connections keep.
+	if cap(ss.buf) > smallFrame {
+		ss.buf = nil
+	}
+	s.mem.release(cost)
+	return ss.answer(typ, err)
+}
+
+// skipUnknown skips the payload of a frame that is no request without
+// keeping it, and answers a bad request; the connection stays usable.
+func (ss *session) skipUnknown(typ byte, n uint32) error {
+	if _, err := io.CopyN(io.Discard, ss.br, int64(n)); err != nil {
+		return err
+	}
+	err := badRequest("unknown request type %s", msgName(typ))
+	ss.srv.opt.Errorf("connection %s (%s): %v", ss.nc.RemoteAddr(), ss.id, err)
+	return ss.reply(err)
+}
+
+// refuseBusy answers a request the memory budget could not take: refused
+// unread (its payload skipped), the connection stays usable and the
+// client retries.
+func (ss *session) refuseBusy(typ byte, n uint32) error {
+	s := ss.srv
+	if ss.ctx.Err() != nil {
+		return ss.ctx.Err()
+	}
+	if _, err := io.CopyN(io.Discard, ss.br, int64(n)); err != nil {
+		return err
+	}
+	s.logRefusal(ss.host, "--max-memory", fmt.Sprintf("connection %s (%s): %s of %d bytes refused: the --max-memory budget (%d bytes) stayed taken for %s", ss.nc.RemoteAddr(), ss.id, msgName(typ), n, s.opt.MaxMemory, s.opt.IOTimeout))
+	busy := &Error{Code: codeBusy, Msg: fmt.Sprintf("store server busy: requests in progress hold its --max-memory budget of %d bytes; retry later", s.opt.MaxMemory)}
+	return ss.reply(busy)
+}
+
+// holdPutData takes the budget for the data frames of the put request in
+// ss.buf, which follow it. They cannot be skipped unread here, so a put
+// that cannot have it ends the connection; the client retries on a new one.
+func (ss *session) holdPutData() (int64, error) {
+	s := ss.srv
+	extra := s.mem.frameCost(msgData, ss.putSize(ss.buf))
+	if err := s.mem.acquire(ss.ctx, extra, s.opt.IOTimeout); err != nil {
+		ss.fail(codeBusy, fmt.Sprintf("store server busy: requests in progress hold its --max-memory budget of %d bytes; retry later", s.opt.MaxMemory))
+		return 0, fmt.Errorf("put of %d bytes refused: the --max-memory budget stayed taken: %w", extra, err)
+	}
+	return extra, nil
+}
+
+// answer ends a request handled with err: a connection error ends the
+// session, any other is logged and sent as the request's error frame.
+func (ss *session) answer(typ byte, err error) error {
+	var we wireErr
+	if errors.As(err, &we) {
+		return we.err
+	}
+	if err != nil {
+		ss.srv.opt.Errorf("connection %s (%s): %s: %v", ss.nc.RemoteAddr(), ss.id, msgName(typ), err)
+	}
+	return ss.reply(err)
 }
 
 // reply sends the final frame of a request: Error for err, else nothing
