@@ -1,7 +1,8 @@
 // Package legacy reads backups written by the Python backup plugin's file
 // backend (file format version 1, `file:///path/backup.dbak`) and restores
 // them, so that users can migrate from that plugin without losing their
-// history. It only reads: the format is frozen and nothing here writes it.
+// history. It only reads: the format is frozen, and the one file written here
+// is Fetch's copy of what the plugin's backup server (socket:) keeps.
 //
 // # File format v1
 //

@@ -67,7 +67,8 @@ func TestImportCommand(t *testing.T) {
 	}{
 		{"node in use", []string{"import", "--node", "old", "file://" + dbak, storeURL}, "node already exists"},
 		{"not a legacy backup", []string{"import", "--node", "new", "file://" + dest, storeURL}, "not a backup file of the Python backup plugin"},
-		{"socket backup", []string{"import", "--node", "new", "socket:127.0.0.1:1", storeURL}, "only file:// backups"},
+		{"no backup server there", []string{"import", "--node", "new", "socket:127.0.0.1:1", storeURL}, "is the Python plugin's backup-cli server running there?"},
+		{"tls to a backup server", []string{"import", "--node", "new", "socket:127.0.0.1:1?tls=system", storeURL}, "speaks no TLS"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, errOut, ok := run(t, tc.args...); ok || !strings.Contains(errOut, tc.want) {

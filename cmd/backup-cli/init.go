@@ -64,7 +64,7 @@ backup.lock, readable only by its owner, with the URL as given: a tls= pin
 key too.
 
 With --import-legacy LEGACY_URL (a file:// backup of the Python backup
-plugin), init imports that backup's history as the node (see backup-cli
+plugin, or its backup server at socket:HOST:PORT), init imports that backup's history as the node (see backup-cli
 import) instead of snapshotting the database, then renames the Python
 plugin's DIR/backup.lock to DIR/backup.lock.legacy and writes its own: after
 switching the plugin in lightningd's config, lightningd continues from the
@@ -83,7 +83,7 @@ refused before anything is imported.`,
 	}
 	cmd.Flags().StringVar(&o.lightningDir, "lightning-dir", "", "lightning network directory (e.g. ~/.lightning/bitcoin) to set up")
 	cmd.Flags().StringVar(&o.node, "node", history.DefaultNode, "name of the node in the store")
-	cmd.Flags().StringVar(&o.importLegacy, "import-legacy", "", "import this backup of the Python backup plugin (file:///path/backup.dbak) as the node, and replace that plugin's backup.lock")
+	cmd.Flags().StringVar(&o.importLegacy, "import-legacy", "", "import this backup of the Python backup plugin (file:///path/backup.dbak, or socket:HOST:PORT of its backup server) as the node, and replace that plugin's backup.lock")
 	cmd.Flags().StringVar(&o.tmpDir, "tmpdir", "", "with --import-legacy: directory for scratch copies of the database (default: the system temp dir)")
 	return cmd
 }
@@ -162,7 +162,7 @@ func initPaths(lightningDir string) (lockPath, dbPath string, err error) {
 	lockPath = filepath.Join(lightningDir, "backup.lock")
 	if _, err := os.Stat(lockPath); err == nil {
 		if l, err := readLock(lockPath); err == nil && isPythonLock(l) {
-			return "", "", fmt.Errorf("%s is the Python backup plugin's: bring its backup over with --import-legacy file:///path/to/its/backup.dbak (its backend_url %q)", lockPath, l.BackendURL)
+			return "", "", fmt.Errorf("%s is the Python backup plugin's: bring its backup over with --import-legacy %s", lockPath, l.BackendURL)
 		}
 		return "", "", fmt.Errorf("%s already exists: this lightning directory is already set up for backups (remove the file to set it up again)", lockPath)
 	}
@@ -299,11 +299,12 @@ func runInitImport(cmd *cobra.Command, g *globals, o *initOpts, url string) erro
 	}
 	ctx := cmd.Context()
 	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
-	path, err := legacyPath(o.importLegacy)
+	path, done, err := legacySource(ctx, o.importLegacy, o.tmpDir, stderr)
 	if err != nil {
 		return err
 	}
-	if err := checkLiveVersion(cmd, o.lightningDir, path); err != nil {
+	defer done()
+	if err := checkLiveVersion(cmd, o.lightningDir, o.importLegacy, path); err != nil {
 		return err
 	}
 	st, created, err := store.Create(ctx, url, g.storeOptions())
@@ -311,7 +312,7 @@ func runInitImport(cmd *cobra.Command, g *globals, o *initOpts, url string) erro
 		return err
 	}
 	defer st.Close()
-	out, err := importLegacy(ctx, st, o.node, o.importLegacy, o.tmpDir, stderr)
+	out, err := importLegacyFile(ctx, st, o.node, o.importLegacy, path, o.tmpDir, stderr)
 	if err != nil {
 		return err
 	}
@@ -360,12 +361,12 @@ func legacyLockOf(lightningDir string) (lockPath string, hasOld bool, err error)
 
 // checkLiveVersion compares the data_version of the lightning directory's
 // database (if it has one) with the newest version of the legacy backup at
-// path: the plugin continues from the backup, so a database ahead of it
+// path (read from url): the plugin continues from the backup, so a database ahead of it
 // (changes the backup misses) is refused, as is one more than a change
 // behind it (the database is older than its backup). One behind is the
 // Python plugin's "last change not applied": lightningd re-sends it and the
 // plugin replaces it.
-func checkLiveVersion(cmd *cobra.Command, lightningDir, path string) error {
+func checkLiveVersion(cmd *cobra.Command, lightningDir, url, path string) error {
 	dbPath := filepath.Join(lightningDir, "lightningd.sqlite3")
 	if !fileExists(dbPath) {
 		return nil
@@ -382,11 +383,11 @@ func checkLiveVersion(cmd *cobra.Command, lightningDir, path string) error {
 	}
 	switch {
 	case live > backup:
-		return fmt.Errorf("%s is at data_version %d but the legacy backup %s ends at %d: the backup misses %d changes, so the node cannot continue from it (nothing was imported). Set the node up from its database instead: backup-cli init --lightning-dir %s STORE_URL after moving the Python plugin's backup.lock away; keep the old backup's history with backup-cli import --node old-history file://%s STORE_URL",
-			dbPath, live, path, backup, live-backup, lightningDir, path)
+		return fmt.Errorf("%s is at data_version %d but the legacy backup %s ends at %d: the backup misses %d changes, so the node cannot continue from it (nothing was imported). Set the node up from its database instead: backup-cli init --lightning-dir %s STORE_URL after moving the Python plugin's backup.lock away; keep the old backup's history with backup-cli import --node old-history %s STORE_URL",
+			dbPath, live, url, backup, live-backup, lightningDir, url)
 	case live+1 < backup:
-		return fmt.Errorf("%s is at data_version %d but the legacy backup %s is at %d: the database is older than its backup (restored from an old copy?) and lightningd would run on old state (nothing was imported). Restore the newest state from the backup (backup-cli restore file://%s DEST) and compare before switching",
-			dbPath, live, path, backup, path)
+		return fmt.Errorf("%s is at data_version %d but the legacy backup %s is at %d: the database is older than its backup (restored from an old copy?) and lightningd would run on old state (nothing was imported). Restore the newest state from the backup (backup-cli restore of a copy of its .dbak file) and compare before switching",
+			dbPath, live, url, backup)
 	}
 	return nil
 }

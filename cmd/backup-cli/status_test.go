@@ -48,6 +48,13 @@ func openWriter(t testing.TB, url, node string, skew time.Duration, records int)
 // URL and an admin token.
 func serveAdmin(t *testing.T, url string) (string, string) {
 	t.Helper()
+	return serveToken(t, url, "*")
+}
+
+// serveToken serves the store at url on loopback and returns its socket:
+// URL and a token with the given rights ("*", or node names).
+func serveToken(t *testing.T, url, rights string) (string, string) {
+	t.Helper()
 	ctx := context.Background()
 	st, err := store.Open(ctx, url, store.Options{})
 	if err != nil {
@@ -57,7 +64,7 @@ func serveAdmin(t *testing.T, url string) (string, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	auth, err := remote.ParseAuth(strings.NewReader(token + " *\n"))
+	auth, err := remote.ParseAuth(strings.NewReader(token + " " + rights + "\n"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -124,3 +124,15 @@ func socksReply(code byte) string {
 	}
 	return fmt.Sprintf("error %d", code)
 }
+
+// DialPlain connects to addr (HOST:PORT), through the SOCKS5 proxy at proxy
+// unless it is "": a plain TCP connection, for the peers that speak
+// another protocol at a socket: URL (the Python backup plugin's backup
+// server, which backup-cli import reads).
+func DialPlain(ctx context.Context, addr, proxy string) (net.Conn, error) {
+	if proxy != "" {
+		return dialSOCKS5(ctx, proxy, addr)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", addr)
+}
