@@ -18,20 +18,36 @@ import (
 
 var pluginBin = &builtBin{name: "backup-plugin", pkg: "../backup-plugin"}
 
-// TestInitImportLegacySocketsThenPlugin switches a lightning directory
-// whose Python plugin wrote to its backup server (socket:) over to a store
-// server (socket:, a node token): init --import-legacy reads the backup
-// back from a server speaking the legacy protocol, the store server starts
-// the node's journal where the import left off, and the real plugin, driven
-// as lightningd drives it, continues the trace with no gap: appends,
-// a re-sent (rewound) data_version, a compaction. The store then restores
-// to lightningd's database table by table.
-func TestInitImportLegacySocketsThenPlugin(t *testing.T) {
+// TestInitImportLegacyThenPlugin switches a lightning directory from the
+// Python plugin, then drives the real plugin as lightningd does: it
+// continues the trace with no gap (appends, a compaction, a data_version
+// re-sent after a restart), and the store restores to lightningd's database
+// table by table. Two setups: a .dbak file into a file:// store, and the
+// Python plugin's backup server (socket:, read back with the legacy
+// protocol) into a store server (socket:, a node token), which starts the
+// node's journal where the import left off.
+func TestInitImportLegacyThenPlugin(t *testing.T) {
 	t.Parallel()
+	for _, sockets := range []bool{false, true} {
+		name := "files"
+		if sockets {
+			name = "sockets"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			importThenPlugin(t, sockets)
+		})
+	}
+}
+
+func importThenPlugin(t *testing.T, sockets bool) {
 	plugin := pluginBin.get(t)
 	dir := t.TempDir()
 	dbak := copyLegacy(t, dir)
-	legacyURL := "socket:" + legacytest.Serve(t, dbak)
+	legacyURL := "file://" + dbak
+	if sockets {
+		legacyURL = "socket:" + legacytest.Serve(t, dbak)
+	}
 	ldir := filepath.Join(dir, "lightning")
 	if err := os.Mkdir(ldir, 0o700); err != nil {
 		t.Fatal(err)
@@ -44,16 +60,20 @@ func TestInitImportLegacySocketsThenPlugin(t *testing.T) {
 		t.Fatal(err)
 	}
 	storeURL := "file://" + filepath.Join(dir, "store")
-	st, _, err := store.Create(t.Context(), storeURL, store.Options{})
-	if err != nil {
-		t.Fatal(err)
+	args := []string{"init", "--lightning-dir", ldir, "--import-legacy", legacyURL}
+	var token string
+	if sockets {
+		st, _, err := store.Create(t.Context(), storeURL, store.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Close()
+		storeURL, token = serveToken(t, storeURL, "default")
+		args = append(args, "--token", token)
 	}
-	st.Close()
-	socket, token := serveToken(t, storeURL, "default")
-
-	out, errOut, ok := run(t, "init", "--lightning-dir", ldir, "--token", token, "--import-legacy", legacyURL, socket)
+	out, errOut, ok := run(t, append(args, storeURL)...)
 	if !ok || !strings.Contains(out, "data_versions 1 to 400") {
-		t.Fatalf("init --import-legacy over sockets: ok %v\n%s%s", ok, out, errOut)
+		t.Fatalf("init --import-legacy: ok %v\n%s%s", ok, out, errOut)
 	}
 
 	l := ld.StartT(t, plugin, ldir, true)
@@ -99,7 +119,7 @@ func TestInitImportLegacySocketsThenPlugin(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	n := &ld.Node{Dir: ldir, URL: socket, Token: token, Name: "default"}
+	n := &ld.Node{Dir: ldir, URL: storeURL, Token: token, Name: "default"}
 	if err := n.MatchesFile(live); err != nil {
 		t.Fatal(err)
 	}
