@@ -209,6 +209,9 @@ func (f *fetcher) entry(typ byte, n uint32) error {
 		return fmt.Errorf("payload is not zlib-compressed: %w", err)
 	}
 	room := min(f.opts.MaxBytes-f.off-EntryHeaderSize, math.MaxUint32)
+	if room < 0 {
+		return fmt.Errorf("the backup exceeds the %d-byte limit of a fetch", f.opts.MaxBytes)
+	}
 	body := io.NewOffsetWriter(f.out, f.off+EntryHeaderSize)
 	size, err := io.Copy(body, io.LimitReader(zr, room+1))
 	if err != nil {

@@ -110,6 +110,7 @@ func TestFetchRefusesBadServer(t *testing.T) {
 		{"not zlib", join(metadata(1, 5), frame(0x01, []byte("\x00\x00\x00\x05not zlib"))), "not zlib-compressed"},
 		{"no version", join(metadata(1, 5), frame(0x01, []byte("\x00\x00"))), "too short for its version"},
 		{"bomb", join(metadata(1, 5), change(0x02, 5, make([]byte, 1<<20))), "decompresses to more than"},
+		{"too many entries", join(metadata(1, 5), bytes.Repeat(change(0x01, 5, make([]byte, 60<<10)), 3)), "limit"},
 		{"cut off", join(metadata(1, 5), change(0x01, 5, []byte("SELECT 1"))[:12]), "entry 1"},
 		{"silent after metadata", metadata(1, 5), "read answer"},
 	} {
