@@ -33,10 +33,10 @@ func newImportCmd(g *globals) *cobra.Command {
 		Short: "Turn a backup of the Python backup plugin into a node of the store",
 		Long: `import reads a backup file written by the Python backup plugin (file format
 v1, file:///path/backup.dbak), or reads it back from that plugin's backup
-server (socket:HOST:PORT, its RESTORE request; stop lightningd first, since
-that server serves one client at a time), and adds it to the store (created if needed) as
-a new node whose restore points are the backup's: its snapshot becomes the
-node's first snapshot, and every change it logged becomes a sealed change, so
+server (socket:HOST:PORT, with its RESTORE request; stop lightningd first,
+since that server serves one client at a time), and adds it to the store
+(created if needed) as a new node whose restore points are the backup's:
+its snapshot becomes the node's first snapshot, and every change it logged becomes a sealed change, so
 that "backup-cli restore --version N" works for every data_version the file
 holds. The records of the newest data_version go to the node's journal, which
 numbers on from there, so the plugin continues from the backup with no gap.
