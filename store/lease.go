@@ -336,7 +336,7 @@ func (s *Store) CheckLeaseOwner(ctx context.Context, node, owner string) error {
 		return fmt.Errorf("node %q: nobody holds its lease, and only its writer may do this: take the lease first", node)
 	case cur.Owner != owner:
 		return fmt.Errorf("node %q: %w: %s, not the caller (owner %s)", node, ErrLeaseHeld, cur, owner)
-	case !s.live(cur):
+	case !s.LeaseLive(cur):
 		return fmt.Errorf("node %q: %w: the caller's lease expired at %s; take it again", node, ErrLeaseExpired, cur.Expires.UTC().Format(time.RFC3339))
 	}
 	return nil
