@@ -184,7 +184,7 @@ func (s *Store) StartJournal(ctx context.Context, node string, firstSeq uint64, 
 	if !ok {
 		return nil, fmt.Errorf("start the journal of node %q in store %s: %w", node, s.Location(), ErrJournalStartUnsupported)
 	}
-	if err := s.CheckLeaseOwner(ctx, node, owner); err != nil {
+	if err := checkLeaseOwner(ctx, s, node, owner); err != nil {
 		return nil, fmt.Errorf("start the journal of node %q at record %d: %w", node, firstSeq, err)
 	}
 	return js.StartJournal(ctx, node, firstSeq, owner)

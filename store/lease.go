@@ -323,10 +323,11 @@ func (s *Store) BreakLease(ctx context.Context, node string, force bool) (*Lease
 	return cur, nil
 }
 
-// CheckLeaseOwner fails, wrapping ErrLeaseHeld, unless the node's lease in
-// force is live and owner's: what a request that only the node's writer may
-// make (starting its journal) checks, wherever it arrives.
-func (s *Store) CheckLeaseOwner(ctx context.Context, node, owner string) error {
+// checkLeaseOwner fails, wrapping ErrLeaseHeld or ErrLeaseExpired, unless
+// the node's lease in force is live and owner's: what a request that only
+// the node's writer may make (starting its journal) checks, wherever it
+// arrives. (A function, not a method: Store keeps under 40 methods.)
+func checkLeaseOwner(ctx context.Context, s *Store, node, owner string) error {
 	cur, _, err := s.currentLease(ctx, node)
 	if err != nil {
 		return err
