@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -213,5 +214,36 @@ func TestInitImportLegacyVersions(t *testing.T) {
 				t.Fatal("a refused init wrote backup.lock")
 			}
 		})
+	}
+}
+
+// TestInitImportLegacyHotJournal: lightningd killed mid-transaction (its
+// data_version bump to 401 spilled into the file, a hot journal beside it)
+// left the database committed at the backup's 400: init --import-legacy
+// reads that committed version from a private copy, imports, and leaves
+// the node's database and journal byte-identical.
+func TestInitImportLegacyHotJournal(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	dbak := copyLegacy(t, dir)
+	ldir := filepath.Join(dir, "lightning")
+	if err := os.Mkdir(ldir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	db := filepath.Join(ldir, "lightningd.sqlite3")
+	if _, err := history.RestoreLegacy(t.Context(), dbak, db, nil); err != nil {
+		t.Fatal(err)
+	}
+	startHotWriter(t, db)()
+	before, beforeJournal := stateOf(t, db), stateOf(t, db+"-journal")
+	out, errOut, ok := run(t, "init", "--lightning-dir", ldir, "--import-legacy", "file://"+dbak, "file://"+filepath.Join(dir, "store"))
+	if !ok || !strings.Contains(out, "data_versions 1 to 400") {
+		t.Fatalf("init --import-legacy over a hot journal: ok %v\n%s%s", ok, out, errOut)
+	}
+	if after := stateOf(t, db); !bytes.Equal(after.data, before.data) || !after.mtime.Equal(before.mtime) {
+		t.Fatal("init --import-legacy changed the node's database")
+	}
+	if after := stateOf(t, db+"-journal"); !bytes.Equal(after.data, beforeJournal.data) {
+		t.Fatal("init --import-legacy changed the node's hot journal")
 	}
 }
