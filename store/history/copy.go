@@ -27,8 +27,8 @@ type CopyOptions struct {
 type CopyResult struct {
 	// Mode is how chunks moved: CopyAsStored or CopyReencode; Reason says
 	// why the stores need re-encoding, or what differs that does not.
-	Mode   string `json:"mode"`
-	Reason string `json:"reason,omitempty"`
+	Mode   string     `json:"mode"`
+	Reason string     `json:"reason,omitempty"`
 	Nodes  []NodeCopy `json:"nodes"`
 	// Totals over the nodes.
 	Manifests        int   `json:"manifests_copied"`
