@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 
 	"github.com/clnbackup/backup/chunker"
 	"github.com/clnbackup/backup/store/chunk"
@@ -16,7 +15,7 @@ import (
 // stores bodies as they are instead of decompressing and compressing them
 // again. Bodies are NOT verified here: the copy reads back and verifies
 // what it wrote before a manifest names it. fn may be called from several
-// goroutines at once; the body is fn's to keep. A chunk the store does not
+// goroutines at once; the body's bytes are valid during the call only. A chunk the store does not
 // hold fails the read, wrapping chunk.ErrMissing.
 func (s *Store) ReadStored(ctx context.Context, ids []chunker.ID, fn func(chunk.Body) error) error {
 	if len(ids) == 0 {
@@ -26,12 +25,7 @@ func (s *Store) ReadStored(ctx context.Context, ids []chunker.ID, fn func(chunk.
 	if err != nil {
 		return err
 	}
-	sink := func() (func(chunk.Body) error, func() error) {
-		return func(b chunk.Body) error {
-			b.Body = slices.Clone(b.Body)
-			return fn(b)
-		}, nil
-	}
+	sink := func() (func(chunk.Body) error, func() error) { return fn, nil }
 	later, err := s.chunks.ReadBodies(ctx, l, ids, s.workers(), false, sink)
 	if err != nil {
 		return err

@@ -53,7 +53,7 @@ func BenchmarkCopy50MB(b *testing.B) {
 	wst.Close()
 	compact()
 
-	var restoreS, emptyS, warmS, emptyBytes, warmBytes float64
+	var restoreS, emptyS, warmS, emptyBytes, warmBytes, peak, live float64
 	var size int64
 	i := 0
 	for b.Loop() {
@@ -77,9 +77,12 @@ func BenchmarkCopy50MB(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		w := watchHeap()
 		start = time.Now()
 		r, err := history.Copy(ctx, src, empty, history.CopyOptions{})
 		emptyS += time.Since(start).Seconds()
+		h, l := w.peakMB()
+		peak, live = max(peak, h), max(live, l)
 		empty.Close()
 		if err != nil {
 			b.Fatal(err)
@@ -110,5 +113,7 @@ func BenchmarkCopy50MB(b *testing.B) {
 	b.ReportMetric(warmBytes/emptyBytes, "warm-bytes-x-empty")
 	b.ReportMetric(float64(size)*float64(i)/emptyS/(1<<20), "empty-MB/s")
 	b.ReportMetric(emptyS/float64(i), "empty-s")
+	b.ReportMetric(peak, "empty-peak-heap-MB")
+	b.ReportMetric(live, "empty-live-growth-MB")
 	b.ReportMetric(warmS/float64(i), "warm-s")
 }

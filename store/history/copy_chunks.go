@@ -211,7 +211,9 @@ func (c *copier) commit(ctx context.Context, w *store.Writer, m *manifest.Manife
 	for id := range written {
 		ids = append(ids, id)
 	}
-	if err := c.dst.ReadChunks(ctx, ids, func(chunker.ID, []byte) error { return nil }); err != nil {
+	if len(ids) == 0 {
+		// Nothing new: the manifest names chunks the destination held.
+	} else if err := c.dst.ReadChunks(ctx, ids, func(chunker.ID, []byte) error { return nil }); err != nil {
 		return fmt.Errorf("read back the chunks written to %s: %w (nothing names them yet: run the copy again)", c.dst.Location(), err)
 	}
 	copyStep()
@@ -255,6 +257,7 @@ func (c *copier) storedChunks(ctx context.Context, w *store.Writer, need []wante
 			mu.Lock()
 			defer mu.Unlock()
 			if b.Base != (chunker.ID{}) {
+				b.Body = slices.Clone(b.Body) // valid during the call only
 				deltas = append(deltas, b)
 				return nil
 			}
@@ -312,6 +315,9 @@ func (c *copier) storedDeltas(ctx context.Context, w *store.Writer, deltas []chu
 		for _, d := range deltas {
 			full = append(full, d.ID)
 		}
+	}
+	if len(full) == 0 {
+		return nil
 	}
 	var mu sync.Mutex
 	err := c.src.ReadChunks(ctx, full, func(id chunker.ID, data []byte) error {
