@@ -41,45 +41,83 @@ func (c *copier) copyJournal(ctx context.Context, node string, nc *NodeCopy) err
 		return fmt.Errorf("the destination's newest manifest is %d, not %d", latest.Seq, nc.Newest)
 	}
 	after := latest.JournalSeq
-	var recs []journal.Record
-	if err := c.src.ReadJournal(ctx, node, after, func(r journal.Record) error {
-		recs = append(recs, r)
+	// The source's records are streamed, never held: a journal a broken
+	// compaction let grow costs time, not memory. First, whether there
+	// are any.
+	read := func(fn func(journal.Record) error) error {
+		if err := c.src.ReadJournal(ctx, node, after, fn); err != nil {
+			return fmt.Errorf("read the source's journal after record %d: %w", after, err)
+		}
 		return nil
-	}); err != nil {
-		return fmt.Errorf("read the source's journal after record %d: %w", after, err)
 	}
-	if srcLatest, err := c.src.LatestManifest(ctx, node); err != nil {
+	tail, err := c.tailOf(read)
+	if err != nil {
 		return err
-	} else if srcLatest.Seq != latest.Seq {
-		return errSourceMoved
 	}
 	held, err := c.dst.CheckJournal(ctx, node)
 	if err != nil {
 		return fmt.Errorf("check the destination's journal: %w (run backup-cli verify on %s)", err, c.dst.Location())
 	}
-	if !held && len(recs) == 0 {
-		return nil // nothing to copy, no journal to trim
+	if !held && tail.records == 0 {
+		return c.sourceStill(ctx, node, latest) // nothing to copy, no journal to trim
 	}
 	j, err := c.openJournal(ctx, node, held, after)
 	if errors.Is(err, store.ErrJournalStartUnsupported) {
-		if len(recs) == 0 {
-			return nil
+		if tail.records > 0 {
+			nc.JournalNote = fmt.Sprintf("%d journal records after manifest %d (data_version up to %d) were not copied: %v; the destination holds the node up to manifest %d",
+				tail.records, latest.Seq, tail.version, err, latest.Seq)
 		}
-		nc.JournalNote = fmt.Sprintf("%d journal records after manifest %d (data_version up to %d) were not copied: %v; the destination holds the node up to manifest %d",
-			len(recs), latest.Seq, recs[len(recs)-1].Version, err, latest.Seq)
-		return nil
+		return c.sourceStill(ctx, node, latest)
 	}
 	if err != nil {
 		return err
 	}
 	err = catchUp(j, latest)
 	if err == nil {
-		err = c.syncJournal(ctx, j, after, recs, nc)
+		err = c.syncJournal(ctx, j, after, read, nc)
+	}
+	if err == nil || ctx.Err() == nil {
+		// A source that sealed meanwhile explains any difference; the
+		// records appended from it are its records all the same: the retry
+		// copies the new manifest over them.
+		if moved := c.sourceStill(ctx, node, latest); errors.Is(moved, errSourceMoved) || err == nil {
+			err = moved
+		}
 	}
 	if cerr := j.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("close the destination's journal: %w", cerr)
 	}
 	return err
+}
+
+// journalTail counts the records a read hands over.
+type journalTail struct {
+	records int
+	version uint32
+}
+
+func (c *copier) tailOf(read func(func(journal.Record) error) error) (journalTail, error) {
+	var t journalTail
+	err := read(func(r journal.Record) error {
+		t.records++
+		t.version = r.Version
+		return nil
+	})
+	return t, err
+}
+
+// sourceStill fails with errSourceMoved when the source node committed a
+// manifest after latest: the journal records read may be sealed (and
+// trimmed) there since.
+func (c *copier) sourceStill(ctx context.Context, node string, latest *manifest.Manifest) error {
+	m, err := c.src.LatestManifest(ctx, node)
+	if err != nil {
+		return err
+	}
+	if m.Seq != latest.Seq {
+		return errSourceMoved
+	}
+	return nil
 }
 
 // openJournal opens the destination node's journal: a journal it does not
@@ -106,8 +144,10 @@ func (c *copier) openJournal(ctx context.Context, node string, held bool, after 
 }
 
 // syncJournal makes the destination journal j's records after after equal
-// to recs (the source's), with their seqs.
-func (c *copier) syncJournal(ctx context.Context, j store.Journal, after uint64, recs []journal.Record, nc *NodeCopy) error {
+// to the source's (handed over by read, in order), with their seqs. The
+// destination's own records are held (a copy's records; a few at most
+// once copies run as often as compactions); the source's are streamed.
+func (c *copier) syncJournal(ctx context.Context, j store.Journal, after uint64, read func(func(journal.Record) error) error, nc *NodeCopy) error {
 	var have []journal.Record
 	if err := j.Records(after, func(r journal.Record) error {
 		have = append(have, r)
@@ -115,38 +155,42 @@ func (c *copier) syncJournal(ctx context.Context, j store.Journal, after uint64,
 	}); err != nil {
 		return fmt.Errorf("read the destination's journal: %w", err)
 	}
-	k := 0
-	for k < len(have) && k < len(recs) && sameRecord(have[k], recs[k]) {
-		k++
-	}
-	rest := recs[k:]
-	if k < len(have) {
-		// The destination holds records the source no longer has: only a
-		// rewind of the trailing version does that.
-		v := have[len(have)-1].Version
-		if len(rest) == 0 || rest[0].Version != v || slices.ContainsFunc(have[k:], func(r journal.Record) bool { return r.Version != v }) {
-			return fmt.Errorf("the destination's journal differs from the source's at record %d, in a way no rewind explains: remove the node from the destination and copy it again", have[k].Seq)
-		}
-		if err := putRecord(j, rest[0], true); err != nil {
-			return err
-		}
-		nc.JournalRecords++
-		rest = rest[1:]
-	}
-	for _, r := range rest {
+	k, diverged := 0, false
+	nc.JournalHeld = 0
+	err := read(func(r journal.Record) error {
 		copyStep()
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := putRecord(j, r, false); err != nil {
+		replace := false
+		if !diverged && k < len(have) {
+			if sameRecord(have[k], r) {
+				k++
+				nc.JournalHeld++
+				nc.Version, nc.LastSeq = r.Version, r.Seq
+				return nil
+			}
+			// The destination holds records the source no longer has:
+			// only a rewind of the trailing version does that.
+			v := have[len(have)-1].Version
+			if r.Version != v || slices.ContainsFunc(have[k:], func(h journal.Record) bool { return h.Version != v }) {
+				return fmt.Errorf("the destination's journal differs from the source's at record %d, in a way no rewind explains: remove the node from the destination and copy it again", have[k].Seq)
+			}
+			diverged, replace = true, true
+		}
+		if err := putRecord(j, r, replace); err != nil {
 			return err
 		}
 		nc.JournalRecords++
+		nc.JournalHeld++
+		nc.Version, nc.LastSeq = r.Version, r.Seq
+		return nil
+	})
+	if err != nil {
+		return err
 	}
-	nc.JournalHeld = len(recs)
-	if len(recs) > 0 {
-		last := recs[len(recs)-1]
-		nc.Version, nc.LastSeq = last.Version, last.Seq
+	if !diverged && k < len(have) {
+		return fmt.Errorf("the destination's journal holds record %d, which the source's lacks: remove the node from the destination and copy it again", have[k].Seq)
 	}
 	if err := j.Trim(after); err != nil {
 		return fmt.Errorf("trim the destination's journal to record %d: %w", after, err)
