@@ -365,3 +365,28 @@ func TestCopyInterrupted(t *testing.T) {
 		assertNewest(t, src.st, dst)
 	}
 }
+
+// TestCopyLiveSource: the source node goes on while it is copied (more
+// changes and a compaction between two manifests of the copy): the copy
+// finds the source moved when it reads the journal, copies the new
+// manifests, and the destination ends equal to the source.
+func TestCopyLiveSource(t *testing.T) {
+	src := newCopySource(t, "trace1.jsonl")
+	src.feedUpTo(t, 200, map[int]bool{1: true, 100: true})
+	dst, _ := newStore(t)
+	step := 0
+	defer history.SetCopyStep(func() {
+		if step++; step == 2 {
+			src.feedUpTo(t, 260, map[int]bool{230: true})
+		}
+	})()
+	res := copyNodes(t, src.st, dst)
+	if src.fed != 260 {
+		t.Fatal("the source did not go on during the copy")
+	}
+	seqs, _ := src.st.ManifestSeqs(ctx, "n1")
+	if res.Manifests != len(seqs) {
+		t.Fatalf("copied %d manifests, the source holds %d", res.Manifests, len(seqs))
+	}
+	assertNewest(t, src.st, dst)
+}
