@@ -46,7 +46,9 @@ var errBodyDelta = errors.New("the store takes no delta copies")
 // the same chunk ids, as it is (no decompression): b.ID must name its
 // bytes, and a delta body (b.Base set) needs a store that takes deltas and
 // a base the caller found stored full in this store, in a copy a writer may
-// rely on (Writer.DeltaBase says which). The body is not verified: the
+// rely on (Writer.DeltaBase says which). A full body is decompressed and
+// checked against its id before it is taken (the other store's bytes are
+// not trusted); a delta body cannot be without its base's bytes, so the
 // caller reads the chunks back (ReadChunks, which verifies every one)
 // before it commits a manifest naming them. isNew says whether the chunk
 // was new to the store.
@@ -63,6 +65,13 @@ func (w *Writer) PutStored(ctx context.Context, kind chunk.Kind, b chunk.Body) (
 	if w.Has(b.ID) {
 		w.stats.ReusedChunks++
 		return false, nil
+	}
+	if b.Base == (chunker.ID{}) {
+		data, err := w.s.codec.Decode(w.scratch[:0], b, "the store copied from")
+		if err != nil {
+			return false, err
+		}
+		w.scratch = data
 	}
 	start := len(w.bodies)
 	w.bodies = append(w.bodies, b.Body...)

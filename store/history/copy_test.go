@@ -3,11 +3,13 @@ package history_test
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/clnbackup/backup/store"
+	"github.com/clnbackup/backup/store/chunk"
 	"github.com/clnbackup/backup/store/history"
 	"github.com/clnbackup/backup/store/journal"
 )
@@ -389,4 +391,40 @@ func TestCopyLiveSource(t *testing.T) {
 		t.Fatalf("copied %d manifests, the source holds %d", res.Manifests, len(seqs))
 	}
 	assertNewest(t, src.st, dst)
+}
+
+// TestCopyDamagedSource: a body damaged in the source's pack is refused
+// before it is written (the copy fails naming the damage), and the
+// destination holds only restore points that restore.
+func TestCopyDamagedSource(t *testing.T) {
+	t.Parallel()
+	src := newCopySource(t, "trace1.jsonl")
+	src.feedUpTo(t, 120, map[int]bool{1: true, 100: true})
+	packs, err := filepath.Glob(filepath.Join(strings.TrimPrefix(src.url, "file://"), "packs", "*", "*"))
+	if err != nil || len(packs) == 0 {
+		t.Fatalf("packs: %v %v", packs, err)
+	}
+	biggest, size := "", int64(0)
+	for _, p := range packs {
+		if fi, err := os.Stat(p); err == nil && fi.Size() > size {
+			biggest, size = p, fi.Size()
+		}
+	}
+	data, err := os.ReadFile(biggest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[size/4] ^= 0x55 // in the bodies, far from the trailer
+	if err := os.WriteFile(biggest, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dst, _ := newStore(t)
+	_, err = history.Copy(ctx, src.st, dst, history.CopyOptions{})
+	if !errors.Is(err, chunk.ErrCorrupt) {
+		t.Fatalf("copy of a damaged source: %v", err)
+	}
+	seqs, _ := dst.ManifestSeqs(ctx, "n1")
+	for _, seq := range seqs {
+		restore(t, dst, history.RestoreOptions{Manifest: seq})
+	}
 }
