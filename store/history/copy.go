@@ -103,12 +103,13 @@ func Copy(ctx context.Context, src, dst *store.Store, opts CopyOptions) (CopyRes
 			return res, fmt.Errorf("copy from %s: the store holds no node", src.Location())
 		}
 	}
+	nodes = slices.Compact(slices.Sorted(slices.Values(nodes)))
 	total, err := c.countManifests(ctx, nodes)
 	if err != nil {
 		return res, err
 	}
 	c.progress = func(done int64) { opts.Progress.report(done, total) }
-	for _, node := range slices.Compact(slices.Sorted(slices.Values(nodes))) {
+	for _, node := range nodes {
 		nc, err := c.copyNode(ctx, node)
 		res.add(nc)
 		if err != nil {
