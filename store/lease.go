@@ -93,23 +93,20 @@ func (s *Store) currentLease(ctx context.Context, node string) (*Lease, []string
 	return &l, names[:len(names)-1], nil
 }
 
-// live reports whether a lease's owner may still be writing: not expired,
-// and, on this host, its process exists.
-func (s *Store) live(l *Lease) bool {
+// LeaseLive reports whether a lease's owner may still be writing, by the
+// rule AcquireLease and unlock apply (not expired by the store's clock, and
+// on this host its process exists, so lightningd restarting after a crash
+// needs no manual step): status reports what a new writer would find, and
+// gc --exclusive names such holders and refuses.
+func (s *Store) LeaseLive(l *Lease) bool {
 	if l == nil || !s.now().Before(l.Expires) {
 		return false
 	}
 	if host, _ := os.Hostname(); l.Host == host && !pidAlive(l.PID, l.Start) {
-		return false // lightningd restarting after a crash needs no manual step
+		return false
 	}
 	return true
 }
-
-// LeaseLive reports whether a lease's owner may still be writing, by the
-// rule AcquireLease and unlock apply (not expired by the store's clock, and
-// on this host its process exists): status reports what a new writer would
-// find, and gc --exclusive names such holders and refuses.
-func (s *Store) LeaseLive(l *Lease) bool { return s.live(l) }
 
 // pidAlive reports whether process pid exists and is not a zombie (a
 // killed process whose parent has not reaped it yet is dead for us), and,
@@ -183,7 +180,7 @@ func (s *Store) AcquireLease(ctx context.Context, node string, ttl time.Duration
 		if err != nil {
 			return nil, err
 		}
-		if s.live(cur) {
+		if s.LeaseLive(cur) {
 			return nil, fmt.Errorf("node %q: %w: %s; if that writer is dead, run backup-cli unlock --node %s", node, ErrLeaseHeld, cur, node)
 		}
 		gen := uint64(1)
@@ -314,7 +311,7 @@ func (s *Store) BreakLease(ctx context.Context, node string, force bool) (*Lease
 	if err != nil {
 		return nil, err
 	}
-	if s.live(cur) && !force {
+	if s.LeaseLive(cur) && !force {
 		return nil, fmt.Errorf("node %q: %w: %s; add --force only if you are sure that writer is gone (two writers for one node corrupt its history)", node, ErrLeaseHeld, cur)
 	}
 	err = s.be.List(ctx, leasePrefix(node), func(in backend.Info) error {

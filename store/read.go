@@ -14,13 +14,32 @@ import (
 
 // Get returns a chunk's bytes, verified against its ID.
 func (s *Store) Get(ctx context.Context, id chunker.ID) ([]byte, error) {
-	return s.getDepth(ctx, id, 0)
+	return s.reader.get(ctx, id, 0)
 }
 
-// getDepth is Get at a depth of delta chains.
-func (s *Store) getDepth(ctx context.Context, id chunker.ID, depth int) ([]byte, error) {
+// chunkReader is the read pipeline above the chunk layer, the same for
+// every implementation of it: bodies are fetched by the layer, decoded and
+// verified by the codec, deltas resolved against their bases in a second
+// pass.
+type chunkReader struct {
+	chunks  chunk.Layer
+	codec   *chunk.Codec
+	workers int
+	// from names where bodies not from a pack come from, for messages.
+	from string
+}
+
+func newChunkReader(chunks chunk.Layer, codec *chunk.Codec, workers int, location string) *chunkReader {
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	return &chunkReader{chunks: chunks, codec: codec, workers: workers, from: "store server " + location}
+}
+
+// get reads one chunk at a depth of delta chains.
+func (s *chunkReader) get(ctx context.Context, id chunker.ID, depth int) ([]byte, error) {
 	var data []byte
-	err := s.readChunks(ctx, nil, []chunker.ID{id}, depth, sinkOf(func(_ chunker.ID, d []byte) error {
+	err := s.read(ctx, nil, []chunker.ID{id}, depth, sinkOf(func(_ chunker.ID, d []byte) error {
 		data = append([]byte(nil), d...)
 		return nil
 	}))
@@ -39,18 +58,18 @@ func (s *Store) getDepth(ctx context.Context, id chunker.ID, depth int) ([]byte,
 // deltaBatch: the batch's bases first (full and verified, kept in memory),
 // then the deltas, decompressed with their base and verified.
 func (s *Store) ReadChunks(ctx context.Context, ids []chunker.ID, fn func(id chunker.ID, data []byte) error) error {
-	return s.readChunks(ctx, nil, ids, 0, sinkOf(fn))
+	return s.reader.read(ctx, nil, ids, 0, sinkOf(fn))
 }
 
 // ReadLocated is ReadChunks for chunks the caller has looked up already:
 // l must be a Lookup of (at least) ids.
 func (s *Store) ReadLocated(ctx context.Context, l chunk.Lookup, ids []chunker.ID, fn func(id chunker.ID, data []byte) error) error {
-	return s.readChunks(ctx, l, ids, 0, sinkOf(fn))
+	return s.reader.read(ctx, l, ids, 0, sinkOf(fn))
 }
 
 // ReadChunksTo is ReadChunks with a sink per reading goroutine.
 func (s *Store) ReadChunksTo(ctx context.Context, ids []chunker.ID, sink ChunkSink) error {
-	return s.readChunks(ctx, nil, ids, 0, sink)
+	return s.reader.read(ctx, nil, ids, 0, sink)
 }
 
 // ChunkSink receives the chunks of a read, one reading goroutine at a
@@ -70,16 +89,9 @@ func sinkOf(fn func(id chunker.ID, data []byte) error) ChunkSink {
 // step of a read's second pass.
 const deltaBatch = 1024
 
-func (s *Store) workers() int {
-	if s.readWorkers > 0 {
-		return s.readWorkers
-	}
-	return runtime.GOMAXPROCS(0)
-}
-
-// readChunks reads ids in two passes: the full copies, then the deltas met
+// read reads ids in two passes: the full copies, then the deltas met
 // on the way (l: a lookup of ids, or nil).
-func (s *Store) readChunks(ctx context.Context, l chunk.Lookup, ids []chunker.ID, depth int, sink ChunkSink) error {
+func (s *chunkReader) read(ctx context.Context, l chunk.Lookup, ids []chunker.ID, depth int, sink ChunkSink) error {
 	if l == nil {
 		var err error
 		if l, err = s.chunks.Lookup(ctx, ids); err != nil {
@@ -90,7 +102,7 @@ func (s *Store) readChunks(ctx context.Context, l chunk.Lookup, ids []chunker.ID
 		mu     sync.Mutex
 		deltas []chunk.DeltaRef
 	)
-	later, err := s.chunks.ReadBodies(ctx, l, ids, s.workers(), true, s.decoding(sink, func(b chunk.Body) ([]byte, bool, error) {
+	later, err := s.chunks.ReadBodies(ctx, l, ids, s.workers, true, s.decoding(sink, func(b chunk.Body) ([]byte, bool, error) {
 		if b.Base != (chunker.ID{}) {
 			mu.Lock()
 			deltas = append(deltas, chunk.DeltaRef{ID: b.ID, Base: b.Base})
@@ -132,8 +144,8 @@ func (s *Store) readChunks(ctx context.Context, l chunk.Lookup, ids []chunker.ID
 // bodies into a buffer of its own and hands the chunks to its put. pick
 // sees each body first: it may set it aside (ok false), or give the full
 // bytes of its delta base (nil for a full body).
-func (s *Store) decoding(sink ChunkSink, pick func(chunk.Body) (base []byte, ok bool, err error)) chunk.BodySink {
-	from := "store server " + s.Location() // where bodies not from a pack come from
+func (s *chunkReader) decoding(sink ChunkSink, pick func(chunk.Body) (base []byte, ok bool, err error)) chunk.BodySink {
+	from := s.from
 	return func() (func(chunk.Body) error, func() error) {
 		put, flush := sink()
 		var buf []byte
@@ -159,7 +171,7 @@ func (s *Store) decoding(sink ChunkSink, pick func(chunk.Body) (base []byte, ok 
 
 // readDeltas is one batch of a read's second pass: l located the deltas,
 // bl their bases.
-func (s *Store) readDeltas(ctx context.Context, l, bl chunk.Lookup, batch []chunk.DeltaRef, depth int, sink ChunkSink) error {
+func (s *chunkReader) readDeltas(ctx context.Context, l, bl chunk.Lookup, batch []chunk.DeltaRef, depth int, sink ChunkSink) error {
 	var (
 		mu    sync.Mutex
 		bases = map[chunker.ID][]byte{}
@@ -179,10 +191,10 @@ func (s *Store) readDeltas(ctx context.Context, l, bl chunk.Lookup, batch []chun
 		mu.Unlock()
 		return nil
 	}
-	if err := s.readChunks(ctx, bl, want, depth+1, sinkOf(keep)); err != nil {
+	if err := s.read(ctx, bl, want, depth+1, sinkOf(keep)); err != nil {
 		return s.baseError(ctx, l, batch, bases, depth, err)
 	}
-	_, err := s.chunks.ReadBodies(ctx, l, ids, s.workers(), false, s.decoding(sink, func(b chunk.Body) ([]byte, bool, error) {
+	_, err := s.chunks.ReadBodies(ctx, l, ids, s.workers, false, s.decoding(sink, func(b chunk.Body) ([]byte, bool, error) {
 		if b.Base == (chunker.ID{}) {
 			return nil, true, nil // a full copy now (gc moved it, or a full copy was added)
 		}
@@ -192,8 +204,8 @@ func (s *Store) readDeltas(ctx context.Context, l, bl chunk.Lookup, batch []chun
 		if base == nil {
 			// Not the base planned: the copy changed since.
 			var err error
-			if base, err = s.getDepth(ctx, b.Base, depth+1); err != nil {
-				return nil, false, fmt.Errorf("read chunk %s from %s: its base chunk %s: %w", b.ID, chunk.Origin(b, "store server "+s.Location()), b.Base, err)
+			if base, err = s.get(ctx, b.Base, depth+1); err != nil {
+				return nil, false, fmt.Errorf("read chunk %s from %s: its base chunk %s: %w", b.ID, chunk.Origin(b, s.from), b.Base, err)
 			}
 		}
 		return base, true, nil
@@ -203,7 +215,7 @@ func (s *Store) readDeltas(ctx context.Context, l, bl chunk.Lookup, batch []chun
 
 // baseError names the delta whose base could not be read, after reading
 // the bases of batch (into bases) failed with err.
-func (s *Store) baseError(ctx context.Context, l chunk.Lookup, batch []chunk.DeltaRef, bases map[chunker.ID][]byte, depth int, err error) error {
+func (s *chunkReader) baseError(ctx context.Context, l chunk.Lookup, batch []chunk.DeltaRef, bases map[chunker.ID][]byte, depth int, err error) error {
 	if ctx.Err() != nil {
 		return err
 	}
@@ -213,7 +225,7 @@ func (s *Store) baseError(ctx context.Context, l chunk.Lookup, batch []chunk.Del
 			continue
 		}
 		tried[d.Base] = true
-		if _, berr := s.getDepth(ctx, d.Base, depth+1); berr != nil {
+		if _, berr := s.get(ctx, d.Base, depth+1); berr != nil {
 			where := "the store"
 			if info, ok := l.Locate(d.ID); ok && info.Pack != (chunker.ID{}) {
 				where = "pack " + info.Pack.String()

@@ -130,7 +130,7 @@ type Store struct {
 	closer       io.Closer
 	now          func() time.Time
 	maxWriterAge time.Duration
-	readWorkers  int
+	reader       *chunkReader
 }
 
 // Create opens the store at url, creating it first when the place is missing
@@ -235,6 +235,7 @@ func openRemote(ctx context.Context, u URL, opts Options) (*Store, error) {
 	s.closer = r
 	if svc := r.Chunks(); svc != nil {
 		s.packs, s.chunks = nil, &serverChunks{svc: svc, where: s.Location()}
+		s.reader = newChunkReader(s.chunks, s.codec, opts.ReadWorkers, s.Location())
 	}
 	return s, nil
 }
@@ -274,7 +275,7 @@ func open(ctx context.Context, be backend.Backend, opts Options, journals Journa
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{be: be, cfg: cfg, codec: c, now: opts.Now, maxWriterAge: opts.MaxWriterAge, readWorkers: opts.ReadWorkers}
+	s := &Store{be: be, cfg: cfg, codec: c, now: opts.Now, maxWriterAge: opts.MaxWriterAge}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -283,6 +284,7 @@ func open(ctx context.Context, be backend.Backend, opts Options, journals Journa
 	}
 	s.packs = packs.New(be, packs.Options{StoreVersion: cfg.Version, PackSize: cfg.Params.PackSize, Codec: c, Now: s.now, MaxWriterAge: s.maxWriterAge, CheckContent: CheckChunkContent})
 	s.chunks = s.packs
+	s.reader = newChunkReader(s.chunks, c, opts.ReadWorkers, be.Location())
 	if journals == nil {
 		if journals, err = newDirJournals(be); err != nil {
 			c.Close()

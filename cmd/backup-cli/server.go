@@ -19,6 +19,7 @@ import (
 	"github.com/clnbackup/backup/store/monitor"
 	"github.com/clnbackup/backup/store/remote"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // shutdownGrace bounds a graceful shutdown: requests in progress get this
@@ -47,12 +48,9 @@ type serverOpts struct {
 }
 
 // newServerCmd declares server's flags and help; runServer does the work.
-func newServerCmd(g *globals) *cobra.Command {
-	o := &serverOpts{}
-	cmd := &cobra.Command{
-		Use:   "server [--auth FILE] [--tls-self-signed DIR | --tls-cert FILE --tls-key FILE] [--log-format plain|systemd] [--max-conns N] [limits] [--http ADDR [--http-auth FILE]] URL LISTEN_ADDR",
-		Short: "Serve a store to backup plugins and backup-cli over TCP (socket: URLs)",
-		Long: `server serves the store at URL (file://, created when missing or empty, as
+// serverLong is server's help: what it serves, to whom, and the limits,
+// TLS and monitoring an operator sets up.
+const serverLong = `server serves the store at URL (file://, created when missing or empty, as
 init does) on LISTEN_ADDR (HOST:PORT) to many clients at once: backup plugins
 and backup-cli commands given socket:HOST:PORT[?proxy=socks5:PHOST:PPORT]
 [&tls=FINGERPRINT|system].
@@ -110,7 +108,14 @@ FILE (one a line, chmod 600) or, without it, an admin token of --auth; on a
 loopback-only address without --http-auth no token is needed, and on any
 other address the server refuses to start without a token to check. SIGHUP
 reloads the --http-auth file too. Under TLS the page speaks HTTPS with the
-same key pair.`,
+same key pair.`
+
+func newServerCmd(g *globals) *cobra.Command {
+	o := &serverOpts{}
+	cmd := &cobra.Command{
+		Use:   "server [--auth FILE] [--tls-self-signed DIR | --tls-cert FILE --tls-key FILE] [--log-format plain|systemd] [--max-conns N] [limits] [--http ADDR [--http-auth FILE]] URL LISTEN_ADDR",
+		Short: "Serve a store to backup plugins and backup-cli over TCP (socket: URLs)",
+		Long:  serverLong,
 		Example: `  backup-cli server --auth /etc/clnbackup/auth --tls-self-signed /etc/clnbackup/tls file:///srv/backup/store 0.0.0.0:7000
   backup-cli server add-token --auth /etc/clnbackup/auth --node alice --out alice.token
   backup-cli server tls-fingerprint --tls-self-signed /etc/clnbackup/tls
@@ -121,23 +126,28 @@ same key pair.`,
 			return runServer(cmd, o, args[0], args[1])
 		},
 	}
-	cmd.Flags().StringVar(&o.authFile, "auth", "", "auth file: lines \"TOKEN NODE[,NODE...] [quota=SIZE]\" or \"TOKEN *\" (admin)")
-	cmd.Flags().StringVar(&o.logFormat, "log-format", "plain", "log lines as plain (with time stamps) or systemd (with <N> priority prefixes)")
-	cmd.Flags().IntVar(&o.maxConns, "max-conns", 256, "most authenticated client connections served at once")
-	cmd.Flags().IntVar(&o.maxConnsPerToken, "max-conns-per-token", 32, "most connections of one token at once (a node's plugin uses a few)")
-	cmd.Flags().IntVar(&o.maxHandshakes, "max-handshakes", 64, "most connections logging in (not yet authenticated) at once")
-	cmd.Flags().IntVar(&o.maxHandshakesPerAddr, "max-handshakes-per-addr", 8, "most connections logging in at once from one address")
-	cmd.Flags().IntVar(&o.maxConnsPerAddr, "max-conns-per-addr", 0, "most connections at once from one address (0: no limit; behind Tor or a tunnel every client has the same address)")
-	cmd.Flags().DurationVar(&o.handshakeTimeout, "handshake-timeout", 5*time.Second, "time a new connection has to log in")
-	cmd.Flags().IntVar(&o.maxMemoryMiB, "max-memory", remote.DefaultMaxMemory>>20, "MiB of request frames held at once across all connections (at least 200 for the largest requests to run)")
-	cmd.Flags().StringVar(&o.tlsSelfSigned, "tls-self-signed", "", "speak TLS with the key pair kept in this directory (made the first time); clients pin the fingerprint the server logs")
-	cmd.Flags().StringVar(&o.tlsCert, "tls-cert", "", "speak TLS with this PEM certificate (chain); needs --tls-key")
-	cmd.Flags().StringVar(&o.tlsKey, "tls-key", "", "PEM private key of --tls-cert (mode 0600)")
-	cmd.Flags().StringVar(&o.httpAddr, "http", "", "serve a status page (/) and Prometheus metrics (/metrics) on this HOST:PORT, read-only")
-	cmd.Flags().StringVar(&o.httpAuth, "http-auth", "", "file of tokens (one a line, mode 0600) that may read --http; without it, admin tokens of --auth may (required unless --http is loopback-only)")
-	cmd.Flags().DurationVar(&o.httpStale, "http-stale", monitor.DefaultStale, "--http marks a node stale when it has had no live writer for longer (as status --max-stale)")
+	o.addFlags(cmd.Flags())
 	cmd.AddCommand(newAddTokenCmd(g), newTLSFingerprintCmd())
 	return cmd
+}
+
+// addFlags declares server's flags into o.
+func (o *serverOpts) addFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.authFile, "auth", "", "auth file: lines \"TOKEN NODE[,NODE...] [quota=SIZE]\" or \"TOKEN *\" (admin)")
+	fs.StringVar(&o.logFormat, "log-format", "plain", "log lines as plain (with time stamps) or systemd (with <N> priority prefixes)")
+	fs.IntVar(&o.maxConns, "max-conns", 256, "most authenticated client connections served at once")
+	fs.IntVar(&o.maxConnsPerToken, "max-conns-per-token", 32, "most connections of one token at once (a node's plugin uses a few)")
+	fs.IntVar(&o.maxHandshakes, "max-handshakes", 64, "most connections logging in (not yet authenticated) at once")
+	fs.IntVar(&o.maxHandshakesPerAddr, "max-handshakes-per-addr", 8, "most connections logging in at once from one address")
+	fs.IntVar(&o.maxConnsPerAddr, "max-conns-per-addr", 0, "most connections at once from one address (0: no limit; behind Tor or a tunnel every client has the same address)")
+	fs.DurationVar(&o.handshakeTimeout, "handshake-timeout", 5*time.Second, "time a new connection has to log in")
+	fs.IntVar(&o.maxMemoryMiB, "max-memory", remote.DefaultMaxMemory>>20, "MiB of request frames held at once across all connections (at least 200 for the largest requests to run)")
+	fs.StringVar(&o.tlsSelfSigned, "tls-self-signed", "", "speak TLS with the key pair kept in this directory (made the first time); clients pin the fingerprint the server logs")
+	fs.StringVar(&o.tlsCert, "tls-cert", "", "speak TLS with this PEM certificate (chain); needs --tls-key")
+	fs.StringVar(&o.tlsKey, "tls-key", "", "PEM private key of --tls-cert (mode 0600)")
+	fs.StringVar(&o.httpAddr, "http", "", "serve a status page (/) and Prometheus metrics (/metrics) on this HOST:PORT, read-only")
+	fs.StringVar(&o.httpAuth, "http-auth", "", "file of tokens (one a line, mode 0600) that may read --http; without it, admin tokens of --auth may (required unless --http is loopback-only)")
+	fs.DurationVar(&o.httpStale, "http-stale", monitor.DefaultStale, "--http marks a node stale when it has had no live writer for longer (as status --max-stale)")
 }
 
 // runServer checks the flags and the store, opens it (creating it as init
