@@ -26,7 +26,7 @@ func (s *Store) ReadStored(ctx context.Context, ids []chunker.ID, fn func(chunk.
 		return err
 	}
 	sink := func() (func(chunk.Body) error, func() error) { return fn, nil }
-	later, err := s.chunks.ReadBodies(ctx, l, ids, s.workers(), false, sink)
+	later, err := s.chunks.ReadBodies(ctx, l, ids, s.reader.workers, false, sink)
 	if err != nil {
 		return err
 	}
