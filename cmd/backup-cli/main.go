@@ -4,7 +4,8 @@
 // node's history offline (compact), drops restore points by policy (forget),
 // reclaims unreferenced chunks while plugins write (gc), checks the store
 // (verify), shows whether each node is being backed up (status), imports a
-// Python-plugin backup as a node (import), clears a
+// Python-plugin backup as a node (import), copies nodes' histories to
+// another store (copy), clears a
 // dead writer's lease (unlock) and says which build it is (version,
 // --version). Every failure exits non-zero and says what failed and what to
 // do.
@@ -76,7 +77,7 @@ plus the db_write changes the backup plugin records between snapshots.`,
 	addTokenFlags(root, g)
 	root.AddCommand(newInitCmd(g), newRestoreCmd(g), newListCmd(g), newCompactCmd(g))
 	root.AddCommand(newForgetCmd(g), newGCCmd(g), newVerifyCmd(g), newUnlockCmd(g), newStatusCmd(g))
-	root.AddCommand(newServerCmd(g), newVersionCmd(g), newImportCmd(g))
+	root.AddCommand(newServerCmd(g), newVersionCmd(g), newImportCmd(g), newCopyCmd(g))
 	return root
 }
 

@@ -9,3 +9,19 @@ func SetWindows(snapshot, restore, batch int) func() {
 	snapshotWindow, restoreWindow, deltaBatch = snapshot, restore, batch
 	return func() { snapshotWindow, restoreWindow, deltaBatch = s, r, b }
 }
+
+// SetCopyWindows sets how many chunks a copy looks up at once (as stored)
+// and holds at once (re-encoding), for a test; the returned function
+// restores the defaults.
+func SetCopyWindows(stored, reencode int) func() {
+	s, r := copyWindow, reencodeWindow
+	copyWindow, reencodeWindow = stored, reencode
+	return func() { copyWindow, reencodeWindow = s, r }
+}
+
+// SetCopyStep makes copies call step between their steps (a test cancels
+// its context there); the returned function removes it.
+func SetCopyStep(step func()) func() {
+	copyStep = step
+	return func() { copyStep = func() {} }
+}
