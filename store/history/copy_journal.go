@@ -125,7 +125,7 @@ func (c *copier) sourceStill(ctx context.Context, node string, latest *manifest.
 // (store.ErrJournalStartUnsupported where they cannot: a store server's).
 func (c *copier) openJournal(ctx context.Context, node string, held bool, after uint64) (store.Journal, error) {
 	if !held && c.dst.CanStartJournal() {
-		j, err := c.dst.StartJournal(ctx, node, after+1)
+		j, err := c.dst.StartJournal(ctx, node, after+1, c.lease.owner)
 		if err != nil {
 			return nil, fmt.Errorf("start the destination's journal: %w", err)
 		}
