@@ -294,8 +294,8 @@ func TestCopyReencode(t *testing.T) {
 
 // TestCopyThroughServer: file → store server (a node token: no packs, no
 // deltas, journals on the server) → file restores equal at every
-// manifest. The server's journals cannot start at a chosen record, so the
-// journal tail is not copied there, and the copy says so.
+// manifest and at the newest state: the server's journal is started at the
+// source's next record (journal-start), so the journal tail is copied too.
 func TestCopyThroughServer(t *testing.T) {
 	t.Parallel()
 	src := newCopySource(t, "trace1.jsonl")
@@ -303,7 +303,7 @@ func TestCopyThroughServer(t *testing.T) {
 	mid, _ := newStore(t)
 	rmid, _ := remoteStore(t, mid, "n1")
 	res := copyNodes(t, src.st, rmid)
-	if res.Manifests == 0 || res.Nodes[0].JournalNote == "" || !strings.Contains(res.Nodes[0].JournalNote, "not copied") {
+	if res.Manifests == 0 || res.Nodes[0].JournalNote != "" || res.JournalRecords == 0 {
 		t.Fatalf("copy to a server: %+v", res)
 	}
 	dst, _ := newStore(t)
@@ -317,6 +317,9 @@ func TestCopyThroughServer(t *testing.T) {
 		got, _ := restore(t, dst, history.RestoreOptions{Manifest: seq})
 		assertSame(t, "manifest copied through a server", got, want)
 	}
+	want, _ := restore(t, src.st, history.RestoreOptions{})
+	got, _ := restore(t, dst, history.RestoreOptions{})
+	assertSame(t, "newest state copied through a server", got, want)
 	if again := copyNodes(t, src.st, rmid); again.Manifests != 0 || again.Chunks != 0 {
 		t.Fatalf("second copy to the server copied something: %+v", again)
 	}
