@@ -18,6 +18,7 @@ import (
 	"github.com/clnbackup/backup/store/history"
 	"github.com/clnbackup/backup/store/journal"
 	"github.com/clnbackup/backup/store/remote" // socket: URLs (store servers)
+	_ "github.com/clnbackup/backup/store/s3"   // s3:// URLs (buckets)
 )
 
 // CacheDirName is the directory, in the lightning directory, where
@@ -55,7 +56,7 @@ func openStore(ctx context.Context, lock Lock) (*store.Store, error) {
 	}
 	// One read worker: a compaction must leave lightningd's hook path a
 	// core (docs/benchmark.md, "Plugin compaction read workers").
-	opts := store.Options{ReadWorkers: 1, Token: lock.Token, RetryFor: lock.ServerRetry}
+	opts := store.Options{ReadWorkers: 1, Token: lock.Token, RetryFor: lock.ServerRetry, CredentialsFile: lock.S3Credentials}
 	if u.Scheme != "file" {
 		return openServer(ctx, url, opts)
 	}
