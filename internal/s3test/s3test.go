@@ -81,18 +81,26 @@ func Start(t testing.TB) *Server {
 // directory, and waits until it answers.
 func (s *Server) Restart() {
 	s.t.Helper()
+	if err := s.RestartErr(); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// RestartErr is Restart for a goroutine other than the test's (which must
+// not call t.Fatal): it returns what went wrong.
+func (s *Server) RestartErr() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	log, err := os.OpenFile(filepath.Join(s.Dir, "..", "versitygw.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
-		s.t.Fatal(err)
+		return err
 	}
 	defer log.Close()
 	cmd := exec.Command(s.bin, "--port", s.Addr, "--access", Access, "--secret", Secret, "posix", s.Dir)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY_ID="+Access, "ROOT_SECRET_ACCESS_KEY="+Secret)
 	if err := cmd.Start(); err != nil {
-		s.t.Fatalf("start versitygw: %v", err)
+		return fmt.Errorf("start versitygw: %w", err)
 	}
 	s.cmd = cmd
 	deadline := time.Now().Add(20 * time.Second)
@@ -100,11 +108,11 @@ func (s *Server) Restart() {
 		resp, err := http.Get("http://" + s.Addr + "/")
 		if err == nil {
 			resp.Body.Close()
-			return
+			return nil
 		}
 		if time.Now().After(deadline) {
 			data, _ := os.ReadFile(filepath.Join(s.Dir, "..", "versitygw.log"))
-			s.t.Fatalf("versitygw on %s did not answer in 20s: %v\n%s", s.Addr, err, data)
+			return fmt.Errorf("versitygw on %s did not answer in 20s: %v\n%s", s.Addr, err, data)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -132,6 +140,17 @@ func (s *Server) Env(t testing.TB) {
 	t.Setenv("AWS_SESSION_TOKEN", "")
 	t.Setenv("AWS_PROFILE", "")
 	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
+}
+
+// CredentialsFile writes the server's keys to a new credentials file (AWS's
+// format, mode 0600) and returns its path.
+func (s *Server) CredentialsFile(t testing.TB) string {
+	p := filepath.Join(t.TempDir(), "s3-credentials")
+	data := fmt.Sprintf("[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n", Access, Secret)
+	if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 var bucketSeq struct {
