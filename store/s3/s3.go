@@ -142,7 +142,7 @@ func retryable(err error) bool {
 // notFound reports an answer that the object does not exist.
 func notFound(err error) bool {
 	r := minio.ToErrorResponse(err)
-	return r.Code == "NoSuchKey" || r.Code == "NotFound" || (r.StatusCode == http.StatusNotFound && r.Code != "NoSuchBucket")
+	return r.Code == "NoSuchKey" || r.Code == "NotFound" || (r.StatusCode == http.StatusNotFound && r.Code == "")
 }
 
 // opErr wraps a failed request with what failed and where, ErrNotFound for a
@@ -155,7 +155,7 @@ func (b *Backend) opErr(op, name string, err error) error {
 	switch {
 	case r.Code == "NoSuchBucket":
 		return fmt.Errorf("%s %s: bucket %q does not exist at %s (create the store with backup-cli init): %w", op, name, b.cfg.Bucket, b.cfg.endpoint(), backend.ErrNotFound)
-	case r.StatusCode == http.StatusForbidden || r.Code == "AccessDenied" || r.Code == "InvalidAccessKeyId" || r.Code == "SignatureDoesNotMatch":
+	case r.StatusCode == http.StatusForbidden || r.Code == "AccessDenied" || r.Code == "InvalidAccessKeyId" || r.Code == "SignatureDoesNotMatch" || r.Code == "XAdminUserNotFound":
 		return fmt.Errorf("%s %s in %s: access denied: %w (check the credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the credentials file, and the bucket's policy)", op, name, b.Location(), err)
 	}
 	return fmt.Errorf("%s %s in %s: %w", op, name, b.Location(), err)
