@@ -189,6 +189,13 @@ func (w *concWriter) round() error {
 // and verify --read-data finds nothing broken; gc must have deleted data.
 func TestConcurrentNodesForgetGC(t *testing.T) {
 	t.Parallel() // the longest test: it overlaps the others (its clock is its own)
+	_, url := newStore(t)
+	runConcurrentNodesForgetGC(t, url, concNodes, concRounds())
+}
+
+// runConcurrentNodesForgetGC is TestConcurrentNodesForgetGC on the store at
+// url (created, empty) with nodes writers for rounds rounds.
+func runConcurrentNodesForgetGC(t *testing.T, url string, nodes, rounds int) {
 	start := time.Now()
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("CLNBACKUP_SEED"); s != "" {
@@ -197,8 +204,7 @@ func TestConcurrentNodesForgetGC(t *testing.T) {
 			t.Fatalf("CLNBACKUP_SEED: %v", err)
 		}
 	}
-	rounds := concRounds()
-	t.Logf("seed %d (CLNBACKUP_SEED=%d repeats it), %d rounds, %d nodes", seed, seed, rounds, concNodes)
+	t.Logf("seed %d (CLNBACKUP_SEED=%d repeats it), %d rounds, %d nodes", seed, seed, rounds, nodes)
 
 	dir := t.TempDir()
 	base := filepath.Join(dir, "base.sqlite3")
@@ -206,9 +212,8 @@ func TestConcurrentNodesForgetGC(t *testing.T) {
 		t.Fatal(err)
 	}
 	clock := &testClock{}
-	_, url := newStore(t)
 
-	writers := make([]*concWriter, concNodes)
+	writers := make([]*concWriter, nodes)
 	for i := range writers {
 		w := &concWriter{
 			name: fmt.Sprintf("node%d", i),
@@ -242,12 +247,12 @@ func TestConcurrentNodesForgetGC(t *testing.T) {
 	}
 	setup := time.Since(start)
 
-	// Actors 0..concNodes-1 are the writers, then gc, then forget.
-	gcActor, forgetActor := concNodes, concNodes+1
-	pace := newPacer(concNodes+2, rounds)
+	// Actors 0..nodes-1 are the writers, then gc, then forget.
+	gcActor, forgetActor := nodes, nodes+1
+	pace := newPacer(nodes+2, rounds)
 	var (
 		wg   sync.WaitGroup
-		errs = make(chan error, concNodes+2)
+		errs = make(chan error, nodes+2)
 	)
 	fail := func(err error) {
 		errs <- err
