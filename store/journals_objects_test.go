@@ -204,3 +204,29 @@ func FuzzDecodeRecordObject(f *testing.F) {
 		}
 	})
 }
+
+// TestObjectJournalStart: a journal started at a seq (an import) numbers on
+// from it, keeps the numbering across a reopen, and a node with records is
+// refused.
+func TestObjectJournalStart(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	js, _ := newTestObjectJournals(t)
+	j, err := js.StartJournal(ctx, "imp", 403)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := j.Append(rec(9, "x")); err != nil || r.Seq != 403 {
+		t.Fatalf("first record: %+v %v", r, err)
+	}
+	j2, err := js.OpenJournal(ctx, "imp")
+	if err != nil || j2.NextSeq() != 404 {
+		t.Fatalf("reopen: next %d, %v", j2.NextSeq(), err)
+	}
+	if _, err := js.StartJournal(ctx, "imp", 1); err == nil {
+		t.Fatal("started a journal over an existing one")
+	}
+	if err := js.ReadJournal(ctx, "imp", 402, func(journal.Record) error { return nil }); err != nil {
+		t.Fatalf("read from the start: %v", err)
+	}
+}
