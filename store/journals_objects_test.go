@@ -69,7 +69,9 @@ func TestObjectJournal(t *testing.T) {
 	if got := collect(t, j.Records, 0); !slices.Equal(got, want) {
 		t.Fatalf("records = %v, want %v", got, want)
 	}
-	read := func(after uint64, fn func(journal.Record) error) error { return js.ReadJournal(ctx, "alice", after, fn) }
+	read := func(after uint64, fn func(journal.Record) error) error {
+		return js.ReadJournal(ctx, "alice", after, fn)
+	}
 	if got := collect(t, read, 1); !slices.Equal(got, want[1:]) {
 		t.Fatalf("read from the bucket = %v, want %v", got, want[1:])
 	}

@@ -156,7 +156,7 @@ func (b *Backend) opErr(op, name string, err error) error {
 	case r.Code == "NoSuchBucket":
 		return fmt.Errorf("%s %s: bucket %q does not exist at %s (create the store with backup-cli init): %w", op, name, b.cfg.Bucket, b.cfg.endpoint(), backend.ErrNotFound)
 	case r.StatusCode == http.StatusForbidden || r.Code == "AccessDenied" || r.Code == "InvalidAccessKeyId" || r.Code == "SignatureDoesNotMatch" || r.Code == "XAdminUserNotFound":
-		return fmt.Errorf("%s %s in %s: access denied: %w (check the credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the credentials file, and the bucket's policy)", op, name, b.Location(), err)
+		return fmt.Errorf("%s %s in %s: %w: %v (check the credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the credentials file, and the bucket's policy)", op, name, b.Location(), ErrAccessDenied, err)
 	}
 	return fmt.Errorf("%s %s in %s: %w", op, name, b.Location(), err)
 }
@@ -304,6 +304,10 @@ func (b *Backend) Delete(ctx context.Context, name string) error {
 	}
 	return nil
 }
+
+// ErrAccessDenied is wrapped by errors of requests the provider refused for
+// the credentials: retrying cannot help.
+var ErrAccessDenied = errors.New("access denied")
 
 // errNoConditionalWrites is wrapped by Probe's error for a bucket that
 // accepts a second If-None-Match: * PUT of an existing key.
