@@ -14,6 +14,7 @@ import (
 	"github.com/clnbackup/backup/manifest"
 	"github.com/clnbackup/backup/store/backend"
 	"github.com/clnbackup/backup/store/journal"
+	"golang.org/x/sync/errgroup"
 )
 
 // objectJournals keeps each node's journal as one object per record,
@@ -156,8 +157,10 @@ func (j *objectJournals) CheckJournal(ctx context.Context, node string) (bool, e
 	if err != nil || len(held) == 0 {
 		return len(held) > 0, err
 	}
-	for _, h := range held {
-		if _, _, err := j.getRecord(ctx, node, h.seq); err != nil {
+	for len(held) > 0 {
+		batch := held[:min(len(held), fetchBatch)]
+		held = held[len(batch):]
+		if _, err := j.fetch(ctx, node, batch, nil); err != nil {
 			return true, err
 		}
 	}
@@ -183,33 +186,56 @@ func (j *objectJournals) resolve(ctx context.Context, node string, held []heldRe
 		group = group[:0]
 		return nil
 	}
-	for _, h := range held {
-		if h.seq <= afterSeq {
-			continue
+	for len(held) > 0 && held[0].seq <= afterSeq {
+		held = held[1:]
+	}
+	for len(held) > 0 {
+		batch := held[:min(len(held), fetchBatch)]
+		held = held[len(batch):]
+		recs, err := j.fetch(ctx, node, batch, cached)
+		if err != nil {
+			return err
 		}
-		var c cachedRecord
-		ok := false
-		if cached != nil {
-			c, ok = cached(h.seq)
-		}
-		if !ok {
-			r, kind, err := j.getRecord(ctx, node, h.seq)
-			if err != nil {
-				return err
+		for _, c := range recs {
+			if len(group) > 0 && group[0].Version != c.rec.Version {
+				if err := flush(); err != nil {
+					return err
+				}
 			}
-			c = cachedRecord{r, kind}
-		}
-		if len(group) > 0 && group[0].Version != c.rec.Version {
-			if err := flush(); err != nil {
-				return err
+			if c.kind == recordKindRepl {
+				group = group[:0]
 			}
+			group = append(group, c.rec)
 		}
-		if c.kind == recordKindRepl {
-			group = group[:0]
-		}
-		group = append(group, c.rec)
 	}
 	return flush()
+}
+
+// fetchBatch records are read at once, by fetchWorkers concurrent GETs: a
+// plugin starting after a crash reads up to a compaction's worth of
+// records, each a round trip to the bucket.
+const fetchBatch, fetchWorkers = 256, 16
+
+// fetch returns the records of batch in order, from cached when it has
+// them, else read concurrently.
+func (j *objectJournals) fetch(ctx context.Context, node string, batch []heldRecord, cached func(uint64) (cachedRecord, bool)) ([]cachedRecord, error) {
+	out := make([]cachedRecord, len(batch))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(fetchWorkers)
+	for i, h := range batch {
+		if cached != nil {
+			if c, ok := cached(h.seq); ok {
+				out[i] = c
+				continue
+			}
+		}
+		g.Go(func() error {
+			r, kind, err := j.getRecord(gctx, node, h.seq)
+			out[i] = cachedRecord{r, kind}
+			return err
+		})
+	}
+	return out, g.Wait()
 }
 
 var errObjectJournalFailed = errors.New("an earlier write failed: reopen the journal")
