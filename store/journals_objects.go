@@ -87,18 +87,21 @@ type heldRecord struct {
 	size int64
 }
 
-// listRecords lists a node's record objects in seq order, failing on a name
-// that is not a record's or on a gap (a lost record).
-func (j *objectJournals) listRecords(ctx context.Context, node string) ([]heldRecord, error) {
-	var held []heldRecord
-	err := j.be.List(ctx, recordPrefix(node), func(in backend.Info) error {
+// listRecords lists a node's record objects in seq order: the consecutive
+// run that ends with the newest (held), and the records before a gap
+// (stale): left by a trim that stopped half-way (Trim deletes
+// concurrently), all covered by a manifest. A reader asking for records
+// before the run gets journal.ErrTrimmed, so a record lost in the middle is
+// never skipped silently. It fails on a name that is not a record's.
+func (j *objectJournals) listRecords(ctx context.Context, node string) (held, stale []heldRecord, err error) {
+	err = j.be.List(ctx, recordPrefix(node), func(in backend.Info) error {
 		hex := strings.TrimPrefix(in.Name, recordPrefix(node))
 		seq, err := strconv.ParseUint(hex, 16, 64)
 		if err != nil || len(hex) != 16 || seq == 0 {
 			return fmt.Errorf("object %s is not a journal record: %w", in.Name, journal.ErrCorrupt)
 		}
 		if len(held) > 0 && seq != held[len(held)-1].seq+1 {
-			return fmt.Errorf("records %d to %d are missing: %w", held[len(held)-1].seq+1, seq-1, journal.ErrCorrupt)
+			stale, held = append(stale, held...), nil
 		}
 		if in.Size > journal.MaxPayload+1024 {
 			return fmt.Errorf("record object %s of %d bytes is larger than any record: %w", in.Name, in.Size, journal.ErrCorrupt)
@@ -107,9 +110,9 @@ func (j *objectJournals) listRecords(ctx context.Context, node string) ([]heldRe
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("journal of node %q in %s: %w", node, j.be.Location(), err)
+		return nil, nil, fmt.Errorf("journal of node %q in %s: %w", node, j.be.Location(), err)
 	}
-	return held, nil
+	return held, stale, nil
 }
 
 func (j *objectJournals) getRecord(ctx context.Context, node string, seq uint64) (journal.Record, byte, error) {
@@ -125,11 +128,11 @@ func (j *objectJournals) getRecord(ctx context.Context, node string, seq uint64)
 }
 
 func (j *objectJournals) OpenJournal(ctx context.Context, node string) (Journal, error) {
-	held, err := j.listRecords(ctx, node)
+	held, stale, err := j.listRecords(ctx, node)
 	if err != nil {
 		return nil, err
 	}
-	oj := &objectJournal{js: j, node: node, held: held, next: 1, cache: map[uint64]cachedRecord{}}
+	oj := &objectJournal{js: j, node: node, held: held, stale: stale, next: 1, cache: map[uint64]cachedRecord{}}
 	if n := len(held); n > 0 {
 		r, kind, err := j.getRecord(ctx, node, held[n-1].seq)
 		if err != nil {
@@ -137,7 +140,7 @@ func (j *objectJournals) OpenJournal(ctx context.Context, node string) (Journal,
 		}
 		oj.last, oj.hasLast, oj.next = r, true, r.Seq+1
 		oj.cacheAdd(r, kind, held[n-1].size)
-		for _, h := range held {
+		for _, h := range append(held, stale...) {
 			oj.size += h.size
 		}
 	}
@@ -145,7 +148,7 @@ func (j *objectJournals) OpenJournal(ctx context.Context, node string) (Journal,
 }
 
 func (j *objectJournals) ReadJournal(ctx context.Context, node string, afterSeq uint64, fn func(journal.Record) error) error {
-	held, err := j.listRecords(ctx, node)
+	held, _, err := j.listRecords(ctx, node)
 	if err != nil {
 		return err
 	}
@@ -153,7 +156,7 @@ func (j *objectJournals) ReadJournal(ctx context.Context, node string, afterSeq 
 }
 
 func (j *objectJournals) CheckJournal(ctx context.Context, node string) (bool, error) {
-	held, err := j.listRecords(ctx, node)
+	held, _, err := j.listRecords(ctx, node)
 	if err != nil || len(held) == 0 {
 		return len(held) > 0, err
 	}
@@ -253,9 +256,13 @@ const maxCachedBytes = 32 << 20
 type objectJournal struct {
 	js   *objectJournals
 	node string
-	wmu  sync.Mutex // serialises writes and trims
+	wmu  sync.Mutex // serialises writes
+	tmu  sync.Mutex // serialises trims (which do not hold up writes)
 	mu   sync.Mutex // guards the fields below
 	held []heldRecord
+	// stale are records before a gap, left by a trim that stopped: the
+	// next Trim deletes them.
+	stale []heldRecord
 	next uint64
 	last journal.Record
 	// hasLast, size, closed, failed: as journal.Journal's.
@@ -403,12 +410,17 @@ func (o *objectJournal) Size() int64 {
 func (o *objectJournal) Recovered() int64 { return 0 }
 
 // Trim deletes the record objects up to uptoSeq, except the newest record,
-// which keeps the journal's numbering (a reopen continues after it).
+// which keeps the journal's numbering (a reopen continues after it). It
+// deletes concurrently and without holding up appends: a trim of a
+// compaction's thousands of records costs round trips, not db_write
+// latency. One that stops half-way leaves records before a gap, which
+// listRecords sets apart and the next Trim deletes.
 func (o *objectJournal) Trim(uptoSeq uint64) error {
-	o.wmu.Lock()
-	defer o.wmu.Unlock()
+	o.tmu.Lock()
+	defer o.tmu.Unlock()
 	o.mu.Lock()
-	var drop []heldRecord
+	drop := o.stale
+	o.stale = nil
 	for len(o.held) > 1 && o.held[0].seq <= uptoSeq {
 		drop = append(drop, o.held[0])
 		o.held = o.held[1:]
@@ -416,20 +428,33 @@ func (o *objectJournal) Trim(uptoSeq uint64) error {
 	o.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), o.js.retryFor)
 	defer cancel()
-	for i, h := range drop {
-		if err := o.js.be.Delete(ctx, recordName(o.node, h.seq)); err != nil {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(fetchWorkers)
+	var failedMu sync.Mutex
+	var failed []heldRecord
+	for _, h := range drop {
+		g.Go(func() error {
+			if err := o.js.be.Delete(gctx, recordName(o.node, h.seq)); err != nil {
+				failedMu.Lock()
+				failed = append(failed, h)
+				failedMu.Unlock()
+				return err
+			}
 			o.mu.Lock()
-			o.held = append(append([]heldRecord(nil), drop[i:]...), o.held...) // still there
+			o.size -= h.size
+			if _, ok := o.cache[h.seq]; ok {
+				delete(o.cache, h.seq)
+				o.cachedBytes -= h.size
+			}
 			o.mu.Unlock()
-			return fmt.Errorf("trim journal of node %q in %s: %w", o.node, o.js.be.Location(), err)
-		}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
 		o.mu.Lock()
-		o.size -= h.size
-		if _, ok := o.cache[h.seq]; ok {
-			delete(o.cache, h.seq)
-			o.cachedBytes -= h.size
-		}
+		o.stale = append(o.stale, failed...) // still there, or unknown: deleted again next time
 		o.mu.Unlock()
+		return fmt.Errorf("trim journal of node %q in %s: %w", o.node, o.js.be.Location(), err)
 	}
 	return nil
 }
@@ -450,11 +475,11 @@ func (j *objectJournals) StartJournal(ctx context.Context, node string, firstSeq
 	if err := manifest.ValidNodeName(node); err != nil {
 		return nil, err
 	}
-	held, err := j.listRecords(ctx, node)
+	held, stale, err := j.listRecords(ctx, node)
 	if err != nil {
 		return nil, err
 	}
-	if len(held) > 0 {
+	if len(held)+len(stale) > 0 {
 		return nil, fmt.Errorf("start the journal of node %q at record %d: %s already holds a journal (the node is in use: choose another node name)", node, firstSeq, j.be.Location())
 	}
 	if firstSeq == 0 {

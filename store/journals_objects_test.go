@@ -184,9 +184,29 @@ func TestObjectJournalDamage(t *testing.T) {
 	if _, err := js.CheckJournal(ctx, "n"); !errors.Is(err, journal.ErrCorrupt) {
 		t.Fatalf("check of a damaged record: %v", err)
 	}
+	// A record missing in the middle: the records before it count as
+	// trimmed, so a reader that needs them is refused, never served a
+	// journal with a hole.
 	be.Delete(ctx, recordName("n", 2))
-	if _, err := js.OpenJournal(ctx, "n"); !errors.Is(err, journal.ErrCorrupt) {
-		t.Fatalf("open with a missing record: %v", err)
+	if err := js.ReadJournal(ctx, "n", 0, func(journal.Record) error { return nil }); !errors.Is(err, journal.ErrTrimmed) {
+		t.Fatalf("read across a missing record: %v, want ErrTrimmed", err)
+	}
+	j2, err := js.OpenJournal(ctx, "n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := j2.Records(0, func(journal.Record) error { return nil }); !errors.Is(err, journal.ErrTrimmed) {
+		t.Fatalf("records across a missing record: %v, want ErrTrimmed", err)
+	}
+	// The next trim deletes the record left before the gap.
+	if err := j2.Trim(3); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := be.Stat(ctx, recordName("n", 1)); !errors.Is(err, backend.ErrNotFound) {
+		t.Fatalf("record before the gap not trimmed: %v", err)
+	}
+	if got := collect(t, j2.Records, 2); len(got) != 1 {
+		t.Fatalf("records after trim: %v", got)
 	}
 }
 
