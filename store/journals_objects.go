@@ -263,8 +263,8 @@ type objectJournal struct {
 	// stale are records before a gap, left by a trim that stopped: the
 	// next Trim deletes them.
 	stale []heldRecord
-	next uint64
-	last journal.Record
+	next  uint64
+	last  journal.Record
 	// hasLast, size, closed, failed: as journal.Journal's.
 	hasLast     bool
 	size        int64
