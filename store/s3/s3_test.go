@@ -2,6 +2,12 @@ package s3_test
 
 import (
 	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -80,5 +86,43 @@ func TestCounts(t *testing.T) {
 	d := b.Stats().Sub(before)
 	if d.Put != 1 || d.Get != 1 || d.Head != 1 || d.List != 1 || d.Delete != 1 || d.BytesUp < 5 || d.BytesDown < 2 {
 		t.Fatalf("counts %+v", d)
+	}
+}
+
+// TestProbeRefusesBucketWithoutConditionalWrites: in front of the real
+// server, a proxy answers a refused conditional PUT (412) with success, as a
+// provider that ignores If-None-Match does; preparing a store there is
+// refused, naming the missing feature.
+func TestProbeRefusesBucketWithoutConditionalWrites(t *testing.T) {
+	srv := s3test.Start(t)
+	srv.Env(t)
+	target, _ := url.Parse("http://" + srv.Addr)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.ModifyResponse = func(resp *http.Response) error {
+		if resp.Request.Method == http.MethodPut && resp.StatusCode == http.StatusPreconditionFailed {
+			resp.StatusCode, resp.Status = http.StatusOK, "200 OK"
+			resp.Body.Close()
+			resp.Body, resp.ContentLength = io.NopCloser(strings.NewReader("")), 0
+			resp.Header = http.Header{"Etag": {`"0123456789abcdef0123456789abcdef"`}}
+		}
+		return nil
+	}
+	ps := httptest.NewServer(proxy)
+	defer ps.Close()
+	b, err := s3.New(s3.Config{Bucket: "noconditional", Endpoint: strings.TrimPrefix(ps.URL, "http://"), Insecure: true, PathStyle: true, Region: "us-east-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = b.Prepare(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "If-None-Match") {
+		t.Fatalf("prepare behind a proxy that ignores conditional writes: %v, want a refusal naming If-None-Match", err)
+	}
+	// Through store.Create (backup-cli init) the same refusal, and no store.
+	u := "s3://noconditional2/x?endpoint=" + strings.TrimPrefix(ps.URL, "http://") + "&tls=false&path-style=true&region=us-east-1"
+	if _, _, err := store.Create(context.Background(), u, store.Options{}); err == nil || !strings.Contains(err.Error(), "conditional writes") {
+		t.Fatalf("create: %v", err)
+	}
+	if _, err := store.Open(context.Background(), u, store.Options{}); !errors.Is(err, store.ErrNotStore) {
+		t.Fatalf("open after the refused create: %v, want ErrNotStore", err)
 	}
 }
