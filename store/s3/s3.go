@@ -227,12 +227,25 @@ func (b *Backend) getChecked(ctx context.Context, name string, off, length int64
 	return readBody(rc, n, name, b.Location())
 }
 
+// preallocMax is the largest body read into a buffer allocated up front;
+// a larger one grows as its bytes arrive, so a size a server merely claims
+// costs no memory.
+const preallocMax = 16 << 20
+
 // readBody reads exactly n bytes: a body that is shorter or longer than the
 // answer said is an error, never a short object.
 func readBody(rc io.Reader, n int64, name, where string) ([]byte, error) {
-	buf := make([]byte, n)
-	if _, err := io.ReadFull(rc, buf); err != nil {
-		return nil, fmt.Errorf("get %s from %s: read %d bytes: %w", name, where, n, err)
+	var buf []byte
+	if n <= preallocMax {
+		buf = make([]byte, n)
+		if _, err := io.ReadFull(rc, buf); err != nil {
+			return nil, fmt.Errorf("get %s from %s: read %d bytes: %w", name, where, n, err)
+		}
+	} else {
+		var err error
+		if buf, err = io.ReadAll(io.LimitReader(rc, n)); err != nil || int64(len(buf)) != n {
+			return nil, fmt.Errorf("get %s from %s: read %d of %d bytes: %v: %w", name, where, len(buf), n, err, io.ErrUnexpectedEOF)
+		}
 	}
 	var one [1]byte
 	if k, _ := rc.Read(one[:]); k > 0 {
