@@ -6,7 +6,8 @@ import (
 	"sync/atomic"
 )
 
-// Stats counts the requests a backend made and the bytes it moved, by kind,
+// Stats counts the requests a backend made and the bytes it moved, by kind
+// (List is LIST requests, Other is POST and region lookups),
 // so that the cost of an operation on a provider that bills per request is
 // measured (backup-cli list, docs/object-storage.md).
 type Stats struct {
@@ -42,9 +43,12 @@ func (c *counter) RoundTrip(req *http.Request) (*http.Response, error) {
 	case http.MethodPut:
 		c.put.Add(1)
 	case http.MethodGet:
-		if q.Has("list-type") || q.Has("prefix") || q.Has("location") {
-			c.list.Add(1)
-		} else {
+		switch {
+		case q.Has("list-type") || q.Has("prefix"):
+			c.list.Add(1) // billed with PUT by most providers
+		case q.Has("location"):
+			c.other.Add(1) // the bucket's region, asked once when not given
+		default:
 			c.get.Add(1)
 		}
 	case http.MethodHead:
