@@ -13,17 +13,26 @@ import (
 // whose safety rests on the bucket's conditional writes. Fewer nodes and
 // rounds than on a directory: each request is a round trip.
 func TestConcurrentNodesForgetGCS3(t *testing.T) {
+	t.Parallel()
 	srv := s3test.Start(t)
-	srv.Env(t)
-	rounds := 14
+	creds := srv.CredentialsFile(t)
+	rounds := 24
 	if testing.Short() {
-		rounds = 10
+		rounds = 12
 	}
 	url := srv.URL("conc")
-	st, created, err := store.Create(ctx, url, store.Options{})
+	st, created, err := store.Create(ctx, url, store.Options{CredentialsFile: creds})
 	if err != nil || !created {
 		t.Fatalf("create store: %v (created %v)", err, created)
 	}
 	st.Close()
-	runConcurrentNodesForgetGC(t, url, 3, rounds)
+	runConcurrentNodesForgetGC(t, url, 3, rounds, func(t *testing.T, url string, c *testClock) *store.Store {
+		t.Helper()
+		st, err := store.Open(ctx, url, store.Options{Now: c.Now, MaxWriterAge: testWriterAge, CredentialsFile: creds})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st
+	})
 }

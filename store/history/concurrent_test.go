@@ -190,12 +190,13 @@ func (w *concWriter) round() error {
 func TestConcurrentNodesForgetGC(t *testing.T) {
 	t.Parallel() // the longest test: it overlaps the others (its clock is its own)
 	_, url := newStore(t)
-	runConcurrentNodesForgetGC(t, url, concNodes, concRounds())
+	runConcurrentNodesForgetGC(t, url, concNodes, concRounds(), openWithClock)
 }
 
 // runConcurrentNodesForgetGC is TestConcurrentNodesForgetGC on the store at
-// url (created, empty) with nodes writers for rounds rounds.
-func runConcurrentNodesForgetGC(t *testing.T, url string, nodes, rounds int) {
+// url (created, empty) with nodes writers for rounds rounds, each actor's
+// Store opened by open.
+func runConcurrentNodesForgetGC(t *testing.T, url string, nodes, rounds int, open func(*testing.T, string, *testClock) *store.Store) {
 	start := time.Now()
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("CLNBACKUP_SEED"); s != "" {
@@ -217,7 +218,7 @@ func runConcurrentNodesForgetGC(t *testing.T, url string, nodes, rounds int) {
 	for i := range writers {
 		w := &concWriter{
 			name: fmt.Sprintf("node%d", i),
-			st:   openWithClock(t, url, clock),
+			st:   open(t, url, clock),
 			rng:  rand.New(rand.NewPCG(seed, uint64(i))),
 			// One seed and size: the same populated database. Different
 			// step fractions make the nodes' histories diverge.
@@ -278,7 +279,7 @@ func runConcurrentNodesForgetGC(t *testing.T, url string, nodes, rounds int) {
 		condemned, rescued, recheckAdded, young, blocked int
 		reclaimed, rewritten                             int64
 	}
-	gcStore := openWithClock(t, url, clock)
+	gcStore := open(t, url, clock)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -311,7 +312,7 @@ func runConcurrentNodesForgetGC(t *testing.T, url string, nodes, rounds int) {
 		}
 	}()
 
-	forgetStore := openWithClock(t, url, clock)
+	forgetStore := open(t, url, clock)
 	forgotten := 0
 	wg.Add(1)
 	go func() {
@@ -340,7 +341,7 @@ func runConcurrentNodesForgetGC(t *testing.T, url string, nodes, rounds int) {
 	}
 	if t.Failed() {
 		// Tell lost data from a failure that left the store whole.
-		st := openWithClock(t, url, clock)
+		st := open(t, url, clock)
 		vr, err := history.Verify(ctx, st, history.VerifyOptions{})
 		t.Fatalf("after the failure, verify: %v; problems: %+v", err, vr.Problems)
 	}
@@ -348,7 +349,7 @@ func runConcurrentNodesForgetGC(t *testing.T, url string, nodes, rounds int) {
 	done := pace.rounds()
 
 	// Every remaining restore point of every node restores to its hooks.
-	check := openWithClock(t, url, clock)
+	check := open(t, url, clock)
 	restores, manifests := 0, 0
 	for _, w := range writers {
 		seqs, err := check.ManifestSeqs(ctx, w.name)
