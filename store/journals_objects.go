@@ -115,8 +115,11 @@ func (j *objectJournals) listRecords(ctx context.Context, node string) (held, st
 	return held, stale, nil
 }
 
-func (j *objectJournals) getRecord(ctx context.Context, node string, seq uint64) (journal.Record, byte, error) {
-	data, err := j.be.Get(ctx, recordName(node, seq), 0, -1)
+// getRecord reads and decodes a record object, no more bytes than its
+// listing said (bounded by listRecords): a server cannot make it hold more.
+func (j *objectJournals) getRecord(ctx context.Context, node string, h heldRecord) (journal.Record, byte, error) {
+	seq := h.seq
+	data, err := j.be.Get(ctx, recordName(node, seq), 0, h.size)
 	if err != nil {
 		return journal.Record{}, 0, fmt.Errorf("journal of node %q in %s: %w", node, j.be.Location(), err)
 	}
@@ -134,7 +137,7 @@ func (j *objectJournals) OpenJournal(ctx context.Context, node string) (Journal,
 	}
 	oj := &objectJournal{js: j, node: node, held: held, stale: stale, next: 1, cache: map[uint64]cachedRecord{}}
 	if n := len(held); n > 0 {
-		r, kind, err := j.getRecord(ctx, node, held[n-1].seq)
+		r, kind, err := j.getRecord(ctx, node, held[n-1])
 		if err != nil {
 			return nil, err
 		}
@@ -233,7 +236,7 @@ func (j *objectJournals) fetch(ctx context.Context, node string, batch []heldRec
 			}
 		}
 		g.Go(func() error {
-			r, kind, err := j.getRecord(gctx, node, h.seq)
+			r, kind, err := j.getRecord(gctx, node, h)
 			out[i] = cachedRecord{r, kind}
 			return err
 		})
