@@ -8,7 +8,7 @@ PREFIX  ?= /usr/local
 BINDIR  ?= $(PREFIX)/bin
 INSTALLED := backup-cli backup-plugin
 
-.PHONY: build test demo bench benchmark fuzz clean install install-bin
+.PHONY: build test demo demo-s3 bench benchmark fuzz clean install install-bin
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
@@ -63,6 +63,24 @@ demo-remote: build
 	kill -TERM $$(cat $(DEMO)-remote/server.pid)
 	cat $(DEMO)-remote/server.log
 
+# The same into a bucket of a real S3-compatible server on loopback
+# (versitygw: go install github.com/versity/versitygw/cmd/versitygw@v1.8.0),
+# its keys in a 0600 credentials file that backup.lock names.
+DEMO_S3_ADDR ?= 127.0.0.1:19738
+DEMO_S3_URL = s3://demo-bucket/cln?endpoint=$(DEMO_S3_ADDR)&tls=false&path-style=true&region=us-east-1
+demo-s3: build
+	rm -rf $(DEMO)-s3 && mkdir -p $(DEMO)-s3/lightning $(DEMO)-s3/gw
+	printf '[default]\naws_access_key_id = demo\naws_secret_access_key = demosecret\n' > $(DEMO)-s3/credentials && chmod 600 $(DEMO)-s3/credentials
+	versitygw --port $(DEMO_S3_ADDR) --access demo --secret demosecret posix $(DEMO)-s3/gw > $(DEMO)-s3/versitygw.log 2>&1 & echo $$! > $(DEMO)-s3/versitygw.pid
+	sleep 1
+	$(BIN)/backup-cli init --s3-credentials $(DEMO)-s3/credentials --lightning-dir $(DEMO)-s3/lightning "$(DEMO_S3_URL)"
+	$(BIN)/trace-player play --plugin $(BIN)/backup-plugin --lightning-dir $(DEMO)-s3/lightning --compact-every 100 testdata/trace1.jsonl
+	$(BIN)/backup-cli compact --s3-credentials $(DEMO)-s3/credentials "$(DEMO_S3_URL)"
+	$(BIN)/backup-cli list --s3-credentials $(DEMO)-s3/credentials "$(DEMO_S3_URL)"
+	$(BIN)/backup-cli restore --s3-credentials $(DEMO)-s3/credentials "$(DEMO_S3_URL)" $(DEMO)-s3/restored.sqlite3
+	$(BIN)/trace-player compare $(DEMO)-s3/restored.sqlite3 testdata/trace1-final.sqlite3
+	kill -TERM $$(cat $(DEMO)-s3/versitygw.pid)
+
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./...
 
@@ -81,4 +99,4 @@ fuzz:
 	  done; done
 
 clean:
-	rm -rf $(BIN) $(DEMO) $(DEMO)-remote
+	rm -rf $(BIN) $(DEMO) $(DEMO)-remote $(DEMO)-s3

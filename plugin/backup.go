@@ -58,6 +58,10 @@ type Lock struct {
 	// ServerRetry is how long a db_write waits for an unreachable store
 	// server before it is refused ("server_retry"; 0: the default).
 	ServerRetry time.Duration
+	// S3Credentials is the file of an s3:// store's keys
+	// ("s3_credentials": AWS's shared credentials format, mode 0600),
+	// read instead of the environment lightningd gives the plugin.
+	S3Credentials string
 	// Dir is the lightning directory the file was read from (not part of
 	// the file). The store keeps its compaction cache in Dir/backup-cache;
 	// "" means no cache.

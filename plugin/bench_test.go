@@ -23,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clnbackup/backup/internal/s3test"
+
 	"github.com/clnbackup/backup/bench/workload"
 	ld "github.com/clnbackup/backup/plugin/lightningdtest"
 	"github.com/clnbackup/backup/replay"
@@ -82,7 +84,9 @@ func realHooks(b *testing.B) []replay.TraceEntry {
 // server on loopback (backup-cli server, a real process).
 func BenchmarkHookRoundTrip(b *testing.B) {
 	hooks := realHooks(b)
-	for _, bc := range []struct{ name, bin string }{{"noop", buildNoop(b)}, {"backup", pluginBin}, {"backup-server", pluginBin}} {
+	cases := []struct{ name, bin string }{{"noop", buildNoop(b)}, {"backup", pluginBin}, {"backup-server", pluginBin},
+		{"backup-s3", pluginBin}, {"backup-server-journal-dir-s3", pluginBin}}
+	for _, bc := range cases {
 		b.Run(bc.name, func(b *testing.B) {
 			dir := b.TempDir()
 			switch bc.name {
@@ -90,6 +94,13 @@ func BenchmarkHookRoundTrip(b *testing.B) {
 				dir = newNode(b, "").Dir
 			case "backup-server": // the store on a store server on loopback
 				srv, tokens := startStoreServer(b, "n1")
+				dir = remoteNode(b, srv, "n1", tokens["n1"]).Dir
+			case "backup-s3": // the store and the journal in a bucket of a versitygw on loopback
+				s3srv := s3test.Start(b)
+				dir = s3Node(b, s3srv, s3srv.URL("bench"), s3srv.CredentialsFile(b), "n1").Dir
+			case "backup-server-journal-dir-s3": // a store server keeping journals on its disk, the rest in a bucket
+				s3srv := s3test.Start(b)
+				srv, tokens := startStoreServerAt(b, s3srv.URL("bench"), []string{"--s3-credentials", s3srv.CredentialsFile(b), "--journal-dir", b.TempDir()}, "n1")
 				dir = remoteNode(b, srv, "n1", tokens["n1"]).Dir
 			}
 			l := ld.StartT(b, bc.bin, dir, true)

@@ -14,8 +14,9 @@ import (
 )
 
 // LockName is the file in the lightning directory that names the backup:
-// {"backend_url": URL, "node": NAME, "token": SECRET}, written by `backup-cli
-// init --lightning-dir` with mode 0600 (token only for a store server). The Python plugin's files ({"backend_url": URL}) are
+// {"backend_url": URL, "node": NAME, "token": SECRET, "s3_credentials": FILE},
+// written by `backup-cli init --lightning-dir` with mode 0600 (token only for
+// a store server, s3_credentials only for an s3:// store). The Python plugin's files ({"backend_url": URL}) are
 // read too; a missing node means DefaultNode.
 const LockName = "backup.lock"
 
@@ -42,6 +43,7 @@ func readLock(dir string) (Lock, error) {
 		Node       *string `json:"node"`
 		Token      string  `json:"token"`
 		Retry      string  `json:"server_retry"`
+		S3Creds    string  `json:"s3_credentials"`
 	}
 	if err := json.Unmarshal(data, &raw); err != nil {
 		return Lock{}, fmt.Errorf("read %s: not a JSON object: %w", path, err)
@@ -61,6 +63,15 @@ func readLock(dir string) (Lock, error) {
 		if err := secretfile.Check(path, "the store server token"); err != nil {
 			return Lock{}, err
 		}
+	}
+	if raw.S3Creds != "" {
+		if !filepath.IsAbs(raw.S3Creds) {
+			return Lock{}, fmt.Errorf("read %s: \"s3_credentials\" %q is not an absolute path", path, raw.S3Creds)
+		}
+		if err := secretfile.Check(raw.S3Creds, "the S3 credentials file"); err != nil {
+			return Lock{}, err
+		}
+		l.S3Credentials = raw.S3Creds
 	}
 	if raw.Node != nil {
 		if *raw.Node == "" {

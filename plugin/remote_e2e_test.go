@@ -47,6 +47,10 @@ type storeServer struct {
 	t        testing.TB
 	bin      string
 	storeDir string
+	// storeURL, when set, is the store served instead of storeDir (an
+	// s3:// bucket), and args are more flags.
+	storeURL string
+	args     []string
 	addr     string
 	auth     string
 	mu       sync.Mutex
@@ -67,6 +71,13 @@ func newToken(t testing.TB) string {
 // file giving each named node its own token (returned by node name).
 func startStoreServer(t testing.TB, nodes ...string) (*storeServer, map[string]string) {
 	t.Helper()
+	return startStoreServerAt(t, "", nil, nodes...)
+}
+
+// startStoreServerAt is startStoreServer for the store at url ("" for a
+// new directory), with more flags.
+func startStoreServerAt(t testing.TB, url string, args []string, nodes ...string) (*storeServer, map[string]string) {
+	t.Helper()
 	dir := t.TempDir()
 	tokens := map[string]string{}
 	var auth bytes.Buffer
@@ -84,7 +95,7 @@ func startStoreServer(t testing.TB, nodes ...string) (*storeServer, map[string]s
 	}
 	addr := l.Addr().String()
 	l.Close()
-	s := &storeServer{t: t, bin: backupCLI(t), storeDir: filepath.Join(dir, "store"), addr: addr, auth: authFile}
+	s := &storeServer{t: t, bin: backupCLI(t), storeDir: filepath.Join(dir, "store"), storeURL: url, args: args, addr: addr, auth: authFile}
 	s.start()
 	t.Cleanup(func() { s.kill() })
 	return s, tokens
@@ -104,7 +115,11 @@ func (s *storeServer) start() {
 func (s *storeServer) startErr() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	cmd := exec.Command(s.bin, "server", "file://"+s.storeDir, s.addr, "--auth", s.auth)
+	url := "file://" + s.storeDir
+	if s.storeURL != "" {
+		url = s.storeURL
+	}
+	cmd := exec.Command(s.bin, append([]string{"server", url, s.addr, "--auth", s.auth}, s.args...)...)
 	cmd.Stdout, cmd.Stderr = &lockedWriter{mu: &s.mu, w: &s.logs}, &lockedWriter{mu: &s.mu, w: &s.logs}
 	if err := cmd.Start(); err != nil {
 		return err

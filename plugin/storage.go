@@ -18,6 +18,7 @@ import (
 	"github.com/clnbackup/backup/store/history"
 	"github.com/clnbackup/backup/store/journal"
 	"github.com/clnbackup/backup/store/remote" // socket: URLs (store servers)
+	"github.com/clnbackup/backup/store/s3"     // s3:// URLs (buckets)
 )
 
 // CacheDirName is the directory, in the lightning directory, where
@@ -55,7 +56,7 @@ func openStore(ctx context.Context, lock Lock) (*store.Store, error) {
 	}
 	// One read worker: a compaction must leave lightningd's hook path a
 	// core (docs/benchmark.md, "Plugin compaction read workers").
-	opts := store.Options{ReadWorkers: 1, Token: lock.Token, RetryFor: lock.ServerRetry}
+	opts := store.Options{ReadWorkers: 1, Token: lock.Token, RetryFor: lock.ServerRetry, CredentialsFile: lock.S3Credentials}
 	if u.Scheme != "file" {
 		return openServer(ctx, url, opts)
 	}
@@ -66,9 +67,9 @@ func openStore(ctx context.Context, lock Lock) (*store.Store, error) {
 	return st, nil
 }
 
-// openServer connects to a store server, retrying for opts.RetryFor while
+// openServer connects to a store server or a bucket, retrying for opts.RetryFor while
 // it cannot be reached (lightningd starting at boot before the network or
-// Tor is up), but not when the server refused the token or the protocol,
+// Tor is up), but not when the server refused the token, the keys or the protocol,
 // or TLS cannot work (a wrong pin, a TLS/plaintext mismatch).
 func openServer(ctx context.Context, url string, opts store.Options) (*store.Store, error) {
 	retry := opts.RetryFor
@@ -83,7 +84,7 @@ func openServer(ctx context.Context, url string, opts store.Options) (*store.Sto
 			return st, nil
 		}
 		if errors.Is(err, remote.ErrDenied) || errors.Is(err, remote.ErrVersion) || errors.Is(err, store.ErrNotStore) ||
-			errors.Is(err, remote.ErrTLS) || errors.Is(err, remote.ErrBadRequest) {
+			errors.Is(err, remote.ErrTLS) || errors.Is(err, remote.ErrBadRequest) || errors.Is(err, s3.ErrAccessDenied) {
 			return nil, err
 		}
 		left := time.Until(deadline)

@@ -15,10 +15,9 @@ import (
 )
 
 // Journals keeps the nodes' journals: the db_write changes acknowledged
-// since a node's newest manifest. Two implementations: segment files in a
-// local store's directory (dirJournals), and a store server's journal
-// service (store/remote); a third (objects in a bucket) is a new
-// implementation, not a new branch.
+// since a node's newest manifest. Three implementations: segment files in a
+// local directory (dirJournals), a store server's journal service
+// (store/remote), and one object per record in a bucket (objectJournals).
 type Journals interface {
 	// OpenJournal opens a node's journal for appending. The caller must
 	// hold the node's lease (history.OpenNode takes it first).

@@ -170,6 +170,10 @@ type Usage struct {
 	ManifestBytes int64
 	JournalBytes  int64
 	Packs         int
+	// IndexObjects, Manifests and JournalObjects count those classes
+	// (journal segment files, or record objects in a bucket): on object
+	// storage, requests and per-object fees follow the counts.
+	IndexObjects, Manifests, JournalObjects int
 }
 
 // Usage lists every object in the store.
@@ -183,10 +187,13 @@ func (s *Store) Usage(ctx context.Context) (Usage, error) {
 			u.Packs++
 			u.PackBytes += in.Size
 		case strings.HasPrefix(in.Name, "index/"):
+			u.IndexObjects++
 			u.IndexBytes += in.Size
 		case strings.Contains(in.Name, "/manifests/"):
+			u.Manifests++
 			u.ManifestBytes += in.Size
 		case strings.Contains(in.Name, "/journal/"):
+			u.JournalObjects++
 			u.JournalBytes += in.Size
 		}
 		return nil

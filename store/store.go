@@ -100,6 +100,14 @@ type Options struct {
 	// lost connection before it fails (DefaultRetryFor when 0). A db_write
 	// waits that long for an unreachable server, then is refused.
 	RetryFor time.Duration
+	// CredentialsFile is the file of an s3:// store's keys (AWS's shared
+	// credentials format, mode 0600) instead of the environment's: the
+	// plugin's, named in backup.lock.
+	CredentialsFile string
+	// JournalDir keeps the nodes' journals of an s3:// store in this
+	// local directory instead of the bucket (backup-cli server
+	// --journal-dir): an acknowledgement costs an fsync, not a PUT.
+	JournalDir string
 }
 
 // DefaultRetryFor is how long calls to a store server retry a lost
@@ -134,14 +142,17 @@ type Store struct {
 }
 
 // Create opens the store at url, creating it first when the place is missing
-// or empty. It refuses a non-empty directory that is not a store. created
-// reports whether a new store was made.
+// or empty. It refuses a non-empty directory (or bucket prefix) that is not
+// a store. created reports whether a new store was made.
 func Create(ctx context.Context, url string, opts Options) (s *Store, created bool, err error) {
 	u, err := ParseURL(url)
 	if err != nil {
 		return nil, false, err
 	}
 	if u.Scheme != "file" {
+		if os := objectStore(u.Scheme); os != nil {
+			return createObjectStore(ctx, os, u, opts)
+		}
 		// A store server creates its store when it starts.
 		s, err := openRemote(ctx, u, opts)
 		return s, false, err
@@ -153,16 +164,37 @@ func Create(ctx context.Context, url string, opts Options) (s *Store, created bo
 	if err != nil {
 		return nil, false, err
 	}
+	empty := func() (bool, error) {
+		entries, err := os.ReadDir(u.Path)
+		if err != nil {
+			return false, fmt.Errorf("read store directory %s: %w", u.Path, err)
+		}
+		return len(entries) == 0, nil
+	}
+	return createIn(ctx, be, opts, nil, empty, nil)
+}
+
+// createIn opens the store kept by be, first writing its config if there
+// is none and the place is empty; prepare (if any) readies the place for a
+// new store first (an object store's bucket check).
+func createIn(ctx context.Context, be backend.Backend, opts Options, journals Journals, empty func() (bool, error), prepare func(context.Context) error) (*Store, bool, error) {
 	if _, err := be.Stat(ctx, configName); err == nil {
-		s, err := open(ctx, be, opts, nil)
+		s, err := open(ctx, be, opts, journals)
 		return s, false, err
+	} else if !errors.Is(err, backend.ErrNotFound) {
+		return nil, false, fmt.Errorf("open store %s: %w", be.Location(), err)
 	}
-	entries, err := os.ReadDir(u.Path)
+	ok, err := empty()
 	if err != nil {
-		return nil, false, fmt.Errorf("read store directory %s: %w", u.Path, err)
+		return nil, false, err
 	}
-	if len(entries) > 0 {
-		return nil, false, fmt.Errorf("%s is not empty and is not a backup store (it has no %q object): choose a new or empty directory", u.Path, configName)
+	if !ok {
+		return nil, false, fmt.Errorf("%s is not empty and is not a backup store (it has no %q object): choose a new or empty place", be.Location(), configName)
+	}
+	if prepare != nil {
+		if err := prepare(ctx); err != nil {
+			return nil, false, err
+		}
 	}
 	params := DefaultParams()
 	if opts.Params != nil {
@@ -175,7 +207,7 @@ func Create(ctx context.Context, url string, opts Options) (s *Store, created bo
 	version := FormatVersion
 	if opts.FormatVersion != 0 {
 		if opts.FormatVersion < MinFormatVersion || opts.FormatVersion > FormatVersion {
-			return nil, false, fmt.Errorf("create store %s: format version %d is not supported (this program handles versions %d to %d)", u.Path, opts.FormatVersion, MinFormatVersion, FormatVersion)
+			return nil, false, fmt.Errorf("create store %s: format version %d is not supported (this program handles versions %d to %d)", be.Location(), opts.FormatVersion, MinFormatVersion, FormatVersion)
 		}
 		version = opts.FormatVersion
 	}
@@ -187,7 +219,7 @@ func Create(ctx context.Context, url string, opts Options) (s *Store, created bo
 	if err := be.PutIfAbsent(ctx, configName, append(data, '\n')); err != nil && !errors.Is(err, backend.ErrExists) {
 		return nil, false, fmt.Errorf("create store %s: write config: %w", be.Location(), err)
 	}
-	s, err = open(ctx, be, opts, nil)
+	s, err := open(ctx, be, opts, journals)
 	return s, err == nil, err
 }
 
@@ -198,6 +230,9 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	if u.Scheme != "file" {
+		if os := objectStore(u.Scheme); os != nil {
+			return openObjectStore(ctx, os, u, opts)
+		}
 		return openRemote(ctx, u, opts)
 	}
 	st, err := os.Stat(u.Path)

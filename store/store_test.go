@@ -188,7 +188,8 @@ func TestOpenRefusals(t *testing.T) {
 		{"empty dir", "file://" + t.TempDir(), "not a backup store", false},
 		{"a file", "file://" + aFile, "is a file", false},
 		{"no scheme", "/tmp/x", "has no scheme", false},
-		{"other scheme", "s3://bucket/x", "unsupported scheme", false},
+		{"other scheme", "gs://bucket/x", "unsupported scheme", false},
+		{"s3 without its client", "s3://bucket/x", "built without the s3 client", false},
 		{"create in non-empty dir", "file://" + notEmpty, "is not empty and is not a backup store", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

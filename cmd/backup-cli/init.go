@@ -25,6 +25,9 @@ type lockFile struct {
 	// Token is the store server's token for the node (socket: URLs);
 	// the file is written with mode 0600.
 	Token string `json:"token,omitempty"`
+	// S3Credentials is the keys file of an s3:// store (--s3-credentials),
+	// absolute, for the plugin.
+	S3Credentials string `json:"s3_credentials,omitempty"`
 }
 
 // initOpts are init's flags.
@@ -176,11 +179,19 @@ func initPaths(lightningDir string) (lockPath, dbPath string, err error) {
 // store server; its error says how to write the file by hand, since the
 // node is already in the store.
 func writeNodeLock(g *globals, lockPath, url, node string) error {
-	var token string
-	if u, _ := store.ParseURL(url); u.Scheme == "socket" {
+	var token, s3Creds string
+	u, _ := store.ParseURL(url)
+	if u.Scheme == "socket" {
 		token = g.token
 	}
-	if err := writeLock(lockPath, lockFile{BackendURL: url, Node: node, Token: token}); err != nil {
+	if u.Scheme == "s3" && g.s3Creds != "" {
+		abs, err := filepath.Abs(g.s3Creds)
+		if err != nil {
+			return err
+		}
+		s3Creds = abs
+	}
+	if err := writeLock(lockPath, lockFile{BackendURL: url, Node: node, Token: token, S3Credentials: s3Creds}); err != nil {
 		return fmt.Errorf("node %q was added to the store, but writing %s failed: %w; fix the cause and write the file by hand ({\"backend_url\": %q, \"node\": %q, and \"token\" for a store server}, mode 0600)", node, lockPath, err, url, node)
 	}
 	return nil

@@ -103,6 +103,8 @@ func printList(stdout io.Writer, res listResult, fullAccess bool) {
 	}
 	fmt.Fprintf(stdout, "\nTotal: %d restore points of %d nodes, %s logical; %s stored in %d objects (%.1fx smaller), plus %s of journal files\n",
 		countManifests(res.Nodes), len(res.Nodes), units.Bytes(res.LogicalBytes), units.Bytes(res.StoredBytes), res.Objects, ratio, units.Bytes(res.JournalFileBytes))
+	c := res.ObjectCounts
+	fmt.Fprintf(stdout, "Objects: %d packs, %d index, %d manifests, %d journal, %d other\n", c.Packs, c.Index, c.Manifests, c.Journal, c.Other)
 }
 
 func countManifests(nodes []history.NodeSummary) int {

@@ -50,6 +50,8 @@ type globals struct {
 	json      bool
 	token     string
 	tokenFile string
+	// s3Creds is --s3-credentials: an s3:// store's keys file.
+	s3Creds string
 }
 
 // newRootCmd builds the whole command tree with its own flag values and no

@@ -34,6 +34,10 @@ type serverOpts struct {
 	// TLS: a key pair kept (and made the first time) in a directory, or
 	// given as files.
 	tlsSelfSigned, tlsCert, tlsKey string
+	// s3Creds is the global --s3-credentials.
+	s3Creds string
+	// journalDir keeps an s3:// store's journals on this disk.
+	journalDir string
 	// The limits on what clients may make the server hold
 	// (remote.ServerOptions); 0 takes the default.
 	maxConnsPerToken     int
@@ -50,8 +54,8 @@ type serverOpts struct {
 // newServerCmd declares server's flags and help; runServer does the work.
 // serverLong is server's help: what it serves, to whom, and the limits,
 // TLS and monitoring an operator sets up.
-const serverLong = `server serves the store at URL (file://, created when missing or empty, as
-init does) on LISTEN_ADDR (HOST:PORT) to many clients at once: backup plugins
+const serverLong = `server serves the store at URL (file:// or s3://, created when missing or
+empty, as init does) on LISTEN_ADDR (HOST:PORT) to many clients at once: backup plugins
 and backup-cli commands given socket:HOST:PORT[?proxy=socks5:PHOST:PPORT]
 [&tls=FINGERPRINT|system].
 
@@ -123,6 +127,7 @@ func newServerCmd(g *globals) *cobra.Command {
   backup-cli init --token-file alice.token --lightning-dir ~/.lightning/bitcoin --node alice 'socket:backup.example:7000?tls=FINGERPRINT'`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			o.s3Creds = g.s3Creds
 			return runServer(cmd, o, args[0], args[1])
 		},
 	}
@@ -142,6 +147,7 @@ func (o *serverOpts) addFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.maxConnsPerAddr, "max-conns-per-addr", 0, "most connections at once from one address (0: no limit; behind Tor or a tunnel every client has the same address)")
 	fs.DurationVar(&o.handshakeTimeout, "handshake-timeout", 5*time.Second, "time a new connection has to log in")
 	fs.IntVar(&o.maxMemoryMiB, "max-memory", remote.DefaultMaxMemory>>20, "MiB of request frames held at once across all connections (at least 200 for the largest requests to run)")
+	fs.StringVar(&o.journalDir, "journal-dir", "", "with an s3:// store: keep the nodes' journals in this local directory instead of the bucket (an acknowledgement costs an fsync, not a PUT; see docs/object-storage.md for what each choice survives)")
 	fs.StringVar(&o.tlsSelfSigned, "tls-self-signed", "", "speak TLS with the key pair kept in this directory (made the first time); clients pin the fingerprint the server logs")
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "speak TLS with this PEM certificate (chain); needs --tls-key")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "PEM private key of --tls-cert (mode 0600)")
@@ -172,8 +178,11 @@ func runServer(cmd *cobra.Command, o *serverOpts, url, addr string) error {
 	if err != nil {
 		return err
 	}
-	if u.Scheme != "file" {
-		return fmt.Errorf("server serves a local store (file:///path), not %s", url)
+	if u.Scheme != "file" && u.Scheme != "s3" {
+		return fmt.Errorf("server serves a local store (file:///path) or a bucket (s3://BUCKET/PREFIX), not %s", url)
+	}
+	if o.journalDir != "" && u.Scheme != "s3" {
+		return fmt.Errorf("server: --journal-dir is for s3:// stores (a file:// store keeps its journals in its directory)")
 	}
 	var auth *remote.Auth
 	if o.authFile != "" {
@@ -193,7 +202,7 @@ func runServer(cmd *cobra.Command, o *serverOpts, url, addr string) error {
 		defer web.l.Close()
 	}
 	ctx := cmd.Context()
-	st, created, err := store.Create(ctx, url, store.Options{})
+	st, created, err := store.Create(ctx, url, store.Options{CredentialsFile: o.s3Creds, JournalDir: o.journalDir})
 	if err != nil {
 		return err
 	}

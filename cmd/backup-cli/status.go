@@ -176,7 +176,7 @@ func printStatus(w io.Writer, s history.StoreStatus) {
 	if s.SizeKnown {
 		size = fmt.Sprintf("%s stored in %d objects, plus %s of journal files", units.Bytes(s.StoredBytes), s.Objects, units.Bytes(s.JournalFileBytes))
 	}
-	free := "free space unknown (the store server's disk)"
+	free := "free space unknown (a store server's disk, or a bucket)"
 	if s.FreeKnown {
 		free = fmt.Sprintf("%s free", units.Bytes(int64(s.FreeBytes)))
 	}

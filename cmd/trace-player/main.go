@@ -14,6 +14,7 @@ import (
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/history"
 	"github.com/clnbackup/backup/store/journal"
+	_ "github.com/clnbackup/backup/store/s3" // s3:// URLs
 	"github.com/spf13/cobra"
 )
 

@@ -29,6 +29,9 @@ type Node struct {
 	StoreDir, URL string
 	// Token is the store server's token for the node ("" for none).
 	Token string
+	// S3Credentials is the keys file of an s3:// store ("" for none),
+	// which backup.lock then names.
+	S3Credentials string
 	// Name is the node's name in the store.
 	Name string
 }
@@ -53,14 +56,25 @@ func SetupNode(ctx context.Context, dir, storeDir, name string) (*Node, error) {
 // SetupNodeAt is SetupNode for the store at url (a store server's socket:
 // URL, say), opened with token, which backup.lock then carries.
 func SetupNodeAt(ctx context.Context, dir, url, token, name string) (*Node, error) {
-	dir, err := filepath.Abs(dir)
+	return setupNode(ctx, &Node{Dir: dir, URL: url, Token: token, Name: name})
+}
+
+// SetupNodeS3 is SetupNode for an s3:// store whose keys are in the file
+// creds, which backup.lock then names (s3_credentials).
+func SetupNodeS3(ctx context.Context, dir, url, creds, name string) (*Node, error) {
+	return setupNode(ctx, &Node{Dir: dir, URL: url, S3Credentials: creds, Name: name})
+}
+
+func setupNode(ctx context.Context, n *Node) (*Node, error) {
+	dir, err := filepath.Abs(n.Dir)
 	if err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	n := &Node{Dir: dir, URL: url, Token: token, Name: name}
+	n.Dir = dir
+	token, name := n.Token, n.Name
 	st, _, err := store.Create(ctx, n.URL, n.options())
 	if err != nil {
 		return nil, err
@@ -77,6 +91,9 @@ func SetupNodeAt(ctx context.Context, dir, url, token, name string) (*Node, erro
 	if token != "" {
 		fields["token"] = token
 	}
+	if n.S3Credentials != "" {
+		fields["s3_credentials"] = n.S3Credentials
+	}
 	lock, err := json.MarshalIndent(fields, "", "  ")
 	if err != nil {
 		return nil, err
@@ -87,7 +104,9 @@ func SetupNodeAt(ctx context.Context, dir, url, token, name string) (*Node, erro
 	return n, nil
 }
 
-func (n *Node) options() store.Options { return store.Options{Token: n.Token} }
+func (n *Node) options() store.Options {
+	return store.Options{Token: n.Token, CredentialsFile: n.S3Credentials}
+}
 
 // Restore restores the node's newest state (manifest 0) or exactly restore
 // point manifest into the new file dest.

@@ -22,6 +22,7 @@ import (
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/history"
 	"github.com/clnbackup/backup/store/remote"
+	"github.com/clnbackup/backup/store/s3"
 )
 
 // The benchmarks here run on generated lightningd-like databases (package
@@ -174,6 +175,11 @@ func (h *heapWatch) peakMB() (heap, liveGrowth float64) {
 // comparing how time and memory scale.
 func BenchmarkRestore50MB(b *testing.B) { benchRestore(b, 50<<20) }
 
+// BenchmarkRestoreS3_50MB is BenchmarkRestore50MB from an s3:// store in a
+// versitygw on loopback (parallel ranged GETs of pack spans); compare its
+// MB/s with BenchmarkRestore50MB's in the same run.
+func BenchmarkRestoreS3_50MB(b *testing.B) { benchRestoreOn(b, 50<<20, true) }
+
 // BenchmarkRestore200MB restores a 200 MB node database (fetch, verify,
 // write, integrity check, fsync, link) per op; target >= 150 MB/s.
 func BenchmarkRestore200MB(b *testing.B) {
@@ -181,9 +187,15 @@ func BenchmarkRestore200MB(b *testing.B) {
 	benchRestore(b, 200<<20)
 }
 
-func benchRestore(b *testing.B, size int64) {
+func benchRestore(b *testing.B, size int64) { benchRestoreOn(b, size, false) }
+
+func benchRestoreOn(b *testing.B, size int64, onS3 bool) {
 	dbPath, _ := cachedDB(b, size)
 	st, _ := newStore(b)
+	var s3be *s3.Backend
+	if onS3 {
+		st, s3be = s3Store(b)
+	}
 	if _, err := history.Init(ctx, st, "n1", dbPath, nil); err != nil {
 		b.Fatal(err)
 	}
@@ -194,6 +206,10 @@ func benchRestore(b *testing.B, size int64) {
 	}
 	b.SetBytes(fi.Size())
 	var peak, peakLive, base, integrity float64
+	var req0 s3.Stats
+	if s3be != nil {
+		req0 = s3be.Stats()
+	}
 	i := 0
 	for b.Loop() {
 		b.StopTimer()
@@ -219,6 +235,9 @@ func benchRestore(b *testing.B, size int64) {
 	b.ReportMetric(peakLive, "live-growth-MB")
 	b.ReportMetric(base, "base-live-MB")
 	b.ReportMetric(integrity/float64(i), "integrity-check-s")
+	if s3be != nil {
+		reportRequests(b, s3be.Stats().Sub(req0), i)
+	}
 }
 
 // BenchmarkCompactOnePercent50MB is BenchmarkCompactOnePercent200MB on a
@@ -255,6 +274,12 @@ func BenchmarkCompactOnePercent200MB(b *testing.B) {
 // proxy that counts the bytes: sent/changed-zstd is what the compaction
 // sent to the server against the zstd size of the pages that changed.
 func BenchmarkCompactRemote50MB(b *testing.B) { benchCompact(b, 50<<20, "remote") }
+
+// BenchmarkCompactS3_50MB is BenchmarkCompactCache50MB/warm with the store
+// in a bucket of a versitygw on loopback: the requests (PUT, GET, HEAD,
+// LIST, DELETE) and bytes each compaction made after 1% of the pages
+// changed, the figures an object store bills (docs/object-storage.md).
+func BenchmarkCompactS3_50MB(b *testing.B) { benchCompact(b, 50<<20, "s3") }
 
 // countingProxy forwards TCP connections to addr and counts the bytes.
 type countingProxy struct {
@@ -350,11 +375,16 @@ func benchCompactVersion(b *testing.B, size int64, cache string, version int) {
 	if cache == "remote" {
 		st, proxy = remoteStore(b, st, "n1")
 	}
+	var s3be *s3.Backend
+	var s3reqs s3.Stats
+	if cache == "s3" {
+		st, s3be = s3Store(b)
+	}
 	_, n := initNode(b, st, dbPath, dir)
 	cacheDir := filepath.Join(dir, "cache")
 	if cache != "" {
 		n.TempDir, n.CacheDir = "", cacheDir
-		if cache == "warm" || cache == "remote" { // the first op is cold, the timed ones warm
+		if cache == "warm" || cache == "remote" || cache == "s3" { // the first op is cold, the timed ones warm
 			hooks, _, _ := touchAndCompact(b, n, g, dbPath, 0.01)
 			if err := workload.Build(dbPath, workload.Hooks(hooks...)); err != nil {
 				b.Fatal(err)
@@ -387,9 +417,18 @@ func benchCompactVersion(b *testing.B, size int64, cache string, version int) {
 		if proxy != nil {
 			sent0, recv0 = proxy.sent.Load(), proxy.received.Load()
 		}
+		var req0 s3.Stats
+		if s3be != nil {
+			req0 = s3be.Stats()
+		}
 		b.StartTimer()
 		res, err := n.Compact(ctx, nil)
 		b.StopTimer()
+		if s3be != nil {
+			d := s3be.Stats().Sub(req0)
+			s3reqs = s3.Stats{Put: s3reqs.Put + d.Put, Get: s3reqs.Get + d.Get, Head: s3reqs.Head + d.Head, List: s3reqs.List + d.List,
+				Delete: s3reqs.Delete + d.Delete, Other: s3reqs.Other + d.Other, BytesUp: s3reqs.BytesUp + d.BytesUp, BytesDown: s3reqs.BytesDown + d.BytesDown}
+		}
 		if proxy != nil {
 			sent += float64(proxy.sent.Load() - sent0)
 			received += float64(proxy.received.Load() - recv0)
@@ -425,6 +464,9 @@ func benchCompactVersion(b *testing.B, size int64, cache string, version int) {
 		b.ReportMetric(sent/changedZstd, "sent/changed-zstd")
 		b.ReportMetric(sent/float64(b.N)/(1<<20), "sent-MB")
 		b.ReportMetric(received/float64(b.N)/(1<<20), "received-MB")
+	}
+	if s3be != nil {
+		reportRequests(b, s3reqs, b.N)
 	}
 	b.ReportMetric(secs/float64(b.N), "compact-s")
 	b.ReportMetric(float64(changed)/float64(b.N), "changed-pages")

@@ -189,6 +189,14 @@ func (w *concWriter) round() error {
 // and verify --read-data finds nothing broken; gc must have deleted data.
 func TestConcurrentNodesForgetGC(t *testing.T) {
 	t.Parallel() // the longest test: it overlaps the others (its clock is its own)
+	_, url := newStore(t)
+	runConcurrentNodesForgetGC(t, url, concNodes, concRounds(), openWithClock)
+}
+
+// runConcurrentNodesForgetGC is TestConcurrentNodesForgetGC on the store at
+// url (created, empty) with nodes writers for rounds rounds, each actor's
+// Store opened by open.
+func runConcurrentNodesForgetGC(t *testing.T, url string, nodes, rounds int, open func(*testing.T, string, *testClock) *store.Store) {
 	start := time.Now()
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("CLNBACKUP_SEED"); s != "" {
@@ -197,8 +205,7 @@ func TestConcurrentNodesForgetGC(t *testing.T) {
 			t.Fatalf("CLNBACKUP_SEED: %v", err)
 		}
 	}
-	rounds := concRounds()
-	t.Logf("seed %d (CLNBACKUP_SEED=%d repeats it), %d rounds, %d nodes", seed, seed, rounds, concNodes)
+	t.Logf("seed %d (CLNBACKUP_SEED=%d repeats it), %d rounds, %d nodes", seed, seed, rounds, nodes)
 
 	dir := t.TempDir()
 	base := filepath.Join(dir, "base.sqlite3")
@@ -206,13 +213,12 @@ func TestConcurrentNodesForgetGC(t *testing.T) {
 		t.Fatal(err)
 	}
 	clock := &testClock{}
-	_, url := newStore(t)
 
-	writers := make([]*concWriter, concNodes)
+	writers := make([]*concWriter, nodes)
 	for i := range writers {
 		w := &concWriter{
 			name: fmt.Sprintf("node%d", i),
-			st:   openWithClock(t, url, clock),
+			st:   open(t, url, clock),
 			rng:  rand.New(rand.NewPCG(seed, uint64(i))),
 			// One seed and size: the same populated database. Different
 			// step fractions make the nodes' histories diverge.
@@ -242,12 +248,12 @@ func TestConcurrentNodesForgetGC(t *testing.T) {
 	}
 	setup := time.Since(start)
 
-	// Actors 0..concNodes-1 are the writers, then gc, then forget.
-	gcActor, forgetActor := concNodes, concNodes+1
-	pace := newPacer(concNodes+2, rounds)
+	// Actors 0..nodes-1 are the writers, then gc, then forget.
+	gcActor, forgetActor := nodes, nodes+1
+	pace := newPacer(nodes+2, rounds)
 	var (
 		wg   sync.WaitGroup
-		errs = make(chan error, concNodes+2)
+		errs = make(chan error, nodes+2)
 	)
 	fail := func(err error) {
 		errs <- err
@@ -273,7 +279,7 @@ func TestConcurrentNodesForgetGC(t *testing.T) {
 		condemned, rescued, recheckAdded, young, blocked int
 		reclaimed, rewritten                             int64
 	}
-	gcStore := openWithClock(t, url, clock)
+	gcStore := open(t, url, clock)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -306,7 +312,7 @@ func TestConcurrentNodesForgetGC(t *testing.T) {
 		}
 	}()
 
-	forgetStore := openWithClock(t, url, clock)
+	forgetStore := open(t, url, clock)
 	forgotten := 0
 	wg.Add(1)
 	go func() {
@@ -335,7 +341,7 @@ func TestConcurrentNodesForgetGC(t *testing.T) {
 	}
 	if t.Failed() {
 		// Tell lost data from a failure that left the store whole.
-		st := openWithClock(t, url, clock)
+		st := open(t, url, clock)
 		vr, err := history.Verify(ctx, st, history.VerifyOptions{})
 		t.Fatalf("after the failure, verify: %v; problems: %+v", err, vr.Problems)
 	}
@@ -343,7 +349,7 @@ func TestConcurrentNodesForgetGC(t *testing.T) {
 	done := pace.rounds()
 
 	// Every remaining restore point of every node restores to its hooks.
-	check := openWithClock(t, url, clock)
+	check := open(t, url, clock)
 	restores, manifests := 0, 0
 	for _, w := range writers {
 		seqs, err := check.ManifestSeqs(ctx, w.name)

@@ -116,7 +116,10 @@ type StoreSummary struct {
 	// JournalFileBytes is the journals' files on disk (preallocated).
 	JournalFileBytes int64 `json:"journal_file_bytes"`
 	Objects          int   `json:"objects"`
-	Chunks           int   `json:"chunks"`
+	// ObjectCounts splits Objects by class (an object store bills per
+	// request and some per object).
+	ObjectCounts ObjectCounts `json:"object_counts"`
+	Chunks       int          `json:"chunks"`
 	// SizeKnown is false through a store server with a node token: the
 	// stored bytes, objects and chunks are then 0 (only the server and
 	// admin tokens see the whole store).
@@ -127,6 +130,17 @@ type StoreSummary struct {
 	// Quota is what the store server counts against this client's token
 	// (absent: no quota, or not through a server).
 	Quota *store.Quota `json:"quota,omitempty"`
+}
+
+// ObjectCounts are a store's objects by class.
+type ObjectCounts struct {
+	Packs     int `json:"packs"`
+	Index     int `json:"index"`
+	Manifests int `json:"manifests"`
+	// Journal is journal segment files, or record objects in a bucket.
+	Journal int `json:"journal"`
+	// Other is config, node records and leases.
+	Other int `json:"other"`
 }
 
 // SummarizeStore summarizes the nodes (node "": every node of the store)
@@ -176,6 +190,8 @@ func SummarizeStore(ctx context.Context, st *store.Store, node string) (StoreSum
 			return StoreSummary{}, err
 		}
 		res.StoredBytes, res.JournalFileBytes, res.Objects = u.Bytes-u.JournalBytes, u.JournalBytes, u.Objects
+		res.ObjectCounts = ObjectCounts{Packs: u.Packs, Index: u.IndexObjects, Manifests: u.Manifests, Journal: u.JournalObjects,
+			Other: u.Objects - u.Packs - u.IndexObjects - u.Manifests - u.JournalObjects}
 	}
 	return res, nil
 }
