@@ -160,6 +160,13 @@ type journalStarter interface {
 	StartJournal(ctx context.Context, node string, firstSeq uint64, owner string) (Journal, error)
 }
 
+// The journals that can start a node's journal say so at compile time: a
+// changed signature would otherwise turn into "cannot start" at run time.
+var (
+	_ journalStarter = (*dirJournals)(nil)
+	_ journalStarter = (*objectJournals)(nil)
+)
+
 // CanStartJournal reports whether StartJournal works on this store, so that
 // an import can refuse before it writes anything.
 func (s *Store) CanStartJournal() bool {

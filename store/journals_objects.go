@@ -474,7 +474,7 @@ func (o *objectJournal) Close() error {
 
 // StartJournal creates a node's journal that continues at firstSeq: its
 // first record object is named for firstSeq (numbering is by name).
-func (j *objectJournals) StartJournal(ctx context.Context, node string, firstSeq uint64) (Journal, error) {
+func (j *objectJournals) StartJournal(ctx context.Context, node string, firstSeq uint64, _ string) (Journal, error) {
 	if err := manifest.ValidNodeName(node); err != nil {
 		return nil, err
 	}

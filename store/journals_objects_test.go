@@ -234,7 +234,7 @@ func TestObjectJournalStart(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	js, _ := newTestObjectJournals(t)
-	j, err := js.StartJournal(ctx, "imp", 403)
+	j, err := js.StartJournal(ctx, "imp", 403, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +245,7 @@ func TestObjectJournalStart(t *testing.T) {
 	if err != nil || j2.NextSeq() != 404 {
 		t.Fatalf("reopen: next %d, %v", j2.NextSeq(), err)
 	}
-	if _, err := js.StartJournal(ctx, "imp", 1); err == nil {
+	if _, err := js.StartJournal(ctx, "imp", 1, ""); err == nil {
 		t.Fatal("started a journal over an existing one")
 	}
 	if err := js.ReadJournal(ctx, "imp", 402, func(journal.Record) error { return nil }); err != nil {
