@@ -108,6 +108,15 @@ type Options struct {
 	// local directory instead of the bucket (backup-cli server
 	// --journal-dir): an acknowledgement costs an fsync, not a PUT.
 	JournalDir string
+	// Unlock opens an encrypted store's master key (see Unlock).
+	Unlock Unlock
+	// Encrypt makes Create write a new store encrypted (nil: plain). It
+	// is ignored when the store exists.
+	Encrypt *Encryption
+	// Keyless opens an encrypted store without its key, as a store server
+	// does: objects, chunk bodies and journal records move as ciphertext,
+	// checked for size, structure and names only.
+	Keyless bool
 }
 
 // DefaultRetryFor is how long calls to a store server retry a lost
