@@ -185,7 +185,7 @@ func runServer(cmd *cobra.Command, o *serverOpts, url, addr string) error {
 		defer web.l.Close()
 	}
 	ctx := cmd.Context()
-	st, created, err := store.Create(ctx, url, store.Options{CredentialsFile: o.s3Creds, JournalDir: o.journalDir})
+	st, created, err := store.Create(ctx, url, store.Options{CredentialsFile: o.s3Creds, JournalDir: o.journalDir, Keyless: true})
 	if err != nil {
 		return err
 	}
