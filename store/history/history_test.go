@@ -180,7 +180,7 @@ func TestRoundTripTraces(t *testing.T) {
 		{"trace1.jsonl", "trace1-final.sqlite3", map[int]bool{1: true, 5: true, 100: true, 250: true, 300: true, 386: true}, []string{"plain", "encrypted", "encrypted-server", "encrypted-s3"}},
 		// crash3: compact right before the re-sent data_version 508, so
 		// the uncommitted change must not have been sealed.
-		{"crash3.jsonl", "crash3-final.sqlite3", map[int]bool{50: true, 300: true, 508: true, 509: true, 600: true}, []string{"plain", "encrypted"}},
+		{"crash3.jsonl", "crash3-final.sqlite3", map[int]bool{50: true, 300: true, 508: true, 509: true, 600: true}, []string{"plain", "encrypted", "encrypted-server"}},
 	} {
 		for _, kind := range tc.stores {
 			t.Run(tc.trace+"/"+kind, func(t *testing.T) {
