@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/clnbackup/backup/bench/workload"
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/history"
+	"github.com/clnbackup/backup/store/local"
 	"github.com/clnbackup/backup/store/packs"
 )
 
@@ -278,13 +280,35 @@ func (y *yearConfig) generate(ctx context.Context, c *config, url string, res *y
 		clk *yearClock
 	}
 	workers := make([]worker, y.Workers)
+	plain, err := store.Open(ctx, url, store.Options{})
+	if err != nil {
+		return err
+	}
+	defer plain.Close()
+	be, err := local.New(strings.TrimPrefix(url, "file://"))
+	if err != nil {
+		return err
+	}
+	defer be.Close()
+	shared := newIndexListing(be)
 	for w := range workers {
 		clk := &yearClock{}
-		if workers[w].st, err = store.Open(ctx, url, store.Options{Now: clk.now}); err != nil {
+		// The journals are the plain store's (in the store directory).
+		if workers[w].st, err = store.OpenBackend(ctx, shared, store.Options{Now: clk.now}, plain); err != nil {
 			return err
 		}
 		defer workers[w].st.Close()
 		workers[w].clk = clk
+		// Lookups from the index in memory, refreshed with the index
+		// objects other writers add (as a store server answers them),
+		// not by reading every index object per lookup.
+		p, err := workers[w].st.Packs("year")
+		if err != nil {
+			return err
+		}
+		if _, err := p.LoadIndex(ctx); err != nil {
+			return err
+		}
 	}
 	for d := 0; d < y.Days; d++ {
 		next := atomic.Int64{}
