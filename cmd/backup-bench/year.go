@@ -39,6 +39,10 @@ type yearConfig struct {
 	// CheckNodes is how many nodes (the first ones) have every kept
 	// restore point restored and compared; every node's newest state is.
 	CheckNodes int `json:"check_nodes"`
+	// MeasureOnly: the history in the work directory is measured as it is
+	// (a generation that was stopped: each node's days are counted).
+	MeasureOnly bool `json:"measure_only,omitempty"`
+	nodeDays    []int
 	// GCEvery: an exclusive gc runs after every GCEvery days of writing
 	// (0: never), as in a store in service.
 	GCEvery int `json:"gc_every_days"`
@@ -73,6 +77,7 @@ func runYear(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.IntVar(&y.KeepWeekly, "keep-weekly", 52, "forget --keep-weekly")
 	fs.IntVar(&y.CheckNodes, "check-nodes", 2, "nodes whose every kept restore point is restored and compared after gc")
 	fs.IntVar(&y.GCEvery, "gc-every", 7, "while writing, run gc --exclusive (no forget) after every N days, as a store in service does (0: never)")
+	fs.BoolVar(&y.MeasureOnly, "measure-only", false, "measure the history an interrupted run left in --work-dir as it is (no generation)")
 	fs.StringVar(&y.Baseline, "baseline-cli", "", "also run verify, forget --dry-run and gc --dry-run with this backup-cli (e.g. main's), for before/after in one run")
 	fs.StringVar(&c.cli, "cli", "", "backup-cli binary (default: next to this binary, else built with go build)")
 	fs.StringVar(&workDir, "work-dir", "", "work directory (default: a new temporary directory)")
@@ -149,6 +154,7 @@ type yearResult struct {
 	// names (computed here from the days, apart from forget's code).
 	RetentionOK bool     `json:"retention_ok"`
 	Restores    int      `json:"restores_compared"`
+	NotCompared int      `json:"kept_not_compared,omitempty"`
 	Mismatches  []string `json:"mismatches"`
 	RSSFloor    int64    `json:"rss_floor_bytes"`
 	Seconds     float64  `json:"seconds"`
@@ -167,6 +173,9 @@ func (y *yearConfig) run(ctx context.Context, c *config) (*yearResult, error) {
 	start := time.Now()
 	res := &yearResult{Config: *y, Mismatches: []string{}}
 	if err := y.generated(ctx, c, res); err != nil {
+		return nil, err
+	}
+	if err := y.countDays(ctx, filepath.Join(c.work, "store.gen")); err != nil {
 		return nil, err
 	}
 	// The commands run on a copy, so that a kept work directory can be
@@ -202,6 +211,10 @@ func (y *yearConfig) run(ctx context.Context, c *config) (*yearResult, error) {
 func (y *yearConfig) generated(ctx context.Context, c *config, res *yearResult) error {
 	marker := filepath.Join(c.work, "generated.json")
 	want, _ := json.Marshal(y.genKey())
+	if y.MeasureOnly {
+		c.logf("measuring the history in %s as it is", c.work)
+		return nil
+	}
 	if b, err := os.ReadFile(marker); err == nil {
 		var prev struct {
 			Key      json.RawMessage
@@ -370,7 +383,7 @@ func (y *yearConfig) initNode(ctx context.Context, c *config, st *store.Store, c
 		return nil, err
 	}
 	if i < y.CheckNodes {
-		n.keep = y.keptDays(i)
+		n.keep = y.keptDays(i, y.Days)
 	}
 	clk.set(dayTime(i, 0))
 	if _, err := history.Init(ctx, st, n.name, n.db, nil); err != nil {
