@@ -42,6 +42,9 @@ type yearConfig struct {
 	// MeasureOnly: the history in the work directory is measured as it is
 	// (a generation that was stopped: each node's days are counted).
 	MeasureOnly bool `json:"measure_only,omitempty"`
+	// MaxGenerate stops the generation after the day during which it ran
+	// this long (0: never), to measure within a time budget.
+	MaxGenerate time.Duration `json:"max_generate_ns,omitempty"`
 	nodeDays    []int
 	// GCEvery: an exclusive gc runs after every GCEvery days of writing
 	// (0: never), as in a store in service.
@@ -78,6 +81,7 @@ func runYear(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.IntVar(&y.CheckNodes, "check-nodes", 2, "nodes whose every kept restore point is restored and compared after gc")
 	fs.IntVar(&y.GCEvery, "gc-every", 7, "while writing, run gc --exclusive (no forget) after every N days, as a store in service does (0: never)")
 	fs.BoolVar(&y.MeasureOnly, "measure-only", false, "measure the history an interrupted run left in --work-dir as it is (no generation)")
+	fs.DurationVar(&y.MaxGenerate, "max-generate", 0, "stop writing days after this long and measure the days written (0: write them all)")
 	fs.StringVar(&y.Baseline, "baseline-cli", "", "also run verify, forget --dry-run and gc --dry-run with this backup-cli (e.g. main's), for before/after in one run")
 	fs.StringVar(&c.cli, "cli", "", "backup-cli binary (default: next to this binary, else built with go build)")
 	fs.StringVar(&workDir, "work-dir", "", "work directory (default: a new temporary directory)")
@@ -143,6 +147,9 @@ type yearResult struct {
 		// GCRuns exclusive gcs (no forget) ran meanwhile, in GCSeconds.
 		GCRuns    int     `json:"gc_runs"`
 		GCSeconds float64 `json:"gc_seconds"`
+		// StoppedAfter is the days written when --max-generate stopped
+		// the generation early (0: all of them).
+		StoppedAfter int `json:"stopped_after_days,omitempty"`
 	} `json:"generate"`
 	// Commands are the backup-cli runs, in order.
 	Commands []yearCommand `json:"commands"`
@@ -236,8 +243,12 @@ func (y *yearConfig) generated(ctx context.Context, c *config, res *yearResult) 
 		return err
 	}
 	res.Generate.Seconds = time.Since(g).Seconds()
-	res.Generate.Compactions = y.Nodes * (y.Days - 1)
-	res.Generate.Manifests = y.Nodes * (1 + 2*(y.Days-1))
+	days := y.Days
+	if res.Generate.StoppedAfter > 0 {
+		days = res.Generate.StoppedAfter
+	}
+	res.Generate.Compactions = y.Nodes * (days - 1)
+	res.Generate.Manifests = y.Nodes * (1 + 2*(days-1))
 	if u, _, err := storeUsage(dir); err == nil {
 		res.Generate.StoreBytes, res.Generate.StoreFiles = u.Allocated, u.Files
 	}
@@ -282,6 +293,7 @@ type yearNode struct {
 // cron would run it (without forget, so every restore point stays; it
 // consolidates the day's small packs, as it does in a store in service).
 func (y *yearConfig) generate(ctx context.Context, c *config, url string, res *yearResult) error {
+	start := time.Now()
 	st, _, err := store.Create(ctx, url, store.Options{})
 	if err != nil {
 		return err
@@ -364,6 +376,11 @@ func (y *yearConfig) generate(ctx context.Context, c *config, url string, res *y
 			res.Generate.GCSeconds += time.Since(t).Seconds()
 		}
 		c.logf("day %d of %d written", d+1, y.Days)
+		if y.MaxGenerate > 0 && time.Since(start) > y.MaxGenerate && d+1 < y.Days {
+			c.logf("stopping the generation after day %d of %d (--max-generate %v)", d+1, y.Days, y.MaxGenerate)
+			res.Generate.StoppedAfter = d + 1
+			return nil
+		}
 	}
 	return nil
 }

@@ -145,6 +145,7 @@ func mbOf(v any) string {
 // restore point of the checked nodes, and compares each, table by table,
 // with the node's database at that point.
 func (y *yearConfig) check(ctx context.Context, c *config, url string, res *yearResult) error {
+
 	st, err := store.Open(ctx, url, store.Options{})
 	if err != nil {
 		return err
@@ -193,7 +194,7 @@ func (y *yearConfig) check(ctx context.Context, c *config, url string, res *year
 		}
 		for d := range days {
 			want := filepath.Join(dir, fmt.Sprintf("day%03d.sqlite3", d))
-			if _, err := os.Stat(want); err != nil && y.MeasureOnly {
+			if _, err := os.Stat(want); err != nil && y.nodeDays[i] < y.Days {
 				res.NotCompared++ // a partial history: that day was not foreseen as kept
 				continue
 			}
