@@ -9,6 +9,7 @@
 //
 //	go run ./cmd/backup-bench                      # 3 nodes x 40 MB x 12 steps
 //	go run ./cmd/backup-bench --nodes 2 --size 2MB --steps 2 --json
+//	go run ./cmd/backup-bench year --nodes 100 --days 365   # gc/verify at a year of history
 package main
 
 import (
@@ -45,6 +46,9 @@ func main() {
 // stdout and usage, errors and progress to stderr: main passes the
 // process's, a test its own buffers (no global to swap).
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "year" {
+		return runYear(ctx, args[1:], stdout, stderr)
+	}
 	c, f, err := parseFlags(args, stderr)
 	if err != nil {
 		return err

@@ -7,8 +7,11 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/clnbackup/backup/manifest"
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/backend"
 )
@@ -126,43 +129,79 @@ func Forget(ctx context.Context, st *store.Store, opts ForgetOptions) (ForgetRep
 	}
 	for _, n := range nodes {
 		var ds []ForgetDecision
-		for _, seq := range seqs[n] {
+		err := eachManifest(ctx, st, n, seqs[n], func(seq uint64, m *manifest.Manifest, err error) error {
 			done++
 			opts.Progress.report(done, total)
 			d := ForgetDecision{Node: n, Manifest: seq}
-			m, err := st.Manifest(ctx, n, seq)
 			switch {
 			case errors.Is(err, backend.ErrNotFound):
-				continue // deleted since the listing (another forget)
+				return nil // deleted since the listing (another forget)
 			case err != nil:
 				if ctx.Err() != nil {
-					return rep, ctx.Err()
+					return ctx.Err()
 				}
 				d.Keep, d.Reasons = true, []string{"manifest unreadable, kept (run backup-cli verify): " + err.Error()}
 			default:
 				d.Created, d.Version = m.Created, m.LastVersion()
 			}
 			ds = append(ds, d)
+			return nil
+		})
+		if err != nil {
+			return rep, err
 		}
 		decide(opts.Policy, ds)
 		rep.Decisions = append(rep.Decisions, ds...)
 	}
-	for i := range rep.Decisions {
-		d := &rep.Decisions[i]
+	for _, d := range rep.Decisions {
 		if d.Keep {
 			rep.Kept++
-			continue
+		} else {
+			rep.Dropped++
 		}
-		rep.Dropped++
-		if opts.DryRun {
-			continue
-		}
-		if err := st.DeleteManifest(ctx, d.Node, d.Manifest); err != nil {
-			return rep, fmt.Errorf("forget: %w (%d manifests deleted before this one)", err, rep.Deleted)
-		}
-		rep.Deleted++
 	}
-	return rep, nil
+	if opts.DryRun {
+		return rep, nil
+	}
+	return rep, deleteDropped(ctx, st, &rep)
+}
+
+// deleteDropped deletes the manifests rep drops, manifestReaders at a time
+// (each delete is a round trip, and a year of history drops hundreds per
+// node). Their order does not matter: no restore point needs another
+// manifest, and the newest, which the journal builds on, is never dropped.
+func deleteDropped(ctx context.Context, st *store.Store, rep *ForgetReport) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var deleted atomic.Int64
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, manifestReaders)
+	for _, d := range rep.Decisions {
+		if d.Keep {
+			continue
+		}
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			if err := st.DeleteManifest(ctx, d.Node, d.Manifest); err != nil {
+				cancel(err)
+				return
+			}
+			deleted.Add(1)
+		})
+	}
+	wg.Wait()
+	rep.Deleted = int(deleted.Load())
+	if err := context.Cause(ctx); err != nil {
+		return fmt.Errorf("forget: %w (%d manifests deleted before it stopped; run forget again)", err, rep.Deleted)
+	}
+	return nil
 }
 
 func (p ForgetPolicy) check() error {

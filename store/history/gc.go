@@ -100,14 +100,10 @@ func LiveChunks(st *store.Store) packs.Marker {
 				bad[node] = append(bad[node], err)
 				continue
 			}
-			for _, seq := range seqs {
-				key := store.ManifestObject(node, seq)
-				if seen[key] {
-					continue
-				}
-				m, err := st.Manifest(ctx, node, seq)
+			seqs = slices.DeleteFunc(seqs, func(seq uint64) bool { return seen[store.ManifestObject(node, seq)] })
+			err = eachManifest(ctx, st, node, seqs, func(seq uint64, m *manifest.Manifest, err error) error {
 				if errors.Is(err, backend.ErrNotFound) {
-					continue // forgotten meanwhile: it names nothing any more
+					return nil // forgotten meanwhile: it names nothing any more
 				}
 				if err == nil {
 					if err = markManifest(ctx, get, use, read, m); err != nil {
@@ -116,13 +112,17 @@ func LiveChunks(st *store.Store) packs.Marker {
 				}
 				if err != nil {
 					if ctx.Err() != nil {
-						return count, ctx.Err()
+						return ctx.Err()
 					}
 					bad[node] = append(bad[node], err)
-					continue
+					return nil
 				}
-				seen[key] = true
+				seen[store.ManifestObject(node, seq)] = true
 				count.Manifests++
+				return nil
+			})
+			if err != nil {
+				return count, err
 			}
 		}
 		if len(bad) > 0 {
@@ -191,17 +191,20 @@ func ReferencedChunks(ctx context.Context, st *store.Store, nodes []string, skip
 		if err != nil {
 			return nil, err
 		}
-		for _, seq := range seqs {
-			m, err := st.Manifest(ctx, node, seq)
+		err = eachManifest(ctx, st, node, seqs, func(seq uint64, m *manifest.Manifest, err error) error {
 			if err == nil {
 				err = markManifest(ctx, st.Get, use, read, m)
 			}
 			if err != nil {
 				if ctx.Err() != nil {
-					return nil, ctx.Err()
+					return ctx.Err()
 				}
 				skip(fmt.Errorf("manifest %d of node %q: %w", seq, node, err))
 			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
 		}
 	}
 	out := make([]chunker.ID, 0, len(ids))

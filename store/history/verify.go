@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/clnbackup/backup/chunker"
+	"github.com/clnbackup/backup/manifest"
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/backend"
 	"github.com/clnbackup/backup/store/journal"
@@ -177,28 +178,32 @@ func (v *verifier) walkManifests(nodes []string, seqs map[string][]uint64, total
 	w := v.newWalk(true, collectPacks)
 	done := 0
 	for _, n := range nodes {
-		for i, seq := range seqs[n] {
+		last := newestSeq(seqs[n])
+		err := eachManifest(v.ctx, v.st, n, seqs[n], func(seq uint64, m *manifest.Manifest, err error) error {
 			done++
 			if progress != nil {
 				progress(int64(done), int64(total))
 			}
-			newest := i == len(seqs[n])-1
-			m, err := v.st.Manifest(v.ctx, n, seq)
+			newest := seq == last
 			if errors.Is(err, backend.ErrNotFound) {
-				continue // forgotten since the listing
+				return nil // forgotten since the listing
 			}
 			rep.Manifests++
 			if err != nil {
 				if v.ctx.Err() != nil {
-					return w, v.ctx.Err()
+					return v.ctx.Err()
 				}
 				k := v.problem(store.ManifestObject(n, seq), strings.TrimPrefix(err.Error(), fmt.Sprintf("read manifest %d of node %q: ", seq, n)))
 				v.affect(k, n, seq, newest)
-				continue
+				return nil
 			}
 			for k := range w.manifest(m) {
 				v.affect(k, n, seq, newest)
 			}
+			return nil
+		})
+		if err != nil {
+			return w, err
 		}
 	}
 	return w, v.ctx.Err()
@@ -233,14 +238,18 @@ func (v *verifier) readData(nodes []string, seqs map[string][]uint64, w *walk, p
 	}
 	w = v.newWalk(false, false)
 	for _, n := range nodes {
-		for i, seq := range seqs[n] {
-			m, err := v.st.Manifest(v.ctx, n, seq)
+		last := newestSeq(seqs[n])
+		err := eachManifest(v.ctx, v.st, n, seqs[n], func(seq uint64, m *manifest.Manifest, err error) error {
 			if err != nil {
-				continue // reported by the first walk
+				return nil // reported by the first walk
 			}
 			for k := range w.manifest(m) {
-				v.affect(k, n, seq, i == len(seqs[n])-1)
+				v.affect(k, n, seq, seq == last)
 			}
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 	}
 	return nil
@@ -348,4 +357,12 @@ func (v *verifier) journal(node string, rep *VerifyReport) {
 	if err != nil {
 		v.problem(object, fmt.Sprintf("journal damaged in records the store already holds (restore points are intact, but the plugin cannot open this journal): %v", err))
 	}
+}
+
+// newestSeq is the last of seqs (0: none).
+func newestSeq(seqs []uint64) uint64 {
+	if len(seqs) == 0 {
+		return 0
+	}
+	return seqs[len(seqs)-1]
 }
