@@ -202,7 +202,9 @@ func runServer(cmd *cobra.Command, o *serverOpts, url, addr string) error {
 		defer web.l.Close()
 	}
 	ctx := cmd.Context()
-	st, created, err := store.Create(ctx, url, store.Options{CredentialsFile: o.s3Creds, JournalDir: o.journalDir})
+	// Keyless: an encrypted store is served without its key (clients
+	// hold it); the server moves and checks ciphertext only.
+	st, created, err := store.Create(ctx, url, store.Options{CredentialsFile: o.s3Creds, JournalDir: o.journalDir, Keyless: true})
 	if err != nil {
 		return err
 	}
