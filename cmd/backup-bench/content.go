@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -138,9 +139,17 @@ func (c content) total() int64 {
 
 // storeContent opens the store read-only, loads its index and reads every
 // pack's trailer.
-func storeContent(ctx context.Context, dir string, by map[string]usage) (content, error) {
+func storeContent(ctx context.Context, dir string, by map[string]usage, passFile string) (content, error) {
 	var c content
-	st, err := store.Open(ctx, "file://"+dir, store.Options{})
+	var opts store.Options
+	if passFile != "" {
+		pass, err := os.ReadFile(passFile)
+		if err != nil {
+			return c, err
+		}
+		opts.Unlock.Passphrase = bytes.TrimSuffix(pass, []byte("\n"))
+	}
+	st, err := store.Open(ctx, "file://"+dir, opts)
 	if err != nil {
 		return c, err
 	}

@@ -82,3 +82,31 @@ func TestSmallRun(t *testing.T) {
 		t.Errorf("table:\n%s", table.Bytes())
 	}
 }
+
+// TestEncryptedRun runs the pipeline tiny (1 node x 256 KB x 1 step) with
+// --encrypt: the second run's store is encrypted, its node restores to
+// lightningd's database, and the table sets both runs side by side.
+func TestEncryptedRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binaries and runs the pipeline twice")
+	}
+	work := t.TempDir()
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"--nodes", "1", "--size", "256KB", "--steps", "1", "--no-small", "--encrypt", "--json", "--work-dir", filepath.Join(work, "w")}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr.Bytes())
+	}
+	var res result
+	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
+		t.Fatal(err)
+	}
+	e := res.Encrypted
+	if e == nil || !e.Config.Encrypted || res.Config.Encrypted || len(e.Restores) != 1 || !e.Restores[0].Matched || e.Hooks.Latency.Count == 0 {
+		t.Fatalf("encrypted run: %+v", e)
+	}
+	var table bytes.Buffer
+	res.print(&table)
+	if !bytes.Contains(table.Bytes(), []byte("encrypted store vs plain")) || !bytes.Contains(table.Bytes(), []byte("encrypted hook p99")) {
+		t.Errorf("table:\n%s", table.Bytes())
+	}
+}
