@@ -41,7 +41,7 @@ func TestEncryptedPlugin(t *testing.T) {
 			fileURL, url := "file://"+storeDir, "file://"+storeDir
 			initArgs := []string{"init", "--lightning-dir", ldir, "--passphrase-file", pass}
 			if server {
-				mustRun(t, "init", "--encrypt", "--passphrase-file", pass, fileURL)
+				mustRun(t, "init", "--encrypt", "--store-only", "--passphrase-file", pass, fileURL)
 				url = serveStore(t, storeDir)
 			} else {
 				initArgs = append(initArgs, "--encrypt")

@@ -128,6 +128,10 @@ func TestEncryptedInit(t *testing.T) {
 		t.Errorf("init --encrypt on an encrypted store: %s", out)
 	}
 	mustRun(t, "compact", "--key-file", keyFile, "--node", "default", url)
+	mustFail(t, "--store-only adds no node", "init", "--store-only", "--node", "carol", url)
+	if out := mustRun(t, "init", "--store-only", "--key-file", keyFile, url); !strings.Contains(out, "Using existing encrypted store") {
+		t.Errorf("init --store-only on the store: %s", out)
+	}
 
 	plain := "file://" + filepath.Join(tmp, "plain")
 	mustRun(t, "init", plain)

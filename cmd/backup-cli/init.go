@@ -44,13 +44,15 @@ type initOpts struct {
 	// encrypt creates the store encrypted (--encrypt); includeHSM stores
 	// the node's hsm_secret in it (--include-hsm-secret).
 	encrypt, includeHSM bool
+	// storeOnly creates the store and adds no node (--store-only).
+	storeOnly bool
 }
 
 // newInitCmd declares init's flags and help; runInit does the work.
 func newInitCmd(g *globals) *cobra.Command {
 	o := &initOpts{}
 	cmd := &cobra.Command{
-		Use:   "init [--lightning-dir DIR] [--node NAME] [--encrypt [--passphrase-file FILE]] [--include-hsm-secret] URL",
+		Use:   "init [--lightning-dir DIR] [--node NAME] [--encrypt [--passphrase-file FILE]] [--include-hsm-secret] [--store-only] URL",
 		Short: "Create the store if needed and add a node to it",
 		Long: `init creates the store at URL when it does not exist (it refuses a non-empty
 directory that is not a store) and adds a node to it.
@@ -95,6 +97,10 @@ DIR/backup.key (mode 0600), which backup.lock names, so that the plugin runs
 unattended. Keep the passphrase, or the master key of backup-cli key export,
 off the node: a key lost with the node loses the backup with it.
 
+--store-only creates the store and adds no node: for a store a store server
+will serve, created (encrypted, say) on the server's machine before nodes
+are set up through the server.
+
 --include-hsm-secret (encrypted stores only) also stores DIR/hsm_secret and
 DIR/emergency.recover (when present) in the store, so that restore
 --with-secrets can rebuild the node from the store and the passphrase alone.`,
@@ -113,6 +119,7 @@ DIR/emergency.recover (when present) in the store, so that restore
 	cmd.Flags().StringVar(&o.importLegacy, "import-legacy", "", "import this backup of the Python backup plugin (file:///path/backup.dbak, or socket:HOST:PORT of its backup server) as the node, and replace that plugin's backup.lock")
 	cmd.Flags().StringVar(&o.tmpDir, "tmpdir", "", "with --import-legacy: directory for scratch copies of the database (default: the system temp dir)")
 	cmd.Flags().BoolVar(&o.encrypt, "encrypt", false, "create the store encrypted, with the passphrase of --passphrase-file (else asked twice on the terminal)")
+	cmd.Flags().BoolVar(&o.storeOnly, "store-only", false, "create the store (or check it exists) and add no node, e.g. an encrypted store for backup-cli server")
 	cmd.Flags().BoolVar(&o.includeHSM, "include-hsm-secret", false, "also store DIR/hsm_secret and DIR/emergency.recover (encrypted stores only), for restore --with-secrets")
 	return cmd
 }
@@ -128,6 +135,9 @@ func runInit(cmd *cobra.Command, g *globals, o *initOpts, url string) error {
 	}
 	if o.importLegacy != "" {
 		return runInitImport(cmd, g, o, url)
+	}
+	if o.storeOnly {
+		return runInitStoreOnly(cmd, g, o, url)
 	}
 	lockPath, dbPath, err := initPaths(o.lightningDir)
 	if err != nil {
@@ -202,6 +212,29 @@ func (g *globals) initStore(ctx context.Context, o *initOpts, url string) (*stor
 	return st, created, secrets, nil
 }
 
+// runInitStoreOnly is init --store-only: the store alone, no node.
+func runInitStoreOnly(cmd *cobra.Command, g *globals, o *initOpts, url string) error {
+	if o.lightningDir != "" || o.includeHSM || cmd.Flags().Changed("node") {
+		return fmt.Errorf("--store-only adds no node: drop --lightning-dir, --node and --include-hsm-secret")
+	}
+	st, created, _, err := g.initStore(cmd.Context(), o, url)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	encrypted := st.Keyring() != nil
+	warnKeepKey(cmd.ErrOrStderr(), url, encrypted && created, "")
+	if g.json {
+		return printJSON(cmd.OutOrStdout(), struct {
+			Store        string `json:"store"`
+			StoreCreated bool   `json:"store_created"`
+			Encrypted    bool   `json:"encrypted"`
+		}{st.Location(), created, encrypted})
+	}
+	printInitStore(cmd.OutOrStdout(), st, created)
+	return nil
+}
+
 // printInitStore says which store init uses.
 func printInitStore(stdout io.Writer, st *store.Store, created bool) {
 	what := "store"
@@ -231,11 +264,10 @@ func warnKeepKey(stderr io.Writer, url string, warn bool, keyPath string) {
 	if !warn {
 		return
 	}
-	plugin := ""
+	fmt.Fprintf(stderr, keepKeyOffNode, url)
 	if keyPath != "" {
-		plugin = "The key file " + keyPath + " lets the plugin write unattended, but it is lost with the node."
+		fmt.Fprintf(stderr, "The key file %s lets the plugin write unattended, but it is lost\nwith the node.\n", keyPath)
 	}
-	fmt.Fprintf(stderr, keepKeyOffNode, url, plugin)
 }
 
 // initPaths checks the lightning directory before the store is touched:

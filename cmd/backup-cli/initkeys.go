@@ -34,7 +34,7 @@ passphrase or an exported master key, and a backup that needs a key lost
 with the node is worth nothing. Keep the passphrase, or the master key
 printed by
     backup-cli key export %s
-somewhere OFF this node (a password manager, paper in a safe). %s
+somewhere OFF this node (a password manager, paper in a safe).
 `
 
 // openInitStore opens or creates the store for init. With encrypt, a new
@@ -53,7 +53,7 @@ func (g *globals) openInitStore(ctx context.Context, url string, opts store.Opti
 		return store.Create(ctx, url, opts)
 	}
 	if encrypt && u.Scheme == "socket" {
-		return nil, false, fmt.Errorf("init --encrypt %s: a store server creates and holds its own store, so it cannot be encrypted from here: on the server's machine run `backup-cli init --encrypt file:///PATH` before starting `backup-cli server file:///PATH`, then add nodes through the server without --encrypt", url)
+		return nil, false, fmt.Errorf("init --encrypt %s: a store server creates and holds its own store, so it cannot be encrypted from here: on the server's machine run `backup-cli init --encrypt --store-only file:///PATH` before starting `backup-cli server file:///PATH`, then add nodes through the server without --encrypt", url)
 	}
 	probe := opts
 	probe.Unlock = store.Unlock{}

@@ -83,7 +83,7 @@ func (k *keyFlags) prompt(location string) ([]byte, error) {
 		return p, nil
 	}
 	if k.tty == nil {
-		return nil, fmt.Errorf("store %s: %w: give --passphrase-file FILE, --key-file FILE or $%s (no terminal to ask on)", location, store.ErrLocked, passphraseEnv)
+		return nil, fmt.Errorf("%w: give --passphrase-file FILE, --key-file FILE or $%s (there is no terminal to ask on)", store.ErrLocked, passphraseEnv)
 	}
 	return k.ask(fmt.Sprintf("Passphrase of store %s: ", location))
 }
