@@ -87,4 +87,3 @@ func TestSmallRun(t *testing.T) {
 		t.Errorf("table:\n%s", table.Bytes())
 	}
 }
-
