@@ -40,16 +40,9 @@ func (s *sealedJournals) OpenJournal(ctx context.Context, node string) (Journal,
 }
 
 func (s *sealedJournals) ReadJournal(ctx context.Context, node string, afterSeq uint64, fn func(journal.Record) error) error {
-	var openErr error
-	err := s.Journals.ReadJournal(ctx, node, afterSeq, func(r journal.Record) error {
-		pr, err := openRecord(s.keys, node, r)
-		if err != nil {
-			openErr = err
-			return err
-		}
-		return fn(pr)
-	})
-	if openErr != nil && errors.Is(err, openErr) {
+	rs := &recordStream{keys: s.keys, node: node, prevSeq: afterSeq}
+	err := s.Journals.ReadJournal(ctx, node, afterSeq, rs.each(fn))
+	if rs.err != nil && errors.Is(err, rs.err) {
 		return fmt.Errorf("read the journal of node %q: %w", node, err)
 	}
 	return err
@@ -77,20 +70,20 @@ type sealedJournal struct {
 }
 
 func (j *sealedJournal) Append(r journal.Record) (journal.Record, error) {
-	return j.write(r, j.Journal.Append)
+	return j.write(r, sealedAppend, j.Journal.Append)
 }
 
 func (j *sealedJournal) Replace(r journal.Record) (journal.Record, error) {
-	return j.write(r, j.Journal.Replace)
+	return j.write(r, sealedReplace, j.Journal.Replace)
 }
 
-func (j *sealedJournal) write(r journal.Record, put func(journal.Record) (journal.Record, error)) (journal.Record, error) {
+func (j *sealedJournal) write(r journal.Record, kind byte, put func(journal.Record) (journal.Record, error)) (journal.Record, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	seq := j.Journal.NextSeq()
 	stmts := r.Statements
 	sealed := r
-	sealed.Statements = []string{string(sealRecord(j.keys, j.node, seq, r.Version, stmts))}
+	sealed.Statements = []string{string(sealRecord(j.keys, j.node, seq, r.Version, kind, stmts))}
 	out, err := put(sealed)
 	if err != nil {
 		return journal.Record{}, err
@@ -103,19 +96,54 @@ func (j *sealedJournal) write(r journal.Record, put func(journal.Record) (journa
 }
 
 func (j *sealedJournal) Records(afterSeq uint64, fn func(journal.Record) error) error {
-	var openErr error
-	err := j.Journal.Records(afterSeq, func(r journal.Record) error {
-		pr, err := openRecord(j.keys, j.node, r)
-		if err != nil {
-			openErr = err
-			return err
-		}
-		return fn(pr)
-	})
-	if openErr != nil && errors.Is(err, openErr) {
+	rs := &recordStream{keys: j.keys, node: j.node, prevSeq: afterSeq}
+	err := j.Journal.Records(afterSeq, rs.each(fn))
+	if rs.err != nil && errors.Is(err, rs.err) {
 		return fmt.Errorf("journal of node %q: %w", j.node, err)
 	}
 	return err
+}
+
+// recordStream opens the logical records of one read, in seq order, and
+// checks that the journal's resolution of replacements (done from the
+// records' frames, which are in the clear) agrees with the kinds sealed
+// inside them: a record sealed as an append follows the record before it
+// with no gap (a frame turned into a replace would have voided records
+// before it), and a record sealed as a replace never follows a record of
+// its own data_version (a replace frame turned into an append would have
+// let the rewound change through).
+type recordStream struct {
+	keys    *crypt.Keys
+	node    string
+	prevSeq uint64 // the last seq passed on, or the read's afterSeq
+	prevVer uint32
+	passed  bool
+	err     error // the failure to open or order, once
+}
+
+func (rs *recordStream) each(fn func(journal.Record) error) func(journal.Record) error {
+	return func(r journal.Record) error {
+		pr, kind, err := openRecord(rs.keys, rs.node, r)
+		if err == nil {
+			err = rs.check(pr, kind)
+		}
+		if err != nil {
+			rs.err = err
+			return err
+		}
+		rs.prevSeq, rs.prevVer, rs.passed = pr.Seq, pr.Version, true
+		return fn(pr)
+	}
+}
+
+func (rs *recordStream) check(r journal.Record, kind byte) error {
+	switch {
+	case kind == sealedAppend && r.Seq != rs.prevSeq+1:
+		return fmt.Errorf("record %d (data_version %d) of node %q: %w: sealed as an append, it follows record %d: the records between were voided by a replace that was not written as one; restore stops before it", r.Seq, r.Version, rs.node, ErrSealedRecord, rs.prevSeq)
+	case kind == sealedReplace && rs.passed && rs.prevVer == r.Version:
+		return fmt.Errorf("record %d (data_version %d) of node %q: %w: sealed as a replace of data_version %d, it follows record %d of that version, which it should have voided (a replace written as an append); restore stops before it", r.Seq, r.Version, rs.node, ErrSealedRecord, r.Version, rs.prevSeq)
+	}
+	return nil
 }
 
 // Last returns the last record opened; one that does not open is returned
@@ -125,7 +153,7 @@ func (j *sealedJournal) Last() (journal.Record, bool) {
 	if !ok {
 		return r, ok
 	}
-	pr, err := openRecord(j.keys, j.node, r)
+	pr, _, err := openRecord(j.keys, j.node, r)
 	if err != nil {
 		r.Statements = nil
 		return r, ok
@@ -133,18 +161,21 @@ func (j *sealedJournal) Last() (journal.Record, bool) {
 	return pr, ok
 }
 
-// sealedStatementsVersion is the first byte of a sealed record's
-// plaintext: u8 version | u32 count | count × (u32 length | bytes), big
-// endian.
-const sealedStatementsVersion = 1
+// The first byte of a sealed record's plaintext says how the record was
+// written (so a frame's kind, in the clear, cannot be changed unnoticed);
+// then u32 count | count × (u32 length | bytes), big endian.
+const (
+	sealedAppend  byte = 1
+	sealedReplace byte = 2
+)
 
-func sealRecord(keys *crypt.Keys, node string, seq uint64, version uint32, stmts []string) []byte {
+func sealRecord(keys *crypt.Keys, node string, seq uint64, version uint32, kind byte, stmts []string) []byte {
 	n := 5
 	for _, s := range stmts {
 		n += 4 + len(s)
 	}
 	p := make([]byte, 0, n)
-	p = append(p, sealedStatementsVersion)
+	p = append(p, kind)
 	p = binary.BigEndian.AppendUint32(p, uint32(len(stmts)))
 	for _, s := range stmts {
 		p = binary.BigEndian.AppendUint32(p, uint32(len(s)))
@@ -154,31 +185,37 @@ func sealRecord(keys *crypt.Keys, node string, seq uint64, version uint32, stmts
 }
 
 // openRecord opens a sealed record of node: its one statement must open
-// with RecordAD(node, r.Seq, r.Version).
-func openRecord(keys *crypt.Keys, node string, r journal.Record) (journal.Record, error) {
+// with RecordAD(node, r.Seq, r.Version). It returns the kind sealed in it.
+func openRecord(keys *crypt.Keys, node string, r journal.Record) (journal.Record, byte, error) {
 	if len(r.Statements) != 1 {
-		return journal.Record{}, fmt.Errorf("record %d (data_version %d) of node %q: %w: it holds %d statements in the clear, not one sealed envelope (written without the key, or forged); restore stops before it", r.Seq, r.Version, node, ErrSealedRecord, len(r.Statements))
+		return journal.Record{}, 0, fmt.Errorf("record %d (data_version %d) of node %q: %w: it holds %d statements in the clear, not one sealed envelope (written without the key, or forged); restore stops before it", r.Seq, r.Version, node, ErrSealedRecord, len(r.Statements))
 	}
 	p, err := keys.Open(nil, []byte(r.Statements[0]), crypt.RecordAD(node, r.Seq, r.Version))
 	if err != nil {
-		return journal.Record{}, fmt.Errorf("record %d (data_version %d) of node %q: %w: %v (altered, moved from another node or seq, replayed, or written under another key); restore stops before it", r.Seq, r.Version, node, ErrSealedRecord, err)
+		return journal.Record{}, 0, fmt.Errorf("record %d (data_version %d) of node %q: %w: %v (altered, moved from another node or seq, replayed, or written under another key); restore stops before it", r.Seq, r.Version, node, ErrSealedRecord, err)
 	}
-	stmts, err := decodeSealedStatements(p)
+	kind, stmts, err := decodeSealedStatements(p)
 	if err != nil {
-		return journal.Record{}, fmt.Errorf("record %d (data_version %d) of node %q: %w: %v", r.Seq, r.Version, node, ErrSealedRecord, err)
+		return journal.Record{}, 0, fmt.Errorf("record %d (data_version %d) of node %q: %w: %v", r.Seq, r.Version, node, ErrSealedRecord, err)
 	}
 	r.Statements = stmts
-	return r, nil
+	return r, kind, nil
 }
 
 // decodeSealedStatements decodes the plaintext of a sealed record,
 // strictly: every byte accounted for.
-func decodeSealedStatements(p []byte) ([]string, error) {
-	if len(p) < 5 || p[0] != sealedStatementsVersion {
-		return nil, errors.New("sealed statements of an unknown version or truncated")
+func decodeSealedStatements(p []byte) (kind byte, stmts []string, err error) {
+	if len(p) < 5 || (p[0] != sealedAppend && p[0] != sealedReplace) {
+		return 0, nil, errors.New("sealed statements of an unknown kind or truncated")
 	}
-	n := binary.BigEndian.Uint32(p[1:])
-	p = p[5:]
+	kind = p[0]
+	stmts, err = decodeStatements(p[1:])
+	return kind, stmts, err
+}
+
+func decodeStatements(p []byte) ([]string, error) {
+	n := binary.BigEndian.Uint32(p)
+	p = p[4:]
 	if uint64(n)*4 > uint64(len(p)) {
 		return nil, fmt.Errorf("%d statements do not fit %d bytes", n, len(p))
 	}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/clnbackup/backup/internal/s3test"
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/crypt"
 	"github.com/clnbackup/backup/store/history"
@@ -56,6 +57,18 @@ func storeOfKind(t testing.TB, kind string) *store.Store {
 	case "encrypted-server":
 		_, url := newEncStore(t)
 		return keylessServer(t, url, "n1")
+	case "encrypted-s3":
+		// A bucket of a versitygw on loopback; journals in the bucket.
+		srv := s3test.Start(t)
+		opts := unlocked()
+		opts.CredentialsFile = srv.CredentialsFile(t)
+		opts.Encrypt = &store.Encryption{Passphrase: []byte(testPass), KDF: testKDF}
+		st, created, err := store.Create(ctx, srv.URL("enc"), opts)
+		if err != nil || !created {
+			t.Fatalf("create encrypted s3 store: %v (created %v)", err, created)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st
 	}
 	t.Fatalf("no store kind %q", kind)
 	return nil

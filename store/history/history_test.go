@@ -177,7 +177,7 @@ func TestRoundTripTraces(t *testing.T) {
 		compactAt    map[int]bool // compact before the hook with this index
 		stores       []string
 	}{
-		{"trace1.jsonl", "trace1-final.sqlite3", map[int]bool{1: true, 5: true, 100: true, 250: true, 300: true, 386: true}, []string{"plain", "encrypted", "encrypted-server"}},
+		{"trace1.jsonl", "trace1-final.sqlite3", map[int]bool{1: true, 5: true, 100: true, 250: true, 300: true, 386: true}, []string{"plain", "encrypted", "encrypted-server", "encrypted-s3"}},
 		// crash3: compact right before the re-sent data_version 508, so
 		// the uncommitted change must not have been sealed.
 		{"crash3.jsonl", "crash3-final.sqlite3", map[int]bool{50: true, 300: true, 508: true, 509: true, 600: true}, []string{"plain", "encrypted"}},
