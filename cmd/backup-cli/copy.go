@@ -70,47 +70,7 @@ every chunk.`,
   backup-cli copy --dst-encrypt --dst-passphrase-file offsite.pass file:///mnt/backup/store file:///mnt/offsite/store`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
-			src, err := store.Open(ctx, args[0], g.storeOptions())
-			if err != nil {
-				return fmt.Errorf("copy: source: %w", err)
-			}
-			defer src.Close()
-			dopts := g.storeOptions()
-			if dstTokenFile != "" {
-				if dopts.Token, err = readTokenFile(dstTokenFile); err != nil {
-					return fmt.Errorf("--dst-token-file: %w", err)
-				}
-			}
-			dst, created, err := g.openCopyDst(ctx, args[1], dopts, dk)
-			if err != nil {
-				return fmt.Errorf("copy: destination: %w", err)
-			}
-			defer dst.Close()
-			if src.Keyring() != nil && dst.Keyring() == nil {
-				fmt.Fprintf(stderr, "warning: the destination %s is not encrypted: the nodes' histories are written there in plain text (copy into a store made with --dst-encrypt to keep them encrypted)\n", dst.Location())
-			}
-			bar := newProgress(stderr, "copy")
-			res, err := history.Copy(ctx, src, dst, history.CopyOptions{Nodes: nodes, Progress: bar.fn()})
-			bar.done()
-			out := copyResult{Source: src.Location(), Destination: dst.Location(), Created: created, CopyResult: res}
-			if err != nil {
-				if len(res.Nodes) > 0 && !g.json {
-					printCopy(stdout, out)
-				}
-				return fmt.Errorf("%w (what was copied is consistent: run the same copy again to resume)", err)
-			}
-			for _, n := range res.Nodes {
-				if n.JournalNote != "" {
-					fmt.Fprintf(stderr, "warning: node %q: %s\n", n.Node, n.JournalNote)
-				}
-			}
-			if g.json {
-				return printJSON(stdout, out)
-			}
-			printCopy(stdout, out)
-			return nil
+			return runCopy(cmd, g, nodes, dstTokenFile, dk, args[0], args[1])
 		},
 	}
 	cmd.Flags().StringArrayVar(&nodes, "node", nil, "node to copy; repeat for several (default: every node of the source)")
@@ -119,6 +79,52 @@ every chunk.`,
 	cmd.Flags().StringVar(&dk.passphraseFile, "dst-passphrase-file", "", "file (mode 0600) whose first line is the destination's passphrase (default: that of the source)")
 	cmd.Flags().StringVar(&dk.keyFile, "dst-key-file", "", "key file (mode 0600) opening the destination (default: that of the source)")
 	return cmd
+}
+
+// runCopy opens both stores (the destination created if missing, encrypted
+// with --dst-encrypt) and copies the nodes' histories.
+func runCopy(cmd *cobra.Command, g *globals, nodes []string, dstTokenFile string, dk dstKeys, srcURL, dstURL string) error {
+	ctx := cmd.Context()
+	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
+	src, err := store.Open(ctx, srcURL, g.storeOptions())
+	if err != nil {
+		return fmt.Errorf("copy: source: %w", err)
+	}
+	defer src.Close()
+	dopts := g.storeOptions()
+	if dstTokenFile != "" {
+		if dopts.Token, err = readTokenFile(dstTokenFile); err != nil {
+			return fmt.Errorf("--dst-token-file: %w", err)
+		}
+	}
+	dst, created, err := g.openCopyDst(ctx, dstURL, dopts, dk)
+	if err != nil {
+		return fmt.Errorf("copy: destination: %w", err)
+	}
+	defer dst.Close()
+	if src.Keyring() != nil && dst.Keyring() == nil {
+		fmt.Fprintf(stderr, "warning: the destination %s is not encrypted: the nodes' histories are written there in plain text (copy into a store made with --dst-encrypt to keep them encrypted)\n", dst.Location())
+	}
+	bar := newProgress(stderr, "copy")
+	res, err := history.Copy(ctx, src, dst, history.CopyOptions{Nodes: nodes, Progress: bar.fn()})
+	bar.done()
+	out := copyResult{Source: src.Location(), Destination: dst.Location(), Created: created, CopyResult: res}
+	if err != nil {
+		if len(res.Nodes) > 0 && !g.json {
+			printCopy(stdout, out)
+		}
+		return fmt.Errorf("%w (what was copied is consistent: run the same copy again to resume)", err)
+	}
+	for _, n := range res.Nodes {
+		if n.JournalNote != "" {
+			fmt.Fprintf(stderr, "warning: node %q: %s\n", n.Node, n.JournalNote)
+		}
+	}
+	if g.json {
+		return printJSON(stdout, out)
+	}
+	printCopy(stdout, out)
+	return nil
 }
 
 // readTokenFile reads a token file, refused when other users may read it.

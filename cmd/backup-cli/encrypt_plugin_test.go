@@ -16,7 +16,10 @@ import (
 // the way, and restores lightningd's final database with the passphrase
 // and with the plugin's key file. Two setups: a file:// store, and a store
 // server (backup-cli server, which opens the store without its key) in
-// front of a store init --encrypt created on its machine.
+// front of a store init --encrypt --store-only created on its machine,
+// reached with a node token: the token may not add keys, so init refuses
+// to make the plugin a key file (writing nothing) until given one made on
+// the store's machine.
 func TestEncryptedPlugin(t *testing.T) {
 	t.Parallel()
 	trace, err := replay.ReadTrace(testdata + "trace1.jsonl")
@@ -39,12 +42,18 @@ func TestEncryptedPlugin(t *testing.T) {
 			pass := writeSecret(t, tmp, "pass", "correct horse battery staple\n")
 			storeDir := filepath.Join(tmp, "store")
 			fileURL, url := "file://"+storeDir, "file://"+storeDir
-			initArgs := []string{"init", "--lightning-dir", ldir, "--passphrase-file", pass}
+			initArgs := []string{"init", "--lightning-dir", ldir, "--passphrase-file", pass, "--encrypt"}
+			var token []string
 			if server {
 				mustRun(t, "init", "--encrypt", "--store-only", "--passphrase-file", pass, fileURL)
-				url = serveStore(t, storeDir)
-			} else {
-				initArgs = append(initArgs, "--encrypt")
+				auth, tok, nodeKey := filepath.Join(tmp, "auth"), filepath.Join(tmp, "node.token"), filepath.Join(tmp, "node.key")
+				mustRun(t, "server", "add-token", "--auth", auth, "--node", "default", "--out", tok)
+				url, token = serveStore(t, storeDir, "--auth", auth), []string{"--token-file", tok}
+				mustFail(t, "--key-file NODE.key", append([]string{"init", "--lightning-dir", ldir, "--passphrase-file", pass}, append(token, url)...)...)
+				mustNotExist(t, filepath.Join(ldir, "backup.key"))
+				mustNotExist(t, filepath.Join(ldir, "backup.lock"))
+				mustRun(t, "key", "add", "--passphrase-file", pass, "--new-key-file", nodeKey, fileURL)
+				initArgs = append([]string{"init", "--lightning-dir", ldir, "--key-file", nodeKey}, token...)
 			}
 			out := mustRun(t, append(initArgs, url)...)
 			if !strings.Contains(out, "key file") {
@@ -58,7 +67,7 @@ func TestEncryptedPlugin(t *testing.T) {
 				t.Fatalf("played %+v", res)
 			}
 			for i, args := range [][]string{
-				{"--key-file", filepath.Join(ldir, "backup.key"), url},
+				append(append([]string{"--key-file", filepath.Join(ldir, "backup.key")}, token...), url),
 				{"--passphrase-file", pass, fileURL},
 			} {
 				dest := filepath.Join(tmp, "restored"+string(rune('0'+i))+".sqlite3")

@@ -162,14 +162,20 @@ func runInit(cmd *cobra.Command, g *globals, o *initOpts, url string) error {
 			fmt.Fprintf(stdout, "Found an existing database at %s\n", dbPath)
 		}
 	}
+	keyPath, undo, err := pluginKey(ctx, st, o.lightningDir, g.keys.unlock.KeyFile)
+	if err != nil {
+		return err
+	}
 	bar := newProgress(stderr, "snapshot")
 	m, err := history.Init(ctx, st, node, dbPath, bar.fn())
 	bar.done()
 	if err != nil {
+		undo()
 		return err
 	}
 	out.Manifest, out.DataVersion, out.DatabaseBytes, out.AddedBytes = m.Seq, m.Snapshot.Version, m.Snapshot.Size(), m.Stats.AddedBytes
-	if out.KeyFile, out.Secrets, err = initKeys(ctx, st, node, secrets, o.lightningDir); err != nil {
+	out.KeyFile = keyPath
+	if out.Secrets, err = storeSecrets(ctx, st, node, secrets); err != nil {
 		return err
 	}
 	if lockPath != "" {
@@ -448,16 +454,21 @@ func runInitImport(cmd *cobra.Command, g *globals, o *initOpts, url string) erro
 		return err
 	}
 	defer st.Close()
-	out, err := importLegacyFile(ctx, st, o.node, o.importLegacy, path, o.tmpDir, stderr)
+	keyPath, undo, err := pluginKey(ctx, st, o.lightningDir, g.keys.unlock.KeyFile)
 	if err != nil {
 		return err
 	}
+	out, err := importLegacyFile(ctx, st, o.node, o.importLegacy, path, o.tmpDir, stderr)
+	if err != nil {
+		undo()
+		return err
+	}
 	out.Store, out.StoreCreated = st.Location(), created
-	res := initImportResult{importResult: out, LockFile: lockPath, Encrypted: st.Keyring() != nil}
+	res := initImportResult{importResult: out, LockFile: lockPath, Encrypted: st.Keyring() != nil, KeyFile: keyPath}
 	if hasOld {
 		res.LegacyLockFile = lockPath + ".legacy"
 	}
-	if res.KeyFile, res.Secrets, err = initKeys(ctx, st, o.node, secrets, o.lightningDir); err != nil {
+	if res.Secrets, err = storeSecrets(ctx, st, o.node, secrets); err != nil {
 		return err
 	}
 	if err := switchLocks(g, res, url, o.node); err != nil {

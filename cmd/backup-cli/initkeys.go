@@ -11,6 +11,7 @@ import (
 
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/crypt"
+	"github.com/clnbackup/backup/store/remote"
 )
 
 // pluginKeyName is the plugin's unlock key file, next to backup.lock in
@@ -114,36 +115,55 @@ func keyLabel(what string) string {
 	return l
 }
 
-// initKeys are the encrypted-store steps of init, after the node is in
-// the store: its secrets (--include-hsm-secret) and the plugin's key file
-// (with --lightning-dir). It returns the key file's path ("" for none) and
-// the secrets stored.
-func initKeys(ctx context.Context, st *store.Store, node string, secrets map[string][]byte, lightningDir string) (keyPath string, stored []string, err error) {
+// pluginKey makes the plugin's key file DIR/backup.key for a node of an
+// encrypted store, before the node is added (so that a refusal leaves
+// nothing behind): a copy of the unlock key file the store was opened with
+// (--key-file: one made by key add --new-key-file, e.g. on the store's
+// machine for a node whose server token may not add keys), else a new one
+// whose key object it adds. undo takes it back if the node is not added.
+func pluginKey(ctx context.Context, st *store.Store, lightningDir string, given *crypt.KeyFile) (keyPath string, undo func(), err error) {
 	kr := st.Keyring()
-	if kr == nil {
-		return "", nil, nil
+	if kr == nil || lightningDir == "" {
+		return "", func() {}, nil
 	}
+	if keyPath, err = filepath.Abs(filepath.Join(lightningDir, pluginKeyName)); err != nil {
+		return "", nil, err
+	}
+	if given != nil && given.Kind == crypt.KeyFileUnlock {
+		if err := writeSecretFile(keyPath, []byte(given.Format()), 0o600); err != nil {
+			return "", nil, fmt.Errorf("copy the key file of --key-file for the plugin: %w (nothing was written)", err)
+		}
+		return keyPath, func() { os.Remove(keyPath) }, nil
+	}
+	o, err := addKeyFile(ctx, kr, keyPath, keyLabel("plugin key file "+keyPath))
+	if err != nil {
+		hint := ""
+		if errors.Is(err, remote.ErrDenied) {
+			hint = "; a node token may not add keys: make the node a key file on the store's machine (or with an admin token), `backup-cli key add --new-key-file NODE.key URL`, and give it to init with --key-file NODE.key"
+		}
+		return "", nil, fmt.Errorf("make the plugin's key file: %w (nothing was written)%s", err, hint)
+	}
+	return keyPath, func() {
+		kr.Remove(ctx, o.ID)
+		os.Remove(keyPath)
+	}, nil
+}
+
+// storeSecrets stores the node's secrets (--include-hsm-secret) once the
+// node is in the store, and returns their names.
+func storeSecrets(ctx context.Context, st *store.Store, node string, secrets map[string][]byte) ([]string, error) {
+	var stored []string
 	for _, name := range nodeSecretNames {
 		data, ok := secrets[name]
 		if !ok {
 			continue
 		}
-		if err := kr.PutSecret(ctx, node, name, data); err != nil {
-			return "", stored, fmt.Errorf("node %q was added to the store, but storing its %s failed: %w; backup.lock was not written: fix the cause and run init again with another --node name (the node's backup is otherwise complete)", node, name, err)
+		if err := st.Keyring().PutSecret(ctx, node, name, data); err != nil {
+			return stored, fmt.Errorf("node %q was added to the store, but storing its %s failed: %w; backup.lock was not written: fix the cause and run init again with another --node name (the node's backup is otherwise complete)", node, name, err)
 		}
 		stored = append(stored, name)
 	}
-	if lightningDir == "" {
-		return "", stored, nil
-	}
-	keyPath, err = filepath.Abs(filepath.Join(lightningDir, pluginKeyName))
-	if err != nil {
-		return "", stored, err
-	}
-	if _, err := addKeyFile(ctx, kr, keyPath, keyLabel("plugin key file "+keyPath)); err != nil {
-		return "", stored, fmt.Errorf("node %q was added to the store, but making the plugin's key file failed: %w; backup.lock was not written: fix the cause, then `backup-cli key add --new-key-file %s %s` and write backup.lock by hand", node, err, keyPath, st.Location())
-	}
-	return keyPath, stored, nil
+	return stored, nil
 }
 
 // addKeyFile writes a new unlock key file at path (mode 0600, never over
