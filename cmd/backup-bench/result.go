@@ -135,6 +135,7 @@ var definitions = []string{
 	"restore MB/s: database bytes / wall time of backup-cli restore (process start, reads, integrity_check, fsync)",
 	"CLI memory: ru_maxrss of the backup-cli process; compared at two database sizes, the second run having the same nodes and workload at 4x the size (--memory-check-size) and at most 3 steps; independent means the larger database's peak is at most 1.25x the smaller's",
 	"objects/GB: files in the store / stored GB (10^9 bytes)",
+	"encrypted (--encrypt): the same nodes and workload on a store made with init --encrypt --passphrase-file, the plugins opening it with the key files init writes; every CLI command after the first init opens it with the exported master key (key export), so that its times and memory leave out the passphrase KDF (argon2id, about 0.5 s and 64 MiB, paid once per command given a passphrase); no floor and no memory-check run",
 }
 
 func (r *result) evaluate() {
