@@ -86,7 +86,8 @@ bench:
 
 # The whole pipeline against the page bound and the Python plugin's approach
 # (docs/benchmark.md): 3 nodes x 40 MB x 12 steps sharing one store.
-# BENCHFLAGS adds flags (e.g. --json, --vacuum-step 6).
+# BENCHFLAGS adds flags (e.g. --json, --vacuum-step 6; --encrypt runs it
+# again on an encrypted store and reports both).
 benchmark: build
 	$(BIN)/backup-bench $(BENCHFLAGS)
 

@@ -62,6 +62,10 @@ type Lock struct {
 	// ("s3_credentials": AWS's shared credentials format, mode 0600),
 	// read instead of the environment lightningd gives the plugin.
 	S3Credentials string
+	// KeyFile is the unlock key file of an encrypted store ("key_file":
+	// an absolute path, mode 0600, written by backup-cli init
+	// --lightning-dir on an encrypted store); "" for a plain store.
+	KeyFile string
 	// Dir is the lightning directory the file was read from (not part of
 	// the file). The store keeps its compaction cache in Dir/backup-cache;
 	// "" means no cache.

@@ -7,7 +7,9 @@ package plugin_test
 //     write of the request to its parse of the answer, on the real changes
 //     of ../../shared/traces/long.jsonl (testdata/long-3000.jsonl when that
 //     is absent), for the backup plugin (durable journal append) and, in the
-//     same run, for a do-nothing plugin (the floor: pipes, JSON, scheduling).
+//     same run, for a do-nothing plugin (the floor: pipes, JSON, scheduling),
+//     and for the backup plugin on an encrypted store (opened with its key
+//     file, as init --lightning-dir --encrypt sets it up).
 //   - BenchmarkPluginMemory: the plugin's idle RSS, and its peak RSS while it
 //     compacts a node whose database is 50 MB and 200 MB (bench/workload).
 //
@@ -84,7 +86,7 @@ func realHooks(b *testing.B) []replay.TraceEntry {
 // server on loopback (backup-cli server, a real process).
 func BenchmarkHookRoundTrip(b *testing.B) {
 	hooks := realHooks(b)
-	cases := []struct{ name, bin string }{{"noop", buildNoop(b)}, {"backup", pluginBin}, {"backup-server", pluginBin},
+	cases := []struct{ name, bin string }{{"noop", buildNoop(b)}, {"backup", pluginBin}, {"backup-encrypted", pluginBin}, {"backup-server", pluginBin},
 		{"backup-s3", pluginBin}, {"backup-server-journal-dir-s3", pluginBin}}
 	for _, bc := range cases {
 		b.Run(bc.name, func(b *testing.B) {
@@ -92,6 +94,8 @@ func BenchmarkHookRoundTrip(b *testing.B) {
 			switch bc.name {
 			case "backup":
 				dir = newNode(b, "").Dir
+			case "backup-encrypted": // the same store, encrypted: the plugin opens it with its key file
+				dir = newEncryptedNode(b).Dir
 			case "backup-server": // the store on a store server on loopback
 				srv, tokens := startStoreServer(b, "n1")
 				dir = remoteNode(b, srv, "n1", tokens["n1"]).Dir

@@ -20,6 +20,7 @@ import (
 
 	ld "github.com/clnbackup/backup/plugin/lightningdtest"
 	"github.com/clnbackup/backup/replay"
+	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/journal"
 )
 
@@ -55,6 +56,18 @@ func newNode(t testing.TB, storeDir string) *ld.Node {
 		storeDir = filepath.Join(root, "store")
 	}
 	n, err := ld.SetupNode(ctx, filepath.Join(root, "lightning"), storeDir, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// newEncryptedNode is newNode for a new encrypted store, which the plugin
+// opens with the key file backup.lock names.
+func newEncryptedNode(t testing.TB) *ld.Node {
+	t.Helper()
+	root := t.TempDir()
+	n, err := ld.SetupNodeEncrypted(ctx, filepath.Join(root, "lightning"), filepath.Join(root, "store"), "default", store.Encryption{Passphrase: []byte("correct horse battery staple")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,6 +253,24 @@ func TestTrace1(t *testing.T) {
 	if !has("warn", "backup-destination") {
 		t.Errorf("the deprecated option backup-destination was not warned about: %v", res.Logs)
 	}
+}
+
+// TestTrace1Encrypted plays trace1 into an encrypted store, compacting
+// along the way, the plugin opening it with the key file backup.lock
+// names: the store restores to lightningd's final database.
+func TestTrace1Encrypted(t *testing.T) {
+	t.Parallel()
+	n := newEncryptedNode(t)
+	res, err := ld.Play(ctx, pluginBin, n.Dir, readTrace(t, "trace1.jsonl"), ld.PlayOptions{
+		Start: ld.Options{Logf: t.Logf}, Seed: seed(t), CompactEvery: 100,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Hooks != 387 {
+		t.Fatalf("played %+v", res)
+	}
+	restoredEquals(t, n, "../testdata/trace1-final.sqlite3")
 }
 
 // TestCrash3 plays crash3 as it happened: lightningd was killed after the

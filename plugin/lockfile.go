@@ -14,9 +14,10 @@ import (
 )
 
 // LockName is the file in the lightning directory that names the backup:
-// {"backend_url": URL, "node": NAME, "token": SECRET, "s3_credentials": FILE},
-// written by `backup-cli init --lightning-dir` with mode 0600 (token only for
-// a store server, s3_credentials only for an s3:// store). The Python plugin's files ({"backend_url": URL}) are
+// {"backend_url": URL, "node": NAME, "token": SECRET, "s3_credentials": FILE,
+// "key_file": FILE}, written by `backup-cli init --lightning-dir` with mode
+// 0600 (token only for a store server, s3_credentials only for an s3://
+// store, key_file only for an encrypted store). The Python plugin's files ({"backend_url": URL}) are
 // read too; a missing node means DefaultNode.
 const LockName = "backup.lock"
 
@@ -44,6 +45,7 @@ func readLock(dir string) (Lock, error) {
 		Token      string  `json:"token"`
 		Retry      string  `json:"server_retry"`
 		S3Creds    string  `json:"s3_credentials"`
+		KeyFile    string  `json:"key_file"`
 	}
 	if err := json.Unmarshal(data, &raw); err != nil {
 		return Lock{}, fmt.Errorf("read %s: not a JSON object: %w", path, err)
@@ -72,6 +74,15 @@ func readLock(dir string) (Lock, error) {
 			return Lock{}, err
 		}
 		l.S3Credentials = raw.S3Creds
+	}
+	if raw.KeyFile != "" {
+		if !filepath.IsAbs(raw.KeyFile) {
+			return Lock{}, fmt.Errorf("read %s: \"key_file\" %q is not an absolute path", path, raw.KeyFile)
+		}
+		if err := secretfile.Check(raw.KeyFile, "the key of an encrypted store"); err != nil {
+			return Lock{}, err
+		}
+		l.KeyFile = raw.KeyFile
 	}
 	if raw.Node != nil {
 		if *raw.Node == "" {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/clnbackup/backup/store"
+	"github.com/clnbackup/backup/store/crypt"
 	"github.com/clnbackup/backup/store/history"
 )
 
@@ -153,6 +154,12 @@ func TestRefuseUnopenable(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, url := newLightningDir(t, "default", "")
+	// Key files of an encrypted store: one other users may read, one
+	// that is not a key file.
+	openKey, junkKey := filepath.Join(base, "open.key"), filepath.Join(base, "junk.key")
+	os.WriteFile(openKey, []byte(crypt.NewUnlockKeyFile().Format()), 0o644)
+	os.Chmod(openKey, 0o644)
+	os.WriteFile(junkKey, []byte("not a key\n"), 0o600)
 	for _, tc := range []struct {
 		name string
 		lock any
@@ -165,6 +172,9 @@ func TestRefuseUnopenable(t *testing.T) {
 		{"unknown node", map[string]string{"backend_url": url, "node": "bob"}, `backup-cli init --lightning-dir DIR --node bob`},
 		{"no URL", map[string]string{"node": "x"}, `no "backend_url"`},
 		{"not JSON", "{", "Cannot use the backup.lock"},
+		{"key file others may read", map[string]string{"backend_url": url, "key_file": openKey}, "chmod 600 " + openKey},
+		{"key file relative", map[string]string{"backend_url": url, "key_file": "backup.key"}, `"key_file" "backup.key" is not an absolute path`},
+		{"not a key file", map[string]string{"backend_url": url, "key_file": junkKey}, "not a clnbackup key file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

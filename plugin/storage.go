@@ -8,13 +8,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime/debug"
 	"sync"
 	"time"
 
+	"github.com/clnbackup/backup/internal/secretfile"
 	"github.com/clnbackup/backup/store"
+	"github.com/clnbackup/backup/store/crypt"
 	"github.com/clnbackup/backup/store/history"
 	"github.com/clnbackup/backup/store/journal"
 	"github.com/clnbackup/backup/store/remote" // socket: URLs (store servers)
@@ -57,14 +60,53 @@ func openStore(ctx context.Context, lock Lock) (*store.Store, error) {
 	// One read worker: a compaction must leave lightningd's hook path a
 	// core (docs/benchmark.md, "Plugin compaction read workers").
 	opts := store.Options{ReadWorkers: 1, Token: lock.Token, RetryFor: lock.ServerRetry, CredentialsFile: lock.S3Credentials}
+	if lock.KeyFile != "" {
+		kf, err := readKeyFile(lock.KeyFile)
+		if err != nil {
+			return nil, err
+		}
+		opts.Unlock.KeyFile = kf
+	}
+	var st *store.Store
 	if u.Scheme != "file" {
-		return openServer(ctx, url, opts)
+		st, err = openServer(ctx, url, opts)
+	} else if st, err = store.Open(ctx, url, opts); err != nil {
+		err = fmt.Errorf("%w (is the store's file system mounted and readable?)", err)
 	}
-	st, err := store.Open(ctx, url, opts)
+	if errors.Is(err, store.ErrLocked) {
+		return nil, fmt.Errorf("%w: backup.lock names no \"key_file\": make one with `backup-cli key add --new-key-file %s %s` and add \"key_file\": \"%s\" to backup.lock",
+			err, filepath.Join(lock.Dir, "backup.key"), url, filepath.Join(lock.Dir, "backup.key"))
+	}
+	if errors.Is(err, crypt.ErrWrongKey) {
+		return nil, fmt.Errorf("%w: the key file %s named by backup.lock does not open the store (its key object was removed?): make a new one with `backup-cli key add --new-key-file FILE %s` and name it in backup.lock", err, lock.KeyFile, url)
+	}
+	return st, err
+}
+
+// readKeyFile reads the unlock key file backup.lock names, refused when
+// other users may read it (checked on the file read).
+func readKeyFile(path string) (*crypt.KeyFile, error) {
+	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w (is the store's file system mounted and readable?)", err)
+		return nil, fmt.Errorf("the key file named by backup.lock: %w", err)
 	}
-	return st, nil
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("the key file named by backup.lock: %w", err)
+	}
+	if err := secretfile.CheckMode(path, "the key of an encrypted store", fi.Mode()); err != nil {
+		return nil, err
+	}
+	data, err := io.ReadAll(io.LimitReader(f, 4096+1))
+	if err != nil {
+		return nil, fmt.Errorf("read the key file %s named by backup.lock: %w", path, err)
+	}
+	kf, err := crypt.ParseKeyFile(data)
+	if err != nil {
+		return nil, fmt.Errorf("the key file %s named by backup.lock: %w", path, err)
+	}
+	return &kf, nil
 }
 
 // openServer connects to a store server or a bucket, retrying for opts.RetryFor while
@@ -84,7 +126,8 @@ func openServer(ctx context.Context, url string, opts store.Options) (*store.Sto
 			return st, nil
 		}
 		if errors.Is(err, remote.ErrDenied) || errors.Is(err, remote.ErrVersion) || errors.Is(err, store.ErrNotStore) ||
-			errors.Is(err, remote.ErrTLS) || errors.Is(err, remote.ErrBadRequest) || errors.Is(err, s3.ErrAccessDenied) {
+			errors.Is(err, remote.ErrTLS) || errors.Is(err, remote.ErrBadRequest) || errors.Is(err, s3.ErrAccessDenied) ||
+			errors.Is(err, store.ErrLocked) || errors.Is(err, crypt.ErrWrongKey) {
 			return nil, err
 		}
 		left := time.Until(deadline)

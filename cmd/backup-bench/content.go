@@ -13,6 +13,7 @@ import (
 	"github.com/clnbackup/backup/chunker"
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/chunk"
+	"github.com/clnbackup/backup/store/crypt"
 	"github.com/clnbackup/backup/store/journal"
 	"github.com/klauspost/compress/zstd"
 )
@@ -138,9 +139,21 @@ func (c content) total() int64 {
 
 // storeContent opens the store read-only, loads its index and reads every
 // pack's trailer.
-func storeContent(ctx context.Context, dir string, by map[string]usage) (content, error) {
+func storeContent(ctx context.Context, dir string, by map[string]usage, keyFile string) (content, error) {
 	var c content
-	st, err := store.Open(ctx, "file://"+dir, store.Options{})
+	var opts store.Options
+	if keyFile != "" {
+		data, err := os.ReadFile(keyFile)
+		if err != nil {
+			return c, err
+		}
+		kf, err := crypt.ParseKeyFile(data)
+		if err != nil {
+			return c, err
+		}
+		opts.Unlock.KeyFile = &kf
+	}
+	st, err := store.Open(ctx, "file://"+dir, opts)
 	if err != nil {
 		return c, err
 	}

@@ -9,6 +9,7 @@
 //
 //	go run ./cmd/backup-bench                      # 3 nodes x 40 MB x 12 steps
 //	go run ./cmd/backup-bench --nodes 2 --size 2MB --steps 2 --json
+//	go run ./cmd/backup-bench --encrypt            # and again on an encrypted store
 //	go run ./cmd/backup-bench year --nodes 100 --days 365   # gc/verify at a year of history
 package main
 
@@ -72,6 +73,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if f.encrypt {
+		if res.Encrypted, err = c.runEncrypted(ctx); err != nil {
+			return err
+		}
+		res.evaluateEncrypted()
+	}
 	if f.asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -86,6 +93,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 type flags struct {
 	size, memSize, workDir, tableFrom string
 	asJSON, keep, verbose, noSmall    bool
+	// encrypt runs the pipeline a second time on an encrypted store.
+	encrypt bool
 }
 
 // parseFlags reads the command line into a run's config and the
@@ -113,6 +122,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, *flags, error) {
 	fs.StringVar(&c.noop, "noop", "", "no-op plugin binary (default: next to this binary, else built with go build)")
 	fs.BoolVar(&f.noSmall, "no-small", false, "skip the second run (same nodes, another database size) that checks the CLI's memory against the database size")
 	fs.StringVar(&f.memSize, "memory-check-size", "", "database size of the second run (default: 4x --size; at most 3 steps)")
+	fs.BoolVar(&f.encrypt, "encrypt", false, "run the pipeline again on a store created encrypted (init --encrypt with a passphrase file) and report both")
 	fs.BoolVar(&f.asJSON, "json", false, "print the results as JSON")
 	fs.BoolVar(&f.verbose, "v", false, "log progress to stderr")
 	fs.StringVar(&f.tableFrom, "table-from", "", "print the table of a run saved with --json (FILE) and exit")
@@ -239,6 +249,37 @@ func (c *config) runMemoryCheck(ctx context.Context, size int64) (*result, error
 	if err != nil {
 		return nil, fmt.Errorf("second run at %s: %w", mb(sc.Size), err)
 	}
+	return res, nil
+}
+
+// runEncrypted runs the same nodes and workload on a store created
+// encrypted (init --encrypt --passphrase-file; the plugins open it with the
+// key files init writes), without the no-op floor and the memory-check run:
+// the figures set against the plain run's.
+func (c *config) runEncrypted(ctx context.Context) (*result, error) {
+	ec := *c
+	ec.Encrypted, ec.noNoop = true, true
+	ec.work = filepath.Join(c.work, "encrypted")
+	if c.storeDir != "" && c.storeDir != filepath.Join(c.work, "store") {
+		ec.storeDir = c.storeDir + "-encrypted"
+	} else {
+		ec.storeDir = ""
+	}
+	if err := os.MkdirAll(ec.work, 0o700); err != nil {
+		return nil, err
+	}
+	ec.passFile = filepath.Join(ec.work, "passphrase")
+	if err := os.WriteFile(ec.passFile, []byte("backup-bench passphrase\n"), 0o600); err != nil {
+		return nil, err
+	}
+	c.logf("the same run on an encrypted store")
+	start := time.Now()
+	res, err := ec.run(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("encrypted run: %w", err)
+	}
+	res.Seconds = time.Since(start).Seconds()
+	res.Machine = describeMachine(ec.storeDir)
 	return res, nil
 }
 

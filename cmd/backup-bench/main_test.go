@@ -18,15 +18,16 @@ func TestMain(m *testing.M) {
 }
 
 // TestSmallRun runs the whole pipeline small (2 nodes x 1 MB x 2 steps,
-// the second a VACUUM-like rebuild) and checks the JSON: every section is
-// there and every node restored to lightningd's database.
+// the second a VACUUM-like rebuild), and again on an encrypted store
+// (--encrypt), and checks the JSON: every section is there and every node
+// restored to lightningd's database, in both runs.
 func TestSmallRun(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binaries and runs the pipeline")
 	}
 	work := t.TempDir()
 	var stdout, stderr bytes.Buffer
-	err := run(context.Background(), []string{"--nodes", "2", "--size", "1MB", "--steps", "2", "--vacuum-step", "2", "--json", "--work-dir", filepath.Join(work, "w")}, &stdout, &stderr)
+	err := run(context.Background(), []string{"--nodes", "2", "--size", "1MB", "--steps", "2", "--vacuum-step", "2", "--encrypt", "--json", "--work-dir", filepath.Join(work, "w")}, &stdout, &stderr)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, stderr.Bytes())
 	}
@@ -35,7 +36,7 @@ func TestSmallRun(t *testing.T) {
 	if err := json.Unmarshal(data, &r); err != nil {
 		t.Fatalf("%v\n%s", err, data)
 	}
-	for _, k := range []string{"config", "machine", "hooks", "storage", "steps", "restores", "gc", "memory", "cli", "small", "targets", "definitions"} {
+	for _, k := range []string{"config", "machine", "hooks", "storage", "steps", "restores", "gc", "memory", "cli", "small", "encrypted", "targets", "definitions"} {
 		if _, ok := r[k]; !ok {
 			t.Errorf("JSON has no %q", k)
 		}
@@ -76,9 +77,13 @@ func TestSmallRun(t *testing.T) {
 	if b := s.ChangeBound; b.Bytes == 0 || b.Records == 0 || float64(k.Changes.Bytes) > 1.05*float64(b.Bytes) || float64(k.Changes.Bytes) < 0.95*float64(b.Bytes) {
 		t.Errorf("change chunks %+v, change-log bound %+v", k.Changes, b)
 	}
+	if e := res.Encrypted; e == nil || !e.Config.Encrypted || res.Config.Encrypted || len(e.Restores) != 2 || !e.Restores[0].Matched || !e.Restores[1].Matched ||
+		e.Hooks.Latency.Count != res.Hooks.Latency.Count || e.Storage.Stored.Allocated == 0 {
+		t.Errorf("encrypted run: %+v", e)
+	}
 	var table bytes.Buffer
 	res.print(&table)
-	if !bytes.Contains(table.Bytes(), []byte("page bound")) || !bytes.Contains(table.Bytes(), []byte("PASS")) {
+	if !bytes.Contains(table.Bytes(), []byte("page bound")) || !bytes.Contains(table.Bytes(), []byte("PASS")) || !bytes.Contains(table.Bytes(), []byte("encrypted hook p99")) {
 		t.Errorf("table:\n%s", table.Bytes())
 	}
 }

@@ -53,7 +53,10 @@ type result struct {
 	// Small is the same pipeline (same nodes and workload, at most 3 steps)
 	// at another database size (4x by default): the CLI's peak RSS at two
 	// sizes. (The name is from when it was a smaller run; kept for the JSON.)
-	Small       *result  `json:"small,omitempty"`
+	Small *result `json:"small,omitempty"`
+	// Encrypted is the same pipeline on an encrypted store (--encrypt),
+	// without the floor and the memory-check run.
+	Encrypted   *result  `json:"encrypted,omitempty"`
 	Targets     []target `json:"targets,omitempty"`
 	Definitions []string `json:"definitions,omitempty"`
 	Seconds     float64  `json:"seconds"`
@@ -132,6 +135,7 @@ var definitions = []string{
 	"restore MB/s: database bytes / wall time of backup-cli restore (process start, reads, integrity_check, fsync)",
 	"CLI memory: ru_maxrss of the backup-cli process; compared at two database sizes, the second run having the same nodes and workload at 4x the size (--memory-check-size) and at most 3 steps; independent means the larger database's peak is at most 1.25x the smaller's",
 	"objects/GB: files in the store / stored GB (10^9 bytes)",
+	"encrypted (--encrypt): the same nodes and workload on a store made with init --encrypt --passphrase-file, the plugins opening it with the key files init writes; every CLI command after the first init opens it with the exported master key (key export), so that its times and memory leave out the passphrase KDF (argon2id, about 0.5 s and 64 MiB, paid once per command given a passphrase); no floor and no memory-check run",
 }
 
 func (r *result) evaluate() {
@@ -201,7 +205,66 @@ func (r *result) print(w io.Writer) {
 	r.printStorage(w)
 	r.printSteps(w)
 	r.printRuns(w)
+	r.printEncrypted(w)
 	r.printTargets(w)
+}
+
+// evaluateEncrypted adds the targets of issue 13, comparing the encrypted
+// run with the plain one of the same invocation.
+func (r *result) evaluateEncrypted() {
+	e := r.Encrypted
+	if e == nil {
+		return
+	}
+	add := func(name, want, got string, pass bool) {
+		r.Targets = append(r.Targets, target{name, want, got, pass})
+	}
+	// within 5% or 20 µs (0.020 ms) of the plain store, whichever is larger
+	near := func(enc, plain float64) bool { return enc <= max(plain*1.05, plain+0.020) }
+	pl, el := r.Hooks.Latency, e.Hooks.Latency
+	add("encrypted hook p50", "<= plain +5% or +20 µs", fmt.Sprintf("%.3f ms (plain %.3f)", el.P50, pl.P50), near(el.P50, pl.P50))
+	add("encrypted hook p99", "<= plain +5% or +20 µs", fmt.Sprintf("%.3f ms (plain %.3f)", el.P99, pl.P99), near(el.P99, pl.P99))
+	minRate, matched := 0.0, true
+	for i, x := range e.Restores {
+		if i == 0 || x.MBps < minRate {
+			minRate = x.MBps
+		}
+		matched = matched && x.Matched
+	}
+	add("encrypted restore", ">= 150 MB/s", fmt.Sprintf("%.0f MB/s (slowest node)", minRate), minRate >= 150)
+	add("encrypted restores match", "all", fmt.Sprintf("%v", matched), matched && len(e.Restores) > 0)
+	ps, es := float64(r.Storage.Stored.Allocated), float64(e.Storage.Stored.Allocated)
+	pb, eb := ps/float64(max(r.Storage.Bound.Bytes, 1)), es/float64(max(e.Storage.Bound.Bytes, 1))
+	add("encrypted stored vs page bound", "<= plain's +2%", fmt.Sprintf("%.3fx (plain %.3fx)", eb, pb), eb <= pb*1.02)
+}
+
+// printEncrypted sets the encrypted run's figures next to the plain run's.
+func (r *result) printEncrypted(w io.Writer) {
+	e := r.Encrypted
+	if e == nil {
+		return
+	}
+	fmt.Fprintf(w, "\n%-44s %14s %14s %10s\n", "encrypted store vs plain (same workload)", "plain", "encrypted", "ratio")
+	row := func(name string, p, x float64, unit string) {
+		fmt.Fprintf(w, "%-44s %14s %14s %10s\n", name, fmt.Sprintf("%.3f%s", p, unit), fmt.Sprintf("%.3f%s", x, unit), fmt.Sprintf("%.3fx", x/max(p, 1e-9)))
+	}
+	row("hook p50", r.Hooks.Latency.P50, e.Hooks.Latency.P50, " ms")
+	row("hook p99", r.Hooks.Latency.P99, e.Hooks.Latency.P99, " ms")
+	row("hook p99 while compacting", r.Hooks.DuringCompaction.P99, e.Hooks.DuringCompaction.P99, " ms")
+	row("stored after gc", float64(r.Storage.Stored.Allocated)/1e6, float64(e.Storage.Stored.Allocated)/1e6, " MB")
+	row("stored / page bound", float64(r.Storage.Stored.Allocated)/float64(max(r.Storage.Bound.Bytes, 1)), float64(e.Storage.Stored.Allocated)/float64(max(e.Storage.Bound.Bytes, 1)), "x")
+	rate := func(rs []restoreStat) float64 {
+		m := 0.0
+		for i, x := range rs {
+			if i == 0 || x.MBps < m {
+				m = x.MBps
+			}
+		}
+		return m
+	}
+	row("restore, slowest node", rate(r.Restores), rate(e.Restores), " MB/s")
+	row("CLI peak RSS, restore", float64(maxRSS(r.CLI.Restore))/1e6, float64(maxRSS(e.CLI.Restore))/1e6, " MB")
+	row("plugin idle RSS", float64(r.Memory.PluginIdleRSS)/1e6, float64(e.Memory.PluginIdleRSS)/1e6, " MB")
 }
 
 // printHeader says what was run and on what machine, so that a table read

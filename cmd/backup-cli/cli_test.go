@@ -71,9 +71,19 @@ func (b *builtBin) get(t testing.TB) string {
 // when the test ends). err is what main would print and exit 1 for.
 func runCLI(t *testing.T, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
+	// Never the test's own stdin: it may be a terminal, where commands
+	// would ask for passphrases.
+	return runCLIIn(t, strings.NewReader(""), args...)
+}
+
+// runCLIIn is runCLI with in as the command's input (a terminal, for the
+// tests of passphrase prompts).
+func runCLIIn(t *testing.T, in io.Reader, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
 	root := newRootCmd()
 	var out, errb bytes.Buffer
 	root.SetArgs(append([]string{}, args...)) // never nil: cobra would read os.Args
+	root.SetIn(in)
 	root.SetOut(&out)
 	root.SetErr(&errb)
 	err = root.ExecuteContext(t.Context())

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -26,8 +27,9 @@ type copyResult struct {
 func newCopyCmd(g *globals) *cobra.Command {
 	var nodes []string
 	var dstTokenFile string
+	var dk dstKeys
 	cmd := &cobra.Command{
-		Use:   "copy [--node N]... SRC_URL DST_URL",
+		Use:   "copy [--node N]... [--dst-encrypt] [--dst-passphrase-file F | --dst-key-file F] SRC_URL DST_URL",
 		Short: "Copy nodes' histories to another store, uploading only the chunks it lacks",
 		Long: `copy copies the histories of nodes (every node of SRC_URL, or each --node)
 into the store at DST_URL, created if it is a missing or empty directory:
@@ -54,54 +56,75 @@ start at a chosen record: copying into one leaves out the changes after the
 newest restore point, and says so.
 
 Give the token of a store server with --token-file (both URLs) or
---dst-token-file (the destination, when it has a token of its own).`,
+--dst-token-file (the destination, when it has a token of its own).
+
+Encrypted stores: --passphrase-file or --key-file opens the source, and the
+destination too unless --dst-passphrase-file or --dst-key-file is given.
+--dst-encrypt creates a missing destination encrypted, under the passphrase
+of --dst-passphrase-file (else asked twice on the terminal): with it a plain
+store's nodes move into an encrypted store. Copying between stores of
+different keys, or from an encrypted store into a plain one, re-encodes
+every chunk.`,
 		Example: `  backup-cli copy file:///mnt/backup/store socket:backup.example:9737?tls=FINGERPRINT --dst-token-file admin.token
-  backup-cli copy --node alice --json file:///mnt/backup/store file:///mnt/offsite/store`,
+  backup-cli copy --node alice --json file:///mnt/backup/store file:///mnt/offsite/store
+  backup-cli copy --dst-encrypt --dst-passphrase-file offsite.pass file:///mnt/backup/store file:///mnt/offsite/store`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
-			src, err := store.Open(ctx, args[0], g.storeOptions())
-			if err != nil {
-				return fmt.Errorf("copy: source: %w", err)
-			}
-			defer src.Close()
-			dopts := g.storeOptions()
-			if dstTokenFile != "" {
-				if dopts.Token, err = readTokenFile(dstTokenFile); err != nil {
-					return fmt.Errorf("--dst-token-file: %w", err)
-				}
-			}
-			dst, created, err := store.Create(ctx, args[1], dopts)
-			if err != nil {
-				return fmt.Errorf("copy: destination: %w", err)
-			}
-			defer dst.Close()
-			bar := newProgress(stderr, "copy")
-			res, err := history.Copy(ctx, src, dst, history.CopyOptions{Nodes: nodes, Progress: bar.fn()})
-			bar.done()
-			out := copyResult{Source: src.Location(), Destination: dst.Location(), Created: created, CopyResult: res}
-			if err != nil {
-				if len(res.Nodes) > 0 && !g.json {
-					printCopy(stdout, out)
-				}
-				return fmt.Errorf("%w (what was copied is consistent: run the same copy again to resume)", err)
-			}
-			for _, n := range res.Nodes {
-				if n.JournalNote != "" {
-					fmt.Fprintf(stderr, "warning: node %q: %s\n", n.Node, n.JournalNote)
-				}
-			}
-			if g.json {
-				return printJSON(stdout, out)
-			}
-			printCopy(stdout, out)
-			return nil
+			return runCopy(cmd, g, nodes, dstTokenFile, dk, args[0], args[1])
 		},
 	}
 	cmd.Flags().StringArrayVar(&nodes, "node", nil, "node to copy; repeat for several (default: every node of the source)")
 	cmd.Flags().StringVar(&dstTokenFile, "dst-token-file", "", "file (mode 0600) holding the destination store server's token, when it differs from --token-file")
+	cmd.Flags().BoolVar(&dk.encrypt, "dst-encrypt", false, "create the destination encrypted (with --dst-passphrase-file, else asked twice on the terminal)")
+	cmd.Flags().StringVar(&dk.passphraseFile, "dst-passphrase-file", "", "file (mode 0600) whose first line is the destination's passphrase (default: that of the source)")
+	cmd.Flags().StringVar(&dk.keyFile, "dst-key-file", "", "key file (mode 0600) opening the destination (default: that of the source)")
 	return cmd
+}
+
+// runCopy opens both stores (the destination created if missing, encrypted
+// with --dst-encrypt) and copies the nodes' histories.
+func runCopy(cmd *cobra.Command, g *globals, nodes []string, dstTokenFile string, dk dstKeys, srcURL, dstURL string) error {
+	ctx := cmd.Context()
+	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
+	src, err := store.Open(ctx, srcURL, g.storeOptions())
+	if err != nil {
+		return fmt.Errorf("copy: source: %w", err)
+	}
+	defer src.Close()
+	dopts := g.storeOptions()
+	if dstTokenFile != "" {
+		if dopts.Token, err = readTokenFile(dstTokenFile); err != nil {
+			return fmt.Errorf("--dst-token-file: %w", err)
+		}
+	}
+	dst, created, err := g.openCopyDst(ctx, dstURL, dopts, dk)
+	if err != nil {
+		return fmt.Errorf("copy: destination: %w", err)
+	}
+	defer dst.Close()
+	if src.Keyring() != nil && dst.Keyring() == nil {
+		fmt.Fprintf(stderr, "warning: the destination %s is not encrypted: the nodes' histories are written there in plain text (copy into a store made with --dst-encrypt to keep them encrypted)\n", dst.Location())
+	}
+	bar := newProgress(stderr, "copy")
+	res, err := history.Copy(ctx, src, dst, history.CopyOptions{Nodes: nodes, Progress: bar.fn()})
+	bar.done()
+	out := copyResult{Source: src.Location(), Destination: dst.Location(), Created: created, CopyResult: res}
+	if err != nil {
+		if len(res.Nodes) > 0 && !g.json {
+			printCopy(stdout, out)
+		}
+		return fmt.Errorf("%w (what was copied is consistent: run the same copy again to resume)", err)
+	}
+	for _, n := range res.Nodes {
+		if n.JournalNote != "" {
+			fmt.Fprintf(stderr, "warning: node %q: %s\n", n.Node, n.JournalNote)
+		}
+	}
+	if g.json {
+		return printJSON(stdout, out)
+	}
+	printCopy(stdout, out)
+	return nil
 }
 
 // readTokenFile reads a token file, refused when other users may read it.
@@ -147,4 +170,37 @@ func printCopy(w io.Writer, r copyResult) {
 	}
 	fmt.Fprintf(w, "Total: %d restore points and %d chunks copied, %d and %d already there, %s added, in %.2fs\n",
 		r.Manifests, r.Chunks, r.ManifestsSkipped, r.ChunksSkipped, units.Bytes(r.Bytes), r.Duration.Seconds())
+}
+
+// dstKeys are copy's flags for an encrypted destination.
+type dstKeys struct {
+	encrypt                 bool
+	passphraseFile, keyFile string
+}
+
+// openCopyDst opens or creates copy's destination. Its key is that of
+// --dst-passphrase-file or --dst-key-file, else the source's flags; with
+// --dst-encrypt a missing destination is created encrypted and a plain one
+// is refused (openInitStore).
+func (g *globals) openCopyDst(ctx context.Context, url string, opts store.Options, dk dstKeys) (*store.Store, bool, error) {
+	switch {
+	case dk.passphraseFile != "" && dk.keyFile != "":
+		return nil, false, fmt.Errorf("give --dst-passphrase-file or --dst-key-file, not both")
+	case dk.passphraseFile != "":
+		p, err := readPassphraseFile(dk.passphraseFile)
+		if err != nil {
+			return nil, false, fmt.Errorf("--dst-passphrase-file: %w", err)
+		}
+		opts.Unlock = store.Unlock{Passphrase: p}
+	case dk.keyFile != "":
+		kf, err := readKeyFile(dk.keyFile)
+		if err != nil {
+			return nil, false, fmt.Errorf("--dst-key-file: %w", err)
+		}
+		opts.Unlock = store.Unlock{KeyFile: kf}
+	}
+	if !dk.encrypt {
+		return store.Create(ctx, url, opts)
+	}
+	return g.openInitStore(ctx, url, opts, true, false, newPassSource{dk.passphraseFile, false, "--dst-passphrase-file"})
 }

@@ -12,9 +12,9 @@ import (
 	"github.com/clnbackup/backup/store/history"
 )
 
-// serveStore runs backup-cli server (no auth file: every client is admin)
-// on the store at dir and returns its socket: URL.
-func serveStore(t *testing.T, dir string) string {
+// serveStore runs backup-cli server (no auth file: every client is admin,
+// unless args add one) on the store at dir and returns its socket: URL.
+func serveStore(t *testing.T, dir string, args ...string) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -22,7 +22,7 @@ func serveStore(t *testing.T, dir string) string {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	srv := exec.Command(cliBin.get(t), "server", "file://"+dir, addr)
+	srv := exec.Command(cliBin.get(t), append([]string{"server", "file://" + dir, addr}, args...)...)
 	logs := &syncBuffer{}
 	srv.Stderr = logs
 	if err := srv.Start(); err != nil {

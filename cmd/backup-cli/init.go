@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/clnbackup/backup/internal/units"
 	"github.com/clnbackup/backup/legacy"
@@ -28,6 +30,9 @@ type lockFile struct {
 	// S3Credentials is the keys file of an s3:// store (--s3-credentials),
 	// absolute, for the plugin.
 	S3Credentials string `json:"s3_credentials,omitempty"`
+	// KeyFile is the plugin's unlock key file of an encrypted store
+	// (absolute; mode 0600).
+	KeyFile string `json:"key_file,omitempty"`
 }
 
 // initOpts are init's flags.
@@ -36,13 +41,18 @@ type initOpts struct {
 	// importLegacy is the Python plugin's backup to import instead of
 	// snapshotting the database (--import-legacy).
 	importLegacy, tmpDir string
+	// encrypt creates the store encrypted (--encrypt); includeHSM stores
+	// the node's hsm_secret in it (--include-hsm-secret).
+	encrypt, includeHSM bool
+	// storeOnly creates the store and adds no node (--store-only).
+	storeOnly bool
 }
 
 // newInitCmd declares init's flags and help; runInit does the work.
 func newInitCmd(g *globals) *cobra.Command {
 	o := &initOpts{}
 	cmd := &cobra.Command{
-		Use:   "init [--lightning-dir DIR] [--node NAME] URL",
+		Use:   "init [--lightning-dir DIR] [--node NAME] [--encrypt [--passphrase-file FILE]] [--include-hsm-secret] [--store-only] URL",
 		Short: "Create the store if needed and add a node to it",
 		Long: `init creates the store at URL when it does not exist (it refuses a non-empty
 directory that is not a store) and adds a node to it.
@@ -74,11 +84,31 @@ switching the plugin in lightningd's config, lightningd continues from the
 imported data_version with no gap. Stop lightningd first. The database's
 data_version is checked against the backup's first: a database ahead of the
 backup (changes the backup misses) or more than one change behind it is
-refused before anything is imported.`,
+refused before anything is imported.
+
+With --encrypt a new store is created encrypted: every object is encrypted
+and authenticated under a random master key, kept in the store wrapped by
+the passphrase (--passphrase-file FILE, its first line; or
+$CLNBACKUP_PASSPHRASE_FILE; else asked twice on the terminal). An existing
+plain store cannot be encrypted in place (copy it with copy --dst-encrypt);
+a store server's store is created encrypted on the server's machine. On an
+encrypted store, --lightning-dir also writes the plugin's key file
+DIR/backup.key (mode 0600), which backup.lock names, so that the plugin runs
+unattended. Keep the passphrase, or the master key of backup-cli key export,
+off the node: a key lost with the node loses the backup with it.
+
+--store-only creates the store and adds no node: for a store a store server
+will serve, created (encrypted, say) on the server's machine before nodes
+are set up through the server.
+
+--include-hsm-secret (encrypted stores only) also stores DIR/hsm_secret and
+DIR/emergency.recover (when present) in the store, so that restore
+--with-secrets can rebuild the node from the store and the passphrase alone.`,
 		Example: `  backup-cli init --lightning-dir ~/.lightning/bitcoin file:///mnt/backup/store
   backup-cli init --lightning-dir ~/.lightning/bitcoin --node alice file:///mnt/backup/store
   backup-cli init --lightning-dir ~/.lightning/bitcoin --import-legacy file:///mnt/backup/backup.dbak file:///mnt/backup/store
-  backup-cli init --lightning-dir ~/.lightning/bitcoin --node alice --token-file alice.token 'socket:backup.example.org:9737?tls=FINGERPRINT'`,
+  backup-cli init --lightning-dir ~/.lightning/bitcoin --node alice --token-file alice.token 'socket:backup.example.org:9737?tls=FINGERPRINT'
+  backup-cli init --lightning-dir ~/.lightning/bitcoin --encrypt --include-hsm-secret file:///mnt/backup/store`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runInit(cmd, g, o, args[0])
@@ -88,6 +118,9 @@ refused before anything is imported.`,
 	cmd.Flags().StringVar(&o.node, "node", history.DefaultNode, "name of the node in the store")
 	cmd.Flags().StringVar(&o.importLegacy, "import-legacy", "", "import this backup of the Python backup plugin (file:///path/backup.dbak, or socket:HOST:PORT of its backup server) as the node, and replace that plugin's backup.lock")
 	cmd.Flags().StringVar(&o.tmpDir, "tmpdir", "", "with --import-legacy: directory for scratch copies of the database (default: the system temp dir)")
+	cmd.Flags().BoolVar(&o.encrypt, "encrypt", false, "create the store encrypted, with the passphrase of --passphrase-file (else asked twice on the terminal)")
+	cmd.Flags().BoolVar(&o.storeOnly, "store-only", false, "create the store (or check it exists) and add no node, e.g. an encrypted store for backup-cli server")
+	cmd.Flags().BoolVar(&o.includeHSM, "include-hsm-secret", false, "also store DIR/hsm_secret and DIR/emergency.recover (encrypted stores only), for restore --with-secrets")
 	return cmd
 }
 
@@ -103,24 +136,23 @@ func runInit(cmd *cobra.Command, g *globals, o *initOpts, url string) error {
 	if o.importLegacy != "" {
 		return runInitImport(cmd, g, o, url)
 	}
+	if o.storeOnly {
+		return runInitStoreOnly(cmd, g, o, url)
+	}
 	lockPath, dbPath, err := initPaths(o.lightningDir)
 	if err != nil {
 		return err
 	}
 	ctx := cmd.Context()
 	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
-	st, created, err := store.Create(ctx, url, g.storeOptions())
+	st, created, secrets, err := g.initStore(ctx, o, url)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	out := initResult{Store: st.Location(), StoreCreated: created, Node: node}
+	out := initResult{Store: st.Location(), StoreCreated: created, Node: node, Encrypted: st.Keyring() != nil}
 	if !g.json {
-		if created {
-			fmt.Fprintf(stdout, "Created store %s\n", st.Location())
-		} else {
-			fmt.Fprintf(stdout, "Using existing store %s\n", st.Location())
-		}
+		printInitStore(stdout, st, created)
 	}
 	if dbPath != "" {
 		// The node's database is read only through history.Init's private
@@ -130,24 +162,118 @@ func runInit(cmd *cobra.Command, g *globals, o *initOpts, url string) error {
 			fmt.Fprintf(stdout, "Found an existing database at %s\n", dbPath)
 		}
 	}
+	keyPath, undo, err := pluginKey(ctx, st, o.lightningDir, g.keys.unlock.KeyFile)
+	if err != nil {
+		return err
+	}
 	bar := newProgress(stderr, "snapshot")
 	m, err := history.Init(ctx, st, node, dbPath, bar.fn())
 	bar.done()
 	if err != nil {
+		undo()
 		return err
 	}
 	out.Manifest, out.DataVersion, out.DatabaseBytes, out.AddedBytes = m.Seq, m.Snapshot.Version, m.Snapshot.Size(), m.Stats.AddedBytes
+	out.KeyFile = keyPath
+	if out.Secrets, err = storeSecrets(ctx, st, node, secrets); err != nil {
+		return err
+	}
 	if lockPath != "" {
-		if err := writeNodeLock(g, lockPath, url, node); err != nil {
+		if err := writeNodeLock(g, lockPath, url, node, out.KeyFile); err != nil {
 			return err
 		}
 		out.LockFile = lockPath
 	}
+	warnKeepKey(stderr, url, out.Encrypted && (created || out.KeyFile != ""), out.KeyFile)
 	if g.json {
 		return printJSON(stdout, out)
 	}
 	printInit(stdout, node, m, dbPath, lockPath)
+	printInitKeys(stdout, out.KeyFile, out.Secrets)
 	return nil
+}
+
+// initStore reads the node's secrets (--include-hsm-secret) and opens or
+// creates the store (openInitStore), refusing a plain store before
+// anything is written when secrets are to be stored.
+func (g *globals) initStore(ctx context.Context, o *initOpts, url string) (*store.Store, bool, map[string][]byte, error) {
+	var secrets map[string][]byte
+	if o.includeHSM {
+		var err error
+		if secrets, err = readNodeSecrets(o.lightningDir); err != nil {
+			return nil, false, nil, err
+		}
+	}
+	np := newPassSource{g.keys.passphraseFile, true, "--passphrase-file"}
+	st, created, err := g.openInitStore(ctx, url, g.storeOptions(), o.encrypt, o.includeHSM, np)
+	if err != nil {
+		return nil, false, nil, err
+	}
+	if st.Keyring() != nil && o.lightningDir != "" {
+		if p := filepath.Join(o.lightningDir, pluginKeyName); fileExists(p) {
+			st.Close()
+			return nil, false, nil, fmt.Errorf("%s exists (the key file of an earlier setup?): move it away and run init again; nothing was written", p)
+		}
+	}
+	return st, created, secrets, nil
+}
+
+// runInitStoreOnly is init --store-only: the store alone, no node.
+func runInitStoreOnly(cmd *cobra.Command, g *globals, o *initOpts, url string) error {
+	if o.lightningDir != "" || o.includeHSM || cmd.Flags().Changed("node") {
+		return fmt.Errorf("--store-only adds no node: drop --lightning-dir, --node and --include-hsm-secret")
+	}
+	st, created, _, err := g.initStore(cmd.Context(), o, url)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	encrypted := st.Keyring() != nil
+	warnKeepKey(cmd.ErrOrStderr(), url, encrypted && created, "")
+	if g.json {
+		return printJSON(cmd.OutOrStdout(), struct {
+			Store        string `json:"store"`
+			StoreCreated bool   `json:"store_created"`
+			Encrypted    bool   `json:"encrypted"`
+		}{st.Location(), created, encrypted})
+	}
+	printInitStore(cmd.OutOrStdout(), st, created)
+	return nil
+}
+
+// printInitStore says which store init uses.
+func printInitStore(stdout io.Writer, st *store.Store, created bool) {
+	what := "store"
+	if st.Keyring() != nil {
+		what = "encrypted store"
+	}
+	if created {
+		fmt.Fprintf(stdout, "Created %s %s\n", what, st.Location())
+	} else {
+		fmt.Fprintf(stdout, "Using existing %s %s\n", what, st.Location())
+	}
+}
+
+// printInitKeys says what init stored and wrote for an encrypted store.
+func printInitKeys(stdout io.Writer, keyPath string, secrets []string) {
+	if len(secrets) > 0 {
+		fmt.Fprintf(stdout, "Stored the node's %s in the store (restore --with-secrets writes them back)\n", strings.Join(secrets, " and "))
+	}
+	if keyPath != "" {
+		fmt.Fprintf(stdout, "Wrote the plugin's key file %s (mode 0600), which backup.lock names\n", keyPath)
+	}
+}
+
+// warnKeepKey tells the operator, once, on stderr, to keep the store's key
+// off the node, when init created an encrypted store or a key file.
+func warnKeepKey(stderr io.Writer, url string, warn bool, keyPath string) {
+	if !warn {
+		return
+	}
+	fmt.Fprintf(stderr, keepKeyOffNode, url)
+	if keyPath != "" {
+		fmt.Fprintf(stderr, "The key file %s lets the plugin write unattended, but it is lost\nwith the node.\n", keyPath)
+	}
 }
 
 // initPaths checks the lightning directory before the store is touched:
@@ -178,7 +304,7 @@ func initPaths(lightningDir string) (lockPath, dbPath string, err error) {
 // writeNodeLock writes the plugin's lock file, with the token only for a
 // store server; its error says how to write the file by hand, since the
 // node is already in the store.
-func writeNodeLock(g *globals, lockPath, url, node string) error {
+func writeNodeLock(g *globals, lockPath, url, node, keyFile string) error {
 	var token, s3Creds string
 	u, _ := store.ParseURL(url)
 	if u.Scheme == "socket" {
@@ -191,8 +317,8 @@ func writeNodeLock(g *globals, lockPath, url, node string) error {
 		}
 		s3Creds = abs
 	}
-	if err := writeLock(lockPath, lockFile{BackendURL: url, Node: node, Token: token, S3Credentials: s3Creds}); err != nil {
-		return fmt.Errorf("node %q was added to the store, but writing %s failed: %w; fix the cause and write the file by hand ({\"backend_url\": %q, \"node\": %q, and \"token\" for a store server}, mode 0600)", node, lockPath, err, url, node)
+	if err := writeLock(lockPath, lockFile{BackendURL: url, Node: node, Token: token, S3Credentials: s3Creds, KeyFile: keyFile}); err != nil {
+		return fmt.Errorf("node %q was added to the store, but writing %s failed: %w; fix the cause and write the file by hand ({\"backend_url\": %q, \"node\": %q, \"token\" for a store server, \"key_file\" for an encrypted store}, mode 0600)", node, lockPath, err, url, node)
 	}
 	return nil
 }
@@ -221,6 +347,11 @@ type initResult struct {
 	DatabaseBytes int64  `json:"database_bytes"`
 	AddedBytes    int64  `json:"added_bytes"`
 	LockFile      string `json:"lock_file,omitempty"`
+	Encrypted     bool   `json:"encrypted"`
+	// KeyFile is the plugin's key file written (encrypted stores).
+	KeyFile string `json:"key_file,omitempty"`
+	// Secrets are the node secrets stored (--include-hsm-secret).
+	Secrets []string `json:"secrets,omitempty"`
 }
 
 // writeLock writes backup.lock durably (temp file, fsync, rename, fsync of
@@ -318,27 +449,37 @@ func runInitImport(cmd *cobra.Command, g *globals, o *initOpts, url string) erro
 	if err := checkLiveVersion(cmd, o.lightningDir, o.importLegacy, path); err != nil {
 		return err
 	}
-	st, created, err := store.Create(ctx, url, g.storeOptions())
+	st, created, secrets, err := g.initStore(ctx, o, url)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	out, err := importLegacyFile(ctx, st, o.node, o.importLegacy, path, o.tmpDir, stderr)
+	keyPath, undo, err := pluginKey(ctx, st, o.lightningDir, g.keys.unlock.KeyFile)
 	if err != nil {
 		return err
 	}
+	out, err := importLegacyFile(ctx, st, o.node, o.importLegacy, path, o.tmpDir, stderr)
+	if err != nil {
+		undo()
+		return err
+	}
 	out.Store, out.StoreCreated = st.Location(), created
-	res := initImportResult{importResult: out, LockFile: lockPath}
+	res := initImportResult{importResult: out, LockFile: lockPath, Encrypted: st.Keyring() != nil, KeyFile: keyPath}
 	if hasOld {
 		res.LegacyLockFile = lockPath + ".legacy"
+	}
+	if res.Secrets, err = storeSecrets(ctx, st, o.node, secrets); err != nil {
+		return err
 	}
 	if err := switchLocks(g, res, url, o.node); err != nil {
 		return err
 	}
+	warnKeepKey(stderr, url, res.Encrypted, res.KeyFile)
 	if g.json {
 		return printJSON(stdout, res)
 	}
 	printImport(stdout, out)
+	printInitKeys(stdout, res.KeyFile, res.Secrets)
 	if hasOld {
 		fmt.Fprintf(stdout, "Renamed the Python plugin's lock file to %s\n", res.LegacyLockFile)
 	}
@@ -412,12 +553,15 @@ func switchLocks(g *globals, res initImportResult, url, node string) error {
 				node, res.LockFile, res.LegacyLockFile, err, res.LockFile, url, node)
 		}
 	}
-	return writeNodeLock(g, res.LockFile, url, node)
+	return writeNodeLock(g, res.LockFile, url, node, res.KeyFile)
 }
 
 // initImportResult is what init --import-legacy prints with --json.
 type initImportResult struct {
 	importResult
-	LockFile       string `json:"lock_file"`
-	LegacyLockFile string `json:"legacy_lock_file,omitempty"`
+	LockFile       string   `json:"lock_file"`
+	LegacyLockFile string   `json:"legacy_lock_file,omitempty"`
+	Encrypted      bool     `json:"encrypted"`
+	KeyFile        string   `json:"key_file,omitempty"`
+	Secrets        []string `json:"secrets,omitempty"`
 }

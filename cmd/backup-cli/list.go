@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -12,9 +14,15 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// listResult is what list prints: history.StoreSummary, whose JSON is
-// list's --json output.
-type listResult = history.StoreSummary
+// listResult is what list prints: history.StoreSummary, and for an
+// encrypted store which nodes carry secrets (init --include-hsm-secret).
+type listResult struct {
+	history.StoreSummary
+	Encrypted bool `json:"encrypted"`
+	// NodeSecrets are the names of the secrets each node carries (nodes
+	// without any are left out).
+	NodeSecrets map[string][]string `json:"node_secrets,omitempty"`
+}
 
 // newListCmd declares list's flags and help; runList does the work.
 func newListCmd(g *globals) *cobra.Command {
@@ -26,7 +34,8 @@ func newListCmd(g *globals) *cobra.Command {
 (manifest sequence, time, data_version, database size, bytes it added to the
 store), the data_version range of the changes recorded since the newest one,
 and the totals: the logical size of all restore points against the bytes the
-store really uses.`,
+store really uses. For an encrypted store it says which nodes carry secrets
+(hsm_secret stored by init --include-hsm-secret).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runList(cmd, g, node, args[0])
@@ -46,8 +55,12 @@ func runList(cmd *cobra.Command, g *globals, node, url string) error {
 		return err
 	}
 	defer st.Close()
-	res, err := history.SummarizeStore(ctx, st, node)
+	sum, err := history.SummarizeStore(ctx, st, node)
 	if err != nil {
+		return err
+	}
+	res := listResult{StoreSummary: sum, Encrypted: st.Keyring() != nil}
+	if res.NodeSecrets, err = secretNames(ctx, st, sum.Nodes); err != nil {
 		return err
 	}
 	if g.json {
@@ -65,9 +78,16 @@ func runList(cmd *cobra.Command, g *globals, node, url string) error {
 // then the totals; fullAccess says whether the store's size is known to
 // this client.
 func printList(stdout io.Writer, res listResult, fullAccess bool) {
-	fmt.Fprintf(stdout, "Store %s\n", res.Store)
+	if res.Encrypted {
+		fmt.Fprintf(stdout, "Store %s (encrypted)\n", res.Store)
+	} else {
+		fmt.Fprintf(stdout, "Store %s\n", res.Store)
+	}
 	for _, n := range res.Nodes {
 		fmt.Fprintf(stdout, "\nNode %s: newest data_version %d\n", n.Name, n.NewestVersion)
+		if s := res.NodeSecrets[n.Name]; len(s) > 0 {
+			fmt.Fprintf(stdout, "  carries secrets: %s (restore --with-secrets)\n", strings.Join(s, ", "))
+		}
 		tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintln(tw, "MANIFEST\tCREATED (UTC)\tDATA_VERSION\tSNAPSHOT_AT\tCHANGES\tDB SIZE\tNEW TO STORE\t")
 		for _, m := range n.Manifests {
@@ -113,4 +133,25 @@ func countManifests(nodes []history.NodeSummary) int {
 		n += len(s.Manifests)
 	}
 	return n
+}
+
+// secretNames are the names of the secrets each node carries, in an
+// encrypted store (nil for a plain one).
+func secretNames(ctx context.Context, st *store.Store, nodes []history.NodeSummary) (map[string][]string, error) {
+	kr := st.Keyring()
+	if kr == nil {
+		return nil, nil
+	}
+	out := map[string][]string{}
+	for _, n := range nodes {
+		secrets, err := kr.Secrets(ctx, n.Name)
+		if err != nil {
+			return nil, fmt.Errorf("list of store %s: read the secrets of node %q: %w", st.Location(), n.Name, err)
+		}
+		for name := range secrets {
+			out[n.Name] = append(out[n.Name], name)
+		}
+		slices.Sort(out[n.Name])
+	}
+	return out, nil
 }

@@ -52,6 +52,9 @@ type globals struct {
 	tokenFile string
 	// s3Creds is --s3-credentials: an s3:// store's keys file.
 	s3Creds string
+	// keys are --passphrase-file and --key-file: what opens an encrypted
+	// store.
+	keys keyFlags
 }
 
 // newRootCmd builds the whole command tree with its own flag values and no
@@ -77,9 +80,16 @@ plus the db_write changes the backup plugin records between snapshots.`,
 	root.SetVersionTemplate("{{.Name}} {{.Version}}\n")
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print results as JSON")
 	addTokenFlags(root, g)
+	addKeyFlags(root, g)
+	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
+		if err := g.resolveToken(cmd.ErrOrStderr()); err != nil {
+			return err
+		}
+		return g.keys.resolveUnlock(cmd)
+	}
 	root.AddCommand(newInitCmd(g), newRestoreCmd(g), newListCmd(g), newCompactCmd(g))
 	root.AddCommand(newForgetCmd(g), newGCCmd(g), newVerifyCmd(g), newUnlockCmd(g), newStatusCmd(g))
-	root.AddCommand(newServerCmd(g), newVersionCmd(g), newImportCmd(g), newCopyCmd(g))
+	root.AddCommand(newServerCmd(g), newVersionCmd(g), newImportCmd(g), newCopyCmd(g), newKeyCmd(g))
 	return root
 }
 

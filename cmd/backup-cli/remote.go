@@ -23,9 +23,6 @@ func addTokenFlags(root *cobra.Command, g *globals) {
 	root.PersistentFlags().StringVar(&g.token, "token", "", "token for a store server (socket: URLs); visible to other users in ps: prefer --token-file or $"+tokenEnv)
 	root.PersistentFlags().StringVar(&g.tokenFile, "token-file", "", "file (mode 0600) holding the token for a store server (socket: URLs)")
 	root.PersistentFlags().StringVar(&g.s3Creds, "s3-credentials", "", "credentials file (AWS format, mode 0600) for s3:// URLs instead of AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or ~/.aws/credentials; init names it in backup.lock for the plugin")
-	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
-		return g.resolveToken(cmd.ErrOrStderr())
-	}
 }
 
 // tokenFlagWarning is printed when --token is used: the command line of
@@ -70,5 +67,5 @@ func (g *globals) resolveToken(stderr io.Writer) error {
 
 // storeOptions are the options every command opens its store with.
 func (g *globals) storeOptions() store.Options {
-	return store.Options{Token: g.token, CredentialsFile: g.s3Creds}
+	return store.Options{Token: g.token, CredentialsFile: g.s3Creds, Unlock: g.keys.unlock}
 }

@@ -28,6 +28,9 @@ type restoreOpts struct {
 	// chosen).
 	timeArg string
 	at      time.Time
+	// withSecrets writes the node's stored secrets (hsm_secret) beside
+	// the database (--with-secrets).
+	withSecrets bool
 }
 
 // newRestoreCmd declares restore's flags and help; runRestore does the work.
@@ -55,11 +58,19 @@ integrity_check and fsynced before it takes the name DEST.
 
 URL may also name a backup file of the Python backup plugin
 (file:///path/backup.dbak, format v1): it restores the node's committed state.
---node may be left out when the store holds one node.`,
+--node may be left out when the store holds one node.
+
+An encrypted store is opened with --passphrase-file, --key-file (a key file,
+or the master key of key export, which opens the store even with every key
+object lost), $CLNBACKUP_PASSPHRASE_FILE, or a passphrase asked on the
+terminal. --with-secrets also writes the node's hsm_secret (and
+emergency.recover) that init --include-hsm-secret stored, beside the
+database, mode 0400; an existing one is never replaced.`,
 		Example: `  backup-cli restore file:///mnt/backup/store ~/.lightning/bitcoin
   backup-cli restore --node alice --manifest 3 file:///mnt/backup/store /tmp/alice-3.sqlite3
   backup-cli restore --node alice --time 2h file:///mnt/backup/store /tmp/alice-2h-ago.sqlite3
-  backup-cli restore file:///mnt/old/backup.dbak /tmp/restored.sqlite3`,
+  backup-cli restore file:///mnt/old/backup.dbak /tmp/restored.sqlite3
+  backup-cli restore --key-file /media/usb/store.master.key --with-secrets file:///mnt/backup/store ~/.lightning/bitcoin`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.versionSet = cmd.Flags().Changed("version")
@@ -78,6 +89,7 @@ URL may also name a backup file of the Python backup plugin
 	cmd.Flags().Uint32Var(&o.version, "version", 0, "restore the state at this data_version")
 	cmd.Flags().StringVar(&o.timeArg, "time", "", "restore the newest state received at or before T (RFC 3339, or a duration ago: 90m, 2h, 3d)")
 	cmd.Flags().BoolVar(&o.allowOld, "allow-old-state", false, "allow restoring an older state into a lightning directory")
+	cmd.Flags().BoolVar(&o.withSecrets, "with-secrets", false, "also write the node's hsm_secret (and emergency.recover) stored by init --include-hsm-secret beside the database (encrypted stores)")
 	return cmd
 }
 
@@ -115,8 +127,8 @@ func restoreLegacy(cmd *cobra.Command, g *globals, o *restoreOpts, path, dest st
 	if !legacy.Detect(path) {
 		return fmt.Errorf("%s is a file but not a backup file of the Python backup plugin (format v1), nor a store", path)
 	}
-	if o.node != "" || o.seq != 0 || o.versionSet || !o.at.IsZero() {
-		return fmt.Errorf("--node, --manifest, --version and --time do not apply to a legacy backup file (it holds only its committed state): drop them")
+	if o.node != "" || o.seq != 0 || o.versionSet || !o.at.IsZero() || o.withSecrets {
+		return fmt.Errorf("--node, --manifest, --version, --time and --with-secrets do not apply to a legacy backup file (it holds only its committed state): drop them")
 	}
 	bar := newProgress(stderr, "restore")
 	res, err := history.RestoreLegacy(ctx, path, dest, bar.fn())
@@ -145,6 +157,12 @@ func restoreStore(cmd *cobra.Command, g *globals, o *restoreOpts, url, dest stri
 	if o.node, err = pickNode(ctx, st, o.node); err != nil {
 		return err
 	}
+	var secrets map[string][]byte
+	if o.withSecrets {
+		if secrets, err = nodeSecrets(ctx, st, o.node, filepath.Dir(dest)); err != nil {
+			return err
+		}
+	}
 	opts := history.RestoreOptions{Node: o.node, Manifest: o.seq, Dest: dest}
 	if o.versionSet {
 		opts.Version = &o.version
@@ -170,17 +188,26 @@ func restoreStore(cmd *cobra.Command, g *globals, o *restoreOpts, url, dest stri
 	if err != nil {
 		return err
 	}
+	written, err := writeNodeSecrets(filepath.Dir(dest), secrets)
+	if err != nil {
+		return fmt.Errorf("the database was restored to %s, but %w", dest, err)
+	}
 	if g.json {
+		out := restoreJSON{RestoreResult: res, Secrets: written}
 		if !o.at.IsZero() {
-			return printJSON(stdout, timeRestoreResult{res, o.at.UTC(), point.Received.UTC(), point.From})
+			at, received := o.at.UTC(), point.Received.UTC()
+			out.Time, out.Received, out.From = &at, &received, point.From
 		}
-		return printJSON(stdout, res)
+		return printJSON(stdout, out)
 	}
 	fmt.Fprintf(stdout, "Restored node %q manifest %d at data_version %d to %s (%s, %d changes applied after the snapshot)\n",
 		res.Node, res.Manifest, res.Version, res.Dest, units.Bytes(res.Bytes), res.Changes)
 	if !o.at.IsZero() {
 		fmt.Fprintf(stdout, "This is the newest state received at or before %s: its last change was received at %s (%s)\n",
 			o.at.UTC().Format(time.RFC3339Nano), point.Received.UTC().Format(time.RFC3339Nano), point.From)
+	}
+	for _, p := range written {
+		fmt.Fprintf(stdout, "Wrote %s (mode 0400)\n", p)
 	}
 	if res.Version < res.NewestVersion {
 		fmt.Fprintf(stderr, "WARNING: this is an OLD state (data_version %d; the store holds %d). Starting a node on it can broadcast revoked channel states and lose funds.\n", res.Version, res.NewestVersion)
@@ -249,18 +276,20 @@ func pickNode(ctx context.Context, st *store.Store, flag string) (string, error)
 	return "", fmt.Errorf("store %s holds %d nodes (%s): choose one with --node", st.Location(), len(nodes), strings.Join(nodes, ", "))
 }
 
-// timeRestoreResult is restore --time --json: the restore's result, plus
+// restoreJSON is restore --json: the restore's result, plus, with --time,
 // the time asked for and when the state restored was received, so that a
-// script can check what it got.
-type timeRestoreResult struct {
+// script can check what it got, and the secrets written (--with-secrets).
+type restoreJSON struct {
 	history.RestoreResult
 	// Time is --time, resolved (a duration is taken back from now).
-	Time time.Time `json:"time"`
+	Time *time.Time `json:"time,omitempty"`
 	// Received is when the plugin received the restored state's last
 	// change (or when its restore point was written): at or before Time.
-	Received time.Time `json:"received"`
+	Received *time.Time `json:"received,omitempty"`
 	// From names where Received comes from: "record SEQ" or "manifest SEQ".
-	From string `json:"received_from"`
+	From string `json:"received_from,omitempty"`
+	// Secrets are the files --with-secrets wrote.
+	Secrets []string `json:"secrets,omitempty"`
 }
 
 // parseRestoreTime parses --time: an RFC 3339 time, or a duration meaning

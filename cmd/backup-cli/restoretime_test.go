@@ -88,7 +88,7 @@ func TestRestoreTime(t *testing.T) {
 			dir := t.TempDir()
 			at := m.Created.Format(time.RFC3339Nano)
 			byTime, byVersion := filepath.Join(dir, "time.sqlite3"), filepath.Join(dir, "version.sqlite3")
-			var res timeRestoreResult
+			var res restoreJSON
 			if err := json.Unmarshal([]byte(mustRun(t, "restore", "--json", "--time", at, url, byTime)), &res); err != nil {
 				t.Fatal(err)
 			}

@@ -185,6 +185,8 @@ func runServer(cmd *cobra.Command, o *serverOpts, url, addr string) error {
 		defer web.l.Close()
 	}
 	ctx := cmd.Context()
+	// Keyless: an encrypted store is served without its key (clients
+	// hold it); the server moves and checks ciphertext only.
 	st, created, err := store.Create(ctx, url, store.Options{CredentialsFile: o.s3Creds, JournalDir: o.journalDir, Keyless: true})
 	if err != nil {
 		return err

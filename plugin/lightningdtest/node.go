@@ -12,6 +12,7 @@ import (
 
 	"github.com/clnbackup/backup/replay"
 	"github.com/clnbackup/backup/store"
+	"github.com/clnbackup/backup/store/crypt"
 	"github.com/clnbackup/backup/store/history"
 	"github.com/clnbackup/backup/store/journal"
 )
@@ -34,6 +35,15 @@ type Node struct {
 	S3Credentials string
 	// Name is the node's name in the store.
 	Name string
+	// Encrypt, when set before setup (SetupNodeEncrypted), creates the
+	// store encrypted; setup then writes an unlock key file next to
+	// backup.lock, adds its key object and names it in backup.lock
+	// (key_file), as backup-cli init --lightning-dir --encrypt does.
+	Encrypt *store.Encryption
+	// KeyFile is that key file's path, and Unlock what opens the store
+	// (the key file) for Restore, Summary and Matches.
+	KeyFile string
+	Unlock  store.Unlock
 }
 
 // SetupNode creates dir (if needed), the store at storeDir (if needed), the
@@ -59,6 +69,22 @@ func SetupNodeAt(ctx context.Context, dir, url, token, name string) (*Node, erro
 	return setupNode(ctx, &Node{Dir: dir, URL: url, Token: token, Name: name})
 }
 
+// SetupNodeEncrypted is SetupNode for a new encrypted store at storeDir,
+// created with enc, and the plugin's key file in dir (backup.key), which
+// backup.lock names.
+func SetupNodeEncrypted(ctx context.Context, dir, storeDir, name string, enc store.Encryption) (*Node, error) {
+	storeDir, err := filepath.Abs(storeDir)
+	if err != nil {
+		return nil, err
+	}
+	n, err := setupNode(ctx, &Node{Dir: dir, URL: "file://" + storeDir, Name: name, Encrypt: &enc})
+	if err != nil {
+		return nil, err
+	}
+	n.StoreDir = storeDir
+	return n, nil
+}
+
 // SetupNodeS3 is SetupNode for an s3:// store whose keys are in the file
 // creds, which backup.lock then names (s3_credentials).
 func SetupNodeS3(ctx context.Context, dir, url, creds, name string) (*Node, error) {
@@ -75,7 +101,11 @@ func setupNode(ctx context.Context, n *Node) (*Node, error) {
 	}
 	n.Dir = dir
 	token, name := n.Token, n.Name
-	st, _, err := store.Create(ctx, n.URL, n.options())
+	opts := n.options()
+	if n.Encrypt != nil {
+		opts.Encrypt, opts.Unlock.Passphrase = n.Encrypt, n.Encrypt.Passphrase
+	}
+	st, _, err := store.Create(ctx, n.URL, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -94,6 +124,12 @@ func setupNode(ctx context.Context, n *Node) (*Node, error) {
 	if n.S3Credentials != "" {
 		fields["s3_credentials"] = n.S3Credentials
 	}
+	if n.Encrypt != nil {
+		if err := n.addKeyFile(ctx, st); err != nil {
+			return nil, err
+		}
+		fields["key_file"] = n.KeyFile
+	}
 	lock, err := json.MarshalIndent(fields, "", "  ")
 	if err != nil {
 		return nil, err
@@ -105,7 +141,30 @@ func setupNode(ctx context.Context, n *Node) (*Node, error) {
 }
 
 func (n *Node) options() store.Options {
-	return store.Options{Token: n.Token, CredentialsFile: n.S3Credentials}
+	return store.Options{Token: n.Token, CredentialsFile: n.S3Credentials, Unlock: n.Unlock}
+}
+
+// addKeyFile writes the plugin's unlock key file Dir/backup.key (mode
+// 0600) and adds its key object to the encrypted store st.
+func (n *Node) addKeyFile(ctx context.Context, st *store.Store) error {
+	kr := st.Keyring()
+	if kr == nil {
+		return fmt.Errorf("store %s was created with Encrypt but is not encrypted", n.URL)
+	}
+	kf := crypt.NewUnlockKeyFile()
+	o, err := crypt.WrapWithKeyFile(kr.Master(), "lightningdtest plugin key", kf)
+	if err != nil {
+		return err
+	}
+	if err := kr.Add(ctx, o); err != nil {
+		return err
+	}
+	n.KeyFile = filepath.Join(n.Dir, "backup.key")
+	if err := os.WriteFile(n.KeyFile, []byte(kf.Format()), 0o600); err != nil {
+		return err
+	}
+	n.Unlock = store.Unlock{KeyFile: &kf}
+	return nil
 }
 
 // Restore restores the node's newest state (manifest 0) or exactly restore
