@@ -45,6 +45,9 @@ func main() {
 // stdout and usage, errors and progress to stderr: main passes the
 // process's, a test its own buffers (no global to swap).
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "fleet" {
+		return runFleet(ctx, args[1:], stdout, stderr)
+	}
 	c, f, err := parseFlags(args, stderr)
 	if err != nil {
 		return err

@@ -281,7 +281,8 @@ func (w *WAL) reset(gen uint64) (uint64, error) {
 }
 
 // Close closes the WAL. Close the journals opened with it first: their
-// Close syncs them. Records in the WAL stay there until the next open.
+// Close syncs them, and the WAL then starts a new generation. Records of
+// journals still open stay in the WAL until the next open replays them.
 func (w *WAL) Close() error {
 	w.mu.Lock()
 	for w.flushing {
@@ -293,7 +294,16 @@ func (w *WAL) Close() error {
 	}
 	w.closed = true
 	w.mu.Unlock()
-	if err := w.f.Close(); err != nil {
+	// With every journal closed (synced), nothing in the log is needed:
+	// a new generation spares the next open a replay.
+	w.jmu.Lock()
+	idle := len(w.journals) == 0
+	w.jmu.Unlock()
+	var rerr error
+	if idle && w.failed == nil && w.off > walDataStart {
+		_, rerr = w.reset(w.gen + 1)
+	}
+	if err := errors.Join(rerr, w.f.Close()); err != nil {
 		return fmt.Errorf("write-ahead log %s: close: %w", w.path, err)
 	}
 	return nil

@@ -116,43 +116,61 @@ type walRecord struct {
 	rec  Record
 }
 
-// decodeWAL reads the frames of generation gen from data (the bytes from
-// walDataStart on) and calls fn for each, until the end: a zero length, a
-// frame of another generation, or the first invalid frame. Frames after an
-// invalid one were never acknowledged: a batch is acknowledged only once
-// all of it is durable, and every earlier batch was. It returns the offset
-// (in data) after the last valid frame. It never trusts a length before
-// checking it against what is left.
-func decodeWAL(data []byte, gen uint64, fn func(walRecord) error) (int64, error) {
-	off := 0
+// decodeWAL reads the frames of generation gen from r, from off up to
+// size, and calls fn for each, until the end: a zero length, a frame of
+// another generation, or the first invalid frame. Frames after an invalid
+// one were never acknowledged: a batch is acknowledged only once all of it
+// is durable, and every earlier batch was. It returns the offset after the
+// last valid frame. A length is checked against what is left before
+// anything is allocated for it.
+func decodeWAL(r io.ReaderAt, off, size int64, gen uint64, fn func(walRecord) error) (int64, error) {
+	var hdr [frameHeaderSize]byte
+	var body []byte
 	for {
-		rest := data[off:]
-		if len(rest) < frameHeaderSize {
-			return int64(off), nil
+		if size-off < frameHeaderSize {
+			return off, nil
 		}
-		n := int(le.Uint32(rest))
-		if n < walFixed+payloadFixedSize || n > maxWALBody || n > len(rest)-frameHeaderSize {
-			return int64(off), nil
+		if _, err := r.ReadAt(hdr[:], off); err != nil {
+			return off, err
 		}
-		body := rest[frameHeaderSize : frameHeaderSize+n]
-		if crc32.Checksum(body, castagnoli) != le.Uint32(rest[4:]) || le.Uint64(body) != gen {
-			return int64(off), nil
+		n := int64(le.Uint32(hdr[:]))
+		if n < walFixed+payloadFixedSize || n > maxWALBody || n > size-off-frameHeaderSize {
+			return off, nil
 		}
-		nl := int(body[8])
-		if walFixed+nl+payloadFixedSize > n {
-			return int64(off), nil
+		if int64(cap(body)) < n {
+			body = make([]byte, n)
 		}
-		p := body[walFixed+nl:]
-		h, err := checkPayload(p)
-		if err != nil {
-			return int64(off), nil
+		body = body[:n]
+		if _, err := r.ReadAt(body, off+frameHeaderSize); err != nil && err != io.EOF {
+			return off, err
 		}
-		r := walRecord{node: string(body[walFixed : walFixed+nl]), kind: h.kind, rec: decodePayload(p, h)}
-		if err := fn(r); err != nil {
-			return int64(off), err
+		rec, ok := decodeWALBody(body, le.Uint32(hdr[4:]), gen)
+		if !ok {
+			return off, nil
+		}
+		if err := fn(rec); err != nil {
+			return off, err
 		}
 		off += frameHeaderSize + n
 	}
+}
+
+// decodeWALBody checks a frame body against its crc and generation and
+// decodes it.
+func decodeWALBody(body []byte, crc uint32, gen uint64) (walRecord, bool) {
+	if crc32c(body) != crc || le.Uint64(body) != gen {
+		return walRecord{}, false
+	}
+	nl := int(body[8])
+	if walFixed+nl+payloadFixedSize > len(body) {
+		return walRecord{}, false
+	}
+	p := body[walFixed+nl:]
+	h, err := checkPayload(p)
+	if err != nil {
+		return walRecord{}, false
+	}
+	return walRecord{node: string(body[walFixed : walFixed+nl]), kind: h.kind, rec: decodePayload(p, h)}, true
 }
 
 // readWAL reads the header slots and the frames of the current generation
@@ -165,16 +183,9 @@ func readWAL(f io.ReaderAt, size int64) (gen uint64, recs []walRecord, end int64
 	if gen, err = walGeneration(head); err != nil {
 		return 0, nil, 0, err
 	}
-	if size <= walDataStart {
-		return gen, nil, walDataStart, nil
-	}
-	data := make([]byte, size-walDataStart)
-	if _, err := f.ReadAt(data, walDataStart); err != nil && err != io.EOF {
-		return 0, nil, 0, err
-	}
-	n, err := decodeWAL(data, gen, func(r walRecord) error {
+	end, err = decodeWAL(f, walDataStart, size, gen, func(r walRecord) error {
 		recs = append(recs, r)
 		return nil
 	})
-	return gen, recs, walDataStart + n, err
+	return gen, recs, end, err
 }
