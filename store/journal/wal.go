@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -43,6 +44,8 @@ type WAL struct {
 	flushing   bool
 	failed     error // sticky: after a failed write or sync nothing is certain
 	closed     bool
+	presyncing bool // a presync runs; gen it started in: presyncGen
+	presyncGen uint64
 	syncs      uint64 // fdatasyncs made, of the WAL and at resets
 
 	// jmu guards the journals written through this WAL.
@@ -237,6 +240,10 @@ func (w *WAL) lead() {
 		w.failed = err
 	}
 	w.synced, w.flushing = b+1, false
+	if w.failed == nil && !w.presyncing && w.presyncGen != w.gen && w.off-walDataStart > (w.size-walDataStart)/2 {
+		w.presyncing, w.presyncGen = true, w.gen
+		go w.presync()
+	}
 	w.cond.Broadcast()
 }
 
@@ -255,21 +262,9 @@ func restamp(buf []byte, gen uint64) {
 // then starts generation gen: the frames of the older one are dead. It
 // returns the fdatasyncs made. Only a leader (or recovery) calls it.
 func (w *WAL) reset(gen uint64) (uint64, error) {
-	w.jmu.Lock()
-	js := make([]*Journal, 0, len(w.journals))
-	for j := range w.journals {
-		js = append(js, j)
-	}
-	w.jmu.Unlock()
-	var n uint64
-	for _, j := range js {
-		synced, err := j.syncDirty()
-		if synced {
-			n++
-		}
-		if err != nil {
-			return n, fmt.Errorf("sync journal %s before reusing the write-ahead log: %w", j.dir, err)
-		}
+	n, err := w.syncJournals()
+	if err != nil {
+		return n, err
 	}
 	if _, err := w.f.WriteAt(encodeWALSlot(gen), walSlotOffset(gen)); err != nil {
 		return n, fmt.Errorf("write header: %w", err)
@@ -280,12 +275,65 @@ func (w *WAL) reset(gen uint64) (uint64, error) {
 	return n + 1, nil
 }
 
+// syncWorkers is how many journals a reset fdatasyncs at once: a disk
+// flushes several files faster together than one after the other, and
+// appends wait for the reset.
+const syncWorkers = 8
+
+// syncJournals fdatasyncs every attached journal with unsynced writes and
+// returns how many it synced.
+func (w *WAL) syncJournals() (uint64, error) {
+	w.jmu.Lock()
+	js := make(chan *Journal, len(w.journals))
+	for j := range w.journals {
+		js <- j
+	}
+	w.jmu.Unlock()
+	close(js)
+	var n atomic.Uint64
+	errs := make([]error, syncWorkers)
+	var wg sync.WaitGroup
+	for k := range syncWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range js {
+				synced, err := j.syncDirty()
+				if synced {
+					n.Add(1)
+				}
+				if err != nil && errs[k] == nil {
+					errs[k] = fmt.Errorf("sync journal %s before reusing the write-ahead log: %w", j.dir, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return n.Load(), errors.Join(errs...)
+}
+
+// presync syncs the journals in the background once the WAL is half
+// full, so that the reset, which appends wait for, finds little to flush.
+// A failed fdatasync is sticky: the kernel may have dropped the pages it
+// could not write, so a later one succeeding proves nothing.
+func (w *WAL) presync() {
+	n, err := w.syncJournals()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.syncs += n
+	if err != nil && w.failed == nil {
+		w.failed = err
+	}
+	w.presyncing = false
+	w.cond.Broadcast()
+}
+
 // Close closes the WAL. Close the journals opened with it first: their
 // Close syncs them, and the WAL then starts a new generation. Records of
 // journals still open stay in the WAL until the next open replays them.
 func (w *WAL) Close() error {
 	w.mu.Lock()
-	for w.flushing {
+	for w.flushing || w.presyncing {
 		w.cond.Wait()
 	}
 	if w.closed {
