@@ -137,6 +137,9 @@ func Open(dir string, opts Options) (*Journal, error) {
 	case segSize < minSegmentSize:
 		return nil, fmt.Errorf("journal %s: open: segment size %d is below the minimum %d", dir, segSize, minSegmentSize)
 	}
+	if opts.WAL != nil && (opts.Node == "" || len(opts.Node) > maxWALNode) {
+		return nil, fmt.Errorf("journal %s: open: a write-ahead log needs a node name of 1 to %d bytes, not %q", dir, maxWALNode, opts.Node)
+	}
 	first := opts.FirstSeq
 	if first == 0 {
 		first = 1
