@@ -58,6 +58,12 @@ type Page struct {
 // order. Memory stays at one page whatever the file size. The file must be a
 // whole number of pages; a trailing partial page is an error (a truncated copy).
 func Split(r io.Reader, fn func(Page) error) (Header, error) {
+	return SplitIDs(r, Sum, fn)
+}
+
+// SplitIDs is Split with the pages named by idOf (an encrypted store's
+// keyed ids) instead of Sum.
+func SplitIDs(r io.Reader, idOf func([]byte) ID, fn func(Page) error) (Header, error) {
 	first := make([]byte, HeaderSize)
 	if _, err := io.ReadFull(r, first); err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
@@ -80,7 +86,7 @@ func Split(r io.Reader, fn func(Page) error) (Header, error) {
 	}
 	var index uint32
 	for {
-		if err := fn(Page{Index: index, Data: buf, ID: Sum(buf)}); err != nil {
+		if err := fn(Page{Index: index, Data: buf, ID: idOf(buf)}); err != nil {
 			return h, err
 		}
 		index++

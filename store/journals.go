@@ -168,12 +168,17 @@ type journalStarter interface {
 var (
 	_ journalStarter = (*dirJournals)(nil)
 	_ journalStarter = (*objectJournals)(nil)
+	_ journalStarter = (*sealedJournals)(nil)
 )
 
 // CanStartJournal reports whether StartJournal works on this store, so that
 // an import can refuse before it writes anything.
 func (s *Store) CanStartJournal() bool {
-	_, ok := s.journals.(journalStarter)
+	js := s.journals
+	if sj, ok := js.(*sealedJournals); ok {
+		js = sj.Journals
+	}
+	_, ok := js.(journalStarter)
 	return ok
 }
 

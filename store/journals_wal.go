@@ -61,8 +61,18 @@ func (j *dirJournals) close() error {
 // GroupCommitSyncs is the number of fdatasyncs the store's group commit
 // made (0 without group commit): for the server's metrics and benchmarks.
 func GroupCommitSyncs(s *Store) uint64 {
-	if dj, ok := s.journals.(*dirJournals); ok && dj.wal != nil {
+	if dj := dirJournalsOf(s.journals); dj != nil && dj.wal != nil {
 		return dj.wal.Syncs()
 	}
 	return 0
+}
+
+// dirJournalsOf returns the directory journals under js (sealed for an
+// encrypted store, or not), or nil.
+func dirJournalsOf(js Journals) *dirJournals {
+	if sj, ok := js.(*sealedJournals); ok {
+		js = sj.Journals
+	}
+	dj, _ := js.(*dirJournals)
+	return dj
 }

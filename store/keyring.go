@@ -3,7 +3,12 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
+	"strings"
 
+	"github.com/clnbackup/backup/manifest"
+	"github.com/clnbackup/backup/store/backend"
 	"github.com/clnbackup/backup/store/crypt"
 )
 
@@ -37,9 +42,6 @@ type Encryption struct {
 // ErrLocked is wrapped when an encrypted store is opened without a key.
 var ErrLocked = errors.New("the store is encrypted and no passphrase or key file was given")
 
-// errNotWired is returned by the parts of encryption not yet built.
-var errNotWired = errors.New("encryption is not wired yet")
-
 // Keyring is an open encrypted store's keys: its master key and the key
 // objects that keep it wrapped, and the node secrets (hsm_secret) that only
 // an encrypted store may hold. Store.Keyring is nil for unencrypted stores
@@ -48,6 +50,7 @@ type Keyring struct {
 	st       *Store
 	master   crypt.MasterKey
 	openedBy string
+	keys     *crypt.Keys
 }
 
 // Master is the store's master key (for key export and new key objects).
@@ -59,33 +62,156 @@ func (k *Keyring) OpenedBy() string { return k.openedBy }
 
 // List reads every key object of the store, sorted by id.
 func (k *Keyring) List(ctx context.Context) ([]*crypt.KeyObject, error) {
-	return nil, errNotWired
+	return listKeyObjects(ctx, k.st.raw)
 }
 
 // Add stores a key object (made with crypt.WrapWithPassphrase or
 // crypt.WrapWithKeyFile around Master) as keys/<id>; it refuses one that
 // does not wrap this store's master key.
 func (k *Keyring) Add(ctx context.Context, o *crypt.KeyObject) error {
-	return errNotWired
+	if err := o.Check(); err != nil {
+		return fmt.Errorf("add key object to store %s: %w", k.st.Location(), err)
+	}
+	if o.Master != k.master.Fingerprint() {
+		return fmt.Errorf("add key object %s to store %s: it wraps master key %s, the store's is %s", o.ID, k.st.Location(), o.Master, k.master.Fingerprint())
+	}
+	return putKeyObject(ctx, k.st.raw, o)
 }
+
+// ErrLastKey is wrapped when removing a key object would leave none.
+var ErrLastKey = errors.New("it is the store's last key object: add another key first (backup-cli key add), or the store could only be opened with an exported master key")
 
 // Remove deletes key object id; it refuses to remove the last one.
 func (k *Keyring) Remove(ctx context.Context, id string) error {
-	return errNotWired
+	objs, err := k.List(ctx)
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(objs, func(o *crypt.KeyObject) bool { return o.ID == id })
+	switch {
+	case i < 0:
+		return fmt.Errorf("remove key object %q from store %s: %w (backup-cli key list shows the ids)", id, k.st.Location(), backend.ErrNotFound)
+	case len(objs) == 1:
+		return fmt.Errorf("remove key object %q from store %s: %w", id, k.st.Location(), ErrLastKey)
+	}
+	if err := k.st.raw.Delete(ctx, KeysPrefix+id); err != nil {
+		return fmt.Errorf("remove key object %q from store %s: %w", id, k.st.Location(), err)
+	}
+	return nil
 }
+
+// Node secrets the store keeps, by name.
+var secretNames = []string{"hsm_secret", "emergency.recover"}
+
+// maxSecretSize bounds a node secret (hsm_secret is 32 bytes or a
+// mnemonic-encrypted 73; emergency.recover a few KiB).
+const maxSecretSize = 1 << 20
+
+// secretPrefix is where a node's secrets are kept: one object per version,
+// nodes/<node>/secrets/<name>-<generation, 20 digits>; the newest wins, so
+// replacing a secret never leaves a moment with none.
+func secretPrefix(node string) string { return nodePrefix(node) + "secrets/" }
 
 // PutSecret stores a node secret (name "hsm_secret" or
 // "emergency.recover") sealed like every object of the store, replacing
 // an earlier one.
 func (k *Keyring) PutSecret(ctx context.Context, node, name string, data []byte) error {
-	return errNotWired
+	if err := manifest.ValidNodeName(node); err != nil {
+		return err
+	}
+	if !slices.Contains(secretNames, name) {
+		return fmt.Errorf("store secret %q of node %q: only %s are kept", name, node, strings.Join(secretNames, " and "))
+	}
+	if len(data) == 0 || len(data) > maxSecretSize {
+		return fmt.Errorf("store secret %s of node %q: %d bytes (want 1 to %d)", name, node, len(data), maxSecretSize)
+	}
+	gens, err := k.secretGens(ctx, node)
+	if err != nil {
+		return err
+	}
+	gen := uint64(1)
+	if old := gens[name]; len(old) > 0 {
+		gen = old[len(old)-1] + 1
+	}
+	if err := k.st.be.PutIfAbsent(ctx, secretName(node, name, gen), data); err != nil {
+		return fmt.Errorf("store secret %s of node %q in %s: %w", name, node, k.st.Location(), err)
+	}
+	for _, g := range gens[name] {
+		// Older versions: best effort (a store server lets a node token
+		// delete only its leases; they are small and sealed).
+		_ = k.st.be.Delete(ctx, secretName(node, name, g))
+	}
+	return nil
+}
+
+func secretName(node, name string, gen uint64) string {
+	return fmt.Sprintf("%s%s-%020d", secretPrefix(node), name, gen)
+}
+
+// secretGens lists the generations of each of a node's secrets, oldest
+// first.
+func (k *Keyring) secretGens(ctx context.Context, node string) (map[string][]uint64, error) {
+	return secretGenerations(ctx, k.st.be, node)
+}
+
+func secretGenerations(ctx context.Context, be backend.Backend, node string) (map[string][]uint64, error) {
+	gens := map[string][]uint64{}
+	err := be.List(ctx, secretPrefix(node), func(in backend.Info) error {
+		name, gen, ok := parseSecretName(strings.TrimPrefix(in.Name, secretPrefix(node)))
+		if ok {
+			gens[name] = append(gens[name], gen)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list the secrets of node %q: %w", node, err)
+	}
+	for _, g := range gens {
+		slices.Sort(g)
+	}
+	return gens, nil
+}
+
+// parseSecretName splits "<name>-<20 digits>".
+func parseSecretName(file string) (name string, gen uint64, ok bool) {
+	i := strings.LastIndexByte(file, '-')
+	if i < 0 || !slices.Contains(secretNames, file[:i]) {
+		return "", 0, false
+	}
+	gen, ok = twentyDigits(file[i+1:])
+	return file[:i], gen, ok
 }
 
 // Secrets reads a node's secrets by name (none: an empty map).
 func (k *Keyring) Secrets(ctx context.Context, node string) (map[string][]byte, error) {
-	return nil, errNotWired
+	if err := manifest.ValidNodeName(node); err != nil {
+		return nil, err
+	}
+	gens, err := k.secretGens(ctx, node)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]byte{}
+	for name, g := range gens {
+		data, err := k.st.be.Get(ctx, secretName(node, name, g[len(g)-1]), 0, -1)
+		if err != nil {
+			return nil, fmt.Errorf("read secret %s of node %q: %w", name, node, err)
+		}
+		out[name] = data
+	}
+	return out, nil
+}
+
+// HasSecrets reports whether a node keeps secrets in the store (for list);
+// it needs no key (the names are not sealed).
+func HasSecrets(ctx context.Context, st *Store, node string) (bool, error) {
+	if err := manifest.ValidNodeName(node); err != nil {
+		return false, err
+	}
+	gens, err := secretGenerations(ctx, st.raw, node)
+	return len(gens) > 0, err
 }
 
 // Keyring is the store's keys, or nil when the store is not encrypted (or
 // is opened keyless by a store server).
-func (s *Store) Keyring() *Keyring { return nil }
+func (s *Store) Keyring() *Keyring { return s.keyring }

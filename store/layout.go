@@ -27,6 +27,7 @@ const (
 	NodeManifest                           // nodes/<node>/manifests/<seq, 20 digits>
 	NodeLease                              // nodes/<node>/lease/<gen, 20 digits>
 	NodeJournal                            // nodes/<node>/journal/...: the journal service's files
+	NodeSecret                             // nodes/<node>/secrets/<name>-<gen, 20 digits>: encrypted stores only
 )
 
 func (k NodeObjectKind) String() string {
@@ -39,6 +40,8 @@ func (k NodeObjectKind) String() string {
 		return "lease"
 	case NodeJournal:
 		return "journal file"
+	case NodeSecret:
+		return "node secret"
 	}
 	return fmt.Sprintf("node object kind %d", int(k))
 }
@@ -73,8 +76,13 @@ func ParseNodeObject(name string) (node string, kind NodeObjectKind, seq uint64,
 		return node, NodeManifest, n, nil
 	case dir == "journal":
 		return node, NodeJournal, 0, nil
+	case dir == "secrets":
+		if _, gen, ok := parseSecretName(file); ok {
+			return node, NodeSecret, gen, nil
+		}
+		return "", 0, 0, fmt.Errorf("object %q: a secret's name is hsm_secret or emergency.recover, a dash and 20 decimal digits", name)
 	}
-	return "", 0, 0, fmt.Errorf("object %q: the store layout has no such object under a node (node.json, manifests/<20 digits>, lease/<20 digits>, journal/)", name)
+	return "", 0, 0, fmt.Errorf("object %q: the store layout has no such object under a node (node.json, manifests/<20 digits>, lease/<20 digits>, secrets/, journal/)", name)
 }
 
 // twentyDigits parses the 20-digit decimal numbers of manifest and lease
@@ -104,7 +112,20 @@ func (s *Store) CheckNodeObject(ctx context.Context, name string, data []byte) e
 	if err != nil {
 		return err
 	}
+	if kind == NodeSecret && !s.cfg.Encrypted() {
+		return fmt.Errorf("object %s: node secrets are kept only in encrypted stores", name)
+	}
+	if s.cfg.Encrypted() && kind != NodeJournal {
+		if s.keyring == nil {
+			// A keyless server: the envelope's structure is all it sees.
+			return checkSealedObject(name, data)
+		}
+		if data, err = openObject(s.keyring.keys, name, data); err != nil {
+			return err
+		}
+	}
 	switch kind {
+	case NodeSecret:
 	case NodeRecord:
 		var info NodeInfo
 		if err := strictJSON(data, &info); err != nil {
@@ -129,7 +150,7 @@ func (s *Store) CheckNodeObject(ctx context.Context, name string, data []byte) e
 		if m.Node != node || m.Seq != seq {
 			return fmt.Errorf("manifest %s names node %q manifest %d (misplaced)", name, m.Node, m.Seq)
 		}
-		return s.checkManifestChunks(ctx, name, m)
+		return checkManifestChunks(ctx, s, name, m)
 	default:
 		return fmt.Errorf("object %s: a %s is not put as an object (the journal operations write it)", name, kind)
 	}
@@ -138,7 +159,7 @@ func (s *Store) CheckNodeObject(ctx context.Context, name string, data []byte) e
 
 // checkManifestChunks checks that every chunk m names directly is stored,
 // and is of the kind its place in the manifest says.
-func (s *Store) checkManifestChunks(ctx context.Context, name string, m *manifest.Manifest) error {
+func checkManifestChunks(ctx context.Context, s *Store, name string, m *manifest.Manifest) error {
 	p, err := s.Packs("check manifest chunks")
 	if err != nil {
 		return err

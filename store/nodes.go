@@ -95,7 +95,7 @@ func (s *Store) Nodes(ctx context.Context) ([]string, error) {
 // must already be durable, and the writer that stored it young enough: only
 // Writer.Commit calls it. It fails with ErrManifestExists if the number is
 // taken. It returns the encoded size.
-func (s *Store) putManifest(ctx context.Context, m *manifest.Manifest) (int64, error) {
+func putManifest(ctx context.Context, s *Store, m *manifest.Manifest) (int64, error) {
 	data, err := manifest.Encode(m)
 	if err != nil {
 		return 0, err

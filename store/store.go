@@ -70,7 +70,12 @@ type Config struct {
 	ID      string    `json:"id"`
 	Created time.Time `json:"created"`
 	Params  Params    `json:"params"`
+	// Encryption is set in encrypted stores (format 3) only.
+	Encryption *EncryptionConfig `json:"encryption,omitempty"`
 }
+
+// Encrypted reports whether the store's objects are encrypted (format 3).
+func (c Config) Encrypted() bool { return c.Encryption != nil }
 
 // ErrNotStore is returned (wrapped) when a URL names no store.
 var ErrNotStore = errors.New("not a backup store")
@@ -156,6 +161,11 @@ type Store struct {
 	now          func() time.Time
 	maxWriterAge time.Duration
 	reader       *chunkReader
+	// raw is the backend without the sealed view (be is sealedBackend
+	// over it in an encrypted store opened with its key; else be).
+	raw backend.Backend
+	// keyring is an encrypted store's keys (nil: plain, or keyless).
+	keyring *Keyring
 }
 
 // Create opens the store at url, creating it first when the place is missing
@@ -229,6 +239,18 @@ func createIn(ctx context.Context, be backend.Backend, opts Options, journals Jo
 		version = opts.FormatVersion
 	}
 	cfg := Config{Format: configFormat, Version: version, ID: hex.EncodeToString(rnd[:]), Created: time.Now().UTC(), Params: params}
+	if opts.Encrypt != nil {
+		mk, o, err := newEncryptedConfig(&cfg, opts.Encrypt)
+		if err != nil {
+			return nil, false, fmt.Errorf("create encrypted store %s: %w", be.Location(), err)
+		}
+		// The key object goes first: a config naming a master key that
+		// no key object wraps would make a store nobody can open.
+		if err := putKeyObject(ctx, be, o); err != nil {
+			return nil, false, fmt.Errorf("create encrypted store %s: %w", be.Location(), err)
+		}
+		opts.Unlock = Unlock{KeyFile: ptr(mk.KeyFile())}
+	}
 	data, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {
 		return nil, false, err
@@ -313,8 +335,11 @@ func open(ctx context.Context, be backend.Backend, opts Options, journals Journa
 	if err := json.Unmarshal(data, &cfg); err != nil || cfg.Format != configFormat {
 		return nil, fmt.Errorf("open store %s: %w (config object is not a backup store config)", be.Location(), ErrNotStore)
 	}
-	if cfg.Version < MinFormatVersion || cfg.Version > FormatVersion {
-		return nil, fmt.Errorf("open store %s: store format version %d is not supported (this program handles versions %d to %d): use a backup-cli that matches the store", be.Location(), cfg.Version, MinFormatVersion, FormatVersion)
+	if cfg.Version < MinFormatVersion || cfg.Version > MaxFormatVersion {
+		return nil, fmt.Errorf("open store %s: store format version %d is not supported (this program handles versions %d to %d): use a backup-cli that matches the store", be.Location(), cfg.Version, MinFormatVersion, MaxFormatVersion)
+	}
+	if err := checkEncryptionConfig(cfg); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", be.Location(), err)
 	}
 	want := DefaultParams()
 	if opts.Params != nil {
@@ -323,22 +348,41 @@ func open(ctx context.Context, be backend.Backend, opts Options, journals Journa
 	if err := compareParams(cfg.Params, want); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", be.Location(), err)
 	}
+	var keyring *Keyring
+	if cfg.Encrypted() && !opts.Keyless {
+		mk, by, err := unlock(ctx, be, cfg, opts.Unlock)
+		if err != nil {
+			return nil, fmt.Errorf("open encrypted store %s: %w", be.Location(), err)
+		}
+		keyring = &Keyring{master: mk, openedBy: by, keys: mk.Keys()}
+	}
 	c, err := chunk.NewCodec()
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{be: be, cfg: cfg, codec: c, now: opts.Now, maxWriterAge: opts.MaxWriterAge}
+	raw := be
+	switch {
+	case keyring != nil:
+		c.WithKeys(keyring.keys)
+		be = &sealedBackend{Backend: raw, keys: keyring.keys}
+	case cfg.Encrypted():
+		c.WithoutKeys()
+	}
+	s := &Store{be: be, raw: raw, cfg: cfg, codec: c, now: opts.Now, maxWriterAge: opts.MaxWriterAge, keyring: keyring}
+	if keyring != nil {
+		keyring.st = s
+	}
 	if s.now == nil {
 		s.now = time.Now
 	}
 	if s.maxWriterAge <= 0 {
 		s.maxWriterAge = DefaultMaxWriterAge
 	}
-	s.packs = packs.New(be, packs.Options{StoreVersion: cfg.Version, PackSize: cfg.Params.PackSize, Codec: c, Now: s.now, MaxWriterAge: s.maxWriterAge, CheckContent: CheckChunkContent})
+	s.packs = packs.New(raw, packs.Options{StoreVersion: cfg.Version, PackSize: cfg.Params.PackSize, Codec: c, Now: s.now, MaxWriterAge: s.maxWriterAge, CheckContent: CheckChunkContent})
 	s.chunks = s.packs
 	s.reader = newChunkReader(s.chunks, c, opts.ReadWorkers, be.Location())
 	if journals == nil {
-		dj, err := newDirJournals(be)
+		dj, err := newDirJournals(raw)
 		if err == nil {
 			err = dj.setupWAL(opts.GroupCommit, opts.GroupCommitSize)
 		}
@@ -348,9 +392,14 @@ func open(ctx context.Context, be backend.Backend, opts Options, journals Journa
 		}
 		journals = dj
 	}
+	if keyring != nil {
+		journals = &sealedJournals{Journals: journals, keys: keyring.keys}
+	}
 	s.journals = journals
 	return s, nil
 }
+
+func ptr[T any](v T) *T { return &v }
 
 func compareParams(have, want Params) error {
 	var diffs []string
@@ -383,6 +432,12 @@ func (s *Store) Config() Config { return s.cfg }
 // server's node clients send full pages only).
 func (s *Store) DeltasAllowed() bool { return s.cfg.Version >= 2 && s.chunks.Deltas() }
 
+// ChunkID names data as this store names chunks: BLAKE3-256, or in an
+// encrypted store keyed BLAKE3 under its chunk id key (the key stays in
+// the store). Everything that names or checks a chunk of this store (the
+// snapshot of a database, the compaction cache) must use it.
+func (s *Store) ChunkID(data []byte) chunker.ID { return s.codec.ID(data) }
+
 // Location is the store's URL, for messages.
 func (s *Store) Location() string { return s.be.Location() }
 
@@ -394,7 +449,7 @@ func (s *Store) Objects() backend.Backend { return s.be }
 func (s *Store) Close() error {
 	s.codec.Close()
 	var werr error
-	if dj, ok := s.journals.(*dirJournals); ok {
+	if dj := dirJournalsOf(s.journals); dj != nil {
 		werr = dj.close()
 	}
 	var err error

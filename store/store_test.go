@@ -179,7 +179,8 @@ func TestOpenRefusals(t *testing.T) {
 		name, url, want string
 		create          bool
 	}{
-		{"future version", edit(t, func(c map[string]any) { c["version"] = 3 }), "store format version 3 is not supported", false},
+		{"future version", edit(t, func(c map[string]any) { c["version"] = 4 }), "store format version 4 is not supported", false},
+		{"version 3 without encryption", edit(t, func(c map[string]any) { c["version"] = 3 }), "store format version 3 records no encryption", false},
 		{"version 0", edit(t, func(c map[string]any) { c["version"] = 0 }), "store format version 0 is not supported", false},
 		{"other list size", edit(t, func(c map[string]any) { c["params"].(map[string]any)["list_entries"] = 4096 }), "list_entries 4096 (expected 1024)", false},
 		{"other hash", edit(t, func(c map[string]any) { c["params"].(map[string]any)["hash"] = "sha256" }), `hash "sha256"`, false},

@@ -108,7 +108,7 @@ func (w *Writer) Commit(ctx context.Context, m *manifest.Manifest) (int64, error
 			return 0, err
 		}
 	}
-	return w.s.putManifest(ctx, m)
+	return putManifest(ctx, w.s, m)
 }
 
 // Fence makes Commit call check just before it writes the manifest, and
@@ -137,13 +137,13 @@ func (w *Writer) Reused() { w.stats.ReusedChunks++ }
 // Put adds data as a chunk of the given kind and returns its ID; isNew says
 // whether it was new to the store.
 func (w *Writer) Put(ctx context.Context, kind chunk.Kind, data []byte) (id chunker.ID, isNew bool, err error) {
-	id = chunker.Sum(data)
+	id = w.s.codec.ID(data)
 	isNew, err = w.PutID(ctx, kind, id, data)
 	return id, isNew, err
 }
 
 // PutID is Put for a caller that already has the chunk's ID (the chunker
-// computes it). id must be chunker.Sum(data).
+// computes it). id must be the store's id of data (Store.ChunkID).
 func (w *Writer) PutID(ctx context.Context, kind chunk.Kind, id chunker.ID, data []byte) (isNew bool, err error) {
 	if w.enc == nil {
 		return false, errors.New("chunk writer is closed")
@@ -156,7 +156,12 @@ func (w *Writer) PutID(ctx context.Context, kind chunk.Kind, id chunker.ID, data
 		return false, nil
 	}
 	start := len(w.bodies)
-	w.bodies = w.enc.EncodeAll(data, w.bodies)
+	if w.s.codec.Sealed() {
+		w.scratch = w.enc.EncodeAll(data, w.scratch[:0])
+		w.bodies = w.s.codec.SealBody(w.bodies, w.scratch, id)
+	} else {
+		w.bodies = w.enc.EncodeAll(data, w.bodies)
+	}
 	return true, w.added(ctx, chunk.Entry{ID: id, Kind: kind, Offset: uint32(start), Length: uint32(len(w.bodies) - start), Raw: uint32(len(data))})
 }
 
@@ -228,7 +233,7 @@ func (w *Writer) PutDelta(ctx context.Context, id chunker.ID, data []byte, base 
 		w.stats.ReusedChunks++
 		return false, nil
 	}
-	if b, ok := w.DeltaBase(base); !ok || b != base || base == id || len(data) > chunk.MaxSize || chunker.Sum(baseData) != base {
+	if b, ok := w.DeltaBase(base); !ok || b != base || base == id || len(data) > chunk.MaxSize || w.s.codec.ID(baseData) != base {
 		return w.PutID(ctx, chunk.KindPage, id, data)
 	}
 	if w.denc == nil {
@@ -247,13 +252,15 @@ func (w *Writer) PutDelta(ctx context.Context, id chunker.ID, data []byte, base 
 		return false, fmt.Errorf("compress page %s against %s: %w", id.Short(), base.Short(), err)
 	}
 	w.scratch = w.enc.EncodeAll(data, w.scratch[:0])
-	start := len(w.bodies)
-	w.bodies = w.denc.EncodeAll(data, w.bodies)
-	e := chunk.Entry{ID: id, Kind: chunk.KindPage, Offset: uint32(start), Length: uint32(len(w.bodies) - start), Raw: uint32(len(data)), Base: base}
-	if float64(e.Length) >= deltaMaxShare*float64(len(w.scratch)) {
-		w.bodies = append(w.bodies[:start], w.scratch...)
-		e.Length, e.Base = uint32(len(w.scratch)), chunker.ID{}
+	full := len(w.scratch)
+	w.scratch = w.denc.EncodeAll(data, w.scratch)
+	body, e := w.scratch[full:], chunk.Entry{ID: id, Kind: chunk.KindPage, Raw: uint32(len(data)), Base: base}
+	if float64(len(body)) >= deltaMaxShare*float64(full) {
+		body, e.Base = w.scratch[:full], chunker.ID{}
 	}
+	start := len(w.bodies)
+	w.bodies = w.s.codec.SealBody(w.bodies, body, id)
+	e.Offset, e.Length = uint32(start), uint32(len(w.bodies)-start)
 	return true, w.added(ctx, e)
 }
 

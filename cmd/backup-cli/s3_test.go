@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -59,6 +60,17 @@ func TestS3Commands(t *testing.T) {
 	mustRun(t, c("restore", "--node", "alice", url, dest)...)
 	sameDB(t, dest, testdata+"trace1-final.sqlite3")
 	mustRun(t, c("verify", "--read-data", url)...)
+
+	// copy s3:// → file:// → another bucket prefix, restored equal.
+	fileURL := "file://" + filepath.Join(tmp, "copied")
+	mustRun(t, c("copy", url, fileURL)...)
+	url2 := srv.URL("backups/second")
+	mustRun(t, c("copy", fileURL, url2)...)
+	for i, u := range []string{fileURL, url2} {
+		dest := filepath.Join(tmp, fmt.Sprintf("copied-%d.sqlite3", i))
+		mustRun(t, c("restore", "--node", "alice", u, dest)...)
+		sameDB(t, dest, testdata+"trace1-final.sqlite3")
+	}
 	mustRun(t, c("forget", "--node", "bob", "--keep-last", "1", url)...)
 	mustRun(t, c("gc", url)...)
 	mustRun(t, c("unlock", "--node", "alice", url)...)

@@ -167,25 +167,8 @@ func runServer(cmd *cobra.Command, o *serverOpts, url, addr string) error {
 	if err != nil {
 		return err
 	}
-	for _, f := range []struct {
-		name string
-		v    int64
-	}{{"max-conns", int64(o.maxConns)}, {"max-conns-per-token", int64(o.maxConnsPerToken)}, {"max-handshakes", int64(o.maxHandshakes)},
-		{"max-handshakes-per-addr", int64(o.maxHandshakesPerAddr)}, {"max-conns-per-addr", int64(o.maxConnsPerAddr)},
-		{"handshake-timeout", int64(o.handshakeTimeout)}, {"max-memory", int64(o.maxMemoryMiB)}} {
-		if f.v < 0 {
-			return fmt.Errorf("server: --%s is negative: give a positive limit (or 0 for its default)", f.name)
-		}
-	}
-	u, err := store.ParseURL(url)
-	if err != nil {
+	if err := o.check(url); err != nil {
 		return err
-	}
-	if u.Scheme != "file" && u.Scheme != "s3" {
-		return fmt.Errorf("server serves a local store (file:///path) or a bucket (s3://BUCKET/PREFIX), not %s", url)
-	}
-	if o.journalDir != "" && u.Scheme != "s3" {
-		return fmt.Errorf("server: --journal-dir is for s3:// stores (a file:// store keeps its journals in its directory)")
 	}
 	var auth *remote.Auth
 	if o.authFile != "" {
@@ -205,7 +188,7 @@ func runServer(cmd *cobra.Command, o *serverOpts, url, addr string) error {
 		defer web.l.Close()
 	}
 	ctx := cmd.Context()
-	st, created, err := store.Create(ctx, url, store.Options{CredentialsFile: o.s3Creds, JournalDir: o.journalDir, GroupCommit: o.groupCommit})
+	st, created, err := store.Create(ctx, url, store.Options{CredentialsFile: o.s3Creds, JournalDir: o.journalDir, Keyless: true, GroupCommit: o.groupCommit})
 	if err != nil {
 		return err
 	}
@@ -213,6 +196,11 @@ func runServer(cmd *cobra.Command, o *serverOpts, url, addr string) error {
 	if created {
 		infof("created store %s", st.Location())
 	}
+	// SIGHUP is caught before clients can connect: one sent as soon as
+	// the port answers must reload the auth file, not kill the server.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", addr, err)
@@ -239,7 +227,7 @@ func runServer(cmd *cobra.Command, o *serverOpts, url, addr string) error {
 		web.serve(st, srv, o.httpStale, infof, errorf)
 		defer web.shutdown(context.Background())
 	}
-	return serve(ctx, srv, l, addr, o.authFile, func() { web.reload(infof, errorf) }, infof, errorf)
+	return serve(ctx, srv, l, hup, addr, o.authFile, func() { web.reload(infof, errorf) }, infof, errorf)
 }
 
 // serverTLS loads or makes the server's key pair as its flags ask; it
@@ -326,6 +314,32 @@ the server would.`,
 	return cmd
 }
 
+// check refuses flags out of range and a URL the server cannot serve,
+// before anything is opened.
+func (o *serverOpts) check(url string) error {
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{{"max-conns", int64(o.maxConns)}, {"max-conns-per-token", int64(o.maxConnsPerToken)}, {"max-handshakes", int64(o.maxHandshakes)},
+		{"max-handshakes-per-addr", int64(o.maxHandshakesPerAddr)}, {"max-conns-per-addr", int64(o.maxConnsPerAddr)},
+		{"handshake-timeout", int64(o.handshakeTimeout)}, {"max-memory", int64(o.maxMemoryMiB)}} {
+		if f.v < 0 {
+			return fmt.Errorf("server: --%s is negative: give a positive limit (or 0 for its default)", f.name)
+		}
+	}
+	u, err := store.ParseURL(url)
+	if err != nil {
+		return err
+	}
+	if u.Scheme != "file" && u.Scheme != "s3" {
+		return fmt.Errorf("server serves a local store (file:///path) or a bucket (s3://BUCKET/PREFIX), not %s", url)
+	}
+	if o.journalDir != "" && u.Scheme != "s3" {
+		return fmt.Errorf("server: --journal-dir is for s3:// stores (a file:// store keeps its journals in its directory)")
+	}
+	return nil
+}
+
 // serverMemoryLimit is the server's soft memory limit: the request budget
 // (--max-memory MiB, 0 for the default) and room for the rest (the index,
 // connection buffers, decompression), so the heap stays near what is live
@@ -339,15 +353,12 @@ func serverMemoryLimit(maxMemoryMiB int) int64 {
 }
 
 // serve serves on l until ctx ends (SIGTERM, SIGINT), then shuts down
-// gracefully; SIGHUP reloads the auth file meanwhile, and calls onHUP (the
+// gracefully; SIGHUP (on hup) reloads the auth file meanwhile, and calls onHUP (the
 // status page's tokens). A failure of Serve itself ends it with an error,
 // the connections closed at once.
-func serve(ctx context.Context, srv *remote.Server, l net.Listener, addr, authFile string, onHUP func(), infof, errorf func(string, ...any)) error {
+func serve(ctx context.Context, srv *remote.Server, l net.Listener, hup <-chan os.Signal, addr, authFile string, onHUP func(), infof, errorf func(string, ...any)) error {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 serving:
 	for {
 		select {

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/clnbackup/backup/chunker"
+	"github.com/clnbackup/backup/store/crypt"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -25,6 +26,11 @@ type Codec struct {
 	mu        sync.Mutex
 	encs      []*zstd.Encoder
 	deltaDecs []*zstd.Decoder // each decode sets its base as dictionary
+
+	// keys seal bodies and key ids (an encrypted store); keyless: the
+	// bodies are sealed but the key is not here (see seal.go).
+	keys    *crypt.Keys
+	keyless bool
 }
 
 // maxDecoderMemory bounds what one decode may allocate: a hostile frame
@@ -105,14 +111,19 @@ func (c *Codec) Decode(dst []byte, b Body, from string) ([]byte, error) {
 	if b.Raw > MaxSize {
 		return nil, fmt.Errorf("read chunk %s from %s: %w: size %d exceeds the %d-byte limit; run backup-cli verify", b.ID, Origin(b, from), ErrCorrupt, b.Raw, MaxSize)
 	}
+	body, done, err := c.open(b, from, "")
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	raw := int(b.Raw)
 	dst = slices.Grow(dst, raw)
 	full := dst
-	data, err := c.bounded.DecodeAll(b.Body, dst[:len(dst):len(dst)+raw])
+	data, err := c.bounded.DecodeAll(body, dst[:len(dst):len(dst)+raw])
 	if err != nil {
 		return nil, fmt.Errorf("read chunk %s from %s: %w: cannot decompress into its declared %d bytes (%v); run backup-cli verify", b.ID, Origin(b, from), ErrCorrupt, b.Raw, err)
 	}
-	if len(data) != raw || chunker.Sum(data) != b.ID {
+	if len(data) != raw || c.ID(data) != b.ID {
 		return nil, fmt.Errorf("read chunk %s from %s: %w: hash mismatch; run backup-cli verify", b.ID, Origin(b, from), ErrCorrupt)
 	}
 	// The decoder could not grow past the capacity given: data is full's
@@ -126,6 +137,11 @@ func (c *Codec) DecodeDelta(dst []byte, b Body, base []byte, from string) ([]byt
 	if b.Raw > MaxSize {
 		return nil, fmt.Errorf("read chunk %s from %s: %w: size %d exceeds the %d-byte limit; run backup-cli verify", b.ID, Origin(b, from), ErrCorrupt, b.Raw, MaxSize)
 	}
+	body, done, err := c.open(b, from, " (a delta of chunk "+b.Base.String()+")")
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	dec, err := c.deltaDecoder()
 	if err != nil {
 		return nil, err
@@ -137,11 +153,11 @@ func (c *Codec) DecodeDelta(dst []byte, b Body, base []byte, from string) ([]byt
 	if dst == nil {
 		dst = make([]byte, 0, b.Raw)
 	}
-	data, err := dec.DecodeAll(b.Body, dst)
+	data, err := dec.DecodeAll(body, dst)
 	if err != nil {
 		return nil, fmt.Errorf("read chunk %s (a delta of chunk %s) from %s: %w: cannot decompress (%v); run backup-cli verify", b.ID, b.Base, Origin(b, from), ErrCorrupt, err)
 	}
-	if uint32(len(data)) != b.Raw || chunker.Sum(data) != b.ID {
+	if uint32(len(data)) != b.Raw || c.ID(data) != b.ID {
 		return nil, fmt.Errorf("read chunk %s (a delta of chunk %s) from %s: %w: hash mismatch; run backup-cli verify", b.ID, b.Base, Origin(b, from), ErrCorrupt)
 	}
 	return data, nil

@@ -29,13 +29,15 @@ const (
 // copyMode is the one place that decides how chunks move from src to dst:
 // as stored when a chunk has the same id in both and manifests can name the
 // same list chunks, else re-encoded through plaintext. idOf is the
-// destination's chunk id function for the re-encode path: today every store
-// names a chunk by the BLAKE3-256 of its bytes; stores with keyed ids
-// (store format 3) need only their id function here, and a key comparison
-// below.
-func copyMode(src, dst store.Config) (reencode bool, reason string, idOf func([]byte) chunker.ID) {
-	idOf = chunker.Sum
-	sp, dp := src.Params, dst.Params
+// destination's chunk id function for the re-encode path. Encrypted stores
+// (format 3) name chunks with keyed ids: between an encrypted and a plain
+// store, or two encrypted stores with different master keys, ids differ
+// and every chunk is re-encoded (and sealed anew); two stores with the
+// same master key share ids and sealed bodies, and copy as stored.
+func copyMode(src, dst *store.Store) (reencode bool, reason string, idOf func([]byte) chunker.ID) {
+	idOf = dst.ChunkID
+	sc, dc := src.Config(), dst.Config()
+	sp, dp := sc.Params, dc.Params
 	var diffs []string
 	if sp.Chunker != dp.Chunker || sp.Hash != dp.Hash || sp.Compression != dp.Compression {
 		diffs = append(diffs, fmt.Sprintf("chunking %s/%s/%s vs %s/%s/%s", sp.Chunker, sp.Hash, sp.Compression, dp.Chunker, dp.Hash, dp.Compression))
@@ -43,13 +45,25 @@ func copyMode(src, dst store.Config) (reencode bool, reason string, idOf func([]
 	if sp.ListEntries != dp.ListEntries {
 		diffs = append(diffs, fmt.Sprintf("list_entries %d vs %d", sp.ListEntries, dp.ListEntries))
 	}
+	if k := keyOf(sc); k != keyOf(dc) {
+		diffs = append(diffs, fmt.Sprintf("chunk ids %s vs %s", k, keyOf(dc)))
+	}
 	if len(diffs) > 0 {
 		return true, fmt.Sprint("the stores' chunk ids or list chunks differ (", diffs, ")"), idOf
 	}
-	if src.Version != dst.Version {
-		return false, fmt.Sprintf("store format %d to %d: same chunk ids; delta copies are stored full where the destination takes no deltas", src.Version, dst.Version), idOf
+	if sc.Version != dc.Version {
+		return false, fmt.Sprintf("store format %d to %d: same chunk ids; delta copies are stored full where the destination takes no deltas", sc.Version, dc.Version), idOf
 	}
 	return false, "", idOf
+}
+
+// keyOf names how a store's chunk ids are made: plain BLAKE3, or keyed by
+// the master key of the given fingerprint.
+func keyOf(c store.Config) string {
+	if c.Encryption == nil {
+		return "plain"
+	}
+	return "keyed by master key " + c.Encryption.Master
 }
 
 // copier copies nodes from src to dst (Copy).
@@ -67,7 +81,7 @@ type copier struct {
 }
 
 func newCopier(src, dst *store.Store) *copier {
-	re, reason, idOf := copyMode(src.Config(), dst.Config())
+	re, reason, idOf := copyMode(src, dst)
 	c := &copier{src: src, dst: dst, mode: CopyAsStored, reason: reason, reencode: re, idOf: idOf, progress: func(int64) {}}
 	if re {
 		c.mode = CopyReencode

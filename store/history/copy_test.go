@@ -331,6 +331,16 @@ func TestCopyThroughServer(t *testing.T) {
 // resumes, skipping what it had copied, and the destination equals the
 // source.
 func TestCopyInterrupted(t *testing.T) {
+	runCopyInterrupted(t, func(t *testing.T) *store.Store {
+		dst, _ := newStore(t)
+		return dst
+	}, 7)
+}
+
+// runCopyInterrupted is TestCopyInterrupted into stores newDst makes, at
+// up to stops points spread over the copy. It sets the package's copy
+// hooks, so its callers do not run in parallel.
+func runCopyInterrupted(t *testing.T, newDst func(t *testing.T) *store.Store, stops int) {
 	defer history.SetCopyWindows(64, 64)()
 	src := newCopySource(t, "trace1.jsonl")
 	src.feedUpTo(t, 260, map[int]bool{1: true, 100: true, 200: true})
@@ -342,8 +352,12 @@ func TestCopyInterrupted(t *testing.T) {
 	if steps < 10 {
 		t.Fatalf("a copy takes only %d steps", steps)
 	}
-	for _, stop := range []int{1, steps / 5, 2 * steps / 5, 3 * steps / 5, 4 * steps / 5, steps - 3, steps - 1} {
-		dst, _ := newStore(t)
+	at := []int{1, steps / 5, 2 * steps / 5, 3 * steps / 5, 4 * steps / 5, steps - 3, steps - 1}
+	if stops < len(at) {
+		at = []int{1, steps / 2, steps - 1}[:max(stops, 1)]
+	}
+	for _, stop := range at {
+		dst := newDst(t)
 		cctx, cancel := context.WithCancel(ctx)
 		n := 0
 		undo := history.SetCopyStep(func() {

@@ -26,6 +26,10 @@ func newVersionStore(t testing.TB, version int, clock *testClock) (*store.Store,
 	t.Helper()
 	url := "file://" + filepath.Join(t.TempDir(), "store")
 	opts := store.Options{FormatVersion: version}
+	if version == store.EncryptedFormatVersion {
+		opts = unlocked()
+		opts.Encrypt = &store.Encryption{Passphrase: []byte(testPass), KDF: testKDF}
+	}
 	if clock != nil {
 		opts.Now, opts.MaxWriterAge = clock.Now, testWriterAge
 	}

@@ -168,74 +168,82 @@ func restore(t testing.TB, st *store.Store, opts history.RestoreOptions) (string
 
 // TestRoundTripTraces applies real recorded traces through the journal,
 // compacting at several points, then restores every manifest, several
-// versions, and the newest state.
+// versions, and the newest state: in a plain store, and (trace1) in an
+// encrypted store through file:// and through a keyless store server.
 func TestRoundTripTraces(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		trace, final string
 		compactAt    map[int]bool // compact before the hook with this index
+		stores       []string
 	}{
-		{"trace1.jsonl", "trace1-final.sqlite3", map[int]bool{1: true, 5: true, 100: true, 250: true, 300: true, 386: true}},
+		{"trace1.jsonl", "trace1-final.sqlite3", map[int]bool{1: true, 5: true, 100: true, 250: true, 300: true, 386: true}, []string{"plain", "encrypted", "encrypted-server", "encrypted-s3"}},
 		// crash3: compact right before the re-sent data_version 508, so
 		// the uncommitted change must not have been sealed.
-		{"crash3.jsonl", "crash3-final.sqlite3", map[int]bool{50: true, 300: true, 508: true, 509: true, 600: true}},
+		{"crash3.jsonl", "crash3-final.sqlite3", map[int]bool{50: true, 300: true, 508: true, 509: true, 600: true}, []string{"plain", "encrypted"}},
 	} {
-		t.Run(tc.trace, func(t *testing.T) {
-			recs := traceRecords(t, tc.trace)
-			committed := resolved(recs)
-			st, _ := newStore(t)
-			_, n := initNode(t, st, "", "")
-			for i, r := range recs {
-				if tc.compactAt[i] {
-					if _, err := n.Compact(ctx, nil); err != nil {
-						t.Fatalf("compact before hook %d: %v", i, err)
-					}
-				}
-				if i%97 == 0 {
-					if _, err := n.Seal(ctx); err != nil {
-						t.Fatalf("seal before hook %d: %v", i, err)
-					}
-				}
-				feed(t, n, r)
+		for _, kind := range tc.stores {
+			t.Run(tc.trace+"/"+kind, func(t *testing.T) {
+				t.Parallel()
+				roundTripTrace(t, storeOfKind(t, kind), tc.trace, tc.final, tc.compactAt)
+			})
+		}
+	}
+}
+
+func roundTripTrace(t *testing.T, st *store.Store, trace, final string, compactAt map[int]bool) {
+	recs := traceRecords(t, trace)
+	committed := resolved(recs)
+	_, n := initNode(t, st, "", "")
+	for i, r := range recs {
+		if compactAt[i] {
+			if _, err := n.Compact(ctx, nil); err != nil {
+				t.Fatalf("compact before hook %d: %v", i, err)
 			}
-			// Newest state equals the node's own final database.
-			got, res := restore(t, st, history.RestoreOptions{})
-			assertSame(t, "newest state", got, filepath.Join("..", "..", "testdata", tc.final))
-			if last := committed[len(committed)-1].Version; res.Version != last {
-				t.Fatalf("newest restore at data_version %d, want %d", res.Version, last)
+		}
+		if i%97 == 0 {
+			if _, err := n.Seal(ctx); err != nil {
+				t.Fatalf("seal before hook %d: %v", i, err)
 			}
-			// Every manifest.
-			seqs, err := st.ManifestSeqs(ctx, "n1")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(seqs) < 8 {
-				t.Fatalf("only %d manifests written", len(seqs))
-			}
-			for _, seq := range seqs {
-				m, err := st.Manifest(ctx, "n1", seq)
-				if err != nil {
-					t.Fatal(err)
-				}
-				got, res := restore(t, st, history.RestoreOptions{Manifest: seq})
-				if res.Version != m.LastVersion() {
-					t.Fatalf("manifest %d restored at %d, want %d", seq, res.Version, m.LastVersion())
-				}
-				assertSame(t, "manifest", got, expectedAt(t, committed, m.LastVersion()))
-			}
-			// Several versions, including ones only in the journal.
-			last := committed[len(committed)-1].Version
-			for _, v := range []uint32{1, 2, 9, 57, 200, 384, 507, 508, 509, last - 1, last} {
-				if v > last {
-					continue
-				}
-				got, res := restore(t, st, history.RestoreOptions{Version: &v})
-				if res.Version != v {
-					t.Fatalf("restore --version %d gave %d", v, res.Version)
-				}
-				assertSame(t, "version", got, expectedAt(t, committed, v))
-			}
-		})
+		}
+		feed(t, n, r)
+	}
+	// Newest state equals the node's own final database.
+	got, res := restore(t, st, history.RestoreOptions{})
+	assertSame(t, "newest state", got, filepath.Join("..", "..", "testdata", final))
+	if last := committed[len(committed)-1].Version; res.Version != last {
+		t.Fatalf("newest restore at data_version %d, want %d", res.Version, last)
+	}
+	// Every manifest.
+	seqs, err := st.ManifestSeqs(ctx, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(seqs) < 8 {
+		t.Fatalf("only %d manifests written", len(seqs))
+	}
+	for _, seq := range seqs {
+		m, err := st.Manifest(ctx, "n1", seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, res := restore(t, st, history.RestoreOptions{Manifest: seq})
+		if res.Version != m.LastVersion() {
+			t.Fatalf("manifest %d restored at %d, want %d", seq, res.Version, m.LastVersion())
+		}
+		assertSame(t, "manifest", got, expectedAt(t, committed, m.LastVersion()))
+	}
+	// Several versions, including ones only in the journal.
+	last := committed[len(committed)-1].Version
+	for _, v := range []uint32{1, 2, 9, 57, 200, 384, 507, 508, 509, last - 1, last} {
+		if v > last {
+			continue
+		}
+		got, res := restore(t, st, history.RestoreOptions{Version: &v})
+		if res.Version != v {
+			t.Fatalf("restore --version %d gave %d", v, res.Version)
+		}
+		assertSame(t, "version", got, expectedAt(t, committed, v))
 	}
 }
 

@@ -142,7 +142,7 @@ func snapshotFile(ctx context.Context, w *store.Writer, st *store.Store, path st
 // window at a time, the pages the store lacks.
 func (ps *pageStorer) storePages(ctx context.Context, size int64, progress Progress) (chunker.Header, error) {
 	var done int64
-	h, err := chunker.Split(ps.f, func(p chunker.Page) error {
+	h, err := chunker.SplitIDs(ps.f, ps.st.ChunkID, func(p chunker.Page) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -185,20 +185,20 @@ func storePageTable(ctx context.Context, w *store.Writer, st *store.Store, snap 
 	for start := 0; start < len(tab); start += n {
 		b := manifest.EncodeList(tab[start:min(start+n, len(tab))])
 		lists = append(lists, b)
-		ask = append(ask, chunker.Sum(b))
+		ask = append(ask, st.ChunkID(b))
 	}
 	var patchBytes []byte
 	canPatch := prev != nil && prev.PageSize == snap.PageSize && prev.Pages > 0 && len(prev.Patches) < maxPatches
 	if canPatch {
 		patchBytes = manifest.EncodePatch(prevTab.Diff(tab))
-		ask = append(ask, chunker.Sum(patchBytes))
+		ask = append(ask, st.ChunkID(patchBytes))
 	}
 	l, err := st.Lookup(ctx, ask)
 	if err != nil {
 		return err
 	}
 	w.Know(l)
-	if canPatch && int64(len(patchBytes))+prevChain <= newListBytes(w, lists) {
+	if canPatch && int64(len(patchBytes))+prevChain <= newListBytes(w, st, lists) {
 		id, _, err := w.Put(ctx, chunk.KindPatch, patchBytes)
 		if err != nil {
 			return fmt.Errorf("store patch chunk: %w", err)
@@ -323,7 +323,7 @@ func (ps *pageStorer) storeBatch(ctx context.Context, l chunk.Lookup, batch []ui
 		if _, err := ps.f.ReadAt(data, int64(i)*ps.pageSize); err != nil {
 			return fmt.Errorf("read page %d: %w", i+1, err)
 		}
-		if chunker.Sum(data) != id {
+		if ps.st.ChunkID(data) != id {
 			return fmt.Errorf("page %d of %s changed while it was being stored", i+1, ps.f.Name())
 		}
 		var err error
@@ -341,10 +341,10 @@ func (ps *pageStorer) storeBatch(ctx context.Context, l chunk.Lookup, batch []ui
 
 // newListBytes is what writing lists as list chunks would add to the store:
 // the lists the writer's lookup did not find.
-func newListBytes(w *store.Writer, lists [][]byte) int64 {
+func newListBytes(w *store.Writer, st *store.Store, lists [][]byte) int64 {
 	var total int64
 	for _, b := range lists {
-		if !w.Has(chunker.Sum(b)) {
+		if !w.Has(st.ChunkID(b)) {
 			total += int64(len(b))
 		}
 	}
@@ -366,7 +366,7 @@ func writePages(ctx context.Context, st *store.Store, f *os.File, s manifest.Sna
 	total := s.Size()
 	var need []uint32 // pages to fetch, by index
 	if reuse {
-		if need, kept, err = checkPages(ctx, f, s, tab, progress); err != nil {
+		if need, kept, err = checkPages(ctx, f, s, tab, st.ChunkID, progress); err != nil {
 			return 0, 0, err
 		}
 	} else {
@@ -467,7 +467,7 @@ func (r *pageRun) flush() error {
 // checkPages reads the pages f holds within the snapshot's size and returns
 // the indexes of the snapshot's pages that f lacks or holds with another
 // hash, and the bytes of the pages that match.
-func checkPages(ctx context.Context, f *os.File, s manifest.Snapshot, tab manifest.PageTable, progress Progress) (need []uint32, kept int64, err error) {
+func checkPages(ctx context.Context, f *os.File, s manifest.Snapshot, tab manifest.PageTable, idOf func([]byte) chunker.ID, progress Progress) (need []uint32, kept int64, err error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, 0, err
@@ -484,7 +484,7 @@ func checkPages(ctx context.Context, f *os.File, s manifest.Snapshot, tab manife
 			return nil, 0, fmt.Errorf("read %s: %w", f.Name(), err)
 		}
 		for i := range n {
-			if chunker.Sum(buf[i*ps:(i+1)*ps]) == tab[start+i] {
+			if idOf(buf[i*ps:(i+1)*ps]) == tab[start+i] {
 				kept += ps
 			} else {
 				need = append(need, uint32(start+i))

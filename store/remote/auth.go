@@ -278,7 +278,10 @@ func (id Identity) ownObject(op, name string) error {
 }
 
 func (id Identity) canRead(name string) error {
-	if err := id.checkName(name); err != nil || id.Admin || name == store.ConfigObject {
+	// config and an encrypted store's key objects are what every client
+	// reads before it can open the store (a key object holds the master
+	// key wrapped only).
+	if err := id.checkName(name); err != nil || id.Admin || name == store.ConfigObject || strings.HasPrefix(name, store.KeysPrefix) {
 		return err
 	}
 	return id.ownObject("read", name)
@@ -328,6 +331,9 @@ func (id Identity) listPlan(prefix string) (config bool, prefixes []string, err 
 		return false, []string{prefix}, nil
 	}
 	config = strings.HasPrefix(store.ConfigObject, prefix)
+	if strings.HasPrefix(prefix, store.KeysPrefix) {
+		return false, []string{prefix}, nil
+	}
 	if node, ok := store.NodeOfObject(prefix); ok {
 		if !id.hasNode(node) {
 			return false, nil, denied("list %s: denied to %s: the prefix belongs to node %q", prefix, id, node)
