@@ -300,11 +300,16 @@ func (r *fleetResult) collect(nodes []*fleetNode, secs float64) {
 	for _, n := range nodes {
 		all = append(all, n.lat...)
 		r.Changes += int64(len(n.lat))
+		// A compaction may still run in the background.
+		n.cmu.Lock()
 		r.Compactions += n.compactions
+		n.cmu.Unlock()
+		n.errMu.Lock()
 		r.Errors += n.errors
 		if r.FirstError == "" && n.firstErr != nil {
 			r.FirstError = n.firstErr.Error()
 		}
+		n.errMu.Unlock()
 	}
 	slices.Sort(all)
 	r.Seconds = secs
