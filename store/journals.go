@@ -58,7 +58,10 @@ var _ Journal = (*journal.Journal)(nil)
 // dirJournals keeps each node's journal as segment files in the store's
 // directory, nodes/<node>/journal/ (a journal needs real files: it appends
 // and fsyncs in place).
-type dirJournals struct{ be *local.Backend }
+type dirJournals struct {
+	be  *local.Backend
+	wal *journal.WAL // group commit's log (Options.GroupCommit), or nil
+}
 
 // newDirJournals is the journals of a store kept in a local directory; it
 // fails for any other backend, whose journals must be given (a store
@@ -68,7 +71,7 @@ func newDirJournals(be backend.Backend) (*dirJournals, error) {
 	if !ok {
 		return nil, fmt.Errorf("store %s keeps no local files, and no journal service was given", be.Location())
 	}
-	return &dirJournals{lb}, nil
+	return &dirJournals{be: lb}, nil
 }
 
 // dir is the directory of a node's journal.
@@ -88,7 +91,7 @@ func (j *dirJournals) OpenJournal(_ context.Context, node string) (Journal, erro
 	if err != nil {
 		return nil, err
 	}
-	jr, err := journal.Open(dir, journal.Options{})
+	jr, err := journal.Open(dir, j.journalOptions(node, 0))
 	if err != nil {
 		return nil, fmt.Errorf("open journal of node %q: %w", node, err)
 	}
@@ -211,7 +214,7 @@ func (j *dirJournals) StartJournal(_ context.Context, node string, firstSeq uint
 	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("start the journal of node %q: %w", node, err)
 	}
-	jr, err := journal.Open(dir, journal.Options{FirstSeq: firstSeq})
+	jr, err := journal.Open(dir, j.journalOptions(node, firstSeq))
 	if err != nil {
 		return nil, fmt.Errorf("start the journal of node %q at record %d: %w", node, firstSeq, err)
 	}

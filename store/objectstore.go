@@ -61,7 +61,11 @@ func objectJournalsFor(be backend.Backend, opts Options) (Journals, error) {
 	if err != nil {
 		return nil, fmt.Errorf("journal directory: %w", err)
 	}
-	return &dirJournals{lb}, nil
+	dj := &dirJournals{be: lb}
+	if err := dj.setupWAL(opts.GroupCommit, opts.GroupCommitSize); err != nil {
+		return nil, err
+	}
+	return dj, nil
 }
 
 func openObjectStore(ctx context.Context, fn ObjectStore, u URL, opts Options) (*Store, error) {

@@ -122,6 +122,14 @@ type Options struct {
 	// does: objects, chunk bodies and journal records move as ciphertext,
 	// checked for size, structure and names only.
 	Keyless bool
+	// GroupCommit makes the appends of all nodes' journals in a local
+	// directory durable together, through one write-ahead log (see
+	// journal.WAL): a store server carrying many nodes makes one
+	// fdatasync per batch of appends, not one per append.
+	GroupCommit bool
+	// GroupCommitSize is the write-ahead log's size (journal.DefaultWALSize
+	// when 0).
+	GroupCommitSize int64
 }
 
 // DefaultRetryFor is how long calls to a store server retry a lost
@@ -374,10 +382,15 @@ func open(ctx context.Context, be backend.Backend, opts Options, journals Journa
 	s.chunks = s.packs
 	s.reader = newChunkReader(s.chunks, c, opts.ReadWorkers, be.Location())
 	if journals == nil {
-		if journals, err = newDirJournals(raw); err != nil {
+		dj, err := newDirJournals(raw)
+		if err == nil {
+			err = dj.setupWAL(opts.GroupCommit, opts.GroupCommitSize)
+		}
+		if err != nil {
 			c.Close()
 			return nil, fmt.Errorf("open store %s: %w", be.Location(), err)
 		}
+		journals = dj
 	}
 	if keyring != nil {
 		journals = &sealedJournals{Journals: journals, keys: keyring.keys}
@@ -435,10 +448,17 @@ func (s *Store) Objects() backend.Backend { return s.be }
 // Close releases the store.
 func (s *Store) Close() error {
 	s.codec.Close()
-	if s.closer != nil {
-		return s.closer.Close()
+	var werr error
+	if dj := dirJournalsOf(s.journals); dj != nil {
+		werr = dj.close()
 	}
-	return s.be.Close()
+	var err error
+	if s.closer != nil {
+		err = s.closer.Close()
+	} else {
+		err = s.be.Close()
+	}
+	return errors.Join(werr, err)
 }
 
 // Lookup finds whether, and where, the chunks ids are stored (see

@@ -38,6 +38,8 @@ type serverOpts struct {
 	s3Creds string
 	// journalDir keeps an s3:// store's journals on this disk.
 	journalDir string
+	// groupCommit makes the nodes' journal appends durable together.
+	groupCommit bool
 	// The limits on what clients may make the server hold
 	// (remote.ServerOptions); 0 takes the default.
 	maxConnsPerToken     int
@@ -148,6 +150,7 @@ func (o *serverOpts) addFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.handshakeTimeout, "handshake-timeout", 5*time.Second, "time a new connection has to log in")
 	fs.IntVar(&o.maxMemoryMiB, "max-memory", remote.DefaultMaxMemory>>20, "MiB of request frames held at once across all connections (at least 200 for the largest requests to run)")
 	fs.StringVar(&o.journalDir, "journal-dir", "", "with an s3:// store: keep the nodes' journals in this local directory instead of the bucket (an acknowledgement costs an fsync, not a PUT; see docs/object-storage.md for what each choice survives)")
+	fs.BoolVar(&o.groupCommit, "group-commit", true, "make journal appends of nodes arriving together durable with one fdatasync of a write-ahead log (.journals.wal in the journal directory), each still acknowledged only once durable")
 	fs.StringVar(&o.tlsSelfSigned, "tls-self-signed", "", "speak TLS with the key pair kept in this directory (made the first time); clients pin the fingerprint the server logs")
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "speak TLS with this PEM certificate (chain); needs --tls-key")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "PEM private key of --tls-cert (mode 0600)")
@@ -187,7 +190,7 @@ func runServer(cmd *cobra.Command, o *serverOpts, url, addr string) error {
 	ctx := cmd.Context()
 	// Keyless: an encrypted store is served without its key (clients
 	// hold it); the server moves and checks ciphertext only.
-	st, created, err := store.Create(ctx, url, store.Options{CredentialsFile: o.s3Creds, JournalDir: o.journalDir, Keyless: true})
+	st, created, err := store.Create(ctx, url, store.Options{CredentialsFile: o.s3Creds, JournalDir: o.journalDir, Keyless: true, GroupCommit: o.groupCommit})
 	if err != nil {
 		return err
 	}

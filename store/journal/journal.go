@@ -58,6 +58,11 @@ type Options struct {
 	// node's numbering instead of reusing seqs the store already holds.
 	// Ignored when dir already holds segments.
 	FirstSeq uint64
+	// WAL, when set, makes appends durable by group commit (see WAL):
+	// the record is written to the segment without fdatasync and made
+	// durable in the WAL, under the name Node.
+	WAL  *WAL
+	Node string
 	// minSegment overrides MinSegmentSize (adaptive sizing only): for
 	// BenchmarkAppendSegments, which compares minimums in one run.
 	minSegment int64
@@ -88,6 +93,16 @@ type Journal struct {
 	buf    []byte   // frame encoding buffer
 	spare  chan spareFile
 	failed error // sticky: after a failed write or sync nothing is certain
+
+	// group, when set, makes records durable (see WAL); deferSync writes
+	// without fdatasync (WAL replay syncs once at the end). Either way
+	// dirty says f holds writes not yet fdatasync'ed; syncMu guards
+	// dirty and f against a WAL reset syncing from another goroutine.
+	group     *WAL
+	node      string
+	deferSync bool
+	syncMu    sync.Mutex
+	dirty     bool
 
 	// mu guards the state readers see. Writers update it only after the
 	// data is durable, so readers never see an unacknowledged record.
@@ -122,6 +137,9 @@ func Open(dir string, opts Options) (*Journal, error) {
 	case segSize < minSegmentSize:
 		return nil, fmt.Errorf("journal %s: open: segment size %d is below the minimum %d", dir, segSize, minSegmentSize)
 	}
+	if opts.WAL != nil && (opts.Node == "" || len(opts.Node) > maxWALNode) {
+		return nil, fmt.Errorf("journal %s: open: a write-ahead log needs a node name of 1 to %d bytes, not %q", dir, maxWALNode, opts.Node)
+	}
 	first := opts.FirstSeq
 	if first == 0 {
 		first = 1
@@ -143,6 +161,10 @@ func Open(dir string, opts Options) (*Journal, error) {
 		}
 		lock.Close() // releases the flock
 		return nil, err
+	}
+	if opts.WAL != nil {
+		j.group, j.node = opts.WAL, opts.Node
+		j.group.attach(j)
 	}
 	return j, nil
 }
@@ -353,13 +375,9 @@ func (j *Journal) write(kind byte, r Record) (Record, error) {
 			return Record{}, fmt.Errorf("journal %s: %s seq %d: new segment: %w", j.dir, op, seq, err)
 		}
 	}
-	if _, err := j.f.WriteAt(frame, j.off); err != nil {
+	if err := j.writeFrame(frame); err != nil {
 		j.failed = err
-		return Record{}, fmt.Errorf("journal %s: %s seq %d: write: %w", j.dir, op, seq, err)
-	}
-	if err := fdatasync(j.f); err != nil {
-		j.failed = err
-		return Record{}, fmt.Errorf("journal %s: %s seq %d: fdatasync: %w", j.dir, op, seq, err)
+		return Record{}, fmt.Errorf("journal %s: %s seq %d: %w", j.dir, op, seq, err)
 	}
 	j.off += int64(len(frame))
 	r.Time = decodeTime(nanos) // what a reader will get back
@@ -477,6 +495,17 @@ func (j *Journal) rollover(frameLen int, first uint64) error {
 		j.segs = append(j.segs, segment{name: name, first: first, end: headerSize})
 	}
 	j.mu.Unlock()
+	// The records of the old segment must be durable before the WAL can
+	// forget them: a WAL reset syncs only the newest segment.
+	j.syncMu.Lock()
+	defer j.syncMu.Unlock()
+	if j.dirty {
+		if err := fdatasync(j.f); err != nil {
+			j.failed = err
+			return err
+		}
+		j.dirty = false
+	}
 	j.f.Close()
 	j.f, j.off, j.cap = f, headerSize, fi.Size()
 	return nil
@@ -575,6 +604,12 @@ func (j *Journal) Close() error {
 	j.closed = true
 	j.mu.Unlock()
 	var errs []error
+	if _, err := j.syncDirty(); err != nil {
+		errs = append(errs, err)
+	}
+	if j.group != nil {
+		j.group.detach(j)
+	}
 	if j.spare != nil {
 		if sp := <-j.spare; sp.f != nil {
 			sp.f.Close()
@@ -592,4 +627,48 @@ func (j *Journal) Close() error {
 		return fmt.Errorf("journal %s: close: %w", j.dir, err)
 	}
 	return nil
+}
+
+// writeFrame writes a record's frame at j.off and makes it durable: by
+// fdatasync of the segment, or through the group's WAL (the segment is
+// then synced later, before the WAL forgets the record). Called with wmu
+// held.
+func (j *Journal) writeFrame(frame []byte) error {
+	if j.group == nil && !j.deferSync {
+		if _, err := j.f.WriteAt(frame, j.off); err != nil {
+			return fmt.Errorf("write: %w", err)
+		}
+		if err := fdatasync(j.f); err != nil {
+			return fmt.Errorf("fdatasync: %w", err)
+		}
+		return nil
+	}
+	j.syncMu.Lock()
+	_, err := j.f.WriteAt(frame, j.off)
+	j.dirty = true // even a failed write may have changed the file
+	j.syncMu.Unlock()
+	if err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	if j.group != nil {
+		if err := j.group.commit(j.node, frame); err != nil {
+			return fmt.Errorf("group commit: %w", err)
+		}
+	}
+	return nil
+}
+
+// syncDirty fdatasyncs the newest segment if it holds writes not yet
+// synced (group commit, WAL replay); synced says whether it did.
+func (j *Journal) syncDirty() (synced bool, err error) {
+	j.syncMu.Lock()
+	defer j.syncMu.Unlock()
+	if !j.dirty {
+		return false, nil
+	}
+	if err := fdatasync(j.f); err != nil {
+		return true, fmt.Errorf("journal %s: fdatasync: %w", j.dir, err)
+	}
+	j.dirty = false
+	return true, nil
 }

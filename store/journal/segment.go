@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -217,8 +218,16 @@ func installSegment(dir string, f *os.File, tmp string, first uint64) (string, e
 	return name, fsyncDir(dir)
 }
 
+// syncCount counts fdatasync calls (Fdatasyncs).
+var syncCount atomic.Uint64
+
+// Fdatasyncs is the number of fdatasyncs of journal files this process
+// has made: the flush budget acknowledgements cost (a server's metric).
+func Fdatasyncs() uint64 { return syncCount.Load() }
+
 // fdatasync flushes f's data (and the metadata needed to read it back).
 func fdatasync(f *os.File) error {
+	syncCount.Add(1)
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return err

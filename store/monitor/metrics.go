@@ -2,6 +2,7 @@ package monitor
 
 import (
 	"github.com/clnbackup/backup/store/history"
+	"github.com/clnbackup/backup/store/journal"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -34,6 +35,7 @@ var (
 	descErrors         = desc("server_errors_total", "Error replies sent, by code", "code")
 	descBytesIn        = desc("server_received_bytes_total", "Protocol bytes read from clients")
 	descBytesOut       = desc("server_sent_bytes_total", "Protocol bytes written to clients")
+	descJournalSyncs   = desc("journal_fdatasyncs_total", "fdatasyncs of journal files (segments and group commit's write-ahead log) made by this process")
 )
 
 // collector turns the cached status and the server's counters into
@@ -43,7 +45,7 @@ type collector struct{ h *Handler }
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descUp, descStatusTime, descLastChange, descWriterAlive, descStale, descBacklogRecords, descBacklogBytes,
 		descSnapshotAge, descStoredBytes, descLogicalBytes, descRestorePoints, descNodeErrors, descStoreBytes, descStoreFree,
-		descAccepted, descRefused, descConns, descRequests, descErrors, descBytesIn, descBytesOut} {
+		descAccepted, descRefused, descConns, descRequests, descErrors, descBytesIn, descBytesOut, descJournalSyncs} {
 		ch <- d
 	}
 }
@@ -106,6 +108,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(descBytesIn, s.BytesIn)
 	counter(descBytesOut, s.BytesOut)
+	counter(descJournalSyncs, int64(journal.Fdatasyncs()))
 }
 
 func b2f(b bool) float64 {
