@@ -40,6 +40,9 @@ func replayTracked(ctx context.Context, st *store.Store, m *manifest.Manifest, p
 	return version, changed, nil
 }
 
+// trackPages is false only in a test comparing with full rehashing.
+var trackPages = true
+
 // maxReadRun bounds one read of adjacent changed pages.
 const maxReadRun = 1 << 20
 
@@ -47,8 +50,8 @@ const maxReadRun = 1 << 20
 // snapshot (page table prevTab) before a replay that wrote only the pages
 // in changed (1-based, sorted): only those and the pages past the previous
 // end are read and hashed; every other page keeps its id from prevTab. It
-// also returns the new page table (nil when the page size changed and it
-// fell back to snapshotFile).
+// also returns the new page table (nil when it fell back to snapshotFile:
+// no tracked pages, or a new page size).
 func snapshotTracked(ctx context.Context, w *store.Writer, st *store.Store, path string, version uint32, prev *manifest.Snapshot, prevTab manifest.PageTable, prevChain int64, changed []uint32, progress Progress) (manifest.Snapshot, manifest.PageTable, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -57,10 +60,10 @@ func snapshotTracked(ctx context.Context, w *store.Writer, st *store.Store, path
 	defer f.Close()
 	snap := manifest.Snapshot{Version: version}
 	h, n, err := trackedHeader(f)
-	if err != nil || n == 0 {
+	if err != nil || (n == 0 && changed != nil) {
 		return snap, manifest.PageTable{}, err
 	}
-	if len(prevTab) > 0 && h.PageSize != prev.PageSize {
+	if !trackPages || changed == nil || (len(prevTab) > 0 && h.PageSize != prev.PageSize) {
 		snap, err := snapshotFile(ctx, w, st, path, version, prev, prevTab, prevChain, progress)
 		return snap, nil, err
 	}
