@@ -147,7 +147,7 @@ func (ps *pageStorer) hashPages(ctx context.Context, read []uint32, progress Pro
 			return fmt.Errorf("read pages %d to %d: %w", read[start]+1, read[end-1]+1, err)
 		}
 		for k, i := range read[start:end] {
-			id := chunker.Sum(data[int64(k)*ps.pageSize : int64(k+1)*ps.pageSize])
+			id := ps.st.ChunkID(data[int64(k)*ps.pageSize : int64(k+1)*ps.pageSize])
 			ps.tab[i] = id
 			if ps.w.Has(id) {
 				ps.w.Reused()
