@@ -26,6 +26,9 @@ type compactor struct {
 	reason  string
 	retryAt time.Time // no automatic compaction before this
 	last    *compactRecord
+	// jitter scales the automatic triggers (jitterFactor, drawn at the
+	// first write; 0 before). Only the read loop uses it.
+	jitter float64
 }
 
 // compactRecord is a finished compaction.
@@ -86,7 +89,7 @@ func (p *plugin) compactRPC(req *request) {
 	}
 	id, b := req.ID, p.backup
 	p.wg.Add(1)
-	go func() {
+	runLowPriority(func(prio string) {
 		defer p.wg.Done()
 		// Not p.ctx: the answer is still due when lightningd closes stdin.
 		ok, stats, err := b.Compactable(context.Background())
@@ -101,8 +104,8 @@ func (p *plugin) compactRPC(req *request) {
 			return
 		}
 		p.out.reply(id, legacyAnswer{"compaction started"})
-		p.compact(b, reason)
-	}()
+		p.compact(b, reason, prio)
+	})
 }
 
 // legacyAnswer is the Python plugin's {"result": "..."} answer.
@@ -116,38 +119,45 @@ func (p *plugin) maybeCompact() {
 	if !p.initDone {
 		return // the options are not known before init
 	}
+	if p.comp.jitter == 0 {
+		p.comp.jitter = jitterFactor()
+	}
 	now := time.Now()
-	reason := autoReason(p.opts, p.backup.Pending(), now)
+	reason := autoReason(p.opts, p.backup.Pending(), now, p.comp.jitter)
 	if reason == "" || !p.comp.tryStart(reason, now, true) {
 		return
 	}
 	b := p.backup
 	p.wg.Add(1)
-	go func() {
+	runLowPriority(func(prio string) {
 		defer p.wg.Done()
-		p.compact(b, reason)
-	}()
+		p.compact(b, reason, prio)
+	})
 }
 
-// autoReason says which automatic trigger is reached ("" if none).
-func autoReason(o options, pend Pending, now time.Time) string {
+// autoReason says which automatic trigger is reached ("" if none); each
+// trigger is scaled by jitter (jitterFactor).
+func autoReason(o options, pend Pending, now time.Time, jitter float64) string {
+	jitter = max(jitter, 1)
+	scale := func(v int64) int64 { return int64(float64(v) * jitter) }
+	every := time.Duration(float64(o.compactEvery) * jitter)
 	switch {
-	case o.compactChanges > 0 && pend.Changes >= o.compactChanges:
-		return fmt.Sprintf("automatic: %d changes since the newest snapshot, %s=%d", pend.Changes, optCompactChanges, o.compactChanges)
-	case o.compactBytes > 0 && pend.JournalBytes >= o.compactBytes:
-		return fmt.Sprintf("automatic: %d journal bytes since the newest snapshot, %s=%d", pend.JournalBytes, optCompactBytes, o.compactBytes)
-	case o.compactEvery > 0 && pend.Changes > 1 && now.Sub(pend.SnapshotTime) >= o.compactEvery:
+	case o.compactChanges > 0 && pend.Changes >= scale(o.compactChanges):
+		return fmt.Sprintf("automatic: %d changes since the newest snapshot, %s=%d x%.2f jitter", pend.Changes, optCompactChanges, o.compactChanges, jitter)
+	case o.compactBytes > 0 && pend.JournalBytes >= scale(o.compactBytes):
+		return fmt.Sprintf("automatic: %d journal bytes since the newest snapshot, %s=%d x%.2f jitter", pend.JournalBytes, optCompactBytes, o.compactBytes, jitter)
+	case o.compactEvery > 0 && pend.Changes > 1 && now.Sub(pend.SnapshotTime) >= every:
 		// More than one change: the newest is never sealed (a rewind
 		// could still replace it), so one alone gives nothing to compact.
-		return fmt.Sprintf("automatic: the newest snapshot is %s old, %s=%s", now.Sub(pend.SnapshotTime).Round(time.Second), optCompactEvery, o.compactEvery)
+		return fmt.Sprintf("automatic: the newest snapshot is %s old, %s=%s x%.2f jitter", now.Sub(pend.SnapshotTime).Round(time.Second), optCompactEvery, o.compactEvery, jitter)
 	}
 	return ""
 }
 
 // compact runs a compaction that tryStart admitted, logs and records its
-// result.
-func (p *plugin) compact(b Backup, reason string) {
-	p.out.logf(levelInfo, "Compaction started (%s)", reason)
+// result; prio says at what priority it runs.
+func (p *plugin) compact(b Backup, reason, prio string) {
+	p.out.logf(levelInfo, "Compaction started (%s; %s)", reason, prio)
 	out, err := b.Compact(p.ctx)
 	rec := compactRecord{reason: reason, finished: time.Now(), outcome: out, err: err}
 	p.comp.finish(rec)

@@ -49,7 +49,7 @@ func TestBackupCompact(t *testing.T) {
 	if !compacted {
 		t.Fatal("trace too short")
 	}
-	if l := runs[0].logsWith("Compaction started (requested with backup-compact)"); len(l) != 2 {
+	if l := runs[0].logsWith("Compaction started (requested with backup-compact; "); len(l) != 2 {
 		t.Errorf("want 2 compactions started; logs:\n%s", runs[0].allLogs())
 	}
 	// The first compaction kept its snapshot in the lightning directory's

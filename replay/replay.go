@@ -29,6 +29,10 @@ type DB struct {
 	db   *sql.DB
 	conn *sql.Conn
 	sb   *sandbox
+	// track is the page tracking of a DB opened with OpenTracking;
+	// trackDone says Close finished it.
+	track     *tracker
+	trackDone bool
 }
 
 // Open opens the database file at path for replay, creating an empty database
@@ -284,10 +288,16 @@ func (d *DB) Close() error {
 	if d.conn == nil {
 		return nil
 	}
+	var err0 error
+	if d.track != nil {
+		err0 = d.finishTracking()
+		d.trackDone = err0 == nil
+	}
 	err1 := d.conn.Close()
 	err2 := d.db.Close()
 	d.conn, d.db = nil, nil
-	if err := errors.Join(err1, err2); err != nil {
+	if err := errors.Join(err0, err1, err2); err != nil {
+		d.trackDone = false
 		return fmt.Errorf("replay: close %s: %w", d.path, err)
 	}
 	return nil

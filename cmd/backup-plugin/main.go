@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"syscall"
 
@@ -59,6 +60,14 @@ func main() {
 	signal.Ignore(os.Interrupt, syscall.SIGPIPE)
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(memoryLimit)
+	}
+	if os.Getenv("GOMAXPROCS") == "" {
+		// Two Ps beyond the CPUs: while a compaction's goroutines hold
+		// every P, a db_write hook's goroutine still finds one at once
+		// and competes for a CPU with the kernel's scheduler, where the
+		// compaction's thread is niced, instead of waiting for Go's
+		// 10 ms preemption.
+		runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + 2)
 	}
 	os.Exit(plugin.Run(os.Stdin, os.Stdout, plugin.Config{}))
 }

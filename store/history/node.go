@@ -279,10 +279,16 @@ type CompactResult struct {
 	// snapshot's page ids and were kept.
 	CacheUsed bool
 	Reused    int64
+	// CacheProven is true when the cache's proof vouched for it, so that
+	// it was neither hashed page by page nor integrity-checked.
+	CacheProven bool
 	// CacheErr says why the new snapshot could not be kept as the cache
 	// (the next compaction then fetches more); nil when it was, or when
 	// there is no CacheDir.
 	CacheErr error
+	// ProofErr says why the kept cache has no proof (the next compaction
+	// then checks it in full).
+	ProofErr error
 	Duration time.Duration
 }
 
@@ -327,7 +333,14 @@ func (n *Node) Compact(ctx context.Context, progress Progress) (CompactResult, e
 
 // snapshotFrom rebuilds the database of restore point from (its snapshot
 // plus its changes) and commits it as the next manifest's snapshot. It fills
-// res's Fetched, CacheUsed, Reused and CacheErr.
+// res's Fetched, CacheUsed, CacheProven, Reused and CacheErr.
+//
+// The rebuild starts from the cache when there is one: as is when its proof
+// vouches for it (cacheproof.go), else after hashing every page against the
+// snapshot's page table and fetching those that differ, and then PRAGMA
+// integrity_check once the changes are applied. Either way the file holds
+// exactly the previous snapshot before the replay, so only the pages the
+// replay wrote are hashed for the new snapshot.
 func (n *Node) snapshotFrom(ctx context.Context, from *manifest.Manifest, res *CompactResult, progress Progress) (*manifest.Manifest, error) {
 	c := n.openCache()
 	tmpName, err := c.temp(n.TempDir)
@@ -339,30 +352,21 @@ func (n *Node) snapshotFrom(ctx context.Context, from *manifest.Manifest, res *C
 	}()
 	var prevTab manifest.PageTable
 	var prevChain int64
+	var proof cacheProof
 	if from.Snapshot.Pages > 0 {
 		if prevTab, prevChain, err = loadPageTableChain(ctx, n.st, from.Snapshot); err != nil {
 			return nil, err
 		}
+		proof, res.CacheProven = c.claim(from.Snapshot, prevTab)
 		// The cache becomes the base (moved: from here on, whatever
 		// happens, it is either the new snapshot or gone).
 		res.CacheUsed = c.take(tmpName)
+		res.CacheProven = res.CacheProven && res.CacheUsed && stillTaken(tmpName, proof)
 	}
-	tmp, err := os.OpenFile(tmpName, os.O_RDWR, 0)
-	if err != nil {
-		return nil, fmt.Errorf("temporary database: %w", err)
-	}
-	if from.Snapshot.Pages > 0 {
-		res.Fetched, res.Reused, err = writePages(ctx, n.st, tmp, from.Snapshot, prevTab, res.CacheUsed, scaled(progress, 0, 2))
-	} else {
-		err = tmp.Truncate(0)
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err := rebuildBase(ctx, n.st, tmpName, from.Snapshot, prevTab, res, scaled(progress, 0, 2)); err != nil {
 		return nil, err
 	}
-	version, _, err := applyChanges(ctx, n.st, from, tmpName, false, func(journal.Record) bool { return false })
+	version, changed, err := replayTracked(ctx, n.st, from, tmpName)
 	if err != nil {
 		return nil, err
 	}
@@ -371,8 +375,10 @@ func (n *Node) snapshotFrom(ctx context.Context, from *manifest.Manifest, res *C
 	} else if ok && v != version {
 		return nil, fmt.Errorf("rebuilt database has data_version %d but its last change is %d: the store's history is inconsistent; run backup-cli verify", v, version)
 	}
-	if err := replay.IntegrityCheck(tmpName); err != nil {
-		return nil, fmt.Errorf("rebuilt database fails the integrity check: %w", err)
+	if !res.CacheProven {
+		if err := replay.IntegrityCheck(tmpName); err != nil {
+			return nil, fmt.Errorf("rebuilt database fails the integrity check: %w", err)
+		}
 	}
 	w, err := n.st.NewWriter(ctx)
 	if err != nil {
@@ -382,7 +388,7 @@ func (n *Node) snapshotFrom(ctx context.Context, from *manifest.Manifest, res *C
 	w.Fence(n.lease.check)
 	// The pages and lists of the node's newest manifest are stored and kept.
 	w.Assume(liveIn(from.Snapshot, prevTab))
-	snap, err := snapshotFile(ctx, w, n.st, tmpName, version, &from.Snapshot, prevTab, prevChain, scaled(progress, 1, 2))
+	snap, tab, err := snapshotTracked(ctx, w, n.st, tmpName, version, &from.Snapshot, prevTab, prevChain, changed, scaled(progress, 1, 2))
 	if err != nil {
 		return nil, err
 	}
@@ -392,8 +398,38 @@ func (n *Node) snapshotFrom(ctx context.Context, from *manifest.Manifest, res *C
 		return nil, err
 	}
 	// The file is now exactly the committed snapshot's pages.
-	res.CacheErr = c.keep(tmpName)
+	if res.CacheErr = c.keep(tmpName); res.CacheErr == nil && tab != nil {
+		trusted := uint32(0) // checked in full just now
+		if res.CacheProven {
+			trusted = proof.trusted + 1
+		}
+		res.ProofErr = c.vouch(snap, tab, trusted)
+	}
 	return m, nil
+}
+
+// rebuildBase makes the file at tmpName hold exactly snapshot s (page table
+// tab): kept as is when res.CacheProven, else checked page by page (a
+// cache) or written whole, from the store.
+func rebuildBase(ctx context.Context, st *store.Store, tmpName string, s manifest.Snapshot, tab manifest.PageTable, res *CompactResult, progress Progress) error {
+	if res.CacheProven {
+		res.Reused = s.Size()
+		progress.report(s.Size(), s.Size())
+		return nil
+	}
+	tmp, err := os.OpenFile(tmpName, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("temporary database: %w", err)
+	}
+	if s.Pages > 0 {
+		res.Fetched, res.Reused, err = writePages(ctx, st, tmp, s, tab, res.CacheUsed, progress)
+	} else {
+		err = tmp.Truncate(0)
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // liveIn returns a lookup of the chunks a snapshot names: its pages (tab),

@@ -1,0 +1,104 @@
+package plugin
+
+import (
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// threadPriority reads the calling thread's nice value from
+// /proc/self/task/<tid>/stat and its I/O priority class from ioprio_get.
+func threadPriority(t *testing.T) (nice int, ioClass int) {
+	tid := unix.Gettid()
+	b, err := os.ReadFile("/proc/self/task/" + strconv.Itoa(tid) + "/stat")
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	// The name field (2) is in parentheses and may hold spaces: count
+	// from after it. Field 19 is nice.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if nice, err = strconv.Atoi(f[19-3]); err != nil {
+		t.Error(err)
+	}
+	r, _, errno := unix.Syscall(unix.SYS_IOPRIO_GET, ioprioWhoProcess, uintptr(tid), 0)
+	if errno != 0 {
+		t.Error(errno)
+	}
+	return nice, int(r) >> ioprioClassShift
+}
+
+// TestCompactionPriority: the compaction's thread runs at nice 19 in the
+// idle I/O class; BACKUP_COMPACT_PRIORITY=normal leaves it as it was; and
+// the thread that ran it is never reused for other goroutines (here, the
+// test's own thread keeps its priority).
+func TestCompactionPriority(t *testing.T) {
+	baseNice, baseClass := threadPriority(t)
+	for _, tc := range []struct {
+		env       string
+		nice, io  int
+		appliedIs string
+	}{
+		{"", compactNice, ioprioClassIdle, "nice 19, idle I/O class"},
+		{"normal", baseNice, baseClass, "BACKUP_COMPACT_PRIORITY=normal: normal priority"},
+	} {
+		t.Run("env="+tc.env, func(t *testing.T) {
+			t.Setenv(priorityEnv, tc.env)
+			type seen struct {
+				applied   string
+				nice, cls int
+			}
+			got := make(chan seen, 1)
+			runLowPriority(func(applied string) {
+				n, c := threadPriority(t)
+				got <- seen{applied, n, c}
+			})
+			var s seen
+			select {
+			case s = <-got:
+			case <-time.After(time.Minute):
+				t.Fatal("runLowPriority never ran its function")
+			}
+			if s.applied != tc.appliedIs || s.nice != tc.nice || s.cls != tc.io {
+				t.Fatalf("applied %q, nice %d, I/O class %d; want %q, %d, %d", s.applied, s.nice, s.cls, tc.appliedIs, tc.nice, tc.io)
+			}
+		})
+	}
+	if n, c := threadPriority(t); n != baseNice || c != baseClass {
+		t.Fatalf("the test's thread changed: nice %d class %d", n, c)
+	}
+}
+
+// TestAutoReasonJitter: each trigger fires at its setting times the jitter
+// factor, not before; factors stay in [1, 1.2).
+func TestAutoReasonJitter(t *testing.T) {
+	now := time.Now()
+	o := options{compactChanges: 1000, compactBytes: 1 << 20, compactEvery: time.Hour}
+	for _, tc := range []struct {
+		pend   Pending
+		jitter float64
+		fires  bool
+	}{
+		{Pending{Changes: 1000, SnapshotTime: now}, 1, true},
+		{Pending{Changes: 1000, SnapshotTime: now}, 1.1, false},
+		{Pending{Changes: 1100, SnapshotTime: now}, 1.1, true},
+		{Pending{JournalBytes: 1 << 20, SnapshotTime: now}, 1.19, false},
+		{Pending{JournalBytes: 2 << 20, SnapshotTime: now}, 1.19, true},
+		{Pending{Changes: 2, SnapshotTime: now.Add(-65 * time.Minute)}, 1.1, false},
+		{Pending{Changes: 2, SnapshotTime: now.Add(-67 * time.Minute)}, 1.1, true},
+		{Pending{Changes: 1000, SnapshotTime: now}, 0, true}, // not drawn yet: 1
+	} {
+		if got := autoReason(o, tc.pend, now, tc.jitter); (got != "") != tc.fires {
+			t.Errorf("%+v jitter %v: %q, want fires=%v", tc.pend, tc.jitter, got, tc.fires)
+		}
+	}
+	for range 1000 {
+		if j := jitterFactor(); j < 1 || j >= 1.2 {
+			t.Fatalf("jitter factor %v", j)
+		}
+	}
+}
