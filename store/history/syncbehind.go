@@ -18,7 +18,7 @@ var syncEvery int64 = 32 << 20
 // reports a writeback error to one fsync only, so the first error is kept
 // and fails every later write and wait: it is never dropped.
 type syncBehind struct {
-	sync  func() error // the file's fsync (a test injects failures)
+	sync  func() error // the file's fsync
 	every int64
 
 	mu      sync.Mutex
@@ -28,9 +28,12 @@ type syncBehind struct {
 	wg      sync.WaitGroup
 }
 
+// syncFile is how syncBehind syncs a file (a test injects failures).
+var syncFile = (*os.File).Sync
+
 // newSyncBehind syncs f behind its writes.
 func newSyncBehind(f *os.File) *syncBehind {
-	return &syncBehind{sync: f.Sync, every: syncEvery}
+	return &syncBehind{sync: func() error { return syncFile(f) }, every: syncEvery}
 }
 
 // wrote records n bytes written, starting a sync when enough are pending
