@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"runtime"
@@ -86,8 +87,8 @@ func sinkOf(fn func(id chunker.ID, data []byte) error) ChunkSink {
 }
 
 // deltaBatch bounds the deltas (and so the bases held in memory) of one
-// step of a read's second pass.
-const deltaBatch = 1024
+// step of a read's second pass (a variable for tests).
+var deltaBatch = 1024
 
 // read reads ids in two passes: the full copies, then the deltas met
 // on the way (l: a lookup of ids, or nil).
@@ -132,6 +133,9 @@ func (s *chunkReader) read(ctx context.Context, l chunk.Lookup, ids []chunker.ID
 	if err != nil {
 		return err
 	}
+	// Batched by where their bases lie, each batch reads its bases in a
+	// few short spans, not spans across every pack holding bases.
+	orderByLocation(deltas, bl, func(d chunk.DeltaRef) chunker.ID { return d.Base })
 	for start := 0; start < len(deltas); start += deltaBatch {
 		if err := s.readDeltas(ctx, l, bl, deltas[start:min(len(deltas), start+deltaBatch)], depth, sink); err != nil {
 			return err
@@ -234,4 +238,36 @@ func (s *chunkReader) baseError(ctx context.Context, l chunk.Lookup, batch []chu
 		}
 	}
 	return err
+}
+
+// orderByLocation sorts deltas by where l locates key(d): pack, then
+// offset (those l does not locate last, in their order; they are read
+// where they are found then).
+func orderByLocation(deltas []chunk.DeltaRef, l chunk.Lookup, key func(chunk.DeltaRef) chunker.ID) {
+	type placed struct {
+		d    chunk.DeltaRef
+		pack chunker.ID
+		off  uint32
+		ok   bool
+	}
+	ps := make([]placed, len(deltas))
+	for i, d := range deltas {
+		info, ok := l.Locate(key(d))
+		ps[i] = placed{d, info.Pack, info.Offset, ok}
+	}
+	slices.SortStableFunc(ps, func(a, b placed) int {
+		if a.ok != b.ok {
+			if a.ok {
+				return -1
+			}
+			return 1
+		}
+		if c := bytes.Compare(a.pack[:], b.pack[:]); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.off, b.off)
+	})
+	for i, p := range ps {
+		deltas[i] = p.d
+	}
 }

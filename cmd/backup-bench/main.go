@@ -47,11 +47,15 @@ func main() {
 // stdout and usage, errors and progress to stderr: main passes the
 // process's, a test its own buffers (no global to swap).
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && args[0] == "year" {
-		return runYear(ctx, args[1:], stdout, stderr)
-	}
-	if len(args) > 0 && args[0] == "fleet" {
-		return runFleet(ctx, args[1:], stdout, stderr)
+	if len(args) > 0 {
+		switch args[0] {
+		case "year":
+			return runYear(ctx, args[1:], stdout, stderr)
+		case "fleet":
+			return runFleet(ctx, args[1:], stdout, stderr)
+		case "restore-floor":
+			return runRestoreFloor(ctx, args[1:], stdout, stderr)
+		}
 	}
 	c, f, err := parseFlags(args, stderr)
 	if err != nil {
@@ -126,6 +130,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, *flags, error) {
 	fs.BoolVar(&f.noSmall, "no-small", false, "skip the second run (same nodes, another database size) that checks the CLI's memory against the database size")
 	fs.StringVar(&f.memSize, "memory-check-size", "", "database size of the second run (default: 4x --size; at most 3 steps)")
 	fs.BoolVar(&f.encrypt, "encrypt", false, "run the pipeline again on a store created encrypted (init --encrypt with a passphrase file) and report both")
+	fs.BoolVar(&c.restoreFloor, "restore-floor", true, "measure each restore's floor (copy the restored file, fsync, integrity_check) right after it")
 	fs.BoolVar(&f.asJSON, "json", false, "print the results as JSON")
 	fs.BoolVar(&f.verbose, "v", false, "log progress to stderr")
 	fs.StringVar(&f.tableFrom, "table-from", "", "print the table of a run saved with --json (FILE) and exit")

@@ -107,6 +107,10 @@ type restoreStat struct {
 	MaxRSS   int64   `json:"max_rss_bytes"`
 	Matched  bool    `json:"matched"`
 	Mismatch string  `json:"mismatch,omitempty"`
+	// The floor (restoreFloor), measured right after the restore.
+	FloorSeconds float64 `json:"floor_seconds,omitempty"`
+	FloorMBps    float64 `json:"floor_mb_per_s,omitempty"`
+	CPUSeconds   float64 `json:"cpu_seconds,omitempty"`
 }
 
 type machine struct {
@@ -133,6 +137,7 @@ var definitions = []string{
 	"python: the Python plugin's approach keeping the same history: a whole database copy per restore point (init and each compaction), zlib-compressed as its socket protocol sends it, plus every change (statements joined by NUL) zlib-compressed; its file backend keeps only the newest copy, uncompressed",
 	"hook latency: db_write round trip from lightningd's write of the request to its parse of the answer, over pipes, for every hook outside compactions; the no-op plugin gets the same hooks right after",
 	"restore MB/s: database bytes / wall time of backup-cli restore (process start, reads, integrity_check, fsync)",
+	"restore floor: right after each restore, the restored file copied to a new file, fsynced and integrity_checked, in this process (--restore-floor; backup-bench restore-floor compares binaries on one store)",
 	"CLI memory: ru_maxrss of the backup-cli process; compared at two database sizes, the second run having the same nodes and workload at 4x the size (--memory-check-size) and at most 3 steps; independent means the larger database's peak is at most 1.25x the smaller's",
 	"objects/GB: files in the store / stored GB (10^9 bytes)",
 	"encrypted (--encrypt): the same nodes and workload on a store made with init --encrypt --passphrase-file, the plugins opening it with the key files init writes; every CLI command after the first init opens it with the exported master key (key export), so that its times and memory leave out the passphrase KDF (argon2id, about 0.5 s and 64 MiB, paid once per command given a passphrase); no floor and no memory-check run",
@@ -160,6 +165,9 @@ func (r *result) evaluate() {
 		matched = matched && x.Matched
 	}
 	add("restore", ">= 150 MB/s", fmt.Sprintf("%.0f MB/s (slowest node)", minRate), minRate >= 150)
+	if ratio := worstFloorRatio(r.Restores); ratio > 0 {
+		add("restore vs its floor", "<= 1.5x", fmt.Sprintf("%.2fx (worst node)", ratio), ratio <= 1.5)
+	}
 	add("restored databases match", "all", fmt.Sprintf("%v", matched), matched && len(r.Restores) > 0)
 	add("plugin idle RSS", "<= 30 MB", fmt.Sprintf("%.1f MB", float64(r.Memory.PluginIdleRSS)/1e6), r.Memory.PluginIdleRSS <= 30e6)
 	if s := r.Small; s != nil {
@@ -361,7 +369,7 @@ func (r *result) printSteps(w io.Writer) {
 // both sizes) and what each gc did: the figures that are not bytes stored.
 func (r *result) printRuns(w io.Writer) {
 	for _, x := range r.Restores {
-		fmt.Fprintf(w, "restore %s: %s in %.2fs = %.0f MB/s, CLI peak RSS %s, matches lightningd's database table by table: %v\n", x.Node, mb(x.Bytes), x.Seconds, x.MBps, mb(x.MaxRSS), x.Matched)
+		fmt.Fprintf(w, "restore %s: %s in %.2fs = %.0f MB/s (floor %.0f MB/s), CLI peak RSS %s, matches lightningd's database table by table: %v\n", x.Node, mb(x.Bytes), x.Seconds, x.MBps, x.FloorMBps, mb(x.MaxRSS), x.Matched)
 	}
 	fmt.Fprintf(w, "plugin RSS: idle %s, peak %s\n", mb(r.Memory.PluginIdleRSS), mb(r.Memory.PluginPeakRSS))
 	fmt.Fprintf(w, "CLI peak RSS (floor of the measurement %s) at %s: init %s, compact %s, gc %s, restore %s\n", mb(r.CLI.RSSFloor), mb(r.Config.Size), mb(maxRSS(r.CLI.Init)), mb(maxRSS(r.CLI.Compact)), mb(maxRSS(r.CLI.GC)), mb(maxRSS(r.CLI.Restore)))

@@ -42,6 +42,7 @@ type config struct {
 	self                   string // this binary, for rssWrap
 	logf                   func(string, ...any)
 	cliCompactLast, noNoop bool
+	restoreFloor           bool // measure each restore's floor (restoreFloor)
 }
 
 // node is one simulated lightningd with its plugin.
@@ -55,10 +56,12 @@ type node struct {
 
 // cliRun is one backup-cli invocation.
 type cliRun struct {
-	Seconds   float64 `json:"seconds"`
-	MaxRSS    int64   `json:"max_rss_bytes"`
-	stdout    []byte
-	exitError error
+	Seconds float64 `json:"seconds"`
+	// CPUSeconds is the user and system time of the run.
+	CPUSeconds float64 `json:"cpu_seconds,omitempty"`
+	MaxRSS     int64   `json:"max_rss_bytes"`
+	stdout     []byte
+	exitError  error
 }
 
 // runCLI runs backup-cli with --json and returns its output, wall time and
@@ -79,6 +82,9 @@ func (c *config) runCLI(ctx context.Context, out any, args ...string) (cliRun, e
 	start := time.Now()
 	stdout, err := cmd.Output()
 	r := cliRun{Seconds: time.Since(start).Seconds(), stdout: stdout}
+	if ps := cmd.ProcessState; ps != nil {
+		r.CPUSeconds = (ps.UserTime() + ps.SystemTime()).Seconds() // the wrapper's waited children included
+	}
 	if err != nil {
 		return r, fmt.Errorf("backup-cli %v: %v\n%s", args, err, errBuf.b)
 	}
@@ -490,8 +496,14 @@ func (p *pipeline) restoreAll(ctx context.Context) error {
 			return err
 		}
 		p.res.CLI.Restore = append(p.res.CLI.Restore, r)
-		rr := restoreStat{Node: n.name, Bytes: fileSize(dest), Seconds: r.Seconds, MaxRSS: r.MaxRSS}
+		rr := restoreStat{Node: n.name, Bytes: fileSize(dest), Seconds: r.Seconds, MaxRSS: r.MaxRSS, CPUSeconds: r.CPUSeconds}
 		rr.MBps = float64(rr.Bytes) / 1e6 / r.Seconds
+		if p.c.restoreFloor {
+			if rr.FloorSeconds, _, err = restoreFloor(dest); err != nil {
+				return err
+			}
+			rr.FloorMBps = float64(rr.Bytes) / 1e6 / rr.FloorSeconds
+		}
 		if err := ld.SameDB(dest, n.db); err != nil {
 			rr.Mismatch = err.Error()
 		} else {

@@ -1,5 +1,7 @@
 package history
 
+import "os"
+
 // SetWindows sets the windows of pages that snapshots and restores look up
 // at once, and how many new pages have their bases read together, for a
 // test (so that small databases cross window boundaries); the returned
@@ -24,4 +26,12 @@ func SetCopyWindows(stored, reencode int) func() {
 func SetCopyStep(step func()) func() {
 	copyStep = step
 	return func() { copyStep = func() {} }
+}
+
+// SetSyncBehind makes restores sync their file behind the writes every
+// every bytes with sync; the returned function restores the defaults.
+func SetSyncBehind(every int64, sync func(*os.File) error) func() {
+	e, s := syncEvery, syncFile
+	syncEvery, syncFile = every, sync
+	return func() { syncEvery, syncFile = e, s }
 }

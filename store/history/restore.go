@@ -158,7 +158,7 @@ func chooseRestorePoint(ctx context.Context, st *store.Store, opts RestoreOption
 	return latest, true, nil
 }
 
-// buildAt writes m's snapshot into f.
+// buildAt writes m's snapshot into f, syncing it behind the writes.
 func buildAt(ctx context.Context, st *store.Store, m *manifest.Manifest, f *os.File, progress Progress) error {
 	if m.Snapshot.Pages == 0 {
 		return nil
@@ -167,7 +167,11 @@ func buildAt(ctx context.Context, st *store.Store, m *manifest.Manifest, f *os.F
 	if err != nil {
 		return err
 	}
-	_, _, err = writePages(ctx, st, f, m.Snapshot, tab, false, progress)
+	sb := newSyncBehind(f)
+	_, _, err = writePagesBehind(ctx, st, f, sb, m.Snapshot, tab, false, progress)
+	if werr := sb.wait(); err == nil {
+		err = werr
+	}
 	return err
 }
 

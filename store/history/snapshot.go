@@ -74,6 +74,13 @@ func loadPageTableChain(ctx context.Context, st *store.Store, s manifest.Snapsho
 	if err != nil {
 		return nil, 0, fmt.Errorf("page table of the snapshot at data_version %d (%d list and %d patch chunks): %w", s.Version, len(s.Lists), len(s.Patches), err)
 	}
+	n := 0
+	for _, id := range s.Lists {
+		n += len(lists[id])
+	}
+	// Sized from the lists read (not the manifest's page count, which
+	// comes from the store): no regrowth of a 32-byte-a-page table.
+	tab = make(manifest.PageTable, 0, n)
 	for _, id := range s.Lists {
 		tab = append(tab, lists[id]...)
 	}
@@ -351,9 +358,10 @@ func newListBytes(w *store.Writer, st *store.Store, lists [][]byte) int64 {
 	return total
 }
 
-// restoreWindow is how many pages a restore fetches with one lookup: 64 MiB
-// of 4 KiB pages, for about 100 bytes of memory a page.
-var restoreWindow = 16384
+// restoreWindow is how many pages a restore fetches with one lookup: 256
+// MiB of 4 KiB pages, for about 100 bytes of memory a page (each window
+// costs one pass over the store's index objects).
+var restoreWindow = 65536
 
 // writePages writes a snapshot's pages into f, fetching each distinct chunk
 // it needs once. With reuse, f already holds a candidate copy of the
@@ -363,6 +371,12 @@ var restoreWindow = 16384
 // snapshot and holding exactly the pages the store holds. It returns the
 // page bytes fetched from the store and those kept from f.
 func writePages(ctx context.Context, st *store.Store, f *os.File, s manifest.Snapshot, tab manifest.PageTable, reuse bool, progress Progress) (fetched, kept int64, err error) {
+	return writePagesBehind(ctx, st, f, nil, s, tab, reuse, progress)
+}
+
+// writePagesBehind is writePages that tells sb (nil: none) of every write,
+// for a restore that syncs the file behind its writes.
+func writePagesBehind(ctx context.Context, st *store.Store, f *os.File, sb *syncBehind, s manifest.Snapshot, tab manifest.PageTable, reuse bool, progress Progress) (fetched, kept int64, err error) {
 	total := s.Size()
 	var need []uint32 // pages to fetch, by index
 	if reuse {
@@ -400,7 +414,7 @@ func writePages(ctx context.Context, st *store.Store, f *os.File, s manifest.Sna
 			// Each reading goroutine writes runs of adjacent pages with
 			// one call (chunks come in pack order, which is mostly page
 			// order).
-			w := pageRun{f: f, pageSize: int64(s.PageSize)}
+			w := pageRun{f: f, pageSize: int64(s.PageSize), sb: sb}
 			put := func(id chunker.ID, data []byte) error {
 				if uint32(len(data)) != s.PageSize {
 					return fmt.Errorf("chunk %s is %d bytes, not a %d-byte page", id, len(data), s.PageSize)
@@ -429,6 +443,7 @@ func writePages(ctx context.Context, st *store.Store, f *os.File, s manifest.Sna
 // pageRun gathers adjacent pages to write them to f with one call.
 type pageRun struct {
 	f        *os.File
+	sb       *syncBehind // told of every write (nil: none)
 	pageSize int64
 	first    int64 // page index of buf's first page
 	buf      []byte
@@ -459,6 +474,9 @@ func (r *pageRun) flush() error {
 	n := int64(len(r.buf)) / r.pageSize
 	if _, err := r.f.WriteAt(r.buf, r.first*r.pageSize); err != nil {
 		return fmt.Errorf("write pages %d to %d to %s: %w", r.first+1, r.first+n, r.f.Name(), err)
+	}
+	if err := r.sb.wrote(int64(len(r.buf))); err != nil {
+		return fmt.Errorf("write pages to %s: %w", r.f.Name(), err)
 	}
 	r.buf = r.buf[:0]
 	return nil

@@ -11,7 +11,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -182,28 +181,7 @@ func (b *Backend) createTemp(dir string) (string, *os.File, error) {
 
 // Get implements backend.Backend.
 func (b *Backend) Get(ctx context.Context, name string, off, length int64) ([]byte, error) {
-	path, err := rel(name)
-	if err != nil {
-		return nil, err
-	}
-	f, err := b.dir.Open(path)
-	if err != nil {
-		return nil, b.fileErr("get", name, err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("get %s: %w", name, err)
-	}
-	length, err = backend.CheckRange(name, off, length, st.Size())
-	if err != nil {
-		return nil, err
-	}
-	buf := make([]byte, length)
-	if _, err := f.ReadAt(buf, off); err != nil && !(errors.Is(err, io.EOF) && length == 0) {
-		return nil, fmt.Errorf("get %s: read %d bytes at %d: %w", name, length, off, err)
-	}
-	return buf, nil
+	return b.GetInto(ctx, name, off, length, nil)
 }
 
 // Stat implements backend.Backend.
