@@ -300,11 +300,7 @@ func (y *yearConfig) generate(ctx context.Context, c *config, url string, res *y
 	}
 	st.Close()
 	nodes := make([]*yearNode, y.Nodes)
-	type worker struct {
-		st  *store.Store
-		clk *yearClock
-	}
-	workers := make([]worker, y.Workers)
+	workers := make([]yearWorker, y.Workers)
 	plain, err := store.Open(ctx, url, store.Options{})
 	if err != nil {
 		return err
@@ -336,31 +332,7 @@ func (y *yearConfig) generate(ctx context.Context, c *config, url string, res *y
 		}
 	}
 	for d := 0; d < y.Days; d++ {
-		next := atomic.Int64{}
-		errs := make([]error, y.Workers)
-		var wg sync.WaitGroup
-		for w := range workers {
-			wg.Go(func() {
-				for ctx.Err() == nil {
-					i := int(next.Add(1)) - 1
-					if i >= y.Nodes {
-						return
-					}
-					var err error
-					if d == 0 {
-						nodes[i], err = y.initNode(ctx, c, workers[w].st, workers[w].clk, i)
-					} else {
-						err = y.nodeDay(ctx, workers[w].st, workers[w].clk, nodes[i], d)
-					}
-					if err != nil {
-						errs[w] = fmt.Errorf("node %s day %d: %w", nodeName(i), d, err)
-						return
-					}
-				}
-			})
-		}
-		wg.Wait()
-		if err := errors.Join(errs...); err != nil {
+		if err := y.day(ctx, c, workers, nodes, d); err != nil {
 			return err
 		}
 		if err := ctx.Err(); err != nil {
@@ -383,6 +355,42 @@ func (y *yearConfig) generate(ctx context.Context, c *config, url string, res *y
 		}
 	}
 	return nil
+}
+
+// yearWorker is one generating goroutine's store handle and clock.
+type yearWorker struct {
+	st  *store.Store
+	clk *yearClock
+}
+
+// day writes day d of every node (initNode on day 0), Workers nodes at a
+// time.
+func (y *yearConfig) day(ctx context.Context, c *config, workers []yearWorker, nodes []*yearNode, d int) error {
+	next := atomic.Int64{}
+	errs := make([]error, y.Workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				i := int(next.Add(1)) - 1
+				if i >= y.Nodes {
+					return
+				}
+				var err error
+				if d == 0 {
+					nodes[i], err = y.initNode(ctx, c, workers[w].st, workers[w].clk, i)
+				} else {
+					err = y.nodeDay(ctx, workers[w].st, workers[w].clk, nodes[i], d)
+				}
+				if err != nil {
+					errs[w] = fmt.Errorf("node %s day %d: %w", nodeName(i), d, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 func nodeName(i int) string { return fmt.Sprintf("n%03d", i) }
