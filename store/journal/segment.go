@@ -281,22 +281,7 @@ func lockDir(dir string) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("journal %s: open lock file: %w", dir, err)
 	}
-	rc, err := f.SyscallConn()
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("journal %s: lock: %w", dir, err)
-	}
-	var ferr error
-	if err := rc.Control(func(fd uintptr) {
-		for {
-			ferr = unix.Flock(int(fd), unix.LOCK_EX|unix.LOCK_NB)
-			if ferr != unix.EINTR {
-				return
-			}
-		}
-	}); err != nil {
-		ferr = err
-	}
+	ferr := flockNB(f)
 	if ferr != nil {
 		f.Close()
 		if errors.Is(ferr, unix.EWOULDBLOCK) {
