@@ -94,10 +94,27 @@ func (k *Keyring) Remove(ctx context.Context, id string) error {
 	case len(objs) == 1:
 		return fmt.Errorf("remove key object %q from store %s: %w", id, k.st.Location(), ErrLastKey)
 	}
+	body, err := objs[i].Marshal()
+	if err != nil {
+		return err
+	}
 	if err := k.st.raw.Delete(ctx, KeysPrefix+id); err != nil {
 		return fmt.Errorf("remove key object %q from store %s: %w", id, k.st.Location(), err)
 	}
-	return nil
+	// Two removals at once may each have seen the other's key: whichever
+	// then finds none left puts its own back, so the store never ends
+	// with no key object (at worst both keys stay).
+	left, err := k.List(ctx)
+	if err == nil && len(left) > 0 {
+		return nil
+	}
+	if perr := k.st.raw.PutIfAbsent(ctx, KeysPrefix+id, body); perr != nil && !errors.Is(perr, backend.ErrExists) {
+		return fmt.Errorf("remove key object %q from store %s: another removal ran at once and the key could not be put back (%v): restore it with backup-cli key add, or open the store with the exported master key", id, k.st.Location(), perr)
+	}
+	if err != nil {
+		return fmt.Errorf("remove key object %q from store %s: put back, since the keys left could not be listed: %w", id, k.st.Location(), err)
+	}
+	return fmt.Errorf("remove key object %q from store %s: %w (another key was removed at the same time; the key was put back)", id, k.st.Location(), ErrLastKey)
 }
 
 // Node secrets the store keeps, by name.

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/clnbackup/backup/internal/s3test"
@@ -407,4 +408,50 @@ func TestCopyEncrypted(t *testing.T) {
 		t.Fatalf("copy between stores of one master key: %+v", res)
 	}
 	assertCopied(t, src.st, same, false)
+}
+
+// TestRemoveKeysAtOnce: two key objects removed at the same time by two
+// openers (each sees the other's key, so each may think it is not the
+// last): the store never ends with no key object.
+func TestRemoveKeysAtOnce(t *testing.T) {
+	t.Parallel()
+	st, url := newEncStore(t)
+	kr := st.Keyring()
+	ko, err := crypt.WrapWithPassphrase(kr.Master(), "second", []byte("second pass"), testKDF)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kr.Add(ctx, ko); err != nil {
+		t.Fatal(err)
+	}
+	master := kr.Master().KeyFile()
+	for round := 0; round < 20; round++ {
+		objs, err := kr.List(ctx)
+		if err != nil || len(objs) < 2 {
+			t.Fatalf("round %d: %d key objects (%v)", round, len(objs), err)
+		}
+		var wg sync.WaitGroup
+		for _, o := range objs[:2] {
+			other, err := store.Open(ctx, url, store.Options{Unlock: store.Unlock{KeyFile: &master}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			wg.Go(func() {
+				defer other.Close()
+				other.Keyring().Remove(ctx, o.ID)
+			})
+		}
+		wg.Wait()
+		left, err := kr.List(ctx)
+		if err != nil || len(left) == 0 {
+			t.Fatalf("round %d: two removals at once left %d key objects (%v)", round, len(left), err)
+		}
+		for len(left) < 2 { // put a second key back for the next round
+			ko, _ := crypt.WrapWithPassphrase(kr.Master(), "again", []byte("again"), testKDF)
+			if err := kr.Add(ctx, ko); err != nil {
+				t.Fatal(err)
+			}
+			left = append(left, ko)
+		}
+	}
 }
