@@ -138,6 +138,9 @@ type CompactOutcome struct {
 	// CacheErr says why the compaction cache could not be kept (the next
 	// compaction then reads the whole snapshot from the store).
 	CacheErr error
+	// ProofErr says why the kept cache has no proof: the next compaction
+	// then hashes it whole and runs integrity_check (slower, still right).
+	ProofErr error
 	// Duration is how long the compaction took.
 	Duration time.Duration
 }

@@ -175,6 +175,8 @@ func (p *plugin) compact(b Backup, reason, prio string) {
 			out.Manifest, out.DataVersion, out.Sealed, out.Added, out.Fetched, out.Duration.Round(time.Millisecond))
 		if out.CacheErr != nil {
 			p.out.logf(levelWarn, "Compaction cache not kept: %v; the next compaction reads the whole snapshot from the store", out.CacheErr)
+		} else if out.ProofErr != nil {
+			p.out.logf(levelInfo, "Compaction cache kept without a proof (%v): the next compaction checks it page by page", out.ProofErr)
 		}
 	}
 }
