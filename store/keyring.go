@@ -219,14 +219,22 @@ func (k *Keyring) Secrets(ctx context.Context, node string) (map[string][]byte, 
 	return out, nil
 }
 
-// HasSecrets reports whether a node keeps secrets in the store (for list);
-// it needs no key (the names are not sealed).
-func HasSecrets(ctx context.Context, st *Store, node string) (bool, error) {
+// SecretNames lists the secrets a node keeps in the store, sorted (for
+// list); it needs no key and opens nothing (the names are not sealed).
+func SecretNames(ctx context.Context, st *Store, node string) ([]string, error) {
 	if err := manifest.ValidNodeName(node); err != nil {
-		return false, err
+		return nil, err
 	}
 	gens, err := secretGenerations(ctx, st.raw, node)
-	return len(gens) > 0, err
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(gens))
+	for name := range gens {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names, nil
 }
 
 // Keyring is the store's keys, or nil when the store is not encrypted (or

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -138,20 +137,18 @@ func countManifests(nodes []history.NodeSummary) int {
 // secretNames are the names of the secrets each node carries, in an
 // encrypted store (nil for a plain one).
 func secretNames(ctx context.Context, st *store.Store, nodes []history.NodeSummary) (map[string][]string, error) {
-	kr := st.Keyring()
-	if kr == nil {
+	if !st.Config().Encrypted() {
 		return nil, nil
 	}
 	out := map[string][]string{}
 	for _, n := range nodes {
-		secrets, err := kr.Secrets(ctx, n.Name)
+		names, err := store.SecretNames(ctx, st, n.Name)
 		if err != nil {
-			return nil, fmt.Errorf("list of store %s: read the secrets of node %q: %w", st.Location(), n.Name, err)
+			return nil, fmt.Errorf("list of store %s: the secrets of node %q: %w", st.Location(), n.Name, err)
 		}
-		for name := range secrets {
-			out[n.Name] = append(out[n.Name], name)
+		if len(names) > 0 {
+			out[n.Name] = names
 		}
-		slices.Sort(out[n.Name])
 	}
 	return out, nil
 }
