@@ -40,6 +40,11 @@ type EncryptionConfig struct {
 // host can add key objects.
 const maxKeyObjectsTried = 32
 
+// maxKeyObjects bounds the key objects a store may list: far above what
+// operators add, low enough that a store host cannot make an opener read
+// an unbounded list of them.
+const maxKeyObjects = 1024
+
 // newEncryptedConfig makes the first key object of a new encrypted store
 // and fills the config's encryption record; the caller stores the key
 // object before the config.
@@ -158,17 +163,26 @@ func unlock(ctx context.Context, be backend.Backend, cfg Config, u Unlock) (cryp
 // object that does not parse is an error naming it: an opener must not
 // silently skip a damaged key.
 func listKeyObjects(ctx context.Context, be backend.Backend) ([]*crypt.KeyObject, error) {
-	var names []string
+	var infos []backend.Info
 	err := be.List(ctx, KeysPrefix, func(in backend.Info) error {
-		names = append(names, in.Name)
+		if len(infos) == maxKeyObjects {
+			return fmt.Errorf("more than %d key objects under %s (a store has one per passphrase or key file): remove the ones not written by backup-cli key add", maxKeyObjects, KeysPrefix)
+		}
+		if in.Size < 0 || in.Size > crypt.MaxKeyObjectSize {
+			return fmt.Errorf("key object %s is %d bytes, more than the %d a key object may have (damaged or not written by backup-cli); remove it", in.Name, in.Size, crypt.MaxKeyObjectSize)
+		}
+		infos = append(infos, in)
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list the key objects of store %s: %w", be.Location(), err)
 	}
 	var out []*crypt.KeyObject
-	for _, name := range names {
-		data, err := be.Get(ctx, name, 0, -1)
+	for _, in := range infos {
+		name := in.Name
+		// The size listed bounds the read: an object grown since reads
+		// as a prefix, which does not parse.
+		data, err := be.Get(ctx, name, 0, in.Size)
 		if errors.Is(err, backend.ErrNotFound) {
 			continue // removed since the listing
 		}

@@ -90,10 +90,15 @@ const (
 	minSaltSize     = 16
 	maxSaltSize     = 64
 	maxLabelSize    = 256
-	maxKeyObject    = 16 << 10 // bytes of JSON
+	maxKeyObject    = MaxKeyObjectSize
 	keyIDSize       = 8        // random bytes of a key object's id
 	fingerprintHex  = 32
 )
+
+// MaxKeyObjectSize is the largest key object ParseKeyObject accepts, in
+// bytes of JSON: readers check an object's size against it before reading
+// it, so that a store host cannot make them load a huge one.
+const MaxKeyObjectSize = 16 << 10
 
 // ErrWrongKey is wrapped when a key object does not open with the secret
 // given: a wrong passphrase or key file (or a key object altered since it

@@ -3,6 +3,7 @@ package history_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io/fs"
 	"net"
 	"os"
@@ -452,6 +453,38 @@ func TestRemoveKeysAtOnce(t *testing.T) {
 				t.Fatal(err)
 			}
 			left = append(left, ko)
+		}
+	}
+}
+
+// TestHostileKeyObjects: a key object larger than any key object, or a
+// flood of them, is refused by size and count before it is read.
+func TestHostileKeyObjects(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		plant func(dir string) error
+		want  string
+	}{
+		{"huge", func(dir string) error {
+			return os.WriteFile(filepath.Join(dir, "keys", "ffffffffffffffff"), make([]byte, 64<<20), 0o600)
+		}, "more than the 16384 a key object may have"},
+		{"flood", func(dir string) error {
+			for i := range 1100 {
+				if err := os.WriteFile(filepath.Join(dir, "keys", fmt.Sprintf("%016x", i)), []byte("{}"), 0o600); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, "more than 1024 key objects"},
+	} {
+		_, url := newEncStore(t)
+		if err := tc.plant(strings.TrimPrefix(url, "file://")); err != nil {
+			t.Fatal(err)
+		}
+		_, err := store.Open(ctx, url, unlocked())
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Fatalf("%s: open = %v, want %q", tc.name, err, tc.want)
 		}
 	}
 }
