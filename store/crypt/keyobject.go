@@ -91,7 +91,7 @@ const (
 	maxSaltSize     = 64
 	maxLabelSize    = 256
 	maxKeyObject    = MaxKeyObjectSize
-	keyIDSize       = 8        // random bytes of a key object's id
+	keyIDSize       = 8 // random bytes of a key object's id
 	fingerprintHex  = 32
 )
 
