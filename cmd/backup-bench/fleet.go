@@ -8,7 +8,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -85,17 +84,11 @@ func runFleet(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			results = append(results, r)
 		}
 	}
-	if asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(struct {
-			Config  fleetConfig   `json:"config"`
-			Machine machine       `json:"machine"`
-			Results []fleetResult `json:"results"`
-		}{*c, describeMachine(work), results})
-	}
-	printFleet(stdout, c, results)
-	return nil
+	return emit(stdout, asJSON, struct {
+		Config  fleetConfig   `json:"config"`
+		Machine machine       `json:"machine"`
+		Results []fleetResult `json:"results"`
+	}{*c, describeMachine(work), results}, func(w io.Writer) { printFleet(w, c, results) })
 }
 
 func parseFleetFlags(args []string, stderr io.Writer) (*fleetConfig, bool, bool, error) {

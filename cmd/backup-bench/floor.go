@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -126,13 +125,7 @@ func runRestoreFloor(ctx context.Context, args []string, stdout, stderr io.Write
 	if err != nil {
 		return err
 	}
-	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(out)
-	}
-	printFloorRuns(stdout, clis, out)
-	return nil
+	return emit(stdout, *asJSON, out, func(w io.Writer) { printFloorRuns(w, clis, out) })
 }
 
 // floorRuns restores node from url runs times with each binary of clis.

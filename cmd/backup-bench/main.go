@@ -86,12 +86,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		res.evaluateEncrypted()
 	}
-	if f.asJSON {
+	return emit(stdout, f.asJSON, res, res.print)
+}
+
+// emit writes a command's results: indented JSON, or the table print makes.
+func emit(stdout io.Writer, asJSON bool, v any, print func(io.Writer)) error {
+	if asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(res)
+		return enc.Encode(v)
 	}
-	res.print(stdout)
+	print(stdout)
 	return nil
 }
 

@@ -124,13 +124,7 @@ func runYear(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	if asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(res)
-	}
-	res.print(stdout)
-	return nil
+	return emit(stdout, asJSON, res, res.print)
 }
 
 // yearResult is what `backup-bench year` measured and checked.
