@@ -124,6 +124,10 @@ var secretNames = []string{"hsm_secret", "emergency.recover"}
 // mnemonic-encrypted 73; emergency.recover a few KiB).
 const maxSecretSize = 1 << 20
 
+// maxSecretVersions bounds the secret objects of a node a reader lists
+// (old versions stay until their node is forgotten).
+const maxSecretVersions = 4096
+
 // secretPrefix is where a node's secrets are kept: one object per version,
 // nodes/<node>/secrets/<name>-<generation, 20 digits>; the newest wins, so
 // replacing a secret never leaves a moment with none.
@@ -173,11 +177,16 @@ func (k *Keyring) secretGens(ctx context.Context, node string) (map[string][]uin
 
 func secretGenerations(ctx context.Context, be backend.Backend, node string) (map[string][]uint64, error) {
 	gens := map[string][]uint64{}
+	n := 0
 	err := be.List(ctx, secretPrefix(node), func(in backend.Info) error {
 		name, gen, ok := parseSecretName(strings.TrimPrefix(in.Name, secretPrefix(node)))
-		if ok {
-			gens[name] = append(gens[name], gen)
+		if !ok {
+			return nil
 		}
+		if n++; n > maxSecretVersions {
+			return fmt.Errorf("more than %d secret objects under %s (each init --include-hsm-secret adds one): the store was filled by something else; remove the extra objects", maxSecretVersions, secretPrefix(node))
+		}
+		gens[name] = append(gens[name], gen)
 		return nil
 	})
 	if err != nil {
