@@ -43,7 +43,9 @@ func NewCodec() (*Codec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("chunk codec: make a zstd decoder: %w", err)
 	}
-	bounded, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithDecoderMaxMemory(maxDecoderMemory), zstd.WithDecodeAllCapLimit(true))
+	// Decode and DecodeDelta check every result against its id: the
+	// frames' own checksums would add an xxhash per chunk and nothing more.
+	bounded, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithDecoderMaxMemory(maxDecoderMemory), zstd.WithDecodeAllCapLimit(true), zstd.IgnoreChecksum(true))
 	if err != nil {
 		dec.Close()
 		return nil, fmt.Errorf("chunk codec: make a bounded zstd decoder: %w", err)
@@ -80,7 +82,7 @@ func (c *Codec) deltaDecoder() (*zstd.Decoder, error) {
 		return d, nil
 	}
 	c.mu.Unlock()
-	return zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxDecoderMemory))
+	return zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxDecoderMemory), zstd.IgnoreChecksum(true))
 }
 
 func (c *Codec) putDeltaDecoder(d *zstd.Decoder) {

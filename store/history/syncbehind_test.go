@@ -36,7 +36,7 @@ func TestRestoreSyncsBehind(t *testing.T) {
 		{"synced", 0, false},
 		{"small windows", 0, true},
 		{"first sync fails", 1, false},
-		{"a later sync fails", 3, false},
+		{"a later sync fails", 2, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.windows {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"slices"
 	"sync"
 
@@ -101,6 +102,9 @@ func (p *Packs) ReadBodies(ctx context.Context, lookup chunk.Lookup, ids []chunk
 	work := make(chan readSpan)
 	for range max(1, workers) {
 		g.Go(func() error {
+			// A mapped span's bytes fault if its file shrinks: readSpan
+			// recovers that into an error.
+			defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 			put, flush := sink()
 			// The worker's span buffer, when the backend reads into one.
 			buf := spanBufs.Get().(*[]byte)
@@ -143,14 +147,43 @@ type bufferedGetter interface {
 	GetInto(ctx context.Context, name string, off, length int64, buf []byte) ([]byte, error)
 }
 
-// readSpan hands put the stored body of every chunk of sp, read into *buf
-// where the backend can (the bodies are valid during put only). If gc
+// spanMapper is a backend that can map a span of an object into memory
+// (the local one on unix): a read then copies nothing. The bytes fault if
+// the file shrinks while they are mapped, so readers of them run with
+// debug.SetPanicOnFault (ReadBodies' workers) and recoverFault.
+type spanMapper interface {
+	MapSpan(ctx context.Context, name string, off, length int64) (data []byte, unmap func(), err error)
+}
+
+// recoverFault turns a fault on sp's mapped bytes (its pack file shrank
+// under the read: a store host changed a pack, which no writer of ours
+// does) into the read's error; any other panic goes on.
+func recoverFault(sp readSpan, err *error) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	if f, ok := r.(interface{ Addr() uintptr }); ok {
+		*err = fmt.Errorf("read pack %s: %w: the file shrank while it was read (fault at %#x); run backup-cli verify", sp.pack, chunk.ErrCorrupt, f.Addr())
+		return
+	}
+	panic(r)
+}
+
+// readSpan hands put the stored body of every chunk of sp, mapped where the
+// backend can map, else read into *buf where it can read into a buffer
+// (the bodies are valid during put only). If gc
 // deleted the pack since it was looked up, it reads each chunk where it is
 // now.
-func (p *Packs) readSpan(ctx context.Context, sp readSpan, buf *[]byte, put func(chunk.Body) error) error {
+func (p *Packs) readSpan(ctx context.Context, sp readSpan, buf *[]byte, put func(chunk.Body) error) (err error) {
 	var raw []byte
-	var err error
-	if g, ok := p.be.(bufferedGetter); ok {
+	if m, ok := p.be.(spanMapper); ok {
+		var unmap func()
+		if raw, unmap, err = m.MapSpan(ctx, packName(sp.pack), sp.start, sp.end-sp.start); err == nil {
+			defer unmap()
+			defer recoverFault(sp, &err)
+		}
+	} else if g, ok := p.be.(bufferedGetter); ok {
 		if raw, err = g.GetInto(ctx, packName(sp.pack), sp.start, sp.end-sp.start, *buf); err == nil {
 			*buf = raw
 		}

@@ -1,0 +1,5 @@
+//go:build unix && !linux
+
+package local
+
+const mapPopulate = 0
