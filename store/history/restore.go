@@ -298,21 +298,26 @@ func manifestForVersion(ctx context.Context, st *store.Store, node string, seqs 
 	return best, nil
 }
 
-// finishFile checks the database at tmp, makes it durable and links it to
-// dest, refusing to replace an existing file.
+// finishFile checks the database at tmp and makes it durable (at once),
+// then links it to dest, refusing to replace an existing file.
 func finishFile(tmp, dest string) error {
-	if err := replay.IntegrityCheck(tmp); err != nil {
-		return fmt.Errorf("integrity check of the restored database failed: %w", err)
-	}
 	f, err := os.Open(tmp)
 	if err != nil {
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("fsync %s: %w", tmp, err)
+	defer f.Close()
+	// The check reads the file from the page cache while the disk writes
+	// it back: both must pass before the file is linked into place.
+	synced := make(chan error, 1)
+	go func() { synced <- f.Sync() }()
+	checkErr := replay.IntegrityCheck(tmp)
+	syncErr := <-synced
+	if checkErr != nil {
+		return fmt.Errorf("integrity check of the restored database failed: %w", checkErr)
 	}
-	f.Close()
+	if syncErr != nil {
+		return fmt.Errorf("fsync %s: %w", tmp, syncErr)
+	}
 	if err := os.Link(tmp, dest); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return fmt.Errorf("%s: %w", dest, ErrExists)
