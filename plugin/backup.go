@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/clnbackup/backup/store/history"
 )
 
 // Backup is everything the plugin needs from the storage it writes to. The
@@ -141,8 +143,9 @@ type CompactOutcome struct {
 	// ProofErr says why the kept cache has no proof: the next compaction
 	// then hashes it whole and runs integrity_check (slower, still right).
 	ProofErr error
-	// Duration is how long the compaction took.
+	// Duration is how long the compaction took; Phases where it went.
 	Duration time.Duration
+	Phases   []history.Phase
 }
 
 // StoreStatus is the stored history as backup-status shows it.

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/clnbackup/backup/store/history"
 )
 
 // Pauses before the next automatic compaction after one that failed or found
@@ -171,8 +173,8 @@ func (p *plugin) compact(b Backup, reason, prio string) {
 		p.out.log(levelInfo, "Compaction: nothing to compact")
 	default:
 		p.out.logf(levelInfo, "Compaction done: manifest %d, snapshot at data_version %d, %d changes sealed, %d bytes added to the store, "+
-			"%d bytes of pages read from it, in %s",
-			out.Manifest, out.DataVersion, out.Sealed, out.Added, out.Fetched, out.Duration.Round(time.Millisecond))
+			"%d bytes of pages read from it, in %s (%s)",
+			out.Manifest, out.DataVersion, out.Sealed, out.Added, out.Fetched, out.Duration.Round(time.Millisecond), history.PhaseSummary(out.Phases))
 		if out.CacheErr != nil {
 			p.out.logf(levelWarn, "Compaction cache not kept: %v; the next compaction reads the whole snapshot from the store", out.CacheErr)
 		} else if out.ProofErr != nil {
@@ -244,7 +246,9 @@ type compactLast struct {
 	SealedChanges   int       `json:"sealed_changes"`
 	AddedBytes      int64     `json:"added_bytes"`
 	DurationSeconds float64   `json:"duration_seconds"`
-	Error           string    `json:"error,omitempty"`
+	// Phases is where the time went (history.Compact's phases).
+	Phases []history.Phase `json:"phases,omitempty"`
+	Error  string          `json:"error,omitempty"`
 }
 
 type autoTriggers struct {
@@ -267,7 +271,7 @@ func (c *compactor) status(now time.Time) compactionStatus {
 	}
 	if r := c.last; r != nil {
 		s.Last = &compactLast{Reason: r.reason, Finished: r.finished, Manifest: r.outcome.Manifest, DataVersion: r.outcome.DataVersion,
-			SealedChanges: r.outcome.Sealed, AddedBytes: r.outcome.Added, DurationSeconds: r.outcome.Duration.Seconds()}
+			SealedChanges: r.outcome.Sealed, AddedBytes: r.outcome.Added, DurationSeconds: r.outcome.Duration.Seconds(), Phases: r.outcome.Phases}
 		if r.err != nil {
 			s.Last.Error = r.err.Error()
 		}

@@ -329,7 +329,7 @@ func (b *storeBackup) Compact(ctx context.Context) (CompactOutcome, error) {
 	res, err := b.node.Compact(ctx, nil)
 	b.st.ReleaseIndex()
 	debug.FreeOSMemory() // give the compaction's memory back while idle
-	out := CompactOutcome{Sealed: res.Sealed.Records, Added: res.Added, Fetched: res.Fetched, CacheErr: res.CacheErr, ProofErr: res.ProofErr, Duration: res.Duration}
+	out := CompactOutcome{Sealed: res.Sealed.Records, Added: res.Added, Fetched: res.Fetched, CacheErr: res.CacheErr, ProofErr: res.ProofErr, Duration: res.Duration, Phases: res.Phases}
 	if err != nil || res.Manifest == nil {
 		return out, err
 	}

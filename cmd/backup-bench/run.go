@@ -557,6 +557,9 @@ func (p *pipeline) compact(n *node) (float64, int64, error) {
 			}
 			secs, _ := last["duration_seconds"].(float64)
 			added, _ := last["added_bytes"].(float64)
+			if ph, ok := last["phases"]; ok {
+				p.c.logf("%s: compaction phases %v", n.name, ph)
+			}
 			return secs, int64(added), nil
 		}
 		time.Sleep(5 * time.Millisecond)

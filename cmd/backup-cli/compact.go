@@ -23,6 +23,8 @@ type compactResult struct {
 	CacheUsed      bool    `json:"cache_used"`
 	DurationSecond float64 `json:"duration_seconds"`
 	Compacted      bool    `json:"compacted"`
+	// Phases is where the time went.
+	Phases []history.Phase `json:"phases,omitempty"`
 }
 
 func newCompactCmd(g *globals) *cobra.Command {
@@ -70,7 +72,7 @@ holds wrong are read from the store.`,
 				return err
 			}
 			out := compactResult{Node: node, SealedChanges: r.Sealed.Records, AddedBytes: r.Added, FetchedBytes: r.Fetched, CacheUsed: r.CacheUsed,
-				DurationSecond: r.Duration.Seconds(), Compacted: r.Manifest != nil}
+				DurationSecond: r.Duration.Seconds(), Compacted: r.Manifest != nil, Phases: r.Phases}
 			if r.Sealed.Manifest != nil {
 				out.SealManifest = r.Sealed.Manifest.Seq
 			}
@@ -87,8 +89,8 @@ holds wrong are read from the store.`,
 			if r.Sealed.Manifest != nil {
 				fmt.Fprintf(stdout, "Sealed %d changes of node %q (manifest %d)\n", r.Sealed.Records, node, r.Sealed.Manifest.Seq)
 			}
-			fmt.Fprintf(stdout, "Compacted node %q: snapshot at data_version %d (%s) in manifest %d; %s added to the store, %s of pages read from it, in %.2fs\n",
-				node, out.DataVersion, units.Bytes(out.DatabaseBytes), out.Manifest, units.Bytes(out.AddedBytes), units.Bytes(out.FetchedBytes), out.DurationSecond)
+			fmt.Fprintf(stdout, "Compacted node %q: snapshot at data_version %d (%s) in manifest %d; %s added to the store, %s of pages read from it, in %.2fs (%s)\n",
+				node, out.DataVersion, units.Bytes(out.DatabaseBytes), out.Manifest, units.Bytes(out.AddedBytes), units.Bytes(out.FetchedBytes), out.DurationSecond, history.PhaseSummary(r.Phases))
 			if r.CacheErr != nil {
 				fmt.Fprintf(stderr, "warning: %v\n", r.CacheErr)
 			}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -41,6 +42,7 @@ func TestCompactCacheProof(t *testing.T) {
 	if !res.CacheProven || res.Fetched != 0 {
 		t.Fatalf("warm compaction: proven %v, fetched %d", res.CacheProven, res.Fetched)
 	}
+	checkPhases(t, res, "integrity check")
 	ps := int64(res.Manifest.Snapshot.PageSize)
 	for _, tc := range []struct {
 		name        string
@@ -201,5 +203,29 @@ func writeFile(t testing.TB, path string, b []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// checkPhases: a compaction reports its phases in order, their times adding
+// up to no more than its duration, without the phase it must have skipped
+// ("" for none).
+func checkPhases(t *testing.T, res history.CompactResult, skipped string) {
+	t.Helper()
+	want := []string{"seal", "page table and cache proof", "previous snapshot", "replay", "integrity check", "store pages", "commit", "keep cache", "trim journal"}
+	var got []string
+	var sum time.Duration
+	for _, p := range res.Phases {
+		got = append(got, p.Name)
+		sum += p.Elapsed
+	}
+	want = slices.DeleteFunc(want, func(s string) bool { return s == skipped })
+	if !slices.Equal(got, want) {
+		t.Errorf("phases %q, want %q", got, want)
+	}
+	if sum > res.Duration {
+		t.Errorf("phases add up to %v, more than the compaction's %v", sum, res.Duration)
+	}
+	if s := history.PhaseSummary(res.Phases); !strings.Contains(s, "replay ") {
+		t.Errorf("phase summary %q", s)
 	}
 }

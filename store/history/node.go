@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -290,6 +291,42 @@ type CompactResult struct {
 	// then checks it in full).
 	ProofErr error
 	Duration time.Duration
+	// Phases is where Duration went, in order: an operator (or a
+	// benchmark) sees which part of a slow compaction was slow.
+	Phases []Phase
+}
+
+// Phase is one part of a compaction and how long it took.
+type Phase struct {
+	Name    string        `json:"name"`
+	Elapsed time.Duration `json:"-"`
+	Seconds float64       `json:"seconds"`
+}
+
+// phaseClock records the phases of a compaction into res.
+type phaseClock struct {
+	res  *CompactResult
+	last time.Time
+}
+
+// done ends the phase name, begun when the previous one ended.
+func (c *phaseClock) done(name string) {
+	now := time.Now()
+	d := now.Sub(c.last)
+	c.res.Phases = append(c.res.Phases, Phase{Name: name, Elapsed: d, Seconds: d.Seconds()})
+	c.last = now
+}
+
+// PhaseSummary is "seal 0.12s, replay 1.3s, ...".
+func PhaseSummary(ps []Phase) string {
+	var b strings.Builder
+	for i, p := range ps {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s %s", p.Name, p.Elapsed.Round(time.Millisecond))
+	}
+	return b.String()
 }
 
 // Compact seals the journal and then writes a new snapshot at the newest
@@ -309,22 +346,25 @@ func (n *Node) Compact(ctx context.Context, progress Progress) (CompactResult, e
 		return CompactResult{}, err
 	}
 	var res CompactResult
+	clock := &phaseClock{res: &res, last: start}
 	if res.Sealed, err = n.seal(ctx, latest); err != nil {
 		return res, err
 	}
+	clock.done("seal")
 	if res.Sealed.Manifest != nil {
 		latest = res.Sealed.Manifest
 	}
 	if len(latest.Changes) == 0 {
 		return res, nil // the newest restore point is a snapshot already
 	}
-	m, err := n.snapshotFrom(ctx, latest, &res, progress)
+	m, err := n.snapshotFrom(ctx, latest, &res, clock, progress)
 	if err != nil {
 		return res, fmt.Errorf("compact node %q: %w", n.name, err)
 	}
 	if err := n.j.Trim(m.JournalSeq); err != nil {
 		return res, fmt.Errorf("compact node %q: trim journal: %w", n.name, err)
 	}
+	clock.done("trim journal")
 	res.Manifest = m
 	res.Added = res.Sealed.Added + m.Stats.AddedBytes
 	res.Duration = time.Since(start)
@@ -341,7 +381,7 @@ func (n *Node) Compact(ctx context.Context, progress Progress) (CompactResult, e
 // integrity_check once the changes are applied. Either way the file holds
 // exactly the previous snapshot before the replay, so only the pages the
 // replay wrote are hashed for the new snapshot.
-func (n *Node) snapshotFrom(ctx context.Context, from *manifest.Manifest, res *CompactResult, progress Progress) (*manifest.Manifest, error) {
+func (n *Node) snapshotFrom(ctx context.Context, from *manifest.Manifest, res *CompactResult, clock *phaseClock, progress Progress) (*manifest.Manifest, error) {
 	c := n.openCache()
 	tmpName, err := c.temp(n.TempDir)
 	if err != nil {
@@ -363,13 +403,16 @@ func (n *Node) snapshotFrom(ctx context.Context, from *manifest.Manifest, res *C
 		res.CacheUsed = c.take(tmpName)
 		res.CacheProven = res.CacheProven && res.CacheUsed && stillTaken(tmpName, proof)
 	}
+	clock.done("page table and cache proof")
 	if err := rebuildBase(ctx, n.st, tmpName, from.Snapshot, prevTab, res, scaled(progress, 0, 2)); err != nil {
 		return nil, err
 	}
+	clock.done("previous snapshot")
 	version, changed, err := replayTracked(ctx, n.st, from, tmpName)
 	if err != nil {
 		return nil, err
 	}
+	clock.done("replay")
 	if v, ok, err := replay.DataVersionOf(tmpName); err != nil {
 		return nil, err
 	} else if ok && v != version {
@@ -379,6 +422,7 @@ func (n *Node) snapshotFrom(ctx context.Context, from *manifest.Manifest, res *C
 		if err := replay.IntegrityCheck(tmpName); err != nil {
 			return nil, fmt.Errorf("rebuilt database fails the integrity check: %w", err)
 		}
+		clock.done("integrity check")
 	}
 	w, err := n.st.NewWriter(ctx)
 	if err != nil {
@@ -392,11 +436,13 @@ func (n *Node) snapshotFrom(ctx context.Context, from *manifest.Manifest, res *C
 	if err != nil {
 		return nil, err
 	}
+	clock.done("store pages")
 	m := &manifest.Manifest{Format: manifest.FormatVersion, Node: n.name, Seq: from.Seq + 1, Created: n.st.Now().UTC(),
 		Snapshot: snap, JournalSeq: from.JournalSeq}
 	if _, err := w.Commit(ctx, m); err != nil {
 		return nil, err
 	}
+	clock.done("commit")
 	// The file is now exactly the committed snapshot's pages.
 	if res.CacheErr = c.keep(tmpName); res.CacheErr == nil && tab != nil {
 		trusted := uint32(0) // checked in full just now
@@ -405,6 +451,7 @@ func (n *Node) snapshotFrom(ctx context.Context, from *manifest.Manifest, res *C
 		}
 		res.ProofErr = c.vouch(snap, tab, trusted)
 	}
+	clock.done("keep cache")
 	return m, nil
 }
 
