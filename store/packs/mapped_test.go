@@ -79,4 +79,3 @@ func TestReadMappedEqualsRead(t *testing.T) {
 		}
 	}
 }
-
