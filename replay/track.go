@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/clnbackup/backup/store/journal"
+	"github.com/clnbackup/backup/store/writeback"
 )
 
 // Page tracking: a compaction replays a few thousand changes into a copy of
@@ -123,6 +124,11 @@ func (d *DB) harvest(ctx context.Context) error {
 	}
 	if err != nil {
 		return fmt.Errorf("replay: checkpoint %s: %w", d.path, err)
+	}
+	// The checkpoint left its pages dirty: written back a step at a time
+	// now, they do not reach the disk as one burst later.
+	if err := writeback.DrainFile(d.path); err != nil {
+		return fmt.Errorf("replay: %w", err)
 	}
 	return nil
 }

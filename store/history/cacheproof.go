@@ -10,6 +10,7 @@ import (
 
 	"github.com/clnbackup/backup/chunker"
 	"github.com/clnbackup/backup/manifest"
+	"github.com/clnbackup/backup/store/writeback"
 	"github.com/zeebo/blake3"
 )
 
@@ -177,7 +178,11 @@ func (c *snapCache) vouch(s manifest.Snapshot, tab manifest.PageTable, trusted u
 	if err != nil {
 		return fmt.Errorf("cache proof: %w", err)
 	}
-	err = f.Sync()
+	// Paced first: the replay's last checkpoint left pages dirty.
+	err = writeback.DrainFile(c.path)
+	if err == nil {
+		err = f.Sync()
+	}
 	fi, serr := f.Stat()
 	f.Close()
 	p := cacheProof{table: tableDigest(tab), pageSize: s.PageSize, pages: s.Pages, trusted: trusted}

@@ -19,6 +19,7 @@ import (
 	"github.com/clnbackup/backup/manifest"
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/chunk"
+	"github.com/clnbackup/backup/store/writeback"
 )
 
 // Progress receives how far a long operation is: done of total bytes.
@@ -443,7 +444,7 @@ func writePagesBehind(ctx context.Context, st *store.Store, f *os.File, sb *sync
 // pageRun gathers adjacent pages to write them to f with one call.
 type pageRun struct {
 	f        *os.File
-	sb       *syncBehind // told of every write (nil: none)
+	sb       *syncBehind // told of every write (nil: none, and the writes are paced: a compaction beside db_writes)
 	pageSize int64
 	first    int64 // page index of buf's first page
 	buf      []byte
@@ -472,7 +473,12 @@ func (r *pageRun) flush() error {
 		return nil
 	}
 	n := int64(len(r.buf)) / r.pageSize
-	if _, err := r.f.WriteAt(r.buf, r.first*r.pageSize); err != nil {
+	write := func() error { _, err := r.f.WriteAt(r.buf, r.first*r.pageSize); return err }
+	if r.sb == nil {
+		// A compaction's rebuild, beside a node's db_writes: paced.
+		write = func() error { return writeback.Write(r.f, r.buf, r.first*r.pageSize) }
+	}
+	if err := write(); err != nil {
 		return fmt.Errorf("write pages %d to %d to %s: %w", r.first+1, r.first+n, r.f.Name(), err)
 	}
 	if err := r.sb.wrote(int64(len(r.buf))); err != nil {

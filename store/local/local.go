@@ -19,6 +19,7 @@ import (
 	"syscall"
 
 	"github.com/clnbackup/backup/store/backend"
+	"github.com/clnbackup/backup/store/writeback"
 )
 
 // tempPrefix marks temporary files; object names never start with '.'.
@@ -137,7 +138,10 @@ func (b *Backend) PutIfAbsent(ctx context.Context, name string, data []byte) err
 		return b.fileErr("put", name, err)
 	}
 	defer b.dir.Remove(tmpName)
-	if _, err := tmp.Write(data); err != nil {
+	// Paced: a pack's megabytes go to the disk as they are written, not
+	// as one burst at the fsync that a db_write's journal sync would queue
+	// behind.
+	if err := writeback.Write(tmp, data, 0); err != nil {
 		tmp.Close()
 		return fmt.Errorf("put %s: write %s: %w", name, tmpName, err)
 	}

@@ -1,0 +1,55 @@
+package writeback
+
+import (
+	"bytes"
+	"crypto/rand"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// TestWriteAndDrain: paced writes put exactly the bytes at the offsets
+// asked, in steps that do not divide the data, and draining a file
+// changes nothing in it.
+func TestWriteAndDrain(t *testing.T) {
+	defer func(old int64) { Step = old }(Step)
+	Step = 4096
+	for _, tc := range []struct {
+		name string
+		off  int64
+		size int
+	}{
+		{"empty", 0, 0},
+		{"under a step", 0, 100},
+		{"steps and a tail", 0, 3*4096 + 17},
+		{"at an offset", 5000, 2*4096 + 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "f")
+			f, err := os.Create(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			data := make([]byte, tc.size)
+			rand.Read(data)
+			if err := Write(f, data, tc.off); err != nil {
+				t.Fatal(err)
+			}
+			if err := Drain(f, tc.off+int64(tc.size)+4096); err != nil {
+				t.Fatal(err)
+			}
+			if err := DrainFile(path); err != nil {
+				t.Fatal(err)
+			}
+			got, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := append(make([]byte, tc.off), data...)
+			if !bytes.Equal(got, want) {
+				t.Fatalf("file holds %d bytes, not the %d written at %d", len(got), tc.size, tc.off)
+			}
+		})
+	}
+}
