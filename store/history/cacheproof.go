@@ -179,11 +179,13 @@ func (c *snapCache) vouch(s manifest.Snapshot, tab manifest.PageTable, trusted u
 		return fmt.Errorf("cache proof: %w", err)
 	}
 	// Paced first: the replay's last checkpoint left pages dirty.
-	err = writeback.DrainFile(c.path)
+	fi, serr := f.Stat()
+	if serr == nil {
+		err = writeback.Drain(f, fi.Size())
+	}
 	if err == nil {
 		err = f.Sync()
 	}
-	fi, serr := f.Stat()
 	f.Close()
 	p := cacheProof{table: tableDigest(tab), pageSize: s.PageSize, pages: s.Pages, trusted: trusted}
 	if err == nil && serr == nil && !p.fileIdentity(fi) {

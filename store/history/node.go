@@ -298,9 +298,8 @@ type CompactResult struct {
 
 // Phase is one part of a compaction and how long it took.
 type Phase struct {
-	Name    string        `json:"name"`
-	Elapsed time.Duration `json:"-"`
-	Seconds float64       `json:"seconds"`
+	Name    string  `json:"name"`
+	Seconds float64 `json:"seconds"`
 }
 
 // phaseClock records the phases of a compaction into res.
@@ -313,7 +312,7 @@ type phaseClock struct {
 func (c *phaseClock) done(name string) {
 	now := time.Now()
 	d := now.Sub(c.last)
-	c.res.Phases = append(c.res.Phases, Phase{Name: name, Elapsed: d, Seconds: d.Seconds()})
+	c.res.Phases = append(c.res.Phases, Phase{Name: name, Seconds: d.Seconds()})
 	c.last = now
 }
 
@@ -324,7 +323,7 @@ func PhaseSummary(ps []Phase) string {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		fmt.Fprintf(&b, "%s %s", p.Name, p.Elapsed.Round(time.Millisecond))
+		fmt.Fprintf(&b, "%s %s", p.Name, time.Duration(p.Seconds*float64(time.Second)).Round(time.Millisecond))
 	}
 	return b.String()
 }

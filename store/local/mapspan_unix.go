@@ -45,7 +45,13 @@ func (b *Backend) MapSpan(ctx context.Context, name string, off, length int64) (
 	start := off / pg * pg
 	m, err := syscall.Mmap(int(f.Fd()), start, int(off+length-start), syscall.PROT_READ, syscall.MAP_SHARED|mapPopulate)
 	if err != nil {
-		return nil, nil, fmt.Errorf("get %s: map %d bytes at %d: %w", name, length, off, err)
+		// A file system that cannot map (some FUSE and network ones)
+		// is read as before.
+		buf := make([]byte, length)
+		if _, rerr := f.ReadAt(buf, off); rerr != nil {
+			return nil, nil, fmt.Errorf("get %s: read %d bytes at %d (mapping them failed: %v): %w", name, length, off, err, rerr)
+		}
+		return buf, func() {}, nil
 	}
 	return m[off-start : off-start+length : off-start+length], func() { syscall.Munmap(m) }, nil
 }
