@@ -91,7 +91,7 @@ func (p *plugin) compactRPC(req *request) {
 	}
 	id, b := req.ID, p.backup
 	p.wg.Add(1)
-	runLowPriority(func(prio string) {
+	runLowPriority(p.ctx, func(ctx context.Context, prio string) {
 		defer p.wg.Done()
 		// Not p.ctx: the answer is still due when lightningd closes stdin.
 		ok, stats, err := b.Compactable(context.Background())
@@ -106,7 +106,7 @@ func (p *plugin) compactRPC(req *request) {
 			return
 		}
 		p.out.reply(id, legacyAnswer{"compaction started"})
-		p.compact(b, reason, prio)
+		p.compact(ctx, b, reason, prio)
 	})
 }
 
@@ -131,9 +131,9 @@ func (p *plugin) maybeCompact() {
 	}
 	b := p.backup
 	p.wg.Add(1)
-	runLowPriority(func(prio string) {
+	runLowPriority(p.ctx, func(ctx context.Context, prio string) {
 		defer p.wg.Done()
-		p.compact(b, reason, prio)
+		p.compact(ctx, b, reason, prio)
 	})
 }
 
@@ -157,10 +157,11 @@ func autoReason(o options, pend Pending, now time.Time, jitter float64) string {
 }
 
 // compact runs a compaction that tryStart admitted, logs and records its
-// result; prio says at what priority it runs.
-func (p *plugin) compact(b Backup, reason, prio string) {
+// result; prio says at what priority it runs. ctx is p.ctx, marked for the
+// priority of the store's workers.
+func (p *plugin) compact(ctx context.Context, b Backup, reason, prio string) {
 	p.out.logf(levelInfo, "Compaction started (%s; %s)", reason, prio)
-	out, err := b.Compact(p.ctx)
+	out, err := b.Compact(ctx)
 	rec := compactRecord{reason: reason, finished: time.Now(), outcome: out, err: err}
 	p.comp.finish(rec)
 	switch {

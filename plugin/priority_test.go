@@ -1,11 +1,14 @@
 package plugin
 
 import (
+	"context"
 	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/clnbackup/backup/internal/priority"
 
 	"golang.org/x/sys/unix"
 )
@@ -25,15 +28,16 @@ func threadPriority(t *testing.T) (nice int, ioClass int) {
 	if nice, err = strconv.Atoi(f[19-3]); err != nil {
 		t.Error(err)
 	}
-	r, _, errno := unix.Syscall(unix.SYS_IOPRIO_GET, ioprioWhoProcess, uintptr(tid), 0)
+	r, _, errno := unix.Syscall(unix.SYS_IOPRIO_GET, 1 /* a thread */, uintptr(tid), 0)
 	if errno != 0 {
 		t.Error(errno)
 	}
-	return nice, int(r) >> ioprioClassShift
+	return nice, int(r) >> priority.IOClassShift
 }
 
 // TestCompactionPriority: the compaction's thread runs at nice 19 in the
-// idle I/O class; BACKUP_COMPACT_PRIORITY=normal leaves it as it was; and
+// idle I/O class, and so do the workers started for its context;
+// BACKUP_COMPACT_PRIORITY=normal leaves them as they were; and
 // the thread that ran it is never reused for other goroutines (here, the
 // test's own thread keeps its priority).
 func TestCompactionPriority(t *testing.T) {
@@ -43,28 +47,36 @@ func TestCompactionPriority(t *testing.T) {
 		nice, io  int
 		appliedIs string
 	}{
-		{"", compactNice, ioprioClassIdle, "nice 19, idle I/O class"},
+		{"", priority.Nice, priority.IOClassIdle, "nice 19, idle I/O class"},
 		{"normal", baseNice, baseClass, "BACKUP_COMPACT_PRIORITY=normal: normal priority"},
 	} {
 		t.Run("env="+tc.env, func(t *testing.T) {
-			t.Setenv(priorityEnv, tc.env)
+			t.Setenv(priority.Env, tc.env)
 			type seen struct {
 				applied   string
 				nice, cls int
 			}
-			got := make(chan seen, 1)
-			runLowPriority(func(applied string) {
+			got := make(chan seen, 2)
+			runLowPriority(context.Background(), func(ctx context.Context, applied string) {
 				n, c := threadPriority(t)
 				got <- seen{applied, n, c}
+				// A worker the store starts for the compaction.
+				go func() {
+					priority.Join(ctx)
+					n, c := threadPriority(t)
+					got <- seen{applied, n, c}
+				}()
 			})
-			var s seen
-			select {
-			case s = <-got:
-			case <-time.After(time.Minute):
-				t.Fatal("runLowPriority never ran its function")
-			}
-			if s.applied != tc.appliedIs || s.nice != tc.nice || s.cls != tc.io {
-				t.Fatalf("applied %q, nice %d, I/O class %d; want %q, %d, %d", s.applied, s.nice, s.cls, tc.appliedIs, tc.nice, tc.io)
+			for _, who := range []string{"compaction", "its worker"} {
+				var s seen
+				select {
+				case s = <-got:
+				case <-time.After(time.Minute):
+					t.Fatalf("%s never ran", who)
+				}
+				if s.applied != tc.appliedIs || s.nice != tc.nice || s.cls != tc.io {
+					t.Fatalf("%s: applied %q, nice %d, I/O class %d; want %q, %d, %d", who, s.applied, s.nice, s.cls, tc.appliedIs, tc.nice, tc.io)
+				}
 			}
 		})
 	}

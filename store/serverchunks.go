@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/clnbackup/backup/internal/priority"
+
 	"github.com/clnbackup/backup/chunker"
 	"github.com/clnbackup/backup/store/chunk"
 	"golang.org/x/sync/errgroup"
@@ -99,6 +101,7 @@ func (c *serverChunks) ReadBodies(ctx context.Context, _ chunk.Lookup, ids []chu
 	work := make(chan chunk.Body, 4*max(1, workers))
 	for range max(1, workers) {
 		g.Go(func() error {
+			priority.Join(gctx) // a compaction's decoders run at its priority
 			put, flush := sink()
 			for b := range work {
 				if err := put(b); err != nil {

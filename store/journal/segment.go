@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/clnbackup/backup/store/writeback"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -228,6 +230,9 @@ func Fdatasyncs() uint64 { return syncCount.Load() }
 // fdatasync flushes f's data (and the metadata needed to read it back).
 func fdatasync(f *os.File) error {
 	syncCount.Add(1)
+	// A node waits for this sync: bulk writers of this process hold
+	// their next step back until it is done.
+	defer writeback.Urgent()()
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return err

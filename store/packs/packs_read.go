@@ -9,6 +9,8 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/clnbackup/backup/internal/priority"
+
 	"github.com/clnbackup/backup/store/chunk"
 
 	"github.com/clnbackup/backup/chunker"
@@ -102,6 +104,8 @@ func (p *Packs) ReadBodies(ctx context.Context, lookup chunk.Lookup, ids []chunk
 	work := make(chan readSpan)
 	for range max(1, workers) {
 		g.Go(func() error {
+			// A compaction's workers run at its low priority.
+			priority.Join(gctx)
 			// A mapped span's bytes fault if its file shrinks: readSpan
 			// recovers that into an error.
 			defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))

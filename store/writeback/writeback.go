@@ -8,7 +8,8 @@
 // (data=ordered) its commit even waits for the pack's newly allocated
 // blocks. Here the bulk writer starts the writeback of every Step bytes as
 // it goes and waits for the step before, so at most about two steps are in
-// flight and a db_write's sync waits for little.
+// flight and a db_write's sync waits for little; and it starts no step while
+// such a sync of this process is in flight (Urgent).
 package writeback
 
 import (
@@ -17,7 +18,7 @@ import (
 )
 
 // Step is the bytes written back at a time (a variable for tests).
-var Step int64 = 1 << 20
+var Step int64 = 64 << 10
 
 // Write writes data to f at off in steps, each handed to the disk as soon
 // as it is written. The caller still fsyncs f to make it durable; that
@@ -25,6 +26,7 @@ var Step int64 = 1 << 20
 func Write(f *os.File, data []byte, off int64) error {
 	for done := int64(0); done < int64(len(data)); {
 		n := min(Step, int64(len(data))-done)
+		yield()
 		if _, err := f.WriteAt(data[done:done+n], off+done); err != nil {
 			return err
 		}
@@ -43,6 +45,7 @@ func Write(f *os.File, data []byte, off int64) error {
 // next fsync.
 func Drain(f *os.File, size int64) error {
 	for off := int64(0); off < size; off += Step {
+		yield()
 		if err := settle(f, off, min(Step, size-off)); err != nil {
 			return fmt.Errorf("write back %s: %w", f.Name(), err)
 		}

@@ -53,3 +53,41 @@ func TestWriteAndDrain(t *testing.T) {
 		})
 	}
 }
+
+// TestUrgentYield: a paced write held back by an urgent sync that never
+// ends still finishes (each step waits a bounded time) with the bytes
+// asked, and once every urgent sync is done nothing is held back.
+func TestUrgentYield(t *testing.T) {
+	defer func(old int64) { Step = old }(Step)
+	Step = 4096
+	path := filepath.Join(t.TempDir(), "f")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	data := make([]byte, 3*4096)
+	rand.Read(data)
+	done1, done2 := Urgent(), Urgent()
+	if err := Write(f, data, 0); err != nil {
+		t.Fatal(err)
+	}
+	done2()
+	done1()
+	urgent.mu.Lock()
+	n := urgent.n
+	urgent.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d urgent syncs still counted after both ended", n)
+	}
+	if err := Drain(f, int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatal("the file does not hold the bytes written while held back")
+	}
+}

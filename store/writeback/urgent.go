@@ -1,0 +1,57 @@
+package writeback
+
+import (
+	"sync"
+	"time"
+)
+
+// A db_write's fdatasync is the one write whose latency a node feels. A
+// bulk step started while it is in flight queues on the same device and
+// its flush waits for the step; so bulk writers in this process hold each
+// step back while such a sync is in flight (Urgent), for at most maxYield,
+// so that they still progress when syncs never stop.
+
+// maxYield bounds how long one step waits for urgent syncs.
+const maxYield = 2 * time.Millisecond
+
+var urgent struct {
+	mu   sync.Mutex
+	n    int
+	idle chan struct{} // closed when n falls to 0
+}
+
+// Urgent marks a latency-critical sync in flight until the returned
+// function is called. It never blocks.
+func Urgent() (done func()) {
+	urgent.mu.Lock()
+	if urgent.n == 0 {
+		urgent.idle = make(chan struct{})
+	}
+	urgent.n++
+	urgent.mu.Unlock()
+	return func() {
+		urgent.mu.Lock()
+		urgent.n--
+		if urgent.n == 0 {
+			close(urgent.idle)
+		}
+		urgent.mu.Unlock()
+	}
+}
+
+// yield waits, at most maxYield, until no urgent sync is in flight.
+func yield() {
+	urgent.mu.Lock()
+	if urgent.n == 0 {
+		urgent.mu.Unlock()
+		return
+	}
+	idle := urgent.idle
+	urgent.mu.Unlock()
+	t := time.NewTimer(maxYield)
+	defer t.Stop()
+	select {
+	case <-idle:
+	case <-t.C:
+	}
+}
