@@ -310,7 +310,7 @@ func finishFile(tmp, dest string) error {
 	// it back: both must pass before the file is linked into place.
 	synced := make(chan error, 1)
 	go func() { synced <- f.Sync() }()
-	checkErr := replay.IntegrityCheck(tmp)
+	checkErr := replay.IntegrityCheckMapped(tmp)
 	syncErr := <-synced
 	if checkErr != nil {
 		return fmt.Errorf("integrity check of the restored database failed: %w", checkErr)
