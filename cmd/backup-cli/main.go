@@ -18,8 +18,9 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
+
+	"github.com/clnbackup/backup/internal/memlimit"
 
 	"github.com/clnbackup/backup/internal/version"
 	"github.com/spf13/cobra"
@@ -34,7 +35,9 @@ const memoryLimit = 32 << 20
 
 func main() {
 	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(memoryLimit)
+		// Raised while an operation holds state that grows with
+		// the database (internal/memlimit).
+		memlimit.SetBase(memoryLimit)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -29,8 +29,9 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
-	"runtime/debug"
 	"syscall"
+
+	"github.com/clnbackup/backup/internal/memlimit"
 
 	"github.com/clnbackup/backup/internal/version"
 	"github.com/clnbackup/backup/plugin"
@@ -59,7 +60,9 @@ func main() {
 	// process with SIGPIPE before the journal is closed.
 	signal.Ignore(os.Interrupt, syscall.SIGPIPE)
 	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(memoryLimit)
+		// Raised while an operation holds state that grows with
+		// the database (internal/memlimit).
+		memlimit.SetBase(memoryLimit)
 	}
 	if os.Getenv("GOMAXPROCS") == "" {
 		// Two Ps beyond the CPUs: while a compaction's goroutines hold

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/clnbackup/backup/internal/memlimit"
+
 	"github.com/clnbackup/backup/chunker"
 	"github.com/clnbackup/backup/manifest"
 	"github.com/clnbackup/backup/replay"
@@ -396,6 +398,9 @@ func (n *Node) snapshotFrom(ctx context.Context, from *manifest.Manifest, res *C
 		if prevTab, prevChain, err = loadPageTableChain(ctx, n.st, from.Snapshot); err != nil {
 			return nil, err
 		}
+		// Held to the end: the previous table, the set of its chunks
+		// the writer assumes stored, and the new table.
+		defer memlimit.Reserve(3 * int64(len(prevTab)) * chunker.IDSize)()
 		proof, res.CacheProven = c.claim(from.Snapshot, prevTab)
 		// The cache becomes the base (moved: from here on, whatever
 		// happens, it is either the new snapshot or gone).

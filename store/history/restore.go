@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/clnbackup/backup/internal/memlimit"
+
 	"github.com/clnbackup/backup/chunker"
 	"github.com/clnbackup/backup/legacy"
 	"github.com/clnbackup/backup/manifest"
@@ -167,6 +169,8 @@ func buildAt(ctx context.Context, st *store.Store, m *manifest.Manifest, f *os.F
 	if err != nil {
 		return err
 	}
+	// The table and the list of pages to fetch, held to the end.
+	defer memlimit.Reserve(int64(len(tab)) * (chunker.IDSize + 4))()
 	sb := newSyncBehind(f)
 	_, _, err = writePagesBehind(ctx, st, f, sb, m.Snapshot, tab, false, progress)
 	if werr := sb.wait(); err == nil {
