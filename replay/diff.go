@@ -23,9 +23,10 @@ const MaxDiffLines = 100
 // of either file is compared by its SQL; every table's rows are compared as
 // multisets of all columns plus the rowid where the table has one, with values
 // compared exactly (type and bytes). Row order, page layout and free space do
-// not count. At most MaxDiffLines lines are returned. Diff reads each table of
-// both files into memory: it is meant for tests and demonstrations, not for
-// databases larger than memory.
+// not count. At most MaxDiffLines lines are returned. Tables with a rowid (every
+// table of lightningd's schema) are read row by row in rowid order from both
+// files at once, so that databases larger than memory can be compared; a
+// WITHOUT ROWID table is still read into memory whole.
 func Diff(pathA, pathB string) ([]string, error) {
 	a, err := openRO(pathA)
 	if err != nil {
@@ -94,6 +95,14 @@ func (o *diffOut) add(format string, args ...any) {
 	o.l = append(o.l, fmt.Sprintf(format, args...))
 }
 
+// addAll adds the lines and the count of lines left out of p, in order.
+func (o *diffOut) addAll(p *diffOut) {
+	for _, l := range p.l {
+		o.add("%s", l)
+	}
+	o.extra += p.extra
+}
+
 func (o *diffOut) lines() []string {
 	if o.extra > 0 {
 		return append(o.l, fmt.Sprintf("... and %d more differences", o.extra))
@@ -128,15 +137,23 @@ func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`)
 // tableRows is a table read for comparison: column names (the rowid first when
 // there is one) and rows sorted by their canonical encoding.
 type tableRows struct {
-	cols  []string
-	rowid bool
-	rows  [][]any
-	keys  []string
+	tableQuery
+	rows [][]any
+	keys []string
 }
 
-// readTable reads every row of table. Columns are selected as +col so the
-// driver sees no declared type and converts nothing (DATETIME, BOOLEAN).
-func readTable(db *sql.DB, table string) (*tableRows, error) {
+// tableQuery is how a table is read for comparison: its column names (the
+// rowid first when there is one) and the SELECT that reads them. Columns are
+// selected as +col so the driver sees no declared type and converts nothing
+// (DATETIME, BOOLEAN).
+type tableQuery struct {
+	cols  []string
+	rowid bool
+	sel   string
+}
+
+// queryTable finds the columns of table and builds the SELECT reading them.
+func queryTable(db *sql.DB, table string) (*tableQuery, error) {
 	q := quoteIdent(table)
 	probe, err := db.Query("SELECT * FROM " + q + " LIMIT 0")
 	if err != nil {
@@ -147,7 +164,7 @@ func readTable(db *sql.DB, table string) (*tableRows, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &tableRows{}
+	t := &tableQuery{}
 	var exprs []string
 	// The rowid, under a name no column hides, if the table has one.
 	for _, alias := range []string{"rowid", "_rowid_", "oid"} {
@@ -166,18 +183,21 @@ func readTable(db *sql.DB, table string) (*tableRows, error) {
 		t.cols = append(t.cols, c)
 		exprs = append(exprs, "+"+quoteIdent(c))
 	}
-	rows, err := db.Query("SELECT " + strings.Join(exprs, ", ") + " FROM " + q)
+	t.sel = "SELECT " + strings.Join(exprs, ", ") + " FROM " + q
+	return t, nil
+}
+
+// readTable reads every row of the table tq selects, into memory.
+func readTable(db *sql.DB, tq *tableQuery) (*tableRows, error) {
+	t := &tableRows{tableQuery: *tq}
+	rows, err := db.Query(tq.sel)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
 	for rows.Next() {
-		vals := make([]any, len(exprs))
-		ptrs := make([]any, len(exprs))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
+		vals, err := scanRow(rows, len(tq.cols))
+		if err != nil {
 			return nil, err
 		}
 		t.rows = append(t.rows, vals)
@@ -199,6 +219,20 @@ func readTable(db *sql.DB, table string) (*tableRows, error) {
 		t.keys[i], t.rows[i] = k.key, k.row
 	}
 	return t, nil
+}
+
+// scanRow scans the current row of n columns as the driver gives them
+// (database/sql copies []byte values into *any destinations).
+func scanRow(rows *sql.Rows, n int) ([]any, error) {
+	vals := make([]any, n)
+	ptrs := make([]any, n)
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	if err := rows.Scan(ptrs...); err != nil {
+		return nil, err
+	}
+	return vals, nil
 }
 
 // encodeRow gives a row a byte string that is equal for two rows exactly when
@@ -233,20 +267,39 @@ func encodeRow(r []any) string {
 	return b.String()
 }
 
-// diffTable compares the rows of one table present in both databases.
+// diffTable compares the rows of one table present in both databases: row
+// by row in rowid order when both have a rowid, in memory otherwise.
 func diffTable(a, b *sql.DB, table string, out *diffOut) error {
-	ta, err := readTable(a, table)
+	qa, err := queryTable(a, table)
 	if err != nil {
 		return fmt.Errorf("A: %w", err)
 	}
-	tb, err := readTable(b, table)
+	qb, err := queryTable(b, table)
 	if err != nil {
 		return fmt.Errorf("B: %w", err)
 	}
-	if !slices.Equal(ta.cols, tb.cols) {
-		out.add("table %s: columns differ: A %v, B %v", table, ta.cols, tb.cols)
+	if !slices.Equal(qa.cols, qb.cols) {
+		out.add("table %s: columns differ: A %v, B %v", table, qa.cols, qb.cols)
 		return nil
 	}
+	if qa.rowid && qb.rowid {
+		return diffRowidTable(a, b, table, qa, out)
+	}
+	ta, err := readTable(a, qa)
+	if err != nil {
+		return fmt.Errorf("A: %w", err)
+	}
+	tb, err := readTable(b, qb)
+	if err != nil {
+		return fmt.Errorf("B: %w", err)
+	}
+	diffRows(table, ta, tb, out)
+	return nil
+}
+
+// diffRows compares two tables read whole: their rows as multisets, and in
+// a rowid table a row present on both sides cell by cell.
+func diffRows(table string, ta, tb *tableRows, out *diffOut) {
 	if len(ta.rows) != len(tb.rows) {
 		out.add("table %s: %d rows in A, %d rows in B", table, len(ta.rows), len(tb.rows))
 	}
@@ -304,7 +357,6 @@ func diffTable(a, b *sql.DB, table string, out *diffOut) error {
 	for _, r := range onlyB {
 		out.add("table %s: row only in B: %s", table, formatRow(tb.cols, r))
 	}
-	return nil
 }
 
 const clipLen = 200
@@ -339,5 +391,137 @@ func formatValue(v any) string {
 		return clip("x'" + hex.EncodeToString(x) + "'")
 	default:
 		return clip(fmt.Sprint(x))
+	}
+}
+
+// rowCursor reads a query's rows one at a time: row is the current row, nil
+// once the rows are exhausted.
+type rowCursor struct {
+	rows *sql.Rows
+	n    int
+	row  []any
+}
+
+// next moves to the next row.
+func (c *rowCursor) next() error {
+	c.row = nil
+	if !c.rows.Next() {
+		return c.rows.Err()
+	}
+	var err error
+	c.row, err = scanRow(c.rows, c.n)
+	return err
+}
+
+// rowidOf is the rowid of a row read by a tableQuery of a rowid table.
+func rowidOf(r []any) (int64, error) {
+	id, ok := r[0].(int64)
+	if !ok {
+		return 0, fmt.Errorf("rowid %v is a %T", r[0], r[0])
+	}
+	return id, nil
+}
+
+// openCursor runs the query of a rowid table in rowid order and reads its
+// first row.
+func openCursor(db *sql.DB, tq *tableQuery) (*rowCursor, error) {
+	rows, err := db.Query(tq.sel + " ORDER BY " + tq.cols[0])
+	if err != nil {
+		return nil, err
+	}
+	c := &rowCursor{rows: rows, n: len(tq.cols)}
+	if err := c.next(); err != nil {
+		rows.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// rowidDiff is what diffRowidTable found, kept apart by kind so that it is
+// reported in diffRows' order: the row counts, the cells of rows on both
+// sides, the rows only in A, the rows only in B.
+type rowidDiff struct {
+	rowsA, rowsB        int64
+	cells, onlyA, onlyB diffOut
+}
+
+// diffRowidTable compares a table that has a rowid on both sides, reading
+// both in rowid order at once and merging them, so that no table is held in
+// memory: rows with the same rowid are compared cell by cell, the others are
+// only on one side. It reports what diffRows reports for the same tables.
+func diffRowidTable(a, b *sql.DB, table string, tq *tableQuery, out *diffOut) error {
+	ca, err := openCursor(a, tq)
+	if err != nil {
+		return fmt.Errorf("A: %w", err)
+	}
+	defer ca.rows.Close()
+	cb, err := openCursor(b, tq)
+	if err != nil {
+		return fmt.Errorf("B: %w", err)
+	}
+	defer cb.rows.Close()
+	var d rowidDiff
+	for ca.row != nil || cb.row != nil {
+		if err := d.step(table, tq.cols, ca, cb); err != nil {
+			return err
+		}
+	}
+	if d.rowsA != d.rowsB {
+		out.add("table %s: %d rows in A, %d rows in B", table, d.rowsA, d.rowsB)
+	}
+	out.addAll(&d.cells)
+	out.addAll(&d.onlyA)
+	out.addAll(&d.onlyB)
+	return nil
+}
+
+// step consumes the row of the lower rowid (both when they are the same).
+func (d *rowidDiff) step(table string, cols []string, ca, cb *rowCursor) error {
+	var idA, idB int64
+	var err error
+	if ca.row != nil {
+		if idA, err = rowidOf(ca.row); err != nil {
+			return fmt.Errorf("A: %w", err)
+		}
+	}
+	if cb.row != nil {
+		if idB, err = rowidOf(cb.row); err != nil {
+			return fmt.Errorf("B: %w", err)
+		}
+	}
+	switch {
+	case cb.row == nil || (ca.row != nil && idA < idB):
+		d.rowsA++
+		d.onlyA.add("table %s: row only in A: %s", table, formatRow(cols, ca.row))
+		if err := ca.next(); err != nil {
+			return fmt.Errorf("A: %w", err)
+		}
+	case ca.row == nil || idB < idA:
+		d.rowsB++
+		d.onlyB.add("table %s: row only in B: %s", table, formatRow(cols, cb.row))
+		if err := cb.next(); err != nil {
+			return fmt.Errorf("B: %w", err)
+		}
+	default:
+		d.rowsA++
+		d.rowsB++
+		d.cellDiffs(table, cols, ca.row, cb.row)
+		if err := ca.next(); err != nil {
+			return fmt.Errorf("A: %w", err)
+		}
+		if err := cb.next(); err != nil {
+			return fmt.Errorf("B: %w", err)
+		}
+	}
+	return nil
+}
+
+// cellDiffs records the cells in which two rows of the same rowid differ.
+func (d *rowidDiff) cellDiffs(table string, cols []string, ra, rb []any) {
+	for c := 1; c < len(ra); c++ {
+		if encodeRow(ra[c:c+1]) != encodeRow(rb[c:c+1]) {
+			d.cells.add("table %s rowid %s: column %s: A %s, B %s",
+				table, formatValue(ra[0]), cols[c], formatValue(ra[c]), formatValue(rb[c]))
+		}
 	}
 }

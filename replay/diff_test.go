@@ -115,3 +115,51 @@ func TestDiffErrors(t *testing.T) {
 		t.Fatal("no error for a missing file")
 	}
 }
+
+// TestDiffRowidStreamedAsInMemory checks that the row-by-row comparison of
+// rowid tables reports what the in-memory one does, in the same order, with
+// changed cells, rows on one side and more differences than MaxDiffLines.
+func TestDiffRowidStreamedAsInMemory(t *testing.T) {
+	t.Parallel()
+	const fill = "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c WHERE i < 300) INSERT INTO t SELECT i, i, 'v' || i FROM c;"
+	for _, tc := range []struct{ name, onlyA, onlyB string }{
+		{"few", "DELETE FROM t WHERE id = 7", "UPDATE t SET v = 'x' WHERE id = 3; INSERT INTO t VALUES (301, 1, 2)"},
+		{"many", "DELETE FROM t WHERE id % 3 = 0", "UPDATE t SET n = n * 1.0 WHERE id % 2 = 0; DELETE FROM t WHERE id % 5 = 0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			pa, pb := pair(t, "CREATE TABLE t (id INTEGER PRIMARY KEY, n, v TEXT);"+fill, tc.onlyA, tc.onlyB)
+			a, err := openRO(pa)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a.Close()
+			b, err := openRO(pb)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			tq, err := queryTable(a, "t")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var streamed, inMemory diffOut
+			if err := diffRowidTable(a, b, "t", tq, &streamed); err != nil {
+				t.Fatal(err)
+			}
+			ta, err := readTable(a, tq)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tb, err := readTable(b, tq)
+			if err != nil {
+				t.Fatal(err)
+			}
+			diffRows("t", ta, tb, &inMemory)
+			got, want := streamed.lines(), inMemory.lines()
+			if len(want) < 2 || !slices.Equal(got, want) {
+				t.Fatalf("streamed:\n%s\nin memory:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+		})
+	}
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"compress/zlib"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -18,8 +19,10 @@ import (
 // of every snapshot, each page compressed alone with the encoder settings
 // the store uses (store.encoder: SpeedDefault, no dictionary).
 type pageBound struct {
-	enc      *zstd.Encoder
-	seen     map[chunker.ID]bool
+	enc *zstd.Encoder
+	// seen holds the id of every distinct page: 32 bytes a page, the only
+	// state of the bound that grows with the databases.
+	seen     map[chunker.ID]struct{}
 	buf      []byte
 	Pages    int64 `json:"pages"`          // pages of all snapshots
 	Distinct int64 `json:"distinct_pages"` // distinct pages
@@ -32,27 +35,100 @@ func newPageBound() *pageBound {
 	if err != nil {
 		panic(err)
 	}
-	return &pageBound{enc: enc, seen: map[chunker.ID]bool{}}
+	return &pageBound{enc: enc, seen: map[chunker.ID]struct{}{}}
 }
 
-// add counts the snapshot db (a SQLite file of pageSize pages); it returns
-// the pages new to the bound.
-func (b *pageBound) add(db []byte, pageSize int) (newPages int64) {
-	b.RawBytes += int64(len(db))
-	for off := 0; off+pageSize <= len(db); off += pageSize {
-		p := db[off : off+pageSize]
-		b.Pages++
-		id := chunker.Sum(p)
-		if b.seen[id] {
-			continue
-		}
-		b.seen[id] = true
-		b.Distinct++
-		newPages++
-		b.buf = b.enc.EncodeAll(p, b.buf[:0])
-		b.Bytes += int64(len(b.buf))
+// addPage counts one page of a snapshot; it reports whether the page is new
+// to the bound.
+func (b *pageBound) addPage(p []byte) bool {
+	b.Pages++
+	id := chunker.Sum(p)
+	if _, ok := b.seen[id]; ok {
+		return false
 	}
-	return newPages
+	b.seen[id] = struct{}{}
+	b.Distinct++
+	b.buf = b.enc.EncodeAll(p, b.buf[:0])
+	b.Bytes += int64(len(b.buf))
+	return true
+}
+
+// snapshotBlock is how much of a snapshot is read at a time: a multiple of
+// every SQLite page size, so that a database of gigabytes is counted in
+// constant memory.
+const snapshotBlock = 1 << 20
+
+// snapshotScan is what scanSnapshot finds in one snapshot besides the
+// pages it adds to the bound.
+type snapshotScan struct {
+	Bytes     int64 // the file's size
+	ZlibBytes int64 // its zlib size (zlibSize of the whole file)
+	NewPages  int64 // pages new to the bound
+}
+
+// scanSnapshot counts the SQLite file at path in the bound, reading it in
+// blocks: its whole pages (of the page size its header gives, the trailing
+// part of a page not counted) and its raw bytes; and it compresses it with
+// zlib as zlibSize would the whole file.
+func (b *pageBound) scanSnapshot(path string) (snapshotScan, error) {
+	var s snapshotScan
+	f, err := os.Open(path)
+	if err != nil {
+		return s, fmt.Errorf("snapshot: %w", err)
+	}
+	defer f.Close()
+	var z countWriter
+	zw := zlib.NewWriter(&z)
+	buf := make([]byte, snapshotBlock)
+	pageSize, fill := 0, 0
+	for {
+		n, err := io.ReadFull(f, buf[fill:])
+		zw.Write(buf[fill : fill+n]) // a countWriter never fails
+		s.Bytes += int64(n)
+		fill += n
+		if pageSize == 0 {
+			pageSize = headerPageSize(buf[:fill])
+		}
+		fill = b.addPages(buf[:fill], pageSize, &s.NewPages)
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			break
+		}
+		if err != nil {
+			return s, fmt.Errorf("snapshot %s: %w", path, err)
+		}
+	}
+	zw.Close()
+	s.ZlibBytes = int64(z)
+	b.RawBytes += s.Bytes
+	return s, nil
+}
+
+// addPages counts the whole pages of block in the bound and moves the
+// trailing part of a page to the start of block; it returns that part's
+// length.
+func (b *pageBound) addPages(block []byte, pageSize int, newPages *int64) int {
+	off := 0
+	for ; off+pageSize <= len(block); off += pageSize {
+		if b.addPage(block[off : off+pageSize]) {
+			*newPages++
+		}
+	}
+	return copy(block, block[off:])
+}
+
+// headerPageSize is the page size a SQLite file's header gives (4096 when
+// the file is too short to tell, or the field is not a page size).
+func headerPageSize(head []byte) int {
+	if len(head) < 18 {
+		return 4096
+	}
+	switch ps := int(head[16])<<8 | int(head[17]); {
+	case ps == 1:
+		return 65536
+	case ps >= 512:
+		return ps
+	}
+	return 4096
 }
 
 // zlibSize is the size of data compressed with zlib at its default level,
@@ -139,14 +215,4 @@ func category(rel string) string {
 		return "node records"
 	}
 	return "other"
-}
-
-// readAll reads a file whole.
-func readAll(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return io.ReadAll(f)
 }

@@ -573,23 +573,17 @@ func (c *config) snapshot(n *node, b *pageBound, py *pythonCost, res *result) er
 	return err
 }
 
+// snapshotCount counts the node's database as snapshot does and returns
+// the pages new to the bound. The file is read in blocks, never whole.
 func (c *config) snapshotCount(n *node, b *pageBound, py *pythonCost, res *result) (int64, error) {
-	db, err := readAll(n.db)
+	s, err := b.scanSnapshot(n.db)
 	if err != nil {
-		return 0, err
-	}
-	pageSize := 4096
-	if len(db) >= 18 {
-		if ps := int(db[16])<<8 | int(db[17]); ps == 1 {
-			pageSize = 65536
-		} else if ps >= 512 {
-			pageSize = ps
-		}
+		return 0, fmt.Errorf("%s: %w", n.name, err)
 	}
 	res.Storage.Snapshots++
-	py.SnapshotBytes += zlibSize(db)
-	py.Uncompressed += int64(len(db))
-	return b.add(db, pageSize), nil
+	py.SnapshotBytes += s.ZlibBytes
+	py.Uncompressed += s.Bytes
+	return s.NewPages, nil
 }
 
 func (c *config) finishStep(st *stepStat, nodes int) {

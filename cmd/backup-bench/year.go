@@ -468,10 +468,24 @@ func compactDay(ctx context.Context, st *store.Store, name string, hooks []workl
 	return err
 }
 
+// copyFileTo copies src over dst in 1 MiB blocks, so that a large database
+// is never held in memory.
 func copyFileTo(src, dst string) error {
-	b, err := os.ReadFile(src)
+	in, err := os.Open(src)
 	if err != nil {
-		return err
+		return fmt.Errorf("copy: %w", err)
 	}
-	return os.WriteFile(dst, b, 0o600)
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("copy: %w", err)
+	}
+	if _, err := io.CopyBuffer(out, in, make([]byte, 1<<20)); err != nil {
+		out.Close()
+		return fmt.Errorf("copy %s to %s: %w", src, dst, err)
+	}
+	if err := out.Close(); err != nil {
+		return fmt.Errorf("copy %s to %s: %w", src, dst, err)
+	}
+	return nil
 }
