@@ -83,7 +83,10 @@ type floorRun struct {
 	CPU      float64 `json:"cpu_seconds"`
 	FloorCPU float64 `json:"floor_cpu_seconds"`
 	MaxRSS   int64   `json:"max_rss_bytes"`
-	Matched  bool    `json:"matched"`
+	// PrivatePeak is the restore's peak private memory (rssWrap): its
+	// RSS less the restored file's pages its integrity check maps.
+	PrivatePeak int64 `json:"private_peak_bytes"`
+	Matched     bool  `json:"matched"`
 }
 
 // runRestoreFloor is `backup-bench restore-floor`: it restores one node of
@@ -142,7 +145,7 @@ func (c *config) floorRuns(ctx context.Context, clis []string, node, url string,
 			if err != nil {
 				return nil, err
 			}
-			fr := floorRun{CLI: cli, Run: run, Bytes: fileSize(dest), Seconds: r.Seconds, MaxRSS: r.MaxRSS, CPU: r.CPUSeconds}
+			fr := floorRun{CLI: cli, Run: run, Bytes: fileSize(dest), Seconds: r.Seconds, MaxRSS: r.MaxRSS, PrivatePeak: r.PrivatePeak, CPU: r.CPUSeconds}
 			if fr.FloorSeconds, fr.FloorCPU, err = restoreFloor(dest); err != nil {
 				return nil, err
 			}
@@ -163,9 +166,9 @@ func (c *config) floorRuns(ctx context.Context, clis []string, node, url string,
 
 // printFloorRuns prints every run, then each binary's median.
 func printFloorRuns(w io.Writer, clis []string, runs []floorRun) {
-	fmt.Fprintf(w, "%-32s %3s %8s %7s %6s %7s %6s %7s %7s %9s %s\n", "cli", "run", "MB", "s", "MB/s", "floor", "ratio", "CPU s", "flr CPU", "peak RSS", "matches")
+	fmt.Fprintf(w, "%-32s %3s %8s %7s %6s %7s %6s %7s %7s %9s %9s %s\n", "cli", "run", "MB", "s", "MB/s", "floor", "ratio", "CPU s", "flr CPU", "peak RSS", "private", "matches")
 	for _, r := range runs {
-		fmt.Fprintf(w, "%-32s %3d %8.1f %7.2f %6.0f %7.0f %6.2f %7.2f %7.2f %9s %v\n", r.CLI, r.Run, float64(r.Bytes)/1e6, r.Seconds, r.MBps, r.FloorMBps, r.Ratio, r.CPU, r.FloorCPU, mb(r.MaxRSS), r.Matched)
+		fmt.Fprintf(w, "%-32s %3d %8.1f %7.2f %6.0f %7.0f %6.2f %7.2f %7.2f %9s %9s %v\n", r.CLI, r.Run, float64(r.Bytes)/1e6, r.Seconds, r.MBps, r.FloorMBps, r.Ratio, r.CPU, r.FloorCPU, mb(r.MaxRSS), mb(r.PrivatePeak), r.Matched)
 	}
 	for _, cli := range clis {
 		var rate, floor, ratio, cpu []float64

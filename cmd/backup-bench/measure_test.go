@@ -100,3 +100,15 @@ func TestScanSnapshotAsInMemory(t *testing.T) {
 
 // figures are a bound's reported figures.
 func figures(b *pageBound) [4]int64 { return [4]int64{b.Pages, b.Distinct, b.RawBytes, b.Bytes} }
+
+// TestPrivateOf: private memory is RssAnon plus RssShmem of a
+// /proc/PID/status text, file-backed pages left out.
+func TestPrivateOf(t *testing.T) {
+	status := "Name:\tbackup-cli\nVmRSS:\t  1130000 kB\nRssAnon:\t   40000 kB\nRssFile:\t 1089000 kB\nRssShmem:\t    1000 kB\n"
+	if got, want := privateOf(status), int64(41000)<<10; got != want {
+		t.Fatalf("privateOf = %d, want %d", got, want)
+	}
+	if got := privateOf("Name:\tx\n"); got != 0 {
+		t.Fatalf("privateOf without Rss lines = %d", got)
+	}
+}

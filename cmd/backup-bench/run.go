@@ -60,8 +60,10 @@ type cliRun struct {
 	// CPUSeconds is the user and system time of the run.
 	CPUSeconds float64 `json:"cpu_seconds,omitempty"`
 	MaxRSS     int64   `json:"max_rss_bytes"`
-	stdout     []byte
-	exitError  error
+	// PrivatePeak is the peak of its private memory (see rssWrap).
+	PrivatePeak int64 `json:"private_peak_bytes,omitempty"`
+	stdout      []byte
+	exitError   error
 }
 
 // runCLI runs backup-cli with --json and returns its output, wall time and
@@ -88,12 +90,8 @@ func (c *config) runCLI(ctx context.Context, out any, args ...string) (cliRun, e
 	if err != nil {
 		return r, fmt.Errorf("backup-cli %v: %v\n%s", args, err, errBuf.b)
 	}
-	b, err := os.ReadFile(rssFile)
-	if err != nil {
-		return r, fmt.Errorf("backup-cli %v: peak RSS not reported: %v", args, err)
-	}
-	if r.MaxRSS, err = strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err != nil {
-		return r, fmt.Errorf("backup-cli %v: peak RSS %q: %v", args, b, err)
+	if r.MaxRSS, r.PrivatePeak, err = readRSS(rssFile); err != nil {
+		return r, fmt.Errorf("backup-cli %v: peak RSS: %v", args, err)
 	}
 	if out != nil {
 		if err := json.Unmarshal(stdout, out); err != nil {
@@ -109,24 +107,27 @@ func (c *config) runCLIFloor(ctx context.Context) (int64, error) {
 	if err := exec.CommandContext(ctx, c.self, rssWrapArg, rssFile, "true").Run(); err != nil {
 		return 0, err
 	}
-	b, err := os.ReadFile(rssFile)
-	if err != nil {
-		return 0, err
-	}
-	return strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	rss, _, err := readRSS(rssFile)
+	return rss, err
 }
 
 // rssWrapArg as the first argument makes this binary rssWrap.
 const rssWrapArg = "__rss-wrap"
 
 // rssWrap runs a command (args[1:]) with this process's standard streams,
-// writes its peak RSS in bytes to the file args[0] and exits with its exit
-// code. Why a wrapper: on Linux a child's ru_maxrss includes the RSS of the
-// process that forked it (exec records the old address space's high-water
-// mark), so the benchmark, which holds hundreds of MB, would be counted in
-// every backup-cli run. Forked from this small process, the command's
-// ru_maxrss is max(its own peak, this wrapper's: a few MB; reported as the
-// floor).
+// writes its peak RSS and its peak private memory in bytes to the file
+// args[0] ("RSS PRIVATE") and exits with its exit code. Why a wrapper: on
+// Linux a child's ru_maxrss includes the RSS of the process that forked it
+// (exec records the old address space's high-water mark), so the
+// benchmark, which holds hundreds of MB, would be counted in every
+// backup-cli run. Forked from this small process, the command's ru_maxrss
+// is max(its own peak, this wrapper's: a few MB; reported as the floor).
+//
+// RSS counts the pages of files a process maps: a restore's integrity
+// check maps the restored file, whose pages are in the page cache anyway,
+// so its RSS follows the database's size. Private memory (RssAnon +
+// RssShmem of /proc/PID/status, sampled every 5 ms) is what the process
+// holds of its own.
 func rssWrap(args []string) int {
 	if len(args) < 2 {
 		fmt.Fprintln(os.Stderr, "usage: backup-bench "+rssWrapArg+" RSSFILE COMMAND [ARGS...]")
@@ -134,15 +135,75 @@ func rssWrap(args []string) int {
 	}
 	cmd := exec.Command(args[1], args[2:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	err := cmd.Run()
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	done := make(chan struct{})
+	peak := make(chan int64, 1)
+	go func() { peak <- samplePrivate(cmd.Process.Pid, done) }()
+	err := cmd.Wait()
+	close(done)
+	private := <-peak
 	if cmd.ProcessState == nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		os.WriteFile(args[0], []byte(strconv.FormatInt(ru.Maxrss<<10, 10)), 0o600) // kilobytes on Linux
+		os.WriteFile(args[0], []byte(fmt.Sprintf("%d %d", ru.Maxrss<<10, private)), 0o600) // kilobytes on Linux
 	}
 	return cmd.ProcessState.ExitCode()
+}
+
+// samplePrivate returns the largest private memory (RssAnon + RssShmem)
+// of process pid seen every 5 ms until done is closed.
+func samplePrivate(pid int, done <-chan struct{}) int64 {
+	path := fmt.Sprintf("/proc/%d/status", pid)
+	var peak int64
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if b, err := os.ReadFile(path); err == nil {
+			peak = max(peak, privateOf(string(b)))
+		}
+		select {
+		case <-done:
+			return peak
+		case <-t.C:
+		}
+	}
+}
+
+// privateOf sums the RssAnon and RssShmem lines (in kB) of a
+// /proc/PID/status text, in bytes.
+func privateOf(status string) int64 {
+	var n int64
+	for _, line := range strings.Split(status, "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || (k != "RssAnon" && k != "RssShmem") {
+			continue
+		}
+		if kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64); err == nil {
+			n += kb << 10
+		}
+	}
+	return n
+}
+
+// readRSS parses what rssWrap wrote: peak RSS and peak private memory.
+func readRSS(path string) (rss, private int64, err error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, 0, err
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 0, 0, fmt.Errorf("peak RSS file %q", b)
+	}
+	if rss, err = strconv.ParseInt(f[0], 10, 64); err == nil {
+		private, err = strconv.ParseInt(f[1], 10, 64)
+	}
+	return rss, private, err
 }
 
 type limitedBuffer struct{ b []byte }
@@ -496,7 +557,7 @@ func (p *pipeline) restoreAll(ctx context.Context) error {
 			return err
 		}
 		p.res.CLI.Restore = append(p.res.CLI.Restore, r)
-		rr := restoreStat{Node: n.name, Bytes: fileSize(dest), Seconds: r.Seconds, MaxRSS: r.MaxRSS, CPUSeconds: r.CPUSeconds}
+		rr := restoreStat{Node: n.name, Bytes: fileSize(dest), Seconds: r.Seconds, MaxRSS: r.MaxRSS, PrivatePeak: r.PrivatePeak, CPUSeconds: r.CPUSeconds}
 		rr.MBps = float64(rr.Bytes) / 1e6 / r.Seconds
 		if p.c.restoreFloor {
 			if rr.FloorSeconds, _, err = restoreFloor(dest); err != nil {
