@@ -361,8 +361,14 @@ func newListBytes(w *store.Writer, st *store.Store, lists [][]byte) int64 {
 
 // restoreWindow is how many pages a restore fetches with one lookup: 256
 // MiB of 4 KiB pages, for about 100 bytes of memory a page (each window
-// costs one pass over the store's index objects).
+// costs one pass over the store's index objects for its pages and one for
+// their delta bases). Larger windows made a 4 GB restore slower, the
+// passes saved notwithstanding (docs/benchmark.md).
 var restoreWindow = 65536
+
+// windowBytesPerPage is about what a window holds per page: its lookup
+// (id, key, location, state) and its ordered page and id lists.
+const windowBytesPerPage = 100
 
 // writePages writes a snapshot's pages into f, fetching each distinct chunk
 // it needs once. With reuse, f already holds a candidate copy of the
