@@ -52,16 +52,6 @@ func Reserve(n int64) (release func()) {
 	}
 }
 
-// Limit is the soft limit this package set (-1: none).
-func Limit() int64 {
-	state.mu.Lock()
-	defer state.mu.Unlock()
-	if state.base < 0 {
-		return -1
-	}
-	return state.base + state.reserved
-}
-
 func apply() {
 	if state.base >= 0 {
 		debug.SetMemoryLimit(state.base + state.reserved)

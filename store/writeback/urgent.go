@@ -15,28 +15,30 @@ import (
 const maxYield = 2 * time.Millisecond
 
 var urgent struct {
-	mu   sync.Mutex
-	n    int
-	idle chan struct{} // closed when n falls to 0
+	mu sync.Mutex
+	n  int
+	// idle is made by a waiting bulk writer and closed when n falls to
+	// 0, so that a sync with no writer waiting allocates nothing.
+	idle chan struct{}
 }
 
 // Urgent marks a latency-critical sync in flight until the returned
 // function is called. It never blocks.
 func Urgent() (done func()) {
 	urgent.mu.Lock()
-	if urgent.n == 0 {
-		urgent.idle = make(chan struct{})
-	}
 	urgent.n++
 	urgent.mu.Unlock()
-	return func() {
-		urgent.mu.Lock()
-		urgent.n--
-		if urgent.n == 0 {
-			close(urgent.idle)
-		}
-		urgent.mu.Unlock()
+	return endUrgent
+}
+
+func endUrgent() {
+	urgent.mu.Lock()
+	urgent.n--
+	if urgent.n == 0 && urgent.idle != nil {
+		close(urgent.idle)
+		urgent.idle = nil
 	}
+	urgent.mu.Unlock()
 }
 
 // yield waits, at most maxYield, until no urgent sync is in flight.
@@ -45,6 +47,9 @@ func yield() {
 	if urgent.n == 0 {
 		urgent.mu.Unlock()
 		return
+	}
+	if urgent.idle == nil {
+		urgent.idle = make(chan struct{})
 	}
 	idle := urgent.idle
 	urgent.mu.Unlock()

@@ -91,3 +91,11 @@ func TestUrgentYield(t *testing.T) {
 		t.Fatal("the file does not hold the bytes written while held back")
 	}
 }
+
+// TestUrgentAllocates: marking a sync urgent, with no bulk writer
+// waiting, allocates nothing (it is on every db_write's path).
+func TestUrgentAllocates(t *testing.T) {
+	if n := testing.AllocsPerRun(100, func() { Urgent()() }); n != 0 {
+		t.Fatalf("Urgent allocates %v times a sync", n)
+	}
+}
