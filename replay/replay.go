@@ -297,6 +297,9 @@ func (d *DB) Close() error {
 	err1 := d.conn.Close()
 	err2 := d.db.Close()
 	d.conn, d.db = nil, nil
+	if d.track != nil {
+		d.track.close() // the WAL is gone or empty by now: nothing to write back
+	}
 	if err := errors.Join(err0, err1, err2); err != nil {
 		d.trackDone = false
 		return fmt.Errorf("replay: close %s: %w", d.path, err)

@@ -40,8 +40,15 @@ const (
 // tracker is the page-tracking state of a DB.
 type tracker struct {
 	walPath string
-	wasWAL  bool                // the file was in WAL mode before (it stays so)
-	pages   map[uint32]struct{} // 1-based page numbers written
+	// wal is the WAL, read at each harvest and held open until Close.
+	// Each checkpoint truncates the WAL to 0, and on ext4 closing a file
+	// truncated to 0 writes all its dirty pages back (auto_da_alloc): a
+	// descriptor closed after each read sent the whole WAL (64 MB) to the
+	// disk at every harvest, only for the next checkpoint to free it, and
+	// db_write syncs waited tens of ms behind it.
+	wal    *os.File
+	wasWAL bool                // the file was in WAL mode before (it stays so)
+	pages  map[uint32]struct{} // 1-based page numbers written
 }
 
 // OpenTracking is Open for a replay that reports which pages it wrote
@@ -137,16 +144,12 @@ func (d *DB) harvest(ctx context.Context) error {
 // Frames past the last commit, or left from before a restart, are included
 // too: a superset is what the caller needs.
 func (t *tracker) readWAL() error {
-	f, err := os.Open(t.walPath)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
+	f, err := t.openWAL()
+	if f == nil || err != nil {
 		return err
 	}
-	defer f.Close()
 	var hdr [walHeaderSize]byte
-	if _, err := io.ReadFull(f, hdr[:]); err != nil {
+	if _, err := io.ReadFull(io.NewSectionReader(f, 0, walHeaderSize), hdr[:]); err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil // empty: nothing written since the last checkpoint
 		}
@@ -170,6 +173,37 @@ func (t *tracker) readWAL() error {
 		if pg := binary.BigEndian.Uint32(fh[0:4]); pg != 0 {
 			t.pages[pg] = struct{}{}
 		}
+	}
+}
+
+// openWAL returns the WAL held open (nil if there is none yet), reopened
+// if the file at walPath is another one.
+func (t *tracker) openWAL() (*os.File, error) {
+	if t.wal != nil {
+		held, err1 := t.wal.Stat()
+		now, err2 := os.Stat(t.walPath)
+		if err1 == nil && err2 == nil && os.SameFile(held, now) {
+			return t.wal, nil
+		}
+		t.wal.Close()
+		t.wal = nil
+	}
+	f, err := os.Open(t.walPath)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	t.wal = f
+	return f, nil
+}
+
+// close closes the WAL held open.
+func (t *tracker) close() {
+	if t.wal != nil {
+		t.wal.Close()
+		t.wal = nil
 	}
 }
 
