@@ -17,6 +17,10 @@ const maxYield = 2 * time.Millisecond
 var urgent struct {
 	mu sync.Mutex
 	n  int
+	// written counts the bytes bulk steps wrote back; flushedTo is the
+	// count all of which a finished sync or flush covers, and mark the
+	// count when the oldest sync in flight began (it covers that much).
+	written, flushedTo, mark int64
 	// idle is made by a waiting bulk writer and closed when n falls to
 	// 0, so that a sync with no writer waiting allocates nothing.
 	idle chan struct{}
@@ -26,6 +30,9 @@ var urgent struct {
 // function is called. It never blocks.
 func Urgent() (done func()) {
 	urgent.mu.Lock()
+	if urgent.n == 0 {
+		urgent.mark = urgent.written
+	}
 	urgent.n++
 	urgent.mu.Unlock()
 	return endUrgent
@@ -34,9 +41,12 @@ func Urgent() (done func()) {
 func endUrgent() {
 	urgent.mu.Lock()
 	urgent.n--
-	if urgent.n == 0 && urgent.idle != nil {
-		close(urgent.idle)
-		urgent.idle = nil
+	if urgent.n == 0 {
+		urgent.flushedTo = max(urgent.flushedTo, urgent.mark)
+		if urgent.idle != nil {
+			close(urgent.idle)
+			urgent.idle = nil
+		}
 	}
 	urgent.mu.Unlock()
 }
@@ -59,4 +69,20 @@ func yield() {
 	case <-idle:
 	case <-t.C:
 	}
+}
+
+// wroteBack counts n more bytes written back and returns the count and
+// how many of them no sync or flush has covered yet.
+func wroteBack(n int64) (mark, unflushed int64) {
+	urgent.mu.Lock()
+	defer urgent.mu.Unlock()
+	urgent.written += n
+	return urgent.written, urgent.written - urgent.flushedTo
+}
+
+// flushed records a flush that began once mark bytes were written back.
+func flushed(mark int64) {
+	urgent.mu.Lock()
+	urgent.flushedTo = max(urgent.flushedTo, mark)
+	urgent.mu.Unlock()
 }
