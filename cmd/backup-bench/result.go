@@ -97,6 +97,9 @@ type stepStat struct {
 	NewPages   int64   `json:"new_distinct_pages"`
 	StoreBytes int64   `json:"store_bytes"`
 	StoreFiles int64   `json:"store_files"`
+	// Hooks: the step's hooks while its plugin compactions ran (a cold
+	// compaction rebuilds the whole cache file, a warm one does not).
+	Hooks *latency `json:"hooks_while_compacting,omitempty"`
 }
 
 type restoreStat struct {

@@ -422,6 +422,7 @@ func (p *pipeline) feed(n *node, gen func(func(workload.Hook) error) error, lat 
 func (p *pipeline) step(step int) error {
 	c := p.c
 	st := stepStat{Step: step}
+	var during []time.Duration
 	for _, n := range p.nodes {
 		gen := n.gen.Step
 		if step == c.VacuumStep {
@@ -445,13 +446,18 @@ func (p *pipeline) step(step int) error {
 			continue // compacted by backup-cli once the plugins stop
 		}
 		n.log.seal()
-		secs, added, err := p.compact(n)
+		secs, added, err := p.compact(n, &during)
 		if err != nil {
 			return err
 		}
 		st.Seconds += secs
 		st.MaxSeconds = max(st.MaxSeconds, secs)
 		st.AddedBytes += added
+	}
+	if len(during) > 0 {
+		h := latencies(during)
+		st.Hooks = &h
+		p.during = append(p.during, during...)
 	}
 	if step < c.Steps || !c.cliCompactLast {
 		c.finishStep(&st, len(p.nodes))
@@ -596,7 +602,7 @@ func startPlugin(ctx context.Context, bin, dir string, opts map[string]any) (*ld
 // compact asks the node's plugin to compact and, while it does, goes on
 // sending small hooks as lightningd would (their round trips are kept
 // apart). It returns the compaction's duration and bytes added.
-func (p *pipeline) compact(n *node) (float64, int64, error) {
+func (p *pipeline) compact(n *node, during *[]time.Duration) (float64, int64, error) {
 	a, err := n.l.Compact()
 	if err != nil {
 		return 0, 0, fmt.Errorf("%s: backup-compact: %w", n.name, err)
@@ -604,9 +610,15 @@ func (p *pipeline) compact(n *node) (float64, int64, error) {
 	if a != ld.CompactStarted {
 		return 0, 0, fmt.Errorf("%s: backup-compact answered %q", n.name, a)
 	}
+	start, first := time.Now(), len(*during)
+	var sent []time.Duration // when each hook of during[first:] was sent
 	for {
-		if err := p.feed(n, n.gen.Block, &p.during); err != nil {
+		at := time.Since(start)
+		if err := p.feed(n, n.gen.Block, during); err != nil {
 			return 0, 0, err
+		}
+		for len(sent) < len(*during)-first {
+			sent = append(sent, at)
 		}
 		running, last, err := n.l.CompactionState()
 		if err != nil {
@@ -620,11 +632,38 @@ func (p *pipeline) compact(n *node) (float64, int64, error) {
 			added, _ := last["added_bytes"].(float64)
 			if ph, ok := last["phases"]; ok {
 				p.c.logf("%s: compaction phases %v", n.name, ph)
+				p.c.logf("%s: hooks by compaction phase: %s", n.name, hooksByPhase(ph, sent, (*during)[first:]))
 			}
 			return secs, int64(added), nil
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// hooksByPhase sorts hooks (sent at the offsets given from the start of a
+// compaction) into the compaction's phases (its "phases" report, in order)
+// and describes each phase's latencies: to see which phase slows db_writes.
+func hooksByPhase(phases any, sent, lat []time.Duration) string {
+	list, _ := phases.([]any)
+	var b strings.Builder
+	var end time.Duration
+	i := 0
+	for k, ph := range list {
+		m, _ := ph.(map[string]any)
+		name, _ := m["name"].(string)
+		secs, _ := m["seconds"].(float64)
+		end += time.Duration(secs * float64(time.Second))
+		j := i
+		for j < len(sent) && (sent[j] < end || k == len(list)-1) {
+			j++
+		}
+		if j > i {
+			h := latencies(lat[i:j])
+			fmt.Fprintf(&b, "%s %d hooks p50 %.2f p99 %.2f max %.2f ms; ", name, h.Count, h.P50, h.P99, h.Max)
+		}
+		i = j
+	}
+	return strings.TrimSuffix(b.String(), "; ")
 }
 
 // snapshot counts the node's database as a restore point: in the page
@@ -655,6 +694,9 @@ func (c *config) finishStep(st *stepStat, nodes int) {
 	}
 	c.logf("step %d: compaction %.2fs (max %.2fs), %s added, %d new distinct pages; store %s in %d files",
 		st.Step, st.Seconds, st.MaxSeconds, mb(st.AddedBytes), st.NewPages, mb(st.StoreBytes), st.StoreFiles)
+	if h := st.Hooks; h != nil {
+		c.logf("step %d: %d hooks while compacting: p50 %.2f ms, p99 %.2f ms, max %.2f ms", st.Step, h.Count, h.P50, h.P99, h.Max)
+	}
 }
 
 // age dates every pack and index back by d: gc then takes them for older
