@@ -256,6 +256,7 @@ func (c *config) run(ctx context.Context) (*result, error) {
 	res.Hooks.Latency = latencies(p.hooks)
 	res.Hooks.DuringCompaction = latencies(p.during)
 	res.Hooks.Noop = latencies(p.noopRTTs)
+	res.Hooks.NoopDuringCompaction = latencies(p.noopDuring)
 	if err := p.gc(ctx); err != nil {
 		return nil, err
 	}
@@ -280,6 +281,9 @@ type pipeline struct {
 	// Round trips: hooks outside compactions, hooks during them, and the
 	// no-op plugin's for the same hooks.
 	hooks, during, noopRTTs []time.Duration
+	// noopDuring: the no-op's round trips while compacting is set.
+	noopDuring []time.Duration
+	compacting bool
 }
 
 // kill stops every plugin still running when run returns (in the reverse
@@ -399,6 +403,9 @@ func (p *pipeline) send(n *node, h workload.Hook, lat *[]time.Duration) error {
 			return fmt.Errorf("noop plugin: db_write %d: %v %v", h.Version, ok, err)
 		}
 		p.noopRTTs = append(p.noopRTTs, rtt)
+		if p.compacting {
+			p.noopDuring = append(p.noopDuring, rtt)
+		}
 	}
 	return nil
 }
@@ -610,6 +617,8 @@ func (p *pipeline) compact(n *node, during *[]time.Duration) (float64, int64, er
 	if a != ld.CompactStarted {
 		return 0, 0, fmt.Errorf("%s: backup-compact answered %q", n.name, a)
 	}
+	p.compacting = true
+	defer func() { p.compacting = false }()
 	start, first := time.Now(), len(*during)
 	var sent []time.Duration // when each hook of during[first:] was sent
 	for {
