@@ -65,7 +65,7 @@ func step(f *os.File, off, n int64, data []byte, s *scratch) error {
 	written := n
 	if data != nil {
 		if _, err := f.WriteAt(data, off); err != nil {
-			return err
+			return fmt.Errorf("write %d bytes at %d to %s: %w", len(data), off, f.Name(), err)
 		}
 	} else {
 		written = dirtyBytes(f, off, n)

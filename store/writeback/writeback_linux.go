@@ -1,6 +1,7 @@
 package writeback
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 
@@ -28,11 +29,13 @@ type scratch struct {
 	failed bool
 }
 
+// scratchPage is what the scratch file is overwritten with.
+var scratchPage [4096]byte
+
 func (s *scratch) flush() error {
 	if s.failed {
 		return nil
 	}
-	page := make([]byte, os.Getpagesize())
 	if s.f == nil {
 		fd, err := unix.Open(s.dir, unix.O_RDWR|unix.O_TMPFILE|unix.O_CLOEXEC, 0o600)
 		if err != nil {
@@ -41,8 +44,8 @@ func (s *scratch) flush() error {
 		}
 		s.f = os.NewFile(uintptr(fd), filepath.Join(s.dir, "(flush scratch)"))
 	}
-	if _, err := s.f.WriteAt(page, 0); err != nil {
-		return err
+	if _, err := s.f.WriteAt(scratchPage[:], 0); err != nil {
+		return fmt.Errorf("write the scratch page in %s: %w", s.dir, err)
 	}
 	return ignoreUnsupported(unix.Fdatasync(int(s.f.Fd())))
 }
