@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/clnbackup/backup/chunker"
+	"github.com/clnbackup/backup/internal/memlimit"
 	"github.com/clnbackup/backup/manifest"
 	"github.com/clnbackup/backup/store/chunk"
 	"github.com/klauspost/compress/zstd"
@@ -39,6 +40,8 @@ type Writer struct {
 	unchecked []chunker.ID
 	// fence is checked just before the manifest is written (Fence).
 	fence func() error
+	// release gives back the memory reserved for the pack buffer.
+	release func()
 }
 
 // WriteStats counts what a writer stored.
@@ -71,8 +74,18 @@ func (s *Store) NewWriter(ctx context.Context) (*Writer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start chunk writer: %w", err)
 	}
-	return &Writer{s: s, enc: enc, pending: map[chunker.ID]bool{}, started: started}, nil
+	// The pack being filled is held until it is flushed: up to a pack
+	// and the chunk that closed it. Without the reservation a compaction
+	// of a large database, whose page tables are reserved, ran the
+	// collector without pause once its pack buffer filled.
+	release := memlimit.Reserve(int64(s.cfg.Params.PackSize) + writerSlack)
+	return &Writer{s: s, enc: enc, pending: map[chunker.ID]bool{}, started: started, release: release}, nil
 }
+
+// writerSlack is what a writer holds beside its pack: the chunk that
+// closes a pack (a change chunk is at most 256 KiB; a page 64 KiB),
+// compression scratch and the pack's entries.
+const writerSlack = 1 << 20
 
 // ErrWriterTooOld is returned (wrapped) by Commit when the writer ran too
 // long to rely on the chunks it found in the store.
@@ -301,6 +314,10 @@ func (w *Writer) Stats() WriteStats { return w.stats }
 
 // Close releases the writer. Chunks not flushed are dropped.
 func (w *Writer) Close() {
+	if w.release != nil {
+		w.release()
+		w.release = nil
+	}
 	if w.enc != nil {
 		w.s.codec.PutEncoder(w.enc)
 		w.enc = nil

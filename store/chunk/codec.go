@@ -63,8 +63,15 @@ func (c *Codec) Encoder() (*zstd.Encoder, error) {
 		c.encs = c.encs[:n-1]
 		return e, nil
 	}
-	return zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedDefault))
+	return zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedDefault),
+		zstd.WithWindowSize(encoderWindow), zstd.WithLowerEncoderMem(true))
 }
+
+// encoderWindow is the encoders' window: larger than every chunk but a
+// rare oversized change chunk, so it costs no compression. The default
+// (8 MiB) made each pooled encoder that had compressed one chunk larger
+// than a block (a change chunk) keep a 16 MiB history for good.
+const encoderWindow = 1 << 20
 
 // PutEncoder returns an encoder to the pool.
 func (c *Codec) PutEncoder(e *zstd.Encoder) {

@@ -395,12 +395,14 @@ func (n *Node) snapshotFrom(ctx context.Context, from *manifest.Manifest, res *C
 	var prevChain int64
 	var proof cacheProof
 	if from.Snapshot.Pages > 0 {
+		// Held to the end: the previous table, the set of its chunks
+		// the writer assumes stored, and the new table. Reserved before
+		// the table is read, so that reading it does not run the
+		// collector without pause (its size is bounded when read).
+		defer memlimit.Reserve(3 * int64(from.Snapshot.Pages) * chunker.IDSize)()
 		if prevTab, prevChain, err = loadPageTableChain(ctx, n.st, from.Snapshot); err != nil {
 			return nil, err
 		}
-		// Held to the end: the previous table, the set of its chunks
-		// the writer assumes stored, and the new table.
-		defer memlimit.Reserve(3 * int64(len(prevTab)) * chunker.IDSize)()
 		proof, res.CacheProven = c.claim(from.Snapshot, prevTab)
 		// The cache becomes the base (moved: from here on, whatever
 		// happens, it is either the new snapshot or gone).
