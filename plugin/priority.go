@@ -9,9 +9,9 @@ import (
 
 // Compaction runs beside lightningd's db_write hooks, which wait for the
 // plugin: it must not take the CPU or the disk from them. Its goroutine and
-// every worker the store starts for it run on OS threads of their own at
-// nice 19 and in the idle I/O class (internal/priority); the SQLite replay
-// runs on the first of them.
+// every worker the store starts for it run on OS threads of their own
+// under the idle CPU policy and in the idle I/O class (internal/priority);
+// the SQLite replay runs on the first of them.
 
 // runLowPriority runs fn on a new goroutine locked to its own, lowered OS
 // thread, with ctx marked so that the store's workers for it are lowered

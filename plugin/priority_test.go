@@ -14,8 +14,9 @@ import (
 )
 
 // threadPriority reads the calling thread's nice value from
-// /proc/self/task/<tid>/stat and its I/O priority class from ioprio_get.
-func threadPriority(t *testing.T) (nice int, ioClass int) {
+// /proc/self/task/<tid>/stat, its CPU policy, and its I/O priority class
+// from ioprio_get.
+func threadPriority(t *testing.T) (nice, policy, ioClass int) {
 	tid := unix.Gettid()
 	b, err := os.ReadFile("/proc/self/task/" + strconv.Itoa(tid) + "/stat")
 	if err != nil {
@@ -28,43 +29,47 @@ func threadPriority(t *testing.T) (nice int, ioClass int) {
 	if nice, err = strconv.Atoi(f[19-3]); err != nil {
 		t.Error(err)
 	}
+	// Field 41 is the scheduling policy.
+	if policy, err = strconv.Atoi(f[41-3]); err != nil {
+		t.Error(err)
+	}
 	r, _, errno := unix.Syscall(unix.SYS_IOPRIO_GET, 1 /* a thread */, uintptr(tid), 0)
 	if errno != 0 {
 		t.Error(errno)
 	}
-	return nice, int(r) >> priority.IOClassShift
+	return nice, policy, int(r) >> priority.IOClassShift
 }
 
-// TestCompactionPriority: the compaction's thread runs at nice 19 in the
-// idle I/O class, and so do the workers started for its context;
+// TestCompactionPriority: the compaction's thread runs under the idle CPU
+// policy at nice 19 in the idle I/O class, and so do the workers started for its context;
 // BACKUP_COMPACT_PRIORITY=normal leaves them as they were; and
 // the thread that ran it is never reused for other goroutines (here, the
 // test's own thread keeps its priority).
 func TestCompactionPriority(t *testing.T) {
-	baseNice, baseClass := threadPriority(t)
+	baseNice, basePolicy, baseClass := threadPriority(t)
 	for _, tc := range []struct {
-		env       string
-		nice, io  int
-		appliedIs string
+		env              string
+		nice, policy, io int
+		appliedIs        string
 	}{
-		{"", priority.Nice, priority.IOClassIdle, "nice 19, idle I/O class"},
-		{"normal", baseNice, baseClass, "BACKUP_COMPACT_PRIORITY=normal: normal priority"},
+		{"", priority.Nice, unix.SCHED_IDLE, priority.IOClassIdle, "idle CPU policy, idle I/O class"},
+		{"normal", baseNice, basePolicy, baseClass, "BACKUP_COMPACT_PRIORITY=normal: normal priority"},
 	} {
 		t.Run("env="+tc.env, func(t *testing.T) {
 			t.Setenv(priority.Env, tc.env)
 			type seen struct {
-				applied   string
-				nice, cls int
+				applied           string
+				nice, policy, cls int
 			}
 			got := make(chan seen, 2)
 			runLowPriority(context.Background(), func(ctx context.Context, applied string) {
-				n, c := threadPriority(t)
-				got <- seen{applied, n, c}
+				n, p, c := threadPriority(t)
+				got <- seen{applied, n, p, c}
 				// A worker the store starts for the compaction.
 				go func() {
 					priority.Join(ctx)
-					n, c := threadPriority(t)
-					got <- seen{applied, n, c}
+					n, p, c := threadPriority(t)
+					got <- seen{applied, n, p, c}
 				}()
 			})
 			for _, who := range []string{"compaction", "its worker"} {
@@ -74,14 +79,14 @@ func TestCompactionPriority(t *testing.T) {
 				case <-time.After(time.Minute):
 					t.Fatalf("%s never ran", who)
 				}
-				if s.applied != tc.appliedIs || s.nice != tc.nice || s.cls != tc.io {
-					t.Fatalf("%s: applied %q, nice %d, I/O class %d; want %q, %d, %d", who, s.applied, s.nice, s.cls, tc.appliedIs, tc.nice, tc.io)
+				if s.applied != tc.appliedIs || s.nice != tc.nice || s.policy != tc.policy || s.cls != tc.io {
+					t.Fatalf("%s: applied %q, nice %d, policy %d, I/O class %d; want %q, %d, %d, %d", who, s.applied, s.nice, s.policy, s.cls, tc.appliedIs, tc.nice, tc.policy, tc.io)
 				}
 			}
 		})
 	}
-	if n, c := threadPriority(t); n != baseNice || c != baseClass {
-		t.Fatalf("the test's thread changed: nice %d class %d", n, c)
+	if n, p, c := threadPriority(t); n != baseNice || p != basePolicy || c != baseClass {
+		t.Fatalf("the test's thread changed: nice %d policy %d class %d", n, p, c)
 	}
 }
 

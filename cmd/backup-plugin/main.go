@@ -68,7 +68,7 @@ func main() {
 		// Two Ps beyond the CPUs: while a compaction's goroutines hold
 		// every P, a db_write hook's goroutine still finds one at once
 		// and competes for a CPU with the kernel's scheduler, where the
-		// compaction's thread is niced, instead of waiting for Go's
+		// compaction's thread is lowered, instead of waiting for Go's
 		// 10 ms preemption.
 		runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + 2)
 	}

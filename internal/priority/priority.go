@@ -2,8 +2,9 @@
 // db_writes, which lightningd waits for) off the CPU and disk time of the
 // work a node waits for.
 //
-// The background work runs on OS threads of its own at nice 19 and in the
-// idle I/O class (where the disk's scheduler has classes): the goroutine
+// The background work runs on OS threads of its own under the idle CPU
+// policy (SCHED_IDLE, at nice 19) and in the idle I/O class (where the
+// disk's scheduler has classes): the goroutine
 // that starts it lowers its thread (Lower), and every worker goroutine it
 // starts for the same context lowers its own (Join). A lowered goroutine
 // stays locked to its thread, so the thread exits with it: no lowered
