@@ -185,15 +185,19 @@ func (ps *pageStorer) storePages(ctx context.Context, size int64, progress Progr
 // patch on the previous snapshot (prev, whose page table is prevTab and
 // whose chain of patches weighs prevChain bytes) while the chain stays
 // cheaper than the lists it stands for; both are looked up at once, to
-// weigh what each would add.
+// weigh what each would add. Each list is encoded once to name it and again
+// to store it, so that the lists (32 bytes a page: 32 MiB at 4 GiB) are
+// never held together beside the two page tables.
 func storePageTable(ctx context.Context, w *store.Writer, st *store.Store, snap *manifest.Snapshot, tab manifest.PageTable, prev *manifest.Snapshot, prevTab manifest.PageTable, prevChain int64) error {
 	n := st.Config().Params.ListEntries
-	var lists [][]byte
-	var ask []chunker.ID
-	for start := 0; start < len(tab); start += n {
-		b := manifest.EncodeList(tab[start:min(start+n, len(tab))])
-		lists = append(lists, b)
+	list := func(i int) []byte { return manifest.EncodeList(tab[i*n : min((i+1)*n, len(tab))]) }
+	lists := (len(tab) + n - 1) / n
+	ask := make([]chunker.ID, 0, lists+1)
+	sizes := make([]int, 0, lists)
+	for i := range lists {
+		b := list(i)
 		ask = append(ask, st.ChunkID(b))
+		sizes = append(sizes, len(b))
 	}
 	var patchBytes []byte
 	canPatch := prev != nil && prev.PageSize == snap.PageSize && prev.Pages > 0 && len(prev.Patches) < maxPatches
@@ -206,7 +210,7 @@ func storePageTable(ctx context.Context, w *store.Writer, st *store.Store, snap 
 		return err
 	}
 	w.Know(l)
-	if canPatch && int64(len(patchBytes))+prevChain <= newListBytes(w, st, lists) {
+	if canPatch && int64(len(patchBytes))+prevChain <= newListBytes(w, ask[:lists], sizes) {
 		id, _, err := w.Put(ctx, chunk.KindPatch, patchBytes)
 		if err != nil {
 			return fmt.Errorf("store patch chunk: %w", err)
@@ -215,9 +219,8 @@ func storePageTable(ctx context.Context, w *store.Writer, st *store.Store, snap 
 		snap.Patches = append(append([]chunker.ID(nil), prev.Patches...), id)
 		return nil
 	}
-	for _, b := range lists {
-		id, _, err := w.Put(ctx, chunk.KindList, b)
-		if err != nil {
+	for i, id := range ask[:lists] {
+		if _, err := w.PutID(ctx, chunk.KindList, id, list(i)); err != nil {
 			return fmt.Errorf("store list chunk: %w", err)
 		}
 		snap.Lists = append(snap.Lists, id)
@@ -347,13 +350,14 @@ func (ps *pageStorer) storeBatch(ctx context.Context, l chunk.Lookup, batch []ui
 	return nil
 }
 
-// newListBytes is what writing lists as list chunks would add to the store:
-// the lists the writer's lookup did not find.
-func newListBytes(w *store.Writer, st *store.Store, lists [][]byte) int64 {
+// newListBytes is what writing the lists (their ids and encoded sizes) as
+// list chunks would add to the store: the lists the writer's lookup did
+// not find.
+func newListBytes(w *store.Writer, ids []chunker.ID, sizes []int) int64 {
 	var total int64
-	for _, b := range lists {
-		if !w.Has(st.ChunkID(b)) {
-			total += int64(len(b))
+	for i, id := range ids {
+		if !w.Has(id) {
+			total += int64(sizes[i])
 		}
 	}
 	return total
