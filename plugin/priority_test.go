@@ -41,10 +41,10 @@ func threadPriority(t *testing.T) (nice, policy, ioClass int) {
 }
 
 // TestCompactionPriority: the compaction's thread runs under the idle CPU
-// policy at nice 19 in the idle I/O class, and so do the workers started for its context;
-// BACKUP_COMPACT_PRIORITY=normal leaves them as they were; and
-// the thread that ran it is never reused for other goroutines (here, the
-// test's own thread keeps its priority).
+// policy at nice 19 in the idle I/O class, and so do the workers started
+// for its context; BACKUP_COMPACT_PRIORITY=normal leaves them as they were;
+// and the thread that ran it is never reused for other goroutines (here,
+// the test's own thread keeps its priority).
 func TestCompactionPriority(t *testing.T) {
 	baseNice, basePolicy, baseClass := threadPriority(t)
 	for _, tc := range []struct {

@@ -69,8 +69,9 @@ func (c *Codec) Encoder() (*zstd.Encoder, error) {
 
 // encoderWindow is the encoders' window: larger than every chunk but a
 // rare oversized change chunk, so it costs no compression. The default
-// (8 MiB) made each pooled encoder that had compressed one chunk larger
-// than a block (a change chunk) keep a 16 MiB history for good.
+// (8 MiB, without lower encoder memory) made each pooled encoder that had
+// compressed one chunk larger than a block (a change chunk) keep a 16 MiB
+// history for good.
 const encoderWindow = 1 << 20
 
 // PutEncoder returns an encoder to the pool.
