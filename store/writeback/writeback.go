@@ -31,8 +31,11 @@ var Step int64 = 64 << 10
 // development VM, against 0.4 ms for the sync alone): so each time the bulk
 // writers of the process have written Budget bytes that no sync has
 // flushed since, the writer flushes them itself, and a bulk writer in
-// another process (backup-cli compact) does the same on its side.
-var Budget int64 = 1 << 20
+// another process (backup-cli compact) does the same on its side. Smaller
+// budgets make each flush shorter, for the hook's sync that finds the
+// bytes and for the hook that queues behind the writer's own flush;
+// docs/benchmark.md compares 1 MiB and 256 KiB.
+var Budget int64 = 256 << 10
 
 // inFlight is held by the one step of the process being written back.
 // Several steps in flight at once (one per writing goroutine) made the
