@@ -73,6 +73,43 @@ func (s *Store) ReadChunksTo(ctx context.Context, ids []chunker.ID, sink ChunkSi
 	return s.reader.read(ctx, nil, ids, 0, sink)
 }
 
+// ReadPlan is the lookups a read needs, made before the read: the chunks'
+// and their delta bases'. Each lookup is a pass over the store's index
+// objects; a restore plans its next window of pages while it reads one,
+// so that its decoders do not wait for those passes.
+type ReadPlan struct {
+	ids   []chunker.ID
+	l     chunk.Lookup // of ids
+	bases chunk.Lookup // of the bases of those ids stored as deltas
+}
+
+// PlanRead looks up ids, and the bases of those stored as deltas, for
+// ReadPlanned. A plan may go stale (gc moving chunks); the read then finds
+// the chunks where they are, as any read does.
+func (s *Store) PlanRead(ctx context.Context, ids []chunker.ID) (*ReadPlan, error) {
+	l, err := s.chunks.Lookup(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	var bases []chunker.ID
+	for _, id := range ids {
+		if info, ok := l.Locate(id); ok && info.Base != (chunker.ID{}) {
+			bases = append(bases, info.Base)
+		}
+	}
+	slices.SortFunc(bases, func(a, b chunker.ID) int { return bytes.Compare(a[:], b[:]) })
+	bl, err := s.chunks.Lookup(ctx, slices.Compact(bases))
+	if err != nil {
+		return nil, err
+	}
+	return &ReadPlan{ids: ids, l: l, bases: bl}, nil
+}
+
+// ReadPlanned is ReadChunksTo of the chunks p was planned for.
+func (s *Store) ReadPlanned(ctx context.Context, p *ReadPlan, sink ChunkSink) error {
+	return s.reader.readWith(ctx, p.l, p.bases, p.ids, 0, sink)
+}
+
 // ChunkSink receives the chunks of a read, one reading goroutine at a
 // time: each goroutine calls it once for the put function it calls with
 // every chunk it reads (the data valid during the call only), and calls
@@ -93,6 +130,12 @@ var deltaBatch = 1024
 // read reads ids in two passes: the full copies, then the deltas met
 // on the way (l: a lookup of ids, or nil).
 func (s *chunkReader) read(ctx context.Context, l chunk.Lookup, ids []chunker.ID, depth int, sink ChunkSink) error {
+	return s.readWith(ctx, l, nil, ids, depth, sink)
+}
+
+// readWith is read with bl, a lookup of the deltas' bases made ahead (nil:
+// none); the bases are looked up anew unless bl knows every one.
+func (s *chunkReader) readWith(ctx context.Context, l, bl chunk.Lookup, ids []chunker.ID, depth int, sink ChunkSink) error {
 	if l == nil {
 		var err error
 		if l, err = s.chunks.Lookup(ctx, ids); err != nil {
@@ -126,12 +169,15 @@ func (s *chunkReader) read(ctx context.Context, l chunk.Lookup, ids []chunker.ID
 	deltas = slices.CompactFunc(deltas, func(a, b chunk.DeltaRef) bool { return a.ID == b.ID })
 	// The bases of all the deltas, looked up at once.
 	bases := make([]chunker.ID, len(deltas))
+	known := bl != nil
 	for i, d := range deltas {
 		bases[i] = d.Base
+		known = known && bl.Known(d.Base)
 	}
-	bl, err := s.chunks.Lookup(ctx, bases)
-	if err != nil {
-		return err
+	if !known {
+		if bl, err = s.chunks.Lookup(ctx, bases); err != nil {
+			return err
+		}
 	}
 	// Batched by where their bases lie, each batch reads its bases in a
 	// few short spans, not spans across every pack holding bases.

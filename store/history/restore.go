@@ -169,9 +169,9 @@ func buildAt(ctx context.Context, st *store.Store, m *manifest.Manifest, f *os.F
 	if err != nil {
 		return err
 	}
-	// The table and the list of pages to fetch, held to the end, and a
-	// window's lookup.
-	defer memlimit.Reserve(int64(len(tab))*(chunker.IDSize+4) + int64(min(len(tab), restoreWindow))*windowBytesPerPage)()
+	// The table and the list of pages to fetch, held to the end, and the
+	// lookups of two windows (one read while the next is planned).
+	defer memlimit.Reserve(int64(len(tab))*(chunker.IDSize+4) + 2*int64(min(len(tab), restoreWindow))*windowBytesPerPage)()
 	sb := newSyncBehind(f)
 	_, _, err = writePagesBehind(ctx, st, f, sb, m.Snapshot, tab, false, progress)
 	if werr := sb.wait(); err == nil {

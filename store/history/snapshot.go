@@ -16,6 +16,7 @@ import (
 	"sync"
 
 	"github.com/clnbackup/backup/chunker"
+	"github.com/clnbackup/backup/internal/priority"
 	"github.com/clnbackup/backup/manifest"
 	"github.com/clnbackup/backup/store"
 	"github.com/clnbackup/backup/store/chunk"
@@ -409,10 +410,15 @@ func writePagesBehind(ctx context.Context, st *store.Store, f *os.File, sb *sync
 	}
 	// A window of pages at a time (bounding the lookup), in order of their
 	// chunk id, so that each fetched chunk finds its pages by binary
-	// search (no per-page map).
-	done := kept
-	var mu sync.Mutex
-	for start := 0; start < len(need) && err == nil; start += restoreWindow {
+	// search (no per-page map). The next window is planned (its lookups,
+	// each a pass over the store's index objects) while one is read.
+	type window struct {
+		order []uint32
+		plan  *store.ReadPlan
+		err   error
+	}
+	planWindow := func(ctx context.Context, start int) window {
+		priority.Join(ctx) // a compaction's rebuild plans at its priority
 		order := need[start:min(start+restoreWindow, len(need))]
 		sort.Slice(order, func(a, b int) bool { return bytes.Compare(tab[order[a]][:], tab[order[b]][:]) < 0 })
 		ids := make([]chunker.ID, 0, len(order))
@@ -421,7 +427,31 @@ func writePagesBehind(ctx context.Context, st *store.Store, f *os.File, sb *sync
 				ids = append(ids, tab[p])
 			}
 		}
-		err = st.ReadChunksTo(ctx, ids, func() (func(chunker.ID, []byte) error, func() error) {
+		plan, err := st.PlanRead(ctx, ids)
+		return window{order, plan, err}
+	}
+	// The planner ends before this returns (the store may close then).
+	pctx, cancel := context.WithCancel(ctx)
+	var planner sync.WaitGroup
+	defer planner.Wait()
+	defer cancel()
+	next := make(chan window, 1)
+	plan := func(start int) {
+		planner.Go(func() { next <- planWindow(pctx, start) })
+	}
+	plan(0)
+	done := kept
+	var mu sync.Mutex
+	for start := 0; start < len(need) && err == nil; start += restoreWindow {
+		win := <-next
+		if win.err != nil {
+			return fetched, kept, win.err
+		}
+		if start+restoreWindow < len(need) {
+			plan(start + restoreWindow)
+		}
+		order := win.order
+		err = st.ReadPlanned(ctx, win.plan, func() (func(chunker.ID, []byte) error, func() error) {
 			// Each reading goroutine writes runs of adjacent pages with
 			// one call (chunks come in pack order, which is mostly page
 			// order).
