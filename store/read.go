@@ -80,29 +80,52 @@ func (s *Store) ReadChunksTo(ctx context.Context, ids []chunker.ID, sink ChunkSi
 type ReadPlan struct {
 	ids   []chunker.ID
 	l     chunk.Lookup // of ids
-	bases chunk.Lookup // of the bases of those ids stored as deltas
+	bases chunk.Lookup // of the bases of those ids stored as deltas (nil: not looked up yet)
 }
 
 // PlanRead looks up ids, and the bases of those stored as deltas, for
 // ReadPlanned. A plan may go stale (gc moving chunks); the read then finds
 // the chunks where they are, as any read does.
 func (s *Store) PlanRead(ctx context.Context, ids []chunker.ID) (*ReadPlan, error) {
-	l, err := s.chunks.Lookup(ctx, ids)
+	p, err := s.PlanNextRead(ctx, nil, ids)
 	if err != nil {
 		return nil, err
 	}
-	var bases []chunker.ID
-	for _, id := range ids {
-		if info, ok := l.Locate(id); ok && info.Base != (chunker.ID{}) {
-			bases = append(bases, info.Base)
+	if _, err := s.PlanNextRead(ctx, p, nil); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// PlanNextRead plans reads that follow one another (a restore's windows of
+// pages) with one pass over the index objects per read instead of two: it
+// looks up ids, the next read's chunks, together with the delta bases of
+// prev, the read planned before it (nil: none), which completes prev. The
+// plan it returns is complete once it is given as prev in turn (ids nil:
+// the last read). ReadPlanned reads an incomplete plan too, looking its
+// bases up then.
+func (s *Store) PlanNextRead(ctx context.Context, prev *ReadPlan, ids []chunker.ID) (*ReadPlan, error) {
+	want := ids
+	if prev != nil {
+		var bases []chunker.ID
+		for _, id := range prev.ids {
+			if info, ok := prev.l.Locate(id); ok && info.Base != (chunker.ID{}) {
+				bases = append(bases, info.Base)
+			}
 		}
+		want = append(slices.Clone(ids), bases...)
 	}
-	slices.SortFunc(bases, func(a, b chunker.ID) int { return bytes.Compare(a[:], b[:]) })
-	bl, err := s.chunks.Lookup(ctx, slices.Compact(bases))
+	l, err := s.chunks.Lookup(ctx, want)
 	if err != nil {
 		return nil, err
 	}
-	return &ReadPlan{ids: ids, l: l, bases: bl}, nil
+	if prev != nil {
+		prev.bases = l
+	}
+	if ids == nil {
+		return nil, nil
+	}
+	return &ReadPlan{ids: ids, l: l}, nil
 }
 
 // ReadPlanned is ReadChunksTo of the chunks p was planned for.

@@ -16,40 +16,7 @@ import (
 // with full chunks and repeated ids in the same read.
 func TestReadDeltasByBaseLocation(t *testing.T) {
 	st, _ := newTestStore(t)
-	w, err := st.NewWriter(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	want := map[chunker.ID][]byte{}
-	var bases, pages []chunker.ID
-	// Bases in three packs, in an order unrelated to their ids.
-	for pack := range 3 {
-		for i := range 8 {
-			base, _ := deltaPair(byte(pack*8 + i))
-			id := chunker.Sum(base)
-			if _, err := w.PutID(ctx, chunk.KindPage, id, base); err != nil {
-				t.Fatal(err)
-			}
-			bases, want[id] = append(bases, id), base
-		}
-		if err := w.Flush(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// Their deltas, in reverse order, in one pack.
-	for i := len(bases) - 1; i >= 0; i-- {
-		base, page := deltaPair(byte(i))
-		id := chunker.Sum(page)
-		know(t, w, st, id, bases[i])
-		if _, err := w.PutDelta(ctx, id, page, bases[i], base); err != nil {
-			t.Fatal(err)
-		}
-		pages, want[id] = append(pages, id), page
-	}
-	if err := w.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
+	want, bases, pages := storeDeltas(t, st)
 	// The order of the second pass.
 	l, err := st.Lookup(ctx, append(slices.Clone(bases), pages...))
 	if err != nil {
@@ -99,5 +66,113 @@ func TestReadDeltasByBaseLocation(t *testing.T) {
 				t.Fatalf("batch %d: chunk %s read back wrong", batch, id.Short())
 			}
 		}
+	}
+}
+
+// storeDeltas stores 24 base pages in three packs, in an order unrelated to
+// their ids, and a delta of each in a fourth, in reverse order; it returns
+// every chunk's bytes, the bases' ids and the deltas' ids (deltas[i] is
+// stored against bases[i]).
+func storeDeltas(t *testing.T, st *Store) (want map[chunker.ID][]byte, bases, deltas []chunker.ID) {
+	t.Helper()
+	w, err := st.NewWriter(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	want = map[chunker.ID][]byte{}
+	for pack := range 3 {
+		for i := range 8 {
+			base, _ := deltaPair(byte(pack*8 + i))
+			id := chunker.Sum(base)
+			if _, err := w.PutID(ctx, chunk.KindPage, id, base); err != nil {
+				t.Fatal(err)
+			}
+			bases, want[id] = append(bases, id), base
+		}
+		if err := w.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deltas = make([]chunker.ID, len(bases))
+	for i := len(bases) - 1; i >= 0; i-- {
+		base, page := deltaPair(byte(i))
+		id := chunker.Sum(page)
+		know(t, w, st, id, bases[i])
+		if _, err := w.PutDelta(ctx, id, page, bases[i], base); err != nil {
+			t.Fatal(err)
+		}
+		deltas[i], want[id] = id, page
+	}
+	if err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return want, bases, deltas
+}
+
+// TestPlanNextRead: reads planned one after another, each lookup also
+// looking up the delta bases of the read before, complete each plan (its
+// bases known, so its read looks nothing up) and read every chunk back
+// whole; an incomplete plan (the newest) reads too.
+func TestPlanNextRead(t *testing.T) {
+	st, _ := newTestStore(t)
+	want, bases, deltas := storeDeltas(t, st)
+	reads := [][]chunker.ID{
+		append(slices.Clone(deltas[:10]), bases[20:]...), // deltas and full chunks
+		bases[:4],   // no deltas
+		deltas[10:], // only deltas
+	}
+	readBack := func(p *ReadPlan, ids []chunker.ID) {
+		t.Helper()
+		got := map[chunker.ID][]byte{}
+		var mu sync.Mutex
+		err := st.ReadPlanned(ctx, p, sinkOf(func(id chunker.ID, d []byte) error {
+			mu.Lock()
+			defer mu.Unlock()
+			got[id] = bytes.Clone(d)
+			return nil
+		}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(ids) {
+			t.Fatalf("%d chunks read, want %d", len(got), len(ids))
+		}
+		for _, id := range ids {
+			if !bytes.Equal(got[id], want[id]) {
+				t.Fatalf("chunk %s read back wrong", id.Short())
+			}
+		}
+	}
+	var plans []*ReadPlan
+	var prev *ReadPlan
+	for i, ids := range append(reads, nil) {
+		p, err := st.PlanNextRead(ctx, prev, ids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if prev != nil {
+			if prev.bases == nil {
+				t.Fatalf("read %d: its plan is not complete after the next one", i-1)
+			}
+			for _, id := range prev.ids {
+				if info, _ := prev.l.Locate(id); info.Base != (chunker.ID{}) && !prev.bases.Known(info.Base) {
+					t.Fatalf("read %d: the base of delta %s is not looked up", i-1, id.Short())
+				}
+			}
+		}
+		if ids == nil {
+			if p != nil {
+				t.Fatal("a plan for no read")
+			}
+			break
+		}
+		if i == 0 {
+			readBack(p, ids) // incomplete: the read looks its bases up
+		}
+		plans, prev = append(plans, p), p
+	}
+	for i, p := range plans {
+		readBack(p, reads[i])
 	}
 }

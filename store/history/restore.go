@@ -170,8 +170,9 @@ func buildAt(ctx context.Context, st *store.Store, m *manifest.Manifest, f *os.F
 		return err
 	}
 	// The table and the list of pages to fetch, held to the end, and the
-	// lookups of two windows (one read while the next is planned).
-	defer memlimit.Reserve(int64(len(tab))*(chunker.IDSize+4) + 2*int64(min(len(tab), restoreWindow))*windowBytesPerPage)()
+	// lookups of three windows (one read, the next one planned, the pass
+	// for the one after running).
+	defer memlimit.Reserve(int64(len(tab))*(chunker.IDSize+4) + 3*int64(min(len(tab), restoreWindow))*windowBytesPerPage)()
 	sb := newSyncBehind(f)
 	_, _, err = writePagesBehind(ctx, st, f, sb, m.Snapshot, tab, false, progress)
 	if werr := sb.wait(); err == nil {

@@ -366,9 +366,9 @@ func newListBytes(w *store.Writer, ids []chunker.ID, sizes []int) int64 {
 
 // restoreWindow is how many pages a restore fetches with one lookup: 256
 // MiB of 4 KiB pages, for about 100 bytes of memory a page (each window
-// costs one pass over the store's index objects for its pages and one for
-// their delta bases). Larger windows made a 4 GB restore slower, the
-// passes saved notwithstanding (docs/benchmark.md).
+// costs one pass over the store's index objects, for its pages and the
+// delta bases of the window before). Larger windows made a 4 GB restore
+// slower, the passes saved notwithstanding (docs/benchmark.md).
 var restoreWindow = 65536
 
 // windowBytesPerPage is about what a window holds per page: its lookup
@@ -410,15 +410,17 @@ func writePagesBehind(ctx context.Context, st *store.Store, f *os.File, sb *sync
 	}
 	// A window of pages at a time (bounding the lookup), in order of their
 	// chunk id, so that each fetched chunk finds its pages by binary
-	// search (no per-page map). The next window is planned (its lookups,
-	// each a pass over the store's index objects) while one is read.
+	// search (no per-page map). Windows are planned ahead by one goroutine,
+	// one pass over the store's index objects each: the pass that looks up
+	// a window's chunks also looks up the delta bases of the window before
+	// (store.PlanNextRead). So while window N is read, the pass for window
+	// N+2 runs, completing window N+1's plan.
 	type window struct {
 		order []uint32
 		plan  *store.ReadPlan
 		err   error
 	}
-	planWindow := func(ctx context.Context, start int) window {
-		priority.Join(ctx) // a compaction's rebuild plans at its priority
+	windowIDs := func(start int) ([]uint32, []chunker.ID) {
 		order := need[start:min(start+restoreWindow, len(need))]
 		sort.Slice(order, func(a, b int) bool { return bytes.Compare(tab[order[a]][:], tab[order[b]][:]) < 0 })
 		ids := make([]chunker.ID, 0, len(order))
@@ -427,28 +429,56 @@ func writePagesBehind(ctx context.Context, st *store.Store, f *os.File, sb *sync
 				ids = append(ids, tab[p])
 			}
 		}
-		plan, err := st.PlanRead(ctx, ids)
-		return window{order, plan, err}
+		return order, ids
 	}
 	// The planner ends before this returns (the store may close then).
 	pctx, cancel := context.WithCancel(ctx)
 	var planner sync.WaitGroup
 	defer planner.Wait()
 	defer cancel()
-	next := make(chan window, 1)
-	plan := func(start int) {
-		planner.Go(func() { next <- planWindow(pctx, start) })
-	}
-	plan(0)
+	next := make(chan window)
+	planner.Go(func() {
+		priority.Join(pctx) // a compaction's rebuild plans at its priority
+		send := func(w window) bool {
+			select {
+			case next <- w:
+				return true
+			case <-pctx.Done():
+				return false
+			}
+		}
+		var pending *window // planned, its bases not looked up yet
+		for start := 0; ; start += restoreWindow {
+			var w *window
+			var ids []chunker.ID
+			if start < len(need) {
+				w = &window{}
+				w.order, ids = windowIDs(start)
+			}
+			var prev *store.ReadPlan
+			if pending != nil {
+				prev = pending.plan
+			}
+			plan, err := st.PlanNextRead(pctx, prev, ids)
+			if err != nil {
+				send(window{err: err})
+				return
+			}
+			if pending != nil && !send(*pending) {
+				return
+			}
+			if w == nil {
+				return
+			}
+			w.plan, pending = plan, w
+		}
+	})
 	done := kept
 	var mu sync.Mutex
 	for start := 0; start < len(need) && err == nil; start += restoreWindow {
 		win := <-next
 		if win.err != nil {
 			return fetched, kept, win.err
-		}
-		if start+restoreWindow < len(need) {
-			plan(start + restoreWindow)
 		}
 		order := win.order
 		err = st.ReadPlanned(ctx, win.plan, func() (func(chunker.ID, []byte) error, func() error) {
