@@ -166,3 +166,23 @@ func BenchmarkReadChunks(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkLookup measures one pass over the index objects of a store of
+// 64Ki pages (about 30 packs) looking up a window of 8Ki of them: each
+// window of a restore costs one such pass over every index object.
+func BenchmarkLookup(b *testing.B) {
+	ctx := context.Background()
+	st := benchStore(b)
+	ids := fill(b, st, 64*batch)
+	want := ids[:8*batch]
+	b.ReportAllocs()
+	for b.Loop() {
+		l, err := st.Lookup(ctx, want)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, ok := l.Locate(want[0]); !ok {
+			b.Fatal("a stored page not found")
+		}
+	}
+}

@@ -284,6 +284,7 @@ type indexVisitor struct {
 // index listed but gone when read (gc deleted it, having indexed the chunks
 // it kept anew first).
 func (p *Packs) eachIndex(ctx context.Context, v indexVisitor) (vanished bool, err error) {
+	var buf []byte // each object read into it in turn: v keeps no bytes of one
 	err = p.be.List(ctx, indexPrefix, func(in backend.Info) error {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -291,7 +292,7 @@ func (p *Packs) eachIndex(ctx context.Context, v indexVisitor) (vanished bool, e
 		if v.skip != nil && v.skip(in) {
 			return nil
 		}
-		data, err := p.readIndexData(ctx, in.Name)
+		data, err := p.readIndexDataInto(ctx, in.Name, buf)
 		if errors.Is(err, backend.ErrNotFound) {
 			vanished = true
 			return nil
@@ -299,6 +300,7 @@ func (p *Packs) eachIndex(ctx context.Context, v indexVisitor) (vanished bool, e
 		if err != nil {
 			return err
 		}
+		buf = data
 		var pack chunker.ID
 		n := 0
 		_, err = walkIndex(data, -1, func(count int) { pack, n = packOf(data), count }, func(e *chunk.Entry) { v.entry(pack, e) })

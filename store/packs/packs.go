@@ -284,7 +284,21 @@ func (p *Packs) info(l location) chunk.Info {
 
 // readIndexData reads one index object and checks it against its name.
 func (p *Packs) readIndexData(ctx context.Context, name string) ([]byte, error) {
-	data, err := p.be.Get(ctx, name, 0, -1)
+	return p.readIndexDataInto(ctx, name, nil)
+}
+
+// readIndexDataInto is readIndexData reading into buf where the backend
+// can (the bytes returned then alias buf's array unless it had to grow): a
+// pass over the index objects reads every one of them, 60 MB at 4 GB, and
+// a fresh buffer for each cost a restore page faults and collections.
+func (p *Packs) readIndexDataInto(ctx context.Context, name string, buf []byte) ([]byte, error) {
+	var data []byte
+	var err error
+	if g, ok := p.be.(bufferedGetter); ok {
+		data, err = g.GetInto(ctx, name, 0, -1, buf)
+	} else {
+		data, err = p.be.Get(ctx, name, 0, -1)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read index %s: %w", name, err)
 	}
