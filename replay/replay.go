@@ -11,6 +11,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -337,6 +338,16 @@ func DataVersionOf(path string) (uint32, bool, error) {
 	return v, ok, nil
 }
 
+// unmappedCheckCache is the page cache of a mapped check of a file larger
+// than SQLite maps (2 GB): with SQLite's default of 2 MiB the pages past the
+// mapping were read again and again (a 4.4 GB check 17.7 s, 5.8 of them in
+// the kernel); 32 MiB took 13.8-14.5 s, and more no less.
+const unmappedCheckCache = 32 << 20
+
+// checkMappingLimit caps what a mapped check asks SQLite to map (tests map a
+// small file in part, as SQLite maps a file over 2 GB).
+var checkMappingLimit int64 = math.MaxInt64
+
 // maxIntegrityProblems bounds how many problems IntegrityCheck reports.
 const maxIntegrityProblems = 20
 
@@ -348,8 +359,9 @@ func IntegrityCheck(path string) error {
 }
 
 // IntegrityCheckMapped is IntegrityCheck reading the file through a memory
-// mapping (as much of it as SQLite maps, 2 GB by default): the check reads
-// every page, most of them twice, and each read is then no system call. A
+// mapping (as much of it as SQLite maps, 2 GB by default; the pages past it
+// through a 32 MiB page cache): the check reads every page, most of them
+// twice, and each read is then no system call. A
 // restore's check at 1 GB takes about 40% less time on a 2-vCPU VM. The
 // mapped pages are the file's page cache, which the file's writer filled
 // anyway, but they count in the process's RSS: the long-running plugin does
@@ -367,8 +379,16 @@ func integrityCheck(path string, mapped bool) error {
 	defer db.Close()
 	if mapped {
 		if fi, err := os.Stat(path); err == nil {
-			if _, err := db.Exec(fmt.Sprintf("PRAGMA mmap_size = %d", fi.Size())); err != nil {
+			var mapping int64 // what SQLite maps: at most its compile-time limit
+			if err := db.QueryRow(fmt.Sprintf("PRAGMA mmap_size = %d", min(fi.Size(), checkMappingLimit))).Scan(&mapping); err != nil {
 				return fmt.Errorf("replay: integrity check %s: %w", path, err)
+			}
+			// The pages past the mapping are read into SQLite's page
+			// cache, and the check visits most of them twice.
+			if mapping < fi.Size() {
+				if _, err := db.Exec(fmt.Sprintf("PRAGMA cache_size = -%d", unmappedCheckCache>>10)); err != nil {
+					return fmt.Errorf("replay: integrity check %s: %w", path, err)
+				}
 			}
 		}
 	}

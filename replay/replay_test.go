@@ -383,6 +383,34 @@ func TestIntegrityCheckFindsDamage(t *testing.T) {
 	}
 }
 
+// TestIntegrityCheckPartlyMapped: a mapped check of a file larger than
+// the mapping (SQLite maps at most 2 GB) reads the pages past it through
+// its page cache, and finds damage there.
+func TestIntegrityCheckPartlyMapped(t *testing.T) {
+	data, err := os.ReadFile("../testdata/trace1-final.sqlite3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	half := int64(len(data)/2/4096) * 4096
+	old := checkMappingLimit
+	checkMappingLimit = half
+	defer func() { checkMappingLimit = old }()
+	if err := IntegrityCheckMapped("../testdata/trace1-final.sqlite3"); err != nil {
+		t.Fatalf("partly mapped check of an intact database: %v", err)
+	}
+	// Damage past the mapping only.
+	for p := int(half/4096) + 2; p*4096 < len(data); p += 3 {
+		for i := p*4096 - 1024; i < p*4096-8; i++ {
+			data[i] ^= 0x5a
+		}
+	}
+	path := filepath.Join(t.TempDir(), "damaged.sqlite3")
+	os.WriteFile(path, data, 0o600)
+	if err := IntegrityCheckMapped(path); err == nil {
+		t.Fatal("no error for damage past the mapping")
+	}
+}
+
 func TestRewriteLegacy(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct{ in, want string }{
