@@ -83,27 +83,15 @@ type ReadPlan struct {
 	bases chunk.Lookup // of the bases of those ids stored as deltas (nil: not looked up yet)
 }
 
-// PlanRead looks up ids, and the bases of those stored as deltas, for
-// ReadPlanned. A plan may go stale (gc moving chunks); the read then finds
-// the chunks where they are, as any read does.
-func (s *Store) PlanRead(ctx context.Context, ids []chunker.ID) (*ReadPlan, error) {
-	p, err := s.PlanNextRead(ctx, nil, ids)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := s.PlanNextRead(ctx, p, nil); err != nil {
-		return nil, err
-	}
-	return p, nil
-}
-
 // PlanNextRead plans reads that follow one another (a restore's windows of
 // pages) with one pass over the index objects per read instead of two: it
 // looks up ids, the next read's chunks, together with the delta bases of
 // prev, the read planned before it (nil: none), which completes prev. The
-// plan it returns is complete once it is given as prev in turn (ids nil:
-// the last read). ReadPlanned reads an incomplete plan too, looking its
-// bases up then.
+// plan it returns is complete once it is given as prev in turn (no ids:
+// prev was the last read, and no plan is returned). ReadPlanned reads an
+// incomplete plan too, looking its bases up then. A plan may go stale (gc
+// moving chunks); the read then finds the chunks where they are, as any
+// read does.
 func (s *Store) PlanNextRead(ctx context.Context, prev *ReadPlan, ids []chunker.ID) (*ReadPlan, error) {
 	want := ids
 	if prev != nil {
@@ -122,7 +110,7 @@ func (s *Store) PlanNextRead(ctx context.Context, prev *ReadPlan, ids []chunker.
 	if prev != nil {
 		prev.bases = l
 	}
-	if ids == nil {
+	if len(ids) == 0 {
 		return nil, nil
 	}
 	return &ReadPlan{ids: ids, l: l}, nil
