@@ -173,9 +173,9 @@ func (b *packBuilder) flush(ctx context.Context) error {
 // then the pack.
 func (g *GCPlan) deletePack(ctx context.Context, ps *packState) error {
 	p := g.p
-	if ps.index != "" {
-		if err := p.be.Delete(ctx, ps.index); err != nil {
-			return fmt.Errorf("gc: delete index %s: %w", ps.index, err)
+	if ps.index.Name != "" {
+		if err := p.be.Delete(ctx, ps.index.Name); err != nil {
+			return fmt.Errorf("gc: delete index %s: %w", ps.index.Name, err)
 		}
 	}
 	if err := p.be.Delete(ctx, packName(ps.id)); err != nil {

@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/clnbackup/backup/store/chunk"
-
 	"github.com/clnbackup/backup/chunker"
+	"github.com/clnbackup/backup/store/backend"
+	"github.com/clnbackup/backup/store/chunk"
 )
 
 // Marker finds the chunks a store's restore points need, for gc: it calls
@@ -43,7 +43,7 @@ type GCPlan struct {
 // reads again.
 type packState struct {
 	id        chunker.ID
-	index     string
+	index     backend.Info // its index object as listed; Name "" for an orphan
 	size      int64
 	young     bool
 	entries   int

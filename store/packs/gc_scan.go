@@ -126,7 +126,7 @@ func (g *GCPlan) scanPacks(ctx context.Context, now time.Time, grace time.Durati
 			// An exclusive run has no young packs: no writer commits
 			// during it (GCOptions.Exclusive).
 			young := !g.opts.Exclusive && (now.Sub(pi.ModTime) < grace || now.Sub(in.ModTime) < grace)
-			packs = append(packs, &packState{id: pack, index: in.Name, size: pi.Size, young: young, entries: n})
+			packs = append(packs, &packState{id: pack, index: in, size: pi.Size, young: young, entries: n})
 			indexed[pack] = true
 			return nil
 		},
@@ -150,7 +150,7 @@ func (g *GCPlan) walkPackIndex(ctx context.Context, ps *packState, fn func(e *ch
 		return fmt.Errorf("gc: %w", err)
 	}
 	if _, err := walkIndex(data, -1, nil, fn); err != nil {
-		return fmt.Errorf("gc: index %s: %w", ps.index, err)
+		return fmt.Errorf("gc: index %s: %w", ps.index.Name, err)
 	}
 	return nil
 }

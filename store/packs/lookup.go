@@ -292,7 +292,7 @@ func (p *Packs) eachIndex(ctx context.Context, v indexVisitor) (vanished bool, e
 		if v.skip != nil && v.skip(in) {
 			return nil
 		}
-		data, err := p.readIndexDataInto(ctx, in.Name, buf)
+		data, err := p.readIndexDataInto(ctx, in, buf)
 		if errors.Is(err, backend.ErrNotFound) {
 			vanished = true
 			return nil

@@ -282,27 +282,41 @@ func (p *Packs) info(l location) chunk.Info {
 	return chunk.Info{Pack: p.packs[l.pack], Kind: l.kind, Offset: l.offset, Length: l.length, Raw: l.raw, Base: p.bases[l.base]}
 }
 
-// readIndexData reads one index object and checks it against its name.
-func (p *Packs) readIndexData(ctx context.Context, name string) ([]byte, error) {
-	return p.readIndexDataInto(ctx, name, nil)
+// readIndexData reads one index object, of the size its listing gave,
+// and checks it against its name.
+func (p *Packs) readIndexData(ctx context.Context, in backend.Info) ([]byte, error) {
+	return p.readIndexDataInto(ctx, in, nil)
 }
+
+// maxIndexSize is the largest index object walkIndex accepts: every one
+// of maxIndexEntries entries a delta with its base id. A listing that
+// claims more is refused before anything is allocated for it, so a hostile
+// store cannot make a pass over the indexes hold more than this.
+const maxIndexSize = indexHeaderLen + maxIndexEntries*(indexEntryLen+chunker.IDSize)
 
 // readIndexDataInto is readIndexData reading into buf where the backend
 // can (the bytes returned then alias buf's array unless it had to grow): a
 // pass over the index objects reads every one of them, 60 MB at 4 GB, and
-// a fresh buffer for each cost a restore page faults and collections.
-func (p *Packs) readIndexDataInto(ctx context.Context, name string, buf []byte) ([]byte, error) {
+// a fresh buffer for each cost a restore page faults and collections. It
+// reads exactly the listed size, never "to the end": a backend that sends
+// more than that is refused by the backend, one that lists less than it
+// holds yields bytes that do not match the name.
+func (p *Packs) readIndexDataInto(ctx context.Context, in backend.Info, buf []byte) ([]byte, error) {
+	name := in.Name
+	if in.Size < indexHeaderLen || in.Size > maxIndexSize {
+		return nil, fmt.Errorf("index %s is listed as %d bytes, outside the %d..%d an index can have: the store is damaged or not written by backup-cli; run backup-cli verify", name, in.Size, indexHeaderLen, maxIndexSize)
+	}
 	var data []byte
 	var err error
 	if g, ok := p.be.(bufferedGetter); ok {
-		data, err = g.GetInto(ctx, name, 0, -1, buf)
+		data, err = g.GetInto(ctx, name, 0, in.Size, buf)
 	} else {
-		data, err = p.be.Get(ctx, name, 0, -1)
+		data, err = p.be.Get(ctx, name, 0, in.Size)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read index %s: %w", name, err)
 	}
-	if chunker.Sum(data).String() != name[strings.LastIndexByte(name, '/')+1:] {
+	if int64(len(data)) != in.Size || chunker.Sum(data).String() != name[strings.LastIndexByte(name, '/')+1:] {
 		return nil, fmt.Errorf("index %s is damaged (content does not match its name): run backup-cli verify", name)
 	}
 	return data, nil

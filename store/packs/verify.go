@@ -70,9 +70,9 @@ func (p *Packs) VerifyIndex(ctx context.Context, progress func(done, total int64
 	var rep IndexReport
 	// Indexes first: a pack is written before its index, so the pack of
 	// every index listed here is in the pack listing below.
-	var names []string
+	var names []backend.Info
 	if err := p.be.List(ctx, indexPrefix, func(in backend.Info) error {
-		names = append(names, in.Name)
+		names = append(names, in)
 		return nil
 	}); err != nil {
 		return rep, fmt.Errorf("verify store %s: list indexes: %w", p.be.Location(), err)
@@ -89,14 +89,14 @@ func (p *Packs) VerifyIndex(ctx context.Context, progress func(done, total int64
 		return rep, err
 	}
 	c := &indexCheck{p: p, rep: &rep, packs: infos, indexed: map[chunker.ID]bool{}}
-	for i, name := range names {
+	for i, in := range names {
 		if err := ctx.Err(); err != nil {
 			return rep, err
 		}
 		if progress != nil {
 			progress(int64(i+1), int64(len(names)))
 		}
-		c.check(ctx, name)
+		c.check(ctx, in)
 	}
 	for id := range infos {
 		if !c.indexed[id] {
@@ -128,8 +128,13 @@ func (c *indexCheck) problem(object, format string, args ...any) *VerifyProblem 
 
 // check checks one index object against its name and its pack, and loads
 // it if both are sound.
-func (c *indexCheck) check(ctx context.Context, name string) {
-	data, err := c.p.be.Get(ctx, name, 0, -1)
+func (c *indexCheck) check(ctx context.Context, in backend.Info) {
+	name := in.Name
+	if in.Size < indexHeaderLen || in.Size > maxIndexSize {
+		c.problem(name, "index is listed as %d bytes, outside the %d..%d an index can have (damaged, or not written by backup-cli); the chunks it lists cannot be located", in.Size, indexHeaderLen, maxIndexSize)
+		return
+	}
+	data, err := c.p.be.Get(ctx, name, 0, in.Size)
 	if errors.Is(err, backend.ErrNotFound) {
 		return // deleted by gc since the listing
 	}
@@ -324,7 +329,7 @@ func (p *Packs) VerifyPacks(ctx context.Context, sample func(pack chunker.ID) bo
 			var buf []byte
 			for j := range work {
 				var r packResult
-				r, buf = p.verifyPack(ctx, j.no, j.id, counts[j.no], buf)
+				r, buf = p.verifyPack(ctx, j.no, j.id, sizes[j.id], counts[j.no], buf)
 				mu.Lock()
 				rep.Packs++
 				rep.Chunks += r.chunks
@@ -362,10 +367,28 @@ type packResult struct {
 	problem *VerifyProblem
 }
 
-// verifyPack reads and checks one pack; buf is a reusable decode buffer.
-func (p *Packs) verifyPack(ctx context.Context, no uint32, id chunker.ID, indexed int, buf []byte) (packResult, []byte) {
+// maxPackSize bounds the pack objects verify reads whole: the largest
+// pack_size a store may have, one chunk past it (a writer closes a pack
+// after the chunk that reaches the size), the index and the trailer. A
+// listing that claims more is a damaged or hostile store, reported rather
+// than read.
+const maxPackSize = 1<<30 + 2*chunk.MaxSize + maxIndexSize + packTrailerLen
+
+// verifyPack reads and checks one pack of the listed size (0: not listed,
+// found by Stat); buf is a reusable decode buffer.
+func (p *Packs) verifyPack(ctx context.Context, no uint32, id chunker.ID, size int64, indexed int, buf []byte) (packResult, []byte) {
 	c := &packCheck{p: p, ctx: ctx, no: no, id: id, name: packName(id), bad: map[chunker.ID]bool{}, buf: buf}
-	data, err := p.be.Get(ctx, c.name, 0, -1)
+	if size == 0 {
+		in, err := p.be.Stat(ctx, c.name)
+		if err != nil {
+			return packResult{problem: c.unreadable(err)}, c.buf
+		}
+		size = in.Size
+	}
+	if size < int64(packTrailerLen) || size > int64(maxPackSize) {
+		return packResult{problem: &VerifyProblem{Object: c.name, Problem: fmt.Sprintf("pack is listed as %d bytes, outside the %d..%d a pack can have (damaged, or not written by backup-cli); its chunks cannot be read", size, packTrailerLen, int64(maxPackSize))}}, c.buf
+	}
+	data, err := p.be.Get(ctx, c.name, 0, size)
 	if err != nil {
 		return packResult{problem: c.unreadable(err)}, c.buf
 	}

@@ -335,3 +335,55 @@ func TestMemoryBoundedUnderLargeFrames(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestClientBoundsGet: a server that answers a bounded get with more bytes
+// than were asked for (here: data frames without end) is refused as soon
+// as it passes the bound; the client never holds more.
+func TestClientBoundsGet(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var sent atomic.Int64
+	go func() {
+		for {
+			nc, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer nc.Close()
+				br, bw := bufio.NewReader(nc), bufio.NewWriter(nc)
+				readFrame(br, frameLimit, nil)
+				writeFrame(bw, msgHelloOK, encode(helloOK{Version: ProtocolVersion, Admin: true}))
+				bw.Flush()
+				for {
+					if _, _, err := readFrame(br, frameLimit, nil); err != nil {
+						return
+					}
+					for range 1 << 10 { // up to 1 GiB, far past any bound
+						if writeFrame(bw, msgData, make([]byte, 1<<20)) != nil || bw.Flush() != nil {
+							return
+						}
+						sent.Add(1 << 20)
+					}
+				}
+			}()
+		}
+	}()
+	u, _ := store.ParseURL("socket:" + l.Addr().String())
+	cl, err := DialClient(ctx, u, store.Options{RetryFor: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	got, err := cl.Objects().Get(ctx, "packs/index/x", 0, 100)
+	if err == nil || !strings.Contains(err.Error(), "more than the 100 bytes asked for") {
+		t.Fatalf("get 100 bytes from a server sending without end: %d bytes, %v", len(got), err)
+	}
+	if got != nil {
+		t.Fatalf("get returned %d bytes with its error", len(got))
+	}
+	t.Logf("refused after the server sent %d MiB: %v", sent.Load()>>20, err)
+}

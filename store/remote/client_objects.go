@@ -77,6 +77,11 @@ func (o objects) Get(ctx context.Context, name string, off, length int64) ([]byt
 			if typ != msgData {
 				return protoErr(fmt.Errorf("%s frame in a get answer", msgName(typ)))
 			}
+			// A bounded read never holds more than it asked for, whatever
+			// the server sends.
+			if length >= 0 && int64(len(p)) > length-int64(len(got)) {
+				return protoErr(fmt.Errorf("the server sent more than the %d bytes asked for of %s", length, name))
+			}
 			got = append(got, p...)
 			return nil
 		})
