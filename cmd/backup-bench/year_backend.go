@@ -36,24 +36,24 @@ func newIndexListing(be backend.Backend) *indexListing {
 	return &indexListing{Backend: be, infos: map[string]backend.Info{}, data: map[string][]byte{}}
 }
 
-// Get answers a whole index object from memory once it was read or
-// written here.
+// Get answers a whole index object (read to the end or at its listed
+// size) from memory once it was read or written here.
 func (l *indexListing) Get(ctx context.Context, name string, off, length int64) ([]byte, error) {
-	if !strings.HasPrefix(name, indexDir) || off != 0 || length != -1 {
+	if !strings.HasPrefix(name, indexDir) || off != 0 {
 		return l.Backend.Get(ctx, name, off, length)
 	}
 	l.mu.Lock()
 	d, ok := l.data[name]
 	l.mu.Unlock()
-	if ok {
+	if ok && (length == -1 || length == int64(len(d))) {
 		return slices.Clone(d), nil
 	}
 	d, err := l.Backend.Get(ctx, name, off, length)
-	if err == nil {
-		l.mu.Lock()
+	l.mu.Lock()
+	if in, listed := l.infos[name]; err == nil && (length == -1 || listed && length == in.Size) {
 		l.data[name] = slices.Clone(d)
-		l.mu.Unlock()
 	}
+	l.mu.Unlock()
 	return d, err
 }
 
