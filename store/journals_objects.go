@@ -356,7 +356,7 @@ func (o *objectJournal) put(name string, data []byte) error {
 			if try == 0 {
 				return fmt.Errorf("record %s exists already: another writer has this node (%w)", name, ErrLeaseLost)
 			}
-			got, gerr := be.Get(ctx, name, 0, -1)
+			got, gerr := backend.ReadWhole(ctx, be, name, int64(len(data)))
 			if gerr == nil && string(got) == string(data) {
 				return nil // an earlier try was stored, its answer lost
 			}

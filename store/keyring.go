@@ -222,14 +222,7 @@ func (k *Keyring) Secrets(ctx context.Context, node string) (map[string][]byte, 
 		obj := secretName(node, name, g[len(g)-1])
 		// Sized before it is read: the store host cannot make a restore
 		// load a huge object as a secret.
-		in, err := k.st.raw.Stat(ctx, obj)
-		if err == nil && in.Size > maxSecretSize+crypt.Overhead {
-			err = fmt.Errorf("%s is %d bytes, more than a secret of at most %d bytes sealed (damaged or not written by backup-cli)", obj, in.Size, maxSecretSize)
-		}
-		var data []byte
-		if err == nil {
-			data, err = k.st.be.Get(ctx, obj, 0, -1)
-		}
+		data, err := backend.ReadWhole(ctx, k.st.be, obj, maxSecretSize)
 		if err != nil {
 			return nil, fmt.Errorf("read secret %s of node %q: %w", name, node, err)
 		}

@@ -15,6 +15,18 @@ import (
 	"github.com/clnbackup/backup/store/journal"
 )
 
+// Bounds of the objects readers take whole: a store's objects come from its
+// host, a server or other nodes, and a read "to the end" would hold
+// whatever they hold (backend.ReadWhole).
+const (
+	// maxNodeObject is the largest object under nodes/ besides journals:
+	// a manifest.
+	maxNodeObject = manifest.MaxSize
+	// maxRecordObject bounds the store's JSON records (its config, node
+	// records, leases), which are a few hundred bytes.
+	maxRecordObject = 1 << 20
+)
+
 // NodeObjectKind is what an object under nodes/<node>/ is, by the store
 // layout (docs/store-format.md): a store server lets node tokens touch only
 // these, and checks what they put by kind, so one node's client cannot

@@ -79,7 +79,7 @@ func currentLease(ctx context.Context, s *Store, node string) (*Lease, []string,
 		return nil, nil, nil
 	}
 	newest := names[len(names)-1]
-	data, err := s.be.Get(ctx, newest, 0, -1)
+	data, err := backend.ReadWhole(ctx, s.be, newest, maxRecordObject)
 	if err != nil {
 		if errors.Is(err, backend.ErrNotFound) {
 			return nil, names, nil // released meanwhile

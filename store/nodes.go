@@ -61,7 +61,7 @@ func (s *Store) Node(ctx context.Context, node string) (NodeInfo, error) {
 	if err := manifest.ValidNodeName(node); err != nil {
 		return NodeInfo{}, err
 	}
-	data, err := s.be.Get(ctx, nodeInfoName(node), 0, -1)
+	data, err := backend.ReadWhole(ctx, s.be, nodeInfoName(node), maxRecordObject)
 	if err != nil {
 		if errors.Is(err, backend.ErrNotFound) {
 			return NodeInfo{}, fmt.Errorf("node %q: %w %s", node, ErrNoNode, s.Location())
@@ -135,7 +135,7 @@ func (s *Store) Manifest(ctx context.Context, node string, seq uint64) (*manifes
 	if err := manifest.ValidNodeName(node); err != nil {
 		return nil, err
 	}
-	data, err := s.be.Get(ctx, manifestName(node, seq), 0, -1)
+	data, err := backend.ReadWhole(ctx, s.be, manifestName(node, seq), maxNodeObject)
 	if err != nil {
 		return nil, fmt.Errorf("read manifest %d of node %q: %w", seq, node, err)
 	}

@@ -30,13 +30,13 @@ func (b *sealedBackend) PutIfAbsent(ctx context.Context, name string, data []byt
 	return b.Backend.PutIfAbsent(ctx, name, b.keys.Seal(nil, data, crypt.ObjectAD(name)))
 }
 
-// Get opens a sealed object whole (objects under nodes/ are small) and
-// returns the range asked for of its plaintext.
+// Get opens a sealed object whole (objects under nodes/ are small: at
+// most maxNodeObject) and returns the range asked for of its plaintext.
 func (b *sealedBackend) Get(ctx context.Context, name string, off, length int64) ([]byte, error) {
 	if !sealedName(name) {
 		return b.Backend.Get(ctx, name, off, length)
 	}
-	sealed, err := b.Backend.Get(ctx, name, 0, -1)
+	sealed, err := backend.ReadWhole(ctx, b.Backend, name, maxNodeObject+crypt.Overhead)
 	if err != nil {
 		return nil, err
 	}
@@ -49,6 +49,25 @@ func (b *sealedBackend) Get(ctx context.Context, name string, off, length int64)
 		return nil, err
 	}
 	return data[off : off+n], nil
+}
+
+// ReadWhole implements backend.WholeReader: a sealed object is read with
+// the bound of its plaintext plus the envelope. (It must: Stat gives the
+// sealed size, Get ranges of the plaintext, so ReadWhole's Stat path would
+// not fit a sealed object.)
+func (b *sealedBackend) ReadWhole(ctx context.Context, name string, max int64) ([]byte, error) {
+	if !sealedName(name) {
+		return backend.ReadWhole(ctx, b.Backend, name, max)
+	}
+	sealed, err := backend.ReadWhole(ctx, b.Backend, name, max+crypt.Overhead)
+	if err != nil {
+		return nil, err
+	}
+	data, err := openObject(b.keys, name, sealed)
+	if err != nil {
+		return nil, fmt.Errorf("%w (in %s)", err, b.Location())
+	}
+	return data, nil
 }
 
 // openObject opens the sealed object stored under name.

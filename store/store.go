@@ -324,7 +324,7 @@ func OpenBackend(ctx context.Context, be backend.Backend, opts Options, journals
 // open reads the config and sets up the chunk layer as packs over be; a
 // store server client replaces it when the server keeps the chunks.
 func open(ctx context.Context, be backend.Backend, opts Options, journals Journals) (*Store, error) {
-	data, err := be.Get(ctx, configName, 0, -1)
+	data, err := backend.ReadWhole(ctx, be, configName, maxRecordObject)
 	if err != nil {
 		if errors.Is(err, backend.ErrNotFound) {
 			return nil, fmt.Errorf("open store %s: %w (no %q object; create one with backup-cli init)", be.Location(), ErrNotStore, configName)

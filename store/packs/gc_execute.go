@@ -110,7 +110,10 @@ func (g *GCPlan) copyLive(ctx context.Context, b *packBuilder, ps *packState, se
 	if err != nil {
 		return err
 	}
-	old, err := p.be.Get(ctx, packName(ps.id), 0, -1)
+	if err := backend.CheckWhole(packName(ps.id), ps.size, maxPackSize); err != nil {
+		return fmt.Errorf("gc: %w", err)
+	}
+	old, err := p.be.Get(ctx, packName(ps.id), 0, ps.size)
 	if err != nil {
 		return err
 	}

@@ -34,7 +34,7 @@ func (g *GCPlan) gcLock(ctx context.Context, grace time.Duration) (func(), error
 			continue
 		}
 		if p.now().Sub(in.ModTime) < grace {
-			held, _ := p.be.Get(ctx, gcLockName, 0, -1)
+			held, _ := backend.ReadWhole(ctx, p.be, gcLockName, 4<<10)
 			return nil, fmt.Errorf("another gc is running on store %s (%s, since %s); if it died, remove the object %s", p.be.Location(), strings.TrimSpace(string(held)), in.ModTime.UTC().Format(time.RFC3339), gcLockName)
 		}
 		if err := p.be.Delete(ctx, gcLockName); err != nil {

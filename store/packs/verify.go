@@ -372,7 +372,7 @@ type packResult struct {
 // after the chunk that reaches the size), the index and the trailer. A
 // listing that claims more is a damaged or hostile store, reported rather
 // than read.
-const maxPackSize = 1<<30 + 2*chunk.MaxSize + maxIndexSize + packTrailerLen
+const maxPackSize = int64(1<<30 + 2*chunk.MaxSize + maxIndexSize + packTrailerLen)
 
 // verifyPack reads and checks one pack of the listed size (0: not listed,
 // found by Stat); buf is a reusable decode buffer.

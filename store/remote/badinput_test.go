@@ -336,9 +336,10 @@ func TestMemoryBoundedUnderLargeFrames(t *testing.T) {
 	}
 }
 
-// TestClientBoundsGet: a server that answers a bounded get with more bytes
-// than were asked for (here: data frames without end) is refused as soon
-// as it passes the bound; the client never holds more.
+// TestClientBoundsGet: a server that answers a bounded get, or a whole
+// read, with more bytes than were asked for or than the object can have
+// (here: data frames without end) is refused as soon as it passes the
+// bound; the client never holds more.
 func TestClientBoundsGet(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -386,4 +387,10 @@ func TestClientBoundsGet(t *testing.T) {
 		t.Fatalf("get returned %d bytes with its error", len(got))
 	}
 	t.Logf("refused after the server sent %d MiB: %v", sent.Load()>>20, err)
+	sent.Store(0)
+	got, err = cl.Objects().(backend.WholeReader).ReadWhole(ctx, "nodes/a/manifests/00000000000000000001", 3<<20)
+	if !errors.Is(err, backend.ErrTooLarge) || got != nil {
+		t.Fatalf("read whole with a 3 MiB bound from a server sending without end: %d bytes, %v", len(got), err)
+	}
+	t.Logf("whole read refused after the server sent %d MiB: %v", sent.Load()>>20, err)
 }

@@ -54,7 +54,7 @@ func (o objects) PutIfAbsent(ctx context.Context, name string, data []byte) erro
 		return err
 	})
 	if retried && errors.Is(err, backend.ErrExists) {
-		if have, gerr := o.Get(ctx, name, 0, -1); gerr == nil && string(have) == string(data) {
+		if have, gerr := o.ReadWhole(ctx, name, int64(len(data))); gerr == nil && string(have) == string(data) {
 			return nil
 		}
 	}
@@ -91,6 +91,37 @@ func (o objects) Get(ctx context.Context, name string, off, length int64) ([]byt
 		got = []byte{}
 	}
 	return got, o.wrap("get", name, err)
+}
+
+// ReadWhole implements backend.WholeReader: one get to the end, refused
+// (and the connection dropped) as soon as the server has sent more than
+// max bytes.
+func (o objects) ReadWhole(ctx context.Context, name string, max int64) ([]byte, error) {
+	if err := backend.ValidName(name); err != nil {
+		return nil, err
+	}
+	var got []byte
+	err := o.cl.do(ctx, o.cl.general, func(c *conn, _ int) error {
+		got = got[:0]
+		_, err := c.call(msgGet, encode(getRequest{Name: name, Length: -1}), func(typ byte, p []byte) error {
+			if typ != msgData {
+				return protoErr(fmt.Errorf("%s frame in a get answer", msgName(typ)))
+			}
+			if int64(len(p)) > max-int64(len(got)) {
+				return netError{err: fmt.Errorf("object %s: the server sent more than the %d bytes it can have: %w (the store is damaged, or not written by backup-cli); run backup-cli verify", name, max, backend.ErrTooLarge), fatal: true}
+			}
+			got = append(got, p...)
+			return nil
+		})
+		return err
+	})
+	if got == nil && err == nil {
+		got = []byte{}
+	}
+	if err != nil {
+		return nil, o.wrap("get", name, err)
+	}
+	return got, nil
 }
 
 // Stat is idempotent: a lost connection is simply retried.

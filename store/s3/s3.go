@@ -107,7 +107,7 @@ func (b *Backend) PutIfAbsent(ctx context.Context, name string, data []byte) err
 // settleRetry decides a retried put refused because the name is taken: ours
 // if the stored bytes are the ones we sent.
 func (b *Backend) settleRetry(ctx context.Context, name string, data []byte, cause error) error {
-	got, err := b.Get(ctx, name, 0, -1)
+	got, err := b.ReadWhole(ctx, name, int64(len(data)))
 	if err != nil {
 		return fmt.Errorf("put %s: a retry found the name taken and reading it back failed: %w (first: %v)", name, err, cause)
 	}
@@ -203,6 +203,23 @@ func (b *Backend) Get(ctx context.Context, name string, off, length int64) ([]by
 		return nil, err
 	}
 	return readBody(rc, n, name, b.Location())
+}
+
+// ReadWhole implements backend.WholeReader: one GET, refused on the size
+// the answer gives before its body is read.
+func (b *Backend) ReadWhole(ctx context.Context, name string, max int64) ([]byte, error) {
+	if err := backend.ValidName(name); err != nil {
+		return nil, err
+	}
+	rc, info, _, err := b.core.GetObject(ctx, b.cfg.Bucket, b.key(name), minio.GetObjectOptions{})
+	if err != nil {
+		return nil, b.opErr("get", name, err)
+	}
+	defer rc.Close()
+	if err := backend.CheckWhole(name, info.Size, max); err != nil {
+		return nil, fmt.Errorf("get %s from %s: %w", name, b.Location(), err)
+	}
+	return readBody(rc, info.Size, name, b.Location())
 }
 
 // getChecked is Get by a HEAD first: for ranges a GET cannot ask for.

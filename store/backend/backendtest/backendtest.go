@@ -38,6 +38,7 @@ func Run(t *testing.T, newBackend NewFunc) {
 		{"InvalidPrefixes", testInvalidPrefixes},
 		{"HostileRanges", testHostileRanges},
 		{"EmptyAndLargeObjects", testSizes},
+		{"ReadWholeBounded", testReadWhole},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -260,6 +261,45 @@ func testSizes(t *testing.T, b backend.Backend) {
 		t.Fatal("large object differs")
 	}
 }
+
+// testReadWhole: a whole read returns the object when it is within its
+// bound and refuses it, wrapping ErrTooLarge, when it is over, whether the
+// backend bounds the read itself or through Stat.
+func testReadWhole(t *testing.T, b backend.Backend) {
+	data := make([]byte, 3<<20) // several frames or reads
+	rand.New(rand.NewSource(4)).Read(data)
+	put(t, b, "w/obj", data)
+	put(t, b, "w/empty", nil)
+	for _, be := range []backend.Backend{b, statOnly{b}} {
+		for _, max := range []int64{int64(len(data)), int64(len(data)) + 1, 1 << 30} {
+			got, err := backend.ReadWhole(ctx, be, "w/obj", max)
+			if err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("%T: read whole with bound %d: %d bytes, %v", be, max, len(got), err)
+			}
+		}
+		for _, max := range []int64{int64(len(data)) - 1, 1, 0} {
+			got, err := backend.ReadWhole(ctx, be, "w/obj", max)
+			if !errors.Is(err, backend.ErrTooLarge) || got != nil {
+				t.Fatalf("%T: read whole a %d-byte object with bound %d: %d bytes, %v; want ErrTooLarge", be, len(data), max, len(got), err)
+			}
+		}
+		if got, err := backend.ReadWhole(ctx, be, "w/empty", 0); err != nil || len(got) != 0 {
+			t.Fatalf("%T: read whole an empty object: %d bytes, %v", be, len(got), err)
+		}
+		if _, err := backend.ReadWhole(ctx, be, "w/missing", 10); !errors.Is(err, backend.ErrNotFound) {
+			t.Fatalf("%T: read whole a missing object: %v, want ErrNotFound", be, err)
+		}
+	}
+	// The bounded read is usable again after a refusal (a remote
+	// connection dropped mid-answer is replaced).
+	if got, err := backend.ReadWhole(ctx, b, "w/obj", 1<<30); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read whole after a refusal: %d bytes, %v", len(got), err)
+	}
+}
+
+// statOnly hides a backend's own bounded read, so ReadWhole takes the Stat
+// path.
+type statOnly struct{ backend.Backend }
 
 // Bench runs the backend throughput benchmarks (put and ranged get of 4 MiB
 // objects, the size of a pack).
