@@ -51,7 +51,11 @@ func readNewestCondemned(ctx context.Context, be backend.Backend, have func(stri
 		if have(newest) {
 			return nil, newest, false, nil
 		}
-		data, err = be.Get(ctx, newest, 0, -1)
+		bound, err := maxCondemnedSize(ctx, be)
+		if err != nil {
+			return nil, "", false, err
+		}
+		data, err = backend.ReadWhole(ctx, be, newest, bound)
 		if errors.Is(err, backend.ErrNotFound) && try < 10 {
 			continue // a gc wrote a newer record and removed this one
 		}
@@ -65,6 +69,29 @@ func readNewestCondemned(ctx context.Context, be backend.Backend, have func(stri
 		return nil, "", false, fmt.Errorf("condemned record %s: %w", newest, err)
 	}
 	return set, newest, true, nil
+}
+
+// condemnedSlack is how many entries a condemned record may hold beyond
+// the store's index entries (see maxCondemnedSize).
+const condemnedSlack = 1 << 20
+
+// maxCondemnedSize bounds a condemned record by the store's index: it lists
+// copies the indexes name, at most one entry per index entry (the smallest
+// index entry is indexEntryLen bytes), plus condemnedSlack entries for
+// copies whose index a gc removed before writing the next record. Every
+// lookup of a restore reads the record whole, so a store that lies about it
+// must not be able to make the restoring node allocate whatever it claims;
+// the cost is one listing of the index objects per new record.
+func maxCondemnedSize(ctx context.Context, be backend.Backend) (int64, error) {
+	var indexBytes int64
+	err := be.List(ctx, indexPrefix, func(in backend.Info) error {
+		indexBytes += max(0, min(in.Size, maxIndexSize))
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("list the index to bound the condemned record: %w", err)
+	}
+	return 12 + condemnedEntry*(indexBytes/indexEntryLen+condemnedSlack), nil
 }
 
 // loadCondemned makes writers of this Store see the newest condemned record.

@@ -2,10 +2,16 @@ package packs
 
 import (
 	"context"
+	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/clnbackup/backup/store/backend"
+	"github.com/clnbackup/backup/store/chunk"
+	"github.com/clnbackup/backup/store/local"
 )
 
 // listingLiar is a store whose listing reports index objects at a size
@@ -62,5 +68,44 @@ func TestIndexSizeFromListing(t *testing.T) {
 			}
 			t.Logf("verify: %s", rep.Problems[0].Problem)
 		})
+	}
+}
+
+// TestCondemnedRecordBounded: every lookup reads the newest condemned
+// record whole, so one larger than the store's index can justify is refused
+// before it is read (here a sparse file claiming gigabytes): a restore from
+// a lying store allocates nothing for it.
+func TestCondemnedRecordBounded(t *testing.T) {
+	dir := t.TempDir()
+	be, err := local.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := chunk.NewCodec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	opts := Options{StoreVersion: 2, PackSize: 8 << 20, Codec: c, Now: time.Now, MaxWriterAge: gcTestWriterAge}
+	ids := putPack(t, New(be, opts), 1, 10)
+	bound, err := maxCondemnedSize(ctx, be)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := condemnedPrefix + "00000000000000000001"
+	path := filepath.Join(dir, filepath.FromSlash(name))
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(max(bound+1, 4<<30)); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if _, err := New(be, opts).lookup(ctx, ids[:1]); !errors.Is(err, backend.ErrTooLarge) || !strings.Contains(err.Error(), name) {
+		t.Fatalf("look up beside a %d-byte condemned record (bound %d): %v, want ErrTooLarge naming it", max(bound+1, 4<<30), bound, err)
 	}
 }
