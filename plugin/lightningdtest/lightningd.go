@@ -132,6 +132,10 @@ type Lightningd struct {
 	notifications []Notification
 	violations    []string
 	stderrTail    []string
+	// dumping: the plugin was sent SIGQUIT for not exiting; dump holds
+	// what it wrote since (its goroutines).
+	dumping bool
+	dump    []string
 }
 
 // Start runs the plugin executable at path with dir (the lightning network
@@ -411,6 +415,9 @@ func (l *Lightningd) readStderr(r *os.File) {
 		if len(l.stderrTail) > 50 {
 			l.stderrTail = l.stderrTail[1:]
 		}
+		if l.dumping && len(l.dump) < maxDumpLines {
+			l.dump = append(l.dump, line)
+		}
 		l.mu.Unlock()
 	}
 	io.Copy(io.Discard, r)
@@ -511,13 +518,31 @@ func (l *Lightningd) Close() error {
 			err = fmt.Errorf("plugin exited after its stdin was closed: %w%s", err, l.stderrNote())
 		}
 	case <-time.After(l.opts.Timeout):
-		l.cmd.Process.Kill()
-		<-l.exited
-		err = fmt.Errorf("plugin did not exit within %v of its stdin being closed; killed it", l.opts.Timeout)
+		// SIGQUIT first: a Go plugin writes every goroutine's stack
+		// and exits, which says what held it up.
+		l.mu.Lock()
+		l.dumping = true
+		l.mu.Unlock()
+		l.cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-l.exited:
+		case <-time.After(5 * time.Second):
+			l.cmd.Process.Kill()
+			<-l.exited
+		}
+		l.readers.Wait()
+		l.mu.Lock()
+		dump := strings.Join(l.dump, "\n")
+		l.mu.Unlock()
+		return fmt.Errorf("plugin did not exit within %v of its stdin being closed; killed it; its goroutines:\n%s", l.opts.Timeout, dump)
 	}
 	l.readers.Wait()
 	return err
 }
+
+// maxDumpLines bounds the goroutine dump kept from a plugin that did not
+// exit.
+const maxDumpLines = 2000
 
 func (l *Lightningd) stderrNote() string {
 	tail := l.Stderr()
