@@ -36,13 +36,9 @@ func (b *sealedBackend) Get(ctx context.Context, name string, off, length int64)
 	if !sealedName(name) {
 		return b.Backend.Get(ctx, name, off, length)
 	}
-	sealed, err := backend.ReadWhole(ctx, b.Backend, name, maxNodeObject+crypt.Overhead)
+	data, err := b.ReadWhole(ctx, name, maxNodeObject)
 	if err != nil {
 		return nil, err
-	}
-	data, err := openObject(b.keys, name, sealed)
-	if err != nil {
-		return nil, fmt.Errorf("%w (in %s)", err, b.Location())
 	}
 	n, err := backend.CheckRange(name, off, length, int64(len(data)))
 	if err != nil {

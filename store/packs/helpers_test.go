@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/clnbackup/backup/chunker"
+	"github.com/clnbackup/backup/store/backend"
 	"github.com/clnbackup/backup/store/chunk"
 	"github.com/clnbackup/backup/store/local"
 )
@@ -21,6 +22,12 @@ func newTestPacks(t testing.TB, now func() time.Time) *Packs {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newTestPacksOn(t, be, now)
+}
+
+// newTestPacksOn is newTestPacks over be.
+func newTestPacksOn(t testing.TB, be backend.Backend, now func() time.Time) *Packs {
+	t.Helper()
 	c, err := chunk.NewCodec()
 	if err != nil {
 		t.Fatal(err)

@@ -7,10 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/clnbackup/backup/store/backend"
-	"github.com/clnbackup/backup/store/chunk"
 	"github.com/clnbackup/backup/store/local"
 )
 
@@ -51,7 +49,7 @@ func TestIndexSizeFromListing(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := newTestPacks(t, nil)
 			ids := putPack(t, p, 1, 10)
-			q := New(listingLiar{p.be, tc.size}, Options{StoreVersion: 2, PackSize: 8 << 20, Codec: p.codec, Now: p.now, MaxWriterAge: gcTestWriterAge})
+			q := newTestPacksOn(t, listingLiar{p.be, tc.size}, nil)
 			_, err := q.LoadIndex(ctx)
 			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "index/") {
 				t.Fatalf("load the index: %v, want an error naming the index with %q", err, tc.want)
@@ -81,13 +79,7 @@ func TestCondemnedRecordBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := chunk.NewCodec()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	opts := Options{StoreVersion: 2, PackSize: 8 << 20, Codec: c, Now: time.Now, MaxWriterAge: gcTestWriterAge}
-	ids := putPack(t, New(be, opts), 1, 10)
+	ids := putPack(t, newTestPacksOn(t, be, nil), 1, 10)
 	bound, err := maxCondemnedSize(ctx, be)
 	if err != nil {
 		t.Fatal(err)
@@ -105,7 +97,7 @@ func TestCondemnedRecordBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	if _, err := New(be, opts).lookup(ctx, ids[:1]); !errors.Is(err, backend.ErrTooLarge) || !strings.Contains(err.Error(), name) {
+	if _, err := newTestPacksOn(t, be, nil).lookup(ctx, ids[:1]); !errors.Is(err, backend.ErrTooLarge) || !strings.Contains(err.Error(), name) {
 		t.Fatalf("look up beside a %d-byte condemned record (bound %d): %v, want ErrTooLarge naming it", max(bound+1, 4<<30), bound, err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 
+	"github.com/clnbackup/backup/store/backend"
 	"github.com/clnbackup/backup/store/chunk"
 
 	"github.com/clnbackup/backup/chunker"
@@ -34,7 +35,25 @@ const (
 	packTrailerLen = packNonceLen + 4 + len(packMagic)
 	// maxIndexEntries bounds the entries one index may claim.
 	maxIndexEntries = 1 << 22
+	// maxIndexSize is the largest index walkIndex accepts: every entry a
+	// delta with its base id. An index object listed larger is refused
+	// before anything is read, so a store cannot make a pass over the
+	// indexes hold more.
+	maxIndexSize = indexHeaderLen + maxIndexEntries*(indexEntryLen+chunker.IDSize)
+	// maxPackSize bounds the packs verify and gc read whole: the largest
+	// pack_size a store may have, one chunk past it (a writer closes a
+	// pack after the chunk that reaches the size), the index and the
+	// trailer.
+	maxPackSize = int64(1<<30 + 2*chunk.MaxSize + maxIndexSize + packTrailerLen)
 )
+
+// checkIndexSize refuses an index object listed at a size no index has.
+func checkIndexSize(in backend.Info) error {
+	if in.Size < indexHeaderLen || in.Size > maxIndexSize {
+		return fmt.Errorf("index %s is listed as %d bytes, outside the %d..%d an index can have", in.Name, in.Size, indexHeaderLen, maxIndexSize)
+	}
+	return nil
+}
 
 // encodeIndex encodes an index in the given index version (1 cannot hold
 // delta entries: the caller never has any for a version-1 store).

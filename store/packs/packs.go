@@ -288,12 +288,6 @@ func (p *Packs) readIndexData(ctx context.Context, in backend.Info) ([]byte, err
 	return p.readIndexDataInto(ctx, in, nil)
 }
 
-// maxIndexSize is the largest index object walkIndex accepts: every one
-// of maxIndexEntries entries a delta with its base id. A listing that
-// claims more is refused before anything is allocated for it, so a hostile
-// store cannot make a pass over the indexes hold more than this.
-const maxIndexSize = indexHeaderLen + maxIndexEntries*(indexEntryLen+chunker.IDSize)
-
 // readIndexDataInto is readIndexData reading into buf where the backend
 // can (the bytes returned then alias buf's array unless it had to grow): a
 // pass over the index objects reads every one of them, 60 MB at 4 GB, and
@@ -303,8 +297,8 @@ const maxIndexSize = indexHeaderLen + maxIndexEntries*(indexEntryLen+chunker.IDS
 // holds yields bytes that do not match the name.
 func (p *Packs) readIndexDataInto(ctx context.Context, in backend.Info, buf []byte) ([]byte, error) {
 	name := in.Name
-	if in.Size < indexHeaderLen || in.Size > maxIndexSize {
-		return nil, fmt.Errorf("index %s is listed as %d bytes, outside the %d..%d an index can have: the store is damaged or not written by backup-cli; run backup-cli verify", name, in.Size, indexHeaderLen, maxIndexSize)
+	if err := checkIndexSize(in); err != nil {
+		return nil, fmt.Errorf("%w: the store is damaged or not written by backup-cli; run backup-cli verify", err)
 	}
 	var data []byte
 	var err error

@@ -130,8 +130,8 @@ func (c *indexCheck) problem(object, format string, args ...any) *VerifyProblem 
 // it if both are sound.
 func (c *indexCheck) check(ctx context.Context, in backend.Info) {
 	name := in.Name
-	if in.Size < indexHeaderLen || in.Size > maxIndexSize {
-		c.problem(name, "index is listed as %d bytes, outside the %d..%d an index can have (damaged, or not written by backup-cli); the chunks it lists cannot be located", in.Size, indexHeaderLen, maxIndexSize)
+	if err := checkIndexSize(in); err != nil {
+		c.problem(name, "%v (damaged, or not written by backup-cli); the chunks it lists cannot be located", err)
 		return
 	}
 	data, err := c.p.be.Get(ctx, name, 0, in.Size)
@@ -366,13 +366,6 @@ type packResult struct {
 	bytes   int64
 	problem *VerifyProblem
 }
-
-// maxPackSize bounds the pack objects verify reads whole: the largest
-// pack_size a store may have, one chunk past it (a writer closes a pack
-// after the chunk that reaches the size), the index and the trailer. A
-// listing that claims more is a damaged or hostile store, reported rather
-// than read.
-const maxPackSize = int64(1<<30 + 2*chunk.MaxSize + maxIndexSize + packTrailerLen)
 
 // verifyPack reads and checks one pack of the listed size (0: not listed,
 // found by Stat); buf is a reusable decode buffer.
